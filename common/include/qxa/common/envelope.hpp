@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: MIT
+// Envelope <-> frame bytes, on top of the pure frame codec.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "qxa/common/error.hpp"
+#include "qxa/common/frame.hpp"
+#include "quantix/agent/v1/agent.pb.h"
+
+namespace qxa::common {
+
+namespace pb = ::quantix::agent::v1;
+
+/// The protocol version this build speaks (carried in Hello / HelloAck and the frame header).
+inline constexpr std::uint32_t protocol_version = 1;
+
+/// Serializes one envelope into a complete frame. Fails with frame_too_large when the payload
+/// would exceed `max_payload`.
+result<std::vector<std::uint8_t>> encode_envelope(const pb::Envelope& envelope,
+                                                  std::size_t max_payload = default_max_frame_size);
+
+/// Parses a frame payload. Returns false when the bytes are not a valid Envelope.
+bool decode_envelope(std::span<const std::uint8_t> payload, pb::Envelope& out);
+
+/// The name of the envelope's body ("ping", "telemetry", ...), for logs and metrics.
+const char* body_name(const pb::Envelope& envelope) noexcept;
+
+}  // namespace qxa::common

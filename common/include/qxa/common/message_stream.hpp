@@ -1,0 +1,410 @@
+// SPDX-License-Identifier: MIT
+//
+// A stream of Envelopes over any Asio byte stream: a unix socket on the host, the virtio-serial
+// char device on the guest, a socketpair in tests.
+//
+// One writer coroutine owns all writes, fed by a queue, so frames never interleave however many
+// coroutines send. Each frame has a deadline. When a frame misses it the stream either closes
+// (host: a peer that does not drain is dead to us) or keeps the frame in flight (guest: the
+// host may drain later, and a frame is never abandoned half-written, so the framing on the wire
+// stays intact). One reader at a time calls receive().
+//
+// Threading: not thread-safe. Every member is called from the stream's executor, which must be
+// single-threaded (an io_context run by one thread, or a strand).
+#pragma once
+
+#include <asio/awaitable.hpp>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/buffer.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+#include <asio/error.hpp>
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "qxa/common/envelope.hpp"
+#include "qxa/common/error.hpp"
+#include "qxa/common/frame.hpp"
+
+namespace qxa::common {
+
+using namespace std::chrono_literals;
+
+struct stream_options {
+  /// Largest payload accepted from the peer and sent to it.
+  std::size_t max_frame_size = default_max_frame_size;
+  /// Bytes the write queue may hold; send() beyond it fails with queue_full.
+  std::size_t max_queued_bytes = 64u << 20;
+  /// Default deadline of a frame, from the moment it is queued.
+  std::chrono::steady_clock::duration write_timeout = 5s;
+  /// true: a missed write deadline closes the stream. false: the frame stays in flight.
+  bool close_on_write_timeout = true;
+  /// A frame whose header arrived but whose payload has not progressed for this long is given up
+  /// (so that bytes cut short by an old connection cannot hold back the next one). 0 = never.
+  std::chrono::steady_clock::duration partial_frame_timeout = 2s;
+  std::size_t read_buffer_size = 64u << 10;
+};
+
+struct send_options {
+  /// Overrides stream_options::write_timeout for this frame.
+  std::optional<std::chrono::steady_clock::duration> timeout;
+  /// Non-zero: this frame replaces a queued, not yet started frame with the same key, which
+  /// then completes with `superseded` (the newest telemetry sample replaces an unsent one).
+  std::uint32_t replace_key = 0;
+};
+
+struct stream_stats {
+  std::uint64_t frames_sent = 0;
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t frames_received = 0;
+  std::uint64_t bytes_received = 0;
+  std::uint64_t bad_messages = 0;  ///< frames that passed their checksums but did not parse
+  std::uint64_t write_timeouts = 0;
+  std::uint64_t superseded = 0;
+  std::uint64_t stalled_partials = 0;  ///< partial frames given up by partial_frame_timeout
+};
+
+namespace detail {
+
+/// A wake-up signal for coroutines on one executor. Wakes may be spurious: waiters re-check.
+class async_event {
+ public:
+  explicit async_event(const asio::any_io_executor& ex) : timer_(ex) {
+    timer_.expires_at(asio::steady_timer::time_point::max());
+  }
+  // cancel() wakes every waiter and leaves the expiry at "never", so the next wait blocks again.
+  void notify_all() { timer_.cancel(); }
+  asio::awaitable<void> wait() {
+    std::error_code ec;
+    co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+
+ private:
+  asio::steady_timer timer_;
+};
+
+struct outgoing_frame {
+  std::vector<std::uint8_t> bytes;
+  std::chrono::steady_clock::time_point deadline;
+  std::uint32_t replace_key = 0;
+  bool started = false;
+  bool done = false;
+  std::error_code result;
+  std::shared_ptr<asio::steady_timer> waiter;  // the sender's timer, cancelled on completion
+
+  void complete(std::error_code ec) {
+    if (done) return;
+    done = true;
+    result = ec;
+    if (waiter) waiter->cancel();
+  }
+};
+
+}  // namespace detail
+
+template <typename Stream>
+class message_stream : public std::enable_shared_from_this<message_stream<Stream>> {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  static std::shared_ptr<message_stream> create(Stream stream, stream_options options = {}) {
+    return std::shared_ptr<message_stream>(new message_stream(std::move(stream), options));
+  }
+
+  ~message_stream() = default;
+  message_stream(const message_stream&) = delete;
+  message_stream& operator=(const message_stream&) = delete;
+
+  /// Starts the writer. Call once, before the first send.
+  void start() {
+    if (started_) return;
+    started_ = true;
+    asio::co_spawn(executor_, writer_loop(this->shared_from_this()), asio::detached);
+  }
+
+  /// Queues an envelope and completes when its frame has been written completely, or with:
+  /// write_timeout (the deadline passed first; the frame stays queued or in flight unless the
+  /// stream closes on timeouts), superseded, queue_full, frame_too_large, closed, or the write's
+  /// error. Cancelling the awaiting coroutine is not supported; use the deadline.
+  asio::awaitable<std::error_code> send(const pb::Envelope& envelope, send_options opts = {}) {
+    // Not a coroutine itself: the envelope is serialized before this returns, so a temporary
+    // argument never has to outlive the call.
+    return await_written(enqueue(envelope, opts));
+  }
+
+  /// Queues an envelope without waiting for it to be written. Fails at once only for a closed
+  /// stream, a full queue or an oversized message.
+  std::error_code post(const pb::Envelope& envelope, send_options opts = {}) {
+    return enqueue(envelope, opts).code();
+  }
+
+  /// Completes with the next valid envelope, or with the error that ended the stream: end of
+  /// file, the read error, frame_too_large (the peer announced a frame over the limit), closed.
+  /// Frames that fail their checksums are skipped and counted; so are frames that do not parse.
+  /// One caller at a time.
+  asio::awaitable<result<pb::Envelope>> receive() {
+    for (;;) {
+      const decode_result r = decoder_.next();
+      if (r.status == decode_status::frame) {
+        pb::Envelope envelope;
+        if (!decode_envelope(r.payload, envelope)) {
+          ++stats_.bad_messages;
+          continue;
+        }
+        ++stats_.frames_received;
+        co_return envelope;
+      }
+      if (r.status == decode_status::oversized) {
+        co_return result<pb::Envelope>{
+            errc::frame_too_large,
+            fmt::format("peer announced a {} byte frame, the limit is {}", r.announced_size,
+                        decoder_.max_payload())};
+      }
+      if (!open_) co_return result<pb::Envelope>{close_reason_};
+
+      read_buf_.resize(options_.read_buffer_size);
+      const bool watch = options_.partial_frame_timeout.count() > 0 && decoder_.has_partial_frame();
+      if (watch) arm_partial_timer();
+      auto [ec, n] = co_await stream_.async_read_some(
+          asio::buffer(read_buf_),
+          asio::bind_cancellation_slot(read_cancel_.slot(),
+                                       asio::experimental::as_tuple(asio::use_awaitable)));
+      if (watch) partial_timer_.cancel();
+      if (ec == asio::error::operation_aborted && open_ && partial_timed_out_) {
+        partial_timed_out_ = false;
+        if (decoder_.abandon_partial()) ++stats_.stalled_partials;
+        continue;
+      }
+      if (ec) {
+        if (!open_) co_return result<pb::Envelope>{close_reason_};
+        co_return result<pb::Envelope>{ec, ec.message()};
+      }
+      stats_.bytes_received += n;
+      decoder_.feed({read_buf_.data(), n});
+    }
+  }
+
+  /// Waits until every queued frame is written, or the deadline passes, or the stream closes.
+  /// Returns true when the queue drained.
+  asio::awaitable<bool> flush(clock::duration timeout) {
+    const auto deadline = clock::now() + timeout;
+    asio::steady_timer guard(executor_);
+    guard.expires_at(deadline);
+    guard.async_wait([this, self = this->shared_from_this()](std::error_code ec) {
+      if (!ec) idle_.notify_all();
+    });
+    while (open_ && (!queue_.empty() || writing_) && clock::now() < deadline) {
+      co_await idle_.wait();
+    }
+    guard.cancel();
+    co_return queue_.empty() && !writing_;
+  }
+
+  /// Closes the byte stream at once and fails every queued frame with `reason` (default
+  /// `closed`). A frame cut by the close is never followed by another frame. Idempotent.
+  void close(std::error_code reason = make_error_code(errc::closed)) {
+    if (!open_) return;
+    open_ = false;
+    close_reason_ = reason;
+    std::error_code ignored;
+    stream_.close(ignored);
+    partial_timer_.cancel();
+    write_deadline_.cancel();
+    for (auto& f : queue_) f->complete(reason);
+    for (auto& f : in_flight_) f->complete(reason);
+    queue_.clear();
+    queued_bytes_ = 0;
+    wake_writer_.notify_all();
+    idle_.notify_all();
+    space_.notify_all();
+  }
+
+  /// Waits while the write queue holds more than `bytes` (back-pressure for a producer).
+  asio::awaitable<void> wait_queue_below(std::size_t bytes) {
+    while (open_ && queued_bytes_ > bytes) co_await space_.wait();
+  }
+
+  [[nodiscard]] bool is_open() const noexcept { return open_; }
+  [[nodiscard]] std::error_code close_reason() const noexcept { return close_reason_; }
+  [[nodiscard]] std::size_t queued_bytes() const noexcept { return queued_bytes_; }
+  [[nodiscard]] std::size_t queued_frames() const noexcept { return queue_.size(); }
+  [[nodiscard]] const stream_stats& stats() const noexcept { return stats_; }
+  [[nodiscard]] const decoder_stats& decoding() const noexcept { return decoder_.stats(); }
+  [[nodiscard]] const stream_options& options() const noexcept { return options_; }
+  [[nodiscard]] asio::any_io_executor get_executor() const { return executor_; }
+  Stream& next_layer() noexcept { return stream_; }
+
+ private:
+  message_stream(Stream stream, stream_options options)
+      : executor_(stream.get_executor()),
+        stream_(std::move(stream)),
+        options_(options),
+        decoder_(options.max_frame_size),
+        wake_writer_(executor_),
+        idle_(executor_),
+        space_(executor_),
+        write_deadline_(executor_),
+        partial_timer_(executor_) {}
+
+  result<std::shared_ptr<detail::outgoing_frame>> enqueue(const pb::Envelope& envelope,
+                                                          const send_options& opts) {
+    if (!open_) return close_reason_;
+    auto bytes = encode_envelope(envelope, options_.max_frame_size);
+    if (!bytes) return bytes.error();
+    if (queued_bytes_ + bytes->size() > options_.max_queued_bytes) {
+      return {errc::queue_full, fmt::format("{} bytes already queued", queued_bytes_)};
+    }
+    auto entry = std::make_shared<detail::outgoing_frame>();
+    entry->bytes = std::move(bytes.value());
+    entry->deadline = clock::now() + opts.timeout.value_or(options_.write_timeout);
+    entry->replace_key = opts.replace_key;
+    queued_bytes_ += entry->bytes.size();
+    if (opts.replace_key != 0) {
+      for (auto& queued : queue_) {
+        if (queued->replace_key == opts.replace_key) {
+          queued_bytes_ -= queued->bytes.size();
+          ++stats_.superseded;
+          queued->complete(make_error_code(errc::superseded));
+          queued = entry;  // takes the older one's place in line
+          wake_writer_.notify_all();
+          return entry;
+        }
+      }
+    }
+    queue_.push_back(entry);
+    wake_writer_.notify_all();
+    return entry;
+  }
+
+  asio::awaitable<std::error_code> await_written(
+      result<std::shared_ptr<detail::outgoing_frame>> queued) {
+    if (!queued) co_return queued.code();
+    auto entry = std::move(queued.value());
+    if (entry->done) co_return entry->result;
+    auto waiter = std::make_shared<asio::steady_timer>(executor_);
+    waiter->expires_at(entry->deadline);
+    entry->waiter = waiter;
+    std::error_code ec;
+    co_await waiter->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    entry->waiter = nullptr;
+    if (entry->done) co_return entry->result;
+    on_write_deadline();
+    co_return make_error_code(errc::write_timeout);
+  }
+
+  // A frame missed its deadline: on a stream that closes on timeouts, this is the end of it.
+  void on_write_deadline() {
+    if (!open_) return;
+    ++stats_.write_timeouts;
+    if (options_.close_on_write_timeout) close(make_error_code(errc::write_timeout));
+  }
+
+  // Frames are gathered into one write while they fit in this many bytes.
+  static constexpr std::size_t gather_limit = 256u << 10;
+
+  static asio::awaitable<void> writer_loop(std::shared_ptr<message_stream> self) {
+    co_await self->run_writer();
+  }
+
+  asio::awaitable<void> run_writer() {
+    std::vector<asio::const_buffer> buffers;
+    while (open_) {
+      if (queue_.empty()) {
+        idle_.notify_all();
+        co_await wake_writer_.wait();
+        continue;
+      }
+      in_flight_.clear();
+      buffers.clear();
+      std::size_t batch_bytes = 0;
+      auto deadline = clock::time_point::max();
+      while (!queue_.empty() &&
+             (in_flight_.empty() || batch_bytes + queue_.front()->bytes.size() <= gather_limit)) {
+        auto f = std::move(queue_.front());
+        queue_.pop_front();
+        f->started = true;
+        batch_bytes += f->bytes.size();
+        deadline = std::min(deadline, f->deadline);
+        buffers.emplace_back(asio::buffer(f->bytes));
+        in_flight_.push_back(std::move(f));
+      }
+      writing_ = true;
+      arm_write_deadline(deadline);
+      auto [ec, n] = co_await asio::async_write(stream_, buffers,
+                                                asio::experimental::as_tuple(asio::use_awaitable));
+      writing_ = false;
+      ++write_generation_;
+      write_deadline_.cancel();
+      queued_bytes_ -= std::min(queued_bytes_, batch_bytes);
+      space_.notify_all();
+      if (ec) {
+        for (auto& f : in_flight_) f->complete(open_ ? ec : close_reason_);
+        in_flight_.clear();
+        // A failed write may have left part of a frame on the wire: nothing may follow it.
+        close(open_ ? ec : close_reason_);
+        break;
+      }
+      stats_.bytes_sent += n;
+      stats_.frames_sent += in_flight_.size();
+      for (auto& f : in_flight_) f->complete({});
+      in_flight_.clear();
+    }
+    idle_.notify_all();
+  }
+
+  void arm_write_deadline(clock::time_point deadline) {
+    write_deadline_.expires_at(deadline);
+    write_deadline_.async_wait(
+        [self = this->shared_from_this(), generation = write_generation_](std::error_code ec) {
+          if (ec || !self->writing_ || generation != self->write_generation_) return;
+          // Otherwise the frame stays in flight; its sender's own deadline reports the timeout.
+          self->on_write_deadline();
+        });
+  }
+
+  void arm_partial_timer() {
+    partial_timed_out_ = false;
+    partial_timer_.expires_after(options_.partial_frame_timeout);
+    partial_timer_.async_wait([self = this->shared_from_this()](std::error_code ec) {
+      if (ec || !self->open_) return;
+      self->partial_timed_out_ = true;
+      self->read_cancel_.emit(asio::cancellation_type::terminal);
+    });
+  }
+
+  asio::any_io_executor executor_;
+  Stream stream_;
+  stream_options options_;
+  frame_decoder decoder_;
+  std::vector<std::uint8_t> read_buf_;
+  std::deque<std::shared_ptr<detail::outgoing_frame>> queue_;
+  std::vector<std::shared_ptr<detail::outgoing_frame>> in_flight_;
+  std::size_t queued_bytes_ = 0;
+  bool open_ = true;
+  bool started_ = false;
+  bool writing_ = false;
+  bool partial_timed_out_ = false;
+  std::uint64_t write_generation_ = 0;
+  std::error_code close_reason_ = make_error_code(errc::closed);
+  detail::async_event wake_writer_;
+  detail::async_event idle_;
+  detail::async_event space_;
+  asio::steady_timer write_deadline_;
+  asio::steady_timer partial_timer_;
+  asio::cancellation_signal read_cancel_;
+  stream_stats stats_;
+};
+
+}  // namespace qxa::common

@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: MIT
+// Runs a test coroutine on a fresh io_context with a hard deadline.
+#pragma once
+
+#include <asio/awaitable.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/io_context.hpp>
+#include <asio/local/connect_pair.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <exception>
+#include <functional>
+#include <utility>
+
+namespace qxa::test {
+
+using namespace std::chrono_literals;
+using unix_socket = asio::local::stream_protocol::socket;
+
+/// Runs `make(io)` to completion, failing the test when it takes longer than `deadline`.
+template <typename Make>
+void run_async(Make&& make, std::chrono::steady_clock::duration deadline = 20s) {
+  asio::io_context io;
+  bool done = false;
+  std::exception_ptr error;
+  asio::co_spawn(io, make(io), [&](std::exception_ptr e) {
+    done = true;
+    error = e;
+    io.stop();
+  });
+  io.run_for(deadline);
+  if (!done) FAIL("the test did not finish within its deadline");
+  if (error) std::rethrow_exception(error);
+}
+
+inline std::pair<unix_socket, unix_socket> socket_pair(asio::io_context& io) {
+  unix_socket a(io), b(io);
+  asio::local::connect_pair(a, b);
+  return {std::move(a), std::move(b)};
+}
+
+inline asio::awaitable<void> sleep_for(std::chrono::steady_clock::duration d) {
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  t.expires_after(d);
+  co_await t.async_wait(asio::use_awaitable);
+}
+
+}  // namespace qxa::test
