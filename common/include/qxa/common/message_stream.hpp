@@ -22,6 +22,7 @@
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 #include <asio/error.hpp>
@@ -153,7 +154,8 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
   /// Completes with the next valid envelope, or with the error that ended the stream: end of
   /// file, the read error, frame_too_large (the peer announced a frame over the limit), closed.
   /// Frames that fail their checksums are skipped and counted; so are frames that do not parse.
-  /// One caller at a time.
+  /// Cancelling the awaiting coroutine ends it with operation_aborted and loses no input. One
+  /// caller at a time.
   asio::awaitable<result<pb::Envelope>> receive() {
     for (;;) {
       const decode_result r = decoder_.next();
@@ -177,10 +179,18 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
       read_buf_.resize(options_.read_buffer_size);
       const bool watch = options_.partial_frame_timeout.count() > 0 && decoder_.has_partial_frame();
       if (watch) arm_partial_timer();
+      // The read listens to our own signal (for the partial-frame timer); cancellation of the
+      // awaiting coroutine (a deadline race, say) is forwarded to it.
+      asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
+      asio::cancellation_slot parent = state.slot();
+      if (parent.is_connected()) {
+        parent.assign([signal = &read_cancel_](asio::cancellation_type t) { signal->emit(t); });
+      }
       auto [ec, n] = co_await stream_.async_read_some(
           asio::buffer(read_buf_),
           asio::bind_cancellation_slot(read_cancel_.slot(),
                                        asio::experimental::as_tuple(asio::use_awaitable)));
+      if (parent.is_connected()) parent.clear();
       if (watch) partial_timer_.cancel();
       if (ec == asio::error::operation_aborted && open_ && partial_timed_out_) {
         partial_timed_out_ = false;

@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: MIT
+#include "qxa/common/config.hpp"
+
+#include <fmt/format.h>
+
+#include <toml++/toml.h>
+
+#include "qxa/common/duration.hpp"
+
+namespace qxa::common {
+namespace {
+
+const char* type_name(toml::node_type t) {
+  switch (t) {
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a number";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::table: return "a table";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::date:
+    case toml::node_type::time:
+    case toml::node_type::date_time: return "a date";
+    case toml::node_type::none: return "nothing";
+  }
+  return "something else";
+}
+
+// Every leaf key path of the table, with the line of its key.
+void collect_leaves(const toml::table& t, const std::string& prefix,
+                    std::vector<std::pair<std::string, std::uint32_t>>& out) {
+  for (const auto& [key, node] : t) {
+    const std::string path = prefix.empty() ? std::string(key.str())
+                                            : prefix + "." + std::string(key.str());
+    if (const auto* sub = node.as_table(); sub && !sub->empty()) {
+      collect_leaves(*sub, path, out);
+    } else {
+      out.emplace_back(path, key.source().begin.line);
+    }
+  }
+}
+
+}  // namespace
+
+config_reader::config_reader(std::unique_ptr<toml::table> table, std::string source)
+    : table_(std::move(table)), source_(std::move(source)) {}
+config_reader::config_reader(config_reader&&) noexcept = default;
+config_reader& config_reader::operator=(config_reader&&) noexcept = default;
+config_reader::~config_reader() = default;
+
+result<config_reader> config_reader::from_string(std::string_view text, std::string source) {
+  try {
+    auto table = std::make_unique<toml::table>(toml::parse(text, source));
+    return config_reader(std::move(table), std::move(source));
+  } catch (const toml::parse_error& e) {
+    return {errc::invalid_argument,
+            fmt::format("{}:{}:{}: {}", source, e.source().begin.line, e.source().begin.column,
+                        e.description())};
+  }
+}
+
+result<config_reader> config_reader::from_file(const std::string& path) {
+  try {
+    auto table = std::make_unique<toml::table>(toml::parse_file(path));
+    return config_reader(std::move(table), path);
+  } catch (const toml::parse_error& e) {
+    if (e.source().begin.line == 0) {
+      return {errc::invalid_argument, fmt::format("{}: {}", path, e.description())};
+    }
+    return {errc::invalid_argument, fmt::format("{}:{}:{}: {}", path, e.source().begin.line,
+                                                e.source().begin.column, e.description())};
+  }
+}
+
+std::string config_reader::where(std::string_view key) const {
+  const auto node = table_->at_path(key);
+  if (node && node.node()->source().begin.line > 0) {
+    return fmt::format("{}:{}", source_, node.node()->source().begin.line);
+  }
+  return source_;
+}
+
+void config_reader::add_error(std::string message) { errors_.push_back(std::move(message)); }
+
+void config_reader::fail(std::string_view key, std::string_view why) {
+  add_error(fmt::format("{}: '{}' {}", where(key), key, why));
+}
+
+void config_reader::get(std::string_view key, std::string& out) {
+  known_.emplace(key);
+  const auto node = table_->at_path(key);
+  if (!node) return;
+  if (const auto* v = node.as_string()) {
+    out = v->get();
+  } else {
+    fail(key, fmt::format("must be a string, not {}", type_name(node.type())));
+  }
+}
+
+void config_reader::get(std::string_view key, bool& out) {
+  known_.emplace(key);
+  const auto node = table_->at_path(key);
+  if (!node) return;
+  if (const auto* v = node.as_boolean()) {
+    out = v->get();
+  } else {
+    fail(key, fmt::format("must be true or false, not {}", type_name(node.type())));
+  }
+}
+
+void config_reader::get(std::string_view key, std::int64_t& out, std::int64_t min,
+                        std::int64_t max) {
+  known_.emplace(key);
+  const auto node = table_->at_path(key);
+  if (!node) return;
+  const auto* v = node.as_integer();
+  if (v == nullptr) {
+    fail(key, fmt::format("must be an integer, not {}", type_name(node.type())));
+  } else if (v->get() < min || v->get() > max) {
+    fail(key, fmt::format("must be between {} and {}, not {}", min, max, v->get()));
+  } else {
+    out = v->get();
+  }
+}
+
+void config_reader::get(std::string_view key, std::uint32_t& out, std::uint32_t min,
+                        std::uint32_t max) {
+  std::int64_t v = out;
+  get(key, v, min, max);
+  out = static_cast<std::uint32_t>(v);
+}
+
+void config_reader::get_duration(std::string_view key, std::chrono::nanoseconds& out,
+                                 std::chrono::nanoseconds min) {
+  known_.emplace(key);
+  const auto node = table_->at_path(key);
+  if (!node) return;
+  const auto* v = node.as_string();
+  if (v == nullptr) {
+    fail(key, fmt::format("must be a duration string such as \"5s\", not {}",
+                          type_name(node.type())));
+    return;
+  }
+  auto d = parse_duration(v->get());
+  if (!d) {
+    fail(key, fmt::format("is not a valid duration: {}", d.error().message));
+  } else if (*d < min) {
+    fail(key, fmt::format("must be at least {}", format_duration(min)));
+  } else {
+    out = *d;
+  }
+}
+
+void config_reader::get(std::string_view key, std::vector<std::string>& out) {
+  known_.emplace(key);
+  const auto node = table_->at_path(key);
+  if (!node) return;
+  const auto* arr = node.as_array();
+  if (arr == nullptr) {
+    fail(key, fmt::format("must be an array of strings, not {}", type_name(node.type())));
+    return;
+  }
+  std::vector<std::string> values;
+  for (const auto& item : *arr) {
+    if (const auto* s = item.as_string()) {
+      values.push_back(s->get());
+    } else {
+      fail(key, fmt::format("must hold only strings, not {}", type_name(item.type())));
+      return;
+    }
+  }
+  out = std::move(values);
+}
+
+std::optional<error_info> config_reader::finish() {
+  std::vector<std::pair<std::string, std::uint32_t>> leaves;
+  collect_leaves(*table_, "", leaves);
+  for (const auto& [path, line] : leaves) {
+    if (!known_.contains(path)) {
+      errors_.push_back(fmt::format("{}:{}: unknown key '{}'", source_, line, path));
+    }
+  }
+  if (errors_.empty()) return std::nullopt;
+  std::string all = errors_.front();
+  for (std::size_t i = 1; i < errors_.size(); ++i) all += "\n" + errors_[i];
+  return error_info{make_error_code(errc::invalid_argument), all};
+}
+
+}  // namespace qxa::common

@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: MIT
+// The guest agent: a port, one session per period of host presence, and the telemetry loop
+// that spans sessions.
+#pragma once
+
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "qxa/common/frame.hpp"
+#include "qxa/guest/port.hpp"
+#include "qxa/guest/system_info.hpp"
+
+namespace qxa::guest {
+
+using namespace std::chrono_literals;
+
+/// Exit status after too many consecutive telemetry failures (EX_TEMPFAIL): the service manager
+/// restarts the agent with a clean state.
+inline constexpr int exit_telemetry_failed = 75;
+
+struct agent_options {
+  port_spec port;
+  port_options port_tuning;
+  std::chrono::nanoseconds telemetry_interval = 5s;
+  std::chrono::nanoseconds write_timeout = 5s;
+  std::uint32_t failure_limit = 50;
+  std::uint32_t max_inflight_requests = 64;
+  std::uint32_t max_frame_size = common::default_max_frame_size;
+  /// A session stops reading requests while more than this many reply bytes wait to be written.
+  std::size_t max_queued_reply_bytes = 8u << 20;
+  /// The longest any single request may run.
+  std::chrono::nanoseconds request_timeout = 30s;
+};
+
+class session;
+
+/// What every session and handler shares. Lives as long as the agent.
+struct agent_state {
+  agent_options options;
+  telemetry_sampler sampler;
+  std::string boot_id;
+  std::int64_t started_unix_ms = 0;
+  std::uint32_t pid = 0;
+  std::uint64_t telemetry_sent = 0;
+  std::uint64_t telemetry_sequence = 0;
+  std::uint64_t sessions = 0;  // handshakes completed
+};
+
+class agent {
+ public:
+  agent(asio::any_io_executor ex, agent_options options, std::unique_ptr<port> p);
+  ~agent();
+
+  /// Runs until the telemetry loop gives up (returns exit_telemetry_failed) or the port fails
+  /// for good (returns 1). Stopping the agent is done by stopping its io_context.
+  asio::awaitable<int> run();
+
+  [[nodiscard]] const agent_state& state() const noexcept { return *state_; }
+
+ private:
+  asio::awaitable<void> serve_hosts();
+  asio::awaitable<int> telemetry_loop();
+
+  asio::any_io_executor ex_;
+  std::unique_ptr<agent_state> state_;
+  std::unique_ptr<port> port_;
+  std::shared_ptr<session> current_;
+  int port_failure_ = 0;
+};
+
+}  // namespace qxa::guest

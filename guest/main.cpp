@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: MIT
+// quantix-kvm-agent: the in-VM guest agent.
+#include <sys/stat.h>
+
+#include <CLI/CLI.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/io_context.hpp>
+#include <asio/signal_set.hpp>
+
+#include <cstdio>
+#include <optional>
+
+#include "qxa/common/duration.hpp"
+#include "qxa/common/log.hpp"
+#include "qxa/common/version.hpp"
+#include "qxa/guest/agent.hpp"
+#include "qxa/guest/config.hpp"
+
+namespace qc = qxa::common;
+namespace qg = qxa::guest;
+
+namespace {
+
+constexpr int exit_usage = 2;
+
+int usage_error(const std::string& message) {
+  std::fprintf(stderr, "quantix-kvm-agent: %s\n", message.c_str());
+  return exit_usage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Quantix KVM guest agent: serves the host over the virtio-serial port "
+               "org.quantix.agent.0.",
+               "quantix-kvm-agent"};
+  std::string config_path = qg::default_config_path;
+  std::optional<std::string> port, interval, write_timeout, log_level;
+  bool version = false;
+  auto* config_opt = app.add_option("--config", config_path, "configuration file")
+                         ->capture_default_str();
+  app.add_option("--port", port,
+                 "device path, or unix-listen:PATH to serve one host on a unix socket "
+                 "(default " + std::string(qg::default_port_path) + ")");
+  app.add_option("--telemetry-interval", interval, "how often telemetry is pushed (default 5s)");
+  app.add_option("--write-timeout", write_timeout,
+                 "deadline for one telemetry write (default 5s)");
+  app.add_option("--log-level", log_level,
+                 "trace, debug, info, warning, error, critical or off (default info)");
+  app.add_flag("--version", version, "print the version and exit");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : exit_usage;
+  }
+  if (version) {
+    std::printf("quantix-kvm-agent %s\n", qc::software_version);
+    return 0;
+  }
+
+  qg::agent_config config;
+  // A missing default file is normal; a file named on the command line must exist.
+  struct stat st {};
+  const bool explicit_config = config_opt->count() > 0;
+  if (explicit_config || ::stat(config_path.c_str(), &st) == 0) {
+    if (auto err = qg::load_agent_config(config_path, config)) return usage_error(err->message);
+  }
+  // Command-line flags override the file.
+  if (port) {
+    auto spec = qg::port_spec::parse(*port);
+    if (!spec) return usage_error("--port: " + spec.error().message);
+    config.agent.port = *spec;
+  }
+  auto duration_flag = [](const char* name, const std::optional<std::string>& text,
+                          std::chrono::nanoseconds& out) -> std::optional<std::string> {
+    if (!text) return std::nullopt;
+    auto d = qc::parse_duration(*text);
+    if (!d) return std::string(name) + ": " + d.error().message;
+    if (d->count() <= 0) return std::string(name) + ": must be more than 0";
+    out = *d;
+    return std::nullopt;
+  };
+  if (auto e = duration_flag("--telemetry-interval", interval, config.agent.telemetry_interval)) {
+    return usage_error(*e);
+  }
+  if (auto e = duration_flag("--write-timeout", write_timeout, config.agent.write_timeout)) {
+    return usage_error(*e);
+  }
+  if (log_level) {
+    auto l = qc::parse_log_level(*log_level);
+    if (!l) return usage_error("--log-level: unknown level '" + *log_level + "'");
+    config.log_level = *l;
+  }
+  qc::logger::instance().set_level(config.log_level);
+
+  asio::io_context io(1);
+  auto port_or = qg::open_port(io.get_executor(), config.agent.port, config.agent.port_tuning);
+  if (!port_or) {
+    qc::log_error("{}", port_or.error().describe());
+    return 1;
+  }
+  auto agent = std::make_unique<qg::agent>(io.get_executor(), config.agent,
+                                           std::move(port_or.value()));
+
+  int status = 0;
+  asio::signal_set signals(io, SIGTERM, SIGINT);
+  signals.async_wait([&](std::error_code ec, int signo) {
+    if (ec) return;
+    qc::log_info("received {}, exiting", signo == SIGTERM ? "SIGTERM" : "SIGINT");
+    status = 0;
+    io.stop();
+  });
+  // SIGPIPE would kill the agent when the host closes while we write.
+  std::signal(SIGPIPE, SIG_IGN);
+
+  asio::co_spawn(io, agent->run(), [&](std::exception_ptr e, int result) {
+    if (e) std::rethrow_exception(e);
+    status = result;
+    io.stop();
+  });
+  io.run();
+  agent.reset();  // closes the port and removes a unix-listen socket file
+  return status;
+}

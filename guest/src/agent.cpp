@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: MIT
+#include "qxa/guest/agent.hpp"
+
+#include <unistd.h>
+
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "qxa/common/log.hpp"
+#include "qxa/guest/session.hpp"
+
+namespace qxa::guest {
+
+using namespace asio::experimental::awaitable_operators;
+using common::errc;
+
+namespace {
+
+// Errors that mean the host went away: absence, not a failed write.
+bool host_went_away(std::error_code ec) {
+  return ec == errc::closed || ec == errc::connection_lost || ec == asio::error::eof ||
+         ec == asio::error::broken_pipe || ec == asio::error::connection_reset ||
+         ec == asio::error::bad_descriptor || ec == asio::error::operation_aborted;
+}
+
+constexpr std::uint32_t telemetry_replace_key = 1;
+
+}  // namespace
+
+agent::agent(asio::any_io_executor ex, agent_options options, std::unique_ptr<port> p)
+    : ex_(std::move(ex)), port_(std::move(p)) {
+  state_ = std::make_unique<agent_state>(agent_state{
+      .options = std::move(options),
+      .sampler = telemetry_sampler{},
+      .boot_id = read_boot_id(),
+      .started_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count(),
+      .pid = static_cast<std::uint32_t>(::getpid()),
+  });
+}
+
+agent::~agent() = default;
+
+asio::awaitable<int> agent::run() {
+  common::log_info("agent started on port {} (telemetry every {} ms, write deadline {} ms)",
+                   port_->describe(),
+                   std::chrono::duration_cast<std::chrono::milliseconds>(
+                       state_->options.telemetry_interval).count(),
+                   std::chrono::duration_cast<std::chrono::milliseconds>(
+                       state_->options.write_timeout).count());
+  auto outcome = co_await (serve_hosts() || telemetry_loop());
+  if (current_) current_->stream().close();
+  port_->close();
+  if (outcome.index() == 1) co_return std::get<1>(outcome);
+  co_return port_failure_ ? port_failure_ : 1;
+}
+
+asio::awaitable<void> agent::serve_hosts() {
+  for (;;) {
+    auto stream = co_await port_->wait_for_host();
+    if (!stream) {
+      common::log_error("port {} failed: {}", port_->describe(), stream.error().describe());
+      port_failure_ = 1;
+      co_return;
+    }
+    common::stream_options o;
+    o.max_frame_size = state_->options.max_frame_size;
+    o.write_timeout = state_->options.write_timeout;
+    // A frame is never abandoned half-written: a stuck one stays in flight until the host
+    // drains or goes away, so the framing on the wire stays intact.
+    o.close_on_write_timeout = false;
+    o.max_queued_bytes = state_->options.max_queued_reply_bytes * 2;
+    auto s = std::make_shared<session>(*state_, guest_stream::create(std::move(stream.value()), o));
+    current_ = s;
+    co_await s->run();
+    current_.reset();
+  }
+}
+
+asio::awaitable<int> agent::telemetry_loop() {
+  const auto& opt = state_->options;
+  asio::steady_timer timer(ex_);
+  auto next = std::chrono::steady_clock::now() + opt.telemetry_interval;
+  std::uint32_t failures = 0;
+  std::error_code last_error;
+  for (;;) {
+    timer.expires_at(next);
+    co_await timer.async_wait(asio::use_awaitable);
+    const auto now = std::chrono::steady_clock::now();
+    next += opt.telemetry_interval;
+    if (next < now) next = now + opt.telemetry_interval;  // a slow write delayed us: skip ticks
+
+    auto s = current_;
+    if (!s || !s->handshaken() || !s->is_open()) continue;  // host absent: not a failure
+
+    pb::Envelope e;
+    e.set_session_id(s->id());
+    auto* t = e.mutable_telemetry();
+    *t = state_->sampler.sample();
+    t->set_sequence(++state_->telemetry_sequence);
+    const auto ec = co_await s->stream().send(
+        e, {.timeout = opt.write_timeout, .replace_key = telemetry_replace_key});
+    if (!ec) {
+      ++state_->telemetry_sent;
+      if (failures > 0) {
+        common::log_info("telemetry delivered again after {} consecutive failures", failures);
+      }
+      failures = 0;
+      continue;
+    }
+    if (host_went_away(ec) || !s->is_open()) {
+      common::log_debug("telemetry {} not sent: host went away", t->sequence());
+      continue;
+    }
+    ++failures;
+    last_error = ec;
+    common::log_warning("telemetry write failed ({}/{}): {}", failures, opt.failure_limit,
+                        ec.message());
+    if (failures >= opt.failure_limit) {
+      common::log_error(
+          "telemetry: {} consecutive failed writes (last error: {}); exiting with status {} so "
+          "that the service manager restarts the agent",
+          failures, last_error.message(), exit_telemetry_failed);
+      co_return exit_telemetry_failed;
+    }
+  }
+}
+
+}  // namespace qxa::guest

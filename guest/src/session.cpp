@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: MIT
+#include "qxa/guest/session.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/steady_timer.hpp>
+
+#include "../handlers/handlers.hpp"
+#include "qxa/common/log.hpp"
+#include "qxa/common/version.hpp"
+
+namespace qxa::guest {
+
+using namespace asio::experimental::awaitable_operators;
+
+session::session(agent_state& state, std::shared_ptr<guest_stream> stream)
+    : state_(state), stream_(std::move(stream)) {}
+
+asio::awaitable<void> session::run() {
+  stream_->start();
+  pb::Envelope ready;
+  auto* r = ready.mutable_agent_ready();
+  r->set_software_version(common::software_version);
+  r->set_boot_id(state_.boot_id);
+  r->set_agent_pid(state_.pid);
+  r->set_agent_started_unix_ms(state_.started_unix_ms);
+  (void)stream_->post(ready);
+
+  for (;;) {
+    // Back-pressure: a host that sends requests but does not read replies is not served more.
+    co_await stream_->wait_queue_below(state_.options.max_queued_reply_bytes);
+    auto received = co_await stream_->receive();
+    if (!received) {
+      const auto& st = stream_->stats();
+      const auto& dec = stream_->decoding();
+      common::log_info(
+          "host connection ended: {}; {} frames in, {} out, {} damaged, {} garbage bytes",
+          received.error().describe(), st.frames_received, st.frames_sent, dec.damaged_frames,
+          dec.garbage_bytes);
+      break;
+    }
+    handle(std::move(received.value()));
+  }
+  stream_->close(make_error_code(common::errc::connection_lost));
+}
+
+void session::handle(pb::Envelope envelope) {
+  if (envelope.reply_to() != 0 || envelope.request_id() == 0) {
+    // Replies and events from the host need no answer.
+    common::log_debug("ignored {} (reply_to {}, request_id 0)", common::body_name(envelope),
+                      envelope.reply_to());
+    return;
+  }
+  if (envelope.has_hello()) {
+    answer_hello(envelope);
+    return;
+  }
+  if (!handshaken()) {
+    common::log_warning("refused request {} ({}) received before any Hello",
+                        envelope.request_id(), common::body_name(envelope));
+    refuse(envelope, pb::ERROR_CODE_NO_SESSION, "no session: send Hello first");
+    return;
+  }
+  if (envelope.session_id() != session_id_) {
+    common::log_warning(
+        "refused stale request {} ({}) of session {:016x}; the current session is {:016x}",
+        envelope.request_id(), common::body_name(envelope), envelope.session_id(), session_id_);
+    refuse(envelope, pb::ERROR_CODE_STALE_SESSION,
+           fmt::format("request belongs to session {:016x}, not the current {:016x}",
+                       envelope.session_id(), session_id_));
+    return;
+  }
+  if (handlers::find(envelope.body_case()) == nullptr) {
+    refuse(envelope, pb::ERROR_CODE_UNKNOWN_REQUEST,
+           fmt::format("this agent does not handle {}", common::body_name(envelope)));
+    return;
+  }
+  if (inflight_ >= state_.options.max_inflight_requests) {
+    refuse(envelope, pb::ERROR_CODE_TOO_MANY_REQUESTS,
+           fmt::format("{} requests already in flight", inflight_));
+    return;
+  }
+  ++inflight_;
+  asio::co_spawn(stream_->get_executor(), execute(std::move(envelope)),
+                 [self = shared_from_this()](std::exception_ptr e) {
+                   --self->inflight_;
+                   if (e) std::rethrow_exception(e);  // a bug: let it surface
+                 });
+}
+
+asio::awaitable<void> session::execute(pb::Envelope request) {
+  const auto* entry = handlers::find(request.body_case());
+  const std::uint64_t id = request.request_id();
+  handlers::request_context ctx{state_, session_id_};
+  asio::steady_timer deadline(co_await asio::this_coro::executor);
+  deadline.expires_after(state_.options.request_timeout);
+  auto outcome = co_await (entry->handle(ctx, std::move(request)) ||
+                           deadline.async_wait(asio::use_awaitable));
+  if (outcome.index() == 0) {
+    reply(id, std::move(std::get<0>(outcome)));
+  } else {
+    common::log_warning("request {} ({}) timed out after {} ms", id, entry->name,
+                        std::chrono::duration_cast<std::chrono::milliseconds>(
+                            state_.options.request_timeout).count());
+    reply(id, handlers::error_reply(pb::ERROR_CODE_TIMEOUT, "the request timed out"));
+  }
+}
+
+void session::answer_hello(const pb::Envelope& request) {
+  const auto& hello = request.hello();
+  const std::uint64_t id = request.session_id();
+  if (id == 0 || (hello.session_id() != 0 && hello.session_id() != id)) {
+    refuse(request, pb::ERROR_CODE_INVALID_ARGUMENT, "Hello needs one non-zero session id");
+    return;
+  }
+  const bool replaced = session_id_ != 0;
+  session_id_ = id;
+  ++state_.sessions;
+  common::log_info("session {:016x} {} by host {} (protocol {})", id,
+                   replaced ? "replaces the previous one" : "started", hello.software_version(),
+                   hello.protocol_version());
+  const pb::Info info = handlers::make_info(state_);
+  pb::Envelope reply;
+  auto* ack = reply.mutable_hello_ack();
+  ack->set_session_id(id);
+  ack->set_protocol_version(common::protocol_version);
+  ack->set_software_version(common::software_version);
+  ack->mutable_limits()->set_max_frame_bytes(state_.options.max_frame_size);
+  ack->mutable_limits()->set_max_inflight_requests(state_.options.max_inflight_requests);
+  for (const auto& h : handlers::table()) ack->add_capabilities(h.name);
+  *ack->mutable_os() = info.os();
+  ack->set_hostname(info.hostname());
+  ack->set_boot_id(state_.boot_id);
+  ack->set_agent_pid(state_.pid);
+  ack->set_agent_started_unix_ms(state_.started_unix_ms);
+  this->reply(request.request_id(), std::move(reply));
+}
+
+void session::refuse(const pb::Envelope& request, pb::ErrorCode code, std::string message) {
+  ++refused_;
+  reply(request.request_id(), handlers::error_reply(code, std::move(message)));
+}
+
+void session::reply(std::uint64_t request_id, pb::Envelope body) {
+  body.set_reply_to(request_id);
+  body.set_session_id(session_id_);
+  if (auto ec = stream_->post(body)) {
+    common::log_debug("reply to {} not queued: {}", request_id, ec.message());
+  }
+}
+
+}  // namespace qxa::guest

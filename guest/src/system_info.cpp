@@ -1,0 +1,521 @@
+// SPDX-License-Identifier: MIT
+#include "qxa/guest/system_info.hpp"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/statvfs.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <charconv>
+#include <chrono>
+#include <cstring>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace qxa::guest {
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\n')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n')) s.remove_suffix(1);
+  return s;
+}
+
+// Splits off the next whitespace-separated field.
+std::string_view next_field(std::string_view& s) {
+  std::size_t i = 0;
+  while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
+  std::size_t j = i;
+  while (j < s.size() && s[j] != ' ' && s[j] != '\t' && s[j] != '\n') ++j;
+  const auto field = s.substr(i, j - i);
+  s.remove_prefix(j);
+  return field;
+}
+
+template <typename T>
+std::optional<T> to_number(std::string_view s) {
+  T v{};
+  const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+std::optional<double> to_double(std::string_view s) {
+  // from_chars for double is in libstdc++ 11+, which Debian 12 has.
+  double v{};
+  const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc()) return std::nullopt;
+  return v;
+}
+
+std::uint64_t read_u64(const std::string& path, std::uint64_t fallback = 0) {
+  auto text = read_file(path);
+  if (!text) return fallback;
+  auto v = to_number<std::uint64_t>(trim(*text));
+  return v.value_or(fallback);
+}
+
+// Filesystems that are not storage a hypervisor cares about.
+bool is_pseudo_fs(std::string_view t) {
+  static const std::unordered_set<std::string_view> pseudo = {
+      "proc",     "sysfs",     "devtmpfs",  "devpts",      "tmpfs",      "ramfs",
+      "rootfs",   "cgroup",    "cgroup2",   "securityfs",  "debugfs",    "tracefs",
+      "pstore",   "bpf",       "mqueue",    "hugetlbfs",   "configfs",   "fusectl",
+      "autofs",   "binfmt_misc", "efivarfs", "rpc_pipefs", "nsfs",       "selinuxfs",
+      "overlay",  "aufs",      "squashfs",  "nfsd",        "fuse.lxcfs", "fuse.gvfsd-fuse",
+      "fuse.portal", "fuse.snapfuse", "zram",  "cpuset",   "none"};
+  return pseudo.contains(t);
+}
+
+// Network filesystems: their statfs may block on an unreachable server.
+bool is_network_fs(std::string_view t) {
+  static const std::unordered_set<std::string_view> network = {
+      "nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "fuse.glusterfs",
+      "fuse.sshfs", "9p", "afs", "lustre", "gpfs", "fuse.s3fs"};
+  return network.contains(t);
+}
+
+std::optional<disk_usage> statvfs_usage(const std::string& path) {
+  struct statvfs s {};
+  if (::statvfs(path.c_str(), &s) != 0) return std::nullopt;
+  const std::uint64_t frag = s.f_frsize ? s.f_frsize : s.f_bsize;
+  disk_usage u;
+  u.total = s.f_blocks * frag;
+  u.used = (s.f_blocks - s.f_bfree) * frag;
+  u.available = s.f_bavail * frag;
+  return u;
+}
+
+std::string unquote(std::string_view v) {
+  v = trim(v);
+  if (v.size() >= 2 && (v.front() == '"' || v.front() == '\'') && v.back() == v.front()) {
+    v = v.substr(1, v.size() - 2);
+  }
+  std::string out;
+  out.reserve(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (v[i] == '\\' && i + 1 < v.size()) ++i;
+    out.push_back(v[i]);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::optional<std::string> read_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::string out;
+  char buf[8192];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      ::close(fd);
+      return std::nullopt;
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+std::optional<cpu_times> parse_proc_stat(std::string_view text) {
+  cpu_times t;
+  bool have_aggregate = false;
+  while (!text.empty()) {
+    const auto nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    if (!line.starts_with("cpu")) {
+      if (have_aggregate) break;  // the cpu lines come first
+      continue;
+    }
+    std::string_view rest = line;
+    const auto label = next_field(rest);
+    if (label != "cpu") {
+      ++t.cpu_count;
+      continue;
+    }
+    std::uint64_t v[8] = {};
+    for (auto& x : v) {
+      auto f = next_field(rest);
+      if (f.empty()) break;
+      x = to_number<std::uint64_t>(f).value_or(0);
+    }
+    // user nice system idle iowait irq softirq steal (guest time is already inside user).
+    t.busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+    t.total = t.busy + v[3] + v[4];
+    have_aggregate = true;
+  }
+  if (!have_aggregate) return std::nullopt;
+  return t;
+}
+
+double cpu_percent(const cpu_times& before, const cpu_times& after) noexcept {
+  if (after.total <= before.total || after.busy < before.busy) return 0.0;
+  const double busy = static_cast<double>(after.busy - before.busy);
+  const double total = static_cast<double>(after.total - before.total);
+  return std::clamp(100.0 * busy / total, 0.0, 100.0);
+}
+
+bool parse_meminfo(std::string_view text, pb::Memory& memory, pb::SwapSpace& swap) {
+  std::optional<std::uint64_t> total, available, free_, buffers, cached, swap_total, swap_free;
+  while (!text.empty()) {
+    const auto nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    const auto colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    const auto key = line.substr(0, colon);
+    std::string_view rest = line.substr(colon + 1);
+    const auto value = to_number<std::uint64_t>(next_field(rest));
+    if (!value) continue;
+    const std::uint64_t bytes = next_field(rest) == "kB" ? *value * 1024 : *value;
+    if (key == "MemTotal") total = bytes;
+    else if (key == "MemAvailable") available = bytes;
+    else if (key == "MemFree") free_ = bytes;
+    else if (key == "Buffers") buffers = bytes;
+    else if (key == "Cached") cached = bytes;
+    else if (key == "SwapTotal") swap_total = bytes;
+    else if (key == "SwapFree") swap_free = bytes;
+  }
+  if (!total) return false;
+  memory.set_total_bytes(*total);
+  memory.set_free_bytes(free_.value_or(0));
+  memory.set_buffers_bytes(buffers.value_or(0));
+  memory.set_cached_bytes(cached.value_or(0));
+  // Kernels before 3.14 have no MemAvailable: estimate it as free + buffers + cache.
+  const std::uint64_t avail =
+      available.value_or(free_.value_or(0) + buffers.value_or(0) + cached.value_or(0));
+  memory.set_available_bytes(std::min(avail, *total));
+  memory.set_used_bytes(*total - memory.available_bytes());
+  swap.set_total_bytes(swap_total.value_or(0));
+  swap.set_free_bytes(std::min(swap_free.value_or(0), swap.total_bytes()));
+  swap.set_used_bytes(swap.total_bytes() - swap.free_bytes());
+  return true;
+}
+
+std::optional<load_average> parse_loadavg(std::string_view text) {
+  load_average l;
+  auto a = to_double(next_field(text));
+  auto b = to_double(next_field(text));
+  auto c = to_double(next_field(text));
+  if (!a || !b || !c) return std::nullopt;
+  l.load1 = *a;
+  l.load5 = *b;
+  l.load15 = *c;
+  return l;
+}
+
+std::optional<double> parse_uptime(std::string_view text) { return to_double(next_field(text)); }
+
+std::string decode_mount_path(std::string_view escaped) {
+  std::string out;
+  out.reserve(escaped.size());
+  for (std::size_t i = 0; i < escaped.size(); ++i) {
+    if (escaped[i] == '\\' && i + 3 < escaped.size()) {
+      const auto oct = escaped.substr(i + 1, 3);
+      if (oct.size() == 3 && std::all_of(oct.begin(), oct.end(),
+                                         [](char c) { return c >= '0' && c <= '7'; })) {
+        out.push_back(static_cast<char>((oct[0] - '0') * 64 + (oct[1] - '0') * 8 + (oct[2] - '0')));
+        i += 3;
+        continue;
+      }
+    }
+    out.push_back(escaped[i]);
+  }
+  return out;
+}
+
+std::vector<mount_entry> parse_mountinfo(std::string_view text) {
+  std::vector<mount_entry> out;
+  while (!text.empty()) {
+    const auto nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    // id parent major:minor root mount_point options [optional...] - fstype source super_options
+    std::string_view rest = line;
+    next_field(rest);  // mount id
+    next_field(rest);  // parent id
+    const auto devno = next_field(rest);
+    const auto root = next_field(rest);
+    const auto mount_point = next_field(rest);
+    const auto options = next_field(rest);
+    std::string_view f;
+    do {
+      f = next_field(rest);
+    } while (!f.empty() && f != "-");
+    if (f != "-") continue;
+    const auto fs_type = next_field(rest);
+    const auto source = next_field(rest);
+    const auto colon = devno.find(':');
+    if (mount_point.empty() || fs_type.empty() || colon == std::string_view::npos) continue;
+    mount_entry m;
+    m.major = to_number<std::uint32_t>(devno.substr(0, colon)).value_or(0);
+    m.minor = to_number<std::uint32_t>(devno.substr(colon + 1)).value_or(0);
+    m.root = decode_mount_path(root);
+    m.mount_point = decode_mount_path(mount_point);
+    m.fs_type = std::string(fs_type);
+    m.device = decode_mount_path(source);
+    m.read_only = options == "ro" || options.starts_with("ro,");
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+std::vector<mount_entry> select_disks(const std::vector<mount_entry>& mounts) {
+  std::vector<mount_entry> out;
+  // devno -> index in out; a whole mount ("/" root) replaces an earlier bind of a subtree.
+  std::unordered_map<std::uint64_t, std::size_t> seen;
+  seen.reserve(mounts.size());
+  for (const auto& m : mounts) {
+    if (is_pseudo_fs(m.fs_type) || is_network_fs(m.fs_type)) continue;
+    if (m.fs_type.starts_with("fuse.") && !m.device.starts_with("/dev/")) continue;
+    const std::uint64_t key = (std::uint64_t{m.major} << 32) | m.minor;
+    auto [it, inserted] = seen.emplace(key, out.size());
+    if (inserted) {
+      out.push_back(m);
+    } else if (out[it->second].root != "/" && m.root == "/") {
+      out[it->second] = m;
+    }
+  }
+  return out;
+}
+
+void parse_os_release(std::string_view text, pb::OsInfo& os) {
+  while (!text.empty()) {
+    const auto nl = text.find('\n');
+    std::string_view line = trim(text.substr(0, nl));
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    const auto eq = line.find('=');
+    if (line.empty() || line.front() == '#' || eq == std::string_view::npos) continue;
+    const auto key = line.substr(0, eq);
+    const auto value = unquote(line.substr(eq + 1));
+    if (key == "NAME") os.set_name(value);
+    else if (key == "VERSION_ID") os.set_version(value);
+    else if (key == "ID") os.set_id(value);
+    else if (key == "PRETTY_NAME") os.set_pretty_name(value);
+  }
+}
+
+std::vector<address_entry> list_addresses() {
+  std::vector<address_entry> out;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return out;
+  for (const ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
+    if (a->ifa_addr == nullptr || a->ifa_name == nullptr) continue;
+    address_entry e;
+    e.interface = a->ifa_name;
+    char text[INET6_ADDRSTRLEN] = {};
+    if (a->ifa_addr->sa_family == AF_INET) {
+      sockaddr_in addr{};
+      std::memcpy(&addr, a->ifa_addr, sizeof addr);
+      ::inet_ntop(AF_INET, &addr.sin_addr, text, sizeof text);
+      e.family = pb::IpAddress::FAMILY_IPV4;
+      if (a->ifa_netmask) {
+        sockaddr_in mask{};
+        std::memcpy(&mask, a->ifa_netmask, sizeof mask);
+        e.prefix_length = static_cast<std::uint32_t>(std::popcount(mask.sin_addr.s_addr));
+      }
+    } else if (a->ifa_addr->sa_family == AF_INET6) {
+      sockaddr_in6 addr{};
+      std::memcpy(&addr, a->ifa_addr, sizeof addr);
+      ::inet_ntop(AF_INET6, &addr.sin6_addr, text, sizeof text);
+      e.family = pb::IpAddress::FAMILY_IPV6;
+      if (a->ifa_netmask) {
+        sockaddr_in6 mask{};
+        std::memcpy(&mask, a->ifa_netmask, sizeof mask);
+        for (unsigned char byte : mask.sin6_addr.s6_addr) e.prefix_length += static_cast<std::uint32_t>(std::popcount(byte));
+      }
+    } else {
+      continue;
+    }
+    e.address = text;
+    out.push_back(std::move(e));
+  }
+  ::freeifaddrs(list);
+  return out;
+}
+
+telemetry_sampler::telemetry_sampler(sampler_sources sources) : src_(std::move(sources)) {
+  if (!src_.usage) src_.usage = statvfs_usage;
+  if (!src_.addresses) src_.addresses = [] { return std::vector<address_entry>{}; };
+  if (auto text = read_file(src_.proc_root + "/stat")) last_cpu_ = parse_proc_stat(*text);
+}
+
+void telemetry_sampler::sample_memory(pb::Telemetry& t) const {
+  if (auto text = read_file(src_.proc_root + "/meminfo")) {
+    parse_meminfo(*text, *t.mutable_memory(), *t.mutable_swap());
+  }
+}
+
+void telemetry_sampler::sample_disks(pb::Telemetry& t) const {
+  auto text = read_file(src_.proc_root + "/self/mountinfo");
+  if (!text) return;
+  for (const auto& m : select_disks(parse_mountinfo(*text))) {
+    auto usage = src_.usage(m.mount_point);
+    if (!usage || usage->total == 0) continue;
+    auto* d = t.add_disks();
+    d->set_mount_point(m.mount_point);
+    d->set_device(m.device);
+    d->set_fs_type(m.fs_type);
+    d->set_total_bytes(usage->total);
+    d->set_used_bytes(usage->used);
+    d->set_available_bytes(usage->available);
+    d->set_read_only(m.read_only);
+  }
+}
+
+void telemetry_sampler::sample_interfaces(pb::Telemetry& t) const {
+  const std::string net = src_.sys_root + "/class/net";
+  std::vector<std::string> names;
+  if (DIR* dir = ::opendir(net.c_str())) {
+    while (const dirent* e = ::readdir(dir)) {
+      if (e->d_name[0] == '.') continue;
+      names.emplace_back(e->d_name);
+    }
+    ::closedir(dir);
+  }
+  std::sort(names.begin(), names.end());
+
+  std::unordered_map<std::string, std::vector<const address_entry*>> by_interface;
+  const auto addresses = src_.addresses();
+  by_interface.reserve(names.size());
+  for (const auto& a : addresses) by_interface[a.interface].push_back(&a);
+
+  constexpr std::uint64_t iff_loopback = 0x8;
+  for (const auto& name : names) {
+    const std::string dir = net + "/" + name;
+    auto flags_text = read_file(dir + "/flags");
+    std::uint64_t flags = 0;
+    if (flags_text) {
+      auto s = trim(*flags_text);
+      if (s.starts_with("0x")) s.remove_prefix(2);
+      std::from_chars(s.data(), s.data() + s.size(), flags, 16);
+    }
+    if (flags & iff_loopback) continue;
+    auto* i = t.add_interfaces();
+    i->set_name(name);
+    if (auto mac = read_file(dir + "/address")) i->set_mac(std::string(trim(*mac)));
+    if (auto state = read_file(dir + "/operstate")) i->set_oper_state(std::string(trim(*state)));
+    // "unknown" is what virtual links without carrier detection report while they pass traffic.
+    i->set_link_up(i->oper_state() == "up" || (i->oper_state() == "unknown" && (flags & 0x1)));
+    i->set_mtu(static_cast<std::uint32_t>(read_u64(dir + "/mtu")));
+    const std::string stats = dir + "/statistics/";
+    i->set_rx_bytes(read_u64(stats + "rx_bytes"));
+    i->set_rx_packets(read_u64(stats + "rx_packets"));
+    i->set_rx_errors(read_u64(stats + "rx_errors"));
+    i->set_tx_bytes(read_u64(stats + "tx_bytes"));
+    i->set_tx_packets(read_u64(stats + "tx_packets"));
+    i->set_tx_errors(read_u64(stats + "tx_errors"));
+    if (auto it = by_interface.find(name); it != by_interface.end()) {
+      for (const auto* a : it->second) {
+        auto* ip = i->add_addresses();
+        ip->set_family(a->family);
+        ip->set_address(a->address);
+        ip->set_prefix_length(a->prefix_length);
+      }
+    }
+  }
+}
+
+pb::Telemetry telemetry_sampler::sample() {
+  pb::Telemetry t;
+  t.set_sample_unix_ms(std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count());
+  if (auto text = read_file(src_.proc_root + "/stat")) {
+    if (auto now = parse_proc_stat(*text)) {
+      if (last_cpu_) t.set_cpu_percent(cpu_percent(*last_cpu_, *now));
+      t.set_cpu_count(now->cpu_count);
+      last_cpu_ = now;
+    }
+  }
+  if (auto text = read_file(src_.proc_root + "/loadavg")) {
+    if (auto l = parse_loadavg(*text)) {
+      t.set_load1(l->load1);
+      t.set_load5(l->load5);
+      t.set_load15(l->load15);
+    }
+  }
+  if (auto text = read_file(src_.proc_root + "/uptime")) {
+    if (auto u = parse_uptime(*text)) t.set_uptime_seconds(*u);
+  }
+  sample_memory(t);
+  std::uint32_t processes = 0;
+  if (DIR* dir = ::opendir(src_.proc_root.c_str())) {
+    while (const dirent* e = ::readdir(dir)) {
+      if (e->d_name[0] >= '1' && e->d_name[0] <= '9') ++processes;
+    }
+    ::closedir(dir);
+  }
+  t.set_process_count(processes);
+  t.set_hostname(read_hostname(src_.proc_root));
+  sample_disks(t);
+  sample_interfaces(t);
+  return t;
+}
+
+pb::OsInfo read_os_info(const std::string& etc_root) {
+  pb::OsInfo os;
+  auto text = read_file(etc_root + "/os-release");
+  if (!text) text = read_file("/usr/lib/os-release");
+  if (text) parse_os_release(*text, os);
+  utsname u{};
+  if (::uname(&u) == 0) {
+    os.set_kernel_release(u.release);
+    os.set_kernel_version(u.version);
+    os.set_architecture(u.machine);
+  }
+  if (os.name().empty()) os.set_name(u.sysname);
+  return os;
+}
+
+std::string read_hostname(const std::string& proc_root) {
+  if (auto text = read_file(proc_root + "/sys/kernel/hostname")) return std::string(trim(*text));
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) == 0) return buf;
+  return {};
+}
+
+std::string read_boot_id(const std::string& proc_root) {
+  if (auto text = read_file(proc_root + "/sys/kernel/random/boot_id")) {
+    return std::string(trim(*text));
+  }
+  return {};
+}
+
+process_usage read_self_usage() {
+  process_usage u;
+  if (auto text = read_file("/proc/self/stat")) {
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    const auto close = text->rfind(')');
+    if (close != std::string::npos) {
+      std::string_view rest = std::string_view(*text).substr(close + 1);
+      // state(3) ... utime is field 14, stime 15: skip 11 fields after the name.
+      for (int i = 0; i < 11; ++i) next_field(rest);
+      const auto utime = to_number<std::uint64_t>(next_field(rest)).value_or(0);
+      const auto stime = to_number<std::uint64_t>(next_field(rest)).value_or(0);
+      const long ticks = ::sysconf(_SC_CLK_TCK);
+      u.cpu_seconds = static_cast<double>(utime + stime) / static_cast<double>(ticks > 0 ? ticks : 100);
+    }
+  }
+  if (auto text = read_file("/proc/self/statm")) {
+    std::string_view rest = *text;
+    next_field(rest);  // size
+    const auto resident = to_number<std::uint64_t>(next_field(rest)).value_or(0);
+    u.rss_bytes = resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  }
+  return u;
+}
+
+}  // namespace qxa::guest

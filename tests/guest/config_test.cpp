@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: MIT
+#include <catch2/catch.hpp>
+
+#include "qxa/guest/config.hpp"
+
+namespace qg = qxa::guest;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string error_of(const std::string& text) {
+  qg::agent_config c;
+  auto err = qg::apply_agent_config(text, "agent.toml", c);
+  REQUIRE(err.has_value());
+  return err->message;
+}
+
+}  // namespace
+
+TEST_CASE("a valid agent.toml sets every documented setting", "[guest]") {
+  qg::agent_config c;
+  const auto err = qg::apply_agent_config(R"(
+port = "unix-listen:/run/agent.sock"
+log_level = "debug"
+
+[telemetry]
+interval = "2s"
+write_timeout = "750ms"
+failure_limit = 10
+
+[limits]
+max_inflight_requests = 16
+max_frame_size = 1048576
+request_timeout = "1m"
+
+[port_tuning]
+host_poll_interval = "50ms"
+)", "agent.toml", c);
+  REQUIRE_FALSE(err.has_value());
+  CHECK(c.agent.port.type == qg::port_spec::kind::unix_listen);
+  CHECK(c.agent.port.path == "/run/agent.sock");
+  CHECK(c.log_level == qxa::common::log_level::debug);
+  CHECK(c.agent.telemetry_interval == 2s);
+  CHECK(c.agent.write_timeout == 750ms);
+  CHECK(c.agent.failure_limit == 10);
+  CHECK(c.agent.max_inflight_requests == 16);
+  CHECK(c.agent.max_frame_size == 1048576);
+  CHECK(c.agent.request_timeout == 60s);
+  CHECK(c.agent.port_tuning.host_poll_interval == 50ms);
+}
+
+TEST_CASE("an empty agent.toml keeps the defaults", "[guest]") {
+  qg::agent_config c;
+  REQUIRE_FALSE(qg::apply_agent_config("", "agent.toml", c).has_value());
+  CHECK(c.agent.port.path == "/dev/virtio-ports/org.quantix.agent.0");
+  CHECK(c.agent.telemetry_interval == 5s);
+  CHECK(c.agent.write_timeout == 5s);
+  CHECK(c.agent.failure_limit == 50);
+}
+
+TEST_CASE("an unknown key is refused with its name and line", "[guest]") {
+  CHECK(error_of("log_level = \"info\"\n[telemetry]\nintervall = \"5s\"\n") ==
+        "agent.toml:3: unknown key 'telemetry.intervall'");
+  CHECK(error_of("colour = \"blue\"\n") == "agent.toml:1: unknown key 'colour'");
+}
+
+TEST_CASE("a bad duration is refused with the key, the line and why", "[guest]") {
+  CHECK(error_of("[telemetry]\ninterval = \"5x\"\n") ==
+        "agent.toml:2: 'telemetry.interval' is not a valid duration: invalid duration '5x': "
+        "unknown unit 'x' (use ns, us, ms, s, m or h)");
+  CHECK_THAT(error_of("[telemetry]\nwrite_timeout = \"0s\"\n"),
+             Catch::Contains("'telemetry.write_timeout' must be at least 1ms"));
+}
+
+TEST_CASE("a value of the wrong type is refused with the key, the line and the types", "[guest]") {
+  CHECK(error_of("\n[limits]\nmax_inflight_requests = \"many\"\n") ==
+        "agent.toml:3: 'limits.max_inflight_requests' must be an integer, not a string");
+  CHECK(error_of("[telemetry]\ninterval = 5\n") ==
+        "agent.toml:2: 'telemetry.interval' must be a duration string such as \"5s\", not an integer");
+  CHECK(error_of("port = 7\n") == "agent.toml:1: 'port' must be a string, not an integer");
+  CHECK_THAT(error_of("[limits]\nmax_inflight_requests = 0\n"),
+             Catch::Contains("must be between 1 and 65536, not 0"));
+  CHECK_THAT(error_of("log_level = \"loud\"\n"), Catch::Contains("'log_level' must be one of"));
+  CHECK_THAT(error_of("port = \"tcp:1.2.3.4\"\n"), Catch::Contains("unknown port 'tcp:1.2.3.4'"));
+}
+
+TEST_CASE("a TOML syntax error names the line and column", "[guest]") {
+  CHECK_THAT(error_of("[telemetry\ninterval = \"5s\"\n"), Catch::StartsWith("agent.toml:1:"));
+}

@@ -1,0 +1,375 @@
+// SPDX-License-Identifier: MIT
+// Process-level tests of the real quantix-kvm-agent binary.
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <asio/posix/stream_descriptor.hpp>
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+
+#include "support/fake_host.hpp"
+#include "support/process.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace std::chrono_literals;
+using qxa::test::child_process;
+using qxa::test::fake_host;
+using qxa::test::temp_dir;
+using qxa::test::unix_socket;
+namespace pb = quantix::agent::v1;
+using asio::awaitable;
+
+namespace {
+
+const std::string agent_path = QXA_AGENT_PATH;
+
+std::vector<std::string> agent_args(const std::string& port, std::vector<std::string> extra = {}) {
+  std::vector<std::string> args = {agent_path, "--config", "/dev/null", "--port", port};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
+/// Runs `make()` on an io_context that outlives it, so that sockets made in the test scope stay
+/// open (and unread) between steps.
+template <typename Make>
+void run_on(asio::io_context& io, Make&& make, std::chrono::steady_clock::duration deadline = 30s) {
+  bool done = false;
+  std::exception_ptr error;
+  io.restart();
+  asio::co_spawn(io, make(), [&](std::exception_ptr e) {
+    done = true;
+    error = e;
+    io.stop();
+  });
+  io.run_for(deadline);
+  if (!done) FAIL("the step did not finish within its deadline");
+  if (error) std::rethrow_exception(error);
+}
+
+unix_socket connect_now(asio::io_context& io, const std::string& path) {
+  unix_socket s(io);
+  s.connect(asio::local::stream_protocol::endpoint(path));
+  return s;
+}
+
+// A pseudo-terminal pair in raw mode: the agent opens the slave as its "device", the test holds
+// the master as the host side. Closing the master makes the slave report POLLHUP and read() == 0,
+// as a virtio-serial port does when the host disconnects.
+struct pty_pair {
+  int master = -1;
+  int index = -1;
+  std::string slave_path;
+
+  static pty_pair open_new() {
+    pty_pair p;
+    p.master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    REQUIRE(p.master >= 0);
+    REQUIRE(::grantpt(p.master) == 0);
+    REQUIRE(::unlockpt(p.master) == 0);
+    termios t{};
+    REQUIRE(::tcgetattr(p.master, &t) == 0);
+    ::cfmakeraw(&t);
+    REQUIRE(::tcsetattr(p.master, TCSANOW, &t) == 0);  // applies to the slave side
+    unsigned n = 0;
+    REQUIRE(::ioctl(p.master, TIOCGPTN, &n) == 0);
+    p.index = static_cast<int>(n);
+    p.slave_path = fmt::format("/dev/pts/{}", n);
+    return p;
+  }
+
+  // Opens masters until one gets `index` again (pty numbers are reused lowest first).
+  static pty_pair reopen(int index) {
+    std::vector<pty_pair> others;
+    for (int i = 0; i < 256; ++i) {
+      auto p = open_new();
+      if (p.index == index) {
+        for (auto& o : others) ::close(o.master);
+        return p;
+      }
+      others.push_back(p);
+    }
+    FAIL("could not get pty " << index << " back");
+    return {};
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a host that handshakes and stops reading makes the agent exit 75 after exactly 50 "
+          "failed telemetry writes", "[integration][guest]") {
+  temp_dir dir;
+  const auto sock = dir / "agent.sock";
+  child_process agent(agent_args("unix-listen:" + sock,
+                                 {"--telemetry-interval", "10ms", "--write-timeout", "20ms"}));
+  REQUIRE(agent.wait_for_log("agent started", 10s));
+  asio::io_context io;
+  fake_host<unix_socket> host(connect_now(io, sock));
+  run_on(io, [&]() -> awaitable<void> { co_await host.handshake(); });
+  // From here on nobody reads: the socket buffer fills and telemetry writes stall.
+  const auto status = agent.wait_exit(90s);
+  INFO(agent.log());
+  REQUIRE(status.has_value());
+  REQUIRE(*status == 75);
+  CHECK(agent.count_in_log("telemetry write failed (") == 50);
+  CHECK(agent.count_in_log("telemetry write failed (50/50): write timed out") == 1);
+  CHECK(agent.count_in_log("50 consecutive failed writes (last error: write timed out); exiting "
+                           "with status 75") == 1);
+  CHECK(agent.count_in_log("delivered again") == 0);
+}
+
+TEST_CASE("a host that reads slowly but keeps up never counts a failure", "[integration][guest]") {
+  temp_dir dir;
+  const auto sock = dir / "agent.sock";
+  child_process agent(agent_args("unix-listen:" + sock,
+                                 {"--telemetry-interval", "20ms", "--write-timeout", "500ms"}));
+  REQUIRE(agent.wait_for_log("agent started", 10s));
+  asio::io_context io;
+  qxa::common::stream_options small_reads;
+  small_reads.read_buffer_size = 256;  // many small reads
+  fake_host<unix_socket> host(connect_now(io, sock), small_reads);
+  int telemetry = 0;
+  std::uint64_t last_seq = 0;
+  run_on(io, [&]() -> awaitable<void> {
+    co_await host.handshake();
+    const auto until = std::chrono::steady_clock::now() + 3s;
+    while (std::chrono::steady_clock::now() < until) {
+      auto e = co_await host.next(2s);
+      if (e.has_telemetry()) {
+        CHECK(e.telemetry().sequence() > last_seq);
+        last_seq = e.telemetry().sequence();
+        ++telemetry;
+      }
+      // The slow part: a pause after every message (about two thirds of the agent's pace).
+      co_await qxa::test::sleep_for(12ms);
+    }
+  });
+  INFO(agent.log());
+  CHECK(agent.running());
+  CHECK(telemetry >= 60);
+  CHECK(agent.count_in_log("telemetry write failed") == 0);
+}
+
+TEST_CASE("49 failed writes, then the host drains: the count resets and the agent keeps running",
+          "[integration][guest]") {
+  temp_dir dir;
+  const auto sock = dir / "agent.sock";
+  child_process agent(agent_args("unix-listen:" + sock,
+                                 {"--telemetry-interval", "200ms", "--write-timeout", "60ms"}));
+  REQUIRE(agent.wait_for_log("agent started", 10s));
+  asio::io_context io;
+  fake_host<unix_socket> host(connect_now(io, sock));
+  run_on(io, [&]() -> awaitable<void> {
+    co_await host.handshake();
+    // Pings answered into a socket nobody reads fill it quickly; telemetry stalls behind them.
+    for (int i = 0; i < 20000; ++i) (void)co_await host.request(host.ping());
+  });
+  REQUIRE(agent.wait_for_log("telemetry write failed (49/50)", 60s));
+  int telemetry_after = 0;
+  run_on(io, [&]() -> awaitable<void> {
+    // Drain everything, and keep reading while the agent recovers.
+    const auto until = std::chrono::steady_clock::now() + 2s;
+    while (std::chrono::steady_clock::now() < until) {
+      auto e = co_await host.next(5s);
+      if (e.has_telemetry()) ++telemetry_after;
+    }
+  });
+  INFO(agent.log());
+  CHECK(agent.count_in_log("telemetry delivered again after 49 consecutive failures") == 1);
+  CHECK(agent.count_in_log("(50/50)") == 0);
+  CHECK(telemetry_after >= 3);
+  CHECK(agent.running());
+}
+
+TEST_CASE("a host that disconnects and reconnects 20 times gets a handshake every time",
+          "[integration][guest]") {
+  temp_dir dir;
+  const auto sock = dir / "agent.sock";
+  child_process agent(agent_args("unix-listen:" + sock, {"--telemetry-interval", "50ms"}));
+  REQUIRE(agent.wait_for_log("agent started", 10s));
+  asio::io_context io;
+  std::set<std::uint64_t> sessions;
+  for (int round = 0; round < 20; ++round) {
+    fake_host<unix_socket> host(connect_now(io, sock));
+    run_on(io, [&]() -> awaitable<void> {
+      auto first = co_await host.next();
+      CHECK(first.has_agent_ready());
+      auto ack = co_await host.handshake();
+      CHECK(ack.agent_pid() == static_cast<std::uint32_t>(agent.pid()));
+      sessions.insert(ack.session_id());
+      const auto id = co_await host.request(host.ping());
+      auto pong = co_await host.reply_to(id);
+      CHECK(pong.has_pong());
+    });
+    host.stream().close();
+  }
+  CHECK(sessions.size() == 20);
+  CHECK(agent.wait_for_log("started by host", 5s, 20));
+  CHECK(agent.running());
+}
+
+TEST_CASE("a request stamped with an earlier session is refused with a structured error",
+          "[integration][guest]") {
+  temp_dir dir;
+  const auto sock = dir / "agent.sock";
+  child_process agent(agent_args("unix-listen:" + sock, {"--telemetry-interval", "1h"}));
+  REQUIRE(agent.wait_for_log("agent started", 10s));
+  asio::io_context io;
+  fake_host<unix_socket> host(connect_now(io, sock));
+  run_on(io, [&]() -> awaitable<void> {
+    const auto before_hello = co_await host.request(host.ping(), 0x1234);
+    auto refused = co_await host.reply_to(before_hello);
+    REQUIRE(refused.has_error());
+    CHECK(refused.error().code() == pb::ERROR_CODE_NO_SESSION);
+
+    co_await host.handshake();
+    const std::uint64_t old_session = host.session();
+    const auto ok = co_await host.request(host.ping());
+    auto reply1 = co_await host.reply_to(ok);
+    CHECK(reply1.has_pong());
+
+    co_await host.handshake();  // a new session replaces the old one
+    REQUIRE(host.session() != old_session);
+    const auto stale = co_await host.request(host.ping(), old_session);
+    auto reply = co_await host.reply_to(stale);
+    REQUIRE(reply.has_error());
+    CHECK(reply.error().code() == pb::ERROR_CODE_STALE_SESSION);
+    CHECK(reply.session_id() == host.session());
+    const auto fresh = co_await host.request(host.ping());
+    auto reply2 = co_await host.reply_to(fresh);
+    CHECK(reply2.has_pong());
+  });
+  CHECK(agent.count_in_log("refused stale request") == 1);
+  CHECK(agent.count_in_log("received before any Hello") == 1);
+}
+
+TEST_CASE("with no host on a device-like port the agent waits without spinning and resumes",
+          "[integration][guest]") {
+  auto pty = pty_pair::open_new();
+  child_process agent({agent_path, "--config", "/dev/null", "--port", pty.slave_path,
+                       "--telemetry-interval", "100ms"});
+  {
+    asio::io_context io;
+    fake_host<asio::posix::stream_descriptor> host(asio::posix::stream_descriptor(io, pty.master));
+    run_on(io, [&]() -> awaitable<void> {
+      auto first = co_await host.next();
+      CHECK(first.has_agent_ready());
+      co_await host.handshake();
+      auto t = co_await host.next();
+      CHECK(t.has_telemetry());
+    });
+    host.stream().close();  // closes the master: the host is gone
+  }
+  REQUIRE(agent.wait_for_log("host connection ended", 5s));
+  const double cpu_before = qxa::test::process_cpu_seconds(agent.pid());
+  // The measurement window itself: the agent must neither exit nor burn CPU for 10 s.
+  REQUIRE_FALSE(agent.wait_exit(10s).has_value());
+  const double cpu_used = qxa::test::process_cpu_seconds(agent.pid()) - cpu_before;
+  WARN(fmt::format("agent CPU while the host was absent: {:.3f} s over 10 s ({:.2f}% of a core)",
+                   cpu_used, cpu_used * 10));
+  CHECK(cpu_used < 0.2);  // under 2% of one core
+
+  auto back = pty_pair::reopen(pty.index);
+  asio::io_context io;
+  fake_host<asio::posix::stream_descriptor> host(asio::posix::stream_descriptor(io, back.master));
+  run_on(io, [&]() -> awaitable<void> {
+    auto first = co_await host.next(10s);
+    CHECK(first.has_agent_ready());
+    co_await host.handshake();
+    const auto id = co_await host.request(host.ping());
+    auto reply3 = co_await host.reply_to(id);
+    CHECK(reply3.has_pong());
+  });
+  CHECK(agent.running());
+}
+
+TEST_CASE("a port another process holds (EBUSY) is retried until it is free",
+          "[integration][guest]") {
+  auto pty = pty_pair::open_new();
+  // Another opener with the exclusive flag set makes further opens fail with EBUSY, as a second
+  // open of a virtio-serial port does. Root bypasses that flag, so run the agent unprivileged.
+  const int holder = ::open(pty.slave_path.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(holder >= 0);
+  REQUIRE(::ioctl(holder, TIOCEXCL) == 0);
+  std::vector<std::string> args = {agent_path, "--config", "/dev/null", "--port", pty.slave_path};
+  if (::geteuid() == 0) {
+    REQUIRE(::chown(pty.slave_path.c_str(), 65534, 65534) == 0);
+    args.insert(args.begin(), {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534",
+                               "--clear-groups", "--"});
+  }
+  child_process agent(args);
+  REQUIRE(agent.wait_for_log("busy (another process has it open); retrying", 10s));
+  REQUIRE(::ioctl(holder, TIOCNXCL) == 0);  // the other process lets go
+  asio::io_context io;
+  fake_host<asio::posix::stream_descriptor> host(asio::posix::stream_descriptor(io, pty.master));
+  run_on(io, [&]() -> awaitable<void> {
+    auto first = co_await host.next(10s);
+    CHECK(first.has_agent_ready());
+    co_await host.handshake();
+  });
+  ::close(holder);
+  CHECK(agent.count_in_log("busy (another process has it open)") == 1);  // logged once
+  CHECK(agent.running());
+}
+
+TEST_CASE("SIGTERM and SIGINT end the agent with status 0 within a second", "[integration][guest]") {
+  temp_dir dir;
+  const auto sock = dir / "agent.sock";
+  for (int signo : {SIGTERM, SIGINT}) {
+    SECTION(signo == SIGTERM ? "SIGTERM while a host is connected" : "SIGINT with no host") {
+      child_process agent(agent_args("unix-listen:" + sock, {"--telemetry-interval", "10ms"}));
+      REQUIRE(agent.wait_for_log("agent started", 10s));
+      asio::io_context io;
+      std::optional<fake_host<unix_socket>> host;
+      if (signo == SIGTERM) {
+        host.emplace(connect_now(io, sock));
+        run_on(io, [&]() -> awaitable<void> { co_await host->handshake(); });
+      }
+      const auto t0 = std::chrono::steady_clock::now();
+      agent.signal(signo);
+      const auto status = agent.wait_exit(1s);
+      CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+      REQUIRE(status == 0);
+      CHECK_FALSE(std::filesystem::exists(sock));  // the socket file is removed
+    }
+  }
+}
+
+TEST_CASE("bad command lines and config files stop the agent with status 2 and a clear message",
+          "[integration][guest]") {
+  temp_dir dir;
+  auto run = [](std::vector<std::string> args) {
+    child_process p(args);
+    const auto status = p.wait_exit(10s);
+    p.drain();
+    return std::make_pair(status, p.log());
+  };
+  auto [s1, log1] = run({agent_path, "--telemetry-interval", "5 parsecs"});
+  CHECK(s1 == 2);
+  CHECK_THAT(log1, Catch::Contains("--telemetry-interval: invalid duration '5 parsecs'"));
+  const auto bad = dir.write("agent.toml", "[telemetry]\ninterval = \"5s\"\nwrite_timout = \"1s\"\n");
+  auto [s2, log2] = run({agent_path, "--config", bad});
+  CHECK(s2 == 2);
+  CHECK_THAT(log2, Catch::Contains(bad + ":3: unknown key 'telemetry.write_timout'"));
+  auto [s3, log3] = run({agent_path, "--config", dir / "missing.toml"});
+  CHECK(s3 == 2);
+  CHECK_THAT(log3, Catch::Contains("missing.toml"));
+  auto [s4, log4] = run({agent_path, "--no-such-flag"});
+  CHECK(s4 == 2);
+  auto [s5, log5] = run({agent_path, "--port", "tcp:10.0.0.1:1"});
+  CHECK(s5 == 2);
+  CHECK_THAT(log5, Catch::Contains("unknown port"));
+}
+
+TEST_CASE("the agent binary is static and prints its version", "[integration][guest]") {
+  child_process p({agent_path, "--version"}, {}, true);
+  REQUIRE(p.wait_exit(10s) == 0);
+  p.drain();
+  CHECK_THAT(p.output(), Catch::StartsWith("quantix-kvm-agent "));
+  child_process f({"/usr/bin/file", "-L", agent_path}, {}, true);
+  REQUIRE(f.wait_exit(10s) == 0);
+  f.drain();
+  CHECK_THAT(f.output(), Catch::Contains("statically linked") && Catch::Contains("stripped"));
+  CHECK_THAT(f.output(), !Catch::Contains("not stripped"));
+}

@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: MIT
+// Runs a real binary for process-level tests: its standard error is captured line by line, and
+// every wait has a deadline and blocks on an event (a condition variable, a pidfd), never a sleep.
+#pragma once
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace qxa::test {
+
+class child_process {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  /// Starts argv[0] with the given arguments; standard output is discarded unless
+  /// `capture_stdout`, standard error is captured.
+  explicit child_process(std::vector<std::string> argv, std::vector<std::string> env_extra = {},
+                         bool capture_stdout = false) {
+    int err_pipe[2];
+    if (::pipe2(err_pipe, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
+    int out_pipe[2] = {-1, -1};
+    if (capture_stdout && ::pipe2(out_pipe, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
+    if (capture_stdout) {
+      posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
+    } else {
+      posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e; ++e) {
+      // The journal prefix would change the log format the tests read.
+      if (std::strncmp(*e, "JOURNAL_STREAM=", 15) != 0) env_strings.emplace_back(*e);
+    }
+    for (auto& e : env_extra) env_strings.push_back(e);
+    std::vector<char*> envp;
+    for (auto& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    const int rc = ::posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(err_pipe[1]);
+    if (capture_stdout) ::close(out_pipe[1]);
+    if (rc != 0) {
+      ::close(err_pipe[0]);
+      throw std::runtime_error("cannot start " + argv[0] + ": " + std::strerror(rc));
+    }
+    pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+    err_reader_ = std::thread([this, fd = err_pipe[0]] { pump(fd, err_); });
+    if (capture_stdout) out_reader_ = std::thread([this, fd = out_pipe[0]] { pump(fd, out_); });
+  }
+
+  child_process(const child_process&) = delete;
+  child_process& operator=(const child_process&) = delete;
+
+  ~child_process() {
+    if (!status_) {
+      ::kill(pid_, SIGKILL);
+      wait_exit(std::chrono::seconds(10));
+    }
+    if (err_reader_.joinable()) err_reader_.join();
+    if (out_reader_.joinable()) out_reader_.join();
+    if (pidfd_ >= 0) ::close(pidfd_);
+  }
+
+  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+
+  void signal(int signo) const { ::kill(pid_, signo); }
+
+  /// Waits for the process to exit; its exit status, 128+signal when killed, or nothing on
+  /// timeout.
+  std::optional<int> wait_exit(clock::duration timeout) {
+    if (status_) return status_;
+    const auto deadline = clock::now() + timeout;
+    for (;;) {
+      int ws = 0;
+      const pid_t r = ::waitpid(pid_, &ws, WNOHANG);
+      if (r == pid_) {
+        status_ = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+        return status_;
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+      if (left.count() <= 0) return std::nullopt;
+      pollfd p{pidfd_, POLLIN, 0};
+      ::poll(&p, 1, static_cast<int>(left.count()));  // readable when the process exits
+    }
+  }
+
+  [[nodiscard]] bool running() {
+    return !wait_exit(std::chrono::milliseconds(0)).has_value();
+  }
+
+  /// Waits until standard error holds `needle` at least `times` times.
+  bool wait_for_log(const std::string& needle, clock::duration timeout, std::size_t times = 1) {
+    std::unique_lock lock(m_);
+    return cv_.wait_for(lock, timeout, [&] { return count_locked(err_, needle) >= times || err_eof_; }) &&
+           count_locked(err_, needle) >= times;
+  }
+
+  /// Waits until standard output holds `needle`.
+  bool wait_for_output(const std::string& needle, clock::duration timeout) {
+    std::unique_lock lock(m_);
+    return cv_.wait_for(lock, timeout, [&] { return out_.find(needle) != std::string::npos; });
+  }
+
+  std::size_t count_in_log(const std::string& needle) {
+    std::lock_guard lock(m_);
+    return count_locked(err_, needle);
+  }
+
+  std::string log() {
+    std::lock_guard lock(m_);
+    return err_;
+  }
+
+  std::string output() {
+    std::lock_guard lock(m_);
+    return out_;
+  }
+
+  /// Waits for both output pipes to close (the process and its children are gone).
+  void drain() {
+    if (err_reader_.joinable()) err_reader_.join();
+    if (out_reader_.joinable()) out_reader_.join();
+  }
+
+ private:
+  static std::size_t count_locked(const std::string& text, const std::string& needle) {
+    std::size_t n = 0;
+    for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+    return n;
+  }
+
+  void pump(int fd, std::string& into) {
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      std::lock_guard lock(m_);
+      into.append(buf, static_cast<std::size_t>(n));
+      cv_.notify_all();
+    }
+    ::close(fd);
+    std::lock_guard lock(m_);
+    if (&into == &err_) err_eof_ = true;
+    cv_.notify_all();
+  }
+
+  pid_t pid_ = -1;
+  int pidfd_ = -1;
+  std::optional<int> status_;
+  std::thread err_reader_, out_reader_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::string err_, out_;
+  bool err_eof_ = false;
+};
+
+/// CPU seconds (user + system) a process has used so far, from /proc/PID/stat.
+inline double process_cpu_seconds(pid_t pid) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (!f) return -1;
+  char buf[1024] = {};
+  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  std::string s(buf, n);
+  auto close = s.rfind(')');
+  if (close == std::string::npos) return -1;
+  unsigned long utime = 0, stime = 0;
+  // After ") ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+  std::sscanf(s.c_str() + close + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime,
+              &stime);
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+/// Resident set size of a process in bytes, from /proc/PID/status (VmRSS).
+inline std::size_t process_rss_bytes(pid_t pid) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/status";
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (!f) return 0;
+  char line[256];
+  std::size_t kb = 0;
+  while (std::fgets(line, sizeof line, f)) {
+    if (std::sscanf(line, "VmRSS: %zu kB", &kb) == 1) break;
+  }
+  std::fclose(f);
+  return kb * 1024;
+}
+
+}  // namespace qxa::test
