@@ -373,3 +373,29 @@ TEST_CASE("the agent binary is static and prints its version", "[integration][gu
   CHECK_THAT(f.output(), Catch::Contains("statically linked") && Catch::Contains("stripped"));
   CHECK_THAT(f.output(), !Catch::Contains("not stripped"));
 }
+
+TEST_CASE("the agent's idle memory with a host attached stays small", "[integration][guest]") {
+  temp_dir dir;
+  const auto sock = dir / "agent.sock";
+  child_process agent(agent_args("unix-listen:" + sock, {"--telemetry-interval", "100ms"}));
+  REQUIRE(agent.wait_for_log("agent started", 10s));
+  asio::io_context io;
+  fake_host<unix_socket> host(connect_now(io, sock));
+  run_on(io, [&]() -> awaitable<void> {
+    co_await host.handshake();
+    // Let it settle into its steady state: a few telemetry rounds and an info request.
+    for (int seen = 0; seen < 5;) {
+      auto e = co_await host.next();
+      if (e.has_telemetry()) ++seen;
+    }
+    pb::Envelope info;
+    info.mutable_info_request();
+    const auto id = co_await host.request(info);
+    auto reply = co_await host.reply_to(id);
+    CHECK(reply.info().agent_rss_bytes() > 0);
+  });
+  const std::size_t rss = qxa::test::process_rss_bytes(agent.pid());
+  WARN(fmt::format("agent idle RSS with a host attached: {:.2f} MiB", static_cast<double>(rss) / (1 << 20)));
+  CHECK(rss > 0);
+  CHECK(rss <= 4u << 20);  // the goal: at most 4 MB
+}
