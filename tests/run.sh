@@ -17,7 +17,7 @@ build_dir="${QXA_BUILD_DIR:-$root/build}"
 packages=(
   build-essential cmake ninja-build pkg-config file
   libasio-dev libprotobuf-dev protobuf-compiler libfmt-dev catch2
-  libcli11-dev libtomlplusplus-dev libssl-dev zlib1g-dev
+  libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libssl-dev zlib1g-dev
 )
 
 install_missing() {

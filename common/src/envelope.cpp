@@ -5,8 +5,8 @@
 
 namespace qxa::common {
 
-result<std::vector<std::uint8_t>> encode_envelope(const pb::Envelope& envelope,
-                                                  std::size_t max_payload) {
+result<std::vector<std::uint8_t>> encode_message(const google::protobuf::MessageLite& envelope,
+                                                 std::size_t max_payload) {
   const std::size_t size = envelope.ByteSizeLong();
   if (size > max_payload) {
     return {errc::frame_too_large,
@@ -19,7 +19,7 @@ result<std::vector<std::uint8_t>> encode_envelope(const pb::Envelope& envelope,
   return frame;
 }
 
-bool decode_envelope(std::span<const std::uint8_t> payload, pb::Envelope& out) {
+bool decode_message(std::span<const std::uint8_t> payload, google::protobuf::MessageLite& out) {
   return out.ParseFromArray(payload.data(), static_cast<int>(payload.size()));
 }
 

@@ -17,13 +17,22 @@ namespace pb = ::quantix::agent::v1;
 /// The protocol version this build speaks (carried in Hello / HelloAck and the frame header).
 inline constexpr std::uint32_t protocol_version = 1;
 
-/// Serializes one envelope into a complete frame. Fails with frame_too_large when the payload
-/// would exceed `max_payload`.
-result<std::vector<std::uint8_t>> encode_envelope(const pb::Envelope& envelope,
-                                                  std::size_t max_payload = default_max_frame_size);
+/// Serializes one message (an Envelope, or a control message) into a complete frame. Fails with
+/// frame_too_large when the payload would exceed `max_payload`.
+result<std::vector<std::uint8_t>> encode_message(const google::protobuf::MessageLite& message,
+                                                 std::size_t max_payload = default_max_frame_size);
 
-/// Parses a frame payload. Returns false when the bytes are not a valid Envelope.
-bool decode_envelope(std::span<const std::uint8_t> payload, pb::Envelope& out);
+inline result<std::vector<std::uint8_t>> encode_envelope(
+    const pb::Envelope& envelope, std::size_t max_payload = default_max_frame_size) {
+  return encode_message(envelope, max_payload);
+}
+
+/// Parses a frame payload. Returns false when the bytes are not a valid message.
+bool decode_message(std::span<const std::uint8_t> payload, google::protobuf::MessageLite& out);
+
+inline bool decode_envelope(std::span<const std::uint8_t> payload, pb::Envelope& out) {
+  return decode_message(payload, out);
+}
 
 /// The name of the envelope's body ("ping", "telemetry", ...), for logs and metrics.
 const char* body_name(const pb::Envelope& envelope) noexcept;

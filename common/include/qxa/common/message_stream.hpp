@@ -56,6 +56,9 @@ struct stream_options {
   /// (so that bytes cut short by an old connection cannot hold back the next one). 0 = never.
   std::chrono::steady_clock::duration partial_frame_timeout = 2s;
   std::size_t read_buffer_size = 64u << 10;
+  /// More bytes than this skipped since the last valid frame end the stream with bad_frame: a
+  /// peer that sends only noise is not worth the CPU. 0 = no limit.
+  std::size_t max_garbage_bytes = 0;
 };
 
 struct send_options {
@@ -115,10 +118,13 @@ struct outgoing_frame {
 
 }  // namespace detail
 
-template <typename Stream>
-class message_stream : public std::enable_shared_from_this<message_stream<Stream>> {
+/// `Message` is the protobuf type carried in both directions: pb::Envelope between host and
+/// guest, pb::ControlMessage on the daemon's control socket.
+template <typename Stream, typename Message = pb::Envelope>
+class message_stream : public std::enable_shared_from_this<message_stream<Stream, Message>> {
  public:
   using clock = std::chrono::steady_clock;
+  using message_type = Message;
 
   static std::shared_ptr<message_stream> create(Stream stream, stream_options options = {}) {
     return std::shared_ptr<message_stream>(new message_stream(std::move(stream), options));
@@ -139,7 +145,7 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
   /// write_timeout (the deadline passed first; the frame stays queued or in flight unless the
   /// stream closes on timeouts), superseded, queue_full, frame_too_large, closed, or the write's
   /// error. Cancelling the awaiting coroutine is not supported; use the deadline.
-  asio::awaitable<std::error_code> send(const pb::Envelope& envelope, send_options opts = {}) {
+  asio::awaitable<std::error_code> send(const Message& envelope, send_options opts = {}) {
     // Not a coroutine itself: the envelope is serialized before this returns, so a temporary
     // argument never has to outlive the call.
     return await_written(enqueue(envelope, opts));
@@ -147,7 +153,7 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
 
   /// Queues an envelope without waiting for it to be written. Fails at once only for a closed
   /// stream, a full queue or an oversized message.
-  std::error_code post(const pb::Envelope& envelope, send_options opts = {}) {
+  std::error_code post(const Message& envelope, send_options opts = {}) {
     return enqueue(envelope, opts).code();
   }
 
@@ -156,25 +162,31 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
   /// Frames that fail their checksums are skipped and counted; so are frames that do not parse.
   /// Cancelling the awaiting coroutine ends it with operation_aborted and loses no input. One
   /// caller at a time.
-  asio::awaitable<result<pb::Envelope>> receive() {
+  asio::awaitable<result<Message>> receive() {
     for (;;) {
       const decode_result r = decoder_.next();
       if (r.status == decode_status::frame) {
-        pb::Envelope envelope;
-        if (!decode_envelope(r.payload, envelope)) {
+        Message envelope;
+        if (!decode_message(r.payload, envelope)) {
           ++stats_.bad_messages;
           continue;
         }
         ++stats_.frames_received;
+        garbage_at_last_frame_ = decoder_.stats().garbage_bytes;
         co_return envelope;
       }
       if (r.status == decode_status::oversized) {
-        co_return result<pb::Envelope>{
+        co_return result<Message>{
             errc::frame_too_large,
             fmt::format("peer announced a {} byte frame, the limit is {}", r.announced_size,
                         decoder_.max_payload())};
       }
-      if (!open_) co_return result<pb::Envelope>{close_reason_};
+      if (!open_) co_return result<Message>{close_reason_};
+      const auto garbage = decoder_.stats().garbage_bytes - garbage_at_last_frame_;
+      if (options_.max_garbage_bytes != 0 && garbage > options_.max_garbage_bytes) {
+        co_return result<Message>{
+            errc::bad_frame, fmt::format("{} bytes of garbage since the last valid frame", garbage)};
+      }
 
       read_buf_.resize(options_.read_buffer_size);
       const bool watch = options_.partial_frame_timeout.count() > 0 && decoder_.has_partial_frame();
@@ -198,8 +210,8 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
         continue;
       }
       if (ec) {
-        if (!open_) co_return result<pb::Envelope>{close_reason_};
-        co_return result<pb::Envelope>{ec, ec.message()};
+        if (!open_) co_return result<Message>{close_reason_};
+        co_return result<Message>{ec, ec.message()};
       }
       stats_.bytes_received += n;
       decoder_.feed({read_buf_.data(), n});
@@ -268,10 +280,10 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
         write_deadline_(executor_),
         partial_timer_(executor_) {}
 
-  result<std::shared_ptr<detail::outgoing_frame>> enqueue(const pb::Envelope& envelope,
+  result<std::shared_ptr<detail::outgoing_frame>> enqueue(const Message& envelope,
                                                           const send_options& opts) {
     if (!open_) return close_reason_;
-    auto bytes = encode_envelope(envelope, options_.max_frame_size);
+    auto bytes = encode_message(envelope, options_.max_frame_size);
     if (!bytes) return bytes.error();
     if (queued_bytes_ + bytes->size() > options_.max_queued_bytes) {
       return {errc::queue_full, fmt::format("{} bytes already queued", queued_bytes_)};
@@ -407,6 +419,7 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
   bool writing_ = false;
   bool partial_timed_out_ = false;
   std::uint64_t write_generation_ = 0;
+  std::uint64_t garbage_at_last_frame_ = 0;
   std::error_code close_reason_ = make_error_code(errc::closed);
   detail::async_event wake_writer_;
   detail::async_event idle_;

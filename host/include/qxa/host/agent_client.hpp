@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: MIT
+// agent_client: the host's connection to one VM's agent socket.
+//
+// connect() opens the socket, starts the reader and does the Hello handshake; request() sends
+// one request and waits for its reply with a deadline of its own, many in flight at once.
+// The reader is the connection's heartbeat in a narrow sense: is_connected() is true only while
+// the socket is open and the reader runs. When the reader ends, for any reason, the socket is
+// closed completely (QEMU serves one client; a half-closed one would block the next), the client
+// is marked disconnected, and every pending request fails at once with connection_lost.
+//
+// Threading: every member but is_connected() and stats() is used from the client's executor,
+// which must be single-threaded.
+#pragma once
+
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "qxa/common/error.hpp"
+#include "qxa/common/message_stream.hpp"
+
+namespace qxa::host {
+
+namespace pb = ::quantix::agent::v1;
+using namespace std::chrono_literals;
+using agent_stream = common::message_stream<asio::local::stream_protocol::socket>;
+
+struct client_options {
+  std::chrono::nanoseconds connect_timeout = 2s;
+  std::chrono::nanoseconds handshake_timeout = 5s;
+  std::chrono::nanoseconds request_timeout = 10s;  ///< default per-request deadline
+  std::chrono::nanoseconds write_timeout = 5s;     ///< a frame not written by then closes
+  std::uint32_t max_frame_size = 8u << 20;         ///< largest frame accepted from the guest
+  std::uint32_t max_inflight = 1024;               ///< pending requests; more fail at once
+  std::size_t event_queue = 32;                    ///< events kept for a slow consumer
+  std::size_t max_garbage_bytes = 1u << 20;        ///< noise tolerated between valid frames
+  std::string software_version = "qx-agentd";
+};
+
+/// Counters of one client; all monotonic. Readable from any thread.
+struct client_stats {
+  std::uint64_t requests = 0;
+  std::uint64_t timeouts = 0;
+  std::uint64_t connection_lost = 0;  ///< requests failed because the connection ended
+  std::uint64_t unknown_replies = 0;  ///< replies to ids not pending, dropped
+  std::uint64_t ignored = 0;          ///< frames before the handshake completed, dropped
+  std::uint64_t bad_frames = 0;       ///< damaged, oversized or unparsable frames
+  std::uint64_t events_dropped = 0;   ///< telemetry dropped for a slow consumer
+  std::uint64_t frames_in = 0;
+  std::uint64_t sessions = 0;         ///< handshakes completed
+};
+
+class agent_client : public std::enable_shared_from_this<agent_client> {
+ public:
+  static std::shared_ptr<agent_client> create(asio::any_io_executor ex, std::string socket_path,
+                                              client_options options = {});
+  ~agent_client();
+
+  /// Connects and handshakes. Completes with success once the HelloAck arrived, or with the
+  /// error: the connect's, connect or handshake timeout, connection_lost. Call once.
+  asio::awaitable<std::error_code> connect();
+
+  /// Sends one request (the body of `request`; ids and session are filled in) and completes with
+  /// the agent's reply, which may carry an Error body. Fails with not_connected,
+  /// too_many_requests, request_timeout (at `timeout`, default options().request_timeout) or
+  /// connection_lost (at once when the reader ends).
+  asio::awaitable<common::result<pb::Envelope>> request(
+      pb::Envelope request, std::optional<std::chrono::nanoseconds> timeout = {});
+
+  /// The next event (AgentReady, Telemetry, or a HelloAck after a re-handshake), or nothing once
+  /// the connection has ended. A consumer slower than the agent loses the oldest telemetry,
+  /// never the connection.
+  asio::awaitable<std::optional<pb::Envelope>> next_event();
+
+  /// Completes when the reader has ended.
+  asio::awaitable<void> wait_closed();
+
+  /// Closes the connection; pending requests fail with connection_lost. Idempotent.
+  void close(std::string reason = "closed by the host");
+
+  /// True while the socket is open and the reader is alive. Thread-safe.
+  [[nodiscard]] bool is_connected() const noexcept { return connected_.load(); }
+  /// True while a handshake is complete on this connection.
+  [[nodiscard]] bool is_ready() const noexcept { return is_connected() && ready_; }
+  [[nodiscard]] const pb::HelloAck& hello() const noexcept { return hello_; }
+  [[nodiscard]] std::uint64_t session_id() const noexcept { return session_id_; }
+  [[nodiscard]] std::size_t pending() const noexcept { return pending_.size(); }
+  [[nodiscard]] const std::string& end_reason() const noexcept { return end_reason_; }
+  [[nodiscard]] const std::string& socket_path() const noexcept { return path_; }
+  [[nodiscard]] const client_options& options() const noexcept { return opt_; }
+  [[nodiscard]] client_stats stats() const;
+
+ private:
+  struct pending_request;
+
+  agent_client(asio::any_io_executor ex, std::string path, client_options o);
+  asio::awaitable<std::error_code> handshake();
+  asio::awaitable<common::result<pb::Envelope>> send_request(pb::Envelope request,
+                                                             std::chrono::nanoseconds timeout);
+  static asio::awaitable<void> read_loop(std::shared_ptr<agent_client> self);
+  void dispatch(pb::Envelope envelope);
+  void push_event(pb::Envelope envelope);
+  void end(std::string reason);
+  void fail_pending(const std::string& reason);
+
+  asio::any_io_executor ex_;
+  std::string path_;
+  client_options opt_;
+  std::shared_ptr<agent_stream> stream_;
+  std::atomic<bool> connected_{false};
+  bool ready_ = false;
+  bool ended_ = false;
+  std::uint64_t hello_id_ = 0;
+  std::uint64_t session_id_ = 0;
+  std::uint64_t handshake_session_ = 0;
+  std::uint64_t next_id_ = 1;
+  pb::HelloAck hello_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<pending_request>> pending_;
+  std::deque<pb::Envelope> events_;
+  common::detail::async_event events_ready_;
+  common::detail::async_event closed_;
+  std::string end_reason_;
+  // Written on the executor, read from anywhere.
+  struct atomic_stats {
+    std::atomic<std::uint64_t> requests{0}, timeouts{0}, connection_lost{0}, unknown_replies{0},
+        ignored{0}, bad_frames{0}, events_dropped{0}, frames_in{0}, sessions{0};
+  } stats_;
+};
+
+/// A fresh random non-zero session id.
+std::uint64_t random_session_id();
+
+}  // namespace qxa::host

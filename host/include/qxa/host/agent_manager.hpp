@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: MIT
+// agent_manager: every VM whose agent socket sits in one directory.
+//
+// It watches the directory (inotify, plus a periodic rescan in case events were lost) for
+// `<vm>.agent.sock`, keeps one agent_client per VM, reconnects with capped exponential backoff
+// and jitter, and sends a heartbeat ping on an interval to tell `ready` from `unresponsive`
+// (the socket staying open proves nothing: QEMU owns it). A VM whose socket disappears is
+// dropped.
+//
+// Threading: single-threaded; all members run on the manager's executor, so no lock exists and
+// none can be held across I/O.
+#pragma once
+
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "qxa/host/agent_client.hpp"
+#include "quantix/agent/v1/control.pb.h"
+
+namespace qxa::host {
+
+struct manager_options {
+  std::string socket_dir = "/run/quantix-kvm/vms";
+  std::chrono::nanoseconds heartbeat_interval = 5s;
+  std::chrono::nanoseconds heartbeat_timeout = 3s;
+  std::chrono::nanoseconds reconnect_initial = 100ms;
+  std::chrono::nanoseconds reconnect_max = 30s;
+  std::chrono::nanoseconds rescan_interval = 10s;
+  client_options client;
+};
+
+/// Name of the VM whose socket file this is ("web1.agent.sock" -> "web1"), or empty.
+std::string vm_name_of(std::string_view file_name);
+const char* to_string(pb::VmState state) noexcept;
+
+/// A bounded feed of one VM's telemetry for one watcher; the oldest sample is dropped when the
+/// watcher falls behind.
+class telemetry_feed {
+ public:
+  explicit telemetry_feed(const asio::any_io_executor& ex) : ready_(ex) {}
+  /// The next sample, or nothing once the VM is gone or the feed was cancelled.
+  asio::awaitable<std::optional<pb::Telemetry>> next();
+  void push(const pb::Telemetry& t);
+  void finish();
+
+ private:
+  std::deque<pb::Telemetry> queue_;
+  common::detail::async_event ready_;
+  bool finished_ = false;
+};
+
+class agent_manager : public std::enable_shared_from_this<agent_manager> {
+ public:
+  static std::shared_ptr<agent_manager> create(asio::any_io_executor ex, manager_options options);
+  ~agent_manager();
+
+  /// Starts watching. Fails when the socket directory cannot be watched.
+  std::optional<common::error_info> start();
+  /// Closes every connection and stops watching.
+  void stop();
+  /// Replaces the timing options (SIGHUP); applies from each VM's next heartbeat or reconnect.
+  void update_timing(const manager_options& options);
+
+  /// A snapshot of one VM (`vm` non-empty) or of all.
+  [[nodiscard]] pb::StatusReport status(const std::string& vm = {}) const;
+
+  /// Forwards a request to a VM's agent. Fails with unavailable (no such VM) or
+  /// connection_lost (the VM's agent is not connected and ready), or as agent_client::request.
+  asio::awaitable<common::result<pb::Envelope>> call(const std::string& vm, pb::Envelope request,
+                                                     std::optional<std::chrono::nanoseconds> timeout);
+
+  /// Subscribes to a VM's pushed telemetry; nullptr for an unknown VM.
+  std::shared_ptr<telemetry_feed> watch(const std::string& vm);
+
+  [[nodiscard]] const manager_options& options() const noexcept { return opt_; }
+
+ private:
+  struct vm_record;
+
+  agent_manager(asio::any_io_executor ex, manager_options options);
+  asio::awaitable<void> watch_directory();
+  asio::awaitable<void> rescan_loop();
+  void rescan();
+  void handle_events(const char* buf, std::size_t n);
+  void socket_appeared(const std::string& file_name);
+  void socket_vanished(const std::string& file_name);
+  asio::awaitable<void> vm_loop(std::shared_ptr<vm_record> vm);
+  asio::awaitable<void> heartbeat(std::shared_ptr<vm_record> vm, std::shared_ptr<agent_client> c);
+  asio::awaitable<void> pump_events(std::shared_ptr<vm_record> vm, std::shared_ptr<agent_client> c);
+  void set_state(vm_record& vm, pb::VmState state, const std::string& why = {});
+  void refresh_counters(vm_record& vm) const;
+
+  asio::any_io_executor ex_;
+  manager_options opt_;
+  int inotify_fd_ = -1;
+  std::unique_ptr<asio::posix::stream_descriptor> inotify_;
+  asio::steady_timer rescan_timer_;
+  std::map<std::string, std::shared_ptr<vm_record>> vms_;
+  bool running_ = false;
+};
+
+}  // namespace qxa::host

@@ -1,0 +1,302 @@
+// SPDX-License-Identifier: MIT
+#include "qxa/host/agent_client.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include <mutex>
+#include <random>
+
+#include "qxa/common/log.hpp"
+#include "qxa/common/version.hpp"
+
+namespace qxa::host {
+
+using common::errc;
+using common::result;
+using namespace asio::experimental::awaitable_operators;
+
+struct agent_client::pending_request {
+  explicit pending_request(const asio::any_io_executor& ex) : timer(ex) {}
+  asio::steady_timer timer;
+  std::optional<result<pb::Envelope>> outcome;
+
+  void complete(result<pb::Envelope> r) {
+    if (outcome) return;
+    outcome.emplace(std::move(r));
+    timer.cancel();
+  }
+};
+
+std::uint64_t random_session_id() {
+  static std::mutex m;
+  static std::mt19937_64 rng{std::random_device{}()};
+  std::lock_guard lock(m);
+  std::uint64_t v = 0;
+  while (v == 0) v = rng();
+  return v;
+}
+
+std::shared_ptr<agent_client> agent_client::create(asio::any_io_executor ex, std::string socket_path,
+                                                   client_options options) {
+  return std::shared_ptr<agent_client>(
+      new agent_client(std::move(ex), std::move(socket_path), std::move(options)));
+}
+
+agent_client::agent_client(asio::any_io_executor ex, std::string path, client_options o)
+    : ex_(std::move(ex)),
+      path_(std::move(path)),
+      opt_(std::move(o)),
+      events_ready_(ex_),
+      closed_(ex_) {}
+
+agent_client::~agent_client() {
+  if (stream_) stream_->close();
+}
+
+client_stats agent_client::stats() const {
+  client_stats s;
+  s.requests = stats_.requests;
+  s.timeouts = stats_.timeouts;
+  s.connection_lost = stats_.connection_lost;
+  s.unknown_replies = stats_.unknown_replies;
+  s.ignored = stats_.ignored;
+  s.bad_frames = stats_.bad_frames;
+  s.events_dropped = stats_.events_dropped;
+  s.frames_in = stats_.frames_in;
+  s.sessions = stats_.sessions;
+  return s;
+}
+
+asio::awaitable<std::error_code> agent_client::connect() {
+  asio::local::stream_protocol::socket socket(ex_);
+  asio::steady_timer timer(ex_);
+  timer.expires_after(opt_.connect_timeout);
+  auto outcome = co_await (
+      socket.async_connect(asio::local::stream_protocol::endpoint(path_),
+                           asio::experimental::as_tuple(asio::use_awaitable)) ||
+      timer.async_wait(asio::use_awaitable));
+  if (outcome.index() == 1) co_return make_error_code(errc::handshake_timeout);
+  if (auto [ec] = std::get<0>(outcome); ec) co_return ec;
+
+  common::stream_options so;
+  so.max_frame_size = opt_.max_frame_size;
+  so.write_timeout = opt_.write_timeout;
+  so.close_on_write_timeout = true;  // a guest that does not drain is dead to us
+  so.max_garbage_bytes = opt_.max_garbage_bytes;
+  so.max_queued_bytes = 16u << 20;
+  stream_ = agent_stream::create(std::move(socket), so);
+  stream_->start();
+  connected_ = true;
+  common::log_info("{}: reader started", path_);
+  asio::co_spawn(ex_, read_loop(shared_from_this()), [](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
+  });
+  auto ec = co_await handshake();
+  if (ec) close(fmt::format("handshake failed: {}", ec.message()));
+  co_return ec;
+}
+
+asio::awaitable<std::error_code> agent_client::handshake() {
+  ready_ = false;
+  const std::uint64_t session = random_session_id();
+  pb::Envelope e;
+  auto* h = e.mutable_hello();
+  h->set_session_id(session);
+  h->set_protocol_version(common::protocol_version);
+  h->set_software_version(opt_.software_version + " " + common::software_version);
+  h->mutable_limits()->set_max_frame_bytes(opt_.max_frame_size);
+  h->mutable_limits()->set_max_inflight_requests(opt_.max_inflight);
+  e.set_session_id(session);
+  hello_id_ = next_id_;  // the only reply accepted before the handshake completes
+  handshake_session_ = session;
+  auto r = co_await send_request(std::move(e), opt_.handshake_timeout);
+  if (!r) {
+    co_return r.code() == errc::request_timeout ? make_error_code(errc::handshake_timeout)
+                                                : r.code();
+  }
+  // The reader has already taken the session into use (see dispatch), so that events sent
+  // right after the HelloAck are not lost.
+  if (!ready_ || session_id_ != session) co_return make_error_code(errc::protocol_error);
+  co_return std::error_code{};
+}
+
+asio::awaitable<result<pb::Envelope>> agent_client::request(pb::Envelope request,
+                                                            std::optional<std::chrono::nanoseconds> timeout) {
+  if (!is_connected()) co_return result<pb::Envelope>{errc::not_connected, "not connected to " + path_};
+  if (!ready_) co_return result<pb::Envelope>{errc::not_connected, "no session with the agent yet"};
+  request.set_session_id(session_id_);
+  co_return co_await send_request(std::move(request), timeout.value_or(opt_.request_timeout));
+}
+
+asio::awaitable<result<pb::Envelope>> agent_client::send_request(pb::Envelope request,
+                                                                 std::chrono::nanoseconds timeout) {
+  if (!is_connected()) co_return result<pb::Envelope>{errc::not_connected, "not connected"};
+  if (pending_.size() >= opt_.max_inflight) {
+    co_return result<pb::Envelope>{errc::too_many_requests,
+                                   fmt::format("{} requests already pending", pending_.size())};
+  }
+  const std::uint64_t id = next_id_++;  // never reused within a connection
+  request.set_request_id(id);
+  request.set_reply_to(0);
+  auto p = std::make_shared<pending_request>(ex_);
+  p->timer.expires_after(timeout);
+  pending_.emplace(id, p);
+  ++stats_.requests;
+  if (auto ec = stream_->post(request)) {
+    pending_.erase(id);
+    co_return result<pb::Envelope>{ec, "cannot send: " + ec.message()};
+  }
+  std::error_code ignored;
+  co_await p->timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  pending_.erase(id);
+  if (p->outcome) co_return std::move(*p->outcome);
+  ++stats_.timeouts;
+  co_return result<pb::Envelope>{errc::request_timeout,
+                                 fmt::format("no reply from the agent within {} ms",
+                                             std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count())};
+}
+
+asio::awaitable<void> agent_client::read_loop(std::shared_ptr<agent_client> self) {
+  std::uint64_t frames = 0;
+  std::string why;
+  for (;;) {
+    auto r = co_await self->stream_->receive();
+    if (!r) {
+      const auto& err = r.error();
+      if (err.code == asio::error::eof) {
+        why = "end of file";
+      } else if (err.code == errc::frame_too_large) {
+        ++self->stats_.bad_frames;
+        why = "oversized frame: " + err.message;
+      } else if (err.code == errc::bad_frame) {
+        why = "damaged stream: " + err.message;
+      } else {
+        why = err.describe();
+      }
+      break;
+    }
+    ++frames;
+    ++self->stats_.frames_in;
+    self->dispatch(std::move(r.value()));
+  }
+  const auto& dec = self->stream_->decoding();
+  self->stats_.bad_frames += dec.damaged_frames + self->stream_->stats().bad_messages;
+  if (self->ended_) why = self->end_reason_;  // we closed it ourselves
+  common::log_info("{}: reader ended after {} frames: {} ({} damaged, {} garbage bytes)",
+                   self->path_, frames, why, dec.damaged_frames, dec.garbage_bytes);
+  self->end(why);
+}
+
+void agent_client::dispatch(pb::Envelope envelope) {
+  if (envelope.reply_to() != 0) {
+    if (!ready_ && envelope.reply_to() != hello_id_) {
+      ++stats_.ignored;  // anything before the answer to our own Hello
+      return;
+    }
+    if (!ready_ && envelope.has_hello_ack() &&
+        envelope.hello_ack().session_id() == handshake_session_) {
+      hello_ = envelope.hello_ack();
+      session_id_ = handshake_session_;
+      ready_ = true;
+      ++stats_.sessions;
+    }
+    auto it = pending_.find(envelope.reply_to());
+    if (it == pending_.end()) {
+      ++stats_.unknown_replies;
+      return;
+    }
+    auto p = it->second;
+    pending_.erase(it);
+    p->complete(std::move(envelope));
+    return;
+  }
+  if (!ready_) {
+    ++stats_.ignored;
+    return;
+  }
+  if (envelope.has_agent_ready()) {
+    // The agent behind the socket started afresh: our session is gone with the old process.
+    common::log_info("{}: agent restarted (pid {}); opening a new session", path_,
+                     envelope.agent_ready().agent_pid());
+    ready_ = false;
+    fail_pending("the agent restarted");
+    push_event(envelope);
+    asio::co_spawn(ex_, [self = shared_from_this()]() -> asio::awaitable<void> {
+      auto ec = co_await self->handshake();
+      if (ec) {
+        self->close(fmt::format("re-handshake failed: {}", ec.message()));
+        co_return;
+      }
+      pb::Envelope e;
+      *e.mutable_hello_ack() = self->hello_;
+      self->push_event(std::move(e));
+    }, asio::detached);
+    return;
+  }
+  if (envelope.has_telemetry()) {
+    push_event(std::move(envelope));
+    return;
+  }
+  ++stats_.ignored;
+}
+
+void agent_client::push_event(pb::Envelope envelope) {
+  if (events_.size() >= opt_.event_queue) {
+    // Drop the oldest telemetry: newer telemetry supersedes it, and other events are rare.
+    auto it = std::find_if(events_.begin(), events_.end(),
+                           [](const pb::Envelope& e) { return e.has_telemetry(); });
+    if (it != events_.end()) {
+      events_.erase(it);
+    } else {
+      events_.pop_front();
+    }
+    ++stats_.events_dropped;
+  }
+  events_.push_back(std::move(envelope));
+  events_ready_.notify_all();
+}
+
+asio::awaitable<std::optional<pb::Envelope>> agent_client::next_event() {
+  while (events_.empty() && !ended_) co_await events_ready_.wait();
+  if (events_.empty()) co_return std::nullopt;
+  auto e = std::move(events_.front());
+  events_.pop_front();
+  co_return e;
+}
+
+asio::awaitable<void> agent_client::wait_closed() {
+  while (!ended_) co_await closed_.wait();
+}
+
+void agent_client::fail_pending(const std::string& reason) {
+  auto pending = std::move(pending_);
+  pending_.clear();
+  for (auto& [id, p] : pending) {
+    ++stats_.connection_lost;
+    p->complete(result<pb::Envelope>{errc::connection_lost, reason});
+  }
+}
+
+void agent_client::end(std::string reason) {
+  if (ended_) return;
+  ended_ = true;
+  connected_ = false;
+  ready_ = false;
+  end_reason_ = std::move(reason);
+  if (stream_) stream_->close(make_error_code(errc::connection_lost));
+  fail_pending("connection lost: " + end_reason_);
+  events_ready_.notify_all();
+  closed_.notify_all();
+}
+
+void agent_client::close(std::string reason) {
+  if (ended_) return;
+  common::log_debug("{}: closing: {}", path_, reason);
+  end(std::move(reason));
+}
+
+}  // namespace qxa::host

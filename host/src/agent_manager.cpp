@@ -1,0 +1,455 @@
+// SPDX-License-Identifier: MIT
+#include "qxa/host/agent_manager.hpp"
+
+#include <dirent.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include <cstring>
+#include <random>
+
+#include "qxa/common/log.hpp"
+#include "qxa/common/version.hpp"
+
+namespace qxa::host {
+
+using common::errc;
+using common::result;
+using namespace asio::experimental::awaitable_operators;
+
+namespace {
+
+constexpr std::string_view socket_suffix = ".agent.sock";
+
+std::int64_t now_unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+double to_ms(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
+
+std::chrono::nanoseconds with_jitter(std::chrono::nanoseconds d) {
+  static std::mt19937 rng{std::random_device{}()};
+  // +-20%, so that many VMs lost at once do not reconnect in lockstep.
+  std::uniform_real_distribution<double> f(0.8, 1.2);
+  return std::chrono::nanoseconds(static_cast<std::int64_t>(static_cast<double>(d.count()) * f(rng)));
+}
+
+}  // namespace
+
+std::string vm_name_of(std::string_view file_name) {
+  if (file_name.size() <= socket_suffix.size() || !file_name.ends_with(socket_suffix)) return {};
+  return std::string(file_name.substr(0, file_name.size() - socket_suffix.size()));
+}
+
+const char* to_string(pb::VmState state) noexcept {
+  switch (state) {
+    case pb::VM_STATE_ABSENT: return "absent";
+    case pb::VM_STATE_CONNECTING: return "connecting";
+    case pb::VM_STATE_HANDSHAKING: return "handshaking";
+    case pb::VM_STATE_READY: return "ready";
+    case pb::VM_STATE_UNRESPONSIVE: return "unresponsive";
+    default: return "unknown";
+  }
+}
+
+// ---- telemetry_feed -----------------------------------------------------------------------
+
+asio::awaitable<std::optional<pb::Telemetry>> telemetry_feed::next() {
+  while (queue_.empty() && !finished_) co_await ready_.wait();
+  if (queue_.empty()) co_return std::nullopt;
+  auto t = std::move(queue_.front());
+  queue_.pop_front();
+  co_return t;
+}
+
+void telemetry_feed::push(const pb::Telemetry& t) {
+  if (queue_.size() >= 8) queue_.pop_front();
+  queue_.push_back(t);
+  ready_.notify_all();
+}
+
+void telemetry_feed::finish() {
+  finished_ = true;
+  ready_.notify_all();
+}
+
+// ---- agent_manager ------------------------------------------------------------------------
+
+struct agent_manager::vm_record {
+  explicit vm_record(const asio::any_io_executor& ex) : wake(ex) {}
+  std::string name;
+  std::string path;
+  pb::VmStatus status;
+  std::shared_ptr<agent_client> client;
+  common::detail::async_event wake;  // the socket reappeared: retry now
+  bool present = true;
+  bool retry_now = false;
+  std::vector<std::weak_ptr<telemetry_feed>> watchers;
+  client_stats prior;  // counters of earlier connections
+};
+
+std::shared_ptr<agent_manager> agent_manager::create(asio::any_io_executor ex,
+                                                     manager_options options) {
+  return std::shared_ptr<agent_manager>(new agent_manager(std::move(ex), std::move(options)));
+}
+
+agent_manager::agent_manager(asio::any_io_executor ex, manager_options options)
+    : ex_(std::move(ex)), opt_(std::move(options)), rescan_timer_(ex_) {}
+
+agent_manager::~agent_manager() { stop(); }
+
+std::optional<common::error_info> agent_manager::start() {
+  struct stat st {};
+  if (::stat(opt_.socket_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return common::error_info{make_error_code(errc::invalid_argument),
+                              fmt::format("socket directory {}: {}", opt_.socket_dir,
+                                          errno ? std::strerror(errno) : "not a directory")};
+  }
+  inotify_fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (inotify_fd_ < 0 ||
+      ::inotify_add_watch(inotify_fd_, opt_.socket_dir.c_str(),
+                          IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_ATTRIB |
+                              IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
+    const int err = errno;
+    if (inotify_fd_ >= 0) ::close(inotify_fd_);
+    return common::error_info{std::error_code(err, std::system_category()),
+                              fmt::format("cannot watch {}: {}", opt_.socket_dir, std::strerror(err))};
+  }
+  inotify_ = std::make_unique<asio::posix::stream_descriptor>(ex_, inotify_fd_);
+  running_ = true;
+  common::log_info("watching {} for *{}", opt_.socket_dir, socket_suffix);
+  rescan();
+  auto self = shared_from_this();
+  asio::co_spawn(ex_, [self]() { return self->watch_directory(); }, asio::detached);
+  asio::co_spawn(ex_, [self]() { return self->rescan_loop(); }, asio::detached);
+  return std::nullopt;
+}
+
+void agent_manager::stop() {
+  if (!running_) return;
+  running_ = false;
+  std::error_code ignored;
+  if (inotify_) inotify_->close(ignored);
+  rescan_timer_.cancel();
+  for (auto& [name, vm] : vms_) {
+    vm->present = false;
+    if (vm->client) vm->client->close("daemon stopping");
+    vm->wake.notify_all();
+    for (auto& w : vm->watchers) {
+      if (auto f = w.lock()) f->finish();
+    }
+  }
+  vms_.clear();
+}
+
+void agent_manager::update_timing(const manager_options& o) {
+  opt_.heartbeat_interval = o.heartbeat_interval;
+  opt_.heartbeat_timeout = o.heartbeat_timeout;
+  opt_.reconnect_initial = o.reconnect_initial;
+  opt_.reconnect_max = o.reconnect_max;
+  opt_.rescan_interval = o.rescan_interval;
+}
+
+asio::awaitable<void> agent_manager::watch_directory() {
+  std::vector<char> buf(16 * 1024);
+  auto self = shared_from_this();  // keeps the manager alive while watching
+  while (running_) {
+    auto [ec, n] = co_await inotify_->async_read_some(
+        asio::buffer(buf), asio::experimental::as_tuple(asio::use_awaitable));
+    if (!ec) {
+      handle_events(buf.data(), n);
+      continue;
+    }
+    if (running_) common::log_error("inotify on {} failed: {}", opt_.socket_dir, ec.message());
+    co_return;
+  }
+}
+
+void agent_manager::handle_events(const char* buf, std::size_t n) {
+  for (std::size_t at = 0; at + sizeof(inotify_event) <= n;) {
+    inotify_event ev{};
+    std::memcpy(&ev, buf + at, sizeof ev);
+    const std::string name = ev.len ? std::string(buf + at + sizeof ev) : std::string();
+    at += sizeof(inotify_event) + ev.len;
+    if (ev.mask & IN_Q_OVERFLOW) {
+      rescan();
+    } else if (ev.mask & (IN_DELETE_SELF | IN_MOVE_SELF)) {
+      common::log_error("socket directory {} was removed", opt_.socket_dir);
+      rescan();
+    } else if (ev.mask & (IN_CREATE | IN_MOVED_TO | IN_ATTRIB)) {
+      socket_appeared(name);
+    } else if (ev.mask & (IN_DELETE | IN_MOVED_FROM)) {
+      socket_vanished(name);
+    }
+  }
+}
+
+asio::awaitable<void> agent_manager::rescan_loop() {
+  auto self = shared_from_this();
+  while (running_) {
+    rescan_timer_.expires_after(opt_.rescan_interval);
+    std::error_code ec;
+    co_await rescan_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (!running_) co_return;
+    rescan();
+  }
+}
+
+void agent_manager::rescan() {
+  std::set<std::string> seen;
+  if (DIR* dir = ::opendir(opt_.socket_dir.c_str())) {
+    while (const dirent* e = ::readdir(dir)) {
+      const std::string name = e->d_name;
+      if (vm_name_of(name).empty()) continue;
+      seen.insert(name);
+      socket_appeared(name);
+    }
+    ::closedir(dir);
+  }
+  std::vector<std::string> gone;
+  for (const auto& [vm, rec] : vms_) {
+    const std::string file = vm + std::string(socket_suffix);
+    if (!seen.contains(file)) gone.push_back(file);
+  }
+  for (const auto& f : gone) socket_vanished(f);
+}
+
+void agent_manager::socket_appeared(const std::string& file_name) {
+  const std::string vm = vm_name_of(file_name);
+  if (vm.empty()) return;
+  const std::string path = opt_.socket_dir + "/" + file_name;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return;
+  if (auto it = vms_.find(vm); it != vms_.end()) {
+    // Known VM, socket recreated (an agent or QEMU restarted): retry now, not at the backoff.
+    it->second->retry_now = true;
+    it->second->wake.notify_all();
+    return;
+  }
+  auto rec = std::make_shared<vm_record>(ex_);
+  rec->name = vm;
+  rec->path = path;
+  rec->status.set_vm(vm);
+  rec->status.set_socket_path(path);
+  set_state(*rec, pb::VM_STATE_CONNECTING);
+  vms_.emplace(vm, rec);
+  common::log_info("vm {}: socket appeared at {}", vm, path);
+  asio::co_spawn(ex_, vm_loop(rec), [](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
+  });
+}
+
+void agent_manager::socket_vanished(const std::string& file_name) {
+  const std::string vm = vm_name_of(file_name);
+  auto it = vms_.find(vm);
+  if (it == vms_.end()) return;
+  struct stat st {};
+  if (::stat(it->second->path.c_str(), &st) == 0) return;  // replaced already
+  common::log_info("vm {}: socket removed; dropping the VM", vm);
+  auto rec = it->second;
+  vms_.erase(it);
+  rec->present = false;
+  set_state(*rec, pb::VM_STATE_ABSENT);
+  if (rec->client) rec->client->close("socket removed");
+  rec->wake.notify_all();
+  for (auto& w : rec->watchers) {
+    if (auto f = w.lock()) f->finish();
+  }
+}
+
+void agent_manager::set_state(vm_record& vm, pb::VmState state, const std::string& why) {
+  if (vm.status.state() == state) return;  // logged once per change, not per heartbeat
+  const auto old = vm.status.state();
+  vm.status.set_state(state);
+  vm.status.set_state_since_unix_ms(now_unix_ms());
+  if (old != pb::VM_STATE_UNSPECIFIED) {
+    if (why.empty()) {
+      common::log_info("vm {}: {} -> {}", vm.name, to_string(old), to_string(state));
+    } else {
+      common::log_info("vm {}: {} -> {} ({})", vm.name, to_string(old), to_string(state), why);
+    }
+  }
+}
+
+void agent_manager::refresh_counters(vm_record& vm) const {
+  client_stats s = vm.prior;
+  if (vm.client) {
+    const auto c = vm.client->stats();
+    s.timeouts += c.timeouts;
+    s.bad_frames += c.bad_frames;
+    s.unknown_replies += c.unknown_replies;
+    s.sessions += c.sessions;
+  }
+  vm.status.set_timeouts(s.timeouts);
+  vm.status.set_bad_frames(s.bad_frames);
+  vm.status.set_unknown_replies(s.unknown_replies);
+  vm.status.set_sessions(s.sessions);
+}
+
+asio::awaitable<void> agent_manager::vm_loop(std::shared_ptr<vm_record> vm) {
+  auto self = shared_from_this();
+  auto backoff = opt_.reconnect_initial;
+  bool was_connected = false;
+  while (vm->present && running_) {
+    set_state(*vm, pb::VM_STATE_CONNECTING);
+    auto client = agent_client::create(ex_, vm->path, opt_.client);
+    vm->client = client;
+    set_state(*vm, pb::VM_STATE_HANDSHAKING);
+    const auto ec = co_await client->connect();
+    if (!vm->present || !running_) co_return;
+    if (ec) {
+      vm->status.set_last_error(ec.message());
+      set_state(*vm, pb::VM_STATE_CONNECTING, ec.message());
+      const auto c = client->stats();
+      vm->prior.timeouts += c.timeouts;
+      vm->prior.bad_frames += c.bad_frames;
+      vm->prior.unknown_replies += c.unknown_replies;
+      vm->client.reset();
+      // Wait for the backoff, or less when the socket is recreated.
+      asio::steady_timer t(ex_);
+      t.expires_after(with_jitter(backoff));
+      if (!vm->retry_now) co_await (t.async_wait(asio::use_awaitable) || vm->wake.wait());
+      vm->retry_now = false;
+      backoff = std::min(backoff * 2, opt_.reconnect_max);
+      continue;
+    }
+    backoff = opt_.reconnect_initial;
+    vm->retry_now = false;
+    if (was_connected) vm->status.set_reconnects(vm->status.reconnects() + 1);
+    was_connected = true;
+    const auto& hello = client->hello();
+    vm->status.set_agent_version(hello.software_version());
+    *vm->status.mutable_os() = hello.os();
+    vm->status.set_hostname(hello.hostname());
+    vm->status.set_session_id(client->session_id());
+    vm->status.set_agent_pid(hello.agent_pid());
+    vm->status.set_last_error("");
+    set_state(*vm, pb::VM_STATE_READY);
+    co_await (heartbeat(vm, client) || pump_events(vm, client));
+    refresh_counters(*vm);
+    const auto c = client->stats();
+    vm->prior.timeouts += c.timeouts;
+    vm->prior.bad_frames += c.bad_frames;
+    vm->prior.unknown_replies += c.unknown_replies;
+    vm->prior.sessions += c.sessions;
+    vm->status.set_last_error(client->end_reason());
+    vm->client.reset();
+    if (!vm->present || !running_) co_return;
+    set_state(*vm, pb::VM_STATE_CONNECTING, "connection lost: " + client->end_reason());
+  }
+}
+
+asio::awaitable<void> agent_manager::heartbeat(std::shared_ptr<vm_record> vm,
+                                               std::shared_ptr<agent_client> c) {
+  asio::steady_timer t(ex_);
+  while (c->is_connected()) {
+    t.expires_after(opt_.heartbeat_interval);
+    auto woke = co_await (t.async_wait(asio::use_awaitable) || c->wait_closed());
+    if (woke.index() == 1 || !c->is_connected()) co_return;
+    if (!c->is_ready()) continue;  // re-handshaking after an agent restart
+    pb::Envelope ping;
+    ping.mutable_ping()->set_nonce(static_cast<std::uint64_t>(now_unix_ms()));
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = co_await c->request(std::move(ping), opt_.heartbeat_timeout);
+    if (r && r->has_pong()) {
+      vm->status.set_rtt_ms(to_ms(std::chrono::steady_clock::now() - t0));
+      set_state(*vm, pb::VM_STATE_READY, vm->status.state() == pb::VM_STATE_UNRESPONSIVE
+                                             ? "heartbeat answered again" : "");
+    } else if (r.code() == errc::request_timeout) {
+      set_state(*vm, pb::VM_STATE_UNRESPONSIVE,
+                fmt::format("no heartbeat reply within {} ms",
+                            std::chrono::duration_cast<std::chrono::milliseconds>(opt_.heartbeat_timeout).count()));
+    } else if (!c->is_connected()) {
+      co_return;
+    }
+    refresh_counters(*vm);
+  }
+}
+
+asio::awaitable<void> agent_manager::pump_events(std::shared_ptr<vm_record> vm,
+                                                 std::shared_ptr<agent_client> c) {
+  for (;;) {
+    auto e = co_await c->next_event();
+    if (!e) co_return;
+    if (e->has_telemetry()) {
+      const auto& t = e->telemetry();
+      *vm->status.mutable_last_telemetry() = t;
+      vm->status.set_last_telemetry_unix_ms(now_unix_ms());
+      if (!t.hostname().empty()) vm->status.set_hostname(t.hostname());
+      vm->status.clear_ip_addresses();
+      for (const auto& i : t.interfaces()) {
+        for (const auto& a : i.addresses()) {
+          vm->status.add_ip_addresses(fmt::format("{}/{}", a.address(), a.prefix_length()));
+        }
+      }
+      std::erase_if(vm->watchers, [&](const std::weak_ptr<telemetry_feed>& w) {
+        auto f = w.lock();
+        if (f) f->push(t);
+        return !f;
+      });
+    } else if (e->has_agent_ready()) {
+      set_state(*vm, pb::VM_STATE_HANDSHAKING, "the agent restarted");
+    } else if (e->has_hello_ack()) {
+      vm->status.set_session_id(c->session_id());
+      vm->status.set_agent_pid(e->hello_ack().agent_pid());
+      vm->status.set_agent_version(e->hello_ack().software_version());
+      set_state(*vm, pb::VM_STATE_READY, "new session with the restarted agent");
+    }
+  }
+}
+
+pb::StatusReport agent_manager::status(const std::string& vm) const {
+  pb::StatusReport report;
+  report.set_daemon_version(common::software_version);
+  report.set_socket_dir(opt_.socket_dir);
+  for (const auto& [name, rec] : vms_) {
+    if (!vm.empty() && name != vm) continue;
+    refresh_counters(*rec);
+    *report.add_vms() = rec->status;
+  }
+  return report;
+}
+
+asio::awaitable<result<pb::Envelope>> agent_manager::call(const std::string& vm,
+                                                          pb::Envelope request,
+                                                          std::optional<std::chrono::nanoseconds> timeout) {
+  auto it = vms_.find(vm);
+  if (it == vms_.end()) {
+    co_return result<pb::Envelope>{errc::unavailable,
+                                   fmt::format("no VM named '{}' (no {}/{}{})", vm, opt_.socket_dir,
+                                               vm, socket_suffix)};
+  }
+  auto rec = it->second;
+  auto client = rec->client;
+  if (!client || !client->is_ready()) {
+    co_return result<pb::Envelope>{
+        errc::connection_lost,
+        fmt::format("vm {} is {}{}", vm, to_string(rec->status.state()),
+                    rec->status.last_error().empty() ? "" : ": " + rec->status.last_error())};
+  }
+  auto r = co_await client->request(std::move(request), timeout);
+  refresh_counters(*rec);
+  co_return r;
+}
+
+std::shared_ptr<telemetry_feed> agent_manager::watch(const std::string& vm) {
+  auto it = vms_.find(vm);
+  if (it == vms_.end()) return nullptr;
+  auto feed = std::make_shared<telemetry_feed>(ex_);
+  it->second->watchers.push_back(feed);
+  return feed;
+}
+
+}  // namespace qxa::host

@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: MIT
+#include "qxa/host/control.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "qxa/common/log.hpp"
+
+namespace qxa::host {
+
+using common::errc;
+using common::result;
+using namespace asio::experimental::awaitable_operators;
+
+pb::ErrorCode wire_code(std::error_code ec) noexcept {
+  if (ec == errc::unavailable) return pb::ERROR_CODE_UNAVAILABLE;
+  if (ec == errc::connection_lost || ec == errc::not_connected || ec == errc::closed) {
+    return pb::ERROR_CODE_CONNECTION_LOST;
+  }
+  if (ec == errc::request_timeout || ec == errc::write_timeout) return pb::ERROR_CODE_TIMEOUT;
+  if (ec == errc::too_many_requests) return pb::ERROR_CODE_TOO_MANY_REQUESTS;
+  if (ec == errc::invalid_argument) return pb::ERROR_CODE_INVALID_ARGUMENT;
+  return pb::ERROR_CODE_INTERNAL;
+}
+
+namespace {
+
+pb::ControlMessage error_message(std::uint64_t reply_to, pb::ErrorCode code, std::string text) {
+  pb::ControlMessage m;
+  m.set_reply_to(reply_to);
+  m.mutable_error()->set_code(code);
+  m.mutable_error()->set_message(std::move(text));
+  return m;
+}
+
+}  // namespace
+
+// ---- server -------------------------------------------------------------------------------
+
+std::shared_ptr<control_server> control_server::create(asio::any_io_executor ex, std::string path,
+                                                       std::shared_ptr<agent_manager> manager) {
+  return std::shared_ptr<control_server>(
+      new control_server(std::move(ex), std::move(path), std::move(manager)));
+}
+
+control_server::control_server(asio::any_io_executor ex, std::string path,
+                               std::shared_ptr<agent_manager> m)
+    : acceptor_(ex), path_(std::move(path)), manager_(std::move(m)) {}
+
+std::optional<common::error_info> control_server::listen() {
+  using asio::local::stream_protocol;
+  std::error_code ec;
+  acceptor_.open(stream_protocol(), ec);
+  if (!ec) acceptor_.bind(stream_protocol::endpoint(path_), ec);
+  if (ec == asio::error::address_in_use) {
+    stream_protocol::socket probe(acceptor_.get_executor());
+    std::error_code probe_ec;
+    probe.connect(stream_protocol::endpoint(path_), probe_ec);
+    if (!probe_ec) {
+      return common::error_info{ec, fmt::format("control socket {}: another qx-agentd is "
+                                                "listening there", path_)};
+    }
+    ::unlink(path_.c_str());  // stale, from a daemon that did not exit cleanly
+    acceptor_.bind(stream_protocol::endpoint(path_), ec);
+  }
+  if (!ec) acceptor_.listen(64, ec);
+  if (ec) {
+    return common::error_info{ec, fmt::format("cannot listen on control socket {}: {}", path_,
+                                              ec.message())};
+  }
+  bound_ = true;
+  if (::chmod(path_.c_str(), 0660) != 0) {
+    return common::error_info{std::error_code(errno, std::system_category()),
+                              fmt::format("cannot set permissions of {}", path_)};
+  }
+  return std::nullopt;
+}
+
+void control_server::start() {
+  asio::co_spawn(acceptor_.get_executor(), accept_loop(), asio::detached);
+}
+
+void control_server::stop() {
+  std::error_code ignored;
+  acceptor_.close(ignored);
+  if (bound_) {
+    ::unlink(path_.c_str());
+    bound_ = false;
+  }
+}
+
+asio::awaitable<void> control_server::accept_loop() {
+  auto self = shared_from_this();
+  while (acceptor_.is_open()) {
+    auto [ec, socket] =
+        co_await acceptor_.async_accept(asio::experimental::as_tuple(asio::use_awaitable));
+    if (ec) {
+      if (!acceptor_.is_open()) co_return;
+      common::log_warning("control socket: accept failed: {}", ec.message());
+      asio::steady_timer t(acceptor_.get_executor());
+      t.expires_after(std::chrono::milliseconds(100));
+      co_await t.async_wait(asio::use_awaitable);
+      continue;
+    }
+    common::stream_options o;
+    o.write_timeout = std::chrono::seconds(10);
+    auto stream = control_stream::create(std::move(socket), o);
+    stream->start();
+    asio::co_spawn(acceptor_.get_executor(), serve(stream), [](std::exception_ptr e) {
+      if (e) std::rethrow_exception(e);
+    });
+  }
+}
+
+asio::awaitable<void> control_server::serve(std::shared_ptr<control_stream> stream) {
+  auto self = shared_from_this();
+  for (;;) {
+    auto r = co_await stream->receive();
+    if (!r) break;
+    auto& m = r.value();
+    switch (m.body_case()) {
+      case pb::ControlMessage::kStatusQuery: {
+        pb::ControlMessage reply;
+        reply.set_reply_to(m.request_id());
+        *reply.mutable_status_report() = manager_->status(m.status_query().vm());
+        (void)stream->post(reply);
+        break;
+      }
+      case pb::ControlMessage::kVmCall:
+        asio::co_spawn(stream->get_executor(), serve_call(stream, std::move(m)), asio::detached);
+        break;
+      case pb::ControlMessage::kTelemetryWatch:
+        asio::co_spawn(stream->get_executor(), serve_watch(stream, std::move(m)), asio::detached);
+        break;
+      default:
+        (void)stream->post(error_message(m.request_id(), pb::ERROR_CODE_UNKNOWN_REQUEST,
+                                         "not a control request"));
+    }
+  }
+  stream->close();
+}
+
+asio::awaitable<void> control_server::serve_call(std::shared_ptr<control_stream> stream,
+                                                 pb::ControlMessage m) {
+  const auto& call = m.vm_call();
+  std::optional<std::chrono::nanoseconds> timeout;
+  if (call.timeout_ms() > 0) timeout = std::chrono::milliseconds(call.timeout_ms());
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = co_await manager_->call(call.vm(), call.request(), timeout);
+  if (!r) {
+    (void)stream->post(error_message(m.request_id(), wire_code(r.code()), r.error().describe()));
+    co_return;
+  }
+  pb::ControlMessage reply;
+  reply.set_reply_to(m.request_id());
+  auto* result = reply.mutable_vm_call_result();
+  *result->mutable_reply() = std::move(r.value());
+  result->set_rtt_ms(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  (void)stream->post(reply);
+}
+
+asio::awaitable<void> control_server::serve_watch(std::shared_ptr<control_stream> stream,
+                                                  pb::ControlMessage m) {
+  auto feed = manager_->watch(m.telemetry_watch().vm());
+  if (!feed) {
+    (void)stream->post(error_message(m.request_id(), pb::ERROR_CODE_UNAVAILABLE,
+                                     fmt::format("no VM named '{}'", m.telemetry_watch().vm())));
+    co_return;
+  }
+  while (stream->is_open()) {
+    auto t = co_await feed->next();
+    if (!t) break;
+    pb::ControlMessage out;
+    out.set_reply_to(m.request_id());
+    out.set_more(true);
+    *out.mutable_telemetry() = std::move(*t);
+    if (stream->post(out)) break;  // a watcher that does not read is dropped
+  }
+  pb::ControlMessage end = error_message(m.request_id(), pb::ERROR_CODE_UNAVAILABLE,
+                                         "the VM went away");
+  (void)stream->post(end);
+}
+
+// ---- client -------------------------------------------------------------------------------
+
+asio::awaitable<std::error_code> control_client::connect(const std::string& path) {
+  asio::local::stream_protocol::socket socket(ex_);
+  auto [ec] = co_await socket.async_connect(asio::local::stream_protocol::endpoint(path),
+                                            asio::experimental::as_tuple(asio::use_awaitable));
+  if (ec) co_return ec;
+  stream_ = control_stream::create(std::move(socket));
+  stream_->start();
+  co_return std::error_code{};
+}
+
+asio::awaitable<result<pb::ControlMessage>> control_client::call(pb::ControlMessage request,
+                                                                 std::chrono::nanoseconds timeout) {
+  request.set_request_id(next_id_++);
+  if (auto ec = stream_->post(request)) co_return result<pb::ControlMessage>{ec, ec.message()};
+  asio::steady_timer t(ex_);
+  t.expires_after(timeout);
+  for (;;) {
+    auto r = co_await (stream_->receive() || t.async_wait(asio::use_awaitable));
+    if (r.index() == 1) {
+      co_return result<pb::ControlMessage>{errc::request_timeout, "no answer from qx-agentd"};
+    }
+    auto& m = std::get<0>(r);
+    if (!m) {
+      co_return result<pb::ControlMessage>{errc::connection_lost,
+                                           "qx-agentd closed the connection: " + m.error().describe()};
+    }
+    if (m->reply_to() == request.request_id()) co_return std::move(m.value());
+  }
+}
+
+asio::awaitable<std::error_code> control_client::stream(
+    pb::ControlMessage request, std::function<bool(const pb::ControlMessage&)> on_message) {
+  request.set_request_id(next_id_++);
+  if (auto ec = stream_->post(request)) co_return ec;
+  for (;;) {
+    auto m = co_await stream_->receive();
+    if (!m) co_return make_error_code(errc::connection_lost);
+    if (m->reply_to() != request.request_id()) continue;
+    if (!on_message(*m) || !m->more()) co_return std::error_code{};
+  }
+}
+
+}  // namespace qxa::host

@@ -1,0 +1,285 @@
+// SPDX-License-Identifier: MIT
+// agent_client against an in-process fake guest on a real unix socket.
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <asio/write.hpp>
+#include <catch2/catch.hpp>
+
+#include <functional>
+
+#include "qxa/host/agent_client.hpp"
+#include "qxa/host/daemon_config.hpp"
+#include "support/run.hpp"
+#include "support/temp_dir.hpp"
+
+namespace qc = qxa::common;
+namespace qh = qxa::host;
+namespace pb = quantix::agent::v1;
+using namespace std::chrono_literals;
+using asio::awaitable;
+using qxa::test::run_async;
+using qxa::test::temp_dir;
+using qxa::test::unix_socket;
+using guest_stream = qc::message_stream<unix_socket>;
+
+namespace {
+
+enum class behaviour {
+  answer,          // answers pings
+  hold,            // reads requests, answers nothing
+  stop_reading,    // handshakes, then never reads again
+};
+
+/// Listens on `path`, handshakes with each client and then behaves as told. Exposes the
+/// accepted streams so that a test can close them.
+struct fake_guest {
+  fake_guest(asio::io_context& io, const std::string& path, behaviour b)
+      : acceptor(io, asio::local::stream_protocol::endpoint(path)), mode(b) {
+    asio::co_spawn(io, serve(), asio::detached);
+  }
+
+  awaitable<void> serve() {
+    for (;;) {
+      auto [ec, socket] = co_await acceptor.async_accept(asio::experimental::as_tuple(asio::use_awaitable));
+      if (ec) co_return;
+      auto s = guest_stream::create(std::move(socket));
+      s->start();
+      streams.push_back(s);
+      asio::co_spawn(acceptor.get_executor(), talk(s), asio::detached);
+    }
+  }
+
+  awaitable<void> talk(std::shared_ptr<guest_stream> s) {
+    for (;;) {
+      auto r = co_await s->receive();
+      if (!r) co_return;
+      if (r->has_hello()) {
+        pb::Envelope ack;
+        ack.set_reply_to(r->request_id());
+        ack.set_session_id(r->session_id());
+        ack.mutable_hello_ack()->set_session_id(r->session_id());
+        ack.mutable_hello_ack()->set_agent_pid(4242);
+        (void)s->post(ack);
+        if (on_handshake) on_handshake(*s);
+        if (mode == behaviour::stop_reading) co_return;
+        continue;
+      }
+      ++requests_seen;
+      if (mode == behaviour::answer) {
+        pb::Envelope pong;
+        pong.set_reply_to(r->request_id());
+        pong.set_session_id(r->session_id());
+        pong.mutable_pong();
+        (void)s->post(pong);
+      }
+    }
+  }
+
+  asio::local::stream_protocol::acceptor acceptor;
+  behaviour mode;
+  std::vector<std::shared_ptr<guest_stream>> streams;
+  std::function<void(guest_stream&)> on_handshake;
+  int requests_seen = 0;
+};
+
+pb::Envelope ping() {
+  pb::Envelope e;
+  e.mutable_ping()->set_nonce(1);
+  return e;
+}
+
+}  // namespace
+
+TEST_CASE("100 requests in flight when the guest closes all fail with connection_lost at once",
+          "[host]") {
+  temp_dir dir;
+  const auto path = dir / "vm.agent.sock";
+  run_async([&](asio::io_context& io) -> awaitable<void> {
+    fake_guest guest(io, path, behaviour::hold);
+    qh::client_options o;
+    o.request_timeout = 30s;  // far beyond the test's deadline
+    auto client = qh::agent_client::create(io.get_executor(), path, o);
+    auto ec = co_await client->connect();
+    REQUIRE_FALSE(ec);
+    CHECK(client->hello().agent_pid() == 4242);
+    int lost = 0, other = 0;
+    std::chrono::steady_clock::time_point last_done;
+    for (int i = 0; i < 100; ++i) {
+      asio::co_spawn(io, [&, client]() -> awaitable<void> {
+        auto r = co_await client->request(ping());
+        if (!r && r.code() == qc::errc::connection_lost) ++lost; else ++other;
+        last_done = std::chrono::steady_clock::now();
+      }, asio::detached);
+    }
+    while (guest.requests_seen < 100) co_await asio::post(asio::use_awaitable);
+    CHECK(client->pending() == 100);
+    const auto t0 = std::chrono::steady_clock::now();
+    guest.streams.front()->close();  // the guest side goes away
+    while (lost + other < 100) co_await asio::post(asio::use_awaitable);
+    const auto took = last_done - t0;
+    CHECK(lost == 100);
+    CHECK(took < 100ms);
+    CHECK_FALSE(client->is_connected());
+    CHECK(client->stats().connection_lost == 100);
+  });
+}
+
+TEST_CASE("is_connected turns false when the reader ends, while the writer still exists",
+          "[host]") {
+  temp_dir dir;
+  const auto path = dir / "vm.agent.sock";
+  run_async([&](asio::io_context& io) -> awaitable<void> {
+    fake_guest guest(io, path, behaviour::answer);
+    auto client = qh::agent_client::create(io.get_executor(), path);
+    auto ec = co_await client->connect();
+    REQUIRE_FALSE(ec);
+    REQUIRE(client->is_connected());
+    REQUIRE(client->is_ready());
+    // Half-close from the guest: our reader sees end of file, but our write side is still open.
+    guest.streams.front()->next_layer().shutdown(asio::socket_base::shutdown_send);
+    co_await client->wait_closed();
+    CHECK_FALSE(client->is_connected());
+    CHECK(client->end_reason() == "end of file");
+    auto r = co_await client->request(ping());
+    CHECK(r.code() == qc::errc::not_connected);
+
+    SECTION("and the next connect to the same path succeeds") {
+      auto again = qh::agent_client::create(io.get_executor(), path);
+      auto ec2 = co_await again->connect();
+      REQUIRE_FALSE(ec2);
+      auto pong = co_await again->request(ping());
+      REQUIRE(pong);
+      CHECK(pong->has_pong());
+    }
+  });
+}
+
+TEST_CASE("a guest that stops answering makes requests fail at their deadline", "[host]") {
+  temp_dir dir;
+  const auto path = dir / "vm.agent.sock";
+  run_async([&](asio::io_context& io) -> awaitable<void> {
+    fake_guest guest(io, path, behaviour::hold);
+    auto client = qh::agent_client::create(io.get_executor(), path);
+    auto ec = co_await client->connect();
+    REQUIRE_FALSE(ec);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = co_await client->request(ping(), 200ms);
+    const auto took = std::chrono::steady_clock::now() - t0;
+    CHECK(r.code() == qc::errc::request_timeout);
+    CHECK(took >= 200ms);
+    CHECK(took < 1s);
+    CHECK(client->is_connected());  // a late reply is not a dead connection
+    CHECK(client->stats().timeouts == 1);
+  });
+}
+
+TEST_CASE("a guest that stops reading trips the write deadline and the connection closes",
+          "[host]") {
+  temp_dir dir;
+  const auto path = dir / "vm.agent.sock";
+  run_async([&](asio::io_context& io) -> awaitable<void> {
+    fake_guest guest(io, path, behaviour::stop_reading);
+    qh::client_options o;
+    o.write_timeout = 300ms;
+    o.request_timeout = 20s;
+    auto client = qh::agent_client::create(io.get_executor(), path, o);
+    auto ec = co_await client->connect();
+    REQUIRE_FALSE(ec);
+    // Big requests fill the socket the guest no longer reads.
+    int failed = 0;
+    std::error_code seen;
+    for (int i = 0; i < 40; ++i) {
+      asio::co_spawn(io, [&, client]() -> awaitable<void> {
+        pb::Envelope big;
+        big.mutable_error()->set_message(std::string(256u << 10, 'x'));
+        auto r = co_await client->request(std::move(big));
+        seen = r.code();
+        ++failed;
+      }, asio::detached);
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    co_await client->wait_closed();
+    const auto took = std::chrono::steady_clock::now() - t0;
+    while (failed < 40) co_await asio::post(asio::use_awaitable);
+    CHECK(took >= 250ms);
+    CHECK(took < 5s);
+    CHECK(seen == qc::errc::connection_lost);
+    CHECK_FALSE(client->is_connected());
+    CHECK_THAT(client->end_reason(), Catch::Contains("write timed out"));
+  });
+}
+
+TEST_CASE("replies to unknown ids are counted and dropped, frames before the handshake ignored",
+          "[host]") {
+  temp_dir dir;
+  const auto path = dir / "vm.agent.sock";
+  run_async([&](asio::io_context& io) -> awaitable<void> {
+    fake_guest guest(io, path, behaviour::answer);
+    guest.on_handshake = [](guest_stream& s) {
+      pb::Envelope stray;
+      stray.set_reply_to(987654);
+      stray.mutable_pong();
+      (void)s.post(stray);
+    };
+    // Before the guest answers Hello it would normally send AgentReady; anything before the
+    // HelloAck that is not its answer is dropped.
+    auto client = qh::agent_client::create(io.get_executor(), path);
+    auto ec = co_await client->connect();
+    REQUIRE_FALSE(ec);
+    auto r = co_await client->request(ping());
+    REQUIRE(r);
+    CHECK(r->has_pong());
+    CHECK(client->stats().unknown_replies == 1);
+  });
+}
+
+TEST_CASE("a slow event consumer loses old telemetry, never the connection", "[host]") {
+  temp_dir dir;
+  const auto path = dir / "vm.agent.sock";
+  run_async([&](asio::io_context& io) -> awaitable<void> {
+    fake_guest guest(io, path, behaviour::answer);
+    guest.on_handshake = [](guest_stream& s) {
+      for (int i = 1; i <= 500; ++i) {
+        pb::Envelope t;
+        t.mutable_telemetry()->set_sequence(static_cast<std::uint64_t>(i));
+        (void)s.post(t);
+      }
+    };
+    qh::client_options o;
+    o.event_queue = 8;
+    auto client = qh::agent_client::create(io.get_executor(), path, o);
+    auto ec = co_await client->connect();
+    REQUIRE_FALSE(ec);
+    // A request after the burst proves the reader got through it without waiting for us.
+    auto r = co_await client->request(ping());
+    REQUIRE(r);
+    std::vector<std::uint64_t> seqs;
+    while (seqs.size() < 8) {
+      auto e = co_await client->next_event();
+      REQUIRE(e);
+      seqs.push_back(e->telemetry().sequence());
+    }
+    CHECK(seqs.back() == 500);  // the newest survived
+    CHECK(seqs.front() == 493);
+    CHECK(client->stats().events_dropped == 492);
+    CHECK(client->is_connected());
+  });
+}
+
+TEST_CASE("a daemon config is as strict as the agent's", "[host]") {
+  qh::daemon_config c;
+  CHECK_FALSE(qh::apply_daemon_config(
+      "socket_dir = \"/tmp/vms\"\n[heartbeat]\ninterval = \"1s\"\ntimeout = \"500ms\"\n",
+      "qx-agentd.toml", c).has_value());
+  CHECK(c.manager.socket_dir == "/tmp/vms");
+  CHECK(c.manager.heartbeat_interval == 1s);
+  CHECK(c.manager.heartbeat_timeout == 500ms);
+  auto err = qh::apply_daemon_config("[heartbeat]\nintervall = \"1s\"\n", "qx-agentd.toml", c);
+  REQUIRE(err);
+  CHECK(err->message == "qx-agentd.toml:2: unknown key 'heartbeat.intervall'");
+  err = qh::apply_daemon_config("[reconnect]\ninitial = \"5s\"\nmax = \"1s\"\n", "qx-agentd.toml", c);
+  REQUIRE(err);
+  CHECK_THAT(err->message, Catch::Contains("'reconnect.max' must not be less than reconnect.initial"));
+}

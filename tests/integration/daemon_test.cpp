@@ -1,0 +1,357 @@
+// SPDX-License-Identifier: MIT
+// Process-level tests of qx-agentd and qx-agent with real agents and hostile fake guests.
+#include <sys/stat.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/io_context.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/write.hpp>
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "qxa/common/message_stream.hpp"
+#include "support/process.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace std::chrono_literals;
+using qxa::test::child_process;
+using qxa::test::temp_dir;
+using json = nlohmann::json;
+namespace qc = qxa::common;
+namespace pb = quantix::agent::v1;
+using asio::awaitable;
+
+namespace {
+
+const std::string agent_bin = QXA_AGENT_PATH;
+const std::string daemon_bin = QXA_AGENTD_PATH;
+const std::string cli_bin = QXA_CLI_PATH;
+
+struct cli_result {
+  int status = -1;
+  std::string out, err;
+  std::chrono::steady_clock::duration took{};
+};
+
+cli_result run_cli(std::vector<std::string> args) {
+  args.insert(args.begin(), cli_bin);
+  const auto t0 = std::chrono::steady_clock::now();
+  child_process p(args, {}, true);
+  cli_result r;
+  r.status = p.wait_exit(30s).value_or(-1);
+  r.took = std::chrono::steady_clock::now() - t0;
+  p.drain();
+  r.out = p.output();
+  r.err = p.log();
+  return r;
+}
+
+std::unique_ptr<child_process> start_agent(const temp_dir& dir, const std::string& vm) {
+  auto a = std::make_unique<child_process>(std::vector<std::string>{
+      agent_bin, "--config", "/dev/null", "--port", "unix-listen:" + (dir / (vm + ".agent.sock")),
+      "--telemetry-interval", "1s"});
+  REQUIRE(a->wait_for_log("agent started", 10s));
+  return a;
+}
+
+// A daemon with quick heartbeats, so that the tests see state changes in well under a second.
+std::unique_ptr<child_process> start_daemon(const temp_dir& dir, const temp_dir& run) {
+  const auto config = run.write("qx-agentd.toml",
+                                "[heartbeat]\ninterval = \"250ms\"\ntimeout = \"400ms\"\n"
+                                "[reconnect]\ninitial = \"50ms\"\nmax = \"500ms\"\n");
+  auto d = std::make_unique<child_process>(std::vector<std::string>{
+      daemon_bin, "--config", config, "--socket-dir", dir.path(), "--control-socket",
+      run / "ctl.sock"});
+  REQUIRE(d->wait_for_log("ready: vm sockets in", 10s));
+  return d;
+}
+
+json status_json(const temp_dir& run) {
+  auto r = run_cli({"--json", "--control-socket", run / "ctl.sock", "status"});
+  REQUIRE(r.status == 0);
+  return json::parse(r.out);
+}
+
+std::map<std::string, std::string> states(const json& status) {
+  std::map<std::string, std::string> out;
+  for (const auto& vm : status["vms"]) out[vm["vm"]] = vm["state"];
+  return out;
+}
+
+std::size_t peak_rss_bytes(pid_t pid) {
+  FILE* f = std::fopen(fmt::format("/proc/{}/status", pid).c_str(), "r");
+  if (!f) return 0;
+  char line[256];
+  std::size_t kb = 0;
+  while (std::fgets(line, sizeof line, f)) {
+    if (std::sscanf(line, "VmHWM: %zu kB", &kb) == 1) break;
+  }
+  std::fclose(f);
+  return kb * 1024;
+}
+
+}  // namespace
+
+TEST_CASE("qx-agentd with 20 agents: kill, restart, stop and continue one of them",
+          "[integration][host]") {
+  temp_dir vms, run;
+  std::vector<std::unique_ptr<child_process>> agents;
+  for (int i = 0; i < 20; ++i) agents.push_back(start_agent(vms, fmt::format("vm{:02}", i)));
+  auto daemon = start_daemon(vms, run);
+  REQUIRE(daemon->wait_for_log("-> ready", 10s, 20));
+  {
+    const auto s = states(status_json(run));
+    REQUIRE(s.size() == 20);
+    for (const auto& [vm, state] : s) CHECK(state == "ready");
+  }
+  CHECK((std::filesystem::status(run / "ctl.sock").permissions() & std::filesystem::perms::all) ==
+        (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write |
+         std::filesystem::perms::group_read | std::filesystem::perms::group_write));
+
+  // SIGKILL: the socket closes, the reader ends, the VM leaves ready at once.
+  const auto t0 = std::chrono::steady_clock::now();
+  agents[7]->signal(SIGKILL);
+  REQUIRE(daemon->wait_for_log("vm vm07: ready -> connecting", 1s));
+  CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+  auto ping = run_cli({"--control-socket", run / "ctl.sock", "ping", "vm07"});
+  CHECK(ping.status == 75);
+  CHECK(ping.took < 1s);
+  CHECK_THAT(ping.err, Catch::Contains("vm vm07 is connecting"));
+  {
+    const auto s = states(status_json(run));
+    for (const auto& [vm, state] : s) {
+      if (vm != "vm07") CHECK(state == "ready");
+    }
+  }
+  auto other = run_cli({"--control-socket", run / "ctl.sock", "ping", "vm08"});
+  CHECK(other.status == 0);
+
+  // Restarted, it is ready again within 2 s.
+  const auto ready_before = daemon->count_in_log("vm vm07: handshaking -> ready");
+  const auto t1 = std::chrono::steady_clock::now();
+  agents[7] = start_agent(vms, "vm07");
+  REQUIRE(daemon->wait_for_log("vm vm07: handshaking -> ready", 2s, ready_before + 1));
+  CHECK(std::chrono::steady_clock::now() - t1 < 2s);
+  CHECK(run_cli({"--control-socket", run / "ctl.sock", "ping", "vm07"}).status == 0);
+
+  // SIGSTOP: the socket stays open, only the heartbeat notices.
+  agents[3]->signal(SIGSTOP);
+  REQUIRE(daemon->wait_for_log("vm vm03: ready -> unresponsive", 3s));
+  CHECK(states(status_json(run))["vm03"] == "unresponsive");
+  agents[3]->signal(SIGCONT);
+  REQUIRE(daemon->wait_for_log("vm vm03: unresponsive -> ready", 3s));
+  CHECK(daemon->count_in_log("vm vm03: ready -> unresponsive") == 1);  // logged once
+
+  // A VM whose socket disappears is dropped.
+  agents[5]->signal(SIGTERM);
+  REQUIRE(daemon->wait_for_log("vm vm05: socket removed; dropping the VM", 3s));
+  CHECK(states(status_json(run)).count("vm05") == 0);
+  auto gone = run_cli({"--control-socket", run / "ctl.sock", "ping", "vm05"});
+  CHECK(gone.status == 69);
+
+  daemon->signal(SIGTERM);
+  CHECK(daemon->wait_exit(5s) == 0);
+  CHECK_FALSE(std::filesystem::exists(run / "ctl.sock"));
+}
+
+TEST_CASE("qx-agent talks to one agent with --connect and no daemon", "[integration][host]") {
+  temp_dir vms;
+  auto agent = start_agent(vms, "solo");
+  const auto sock = vms / "solo.agent.sock";
+  auto ping = run_cli({"--connect", sock, "ping", "-"});
+  CHECK(ping.status == 0);
+  CHECK_THAT(ping.out, Catch::StartsWith("pong from - in"));
+  auto info = run_cli({"--json", "--connect", sock, "info", "-"});
+  REQUIRE(info.status == 0);
+  const auto j = json::parse(info.out);
+  CHECK(j["agent_pid"] == agent->pid());
+  CHECK_FALSE(j["os"]["kernel_release"].get<std::string>().empty());
+  auto telemetry = run_cli({"--json", "--connect", sock, "telemetry", "-"});
+  REQUIRE(telemetry.status == 0);
+  CHECK(json::parse(telemetry.out)["memory"]["total_bytes"].get<std::uint64_t>() > 0);
+  auto status = run_cli({"--connect", sock, "status"});
+  CHECK(status.status == 0);
+  CHECK_THAT(status.out, Catch::Contains("ready"));
+}
+
+TEST_CASE("qx-agent says clearly when the daemon or agent is not there, and checks its usage",
+          "[integration][host]") {
+  temp_dir run;
+  auto no_daemon = run_cli({"--control-socket", run / "missing.sock", "status"});
+  CHECK(no_daemon.status == 69);
+  CHECK_THAT(no_daemon.err, Catch::Contains("cannot reach qx-agentd") &&
+                                Catch::Contains("is the daemon running?"));
+  auto no_agent = run_cli({"--connect", run / "missing.agent.sock", "ping", "-"});
+  CHECK(no_agent.status == 69);
+  CHECK_THAT(no_agent.err, Catch::Contains("cannot reach the agent"));
+  CHECK(run_cli({"ping"}).status == 2);              // missing VM
+  CHECK(run_cli({"frobnicate"}).status == 2);        // unknown verb
+  CHECK(run_cli({"ping", "vm", "--timeout", "soon"}).status == 2);
+  auto help = run_cli({"telemetry", "--help"});
+  CHECK(help.status == 0);
+  CHECK_THAT(help.out, Catch::Contains("--watch"));
+}
+
+TEST_CASE("qx-agentd refuses unusable directories and configs with a clear error",
+          "[integration][host]") {
+  temp_dir run;
+  child_process no_dir({daemon_bin, "--config", "/dev/null", "--socket-dir", run / "nope",
+                        "--control-socket", run / "ctl.sock"});
+  CHECK(no_dir.wait_exit(10s) == 1);
+  no_dir.drain();
+  CHECK_THAT(no_dir.log(), Catch::Contains("socket directory") && Catch::Contains("nope"));
+  const auto bad = run.write("d.toml", "[heartbeat]\ninterval = \"fast\"\n");
+  child_process bad_config({daemon_bin, "--config", bad});
+  CHECK(bad_config.wait_exit(10s) == 2);
+  bad_config.drain();
+  CHECK_THAT(bad_config.log(), Catch::Contains("d.toml:2: 'heartbeat.interval' is not a valid duration"));
+  child_process no_run_dir({daemon_bin, "--config", "/dev/null", "--socket-dir", run.path(),
+                            "--control-socket", run / "missing/dir/ctl.sock"});
+  CHECK(no_run_dir.wait_exit(10s) == 1);
+  no_run_dir.drain();
+  CHECK_THAT(no_run_dir.log(), Catch::Contains("cannot listen on control socket"));
+}
+
+namespace {
+
+using unix_socket = asio::local::stream_protocol::socket;
+
+std::vector<std::uint8_t> frame_of(const pb::Envelope& e) { return qc::encode_envelope(e).value(); }
+
+// Hostile guests, each serving every connection the daemon makes to its socket.
+struct hostile_guests {
+  explicit hostile_guests(const temp_dir& dir) {
+    add(dir / "flood.agent.sock", &hostile_guests::flood);
+    add(dir / "huge.agent.sock", &hostile_guests::huge);
+    add(dir / "fast.agent.sock", &hostile_guests::fast);
+    add(dir / "trickle.agent.sock", &hostile_guests::trickle);
+    thread = std::thread([this] { io.run(); });
+  }
+  ~hostile_guests() {
+    io.stop();
+    thread.join();
+  }
+
+  using behaviour = awaitable<void> (*)(unix_socket);
+
+  void add(const std::string& path, behaviour b) {
+    acceptors.push_back(std::make_unique<asio::local::stream_protocol::acceptor>(
+        io, asio::local::stream_protocol::endpoint(path)));
+    auto* a = acceptors.back().get();
+    asio::co_spawn(io, [a, b]() -> awaitable<void> {
+      for (;;) {
+        auto [ec, s] = co_await a->async_accept(asio::experimental::as_tuple(asio::use_awaitable));
+        if (ec) co_return;
+        asio::co_spawn(a->get_executor(), b(std::move(s)), asio::detached);
+      }
+    }, asio::detached);
+  }
+
+  // Random bytes, as fast as the daemon takes them.
+  static awaitable<void> flood(unix_socket s) {
+    std::mt19937 rng(1);
+    std::vector<std::uint8_t> noise(64u << 10);
+    for (auto& b : noise) b = static_cast<std::uint8_t>(rng());
+    for (;;) {
+      auto [ec, n] = co_await asio::async_write(s, asio::buffer(noise),
+                                                asio::experimental::as_tuple(asio::use_awaitable));
+      if (ec) co_return;
+    }
+  }
+
+  // A valid header that announces a 4 GiB frame, then silence.
+  static awaitable<void> huge(unix_socket s) {
+    std::vector<std::uint8_t> header(qc::frame_header_size);
+    qc::encode_frame_header({}, std::span<std::uint8_t, qc::frame_header_size>(header));
+    header[8] = header[9] = header[10] = header[11] = 0xFF;
+    const std::uint32_t crc = qc::crc32({header.data(), 16});
+    std::memcpy(header.data() + 16, &crc, 4);
+    auto [ec, n] = co_await asio::async_write(s, asio::buffer(header),
+                                              asio::experimental::as_tuple(asio::use_awaitable));
+    std::vector<std::uint8_t> sink(4096);
+    while (!ec) std::tie(ec, n) = co_await s.async_read_some(asio::buffer(sink), asio::experimental::as_tuple(asio::use_awaitable));
+  }
+
+  // Answers Hello, then sends valid telemetry frames as fast as it can.
+  static awaitable<void> fast(unix_socket s) {
+    auto stream = qc::message_stream<unix_socket>::create(std::move(s));
+    stream->start();
+    auto hello = co_await stream->receive();
+    if (!hello) co_return;
+    pb::Envelope ack;
+    ack.set_reply_to(hello->request_id());
+    ack.mutable_hello_ack()->set_session_id(hello->session_id());
+    (void)co_await stream->send(ack);
+    pb::Envelope t;
+    t.mutable_telemetry()->set_hostname(std::string(2000, 'h'));
+    for (std::uint64_t seq = 1; stream->is_open(); ++seq) {
+      t.mutable_telemetry()->set_sequence(seq);
+      if (co_await stream->send(t)) co_return;
+    }
+  }
+
+  // One byte a second of a HelloAck.
+  static awaitable<void> trickle(unix_socket s) {
+    pb::Envelope ack;
+    ack.set_reply_to(1);
+    ack.mutable_hello_ack()->set_hostname("slow");
+    const auto bytes = frame_of(ack);
+    asio::steady_timer t(s.get_executor());
+    for (std::size_t i = 0; i < bytes.size(); ++i) {
+      auto [ec, n] = co_await asio::async_write(s, asio::buffer(&bytes[i], 1),
+                                                asio::experimental::as_tuple(asio::use_awaitable));
+      if (ec) co_return;
+      t.expires_after(1s);
+      co_await t.async_wait(asio::use_awaitable);
+    }
+  }
+
+  asio::io_context io;
+  std::vector<std::unique_ptr<asio::local::stream_protocol::acceptor>> acceptors;
+  std::thread thread;
+};
+
+}  // namespace
+
+TEST_CASE("hostile guests cannot make qx-agentd grow or stop serving the other VMs",
+          "[integration][host]") {
+  temp_dir vms, run;
+  auto good = start_agent(vms, "good");
+  hostile_guests hostile(vms);
+  auto daemon = start_daemon(vms, run);
+  REQUIRE(daemon->wait_for_log("vm good: handshaking -> ready", 5s));
+  // For five seconds, the good VM keeps answering while the others misbehave.
+  int pings = 0, ok = 0;
+  double worst_ms = 0;
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < until) {
+    auto r = run_cli({"--control-socket", run / "ctl.sock", "ping", "good", "--timeout", "2s"});
+    ++pings;
+    if (r.status == 0) ++ok;
+    worst_ms = std::max(worst_ms, std::chrono::duration<double, std::milli>(r.took).count());
+  }
+  const auto peak = peak_rss_bytes(daemon->pid());
+  const auto status = status_json(run);
+  const auto s = states(status);
+  WARN(fmt::format("under four hostile guests: {}/{} pings to the good VM answered, slowest "
+                   "{:.1f} ms; qx-agentd peak RSS {:.1f} MiB",
+                   ok, pings, worst_ms, static_cast<double>(peak) / (1 << 20)));
+  CHECK(ok == pings);
+  CHECK(pings >= 5);
+  CHECK(peak < (64u << 20));
+  CHECK(s.at("good") == "ready");
+  CHECK(s.at("flood") != "ready");
+  CHECK(s.at("huge") != "ready");
+  CHECK(s.at("trickle") != "ready");
+  CHECK(daemon->count_in_log("huge.agent.sock: reader ended after 0 frames: oversized frame") >= 1);
+  CHECK(daemon->count_in_log("flood.agent.sock: reader ended after 0 frames: damaged stream") >= 1);
+  CHECK(daemon->running());
+}
