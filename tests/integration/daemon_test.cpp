@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MIT
 // Process-level tests of qx-agentd and qx-agent with real agents and hostile fake guests.
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
@@ -354,4 +357,63 @@ TEST_CASE("hostile guests cannot make qx-agentd grow or stop serving the other V
   CHECK(daemon->count_in_log("huge.agent.sock: reader ended after 0 frames: oversized frame") >= 1);
   CHECK(daemon->count_in_log("flood.agent.sock: reader ended after 0 frames: damaged stream") >= 1);
   CHECK(daemon->running());
+}
+
+namespace {
+
+// Receives systemd notifications the way the service manager does: datagrams on a socket.
+struct notify_listener {
+  explicit notify_listener(const std::string& path) : path_(path) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  }
+  ~notify_listener() { ::close(fd_); }
+
+  // Waits for a datagram containing `needle`; false when `timeout` passes first.
+  bool wait_for(const std::string& needle, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+      char buf[512];
+      const auto n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n > 0 && std::string(buf, static_cast<std::size_t>(n)).find(needle) != std::string::npos) return true;
+    }
+  }
+
+  std::string path_;
+  int fd_ = -1;
+};
+
+}  // namespace
+
+TEST_CASE("qx-agentd tells systemd it is ready, alive and stopping, and reloads on SIGHUP",
+          "[integration][host]") {
+  temp_dir vms, run;
+  notify_listener notify(run / "notify.sock");
+  const auto config = run.write("qx-agentd.toml", "[heartbeat]\ninterval = \"1s\"\n");
+  child_process daemon({daemon_bin, "--config", config, "--socket-dir", vms.path(),
+                        "--control-socket", run / "ctl.sock"},
+                       {"NOTIFY_SOCKET=" + (run / "notify.sock"), "WATCHDOG_USEC=200000"});
+  REQUIRE(notify.wait_for("READY=1", 5000ms));
+  REQUIRE(notify.wait_for("WATCHDOG=1", 1000ms));  // every 100 ms: half of WATCHDOG_USEC
+  REQUIRE(notify.wait_for("WATCHDOG=1", 1000ms));
+
+  run.write("qx-agentd.toml", "log_level = \"debug\"\n[heartbeat]\ninterval = \"2s\"\n");
+  daemon.signal(SIGHUP);
+  REQUIRE(daemon.wait_for_log("configuration reloaded", 5s));
+  run.write("qx-agentd.toml", "[heartbeat]\nintervall = \"2s\"\n");
+  daemon.signal(SIGHUP);
+  REQUIRE(daemon.wait_for_log("reload refused, keeping the running configuration", 5s));
+  CHECK(daemon.count_in_log("unknown key 'heartbeat.intervall'") == 1);
+  CHECK(daemon.running());
+
+  daemon.signal(SIGTERM);
+  CHECK(notify.wait_for("STOPPING=1", 5000ms));
+  CHECK(daemon.wait_exit(5s) == 0);
 }
