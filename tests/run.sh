@@ -16,6 +16,7 @@ build_dir="${QXA_BUILD_DIR:-$root/build}"
 # What building and testing needs, all from Debian 12.
 packages=(
   build-essential cmake ninja-build pkg-config file
+  qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils zstd kmod util-linux
   libasio-dev libprotobuf-dev protobuf-compiler libfmt-dev catch2
   libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libssl-dev zlib1g-dev
 )

@@ -92,12 +92,27 @@ void session::handle(pb::Envelope envelope) {
 asio::awaitable<void> session::execute(pb::Envelope request) {
   const auto* entry = handlers::find(request.body_case());
   const std::uint64_t id = request.request_id();
-  handlers::request_context ctx{state_, session_id_};
+  const std::uint64_t stamped = request.session_id();
+  if (stamped != session_id_) {
+    // A Hello read after this request (a host that reconnected before we saw it leave) ended
+    // its session before it could start.
+    common::log_info("request {} ({}) of session {:016x} not run: session {:016x} replaced it", id,
+                     entry->name, stamped, session_id_);
+    co_return;
+  }
+  handlers::request_context ctx{state_, stamped};
   asio::steady_timer deadline(co_await asio::this_coro::executor);
   deadline.expires_after(state_.options.request_timeout);
   auto outcome = co_await (entry->handle(ctx, std::move(request)) ||
                            deadline.async_wait(asio::use_awaitable));
+  if (stamped != session_id_ || !stream_->is_open()) {
+    // Never hand an answer to a session that did not ask.
+    common::log_info("reply to request {} ({}) dropped: session {:016x} has ended", id,
+                     entry->name, stamped);
+    co_return;
+  }
   if (outcome.index() == 0) {
+    common::log_debug("request {} ({}) of session {:016x} executed", id, entry->name, stamped);
     reply(id, std::move(std::get<0>(outcome)));
   } else {
     common::log_warning("request {} ({}) timed out after {} ms", id, entry->name,
@@ -114,12 +129,18 @@ void session::answer_hello(const pb::Envelope& request) {
     refuse(request, pb::ERROR_CODE_INVALID_ARGUMENT, "Hello needs one non-zero session id");
     return;
   }
-  const bool replaced = session_id_ != 0;
+  const std::uint64_t previous = session_id_;
   session_id_ = id;
   ++state_.sessions;
-  common::log_info("session {:016x} {} by host {} (protocol {})", id,
-                   replaced ? "replaces the previous one" : "started", hello.software_version(),
-                   hello.protocol_version());
+  if (previous == id) {
+    common::log_debug("Hello repeated for session {:016x}", id);
+  } else if (previous != 0) {
+    common::log_info("session {:016x} started by host {} (protocol {}), replacing session {:016x}",
+                     id, hello.software_version(), hello.protocol_version(), previous);
+  } else {
+    common::log_info("session {:016x} started by host {} (protocol {})", id,
+                     hello.software_version(), hello.protocol_version());
+  }
   const pb::Info info = handlers::make_info(state_);
   pb::Envelope reply;
   auto* ack = reply.mutable_hello_ack();

@@ -113,6 +113,8 @@ asio::awaitable<std::error_code> agent_client::handshake() {
   e.set_session_id(session);
   hello_id_ = next_id_;  // the only reply accepted before the handshake completes
   handshake_session_ = session;
+  e.set_request_id(hello_id_);
+  hello_request_ = e;
   auto r = co_await send_request(std::move(e), opt_.handshake_timeout);
   if (!r) {
     co_return r.code() == errc::request_timeout ? make_error_code(errc::handshake_timeout)
@@ -205,8 +207,8 @@ void agent_client::dispatch(pb::Envelope envelope) {
       ++stats_.sessions;
     }
     auto it = pending_.find(envelope.reply_to());
-    if (it == pending_.end()) {
-      ++stats_.unknown_replies;
+    if (it == pending_.end() || (ready_ && envelope.session_id() != session_id_)) {
+      ++stats_.unknown_replies;  // not ours, or an answer meant for an earlier session
       return;
     }
     auto p = it->second;
@@ -215,6 +217,12 @@ void agent_client::dispatch(pb::Envelope envelope) {
     return;
   }
   if (!ready_) {
+    if (envelope.has_agent_ready() && pending_.contains(hello_id_)) {
+      // The agent (re)opened its port after our Hello was sent: a guest drops what an earlier
+      // host left in its buffer, and that may have been our Hello. Say it again.
+      common::log_debug("{}: agent announced itself during the handshake; repeating Hello", path_);
+      (void)stream_->post(hello_request_);
+    }
     ++stats_.ignored;
     return;
   }

@@ -57,6 +57,10 @@ class fake_host {
     stream_->start();
   }
 
+  ~fake_host() { stream_->close(); }
+  fake_host(const fake_host&) = delete;
+  fake_host& operator=(const fake_host&) = delete;
+
   stream_type& stream() { return *stream_; }
   std::uint64_t session() const { return session_; }
 
@@ -77,7 +81,9 @@ class fake_host {
     }
   }
 
-  /// Sends Hello with a fresh session id and waits for the HelloAck.
+  /// Sends Hello with a fresh session id and waits for the HelloAck. Like qx-agentd, says Hello
+  /// again when the agent announces itself meanwhile (it may have dropped the first one with the
+  /// buffer an earlier host left behind).
   asio::awaitable<pb::HelloAck> handshake(std::chrono::steady_clock::duration timeout = 10s) {
     session_ = random_session();
     pb::Envelope e;
@@ -88,11 +94,19 @@ class fake_host {
     h->set_protocol_version(common::protocol_version);
     h->set_software_version("fake-host");
     co_await send(e);
-    auto reply = co_await reply_to(e.request_id(), timeout);
-    if (!reply.has_hello_ack()) {
-      throw std::runtime_error(std::string("expected hello_ack, got ") + common::body_name(reply));
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      auto reply = co_await next(deadline - std::chrono::steady_clock::now());
+      if (reply.has_agent_ready()) {
+        co_await send(e);
+        continue;
+      }
+      if (reply.reply_to() != e.request_id()) continue;
+      if (!reply.has_hello_ack()) {
+        throw std::runtime_error(std::string("expected hello_ack, got ") + common::body_name(reply));
+      }
+      co_return reply.hello_ack();
     }
-    co_return reply.hello_ack();
   }
 
   /// Sends a request stamped with `session` (default: the current one); returns its id.

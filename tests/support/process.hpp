@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -25,6 +26,9 @@ extern char** environ;
 
 namespace qxa::test {
 
+// A child that died must not take the test runner with it when we write to its stdin.
+inline const bool sigpipe_ignored = (std::signal(SIGPIPE, SIG_IGN), true);
+
 class child_process {
  public:
   using clock = std::chrono::steady_clock;
@@ -32,7 +36,7 @@ class child_process {
   /// Starts argv[0] with the given arguments; standard output is discarded unless
   /// `capture_stdout`, standard error is captured.
   explicit child_process(std::vector<std::string> argv, std::vector<std::string> env_extra = {},
-                         bool capture_stdout = false) {
+                         bool capture_stdout = false, bool stdin_pipe = false) {
     int err_pipe[2];
     if (::pipe2(err_pipe, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
     int out_pipe[2] = {-1, -1};
@@ -45,7 +49,13 @@ class child_process {
     } else {
       posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
     }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    int in_pipe[2] = {-1, -1};
+    if (stdin_pipe) {
+      if (::pipe2(in_pipe, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
+      posix_spawn_file_actions_adddup2(&actions, in_pipe[0], 0);
+    } else {
+      posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    }
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
@@ -62,6 +72,10 @@ class child_process {
     posix_spawn_file_actions_destroy(&actions);
     ::close(err_pipe[1]);
     if (capture_stdout) ::close(out_pipe[1]);
+    if (stdin_pipe) {
+      ::close(in_pipe[0]);
+      stdin_fd_ = in_pipe[1];
+    }
     if (rc != 0) {
       ::close(err_pipe[0]);
       throw std::runtime_error("cannot start " + argv[0] + ": " + std::strerror(rc));
@@ -82,6 +96,29 @@ class child_process {
     if (err_reader_.joinable()) err_reader_.join();
     if (out_reader_.joinable()) out_reader_.join();
     if (pidfd_ >= 0) ::close(pidfd_);
+    if (stdin_fd_ >= 0) ::close(stdin_fd_);
+  }
+
+  /// Writes to the child's standard input (when started with stdin_pipe).
+  void write_stdin(const std::string& text) {
+    std::size_t at = 0;
+    while (at < text.size() && stdin_fd_ >= 0) {
+      const ssize_t n = ::write(stdin_fd_, text.data() + at, text.size() - at);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      at += static_cast<std::size_t>(n);
+    }
+  }
+
+  /// Waits until standard output holds `needle` at least `times` times.
+  bool wait_for_output_count(const std::string& needle, clock::duration timeout, std::size_t times) {
+    std::unique_lock lock(m_);
+    return cv_.wait_for(lock, timeout, [&] { return count_locked(out_, needle) >= times; });
+  }
+
+  std::size_t count_in_output(const std::string& needle) {
+    std::lock_guard lock(m_);
+    return count_locked(out_, needle);
   }
 
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }
@@ -170,6 +207,7 @@ class child_process {
 
   pid_t pid_ = -1;
   int pidfd_ = -1;
+  int stdin_fd_ = -1;
   std::optional<int> status_;
   std::thread err_reader_, out_reader_;
   std::mutex m_;

@@ -124,6 +124,7 @@ class agent_client : public std::enable_shared_from_this<agent_client> {
   std::uint64_t handshake_session_ = 0;
   std::uint64_t next_id_ = 1;
   pb::HelloAck hello_;
+  pb::Envelope hello_request_;
   std::unordered_map<std::uint64_t, std::shared_ptr<pending_request>> pending_;
   std::deque<pb::Envelope> events_;
   common::detail::async_event events_ready_;

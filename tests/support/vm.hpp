@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: MIT
+// Boots the test guest (packaging/vm) under QEMU with TCG: the agent channel on a unix socket,
+// the serial console on the process's standard output, and console commands on its input.
+#pragma once
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "support/process.hpp"
+
+namespace qxa::test {
+
+struct vm_options {
+  int memory_mb = 1024;
+  std::string socket_path;      // the agent channel: QEMU listens here
+  std::string kernel_args;      // appended: qxa.interval=..., qxa.restart_delay=...
+  std::string mac = "52:54:00:12:34:56";
+  std::string ip = "192.0.2.10/24";  // documentation range, on a NIC wired to nothing
+};
+
+inline std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto s = ss.str();
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+class test_vm {
+ public:
+  explicit test_vm(const vm_options& o)
+      : qemu_(args(o), {}, /*capture_stdout=*/true, /*stdin_pipe=*/true) {}
+
+  ~test_vm() {
+    if (qemu_.running()) {
+      command("qxa-poweroff");
+      if (!qemu_.wait_exit(std::chrono::seconds(5))) qemu_.signal(SIGKILL);
+    }
+  }
+
+  static std::string image_dir() { return QXA_VM_IMAGE_DIR; }
+  static std::string kernel_release() { return read_text(image_dir() + "/kernel-release"); }
+
+  /// Waits for the guest's /init to report that it is up.
+  bool wait_booted(std::chrono::seconds timeout = std::chrono::seconds(90)) {
+    return console_has("QXA-VM-READY", timeout);
+  }
+  bool console_has(const std::string& needle, child_process::clock::duration timeout,
+                   std::size_t times = 1) {
+    return qemu_.wait_for_output_count(needle, timeout, times);
+  }
+  std::size_t console_count(const std::string& needle) { return qemu_.count_in_output(needle); }
+  std::string console() { return qemu_.output(); }
+  void command(const std::string& line) { qemu_.write_stdin(line + "\n"); }
+  child_process& process() { return qemu_; }
+
+ private:
+  static std::vector<std::string> args(const vm_options& o) {
+    const std::string dir = image_dir();
+    std::string append = "console=ttyS0 quiet panic=-1 qxa.ip=" + o.ip + " " + o.kernel_args;
+    return {QXA_QEMU_PATH, "-machine", "q35", "-accel", "tcg", "-m", std::to_string(o.memory_mb),
+            "-nographic", "-no-reboot", "-nic", "none", "-kernel", dir + "/kernel", "-initrd",
+            dir + "/initrd.cpio.gz", "-append", append,
+            "-device", "virtio-serial-pci",
+            "-chardev", "socket,id=agent0,path=" + o.socket_path + ",server=on,wait=off",
+            "-device", "virtserialport,chardev=agent0,name=org.quantix.agent.0",
+            // A NIC wired to an empty hub: the guest has an interface, and no traffic leaves.
+            "-netdev", "hubport,id=n0,hubid=0",
+            "-device", "virtio-net-pci,netdev=n0,mac=" + o.mac};
+  }
+
+  child_process qemu_;
+};
+
+}  // namespace qxa::test

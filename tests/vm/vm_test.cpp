@@ -1,0 +1,286 @@
+// SPDX-License-Identifier: MIT
+// End-to-end tests on the real channel: the test guest boots Debian's kernel under QEMU (TCG),
+// the static agent runs in it under a supervisor loop, and the real qx-agentd / qx-agent talk
+// to it through QEMU's virtio-serial chardev socket.
+#include <asio/io_context.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "support/fake_host.hpp"
+#include "support/process.hpp"
+#include "support/temp_dir.hpp"
+#include "support/vm.hpp"
+
+using namespace std::chrono_literals;
+using qxa::test::child_process;
+using qxa::test::fake_host;
+using qxa::test::temp_dir;
+using qxa::test::test_vm;
+using qxa::test::unix_socket;
+using qxa::test::vm_options;
+using json = nlohmann::json;
+namespace pb = quantix::agent::v1;
+using asio::awaitable;
+
+namespace {
+
+const std::string daemon_bin = QXA_AGENTD_PATH;
+const std::string cli_bin = QXA_CLI_PATH;
+
+struct cli_result {
+  int status = -1;
+  std::string out, err;
+};
+
+cli_result run_cli(std::vector<std::string> args) {
+  args.insert(args.begin(), cli_bin);
+  child_process p(args, {}, true);
+  cli_result r;
+  r.status = p.wait_exit(60s).value_or(-1);
+  p.drain();
+  r.out = p.output();
+  r.err = p.log();
+  return r;
+}
+
+std::unique_ptr<child_process> start_daemon(const temp_dir& vms, const temp_dir& run) {
+  const auto config = run.write("qx-agentd.toml",
+                                "[heartbeat]\ninterval = \"300ms\"\ntimeout = \"1s\"\n"
+                                "[reconnect]\ninitial = \"50ms\"\nmax = \"500ms\"\n");
+  auto d = std::make_unique<child_process>(std::vector<std::string>{
+      daemon_bin, "--config", config, "--socket-dir", vms.path(), "--control-socket",
+      run / "ctl.sock"});
+  REQUIRE(d->wait_for_log("ready: vm sockets in", 10s));
+  return d;
+}
+
+json vm_status(const temp_dir& run, const std::string& vm) {
+  auto r = run_cli({"--json", "--control-socket", run / "ctl.sock", "status", vm});
+  REQUIRE(r.status == 0);
+  auto j = json::parse(r.out);
+  REQUIRE(j["vms"].size() == 1);
+  return j["vms"][0];
+}
+
+// Runs `make()` on `io` to completion within `deadline`.
+template <typename Make>
+void run_on(asio::io_context& io, Make&& make, std::chrono::steady_clock::duration deadline = 60s) {
+  bool done = false;
+  std::exception_ptr error;
+  io.restart();
+  asio::co_spawn(io, make(), [&](std::exception_ptr e) {
+    done = true;
+    error = e;
+    io.stop();
+  });
+  io.run_for(deadline);
+  if (!done) FAIL("the step did not finish within its deadline");
+  if (error) std::rethrow_exception(error);
+}
+
+unix_socket connect_now(asio::io_context& io, const std::string& path) {
+  unix_socket s(io);
+  s.connect(asio::local::stream_protocol::endpoint(path));
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("on the real channel: handshake, ping, telemetry of the VM and info", "[vm]") {
+  temp_dir vms, run;
+  test_vm vm({.memory_mb = 1024, .socket_path = vms / "guest1.agent.sock",
+              .kernel_args = "qxa.interval=1s"});
+  REQUIRE(vm.wait_booted());
+  auto daemon = start_daemon(vms, run);
+  REQUIRE(daemon->wait_for_log("vm guest1: handshaking -> ready", 30s));
+
+  auto ping = run_cli({"--control-socket", run / "ctl.sock", "ping", "guest1"});
+  CHECK(ping.status == 0);
+
+  auto t = run_cli({"--json", "--control-socket", run / "ctl.sock", "telemetry", "guest1"});
+  REQUIRE(t.status == 0);
+  const auto telemetry = json::parse(t.out);
+  const double total_mib = telemetry["memory"]["total_bytes"].get<double>() / (1 << 20);
+  WARN(fmt::format("guest memory total {:.1f} MiB of -m 1024 ({:.1f}%)", total_mib, total_mib / 10.24));
+  CHECK(total_mib > 1024 * 0.9);
+  CHECK(total_mib <= 1024);
+  CHECK(telemetry["hostname"] == "qx-test-vm");
+  REQUIRE(telemetry["interfaces"].size() == 1);  // loopback left out
+  const auto& eth0 = telemetry["interfaces"][0];
+  CHECK(eth0["name"] == "eth0");
+  CHECK(eth0["mac"] == "52:54:00:12:34:56");
+  CHECK(eth0["mtu"] == 1500);
+  bool has_ipv4 = false;
+  for (const auto& a : eth0["addresses"]) {
+    if (a["address"] == "192.0.2.10" && a["prefix_length"] == 24) has_ipv4 = true;
+  }
+  CHECK(has_ipv4);
+
+  auto i = run_cli({"--json", "--control-socket", run / "ctl.sock", "info", "guest1"});
+  REQUIRE(i.status == 0);
+  const auto info = json::parse(i.out);
+  CHECK(info["os"]["kernel_release"] == test_vm::kernel_release());
+  CHECK(info["os"]["id"] == "quantix-test");
+  CHECK(info["hostname"] == "qx-test-vm");
+
+  // The daemon's view carries the same facts.
+  const auto status = vm_status(run, "guest1");
+  CHECK(status["state"] == "ready");
+  CHECK(status["os"]["kernel_release"] == test_vm::kernel_release());
+}
+
+TEST_CASE("an agent killed inside the VM: unresponsive, then ready again with a new session",
+          "[vm]") {
+  temp_dir vms, run;
+  // The supervisor waits 2 s before restarting, long enough for heartbeats to notice.
+  test_vm vm({.memory_mb = 512, .socket_path = vms / "guest2.agent.sock",
+              .kernel_args = "qxa.interval=1s qxa.restart_delay=2"});
+  REQUIRE(vm.wait_booted());
+  auto daemon = start_daemon(vms, run);
+  REQUIRE(daemon->wait_for_log("vm guest2: handshaking -> ready", 30s));
+  const auto before = vm_status(run, "guest2");
+
+  vm.command("qxa-kill-agent");
+  REQUIRE(vm.console_has("QXA-KILLED", 10s));
+  REQUIRE(daemon->wait_for_log("vm guest2: ready -> unresponsive", 10s));
+  REQUIRE(vm.console_has("QXA-AGENT-EXIT status=137", 10s));  // what the supervisor saw
+  REQUIRE(daemon->wait_for_log("new session with the restarted agent", 30s));
+  const auto after = vm_status(run, "guest2");
+  CHECK(after["state"] == "ready");
+  CHECK(after["session_id"] != before["session_id"]);
+  CHECK(after["agent_pid"] != before["agent_pid"]);
+  // The socket never closed: QEMU owns it.
+  CHECK(daemon->count_in_log("guest2.agent.sock: reader ended") == 0);
+  auto ping = run_cli({"--control-socket", run / "ctl.sock", "ping", "guest2"});
+  CHECK(ping.status == 0);
+}
+
+TEST_CASE("qx-agentd killed and restarted five times: same agent, no stale request executed",
+          "[vm]") {
+  temp_dir vms, run;
+  const auto sock = vms / "guest3.agent.sock";
+  test_vm vm({.memory_mb = 512, .socket_path = sock,
+              .kernel_args = "qxa.interval=500ms qxa.log=debug"});
+  REQUIRE(vm.wait_booted());
+  vm.command("qxa-agent-pid");
+  REQUIRE(vm.console_has(" QXA-END", 10s));
+  const std::regex pid_re("QXA-AGENT-PID (\\d+) QXA-END");
+  std::smatch m;
+  const std::string console = vm.console();
+  REQUIRE(std::regex_search(console, m, pid_re));
+  const std::string agent_pid = m[1];
+
+  std::vector<std::uint64_t> old_sessions;
+  for (int round = 0; round < 5; ++round) {
+    // An old host opens a session, fires requests and vanishes without reading the answers.
+    {
+      asio::io_context io;
+      fake_host<unix_socket> host(connect_now(io, sock));
+      run_on(io, [&]() -> awaitable<void> {
+        co_await host.handshake(30s);
+        for (int i = 0; i < 50; ++i) (void)co_await host.request(host.ping());
+      });
+      old_sessions.push_back(host.session());
+    }  // closed here, with requests possibly still in the guest's buffer
+
+    auto daemon = start_daemon(vms, run);
+    REQUIRE(daemon->wait_for_log("vm guest3: handshaking -> ready", 30s));
+    auto ping = run_cli({"--control-socket", run / "ctl.sock", "ping", "guest3"});
+    CHECK(ping.status == 0);
+    const auto status = vm_status(run, "guest3");
+    CHECK(std::to_string(status["agent_pid"].get<int>()) == agent_pid);
+    daemon->signal(SIGKILL);
+    REQUIRE(daemon->wait_exit(10s).has_value());
+  }
+  vm.command("qxa-agent-pid");
+  REQUIRE(vm.console_has("QXA-AGENT-PID " + agent_pid + " QXA-END", 10s, 2));
+  CHECK(vm.console_count("QXA-AGENT-EXIT") == 0);  // never restarted
+
+  // In the agent's log, every request that ran belongs to the session current at that moment:
+  // nothing of an old session runs once the next one has started.
+  const std::regex started_re("session ([0-9a-f]{16}) started by host");
+  const std::regex executed_re("of session ([0-9a-f]{16}) executed");
+  std::istringstream lines(vm.console());
+  std::string line, current;
+  int executed = 0;
+  std::set<std::string> sessions_seen;
+  while (std::getline(lines, line)) {
+    std::smatch sm;
+    if (std::regex_search(line, sm, started_re)) {
+      current = sm[1];
+      sessions_seen.insert(current);
+    } else if (std::regex_search(line, sm, executed_re)) {
+      ++executed;
+      INFO(line);
+      CHECK(sm[1] == current);
+    }
+  }
+  for (auto old : old_sessions) CHECK(sessions_seen.contains(fmt::format("{:016x}", old)));
+  CHECK(sessions_seen.size() >= 10);  // five old hosts and five daemons
+  CHECK(executed > 0);
+}
+
+TEST_CASE("with no host for 20 s the agent in the VM stays idle and sends nothing stale",
+          "[vm]") {
+  temp_dir vms;
+  const auto sock = vms / "guest4.agent.sock";
+  test_vm vm({.memory_mb = 512, .socket_path = sock, .kernel_args = "qxa.interval=200ms"});
+  REQUIRE(vm.wait_booted());
+  asio::io_context io;
+  double cpu_before = 0;
+  {
+    fake_host<unix_socket> host(connect_now(io, sock));
+    run_on(io, [&]() -> awaitable<void> {
+      co_await host.handshake(30s);
+      pb::Envelope info;
+      info.mutable_info_request();
+      const auto id = co_await host.request(info);
+      auto r = co_await host.reply_to(id, 30s);
+      cpu_before = r.info().agent_cpu_seconds();
+    });
+  }
+  // The measurement window: no host at all.
+  REQUIRE_FALSE(vm.process().wait_exit(20s).has_value());
+  fake_host<unix_socket> host(connect_now(io, sock));
+  run_on(io, [&]() -> awaitable<void> {
+    auto first = co_await host.next(30s);
+    CHECK(first.has_agent_ready());  // nothing queued from before is sent first
+    co_await host.handshake(30s);
+    pb::Envelope info;
+    info.mutable_info_request();
+    const auto id = co_await host.request(info);
+    auto r = co_await host.reply_to(id, 30s);
+    const double used = r.info().agent_cpu_seconds() - cpu_before;
+    WARN(fmt::format("agent CPU in the guest over 20 s with no host: {:.2f} s ({:.2f}% of a core)",
+                     used, used * 5));
+    CHECK(used < 0.4);  // under 2% of one core
+    // Telemetry after the reconnect belongs to the new session.
+    for (int seen = 0; seen < 3;) {
+      auto e = co_await host.next(30s);
+      if (!e.has_telemetry()) continue;
+      CHECK(e.session_id() == host.session());
+      ++seen;
+    }
+  });
+}
+
+TEST_CASE("a host that connects and never reads: the agent exits 75 and is restarted", "[vm]") {
+  temp_dir vms;
+  const auto sock = vms / "guest5.agent.sock";
+  test_vm vm({.memory_mb = 512, .socket_path = sock,
+              .kernel_args = "qxa.interval=20ms qxa.write_timeout=20ms"});
+  REQUIRE(vm.wait_booted());
+  asio::io_context io;
+  fake_host<unix_socket> host(connect_now(io, sock));
+  run_on(io, [&]() -> awaitable<void> { co_await host.handshake(30s); });
+  // From here on nothing is read: the guest's queue and the socket fill, then writes fail.
+  REQUIRE(vm.console_has("QXA-AGENT-EXIT status=75", 120s));
+  CHECK(vm.console_count("telemetry write failed (50/50)") == 1);
+  CHECK(vm.console_has("agent started on port", 10s, 2));  // the supervisor restarted it
+}
