@@ -284,3 +284,18 @@ TEST_CASE("a host that connects and never reads: the agent exits 75 and is resta
   CHECK(vm.console_count("telemetry write failed (50/50)") == 1);
   CHECK(vm.console_has("agent started on port", 10s, 2));  // the supervisor restarted it
 }
+
+TEST_CASE("demo.sh --once boots the VM and prints its kernel and memory", "[vm]") {
+  child_process demo({"/bin/bash", QXA_SOURCE_DIR "/packaging/demo.sh", "--once"},
+                     {"QXA_BUILD_DIR=" QXA_BINARY_DIR, "QXA_SKIP_INSTALL=1"}, true);
+  const auto status = demo.wait_exit(200s);
+  demo.drain();
+  INFO(demo.output() << demo.log());
+  REQUIRE(status == 0);
+  const auto out = demo.output();
+  CHECK_THAT(out, Catch::Contains("VM up: QXA-VM-READY"));
+  CHECK_THAT(out, Catch::Contains("kernel:    " + test_vm::kernel_release()));
+  CHECK_THAT(out, Catch::Contains("  memory  ") && Catch::Contains("MiB total"));
+  CHECK_THAT(out, Catch::Contains("demo  ready"));
+  CHECK_THAT(demo.log(), !Catch::Contains("local unix-listen agent instead"));
+}
