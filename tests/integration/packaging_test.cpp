@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: MIT
+// The systemd units, the agent ISO and its installer.
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "support/process.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace std::chrono_literals;
+using qxa::test::child_process;
+using qxa::test::temp_dir;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct shell_result {
+  int status = -1;
+  std::string out, err;
+};
+
+shell_result sh(const std::string& script) {
+  child_process p({"/bin/sh", "-c", script}, {}, true);
+  shell_result r;
+  r.status = p.wait_exit(120s).value_or(-1);
+  p.drain();
+  r.out = p.output();
+  r.err = p.log();
+  return r;
+}
+
+unsigned mode_of(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return 0;
+  return st.st_mode & 07777;
+}
+
+std::set<std::string> files_under(const std::string& root) {
+  std::set<std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(root)) {
+    if (!e.is_directory() || e.is_symlink()) out.insert(e.path().string().substr(root.size()));
+  }
+  return out;
+}
+
+const std::string iso = QXA_AGENT_ISO;
+const std::string source = QXA_SOURCE_DIR;
+
+// The ISO's contents, extracted as a guest would see them mounted.
+std::string extract_iso(const temp_dir& dir) {
+  const auto media = dir / "media";
+  auto r = sh(fmt::format("xorriso -osirrox on -indev '{}' -extract / '{}' 2>&1", iso, media));
+  REQUIRE(r.status == 0);
+  return media;
+}
+
+}  // namespace
+
+TEST_CASE("systemd-analyze verify accepts both units", "[integration][packaging]") {
+  temp_dir dir;
+  // verify checks that ExecStart exists: point it at the binaries just built.
+  auto r = sh(fmt::format(
+      "sed 's|/usr/sbin/quantix-kvm-agent|{}|' '{}/packaging/systemd/quantix-kvm-agent.service' > '{}' && "
+      "sed 's|/usr/sbin/qx-agentd|{}|' '{}/packaging/systemd/qx-agentd.service' > '{}' && "
+      "systemd-analyze verify '{}' '{}' 2>&1",
+      QXA_AGENT_PATH, source, dir / "quantix-kvm-agent.service", QXA_AGENTD_PATH, source,
+      dir / "qx-agentd.service", dir / "quantix-kvm-agent.service", dir / "qx-agentd.service"));
+  INFO(r.out);
+  CHECK(r.status == 0);
+  CHECK(r.out.empty());  // not even a warning
+}
+
+TEST_CASE("the agent ISO holds the installer and checksums that verify", "[integration][packaging]") {
+  REQUIRE(fs::exists(iso));
+  auto listing = sh(fmt::format("xorriso -indev '{}' -pvd_info -find / -type f 2>&1", iso));
+  REQUIRE(listing.status == 0);
+  CHECK_THAT(listing.out, Catch::Contains("Volume Id    : QUANTIX_AGENT_TOOLS"));
+  for (const char* f : {"quantix-kvm-agent", "install.sh", "uninstall.sh", "quantix-kvm-agent.service",
+                        "60-quantix-kvm-agent.rules", "agent.toml", "README.txt", "VERSION",
+                        "SHA256SUMS"}) {
+    CHECK_THAT(listing.out, Catch::Contains(fmt::format("'/{}'", f)));
+  }
+  temp_dir dir;
+  const auto media = extract_iso(dir);
+  auto check = sh(fmt::format("cd '{}' && sha256sum -c SHA256SUMS 2>&1", media));
+  INFO(check.out);
+  CHECK(check.status == 0);
+  CHECK_THAT(check.out, Catch::Contains("quantix-kvm-agent: OK"));
+  CHECK(mode_of(media + "/install.sh") & 0111);  // Rock Ridge kept it executable
+  WARN(fmt::format("quantix-agent-tools.iso: {} bytes ({:.2f} MiB)", fs::file_size(iso),
+                   static_cast<double>(fs::file_size(iso)) / (1 << 20)));
+}
+
+TEST_CASE("install.sh --root twice, then uninstall.sh --root, leaves only the kept config",
+          "[integration][packaging]") {
+  temp_dir dir;
+  const auto media = extract_iso(dir);
+  const auto root = dir / "root";
+  // A root that runs systemd.
+  fs::create_directories(root + "/lib/systemd");
+  std::ofstream(root + "/lib/systemd/systemd") << "#!/bin/sh\n";
+  fs::permissions(root + "/lib/systemd/systemd", fs::perms::owner_all);
+
+  auto first = sh(fmt::format("sh '{}/install.sh' --root '{}' 2>&1", media, root));
+  INFO(first.out);
+  REQUIRE(first.status == 0);
+  CHECK(mode_of(root + "/usr/sbin/quantix-kvm-agent") == 0755);
+  CHECK(mode_of(root + "/lib/systemd/system/quantix-kvm-agent.service") == 0644);
+  CHECK(mode_of(root + "/lib/udev/rules.d/60-quantix-kvm-agent.rules") == 0644);
+  CHECK(mode_of(root + "/etc/quantix-kvm/agent.toml") == 0644);
+  const auto wants = root + "/etc/systemd/system/dev-virtio\\x2dports-org.quantix.agent.0.device.wants/quantix-kvm-agent.service";
+  CHECK(fs::is_symlink(wants));
+  CHECK(fs::read_symlink(wants) == "/lib/systemd/system/quantix-kvm-agent.service");
+  const auto after_first = files_under(root);
+
+  // The administrator edits the config; a second run upgrades in place and keeps it.
+  std::ofstream(root + "/etc/quantix-kvm/agent.toml") << "log_level = \"debug\"\n";
+  auto second = sh(fmt::format("sh '{}/install.sh' --root '{}' 2>&1", media, root));
+  INFO(second.out);
+  REQUIRE(second.status == 0);
+  CHECK_THAT(second.out, Catch::Contains("keeping the existing /etc/quantix-kvm/agent.toml"));
+  CHECK(files_under(root) == after_first);
+  auto cmp = sh(fmt::format("cmp '{}/quantix-kvm-agent' '{}/usr/sbin/quantix-kvm-agent'", media, root));
+  CHECK(cmp.status == 0);
+
+  auto removed = sh(fmt::format("sh '{}/uninstall.sh' --root '{}' 2>&1", media, root));
+  INFO(removed.out);
+  REQUIRE(removed.status == 0);
+  CHECK(files_under(root) == std::set<std::string>{"/etc/quantix-kvm/agent.toml", "/lib/systemd/systemd"});
+  std::ifstream kept(root + "/etc/quantix-kvm/agent.toml");
+  std::string line;
+  std::getline(kept, line);
+  CHECK(line == "log_level = \"debug\"");
+}
+
+TEST_CASE("install.sh refuses damaged media and bad arguments", "[integration][packaging]") {
+  temp_dir dir;
+  const auto media = extract_iso(dir);
+  fs::permissions(media, fs::perms::owner_all);
+  fs::permissions(media + "/quantix-kvm-agent", fs::perms::owner_all);
+  std::ofstream(media + "/quantix-kvm-agent", std::ios::app) << "tampered";
+  fs::create_directories(dir / "root");
+  auto r = sh(fmt::format("sh '{}/install.sh' --root '{}' 2>&1", media, dir / "root"));
+  CHECK(r.status == 1);
+  CHECK_THAT(r.out, Catch::Contains("checksum verification failed"));
+  CHECK_FALSE(fs::exists(dir / "root/usr/sbin/quantix-kvm-agent"));
+  CHECK(sh(fmt::format("sh '{}/install.sh' --frobnicate", media)).status == 2);
+}
