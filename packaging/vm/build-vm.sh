@@ -81,7 +81,8 @@ OS
 
 # Modules in load order, found with their dependencies in the installed tree.
 modules="virtio_pci_legacy_dev virtio_pci_modern_dev virtio_ring virtio virtio_pci virtio_console \
-failover net_failover virtio_net virtio_blk crc16 mbcache jbd2 ext4 cdrom isofs sr_mod"
+failover net_failover virtio_net virtio_blk crc16 mbcache jbd2 ext4 \
+scsi_common scsi_mod libata libahci ahci cdrom sr_mod isofs"
 : > "$root/etc/modules"
 for m in $modules; do
   path=$(modinfo -k "$release" -n "$m" 2>/dev/null || true)

@@ -13,10 +13,11 @@ namespace qxa::test {
 
 struct vm_options {
   int memory_mb = 1024;
-  std::string socket_path;      // the agent channel: QEMU listens here
-  std::string kernel_args;      // appended: qxa.interval=..., qxa.restart_delay=...
+  std::string socket_path = {};  // the agent channel: QEMU listens here
+  std::string kernel_args = {};  // appended: qxa.interval=..., qxa.restart_delay=...
   std::string mac = "52:54:00:12:34:56";
   std::string ip = "192.0.2.10/24";  // documentation range, on a NIC wired to nothing
+  std::string cdrom = {};            // an ISO to attach as a CD-ROM
 };
 
 inline std::string read_text(const std::string& path) {
@@ -60,7 +61,7 @@ class test_vm {
   static std::vector<std::string> args(const vm_options& o) {
     const std::string dir = image_dir();
     std::string append = "console=ttyS0 quiet panic=-1 qxa.ip=" + o.ip + " " + o.kernel_args;
-    return {QXA_QEMU_PATH, "-machine", "q35", "-accel", "tcg", "-m", std::to_string(o.memory_mb),
+    std::vector<std::string> a = {QXA_QEMU_PATH, "-machine", "q35", "-accel", "tcg", "-m", std::to_string(o.memory_mb),
             "-nographic", "-no-reboot", "-nic", "none", "-kernel", dir + "/kernel", "-initrd",
             dir + "/initrd.cpio.gz", "-append", append,
             "-device", "virtio-serial-pci",
@@ -69,6 +70,10 @@ class test_vm {
             // A NIC wired to an empty hub: the guest has an interface, and no traffic leaves.
             "-netdev", "hubport,id=n0,hubid=0",
             "-device", "virtio-net-pci,netdev=n0,mac=" + o.mac};
+    if (!o.cdrom.empty()) {
+      a.insert(a.end(), {"-drive", "file=" + o.cdrom + ",media=cdrom,readonly=on,if=ide"});
+    }
+    return a;
   }
 
   child_process qemu_;

@@ -299,3 +299,27 @@ TEST_CASE("demo.sh --once boots the VM and prints its kernel and memory", "[vm]"
   CHECK_THAT(out, Catch::Contains("demo  ready"));
   CHECK_THAT(demo.log(), !Catch::Contains("local unix-listen agent instead"));
 }
+
+TEST_CASE("the guest installs the agent from the ISO on a CD-ROM and the host reaches it",
+          "[vm]") {
+  temp_dir vms;
+  const auto sock = vms / "guest6.agent.sock";
+  test_vm vm({.memory_mb = 512, .socket_path = sock, .kernel_args = "qxa.agent=none",
+              .cdrom = QXA_AGENT_ISO});
+  REQUIRE(vm.wait_booted());
+  vm.command("qxa-run mkdir -p /media/cdrom && mount -t iso9660 -o ro /dev/sr0 /media/cdrom && "
+             "sh /media/cdrom/install.sh --no-start");
+  REQUIRE(vm.console_has("QXA-RAN status=", 60s));
+  INFO(vm.console());
+  REQUIRE(vm.console_count("QXA-RAN status=0") == 1);
+  CHECK(vm.console_count("install.sh: installing quantix-kvm-agent") == 1);
+  vm.command("qxa-run /usr/sbin/quantix-kvm-agent --config /etc/quantix-kvm/agent.toml & "
+             "ls -l /usr/sbin/quantix-kvm-agent /etc/quantix-kvm/agent.toml");
+  REQUIRE(vm.console_has("agent started on port /dev/virtio-ports/org.quantix.agent.0", 30s));
+  auto ping = run_cli({"--connect", sock, "ping", "-", "--timeout", "20s"});
+  INFO(ping.err);
+  CHECK(ping.status == 0);
+  auto info = run_cli({"--json", "--connect", sock, "info", "-"});
+  REQUIRE(info.status == 0);
+  CHECK(json::parse(info.out)["os"]["kernel_release"] == test_vm::kernel_release());
+}
