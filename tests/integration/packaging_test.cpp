@@ -151,3 +151,89 @@ TEST_CASE("install.sh refuses damaged media and bad arguments", "[integration][p
   CHECK_FALSE(fs::exists(dir / "root/usr/sbin/quantix-kvm-agent"));
   CHECK(sh(fmt::format("sh '{}/install.sh' --frobnicate", media)).status == 2);
 }
+
+namespace {
+
+// Builds both packages with CPack into `out`.
+void build_debs(const std::string& out) {
+  auto r = sh(fmt::format("cd '{}' && cpack -G DEB -B '{}' 2>&1", QXA_BINARY_DIR, out));
+  INFO(r.out);
+  REQUIRE(r.status == 0);
+}
+
+std::string only_file(const std::string& dir, const std::string& prefix) {
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const auto name = e.path().filename().string();
+    if (name.starts_with(prefix) && name.ends_with(".deb")) return e.path().string();
+  }
+  FAIL("no " << prefix << "*.deb in " << dir);
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("both Debian packages build with their dependencies, conffiles and files",
+          "[integration][packaging]") {
+  temp_dir dir;
+  build_debs(dir.path());
+  const auto host = only_file(dir.path(), "qx-agentd_");
+  const auto guest = only_file(dir.path(), "quantix-kvm-agent_");
+
+  auto hi = sh("dpkg-deb -I '" + host + "'");
+  REQUIRE(hi.status == 0);
+  CHECK_THAT(hi.out, Catch::Contains("Package: qx-agentd"));
+  CHECK_THAT(hi.out, Catch::Contains("Depends: systemd, ") && Catch::Contains("libprotobuf-lite32"));
+  CHECK_THAT(hi.out, Catch::Contains("conffiles") && Catch::Contains("postinst") &&
+                         Catch::Contains("prerm") && Catch::Contains("postrm"));
+  auto hc = sh("dpkg-deb -c '" + host + "'");
+  for (const char* f : {"./usr/sbin/qx-agentd", "./usr/bin/qx-agent",
+                        "./usr/lib/systemd/system/qx-agentd.service",
+                        "./etc/quantix-kvm/qx-agentd.toml"}) {
+    CHECK_THAT(hc.out, Catch::Contains(f));
+  }
+  CHECK(sh("dpkg-deb -f '" + host + "' Version").out == "0.1.0\n");
+  auto conf = sh("dpkg-deb --ctrl-tarfile '" + host + "' | tar -xO ./conffiles");
+  CHECK(conf.out == "/etc/quantix-kvm/qx-agentd.toml\n");
+
+  auto gi = sh("dpkg-deb -I '" + guest + "'");
+  REQUIRE(gi.status == 0);
+  CHECK_THAT(gi.out, Catch::Contains("Package: quantix-kvm-agent"));
+  CHECK_THAT(gi.out, !Catch::Contains("Depends:"));  // static: depends on nothing
+  CHECK_THAT(gi.out, Catch::Contains("Recommends: systemd, udev"));
+  auto gc = sh("dpkg-deb -c '" + guest + "'");
+  for (const char* f : {"./usr/sbin/quantix-kvm-agent",
+                        "./usr/lib/systemd/system/quantix-kvm-agent.service",
+                        "./usr/lib/udev/rules.d/60-quantix-kvm-agent.rules",
+                        "./etc/quantix-kvm/agent.toml"}) {
+    CHECK_THAT(gc.out, Catch::Contains(f));
+  }
+  CHECK_THAT(gc.out, !Catch::Contains("qx-agentd"));
+  WARN(fmt::format("qx-agentd.deb {} bytes, quantix-kvm-agent.deb {} bytes", fs::file_size(host),
+                   fs::file_size(guest)));
+}
+
+#if QXA_SYSTEM_INSTALL_TEST
+// Registered only where the build was configured with CI set: it changes the machine.
+TEST_CASE("installing the host package and purging it leaves the machine as it was",
+          "[integration][packaging]") {
+  REQUIRE(::geteuid() == 0);
+  temp_dir dir;
+  build_debs(dir.path());
+  const auto host = only_file(dir.path(), "qx-agentd_");
+  const std::string snapshot =
+      "find /etc /usr/sbin /usr/bin /usr/lib/systemd /lib/systemd /var/lib/systemd "
+      "-xdev 2>/dev/null | LC_ALL=C sort; dpkg-query -W -f='${Package} ${Status}\\n' | LC_ALL=C sort";
+  const auto before = sh(snapshot).out;
+  auto install = sh("dpkg -i '" + host + "' 2>&1");
+  INFO(install.out);
+  REQUIRE(install.status == 0);
+  CHECK(fs::exists("/usr/sbin/qx-agentd"));
+  CHECK(fs::exists("/etc/quantix-kvm/qx-agentd.toml"));
+  CHECK(sh("dpkg-query -W -f='${Status}' qx-agentd").out == "install ok installed");
+  auto purge = sh("dpkg --purge qx-agentd 2>&1");
+  INFO(purge.out);
+  REQUIRE(purge.status == 0);
+  const auto after = sh(snapshot).out;
+  CHECK(after == before);
+}
+#endif
