@@ -151,6 +151,17 @@ void config_reader::get_duration(std::string_view key, std::chrono::nanoseconds&
   }
 }
 
+void config_reader::get(std::string_view key, log_level& out) {
+  std::string name(to_string(out));
+  get(key, name);
+  if (auto l = parse_log_level(name)) {
+    out = *l;
+  } else {
+    fail(key, fmt::format("must be one of trace, debug, info, warning, error, critical, off; "
+                          "not '{}'", name));
+  }
+}
+
 void config_reader::get(std::string_view key, std::vector<std::string>& out) {
   known_.emplace(key);
   const auto node = table_->at_path(key);

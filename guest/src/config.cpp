@@ -17,14 +17,7 @@ std::optional<common::error_info> apply(common::config_reader& r, agent_config& 
   } else {
     r.fail("port", spec.error().message);
   }
-  std::string level(common::to_string(config.log_level));
-  r.get("log_level", level);
-  if (auto l = common::parse_log_level(level)) {
-    config.log_level = *l;
-  } else {
-    r.fail("log_level", fmt::format("must be one of trace, debug, info, warning, error, "
-                                    "critical, off; not '{}'", level));
-  }
+  r.get("log_level", config.log_level);
   r.get_duration("telemetry.interval", a.telemetry_interval, std::chrono::milliseconds(1));
   r.get_duration("telemetry.write_timeout", a.write_timeout, std::chrono::milliseconds(1));
   r.get("telemetry.failure_limit", a.failure_limit, 1, 1'000'000);

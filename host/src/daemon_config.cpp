@@ -13,14 +13,7 @@ std::optional<common::error_info> apply(common::config_reader& r, daemon_config&
   r.get("socket_dir", m.socket_dir);
   r.get("control_socket", c.control_socket);
   r.get("metrics_listen", c.metrics_listen);
-  std::string level(common::to_string(c.log_level));
-  r.get("log_level", level);
-  if (auto l = common::parse_log_level(level)) {
-    c.log_level = *l;
-  } else {
-    r.fail("log_level", fmt::format("must be one of trace, debug, info, warning, error, "
-                                    "critical, off; not '{}'", level));
-  }
+  r.get("log_level", c.log_level);
   const auto ms = std::chrono::milliseconds(1);
   r.get_duration("heartbeat.interval", m.heartbeat_interval, ms);
   r.get_duration("heartbeat.timeout", m.heartbeat_timeout, ms);

@@ -15,7 +15,9 @@
 
 using namespace std::chrono_literals;
 using qxa::test::child_process;
+using qxa::test::connect_now;
 using qxa::test::fake_host;
+using qxa::test::run_on;
 using qxa::test::temp_dir;
 using qxa::test::unix_socket;
 namespace pb = quantix::agent::v1;
@@ -29,29 +31,6 @@ std::vector<std::string> agent_args(const std::string& port, std::vector<std::st
   std::vector<std::string> args = {agent_path, "--config", "/dev/null", "--port", port};
   args.insert(args.end(), extra.begin(), extra.end());
   return args;
-}
-
-/// Runs `make()` on an io_context that outlives it, so that sockets made in the test scope stay
-/// open (and unread) between steps.
-template <typename Make>
-void run_on(asio::io_context& io, Make&& make, std::chrono::steady_clock::duration deadline = 30s) {
-  bool done = false;
-  std::exception_ptr error;
-  io.restart();
-  asio::co_spawn(io, make(), [&](std::exception_ptr e) {
-    done = true;
-    error = e;
-    io.stop();
-  });
-  io.run_for(deadline);
-  if (!done) FAIL("the step did not finish within its deadline");
-  if (error) std::rethrow_exception(error);
-}
-
-unix_socket connect_now(asio::io_context& io, const std::string& path) {
-  unix_socket s(io);
-  s.connect(asio::local::stream_protocol::endpoint(path));
-  return s;
 }
 
 // A pseudo-terminal pair in raw mode: the agent opens the slave as its "device", the test holds
@@ -177,7 +156,7 @@ TEST_CASE("49 failed writes, then the host drains: the count resets and the agen
     }
   });
   INFO(agent.log());
-  CHECK(agent.count_in_log("telemetry delivered again after 49 consecutive failures") == 1);
+  CHECK(agent.wait_for_log("telemetry delivered again after 49 consecutive failures", 5s));
   CHECK(agent.count_in_log("(50/50)") == 0);
   CHECK(telemetry_after >= 3);
   CHECK(agent.running());
@@ -241,6 +220,9 @@ TEST_CASE("a request stamped with an earlier session is refused with a structure
     auto reply2 = co_await host.reply_to(fresh);
     CHECK(reply2.has_pong());
   });
+  // The log lines are written before the replies; wait for the pipe to deliver them.
+  CHECK(agent.wait_for_log("refused stale request", 5s));
+  CHECK(agent.wait_for_log("received before any Hello", 5s));
   CHECK(agent.count_in_log("refused stale request") == 1);
   CHECK(agent.count_in_log("received before any Hello") == 1);
 }

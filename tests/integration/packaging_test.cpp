@@ -19,19 +19,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct shell_result {
-  int status = -1;
-  std::string out, err;
-};
-
-shell_result sh(const std::string& script) {
-  child_process p({"/bin/sh", "-c", script}, {}, true);
-  shell_result r;
-  r.status = p.wait_exit(120s).value_or(-1);
-  p.drain();
-  r.out = p.output();
-  r.err = p.log();
-  return r;
+qxa::test::command_result sh(const std::string& script) {
+  return qxa::test::run_command({"/bin/sh", "-c", script}, 120s);
 }
 
 unsigned mode_of(const std::string& path) {

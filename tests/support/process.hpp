@@ -216,6 +216,28 @@ class child_process {
   bool err_eof_ = false;
 };
 
+/// What a finished command printed, and how it ended.
+struct command_result {
+  int status = -1;  // exit status, 128+signal, or -1 when it did not end in time
+  std::string out, err;
+  std::chrono::steady_clock::duration took{};
+};
+
+/// Runs a command to its end (at most `timeout`) and collects its output.
+inline command_result run_command(std::vector<std::string> args,
+                                  std::chrono::steady_clock::duration timeout = std::chrono::seconds(60),
+                                  std::vector<std::string> env = {}) {
+  const auto t0 = std::chrono::steady_clock::now();
+  child_process p(std::move(args), std::move(env), true);
+  command_result r;
+  r.status = p.wait_exit(timeout).value_or(-1);
+  r.took = std::chrono::steady_clock::now() - t0;
+  p.drain();
+  r.out = p.output();
+  r.err = p.log();
+  return r;
+}
+
 /// CPU seconds (user + system) a process has used so far, from /proc/PID/stat.
 inline double process_cpu_seconds(pid_t pid) {
   const std::string path = "/proc/" + std::to_string(pid) + "/stat";

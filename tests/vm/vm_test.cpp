@@ -19,7 +19,9 @@
 
 using namespace std::chrono_literals;
 using qxa::test::child_process;
+using qxa::test::connect_now;
 using qxa::test::fake_host;
+using qxa::test::run_on;
 using qxa::test::temp_dir;
 using qxa::test::test_vm;
 using qxa::test::unix_socket;
@@ -33,20 +35,9 @@ namespace {
 const std::string daemon_bin = QXA_AGENTD_PATH;
 const std::string cli_bin = QXA_CLI_PATH;
 
-struct cli_result {
-  int status = -1;
-  std::string out, err;
-};
-
-cli_result run_cli(std::vector<std::string> args) {
+qxa::test::command_result run_cli(std::vector<std::string> args) {
   args.insert(args.begin(), cli_bin);
-  child_process p(args, {}, true);
-  cli_result r;
-  r.status = p.wait_exit(60s).value_or(-1);
-  p.drain();
-  r.out = p.output();
-  r.err = p.log();
-  return r;
+  return qxa::test::run_command(std::move(args), 60s);
 }
 
 std::unique_ptr<child_process> start_daemon(const temp_dir& vms, const temp_dir& run) {
@@ -66,28 +57,6 @@ json vm_status(const temp_dir& run, const std::string& vm) {
   auto j = json::parse(r.out);
   REQUIRE(j["vms"].size() == 1);
   return j["vms"][0];
-}
-
-// Runs `make()` on `io` to completion within `deadline`.
-template <typename Make>
-void run_on(asio::io_context& io, Make&& make, std::chrono::steady_clock::duration deadline = 60s) {
-  bool done = false;
-  std::exception_ptr error;
-  io.restart();
-  asio::co_spawn(io, make(), [&](std::exception_ptr e) {
-    done = true;
-    error = e;
-    io.stop();
-  });
-  io.run_for(deadline);
-  if (!done) FAIL("the step did not finish within its deadline");
-  if (error) std::rethrow_exception(error);
-}
-
-unix_socket connect_now(asio::io_context& io, const std::string& path) {
-  unix_socket s(io);
-  s.connect(asio::local::stream_protocol::endpoint(path));
-  return s;
 }
 
 }  // namespace

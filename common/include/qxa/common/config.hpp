@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "qxa/common/error.hpp"
+#include "qxa/common/log.hpp"
 
 namespace toml::inline v3 { class table; }
 
@@ -39,6 +40,8 @@ class config_reader {
   /// A duration string ("5s", "250ms"), at least `min`.
   void get_duration(std::string_view key, std::chrono::nanoseconds& out,
                     std::chrono::nanoseconds min = std::chrono::nanoseconds{1});
+  /// A log level name ("info", "debug", ...).
+  void get(std::string_view key, log_level& out);
   /// An array of strings.
   void get(std::string_view key, std::vector<std::string>& out);
 
