@@ -26,6 +26,45 @@ std::optional<common::error_info> apply(common::config_reader& r, agent_config& 
   r.get_duration("limits.request_timeout", a.request_timeout, std::chrono::milliseconds(1));
   r.get_duration("port_tuning.host_poll_interval", a.port_tuning.host_poll_interval,
                  std::chrono::milliseconds(1));
+  auto& p = a.policy;
+  r.get("policy.allow", p.allow);
+  r.get("policy.block", p.block);
+  r.get("policy.exec", p.exec);
+  r.get("policy.exec_allow", p.exec_allow);
+  r.get("policy.read_roots", p.read_roots);
+  r.get("policy.write_roots", p.write_roots);
+  std::int64_t output = static_cast<std::int64_t>(p.max_output_bytes);
+  r.get("policy.max_output_bytes", output, 0, std::int64_t{1} << 40);
+  p.max_output_bytes = static_cast<std::uint64_t>(output);
+  std::int64_t file = static_cast<std::int64_t>(p.max_file_bytes);
+  r.get("policy.max_file_bytes", file, 0, std::int64_t{1} << 50);
+  p.max_file_bytes = static_cast<std::uint64_t>(file);
+  r.get("policy.max_chunk_bytes", p.max_chunk_bytes, 4096, a.max_frame_size / 2);
+  for (const auto* list : {&p.read_roots, &p.write_roots, &p.exec_allow}) {
+    for (const auto& entry : *list) {
+      if (entry.empty() || (list != &p.exec_allow && entry.front() != '/')) {
+        r.fail(list == &p.read_roots ? "policy.read_roots"
+               : list == &p.write_roots ? "policy.write_roots" : "policy.exec_allow",
+               fmt::format("holds '{}', which is not an absolute path", entry));
+      }
+    }
+  }
+  const auto known = [](const std::string& op) {
+    for (const char* k : {"ping", "info", "telemetry", "exec", "file-read", "file-write",
+                          "file-stat", "file-list", "power", "freeze", "thaw", "time",
+                          "hostname", "password", "ssh-key"}) {
+      if (op == k) return true;
+    }
+    return false;
+  };
+  for (const auto* list : {&p.allow, &p.block}) {
+    for (const auto& op : *list) {
+      if (!known(op)) {
+        r.fail(list == &p.allow ? "policy.allow" : "policy.block",
+               fmt::format("names an unknown operation '{}'", op));
+      }
+    }
+  }
   return r.finish();
 }
 

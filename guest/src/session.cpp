@@ -71,9 +71,20 @@ void session::handle(pb::Envelope envelope) {
                        envelope.session_id(), session_id_));
     return;
   }
-  if (handlers::find(envelope.body_case()) == nullptr) {
+  const auto* entry = handlers::find(envelope.body_case());
+  if (entry == nullptr) {
     refuse(envelope, pb::ERROR_CODE_UNKNOWN_REQUEST,
            fmt::format("this agent does not handle {}", common::body_name(envelope)));
+    return;
+  }
+  if (auto no = state_.options.policy.check_operation(entry->name)) {
+    // One audit line per refused operation, in the journal.
+    common::log_warning("audit: op={} session={:016x} request={} outcome=refused rule={}",
+                        entry->name, session_id_, envelope.request_id(), no->rule);
+    auto reply_body = handlers::error_reply(pb::ERROR_CODE_PERMISSION_DENIED, no->message);
+    reply_body.mutable_error()->set_rule(no->rule);
+    ++refused_;
+    reply(envelope.request_id(), std::move(reply_body));
     return;
   }
   if (inflight_ >= state_.options.max_inflight_requests) {

@@ -382,3 +382,31 @@ TEST_CASE("the agent's idle memory with a host attached stays small", "[integrat
   CHECK(rss > 0);
   CHECK(rss <= 4u << 20);  // the goal: at most 4 MB
 }
+
+TEST_CASE("a request the guest's policy refuses gets an error naming the rule, and an audit line",
+          "[integration][guest]") {
+  temp_dir dir;
+  const auto sock = dir / "agent.sock";
+  const auto config = dir.write("agent.toml", "[policy]\nblock = [\"telemetry\"]\n");
+  child_process agent({agent_path, "--config", config, "--port", "unix-listen:" + sock});
+  REQUIRE(agent.wait_for_log("agent started", 10s));
+  asio::io_context io;
+  fake_host<unix_socket> host(connect_now(io, sock));
+  run_on(io, [&]() -> awaitable<void> {
+    co_await host.handshake();
+    pb::Envelope t;
+    t.mutable_telemetry_request();
+    const auto id = co_await host.request(t);
+    auto reply = co_await host.reply_to(id);
+    REQUIRE(reply.has_error());
+    CHECK(reply.error().code() == pb::ERROR_CODE_PERMISSION_DENIED);
+    CHECK(reply.error().rule() == "policy.block");
+    pb::Envelope i;
+    i.mutable_info_request();
+    const auto ok = co_await host.request(i);
+    auto info = co_await host.reply_to(ok);
+    CHECK(info.has_info());  // everything else still works
+  });
+  CHECK(agent.wait_for_log("audit: op=telemetry session=", 5s));
+  CHECK(agent.wait_for_log("outcome=refused rule=policy.block", 5s));
+}

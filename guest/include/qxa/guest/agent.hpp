@@ -12,6 +12,7 @@
 #include <string>
 
 #include "qxa/common/frame.hpp"
+#include "qxa/guest/policy.hpp"
 #include "qxa/guest/port.hpp"
 #include "qxa/guest/system_info.hpp"
 
@@ -35,6 +36,8 @@ struct agent_options {
   std::size_t max_queued_reply_bytes = 8u << 20;
   /// The longest any single request may run.
   std::chrono::nanoseconds request_timeout = 30s;
+  /// What the host may ask of this guest.
+  local_policy policy;
 };
 
 class session;
