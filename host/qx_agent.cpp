@@ -418,6 +418,7 @@ struct cli_options {
   std::string verb;
   std::string vm;
   bool watch = false;
+  bool set_time = false;
   std::chrono::nanoseconds timeout = std::chrono::seconds(10);
 };
 
@@ -462,7 +463,15 @@ awaitable<int> run(const cli_options& o) {
     request.mutable_info_request();
   } else if (o.verb == "telemetry") {
     request.mutable_telemetry_request();
+  } else if (o.verb == "time") {
+    request.mutable_time_request()->set_set(o.set_time);
+    if (o.set_time) {
+      request.mutable_time_request()->set_set_unix_ns(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(
+              std::chrono::system_clock::now().time_since_epoch()).count());
+    }
   }
+  const auto sent_at = std::chrono::system_clock::now();
   const auto t0 = std::chrono::steady_clock::now();
   auto r = co_await b->call(o.vm, std::move(request), o.timeout);
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -482,6 +491,24 @@ awaitable<int> run(const cli_options& o) {
       std::cout << to_json(r->info()).dump(2) << "\n";
     } else {
       print_info(r->info());
+    }
+  } else if (o.verb == "time") {
+    // The guest read its clock about half way through the round trip.
+    const auto host_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        (sent_at + std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                       std::chrono::duration<double, std::milli>(ms / 2))).time_since_epoch()).count();
+    const auto& t = r->time_reply();
+    const double offset_ms = static_cast<double>(t.unix_ns() - host_ns) / 1e6;
+    if (o.json) {
+      std::cout << json{{"unix_ns", t.unix_ns()}, {"offset_ms", offset_ms}, {"was_set", t.was_set()}}.dump() << "\n";
+    } else {
+      const std::time_t secs = static_cast<std::time_t>(t.unix_ns() / 1'000'000'000);
+      std::tm tm{};
+      ::gmtime_r(&secs, &tm);
+      std::printf("guest clock %04d-%02d-%02dT%02d:%02d:%02d.%03lldZ, %+.3f ms from this host%s\n",
+                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  static_cast<long long>((t.unix_ns() / 1'000'000) % 1000), offset_ms,
+                  t.was_set() ? " (just set)" : "");
     }
   } else {
     if (o.json) {
@@ -523,7 +550,10 @@ int main(int argc, char** argv) {
   auto* telemetry = app.add_subcommand("telemetry", "a telemetry sample, or follow the pushed ones");
   vm_arg(telemetry);
   telemetry->add_flag("--watch", o.watch, "follow pushed telemetry until interrupted");
-  for (auto* sub : {ping, info, telemetry}) {
+  auto* time = app.add_subcommand("time", "the guest's clock and its offset from this host");
+  vm_arg(time);
+  time->add_flag("--set", o.set_time, "set the guest's clock to this host's UTC time");
+  for (auto* sub : {ping, info, telemetry, time}) {
     sub->add_option("--timeout", timeout_text, "how long to wait for the answer")->capture_default_str();
   }
   try {

@@ -35,6 +35,8 @@ const char* body_name(const pb::Envelope& envelope) noexcept {
     case pb::Envelope::kInfo: return "info";
     case pb::Envelope::kTelemetryRequest: return "telemetry_request";
     case pb::Envelope::kTelemetry: return "telemetry";
+    case pb::Envelope::kTimeRequest: return "time_request";
+    case pb::Envelope::kTimeReply: return "time_reply";
     case pb::Envelope::BODY_NOT_SET: return "empty";
   }
   return "unknown";

@@ -10,6 +10,7 @@ constexpr std::array entries = {
     handler_entry{pb::Envelope::kPing, "ping", &ping},
     handler_entry{pb::Envelope::kInfoRequest, "info", &info},
     handler_entry{pb::Envelope::kTelemetryRequest, "telemetry", &telemetry},
+    handler_entry{pb::Envelope::kTimeRequest, "time", &time},
 };
 }  // namespace
 

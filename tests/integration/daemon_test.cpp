@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -169,6 +170,14 @@ TEST_CASE("qx-agent talks to one agent with --connect and no daemon", "[integrat
   auto status = run_cli({"--connect", sock, "status"});
   CHECK(status.status == 0);
   CHECK_THAT(status.out, Catch::Contains("ready"));
+  // The guest clock is this machine's clock here: the offset is within the round trip.
+  auto time = run_cli({"--json", "--connect", sock, "time", "-"});
+  REQUIRE(time.status == 0);
+  const auto t = json::parse(time.out);
+  CHECK(std::abs(t["offset_ms"].get<double>()) < 1000);
+  CHECK(t["was_set"] == false);
+  auto human = run_cli({"--connect", sock, "time", "-"});
+  CHECK_THAT(human.out, Catch::StartsWith("guest clock ") && Catch::Contains("ms from this host"));
 }
 
 TEST_CASE("qx-agent says clearly when the daemon or agent is not there, and checks its usage",

@@ -292,3 +292,24 @@ TEST_CASE("the guest installs the agent from the ISO on a CD-ROM and the host re
   REQUIRE(info.status == 0);
   CHECK(json::parse(info.out)["os"]["kernel_release"] == test_vm::kernel_release());
 }
+
+TEST_CASE("qx-agent time --set puts a guest clock that is far behind right", "[vm]") {
+  temp_dir vms, run;
+  test_vm vm({.memory_mb = 512, .socket_path = vms / "guest7.agent.sock",
+              .kernel_args = "qxa.interval=1s"});
+  REQUIRE(vm.wait_booted());
+  vm.command("qxa-run date -u -s '2001-01-01 00:00:00' >/dev/null");  // a guest that slept long
+  REQUIRE(vm.console_has("QXA-RAN status=0", 30s));
+  auto daemon = start_daemon(vms, run);
+  REQUIRE(daemon->wait_for_log("vm guest7: handshaking -> ready", 30s));
+  auto before = run_cli({"--json", "--control-socket", run / "ctl.sock", "time", "guest7"});
+  REQUIRE(before.status == 0);
+  CHECK(json::parse(before.out)["offset_ms"].get<double>() < -1e11);  // years behind
+  auto set = run_cli({"--json", "--control-socket", run / "ctl.sock", "time", "guest7", "--set"});
+  REQUIRE(set.status == 0);
+  const auto after = json::parse(set.out);
+  CHECK(after["was_set"] == true);
+  WARN(fmt::format("guest clock offset after --set: {:.1f} ms", after["offset_ms"].get<double>()));
+  CHECK(std::abs(after["offset_ms"].get<double>()) < 2000);
+  CHECK(vm.console_has("audit: op=time-set session=", 10s));
+}
