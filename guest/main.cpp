@@ -6,7 +6,6 @@
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
-
 #include <cstdio>
 #include <optional>
 
@@ -31,20 +30,21 @@ int usage_error(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Quantix KVM guest agent: serves the host over the virtio-serial port "
-               "org.quantix.agent.0.",
-               "quantix-kvm-agent"};
+  CLI::App app{
+      "Quantix KVM guest agent: serves the host over the virtio-serial port "
+      "org.quantix.agent.0.",
+      "quantix-kvm-agent"};
   std::string config_path = qg::default_config_path;
   std::optional<std::string> port, interval, write_timeout, log_level;
   bool version = false;
-  auto* config_opt = app.add_option("--config", config_path, "configuration file")
-                         ->capture_default_str();
+  auto* config_opt =
+      app.add_option("--config", config_path, "configuration file")->capture_default_str();
   app.add_option("--port", port,
                  "device path, or unix-listen:PATH to serve one host on a unix socket "
-                 "(default " + std::string(qg::default_port_path) + ")");
+                 "(default " +
+                     std::string(qg::default_port_path) + ")");
   app.add_option("--telemetry-interval", interval, "how often telemetry is pushed (default 5s)");
-  app.add_option("--write-timeout", write_timeout,
-                 "deadline for one telemetry write (default 5s)");
+  app.add_option("--write-timeout", write_timeout, "deadline for one telemetry write (default 5s)");
   app.add_option("--log-level", log_level,
                  "trace, debug, info, warning, error, critical or off (default info)");
   app.add_flag("--version", version, "print the version and exit");
@@ -99,8 +99,8 @@ int main(int argc, char** argv) {
     qc::log_error("{}", port_or.error().describe());
     return 1;
   }
-  auto agent = std::make_unique<qg::agent>(io.get_executor(), config.agent,
-                                           std::move(port_or.value()));
+  auto agent =
+      std::make_unique<qg::agent>(io.get_executor(), config.agent, std::move(port_or.value()));
 
   int status = 0;
   asio::signal_set signals(io, SIGTERM, SIGINT);

@@ -9,11 +9,10 @@
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
-#include <nlohmann/json.hpp>
-
 #include <cstdio>
 #include <ctime>
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "qxa/common/duration.hpp"
 #include "qxa/common/log.hpp"
@@ -39,18 +38,24 @@ constexpr int exit_tempfail = 75;
 // ---- JSON views of the protocol messages ---------------------------------------------------
 
 json to_json(const pb::OsInfo& os) {
-  return {{"name", os.name()},           {"version", os.version()},
-          {"id", os.id()},               {"pretty_name", os.pretty_name()},
-          {"kernel_release", os.kernel_release()}, {"kernel_version", os.kernel_version()},
+  return {{"name", os.name()},
+          {"version", os.version()},
+          {"id", os.id()},
+          {"pretty_name", os.pretty_name()},
+          {"kernel_release", os.kernel_release()},
+          {"kernel_version", os.kernel_version()},
           {"architecture", os.architecture()}};
 }
 
 json to_json(const pb::Telemetry& t) {
   json disks = json::array();
   for (const auto& d : t.disks()) {
-    disks.push_back({{"mount_point", d.mount_point()}, {"device", d.device()},
-                     {"fs_type", d.fs_type()}, {"total_bytes", d.total_bytes()},
-                     {"used_bytes", d.used_bytes()}, {"available_bytes", d.available_bytes()},
+    disks.push_back({{"mount_point", d.mount_point()},
+                     {"device", d.device()},
+                     {"fs_type", d.fs_type()},
+                     {"total_bytes", d.total_bytes()},
+                     {"used_bytes", d.used_bytes()},
+                     {"available_bytes", d.available_bytes()},
                      {"read_only", d.read_only()}});
   }
   json interfaces = json::array();
@@ -58,13 +63,20 @@ json to_json(const pb::Telemetry& t) {
     json addrs = json::array();
     for (const auto& a : i.addresses()) {
       addrs.push_back({{"family", a.family() == pb::IpAddress::FAMILY_IPV6 ? "ipv6" : "ipv4"},
-                       {"address", a.address()}, {"prefix_length", a.prefix_length()}});
+                       {"address", a.address()},
+                       {"prefix_length", a.prefix_length()}});
     }
-    interfaces.push_back({{"name", i.name()}, {"mac", i.mac()}, {"addresses", addrs},
-                          {"link_up", i.link_up()}, {"oper_state", i.oper_state()},
-                          {"mtu", i.mtu()}, {"rx_bytes", i.rx_bytes()},
-                          {"rx_packets", i.rx_packets()}, {"rx_errors", i.rx_errors()},
-                          {"tx_bytes", i.tx_bytes()}, {"tx_packets", i.tx_packets()},
+    interfaces.push_back({{"name", i.name()},
+                          {"mac", i.mac()},
+                          {"addresses", addrs},
+                          {"link_up", i.link_up()},
+                          {"oper_state", i.oper_state()},
+                          {"mtu", i.mtu()},
+                          {"rx_bytes", i.rx_bytes()},
+                          {"rx_packets", i.rx_packets()},
+                          {"rx_errors", i.rx_errors()},
+                          {"tx_bytes", i.tx_bytes()},
+                          {"tx_packets", i.tx_packets()},
                           {"tx_errors", i.tx_errors()}});
   }
   return {{"sequence", t.sequence()},
@@ -91,42 +103,45 @@ json to_json(const pb::Telemetry& t) {
 }
 
 json to_json(const pb::Info& i) {
-  return {{"software_version", i.software_version()},
-          {"os", to_json(i.os())},
-          {"hostname", i.hostname()},
-          {"boot_id", i.boot_id()},
-          {"uptime_seconds", i.uptime_seconds()},
-          {"agent_pid", i.agent_pid()},
-          {"agent_started_unix_ms", i.agent_started_unix_ms()},
-          {"agent_cpu_seconds", i.agent_cpu_seconds()},
-          {"agent_rss_bytes", i.agent_rss_bytes()},
-          {"capabilities", std::vector<std::string>(i.capabilities().begin(), i.capabilities().end())},
-          {"telemetry_sent", i.telemetry_sent()},
-          {"sessions", i.sessions()}};
+  return {
+      {"software_version", i.software_version()},
+      {"os", to_json(i.os())},
+      {"hostname", i.hostname()},
+      {"boot_id", i.boot_id()},
+      {"uptime_seconds", i.uptime_seconds()},
+      {"agent_pid", i.agent_pid()},
+      {"agent_started_unix_ms", i.agent_started_unix_ms()},
+      {"agent_cpu_seconds", i.agent_cpu_seconds()},
+      {"agent_rss_bytes", i.agent_rss_bytes()},
+      {"capabilities", std::vector<std::string>(i.capabilities().begin(), i.capabilities().end())},
+      {"telemetry_sent", i.telemetry_sent()},
+      {"sessions", i.sessions()}};
 }
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch()).count();
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 json to_json(const pb::VmStatus& s) {
-  json j = {{"vm", s.vm()},
-            {"state", qh::to_string(s.state())},
-            {"since_unix_ms", s.state_since_unix_ms()},
-            {"rtt_ms", s.rtt_ms()},
-            {"agent_version", s.agent_version()},
-            {"os", to_json(s.os())},
-            {"hostname", s.hostname()},
-            {"ip_addresses", std::vector<std::string>(s.ip_addresses().begin(), s.ip_addresses().end())},
-            {"session_id", fmt::format("{:016x}", s.session_id())},
-            {"agent_pid", s.agent_pid()},
-            {"reconnects", s.reconnects()},
-            {"timeouts", s.timeouts()},
-            {"bad_frames", s.bad_frames()},
-            {"unknown_replies", s.unknown_replies()},
-            {"last_error", s.last_error()},
-            {"socket_path", s.socket_path()}};
+  json j = {
+      {"vm", s.vm()},
+      {"state", qh::to_string(s.state())},
+      {"since_unix_ms", s.state_since_unix_ms()},
+      {"rtt_ms", s.rtt_ms()},
+      {"agent_version", s.agent_version()},
+      {"os", to_json(s.os())},
+      {"hostname", s.hostname()},
+      {"ip_addresses", std::vector<std::string>(s.ip_addresses().begin(), s.ip_addresses().end())},
+      {"session_id", fmt::format("{:016x}", s.session_id())},
+      {"agent_pid", s.agent_pid()},
+      {"reconnects", s.reconnects()},
+      {"timeouts", s.timeouts()},
+      {"bad_frames", s.bad_frames()},
+      {"unknown_replies", s.unknown_replies()},
+      {"last_error", s.last_error()},
+      {"socket_path", s.socket_path()}};
   if (s.last_telemetry_unix_ms() > 0) {
     j["last_telemetry_age_ms"] = now_ms() - s.last_telemetry_unix_ms();
     j["last_telemetry"] = to_json(s.last_telemetry());
@@ -191,13 +206,15 @@ void print_status_table(const pb::StatusReport& report) {
 void print_info(const pb::Info& i) {
   std::printf("agent:     quantix-kvm-agent %s (pid %u, up %s)\n", i.software_version().c_str(),
               i.agent_pid(), human_age(i.agent_started_unix_ms()).c_str());
-  std::printf("os:        %s\n", i.os().pretty_name().empty() ? i.os().name().c_str() : i.os().pretty_name().c_str());
-  std::printf("kernel:    %s %s (%s)\n", i.os().kernel_release().c_str(), i.os().kernel_version().c_str(),
-              i.os().architecture().c_str());
+  std::printf("os:        %s\n",
+              i.os().pretty_name().empty() ? i.os().name().c_str() : i.os().pretty_name().c_str());
+  std::printf("kernel:    %s %s (%s)\n", i.os().kernel_release().c_str(),
+              i.os().kernel_version().c_str(), i.os().architecture().c_str());
   std::printf("hostname:  %s\n", i.hostname().c_str());
   std::printf("boot id:   %s\n", i.boot_id().c_str());
   std::printf("uptime:    %.0f s\n", i.uptime_seconds());
-  std::printf("agent use: %.2f s CPU, %s resident\n", i.agent_cpu_seconds(), human_bytes(i.agent_rss_bytes()).c_str());
+  std::printf("agent use: %.2f s CPU, %s resident\n", i.agent_cpu_seconds(),
+              human_bytes(i.agent_rss_bytes()).c_str());
   std::string caps;
   for (const auto& c : i.capabilities()) caps += (caps.empty() ? "" : ", ") + c;
   std::printf("handles:   %s\n", caps.c_str());
@@ -205,10 +222,10 @@ void print_info(const pb::Info& i) {
 
 void print_telemetry(const pb::Telemetry& t) {
   const auto& m = t.memory();
-  std::printf("telemetry #%llu  cpu %.1f%% of %u  load %.2f %.2f %.2f  up %.0f s  %u processes  host %s\n",
-              static_cast<unsigned long long>(t.sequence()), t.cpu_percent(), t.cpu_count(),
-              t.load1(), t.load5(), t.load15(), t.uptime_seconds(), t.process_count(),
-              t.hostname().c_str());
+  std::printf(
+      "telemetry #%llu  cpu %.1f%% of %u  load %.2f %.2f %.2f  up %.0f s  %u processes  host %s\n",
+      static_cast<unsigned long long>(t.sequence()), t.cpu_percent(), t.cpu_count(), t.load1(),
+      t.load5(), t.load15(), t.uptime_seconds(), t.process_count(), t.hostname().c_str());
   std::printf("  memory  %s total, %s available, %s used; swap %s of %s used\n",
               human_bytes(m.total_bytes()).c_str(), human_bytes(m.available_bytes()).c_str(),
               human_bytes(m.used_bytes()).c_str(), human_bytes(t.swap().used_bytes()).c_str(),
@@ -223,9 +240,10 @@ void print_telemetry(const pb::Telemetry& t) {
     for (const auto& a : i.addresses()) {
       addrs += fmt::format("{}{}/{}", addrs.empty() ? "" : " ", a.address(), a.prefix_length());
     }
-    std::printf("  net     %-10s %s %-4s mtu %u  rx %s tx %s  %s\n", i.name().c_str(), i.mac().c_str(),
-                i.link_up() ? "up" : "down", i.mtu(), human_bytes(i.rx_bytes()).c_str(),
-                human_bytes(i.tx_bytes()).c_str(), addrs.c_str());
+    std::printf("  net     %-10s %s %-4s mtu %u  rx %s tx %s  %s\n", i.name().c_str(),
+                i.mac().c_str(), i.link_up() ? "up" : "down", i.mtu(),
+                human_bytes(i.rx_bytes()).c_str(), human_bytes(i.tx_bytes()).c_str(),
+                addrs.c_str());
   }
   std::fflush(stdout);
 }
@@ -253,10 +271,13 @@ int status_for(std::error_code ec) {
 
 int status_for(pb::ErrorCode code) {
   switch (code) {
-    case pb::ERROR_CODE_UNAVAILABLE: return exit_unavailable;
+    case pb::ERROR_CODE_UNAVAILABLE:
+      return exit_unavailable;
     case pb::ERROR_CODE_TIMEOUT:
-    case pb::ERROR_CODE_CONNECTION_LOST: return exit_tempfail;
-    default: return exit_remote;
+    case pb::ERROR_CODE_CONNECTION_LOST:
+      return exit_tempfail;
+    default:
+      return exit_remote;
   }
 }
 
@@ -275,7 +296,8 @@ class backend {
 
 class daemon_backend final : public backend {
  public:
-  daemon_backend(asio::any_io_executor ex, std::string path) : client_(ex), path_(std::move(path)) {}
+  daemon_backend(asio::any_io_executor ex, std::string path)
+      : client_(ex), path_(std::move(path)) {}
 
   awaitable<std::optional<failure>> open() override {
     if (auto ec = co_await client_.connect(path_)) {
@@ -301,7 +323,8 @@ class daemon_backend final : public backend {
     auto* c = m.mutable_vm_call();
     c->set_vm(vm);
     *c->mutable_request() = std::move(request);
-    c->set_timeout_ms(static_cast<std::uint32_t>(std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count()));
+    c->set_timeout_ms(static_cast<std::uint32_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count()));
     auto r = co_await client_.call(std::move(m), timeout + std::chrono::seconds(5));
     if (!r) co_return r.error();
     if (r->has_error()) co_return remote(r->error());
@@ -354,8 +377,8 @@ class direct_backend final : public backend {
 
   awaitable<std::optional<failure>> open() override {
     if (auto ec = co_await client_->connect()) {
-      co_return failure{exit_unavailable, fmt::format("cannot reach the agent at {}: {}", path_,
-                                                      ec.message())};
+      co_return failure{exit_unavailable,
+                        fmt::format("cannot reach the agent at {}: {}", path_, ec.message())};
     }
     co_return std::nullopt;
   }
@@ -377,14 +400,17 @@ class direct_backend final : public backend {
     auto r = co_await client_->request(ping, std::chrono::seconds(3));
     s->set_state(r ? pb::VM_STATE_READY : pb::VM_STATE_UNRESPONSIVE);
     s->set_state_since_unix_ms(now_ms());
-    if (r) s->set_rtt_ms(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    if (r)
+      s->set_rtt_ms(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     pb::Envelope tr;
     tr.mutable_telemetry_request();
     if (auto t = co_await client_->request(tr, std::chrono::seconds(3)); t && t->has_telemetry()) {
       *s->mutable_last_telemetry() = t->telemetry();
       s->set_last_telemetry_unix_ms(now_ms());
       for (const auto& i : t->telemetry().interfaces()) {
-        for (const auto& a : i.addresses()) s->add_ip_addresses(fmt::format("{}/{}", a.address(), a.prefix_length()));
+        for (const auto& a : i.addresses())
+          s->add_ip_addresses(fmt::format("{}/{}", a.address(), a.prefix_length()));
       }
     }
     co_return report;
@@ -399,7 +425,8 @@ class direct_backend final : public backend {
                                           std::function<void(const pb::Telemetry&)> f) override {
     for (;;) {
       auto e = co_await client_->next_event();
-      if (!e) co_return failure{exit_tempfail, "connection to the agent lost: " + client_->end_reason()};
+      if (!e)
+        co_return failure{exit_tempfail, "connection to the agent lost: " + client_->end_reason()};
       if (e->has_telemetry()) f(e->telemetry());
     }
   }
@@ -468,13 +495,15 @@ awaitable<int> run(const cli_options& o) {
     if (o.set_time) {
       request.mutable_time_request()->set_set_unix_ns(
           std::chrono::duration_cast<std::chrono::nanoseconds>(
-              std::chrono::system_clock::now().time_since_epoch()).count());
+              std::chrono::system_clock::now().time_since_epoch())
+              .count());
     }
   }
   const auto sent_at = std::chrono::system_clock::now();
   const auto t0 = std::chrono::steady_clock::now();
   auto r = co_await b->call(o.vm, std::move(request), o.timeout);
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (!r) co_return report({b->status_of(r.error()), r.error().describe()});
   if (r->has_error()) {
     co_return report({status_for(r->error().code()),
@@ -494,13 +523,20 @@ awaitable<int> run(const cli_options& o) {
     }
   } else if (o.verb == "time") {
     // The guest read its clock about half way through the round trip.
-    const auto host_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-        (sent_at + std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                       std::chrono::duration<double, std::milli>(ms / 2))).time_since_epoch()).count();
+    const auto host_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(
+            (sent_at + std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                           std::chrono::duration<double, std::milli>(ms / 2)))
+                .time_since_epoch())
+            .count();
     const auto& t = r->time_reply();
     const double offset_ms = static_cast<double>(t.unix_ns() - host_ns) / 1e6;
     if (o.json) {
-      std::cout << json{{"unix_ns", t.unix_ns()}, {"offset_ms", offset_ms}, {"was_set", t.was_set()}}.dump() << "\n";
+      std::cout << json{{"unix_ns", t.unix_ns()},
+                        {"offset_ms", offset_ms},
+                        {"was_set", t.was_set()}}
+                       .dump()
+                << "\n";
     } else {
       const std::time_t secs = static_cast<std::time_t>(t.unix_ns() / 1'000'000'000);
       std::tm tm{};
@@ -523,18 +559,19 @@ awaitable<int> run(const cli_options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Quantix KVM agent command line: talks to guest agents through qx-agentd, or "
-               "straight to one VM socket with --connect.\n"
-               "Exit status: 0 success, 1 the agent answered with an error, 2 usage, 69 agent or "
-               "daemon unavailable, 75 timeout or connection lost.",
-               "qx-agent"};
+  CLI::App app{
+      "Quantix KVM agent command line: talks to guest agents through qx-agentd, or "
+      "straight to one VM socket with --connect.\n"
+      "Exit status: 0 success, 1 the agent answered with an error, 2 usage, 69 agent or "
+      "daemon unavailable, 75 timeout or connection lost.",
+      "qx-agent"};
   app.require_subcommand(1);
   cli_options o;
   app.add_flag("--json", o.json, "machine-readable output");
   auto* control = app.add_option("--control-socket", o.control_socket, "qx-agentd control socket")
                       ->capture_default_str();
-  auto* connect = app.add_option("--connect", o.connect,
-                                 "talk straight to one VM socket (or a unix-listen agent), no daemon");
+  auto* connect = app.add_option(
+      "--connect", o.connect, "talk straight to one VM socket (or a unix-listen agent), no daemon");
   control->excludes(connect);
   std::string timeout_text = "10s";
 
@@ -545,16 +582,19 @@ int main(int argc, char** argv) {
   status->add_option("VM", o.vm, "only this VM");
   auto* ping = app.add_subcommand("ping", "round trip to a VM's agent");
   vm_arg(ping);
-  auto* info = app.add_subcommand("info", "the agent's view of its guest: OS, kernel, hostname, agent");
+  auto* info =
+      app.add_subcommand("info", "the agent's view of its guest: OS, kernel, hostname, agent");
   vm_arg(info);
-  auto* telemetry = app.add_subcommand("telemetry", "a telemetry sample, or follow the pushed ones");
+  auto* telemetry =
+      app.add_subcommand("telemetry", "a telemetry sample, or follow the pushed ones");
   vm_arg(telemetry);
   telemetry->add_flag("--watch", o.watch, "follow pushed telemetry until interrupted");
   auto* time = app.add_subcommand("time", "the guest's clock and its offset from this host");
   vm_arg(time);
   time->add_flag("--set", o.set_time, "set the guest's clock to this host's UTC time");
   for (auto* sub : {ping, info, telemetry, time}) {
-    sub->add_option("--timeout", timeout_text, "how long to wait for the answer")->capture_default_str();
+    sub->add_option("--timeout", timeout_text, "how long to wait for the answer")
+        ->capture_default_str();
   }
   try {
     app.parse(argc, argv);
@@ -564,7 +604,8 @@ int main(int argc, char** argv) {
   o.verb = app.get_subcommands().front()->get_name();
   auto t = qc::parse_duration(timeout_text);
   if (!t || t->count() <= 0) {
-    std::fprintf(stderr, "qx-agent: --timeout: %s\n", t ? "must be more than 0" : t.error().message.c_str());
+    std::fprintf(stderr, "qx-agent: --timeout: %s\n",
+                 t ? "must be more than 0" : t.error().message.c_str());
     return exit_usage;
   }
   o.timeout = *t;

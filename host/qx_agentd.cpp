@@ -9,7 +9,6 @@
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
 #include <asio/steady_timer.hpp>
-
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -64,16 +63,21 @@ int fail(const std::string& message, int status = 1) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Quantix KVM host daemon: keeps one connection per VM guest agent, with "
-               "heartbeats and reconnects, and serves qx-agent on a control socket.",
-               "qx-agentd"};
+  CLI::App app{
+      "Quantix KVM host daemon: keeps one connection per VM guest agent, with "
+      "heartbeats and reconnects, and serves qx-agent on a control socket.",
+      "qx-agentd"};
   std::string config_path = qh::default_daemon_config;
   std::optional<std::string> socket_dir, control_socket, metrics_listen, log_level;
   bool version = false;
-  auto* config_opt = app.add_option("--config", config_path, "configuration file")->capture_default_str();
-  app.add_option("--socket-dir", socket_dir, "directory of <vm>.agent.sock sockets (default /run/quantix-kvm/vms)");
-  app.add_option("--control-socket", control_socket, std::string("control socket (default ") + qh::default_control_socket + ")");
-  app.add_option("--metrics-listen", metrics_listen, "ADDR:PORT for Prometheus metrics (default: off)");
+  auto* config_opt =
+      app.add_option("--config", config_path, "configuration file")->capture_default_str();
+  app.add_option("--socket-dir", socket_dir,
+                 "directory of <vm>.agent.sock sockets (default /run/quantix-kvm/vms)");
+  app.add_option("--control-socket", control_socket,
+                 std::string("control socket (default ") + qh::default_control_socket + ")");
+  app.add_option("--metrics-listen", metrics_listen,
+                 "ADDR:PORT for Prometheus metrics (default: off)");
   app.add_option("--log-level", log_level, "trace, debug, info, warning, error, critical or off");
   app.add_flag("--version", version, "print the version and exit");
   try {
@@ -97,8 +101,9 @@ int main(int argc, char** argv) {
     if (metrics_listen) c.metrics_listen = *metrics_listen;
     if (log_level) {
       auto l = qc::parse_log_level(*log_level);
-      if (!l) return qc::error_info{make_error_code(qc::errc::invalid_argument),
-                                    "--log-level: unknown level '" + *log_level + "'"};
+      if (!l)
+        return qc::error_info{make_error_code(qc::errc::invalid_argument),
+                              "--log-level: unknown level '" + *log_level + "'"};
       c.log_level = *l;
     }
     return std::nullopt;

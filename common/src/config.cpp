@@ -2,7 +2,6 @@
 #include "qxa/common/config.hpp"
 
 #include <fmt/format.h>
-
 #include <toml++/toml.h>
 
 #include "qxa/common/duration.hpp"
@@ -12,16 +11,24 @@ namespace {
 
 const char* type_name(toml::node_type t) {
   switch (t) {
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a number";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::table: return "a table";
-    case toml::node_type::array: return "an array";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a number";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
     case toml::node_type::date:
     case toml::node_type::time:
-    case toml::node_type::date_time: return "a date";
-    case toml::node_type::none: return "nothing";
+    case toml::node_type::date_time:
+      return "a date";
+    case toml::node_type::none:
+      return "nothing";
   }
   return "something else";
 }
@@ -30,8 +37,8 @@ const char* type_name(toml::node_type t) {
 void collect_leaves(const toml::table& t, const std::string& prefix,
                     std::vector<std::pair<std::string, std::uint32_t>>& out) {
   for (const auto& [key, node] : t) {
-    const std::string path = prefix.empty() ? std::string(key.str())
-                                            : prefix + "." + std::string(key.str());
+    const std::string path =
+        prefix.empty() ? std::string(key.str()) : prefix + "." + std::string(key.str());
     if (const auto* sub = node.as_table(); sub && !sub->empty()) {
       collect_leaves(*sub, path, out);
     } else {
@@ -53,9 +60,8 @@ result<config_reader> config_reader::from_string(std::string_view text, std::str
     auto table = std::make_unique<toml::table>(toml::parse(text, source));
     return config_reader(std::move(table), std::move(source));
   } catch (const toml::parse_error& e) {
-    return {errc::invalid_argument,
-            fmt::format("{}:{}:{}: {}", source, e.source().begin.line, e.source().begin.column,
-                        e.description())};
+    return {errc::invalid_argument, fmt::format("{}:{}:{}: {}", source, e.source().begin.line,
+                                                e.source().begin.column, e.description())};
   }
 }
 
@@ -137,8 +143,8 @@ void config_reader::get_duration(std::string_view key, std::chrono::nanoseconds&
   if (!node) return;
   const auto* v = node.as_string();
   if (v == nullptr) {
-    fail(key, fmt::format("must be a duration string such as \"5s\", not {}",
-                          type_name(node.type())));
+    fail(key,
+         fmt::format("must be a duration string such as \"5s\", not {}", type_name(node.type())));
     return;
   }
   auto d = parse_duration(v->get());
@@ -158,7 +164,8 @@ void config_reader::get(std::string_view key, log_level& out) {
     out = *l;
   } else {
     fail(key, fmt::format("must be one of trace, debug, info, warning, error, critical, off; "
-                          "not '{}'", name));
+                          "not '{}'",
+                          name));
   }
 }
 

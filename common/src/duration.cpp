@@ -44,13 +44,20 @@ result<std::chrono::nanoseconds> parse_duration(std::string_view text) {
     text.remove_prefix(u);
     long double scale = 0;
     if (unit.empty()) return fail("missing unit (use ns, us, ms, s, m or h)");
-    if (unit == "ns") scale = 1;
-    else if (unit == "us") scale = 1e3L;
-    else if (unit == "ms") scale = 1e6L;
-    else if (unit == "s") scale = 1e9L;
-    else if (unit == "m") scale = 60e9L;
-    else if (unit == "h") scale = 3600e9L;
-    else return fail(fmt::format("unknown unit '{}' (use ns, us, ms, s, m or h)", unit));
+    if (unit == "ns")
+      scale = 1;
+    else if (unit == "us")
+      scale = 1e3L;
+    else if (unit == "ms")
+      scale = 1e6L;
+    else if (unit == "s")
+      scale = 1e9L;
+    else if (unit == "m")
+      scale = 60e9L;
+    else if (unit == "h")
+      scale = 3600e9L;
+    else
+      return fail(fmt::format("unknown unit '{}' (use ns, us, ms, s, m or h)", unit));
     total_ns += number * scale;
     if (total_ns > static_cast<long double>(std::numeric_limits<std::int64_t>::max())) {
       return fail("out of range");

@@ -25,19 +25,32 @@ bool decode_message(std::span<const std::uint8_t> payload, google::protobuf::Mes
 
 const char* body_name(const pb::Envelope& envelope) noexcept {
   switch (envelope.body_case()) {
-    case pb::Envelope::kHello: return "hello";
-    case pb::Envelope::kHelloAck: return "hello_ack";
-    case pb::Envelope::kError: return "error";
-    case pb::Envelope::kPing: return "ping";
-    case pb::Envelope::kPong: return "pong";
-    case pb::Envelope::kAgentReady: return "agent_ready";
-    case pb::Envelope::kInfoRequest: return "info_request";
-    case pb::Envelope::kInfo: return "info";
-    case pb::Envelope::kTelemetryRequest: return "telemetry_request";
-    case pb::Envelope::kTelemetry: return "telemetry";
-    case pb::Envelope::kTimeRequest: return "time_request";
-    case pb::Envelope::kTimeReply: return "time_reply";
-    case pb::Envelope::BODY_NOT_SET: return "empty";
+    case pb::Envelope::kHello:
+      return "hello";
+    case pb::Envelope::kHelloAck:
+      return "hello_ack";
+    case pb::Envelope::kError:
+      return "error";
+    case pb::Envelope::kPing:
+      return "ping";
+    case pb::Envelope::kPong:
+      return "pong";
+    case pb::Envelope::kAgentReady:
+      return "agent_ready";
+    case pb::Envelope::kInfoRequest:
+      return "info_request";
+    case pb::Envelope::kInfo:
+      return "info";
+    case pb::Envelope::kTelemetryRequest:
+      return "telemetry_request";
+    case pb::Envelope::kTelemetry:
+      return "telemetry";
+    case pb::Envelope::kTimeRequest:
+      return "time_request";
+    case pb::Envelope::kTimeReply:
+      return "time_reply";
+    case pb::Envelope::BODY_NOT_SET:
+      return "empty";
   }
   return "unknown";
 }

@@ -53,10 +53,10 @@ void encode_frame_header(std::span<const std::uint8_t> payload,
 void append_frame(std::span<const std::uint8_t> payload, std::vector<std::uint8_t>& out) {
   const std::size_t at = out.size();
   out.resize(at + frame_header_size + payload.size());
-  encode_frame_header(payload, std::span<std::uint8_t, frame_header_size>(out.data() + at,
-                                                                          frame_header_size));
-  if (!payload.empty()) std::memcpy(out.data() + at + frame_header_size, payload.data(),
-                                    payload.size());
+  encode_frame_header(
+      payload, std::span<std::uint8_t, frame_header_size>(out.data() + at, frame_header_size));
+  if (!payload.empty())
+    std::memcpy(out.data() + at + frame_header_size, payload.data(), payload.size());
 }
 
 void frame_decoder::feed(std::span<const std::uint8_t> bytes) {

@@ -43,24 +43,36 @@ std::optional<log_level> parse_log_level(std::string_view text) noexcept {
 
 std::string_view to_string(log_level level) noexcept {
   switch (level) {
-    case log_level::trace: return "trace";
-    case log_level::debug: return "debug";
-    case log_level::info: return "info";
-    case log_level::warning: return "warning";
-    case log_level::error: return "error";
-    case log_level::critical: return "critical";
-    case log_level::off: return "off";
+    case log_level::trace:
+      return "trace";
+    case log_level::debug:
+      return "debug";
+    case log_level::info:
+      return "info";
+    case log_level::warning:
+      return "warning";
+    case log_level::error:
+      return "error";
+    case log_level::critical:
+      return "critical";
+    case log_level::off:
+      return "off";
   }
   return "?";
 }
 
 int syslog_priority(log_level level) noexcept {
   switch (level) {
-    case log_level::critical: return 2;
-    case log_level::error: return 3;
-    case log_level::warning: return 4;
-    case log_level::info: return 6;
-    default: return 7;
+    case log_level::critical:
+      return 2;
+    case log_level::error:
+      return 3;
+    case log_level::warning:
+      return 4;
+    case log_level::info:
+      return 6;
+    default:
+      return 7;
   }
 }
 
@@ -85,14 +97,14 @@ void logger::write(log_level level, std::string_view message) {
     fmt::format_to(std::back_inserter(line), "<{}>", syslog_priority(level));
   } else {
     const auto now = std::chrono::system_clock::now();
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                        now.time_since_epoch()).count();
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
     const std::time_t secs = static_cast<std::time_t>(ms / 1000);
     std::tm tm{};
     ::gmtime_r(&secs, &tm);
     fmt::format_to(std::back_inserter(line), "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z {:<7} ",
-                   tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                   tm.tm_sec, ms % 1000, to_string(level));
+                   tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                   ms % 1000, to_string(level));
   }
   line.append(message);
   line.push_back('\n');

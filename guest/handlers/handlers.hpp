@@ -3,11 +3,10 @@
 #pragma once
 
 #include <asio/awaitable.hpp>
-
 #include <span>
 
-#include "qxa/guest/agent.hpp"
 #include "quantix/agent/v1/agent.pb.h"
+#include "qxa/guest/agent.hpp"
 
 namespace qxa::guest::handlers {
 
@@ -23,7 +22,7 @@ using handler_fn = asio::awaitable<pb::Envelope> (*)(request_context ctx, pb::En
 
 struct handler_entry {
   pb::Envelope::BodyCase request;
-  const char* name;        // also the capability advertised in HelloAck
+  const char* name;  // also the capability advertised in HelloAck
   handler_fn handle;
 };
 

@@ -36,8 +36,9 @@ asio::awaitable<pb::Envelope> time(request_context ctx, pb::Envelope request) {
       const int err = errno;
       common::log_warning("audit: op=time-set session={:016x} outcome=failed error={}",
                           ctx.session_id, std::strerror(err));
-      co_return error_reply(err == EPERM ? pb::ERROR_CODE_PERMISSION_DENIED : pb::ERROR_CODE_INTERNAL,
-                            std::string("cannot set the clock: ") + std::strerror(err));
+      co_return error_reply(
+          err == EPERM ? pb::ERROR_CODE_PERMISSION_DENIED : pb::ERROR_CODE_INTERNAL,
+          std::string("cannot set the clock: ") + std::strerror(err));
     }
     common::log_info("audit: op=time-set session={:016x} outcome=ok step_ms={:+.3f}",
                      ctx.session_id, static_cast<double>(r.set_unix_ns() - before) / 1e6);

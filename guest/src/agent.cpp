@@ -44,12 +44,11 @@ agent::agent(asio::any_io_executor ex, agent_options options, std::unique_ptr<po
 agent::~agent() = default;
 
 asio::awaitable<int> agent::run() {
-  common::log_info("agent started on port {} (telemetry every {} ms, write deadline {} ms)",
-                   port_->describe(),
-                   std::chrono::duration_cast<std::chrono::milliseconds>(
-                       state_->options.telemetry_interval).count(),
-                   std::chrono::duration_cast<std::chrono::milliseconds>(
-                       state_->options.write_timeout).count());
+  common::log_info(
+      "agent started on port {} (telemetry every {} ms, write deadline {} ms)", port_->describe(),
+      std::chrono::duration_cast<std::chrono::milliseconds>(state_->options.telemetry_interval)
+          .count(),
+      std::chrono::duration_cast<std::chrono::milliseconds>(state_->options.write_timeout).count());
   auto outcome = co_await (serve_hosts() || telemetry_loop());
   if (current_) current_->stream().close();
   port_->close();

@@ -43,16 +43,17 @@ std::optional<common::error_info> apply(common::config_reader& r, agent_config& 
   for (const auto* list : {&p.read_roots, &p.write_roots, &p.exec_allow}) {
     for (const auto& entry : *list) {
       if (entry.empty() || (list != &p.exec_allow && entry.front() != '/')) {
-        r.fail(list == &p.read_roots ? "policy.read_roots"
-               : list == &p.write_roots ? "policy.write_roots" : "policy.exec_allow",
+        r.fail(list == &p.read_roots    ? "policy.read_roots"
+               : list == &p.write_roots ? "policy.write_roots"
+                                        : "policy.exec_allow",
                fmt::format("holds '{}', which is not an absolute path", entry));
       }
     }
   }
   const auto known = [](const std::string& op) {
-    for (const char* k : {"ping", "info", "telemetry", "exec", "file-read", "file-write",
-                          "file-stat", "file-list", "power", "freeze", "thaw", "time",
-                          "hostname", "password", "ssh-key"}) {
+    for (const char* k :
+         {"ping", "info", "telemetry", "exec", "file-read", "file-write", "file-stat", "file-list",
+          "power", "freeze", "thaw", "time", "hostname", "password", "ssh-key"}) {
       if (op == k) return true;
     }
     return false;
@@ -77,8 +78,7 @@ std::optional<common::error_info> apply_agent_config(std::string_view text, std:
   return apply(*reader, config);
 }
 
-std::optional<common::error_info> load_agent_config(const std::string& path,
-                                                    agent_config& config) {
+std::optional<common::error_info> load_agent_config(const std::string& path, agent_config& config) {
   auto reader = common::config_reader::from_file(path);
   if (!reader) return reader.error();
   return apply(*reader, config);

@@ -2,18 +2,17 @@
 #include "qxa/guest/port.hpp"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
-#include <fmt/format.h>
-
-#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -40,9 +39,8 @@ result<port_spec> port_spec::parse(std::string_view text) {
   }
   if (spec.path.empty()) return {errc::invalid_argument, "port path is empty"};
   if (spec.type == kind::unix_listen && spec.path.size() >= sizeof(sockaddr_un{}.sun_path)) {
-    return {errc::invalid_argument,
-            fmt::format("unix socket path '{}' is longer than {} bytes", spec.path,
-                        sizeof(sockaddr_un{}.sun_path) - 1)};
+    return {errc::invalid_argument, fmt::format("unix socket path '{}' is longer than {} bytes",
+                                                spec.path, sizeof(sockaddr_un{}.sun_path) - 1)};
   }
   return spec;
 }
@@ -79,7 +77,8 @@ class device_port final : public port {
             if (err == EBUSY) {
               common::log_warning("port {}: busy (another process has it open); retrying", path_);
             } else if (err == ENOENT || err == ENXIO || err == ENODEV) {
-              common::log_info("port {}: not present ({}); waiting for it", path_, std::strerror(err));
+              common::log_info("port {}: not present ({}); waiting for it", path_,
+                               std::strerror(err));
             } else {
               common::log_error("port {}: cannot open: {}; retrying", path_, std::strerror(err));
             }
@@ -105,8 +104,9 @@ class device_port final : public port {
         port_stream stream(ex_, std::exchange(fd_, -1));
         co_return stream;
       } else if (!said_absent) {
-        common::log_debug("port {}: no host connected; polling every {} ms", path_,
-                          std::chrono::duration_cast<std::chrono::milliseconds>(opt_.host_poll_interval).count());
+        common::log_debug(
+            "port {}: no host connected; polling every {} ms", path_,
+            std::chrono::duration_cast<std::chrono::milliseconds>(opt_.host_poll_interval).count());
         said_absent = true;
       }
       // Host absent: read() would return 0 at once and poll() would not block, so wait on a
@@ -167,8 +167,8 @@ class unix_listen_port final : public port {
 
   asio::awaitable<result<port_stream>> wait_for_host() override {
     for (;;) {
-      auto [ec, socket] = co_await acceptor_.async_accept(
-          asio::experimental::as_tuple(asio::use_awaitable));
+      auto [ec, socket] =
+          co_await acceptor_.async_accept(asio::experimental::as_tuple(asio::use_awaitable));
       if (!ec) {
         common::log_info("port unix-listen:{}: host connected", path_);
         port_stream stream(acceptor_.get_executor(), socket.release());

@@ -57,8 +57,8 @@ void session::handle(pb::Envelope envelope) {
     return;
   }
   if (!handshaken()) {
-    common::log_warning("refused request {} ({}) received before any Hello",
-                        envelope.request_id(), common::body_name(envelope));
+    common::log_warning("refused request {} ({}) received before any Hello", envelope.request_id(),
+                        common::body_name(envelope));
     refuse(envelope, pb::ERROR_CODE_NO_SESSION, "no session: send Hello first");
     return;
   }
@@ -114,21 +114,22 @@ asio::awaitable<void> session::execute(pb::Envelope request) {
   handlers::request_context ctx{state_, stamped};
   asio::steady_timer deadline(co_await asio::this_coro::executor);
   deadline.expires_after(state_.options.request_timeout);
-  auto outcome = co_await (entry->handle(ctx, std::move(request)) ||
-                           deadline.async_wait(asio::use_awaitable));
+  auto outcome =
+      co_await (entry->handle(ctx, std::move(request)) || deadline.async_wait(asio::use_awaitable));
   if (stamped != session_id_ || !stream_->is_open()) {
     // Never hand an answer to a session that did not ask.
-    common::log_info("reply to request {} ({}) dropped: session {:016x} has ended", id,
-                     entry->name, stamped);
+    common::log_info("reply to request {} ({}) dropped: session {:016x} has ended", id, entry->name,
+                     stamped);
     co_return;
   }
   if (outcome.index() == 0) {
     common::log_debug("request {} ({}) of session {:016x} executed", id, entry->name, stamped);
     reply(id, std::move(std::get<0>(outcome)));
   } else {
-    common::log_warning("request {} ({}) timed out after {} ms", id, entry->name,
-                        std::chrono::duration_cast<std::chrono::milliseconds>(
-                            state_.options.request_timeout).count());
+    common::log_warning(
+        "request {} ({}) timed out after {} ms", id, entry->name,
+        std::chrono::duration_cast<std::chrono::milliseconds>(state_.options.request_timeout)
+            .count());
     reply(id, handlers::error_reply(pb::ERROR_CODE_TIMEOUT, "the request timed out"));
   }
 }

@@ -23,8 +23,10 @@ namespace qxa::guest {
 namespace {
 
 std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\n')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n')) s.remove_suffix(1);
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\n'))
+    s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n'))
+    s.remove_suffix(1);
   return s;
 }
 
@@ -65,20 +67,20 @@ std::uint64_t read_u64(const std::string& path, std::uint64_t fallback = 0) {
 // Filesystems that are not storage a hypervisor cares about.
 bool is_pseudo_fs(std::string_view t) {
   static const std::unordered_set<std::string_view> pseudo = {
-      "proc",     "sysfs",     "devtmpfs",  "devpts",      "tmpfs",      "ramfs",
-      "rootfs",   "cgroup",    "cgroup2",   "securityfs",  "debugfs",    "tracefs",
-      "pstore",   "bpf",       "mqueue",    "hugetlbfs",   "configfs",   "fusectl",
-      "autofs",   "binfmt_misc", "efivarfs", "rpc_pipefs", "nsfs",       "selinuxfs",
-      "overlay",  "aufs",      "squashfs",  "nfsd",        "fuse.lxcfs", "fuse.gvfsd-fuse",
-      "fuse.portal", "fuse.snapfuse", "zram",  "cpuset",   "none"};
+      "proc",        "sysfs",         "devtmpfs", "devpts",     "tmpfs",      "ramfs",
+      "rootfs",      "cgroup",        "cgroup2",  "securityfs", "debugfs",    "tracefs",
+      "pstore",      "bpf",           "mqueue",   "hugetlbfs",  "configfs",   "fusectl",
+      "autofs",      "binfmt_misc",   "efivarfs", "rpc_pipefs", "nsfs",       "selinuxfs",
+      "overlay",     "aufs",          "squashfs", "nfsd",       "fuse.lxcfs", "fuse.gvfsd-fuse",
+      "fuse.portal", "fuse.snapfuse", "zram",     "cpuset",     "none"};
   return pseudo.contains(t);
 }
 
 // Network filesystems: their statfs may block on an unreachable server.
 bool is_network_fs(std::string_view t) {
   static const std::unordered_set<std::string_view> network = {
-      "nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "fuse.glusterfs",
-      "fuse.sshfs", "9p", "afs", "lustre", "gpfs", "fuse.s3fs"};
+      "nfs",        "nfs4", "cifs", "smb3",   "smbfs", "ceph",     "glusterfs", "fuse.glusterfs",
+      "fuse.sshfs", "9p",   "afs",  "lustre", "gpfs",  "fuse.s3fs"};
   return network.contains(t);
 }
 
@@ -180,13 +182,20 @@ bool parse_meminfo(std::string_view text, pb::Memory& memory, pb::SwapSpace& swa
     const auto value = to_number<std::uint64_t>(next_field(rest));
     if (!value) continue;
     const std::uint64_t bytes = next_field(rest) == "kB" ? *value * 1024 : *value;
-    if (key == "MemTotal") total = bytes;
-    else if (key == "MemAvailable") available = bytes;
-    else if (key == "MemFree") free_ = bytes;
-    else if (key == "Buffers") buffers = bytes;
-    else if (key == "Cached") cached = bytes;
-    else if (key == "SwapTotal") swap_total = bytes;
-    else if (key == "SwapFree") swap_free = bytes;
+    if (key == "MemTotal")
+      total = bytes;
+    else if (key == "MemAvailable")
+      available = bytes;
+    else if (key == "MemFree")
+      free_ = bytes;
+    else if (key == "Buffers")
+      buffers = bytes;
+    else if (key == "Cached")
+      cached = bytes;
+    else if (key == "SwapTotal")
+      swap_total = bytes;
+    else if (key == "SwapFree")
+      swap_free = bytes;
   }
   if (!total) return false;
   memory.set_total_bytes(*total);
@@ -224,8 +233,8 @@ std::string decode_mount_path(std::string_view escaped) {
   for (std::size_t i = 0; i < escaped.size(); ++i) {
     if (escaped[i] == '\\' && i + 3 < escaped.size()) {
       const auto oct = escaped.substr(i + 1, 3);
-      if (oct.size() == 3 && std::all_of(oct.begin(), oct.end(),
-                                         [](char c) { return c >= '0' && c <= '7'; })) {
+      if (oct.size() == 3 &&
+          std::all_of(oct.begin(), oct.end(), [](char c) { return c >= '0' && c <= '7'; })) {
         out.push_back(static_cast<char>((oct[0] - '0') * 64 + (oct[1] - '0') * 8 + (oct[2] - '0')));
         i += 3;
         continue;
@@ -300,10 +309,14 @@ void parse_os_release(std::string_view text, pb::OsInfo& os) {
     if (line.empty() || line.front() == '#' || eq == std::string_view::npos) continue;
     const auto key = line.substr(0, eq);
     const auto value = unquote(line.substr(eq + 1));
-    if (key == "NAME") os.set_name(value);
-    else if (key == "VERSION_ID") os.set_version(value);
-    else if (key == "ID") os.set_id(value);
-    else if (key == "PRETTY_NAME") os.set_pretty_name(value);
+    if (key == "NAME")
+      os.set_name(value);
+    else if (key == "VERSION_ID")
+      os.set_version(value);
+    else if (key == "ID")
+      os.set_id(value);
+    else if (key == "PRETTY_NAME")
+      os.set_pretty_name(value);
   }
 }
 
@@ -334,7 +347,8 @@ std::vector<address_entry> list_addresses() {
       if (a->ifa_netmask) {
         sockaddr_in6 mask{};
         std::memcpy(&mask, a->ifa_netmask, sizeof mask);
-        for (unsigned char byte : mask.sin6_addr.s6_addr) e.prefix_length += static_cast<std::uint32_t>(std::popcount(byte));
+        for (unsigned char byte : mask.sin6_addr.s6_addr)
+          e.prefix_length += static_cast<std::uint32_t>(std::popcount(byte));
       }
     } else {
       continue;
@@ -506,7 +520,8 @@ process_usage read_self_usage() {
       const auto utime = to_number<std::uint64_t>(next_field(rest)).value_or(0);
       const auto stime = to_number<std::uint64_t>(next_field(rest)).value_or(0);
       const long ticks = ::sysconf(_SC_CLK_TCK);
-      u.cpu_seconds = static_cast<double>(utime + stime) / static_cast<double>(ticks > 0 ? ticks : 100);
+      u.cpu_seconds =
+          static_cast<double>(utime + stime) / static_cast<double>(ticks > 0 ? ticks : 100);
     }
   }
   if (auto text = read_file("/proc/self/statm")) {

@@ -6,7 +6,6 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/use_awaitable.hpp>
-
 #include <mutex>
 #include <random>
 
@@ -40,7 +39,8 @@ std::uint64_t random_session_id() {
   return v;
 }
 
-std::shared_ptr<agent_client> agent_client::create(asio::any_io_executor ex, std::string socket_path,
+std::shared_ptr<agent_client> agent_client::create(asio::any_io_executor ex,
+                                                   std::string socket_path,
                                                    client_options options) {
   return std::shared_ptr<agent_client>(
       new agent_client(std::move(ex), std::move(socket_path), std::move(options)));
@@ -75,10 +75,10 @@ asio::awaitable<std::error_code> agent_client::connect() {
   asio::local::stream_protocol::socket socket(ex_);
   asio::steady_timer timer(ex_);
   timer.expires_after(opt_.connect_timeout);
-  auto outcome = co_await (
-      socket.async_connect(asio::local::stream_protocol::endpoint(path_),
-                           asio::experimental::as_tuple(asio::use_awaitable)) ||
-      timer.async_wait(asio::use_awaitable));
+  auto outcome =
+      co_await (socket.async_connect(asio::local::stream_protocol::endpoint(path_),
+                                     asio::experimental::as_tuple(asio::use_awaitable)) ||
+                timer.async_wait(asio::use_awaitable));
   if (outcome.index() == 1) co_return make_error_code(errc::handshake_timeout);
   if (auto [ec] = std::get<0>(outcome); ec) co_return ec;
 
@@ -126,9 +126,10 @@ asio::awaitable<std::error_code> agent_client::handshake() {
   co_return std::error_code{};
 }
 
-asio::awaitable<result<pb::Envelope>> agent_client::request(pb::Envelope request,
-                                                            std::optional<std::chrono::nanoseconds> timeout) {
-  if (!is_connected()) co_return result<pb::Envelope>{errc::not_connected, "not connected to " + path_};
+asio::awaitable<result<pb::Envelope>> agent_client::request(
+    pb::Envelope request, std::optional<std::chrono::nanoseconds> timeout) {
+  if (!is_connected())
+    co_return result<pb::Envelope>{errc::not_connected, "not connected to " + path_};
   if (!ready_) co_return result<pb::Envelope>{errc::not_connected, "no session with the agent yet"};
   request.set_session_id(session_id_);
   co_return co_await send_request(std::move(request), timeout.value_or(opt_.request_timeout));
@@ -157,9 +158,10 @@ asio::awaitable<result<pb::Envelope>> agent_client::send_request(pb::Envelope re
   pending_.erase(id);
   if (p->outcome) co_return std::move(*p->outcome);
   ++stats_.timeouts;
-  co_return result<pb::Envelope>{errc::request_timeout,
-                                 fmt::format("no reply from the agent within {} ms",
-                                             std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count())};
+  co_return result<pb::Envelope>{
+      errc::request_timeout,
+      fmt::format("no reply from the agent within {} ms",
+                  std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count())};
 }
 
 asio::awaitable<void> agent_client::read_loop(std::shared_ptr<agent_client> self) {
@@ -233,16 +235,19 @@ void agent_client::dispatch(pb::Envelope envelope) {
     ready_ = false;
     fail_pending("the agent restarted");
     push_event(envelope);
-    asio::co_spawn(ex_, [self = shared_from_this()]() -> asio::awaitable<void> {
-      auto ec = co_await self->handshake();
-      if (ec) {
-        self->close(fmt::format("re-handshake failed: {}", ec.message()));
-        co_return;
-      }
-      pb::Envelope e;
-      *e.mutable_hello_ack() = self->hello_;
-      self->push_event(std::move(e));
-    }, asio::detached);
+    asio::co_spawn(
+        ex_,
+        [self = shared_from_this()]() -> asio::awaitable<void> {
+          auto ec = co_await self->handshake();
+          if (ec) {
+            self->close(fmt::format("re-handshake failed: {}", ec.message()));
+            co_return;
+          }
+          pb::Envelope e;
+          *e.mutable_hello_ack() = self->hello_;
+          self->push_event(std::move(e));
+        },
+        asio::detached);
     return;
   }
   if (envelope.has_telemetry()) {

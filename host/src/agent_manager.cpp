@@ -12,7 +12,6 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/use_awaitable.hpp>
-
 #include <cstring>
 #include <random>
 
@@ -43,7 +42,8 @@ std::chrono::nanoseconds with_jitter(std::chrono::nanoseconds d) {
   static std::mt19937 rng{std::random_device{}()};
   // +-20%, so that many VMs lost at once do not reconnect in lockstep.
   std::uniform_real_distribution<double> f(0.8, 1.2);
-  return std::chrono::nanoseconds(static_cast<std::int64_t>(static_cast<double>(d.count()) * f(rng)));
+  return std::chrono::nanoseconds(
+      static_cast<std::int64_t>(static_cast<double>(d.count()) * f(rng)));
 }
 
 }  // namespace
@@ -55,12 +55,18 @@ std::string vm_name_of(std::string_view file_name) {
 
 const char* to_string(pb::VmState state) noexcept {
   switch (state) {
-    case pb::VM_STATE_ABSENT: return "absent";
-    case pb::VM_STATE_CONNECTING: return "connecting";
-    case pb::VM_STATE_HANDSHAKING: return "handshaking";
-    case pb::VM_STATE_READY: return "ready";
-    case pb::VM_STATE_UNRESPONSIVE: return "unresponsive";
-    default: return "unknown";
+    case pb::VM_STATE_ABSENT:
+      return "absent";
+    case pb::VM_STATE_CONNECTING:
+      return "connecting";
+    case pb::VM_STATE_HANDSHAKING:
+      return "handshaking";
+    case pb::VM_STATE_READY:
+      return "ready";
+    case pb::VM_STATE_UNRESPONSIVE:
+      return "unresponsive";
+    default:
+      return "unknown";
   }
 }
 
@@ -118,22 +124,24 @@ std::optional<common::error_info> agent_manager::start() {
                                           errno ? std::strerror(errno) : "not a directory")};
   }
   inotify_fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-  if (inotify_fd_ < 0 ||
-      ::inotify_add_watch(inotify_fd_, opt_.socket_dir.c_str(),
-                          IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_ATTRIB |
-                              IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
+  if (inotify_fd_ < 0 || ::inotify_add_watch(inotify_fd_, opt_.socket_dir.c_str(),
+                                             IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM |
+                                                 IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
     const int err = errno;
     if (inotify_fd_ >= 0) ::close(inotify_fd_);
-    return common::error_info{std::error_code(err, std::system_category()),
-                              fmt::format("cannot watch {}: {}", opt_.socket_dir, std::strerror(err))};
+    return common::error_info{
+        std::error_code(err, std::system_category()),
+        fmt::format("cannot watch {}: {}", opt_.socket_dir, std::strerror(err))};
   }
   inotify_ = std::make_unique<asio::posix::stream_descriptor>(ex_, inotify_fd_);
   running_ = true;
   common::log_info("watching {} for *{}", opt_.socket_dir, socket_suffix);
   rescan();
   auto self = shared_from_this();
-  asio::co_spawn(ex_, [self]() { return self->watch_directory(); }, asio::detached);
-  asio::co_spawn(ex_, [self]() { return self->rescan_loop(); }, asio::detached);
+  asio::co_spawn(
+      ex_, [self]() { return self->watch_directory(); }, asio::detached);
+  asio::co_spawn(
+      ex_, [self]() { return self->rescan_loop(); }, asio::detached);
   return std::nullopt;
 }
 
@@ -365,12 +373,14 @@ asio::awaitable<void> agent_manager::heartbeat(std::shared_ptr<vm_record> vm,
     auto r = co_await c->request(std::move(ping), opt_.heartbeat_timeout);
     if (r && r->has_pong()) {
       vm->status.set_rtt_ms(to_ms(std::chrono::steady_clock::now() - t0));
-      set_state(*vm, pb::VM_STATE_READY, vm->status.state() == pb::VM_STATE_UNRESPONSIVE
-                                             ? "heartbeat answered again" : "");
+      set_state(*vm, pb::VM_STATE_READY,
+                vm->status.state() == pb::VM_STATE_UNRESPONSIVE ? "heartbeat answered again" : "");
     } else if (r.code() == errc::request_timeout) {
-      set_state(*vm, pb::VM_STATE_UNRESPONSIVE,
-                fmt::format("no heartbeat reply within {} ms",
-                            std::chrono::duration_cast<std::chrono::milliseconds>(opt_.heartbeat_timeout).count()));
+      set_state(
+          *vm, pb::VM_STATE_UNRESPONSIVE,
+          fmt::format("no heartbeat reply within {} ms",
+                      std::chrono::duration_cast<std::chrono::milliseconds>(opt_.heartbeat_timeout)
+                          .count()));
     } else if (!c->is_connected()) {
       co_return;
     }
@@ -422,14 +432,13 @@ pb::StatusReport agent_manager::status(const std::string& vm) const {
   return report;
 }
 
-asio::awaitable<result<pb::Envelope>> agent_manager::call(const std::string& vm,
-                                                          pb::Envelope request,
-                                                          std::optional<std::chrono::nanoseconds> timeout) {
+asio::awaitable<result<pb::Envelope>> agent_manager::call(
+    const std::string& vm, pb::Envelope request, std::optional<std::chrono::nanoseconds> timeout) {
   auto it = vms_.find(vm);
   if (it == vms_.end()) {
-    co_return result<pb::Envelope>{errc::unavailable,
-                                   fmt::format("no VM named '{}' (no {}/{}{})", vm, opt_.socket_dir,
-                                               vm, socket_suffix)};
+    co_return result<pb::Envelope>{
+        errc::unavailable,
+        fmt::format("no VM named '{}' (no {}/{}{})", vm, opt_.socket_dir, vm, socket_suffix)};
   }
   auto rec = it->second;
   auto client = rec->client;

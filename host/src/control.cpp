@@ -65,15 +65,16 @@ std::optional<common::error_info> control_server::listen() {
     probe.connect(stream_protocol::endpoint(path_), probe_ec);
     if (!probe_ec) {
       return common::error_info{ec, fmt::format("control socket {}: another qx-agentd is "
-                                                "listening there", path_)};
+                                                "listening there",
+                                                path_)};
     }
     ::unlink(path_.c_str());  // stale, from a daemon that did not exit cleanly
     acceptor_.bind(stream_protocol::endpoint(path_), ec);
   }
   if (!ec) acceptor_.listen(64, ec);
   if (ec) {
-    return common::error_info{ec, fmt::format("cannot listen on control socket {}: {}", path_,
-                                              ec.message())};
+    return common::error_info{
+        ec, fmt::format("cannot listen on control socket {}: {}", path_, ec.message())};
   }
   bound_ = true;
   if (::chmod(path_.c_str(), 0660) != 0) {
@@ -140,8 +141,8 @@ asio::awaitable<void> control_server::serve(std::shared_ptr<control_stream> stre
         asio::co_spawn(stream->get_executor(), serve_watch(stream, std::move(m)), asio::detached);
         break;
       default:
-        (void)stream->post(error_message(m.request_id(), pb::ERROR_CODE_UNKNOWN_REQUEST,
-                                         "not a control request"));
+        (void)stream->post(
+            error_message(m.request_id(), pb::ERROR_CODE_UNKNOWN_REQUEST, "not a control request"));
     }
   }
   stream->close();
@@ -162,7 +163,8 @@ asio::awaitable<void> control_server::serve_call(std::shared_ptr<control_stream>
   reply.set_reply_to(m.request_id());
   auto* result = reply.mutable_vm_call_result();
   *result->mutable_reply() = std::move(r.value());
-  result->set_rtt_ms(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  result->set_rtt_ms(
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   (void)stream->post(reply);
 }
 
@@ -183,8 +185,8 @@ asio::awaitable<void> control_server::serve_watch(std::shared_ptr<control_stream
     *out.mutable_telemetry() = std::move(*t);
     if (stream->post(out)) break;  // a watcher that does not read is dropped
   }
-  pb::ControlMessage end = error_message(m.request_id(), pb::ERROR_CODE_UNAVAILABLE,
-                                         "the VM went away");
+  pb::ControlMessage end =
+      error_message(m.request_id(), pb::ERROR_CODE_UNAVAILABLE, "the VM went away");
   (void)stream->post(end);
 }
 
@@ -213,8 +215,8 @@ asio::awaitable<result<pb::ControlMessage>> control_client::call(pb::ControlMess
     }
     auto& m = std::get<0>(r);
     if (!m) {
-      co_return result<pb::ControlMessage>{errc::connection_lost,
-                                           "qx-agentd closed the connection: " + m.error().describe()};
+      co_return result<pb::ControlMessage>{
+          errc::connection_lost, "qx-agentd closed the connection: " + m.error().describe()};
     }
     if (m->reply_to() == request.request_id()) co_return std::move(m.value());
   }

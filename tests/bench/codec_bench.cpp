@@ -49,9 +49,8 @@ pb::Envelope large_message() {
 
 void run_case(const char* name, const pb::Envelope& message, double seconds, std::size_t batch) {
   const auto frame = qc::encode_envelope(message).value();
-  const double encode_ns = per_op_ns(seconds, batch, [&] {
-    sink = qc::encode_envelope(message).value().size();
-  });
+  const double encode_ns =
+      per_op_ns(seconds, batch, [&] { sink = qc::encode_envelope(message).value().size(); });
 
   // Decode a buffer of many frames at once, as a reader does with a full read buffer.
   const std::size_t copies = std::max<std::size_t>(1, (256u << 10) / frame.size());
@@ -68,9 +67,9 @@ void run_case(const char* name, const pb::Envelope& message, double seconds, std
   });
   const double decode_ns = decode_batch_ns / static_cast<double>(copies);
   const double mb = static_cast<double>(frame.size()) / 1e6;
-  fmt::print("{:<18} {:>9} B  encode {:>10.1f} ns  {:>8.1f} MB/s   decode {:>10.1f} ns  {:>8.1f} MB/s\n",
-             name, frame.size(), encode_ns, mb / (encode_ns * 1e-9), decode_ns,
-             mb / (decode_ns * 1e-9));
+  fmt::print(
+      "{:<18} {:>9} B  encode {:>10.1f} ns  {:>8.1f} MB/s   decode {:>10.1f} ns  {:>8.1f} MB/s\n",
+      name, frame.size(), encode_ns, mb / (encode_ns * 1e-9), decode_ns, mb / (decode_ns * 1e-9));
 }
 
 }  // namespace
@@ -81,8 +80,10 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "usage: {} [seconds-per-case]\n", argv[0]);
     return 2;
   }
-  fmt::print("frame codec, {:.1f} s per case (encode = serialize + header + CRC-32;"
-             " decode = scan + CRC-32 + parse)\n", seconds);
+  fmt::print(
+      "frame codec, {:.1f} s per case (encode = serialize + header + CRC-32;"
+      " decode = scan + CRC-32 + parse)\n",
+      seconds);
   run_case("small (ping)", small_message(), seconds, 1000);
   run_case("1 MiB payload", large_message(), seconds, 1);
   return 0;

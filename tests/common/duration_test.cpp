@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-#include <catch2/catch.hpp>
-
 #include "qxa/common/duration.hpp"
+
+#include <catch2/catch.hpp>
 
 using namespace std::chrono_literals;
 using qxa::common::format_duration;
@@ -46,8 +46,9 @@ TEST_CASE("durations format in a form that parses back", "[common]") {
   CHECK(format_duration(90s) == "1m30s");
   CHECK(format_duration(2h) == "2h");
   CHECK(format_duration(0s) == "0s");
-  for (std::chrono::nanoseconds d : {std::chrono::nanoseconds(1ns), std::chrono::nanoseconds(20us),
-                                     std::chrono::nanoseconds(1500ms), std::chrono::nanoseconds(3661s)}) {
+  for (std::chrono::nanoseconds d :
+       {std::chrono::nanoseconds(1ns), std::chrono::nanoseconds(20us),
+        std::chrono::nanoseconds(1500ms), std::chrono::nanoseconds(3661s)}) {
     CHECK(*parse_duration(format_duration(d)) == d);
   }
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-#include <catch2/catch.hpp>
-
 #include "qxa/common/envelope.hpp"
+
+#include <catch2/catch.hpp>
 
 namespace qc = qxa::common;
 namespace pb = quantix::agent::v1;

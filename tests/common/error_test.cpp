@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: MIT
-#include <catch2/catch.hpp>
-
-#include <string>
-
 #include "qxa/common/error.hpp"
+
+#include <catch2/catch.hpp>
+#include <string>
 
 using qxa::common::errc;
 using qxa::common::result;
@@ -14,7 +13,8 @@ TEST_CASE("project error codes have their own category and readable messages", "
   CHECK(ec.message() == "connection lost");
   CHECK(ec == errc::connection_lost);
   CHECK(ec != errc::write_timeout);
-  CHECK(std::error_code(errc::write_timeout).message() != std::error_code(errc::request_timeout).message());
+  CHECK(std::error_code(errc::write_timeout).message() !=
+        std::error_code(errc::request_timeout).message());
 }
 
 TEST_CASE("a result holds either a value or an explained error", "[common]") {

@@ -1,6 +1,5 @@
 // SPDX-License-Identifier: MIT
 #include <catch2/catch.hpp>
-
 #include <cstring>
 #include <random>
 #include <string>
@@ -50,7 +49,7 @@ std::vector<bytes> decode_all(frame_decoder& d, const bytes& input) {
 
 std::vector<bytes> sample_payloads() {
   std::vector<bytes> p;
-  p.push_back({});                       // empty payload
+  p.push_back({});  // empty payload
   p.push_back(to_bytes("ping"));
   p.push_back(bytes(frame_magic, frame_magic + 4));  // the magic itself as payload
   bytes big(3000);
@@ -90,7 +89,8 @@ TEST_CASE("every split of a multi-frame buffer decodes identically", "[common]")
                          bytes(stream.begin() + static_cast<long>(cut), stream.end())}) {
         d.feed(piece);
         for (auto r = d.next(); r.status != decode_status::need_more; r = d.next()) {
-          if (r.status == decode_status::frame) out.emplace_back(r.payload.begin(), r.payload.end());
+          if (r.status == decode_status::frame)
+            out.emplace_back(r.payload.begin(), r.payload.end());
         }
       }
       INFO("cut at " << cut);
@@ -147,7 +147,7 @@ TEST_CASE("a length over the maximum is rejected from the header, before any all
 
 TEST_CASE("garbage before, between and inside frames is skipped and counted", "[common]") {
   const bytes junk = to_bytes("#!garbage\xF5QX..\xF5");
-  bytes stream = junk;                                   // before
+  bytes stream = junk;  // before
   append_frame(to_bytes("one"), stream);
   stream.insert(stream.end(), junk.begin(), junk.end());  // between
   bytes inside = frame_of(to_bytes("damaged-by-insertion"));

@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: MIT
-#include <catch2/catch.hpp>
+#include "qxa/common/log.hpp"
 
+#include <catch2/catch.hpp>
 #include <string>
 #include <vector>
-
-#include "qxa/common/log.hpp"
 
 namespace qc = qxa::common;
 
@@ -15,7 +14,8 @@ struct captured_log {
   std::vector<std::string> lines;
   qc::log_level saved = qc::logger::instance().level();
   captured_log() {
-    qc::logger::instance().set_sink([this](qc::log_level, std::string_view l) { lines.emplace_back(l); });
+    qc::logger::instance().set_sink(
+        [this](qc::log_level, std::string_view l) { lines.emplace_back(l); });
   }
   ~captured_log() {
     auto& l = qc::logger::instance();

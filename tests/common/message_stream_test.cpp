@@ -1,23 +1,23 @@
 // SPDX-License-Identifier: MIT
+#include "qxa/common/message_stream.hpp"
+
+#include <array>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/post.hpp>
 #include <asio/read.hpp>
 #include <catch2/catch.hpp>
-
-#include <array>
 #include <map>
 #include <string>
 
-#include "qxa/common/message_stream.hpp"
 #include "support/run.hpp"
 
 namespace qc = qxa::common;
 namespace pb = quantix::agent::v1;
 using namespace std::chrono_literals;
+using asio::awaitable;
 using qxa::test::run_async;
 using qxa::test::socket_pair;
 using qxa::test::unix_socket;
-using asio::awaitable;
 
 namespace {
 
@@ -116,14 +116,14 @@ TEST_CASE("messages flow both ways over a socketpair", "[common]") {
   });
 }
 
-TEST_CASE("a stream whose writes are capped at 32 KiB carries large messages intact",
-          "[common]") {
+TEST_CASE("a stream whose writes are capped at 32 KiB carries large messages intact", "[common]") {
   run_async([](asio::io_context& io) -> awaitable<void> {
     auto [a, b] = socket_pair(io);
     auto sender = make_stream(capped_stream(std::move(a)));
     auto receiver = make_stream(std::move(b));
     // Sent concurrently with the reads: the socket buffer is smaller than the messages.
-    for (std::uint64_t i = 1; i <= 4; ++i) REQUIRE_FALSE(sender->post(blob(i, 1u << 20, char('a' + i))));
+    for (std::uint64_t i = 1; i <= 4; ++i)
+      REQUIRE_FALSE(sender->post(blob(i, 1u << 20, char('a' + i))));
     for (std::uint64_t i = 1; i <= 4; ++i) {
       auto got = co_await receiver->receive();
       REQUIRE(got);
@@ -145,16 +145,19 @@ TEST_CASE("concurrent senders from many coroutines never interleave bytes", "[co
     constexpr int per_sender = 40;
     int finished = 0;
     for (int s = 0; s < senders; ++s) {
-      asio::co_spawn(io, [&, s]() -> awaitable<void> {
-        for (int i = 0; i < per_sender; ++i) {
-          // Sizes vary so that frames straddle the 32 KiB write cap.
-          auto e = blob(static_cast<std::uint64_t>(s) * 1000 + i, 100 + (s * 977 + i * 131) % 40000,
-                        char('A' + s % 26));
-          auto r2 = co_await sender->send(e);
-          REQUIRE_FALSE(r2);
-        }
-        ++finished;
-      }, asio::detached);
+      asio::co_spawn(
+          io,
+          [&, s]() -> awaitable<void> {
+            for (int i = 0; i < per_sender; ++i) {
+              // Sizes vary so that frames straddle the 32 KiB write cap.
+              auto e = blob(static_cast<std::uint64_t>(s) * 1000 + i,
+                            100 + (s * 977 + i * 131) % 40000, char('A' + s % 26));
+              auto r2 = co_await sender->send(e);
+              REQUIRE_FALSE(r2);
+            }
+            ++finished;
+          },
+          asio::detached);
     }
     std::map<int, int> next_of_sender;
     for (int n = 0; n < senders * per_sender; ++n) {
@@ -173,8 +176,9 @@ TEST_CASE("concurrent senders from many coroutines never interleave bytes", "[co
   });
 }
 
-TEST_CASE("a stalled write hits its deadline, closes the stream and leaves no frame after a cut one",
-          "[common]") {
+TEST_CASE(
+    "a stalled write hits its deadline, closes the stream and leaves no frame after a cut one",
+    "[common]") {
   run_async([](asio::io_context& io) -> awaitable<void> {
     auto [a, peer] = socket_pair(io);
     qc::stream_options o;
@@ -185,7 +189,8 @@ TEST_CASE("a stalled write hits its deadline, closes the stream and leaves no fr
     const auto started = std::chrono::steady_clock::now();
     std::error_code first_error;
     int sent = 0;
-    for (; sent < 1000 && !first_error; ++sent) first_error = co_await s->send(blob(sent + 1, 64u << 10));
+    for (; sent < 1000 && !first_error; ++sent)
+      first_error = co_await s->send(blob(sent + 1, 64u << 10));
     const auto waited = std::chrono::steady_clock::now() - started;
     CHECK(first_error == qc::errc::write_timeout);
     CHECK(waited < 5s);
@@ -235,7 +240,8 @@ TEST_CASE("a stalled write that keeps its frame reports the timeout and resumes 
     auto r = make_stream(std::move(b));
     for (int i = 1; i <= sent; ++i) {
       auto got = co_await r->receive();
-      INFO("frame " << i << " of " << sent << ": " << (got ? std::string("ok") : got.error().describe()));
+      INFO("frame " << i << " of " << sent << ": "
+                    << (got ? std::string("ok") : got.error().describe()));
       REQUIRE(got);
       CHECK(got->request_id() == static_cast<std::uint64_t>(i));
     }
@@ -279,9 +285,12 @@ TEST_CASE("closing fails every queued send at once", "[common]") {
     REQUIRE_FALSE(s->post(blob(1, 8u << 20)));  // stalls: nobody reads
     int failed = 0;
     for (int i = 0; i < 20; ++i) {
-      asio::co_spawn(io, [&, i]() -> awaitable<void> {
-        if (co_await s->send(ping(10 + i)) == qc::errc::closed) ++failed;
-      }, asio::detached);
+      asio::co_spawn(
+          io,
+          [&, i]() -> awaitable<void> {
+            if (co_await s->send(ping(10 + i)) == qc::errc::closed) ++failed;
+          },
+          asio::detached);
     }
     co_await qxa::test::sleep_for(20ms);
     const auto t0 = std::chrono::steady_clock::now();
@@ -375,9 +384,12 @@ TEST_CASE("the write queue is bounded and flush waits for it to drain", "[common
     auto r8 = co_await s->flush(100ms);
     CHECK_FALSE(r8);  // nobody reads yet
     auto r = make_stream(std::move(b));
-    asio::co_spawn(io, [r, n = posted - 1]() -> awaitable<void> {
-      for (int i = 0; i < n; ++i) (void)co_await r->receive();
-    }, asio::detached);
+    asio::co_spawn(
+        io,
+        [r, n = posted - 1]() -> awaitable<void> {
+          for (int i = 0; i < n; ++i) (void)co_await r->receive();
+        },
+        asio::detached);
     auto r9 = co_await s->flush(10s);
     CHECK(r9);
     CHECK(s->queued_bytes() == 0);

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-#include <catch2/catch.hpp>
-
 #include "qxa/guest/config.hpp"
+
+#include <catch2/catch.hpp>
 
 namespace qg = qxa::guest;
 using namespace std::chrono_literals;
@@ -35,7 +35,8 @@ request_timeout = "1m"
 
 [port_tuning]
 host_poll_interval = "50ms"
-)", "agent.toml", c);
+)",
+                                          "agent.toml", c);
   REQUIRE_FALSE(err.has_value());
   CHECK(c.agent.port.type == qg::port_spec::kind::unix_listen);
   CHECK(c.agent.port.path == "/run/agent.sock");
@@ -76,7 +77,8 @@ TEST_CASE("a value of the wrong type is refused with the key, the line and the t
   CHECK(error_of("\n[limits]\nmax_inflight_requests = \"many\"\n") ==
         "agent.toml:3: 'limits.max_inflight_requests' must be an integer, not a string");
   CHECK(error_of("[telemetry]\ninterval = 5\n") ==
-        "agent.toml:2: 'telemetry.interval' must be a duration string such as \"5s\", not an integer");
+        "agent.toml:2: 'telemetry.interval' must be a duration string such as \"5s\", not an "
+        "integer");
   CHECK(error_of("port = 7\n") == "agent.toml:1: 'port' must be a string, not an integer");
   CHECK_THAT(error_of("[limits]\nmax_inflight_requests = 0\n"),
              Catch::Contains("must be between 1 and 65536, not 0"));

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: MIT
 
-#include <catch2/catch.hpp>
+#include "qxa/guest/policy.hpp"
 
+#include <catch2/catch.hpp>
 #include <filesystem>
 
 #include "qxa/guest/config.hpp"
-#include "qxa/guest/policy.hpp"
 #include "support/temp_dir.hpp"
 
 namespace qg = qxa::guest;
@@ -67,8 +67,9 @@ TEST_CASE("paths may not escape their roots through .. or a symlink", "[guest]")
   p.read_roots = {d / "share"};
   p.write_roots = {d / "share"};
   CHECK_FALSE(p.check_path(d / "share/ok.txt", path_access::read));
-  CHECK_FALSE(p.check_path(d / "share/sub/new.txt", path_access::write));        // does not exist yet
-  CHECK_FALSE(p.check_path(d / "share/sub/deeper/new.txt", path_access::write)); // parents to create
+  CHECK_FALSE(p.check_path(d / "share/sub/new.txt", path_access::write));  // does not exist yet
+  CHECK_FALSE(
+      p.check_path(d / "share/sub/deeper/new.txt", path_access::write));  // parents to create
   auto dots = p.check_path(d / "share/../secret/key", path_access::read);
   REQUIRE(dots);
   CHECK(dots->rule == "policy.read_roots");
@@ -77,7 +78,8 @@ TEST_CASE("paths may not escape their roots through .. or a symlink", "[guest]")
   REQUIRE(link);
   CHECK(link->rule == "policy.read_roots");
   CHECK(p.check_path(d / "share/link/new", path_access::write)->rule == "policy.write_roots");
-  CHECK(p.check_path(d / "share/sub/../../secret/new", path_access::write)->rule == "policy.write_roots");
+  CHECK(p.check_path(d / "share/sub/../../secret/new", path_access::write)->rule ==
+        "policy.write_roots");
   CHECK(p.check_path("relative/path", path_access::read));
   // A sibling that shares the root's name as a prefix is not inside it.
   std::filesystem::create_directories(d / "share2");
@@ -86,11 +88,13 @@ TEST_CASE("paths may not escape their roots through .. or a symlink", "[guest]")
 
 TEST_CASE("the [policy] table is read strictly", "[guest]") {
   qg::agent_config c;
-  REQUIRE_FALSE(qg::apply_agent_config(
-      "[policy]\nallow = [\"info\", \"exec\"]\nblock = [\"exec\"]\nexec = false\n"
-      "exec_allow = [\"/bin/true\"]\nread_roots = [\"/srv\"]\nwrite_roots = [\"/srv/in\"]\n"
-      "max_output_bytes = 1048576\n",
-      "agent.toml", c).has_value());
+  REQUIRE_FALSE(
+      qg::apply_agent_config(
+          "[policy]\nallow = [\"info\", \"exec\"]\nblock = [\"exec\"]\nexec = false\n"
+          "exec_allow = [\"/bin/true\"]\nread_roots = [\"/srv\"]\nwrite_roots = [\"/srv/in\"]\n"
+          "max_output_bytes = 1048576\n",
+          "agent.toml", c)
+          .has_value());
   CHECK(c.agent.policy.allow == std::vector<std::string>{"info", "exec"});
   CHECK_FALSE(c.agent.policy.exec);
   CHECK(c.agent.policy.write_roots == std::vector<std::string>{"/srv/in"});
@@ -101,7 +105,8 @@ TEST_CASE("the [policy] table is read strictly", "[guest]") {
   CHECK(err->message == "agent.toml:2: 'policy.block' names an unknown operation 'teleport'");
   err = qg::apply_agent_config("[policy]\nread_roots = [\"srv\"]\n", "agent.toml", bad);
   REQUIRE(err);
-  CHECK_THAT(err->message, Catch::Contains("'policy.read_roots' holds 'srv', which is not an absolute path"));
+  CHECK_THAT(err->message,
+             Catch::Contains("'policy.read_roots' holds 'srv', which is not an absolute path"));
   err = qg::apply_agent_config("[policy]\nexec = \"no\"\n", "agent.toml", bad);
   REQUIRE(err);
   CHECK_THAT(err->message, Catch::Contains("'policy.exec' must be true or false, not a string"));

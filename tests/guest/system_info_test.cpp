@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
-#include <catch2/catch.hpp>
+#include "qxa/guest/system_info.hpp"
 
-#include <algorithm>
-#include <chrono>
 #include <fmt/format.h>
 
-#include "qxa/guest/system_info.hpp"
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <chrono>
+
 #include "support/temp_dir.hpp"
 
 namespace qg = qxa::guest;
@@ -85,7 +86,8 @@ TEST_CASE("meminfo gives memory and swap in bytes", "[guest]") {
 
   SECTION("an old kernel without MemAvailable gets an estimate") {
     pb::Memory m2;
-    REQUIRE(qg::parse_meminfo("MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 50 kB\nCached: 200 kB\n", m2, s));
+    REQUIRE(qg::parse_meminfo(
+        "MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 50 kB\nCached: 200 kB\n", m2, s));
     CHECK(m2.available_bytes() == 350 * 1024);
   }
   SECTION("no MemTotal is a failure") { CHECK_FALSE(qg::parse_meminfo("MemFree: 1 kB\n", m, s)); }
@@ -131,7 +133,7 @@ TEST_CASE("disks are real filesystems only, one per device, bind mounts collapse
       "29 1 254:1 /var/lib/docker /var/lib/docker rw - ext4 /dev/vda1 rw\n"  // bind of a subtree
       "30 1 0:25 / /var/lib/docker/overlay2/x/merged rw - overlay overlay rw\n"
       "31 1 0:26 / /mnt/nfs rw - nfs4 server:/export rw\n"
-      "32 1 254:3 /sub /mnt/sub ro - ext4 /dev/vdc ro\n"  // only a subtree of vdc is mounted
+      "32 1 254:3 /sub /mnt/sub ro - ext4 /dev/vdc ro\n"       // only a subtree of vdc is mounted
       "33 1 254:3 / /mnt/vdc ro,noatime - ext4 /dev/vdc ro\n"  // then the whole of it
       "malformed line without separator\n";
   const auto disks = qg::select_disks(qg::parse_mountinfo(mountinfo));
@@ -144,8 +146,7 @@ TEST_CASE("disks are real filesystems only, one per device, bind mounts collapse
   CHECK(disks[2].read_only);
 }
 
-TEST_CASE("the sampler reads interfaces with no address, IPv6 only and many addresses",
-          "[guest]") {
+TEST_CASE("the sampler reads interfaces with no address, IPv6 only and many addresses", "[guest]") {
   temp_dir d;
   write_proc(d, "25 1 254:1 / / rw - ext4 /dev/vda1 rw\n");
   write_interface(d, "lo", "0x9", "00:00:00:00:00:00", "unknown", 65536);
@@ -157,8 +158,10 @@ TEST_CASE("the sampler reads interfaces with no address, IPv6 only and many addr
       addr("eth1", pb::IpAddress::FAMILY_IPV6, "fd00::2", 64),
       addr("eth1", pb::IpAddress::FAMILY_IPV6, "fe80::5054:ff:fe00:2", 64),
   };
-  for (int i = 1; i <= 5; ++i) addrs.push_back(addr("eth2", pb::IpAddress::FAMILY_IPV4, fmt::format("10.0.{}.1", i), 24));
-  for (int i = 1; i <= 5; ++i) addrs.push_back(addr("eth2", pb::IpAddress::FAMILY_IPV6, fmt::format("fd00:{}::1", i), 48));
+  for (int i = 1; i <= 5; ++i)
+    addrs.push_back(addr("eth2", pb::IpAddress::FAMILY_IPV4, fmt::format("10.0.{}.1", i), 24));
+  for (int i = 1; i <= 5; ++i)
+    addrs.push_back(addr("eth2", pb::IpAddress::FAMILY_IPV6, fmt::format("fd00:{}::1", i), 48));
 
   qg::telemetry_sampler sampler(fixture_sources(d, addrs));
   const auto t = sampler.sample();
@@ -202,15 +205,15 @@ TEST_CASE("the sampler's CPU percent is the delta since its previous sample", "[
   CHECK(sampler.sample().cpu_percent() == Approx(0.0));
 }
 
-TEST_CASE("3000 interfaces and 500 mounts are sampled in time linear in their number",
-          "[guest]") {
+TEST_CASE("3000 interfaces and 500 mounts are sampled in time linear in their number", "[guest]") {
   // Builds a fixture of n interfaces (each with addresses) and n/6 mounts, returns the best of
   // three sampling times.
   auto measure = [](int interfaces, int mounts) {
     temp_dir d;
     std::string mountinfo;
     for (int i = 0; i < mounts; ++i) {
-      mountinfo += fmt::format("{} 1 8:{} / /mnt/disk{} rw - ext4 /dev/sd{} rw\n", 100 + i, i, i, i);
+      mountinfo +=
+          fmt::format("{} 1 8:{} / /mnt/disk{} rw - ext4 /dev/sd{} rw\n", 100 + i, i, i, i);
       // and a bind mount of each, which must collapse
       mountinfo += fmt::format("{} 1 8:{} /x /bind/{} rw - ext4 /dev/sd{} rw\n", 5000 + i, i, i, i);
     }
@@ -237,8 +240,10 @@ TEST_CASE("3000 interfaces and 500 mounts are sampled in time linear in their nu
   };
   const double small = measure(750, 125);
   const double large = measure(3000, 500);
-  WARN(fmt::format("sampling 750 interfaces + 125 mounts: {:.1f} ms; 3000 + 500: {:.1f} ms "
-                   "(ratio {:.2f} for 4x the input)", small * 1e3, large * 1e3, large / small));
+  WARN(
+      fmt::format("sampling 750 interfaces + 125 mounts: {:.1f} ms; 3000 + 500: {:.1f} ms "
+                  "(ratio {:.2f} for 4x the input)",
+                  small * 1e3, large * 1e3, large / small));
   // Linear gives about 4; quadratic would give 16. The margin absorbs machine noise.
   CHECK(large / small < 9.0);
 }
@@ -247,7 +252,8 @@ TEST_CASE("one real sample of this machine is complete", "[guest]") {
   qg::telemetry_sampler sampler;
   const auto t0 = std::chrono::steady_clock::now();
   const auto t = sampler.sample();
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   WARN(fmt::format("one real sample took {:.2f} ms ({} interfaces, {} disks, {} processes)", ms,
                    t.interfaces_size(), t.disks_size(), t.process_count()));
   CHECK(t.memory().total_bytes() > 0);
@@ -261,8 +267,10 @@ TEST_CASE("one real sample of this machine is complete", "[guest]") {
 
 TEST_CASE("os-release values are unquoted", "[guest]") {
   pb::OsInfo os;
-  qg::parse_os_release("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME='Debian GNU/Linux'\n"
-                       "VERSION_ID=\"12\"\nID=debian\n# comment\n", os);
+  qg::parse_os_release(
+      "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME='Debian GNU/Linux'\n"
+      "VERSION_ID=\"12\"\nID=debian\n# comment\n",
+      os);
   CHECK(os.pretty_name() == "Debian GNU/Linux 12 (bookworm)");
   CHECK(os.name() == "Debian GNU/Linux");
   CHECK(os.version() == "12");

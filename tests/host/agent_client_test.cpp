@@ -1,15 +1,15 @@
 // SPDX-License-Identifier: MIT
 // agent_client against an in-process fake guest on a real unix socket.
+#include "qxa/host/agent_client.hpp"
+
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <asio/write.hpp>
 #include <catch2/catch.hpp>
-
 #include <functional>
 
-#include "qxa/host/agent_client.hpp"
 #include "qxa/host/daemon_config.hpp"
 #include "support/run.hpp"
 #include "support/temp_dir.hpp"
@@ -27,9 +27,9 @@ using guest_stream = qc::message_stream<unix_socket>;
 namespace {
 
 enum class behaviour {
-  answer,          // answers pings
-  hold,            // reads requests, answers nothing
-  stop_reading,    // handshakes, then never reads again
+  answer,        // answers pings
+  hold,          // reads requests, answers nothing
+  stop_reading,  // handshakes, then never reads again
 };
 
 /// Listens on `path`, handshakes with each client and then behaves as told. Exposes the
@@ -42,7 +42,8 @@ struct fake_guest {
 
   awaitable<void> serve() {
     for (;;) {
-      auto [ec, socket] = co_await acceptor.async_accept(asio::experimental::as_tuple(asio::use_awaitable));
+      auto [ec, socket] =
+          co_await acceptor.async_accept(asio::experimental::as_tuple(asio::use_awaitable));
       if (ec) co_return;
       auto s = guest_stream::create(std::move(socket));
       s->start();
@@ -107,11 +108,17 @@ TEST_CASE("100 requests in flight when the guest closes all fail with connection
     int lost = 0, other = 0;
     std::chrono::steady_clock::time_point last_done;
     for (int i = 0; i < 100; ++i) {
-      asio::co_spawn(io, [&, client]() -> awaitable<void> {
-        auto r = co_await client->request(ping());
-        if (!r && r.code() == qc::errc::connection_lost) ++lost; else ++other;
-        last_done = std::chrono::steady_clock::now();
-      }, asio::detached);
+      asio::co_spawn(
+          io,
+          [&, client]() -> awaitable<void> {
+            auto r = co_await client->request(ping());
+            if (!r && r.code() == qc::errc::connection_lost)
+              ++lost;
+            else
+              ++other;
+            last_done = std::chrono::steady_clock::now();
+          },
+          asio::detached);
     }
     while (guest.requests_seen < 100) co_await asio::post(asio::use_awaitable);
     CHECK(client->pending() == 100);
@@ -191,13 +198,16 @@ TEST_CASE("a guest that stops reading trips the write deadline and the connectio
     int failed = 0;
     std::error_code seen;
     for (int i = 0; i < 40; ++i) {
-      asio::co_spawn(io, [&, client]() -> awaitable<void> {
-        pb::Envelope big;
-        big.mutable_error()->set_message(std::string(256u << 10, 'x'));
-        auto r = co_await client->request(std::move(big));
-        seen = r.code();
-        ++failed;
-      }, asio::detached);
+      asio::co_spawn(
+          io,
+          [&, client]() -> awaitable<void> {
+            pb::Envelope big;
+            big.mutable_error()->set_message(std::string(256u << 10, 'x'));
+            auto r = co_await client->request(std::move(big));
+            seen = r.code();
+            ++failed;
+          },
+          asio::detached);
     }
     const auto t0 = std::chrono::steady_clock::now();
     co_await client->wait_closed();
@@ -270,16 +280,20 @@ TEST_CASE("a slow event consumer loses old telemetry, never the connection", "[h
 
 TEST_CASE("a daemon config is as strict as the agent's", "[host]") {
   qh::daemon_config c;
-  CHECK_FALSE(qh::apply_daemon_config(
-      "socket_dir = \"/tmp/vms\"\n[heartbeat]\ninterval = \"1s\"\ntimeout = \"500ms\"\n",
-      "qx-agentd.toml", c).has_value());
+  CHECK_FALSE(
+      qh::apply_daemon_config(
+          "socket_dir = \"/tmp/vms\"\n[heartbeat]\ninterval = \"1s\"\ntimeout = \"500ms\"\n",
+          "qx-agentd.toml", c)
+          .has_value());
   CHECK(c.manager.socket_dir == "/tmp/vms");
   CHECK(c.manager.heartbeat_interval == 1s);
   CHECK(c.manager.heartbeat_timeout == 500ms);
   auto err = qh::apply_daemon_config("[heartbeat]\nintervall = \"1s\"\n", "qx-agentd.toml", c);
   REQUIRE(err);
   CHECK(err->message == "qx-agentd.toml:2: unknown key 'heartbeat.intervall'");
-  err = qh::apply_daemon_config("[reconnect]\ninitial = \"5s\"\nmax = \"1s\"\n", "qx-agentd.toml", c);
+  err =
+      qh::apply_daemon_config("[reconnect]\ninitial = \"5s\"\nmax = \"1s\"\n", "qx-agentd.toml", c);
   REQUIRE(err);
-  CHECK_THAT(err->message, Catch::Contains("'reconnect.max' must not be less than reconnect.initial"));
+  CHECK_THAT(err->message,
+             Catch::Contains("'reconnect.max' must not be less than reconnect.initial"));
 }

@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: MIT
 // Process-level tests of the real quantix-kvm-agent binary.
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/ioctl.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <asio/posix/stream_descriptor.hpp>
 #include <catch2/catch.hpp>
-#include <fmt/format.h>
 
 #include "support/fake_host.hpp"
 #include "support/process.hpp"
@@ -76,8 +76,10 @@ struct pty_pair {
 
 }  // namespace
 
-TEST_CASE("a host that handshakes and stops reading makes the agent exit 75 after exactly 50 "
-          "failed telemetry writes", "[integration][guest]") {
+TEST_CASE(
+    "a host that handshakes and stops reading makes the agent exit 75 after exactly 50 "
+    "failed telemetry writes",
+    "[integration][guest]") {
   temp_dir dir;
   const auto sock = dir / "agent.sock";
   child_process agent(agent_args("unix-listen:" + sock,
@@ -278,8 +280,8 @@ TEST_CASE("a port another process holds (EBUSY) is retried until it is free",
   std::vector<std::string> args = {agent_path, "--config", "/dev/null", "--port", pty.slave_path};
   if (::geteuid() == 0) {
     REQUIRE(::chown(pty.slave_path.c_str(), 65534, 65534) == 0);
-    args.insert(args.begin(), {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534",
-                               "--clear-groups", "--"});
+    args.insert(args.begin(),
+                {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"});
   }
   child_process agent(args);
   REQUIRE(agent.wait_for_log("busy (another process has it open); retrying", 10s));
@@ -296,7 +298,8 @@ TEST_CASE("a port another process holds (EBUSY) is retried until it is free",
   CHECK(agent.running());
 }
 
-TEST_CASE("SIGTERM and SIGINT end the agent with status 0 within a second", "[integration][guest]") {
+TEST_CASE("SIGTERM and SIGINT end the agent with status 0 within a second",
+          "[integration][guest]") {
   temp_dir dir;
   const auto sock = dir / "agent.sock";
   for (int signo : {SIGTERM, SIGINT}) {
@@ -331,7 +334,8 @@ TEST_CASE("bad command lines and config files stop the agent with status 2 and a
   auto [s1, log1] = run({agent_path, "--telemetry-interval", "5 parsecs"});
   CHECK(s1 == 2);
   CHECK_THAT(log1, Catch::Contains("--telemetry-interval: invalid duration '5 parsecs'"));
-  const auto bad = dir.write("agent.toml", "[telemetry]\ninterval = \"5s\"\nwrite_timout = \"1s\"\n");
+  const auto bad =
+      dir.write("agent.toml", "[telemetry]\ninterval = \"5s\"\nwrite_timout = \"1s\"\n");
   auto [s2, log2] = run({agent_path, "--config", bad});
   CHECK(s2 == 2);
   CHECK_THAT(log2, Catch::Contains(bad + ":3: unknown key 'telemetry.write_timout'"));
@@ -378,7 +382,8 @@ TEST_CASE("the agent's idle memory with a host attached stays small", "[integrat
     CHECK(reply.info().agent_rss_bytes() > 0);
   });
   const std::size_t rss = qxa::test::process_rss_bytes(agent.pid());
-  WARN(fmt::format("agent idle RSS with a host attached: {:.2f} MiB", static_cast<double>(rss) / (1 << 20)));
+  WARN(fmt::format("agent idle RSS with a host attached: {:.2f} MiB",
+                   static_cast<double>(rss) / (1 << 20)));
   CHECK(rss > 0);
   CHECK(rss <= 4u << 20);  // the goal: at most 4 MB
 }

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Process-level tests of qx-agentd and qx-agent with real agents and hostile fake guests.
+#include <fmt/format.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -13,11 +14,9 @@
 #include <asio/steady_timer.hpp>
 #include <asio/write.hpp>
 #include <catch2/catch.hpp>
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
-
 #include <cmath>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
 
@@ -57,9 +56,9 @@ std::unique_ptr<child_process> start_daemon(const temp_dir& dir, const temp_dir&
   const auto config = run.write("qx-agentd.toml",
                                 "[heartbeat]\ninterval = \"250ms\"\ntimeout = \"400ms\"\n"
                                 "[reconnect]\ninitial = \"50ms\"\nmax = \"500ms\"\n");
-  auto d = std::make_unique<child_process>(std::vector<std::string>{
-      daemon_bin, "--config", config, "--socket-dir", dir.path(), "--control-socket",
-      run / "ctl.sock"});
+  auto d = std::make_unique<child_process>(
+      std::vector<std::string>{daemon_bin, "--config", config, "--socket-dir", dir.path(),
+                               "--control-socket", run / "ctl.sock"});
   REQUIRE(d->wait_for_log("ready: vm sockets in", 10s));
   return d;
 }
@@ -190,8 +189,8 @@ TEST_CASE("qx-agent says clearly when the daemon or agent is not there, and chec
   auto no_agent = run_cli({"--connect", run / "missing.agent.sock", "ping", "-"});
   CHECK(no_agent.status == 69);
   CHECK_THAT(no_agent.err, Catch::Contains("cannot reach the agent"));
-  CHECK(run_cli({"ping"}).status == 2);              // missing VM
-  CHECK(run_cli({"frobnicate"}).status == 2);        // unknown verb
+  CHECK(run_cli({"ping"}).status == 2);        // missing VM
+  CHECK(run_cli({"frobnicate"}).status == 2);  // unknown verb
   CHECK(run_cli({"ping", "vm", "--timeout", "soon"}).status == 2);
   auto help = run_cli({"telemetry", "--help"});
   CHECK(help.status == 0);
@@ -210,7 +209,8 @@ TEST_CASE("qx-agentd refuses unusable directories and configs with a clear error
   child_process bad_config({daemon_bin, "--config", bad});
   CHECK(bad_config.wait_exit(10s) == 2);
   bad_config.drain();
-  CHECK_THAT(bad_config.log(), Catch::Contains("d.toml:2: 'heartbeat.interval' is not a valid duration"));
+  CHECK_THAT(bad_config.log(),
+             Catch::Contains("d.toml:2: 'heartbeat.interval' is not a valid duration"));
   child_process no_run_dir({daemon_bin, "--config", "/dev/null", "--socket-dir", run.path(),
                             "--control-socket", run / "missing/dir/ctl.sock"});
   CHECK(no_run_dir.wait_exit(10s) == 1);
@@ -244,13 +244,17 @@ struct hostile_guests {
     acceptors.push_back(std::make_unique<asio::local::stream_protocol::acceptor>(
         io, asio::local::stream_protocol::endpoint(path)));
     auto* a = acceptors.back().get();
-    asio::co_spawn(io, [a, b]() -> awaitable<void> {
-      for (;;) {
-        auto [ec, s] = co_await a->async_accept(asio::experimental::as_tuple(asio::use_awaitable));
-        if (ec) co_return;
-        asio::co_spawn(a->get_executor(), b(std::move(s)), asio::detached);
-      }
-    }, asio::detached);
+    asio::co_spawn(
+        io,
+        [a, b]() -> awaitable<void> {
+          for (;;) {
+            auto [ec, s] =
+                co_await a->async_accept(asio::experimental::as_tuple(asio::use_awaitable));
+            if (ec) co_return;
+            asio::co_spawn(a->get_executor(), b(std::move(s)), asio::detached);
+          }
+        },
+        asio::detached);
   }
 
   // Random bytes, as fast as the daemon takes them.
@@ -275,7 +279,9 @@ struct hostile_guests {
     auto [ec, n] = co_await asio::async_write(s, asio::buffer(header),
                                               asio::experimental::as_tuple(asio::use_awaitable));
     std::vector<std::uint8_t> sink(4096);
-    while (!ec) std::tie(ec, n) = co_await s.async_read_some(asio::buffer(sink), asio::experimental::as_tuple(asio::use_awaitable));
+    while (!ec)
+      std::tie(ec, n) = co_await s.async_read_some(
+          asio::buffer(sink), asio::experimental::as_tuple(asio::use_awaitable));
   }
 
   // Answers Hello, then sends valid telemetry frames as fast as it can.
@@ -339,9 +345,10 @@ TEST_CASE("hostile guests cannot make qx-agentd grow or stop serving the other V
   const auto peak = peak_rss_bytes(daemon->pid());
   const auto status = status_json(run);
   const auto s = states(status);
-  WARN(fmt::format("under four hostile guests: {}/{} pings to the good VM answered, slowest "
-                   "{:.1f} ms; qx-agentd peak RSS {:.1f} MiB",
-                   ok, pings, worst_ms, static_cast<double>(peak) / (1 << 20)));
+  WARN(
+      fmt::format("under four hostile guests: {}/{} pings to the good VM answered, slowest "
+                  "{:.1f} ms; qx-agentd peak RSS {:.1f} MiB",
+                  ok, pings, worst_ms, static_cast<double>(peak) / (1 << 20)));
   CHECK(ok == pings);
   CHECK(pings >= 5);
   CHECK(peak < (64u << 20));
@@ -371,13 +378,15 @@ struct notify_listener {
   bool wait_for(const std::string& needle, std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) return false;
       pollfd p{fd_, POLLIN, 0};
       if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
       char buf[512];
       const auto n = ::recv(fd_, buf, sizeof buf, 0);
-      if (n > 0 && std::string(buf, static_cast<std::size_t>(n)).find(needle) != std::string::npos) return true;
+      if (n > 0 && std::string(buf, static_cast<std::size_t>(n)).find(needle) != std::string::npos)
+        return true;
     }
   }
 

@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: MIT
 // The systemd units, the agent ISO and its installer.
+#include <fmt/format.h>
 #include <sys/stat.h>
 
 #include <catch2/catch.hpp>
-#include <fmt/format.h>
-
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -54,7 +53,8 @@ TEST_CASE("systemd-analyze verify accepts both units", "[integration][packaging]
   temp_dir dir;
   // verify checks that ExecStart exists: point it at the binaries just built.
   auto r = sh(fmt::format(
-      "sed 's|/usr/sbin/quantix-kvm-agent|{}|' '{}/packaging/systemd/quantix-kvm-agent.service' > '{}' && "
+      "sed 's|/usr/sbin/quantix-kvm-agent|{}|' '{}/packaging/systemd/quantix-kvm-agent.service' > "
+      "'{}' && "
       "sed 's|/usr/sbin/qx-agentd|{}|' '{}/packaging/systemd/qx-agentd.service' > '{}' && "
       "systemd-analyze verify '{}' '{}' 2>&1",
       QXA_AGENT_PATH, source, dir / "quantix-kvm-agent.service", QXA_AGENTD_PATH, source,
@@ -64,14 +64,15 @@ TEST_CASE("systemd-analyze verify accepts both units", "[integration][packaging]
   CHECK(r.out.empty());  // not even a warning
 }
 
-TEST_CASE("the agent ISO holds the installer and checksums that verify", "[integration][packaging]") {
+TEST_CASE("the agent ISO holds the installer and checksums that verify",
+          "[integration][packaging]") {
   REQUIRE(fs::exists(iso));
   auto listing = sh(fmt::format("xorriso -indev '{}' -pvd_info -find / -type f 2>&1", iso));
   REQUIRE(listing.status == 0);
   CHECK_THAT(listing.out, Catch::Contains("Volume Id    : QUANTIX_AGENT_TOOLS"));
-  for (const char* f : {"quantix-kvm-agent", "install.sh", "uninstall.sh", "quantix-kvm-agent.service",
-                        "60-quantix-kvm-agent.rules", "agent.toml", "README.txt", "VERSION",
-                        "SHA256SUMS"}) {
+  for (const char* f :
+       {"quantix-kvm-agent", "install.sh", "uninstall.sh", "quantix-kvm-agent.service",
+        "60-quantix-kvm-agent.rules", "agent.toml", "README.txt", "VERSION", "SHA256SUMS"}) {
     CHECK_THAT(listing.out, Catch::Contains(fmt::format("'/{}'", f)));
   }
   temp_dir dir;
@@ -102,7 +103,9 @@ TEST_CASE("install.sh --root twice, then uninstall.sh --root, leaves only the ke
   CHECK(mode_of(root + "/lib/systemd/system/quantix-kvm-agent.service") == 0644);
   CHECK(mode_of(root + "/lib/udev/rules.d/60-quantix-kvm-agent.rules") == 0644);
   CHECK(mode_of(root + "/etc/quantix-kvm/agent.toml") == 0644);
-  const auto wants = root + "/etc/systemd/system/dev-virtio\\x2dports-org.quantix.agent.0.device.wants/quantix-kvm-agent.service";
+  const auto wants = root +
+                     "/etc/systemd/system/dev-virtio\\x2dports-org.quantix.agent.0.device.wants/"
+                     "quantix-kvm-agent.service";
   CHECK(fs::is_symlink(wants));
   CHECK(fs::read_symlink(wants) == "/lib/systemd/system/quantix-kvm-agent.service");
   const auto after_first = files_under(root);
@@ -114,13 +117,15 @@ TEST_CASE("install.sh --root twice, then uninstall.sh --root, leaves only the ke
   REQUIRE(second.status == 0);
   CHECK_THAT(second.out, Catch::Contains("keeping the existing /etc/quantix-kvm/agent.toml"));
   CHECK(files_under(root) == after_first);
-  auto cmp = sh(fmt::format("cmp '{}/quantix-kvm-agent' '{}/usr/sbin/quantix-kvm-agent'", media, root));
+  auto cmp =
+      sh(fmt::format("cmp '{}/quantix-kvm-agent' '{}/usr/sbin/quantix-kvm-agent'", media, root));
   CHECK(cmp.status == 0);
 
   auto removed = sh(fmt::format("sh '{}/uninstall.sh' --root '{}' 2>&1", media, root));
   INFO(removed.out);
   REQUIRE(removed.status == 0);
-  CHECK(files_under(root) == std::set<std::string>{"/etc/quantix-kvm/agent.toml", "/lib/systemd/systemd"});
+  CHECK(files_under(root) ==
+        std::set<std::string>{"/etc/quantix-kvm/agent.toml", "/lib/systemd/systemd"});
   std::ifstream kept(root + "/etc/quantix-kvm/agent.toml");
   std::string line;
   std::getline(kept, line);
@@ -171,13 +176,14 @@ TEST_CASE("both Debian packages build with their dependencies, conffiles and fil
   auto hi = sh("dpkg-deb -I '" + host + "'");
   REQUIRE(hi.status == 0);
   CHECK_THAT(hi.out, Catch::Contains("Package: qx-agentd"));
-  CHECK_THAT(hi.out, Catch::Contains("Depends: systemd, ") && Catch::Contains("libprotobuf-lite32"));
+  CHECK_THAT(hi.out,
+             Catch::Contains("Depends: systemd, ") && Catch::Contains("libprotobuf-lite32"));
   CHECK_THAT(hi.out, Catch::Contains("conffiles") && Catch::Contains("postinst") &&
                          Catch::Contains("prerm") && Catch::Contains("postrm"));
   auto hc = sh("dpkg-deb -c '" + host + "'");
-  for (const char* f : {"./usr/sbin/qx-agentd", "./usr/bin/qx-agent",
-                        "./usr/lib/systemd/system/qx-agentd.service",
-                        "./etc/quantix-kvm/qx-agentd.toml"}) {
+  for (const char* f :
+       {"./usr/sbin/qx-agentd", "./usr/bin/qx-agent", "./usr/lib/systemd/system/qx-agentd.service",
+        "./etc/quantix-kvm/qx-agentd.toml"}) {
     CHECK_THAT(hc.out, Catch::Contains(f));
   }
   CHECK(sh("dpkg-deb -f '" + host + "' Version").out == "0.1.0\n");
@@ -190,10 +196,9 @@ TEST_CASE("both Debian packages build with their dependencies, conffiles and fil
   CHECK_THAT(gi.out, !Catch::Contains("Depends:"));  // static: depends on nothing
   CHECK_THAT(gi.out, Catch::Contains("Recommends: systemd, udev"));
   auto gc = sh("dpkg-deb -c '" + guest + "'");
-  for (const char* f : {"./usr/sbin/quantix-kvm-agent",
-                        "./usr/lib/systemd/system/quantix-kvm-agent.service",
-                        "./usr/lib/udev/rules.d/60-quantix-kvm-agent.rules",
-                        "./etc/quantix-kvm/agent.toml"}) {
+  for (const char* f :
+       {"./usr/sbin/quantix-kvm-agent", "./usr/lib/systemd/system/quantix-kvm-agent.service",
+        "./usr/lib/udev/rules.d/60-quantix-kvm-agent.rules", "./etc/quantix-kvm/agent.toml"}) {
     CHECK_THAT(gc.out, Catch::Contains(f));
   }
   CHECK_THAT(gc.out, !Catch::Contains("qx-agentd"));
@@ -211,7 +216,8 @@ TEST_CASE("installing the host package and purging it leaves the machine as it w
   const auto host = only_file(dir.path(), "qx-agentd_");
   const std::string snapshot =
       "find /etc /usr/sbin /usr/bin /usr/lib/systemd /lib/systemd /var/lib/systemd "
-      "-xdev 2>/dev/null | LC_ALL=C sort; dpkg-query -W -f='${Package} ${Status}\\n' | LC_ALL=C sort";
+      "-xdev 2>/dev/null | LC_ALL=C sort; dpkg-query -W -f='${Package} ${Status}\\n' | LC_ALL=C "
+      "sort";
   const auto before = sh(snapshot).out;
   auto install = sh("dpkg -i '" + host + "' 2>&1");
   INFO(install.out);

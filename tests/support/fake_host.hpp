@@ -6,11 +6,10 @@
 
 #include <asio/connect.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
-#include <asio/experimental/awaitable_operators.hpp>
-
 #include <chrono>
 #include <memory>
 #include <random>
@@ -127,14 +126,16 @@ class fake_host {
       }
       if (reply.reply_to() != e.request_id()) continue;
       if (!reply.has_hello_ack()) {
-        throw std::runtime_error(std::string("expected hello_ack, got ") + common::body_name(reply));
+        throw std::runtime_error(std::string("expected hello_ack, got ") +
+                                 common::body_name(reply));
       }
       co_return reply.hello_ack();
     }
   }
 
   /// Sends a request stamped with `session` (default: the current one); returns its id.
-  asio::awaitable<std::uint64_t> request(pb::Envelope e, std::optional<std::uint64_t> session = {}) {
+  asio::awaitable<std::uint64_t> request(pb::Envelope e,
+                                         std::optional<std::uint64_t> session = {}) {
     e.set_request_id(++last_id_);
     e.set_session_id(session.value_or(session_));
     co_await send(e);

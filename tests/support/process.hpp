@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <csignal>
 #include <condition_variable>
+#include <csignal>
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -111,7 +111,8 @@ class child_process {
   }
 
   /// Waits until standard output holds `needle` at least `times` times.
-  bool wait_for_output_count(const std::string& needle, clock::duration timeout, std::size_t times) {
+  bool wait_for_output_count(const std::string& needle, clock::duration timeout,
+                             std::size_t times) {
     std::unique_lock lock(m_);
     return cv_.wait_for(lock, timeout, [&] { return count_locked(out_, needle) >= times; });
   }
@@ -137,22 +138,22 @@ class child_process {
         status_ = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
         return status_;
       }
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
       if (left.count() <= 0) return std::nullopt;
       pollfd p{pidfd_, POLLIN, 0};
       ::poll(&p, 1, static_cast<int>(left.count()));  // readable when the process exits
     }
   }
 
-  [[nodiscard]] bool running() {
-    return !wait_exit(std::chrono::milliseconds(0)).has_value();
-  }
+  [[nodiscard]] bool running() { return !wait_exit(std::chrono::milliseconds(0)).has_value(); }
 
   /// Waits until standard error holds `needle` at least `times` times.
   bool wait_for_log(const std::string& needle, clock::duration timeout, std::size_t times = 1) {
     std::unique_lock lock(m_);
-    return cv_.wait_for(lock, timeout, [&] { return count_locked(err_, needle) >= times || err_eof_; }) &&
-           count_locked(err_, needle) >= times;
+    return cv_.wait_for(lock, timeout, [&] {
+      return count_locked(err_, needle) >= times || err_eof_;
+    }) && count_locked(err_, needle) >= times;
   }
 
   /// Waits until standard output holds `needle`.
@@ -224,9 +225,10 @@ struct command_result {
 };
 
 /// Runs a command to its end (at most `timeout`) and collects its output.
-inline command_result run_command(std::vector<std::string> args,
-                                  std::chrono::steady_clock::duration timeout = std::chrono::seconds(60),
-                                  std::vector<std::string> env = {}) {
+inline command_result run_command(
+    std::vector<std::string> args,
+    std::chrono::steady_clock::duration timeout = std::chrono::seconds(60),
+    std::vector<std::string> env = {}) {
   const auto t0 = std::chrono::steady_clock::now();
   child_process p(std::move(args), std::move(env), true);
   command_result r;

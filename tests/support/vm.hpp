@@ -61,15 +61,14 @@ class test_vm {
   static std::vector<std::string> args(const vm_options& o) {
     const std::string dir = image_dir();
     std::string append = "console=ttyS0 quiet panic=-1 qxa.ip=" + o.ip + " " + o.kernel_args;
-    std::vector<std::string> a = {QXA_QEMU_PATH, "-machine", "q35", "-accel", "tcg", "-m", std::to_string(o.memory_mb),
-            "-nographic", "-no-reboot", "-nic", "none", "-kernel", dir + "/kernel", "-initrd",
-            dir + "/initrd.cpio.gz", "-append", append,
-            "-device", "virtio-serial-pci",
-            "-chardev", "socket,id=agent0,path=" + o.socket_path + ",server=on,wait=off",
-            "-device", "virtserialport,chardev=agent0,name=org.quantix.agent.0",
-            // A NIC wired to an empty hub: the guest has an interface, and no traffic leaves.
-            "-netdev", "hubport,id=n0,hubid=0",
-            "-device", "virtio-net-pci,netdev=n0,mac=" + o.mac};
+    std::vector<std::string> a = {
+        QXA_QEMU_PATH, "-machine", "q35", "-accel", "tcg", "-m", std::to_string(o.memory_mb),
+        "-nographic", "-no-reboot", "-nic", "none", "-kernel", dir + "/kernel", "-initrd",
+        dir + "/initrd.cpio.gz", "-append", append, "-device", "virtio-serial-pci", "-chardev",
+        "socket,id=agent0,path=" + o.socket_path + ",server=on,wait=off", "-device",
+        "virtserialport,chardev=agent0,name=org.quantix.agent.0",
+        // A NIC wired to an empty hub: the guest has an interface, and no traffic leaves.
+        "-netdev", "hubport,id=n0,hubid=0", "-device", "virtio-net-pci,netdev=n0,mac=" + o.mac};
     if (!o.cdrom.empty()) {
       a.insert(a.end(), {"-drive", "file=" + o.cdrom + ",media=cdrom,readonly=on,if=ide"});
     }

@@ -2,12 +2,14 @@
 // End-to-end tests on the real channel: the test guest boots Debian's kernel under QEMU (TCG),
 // the static agent runs in it under a supervisor loop, and the real qx-agentd / qx-agent talk
 // to it through QEMU's virtio-serial chardev socket.
+#include "support/vm.hpp"
+
+#include <fmt/format.h>
+
 #include <asio/io_context.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <catch2/catch.hpp>
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
-
 #include <regex>
 #include <set>
 #include <sstream>
@@ -15,7 +17,6 @@
 #include "support/fake_host.hpp"
 #include "support/process.hpp"
 #include "support/temp_dir.hpp"
-#include "support/vm.hpp"
 
 using namespace std::chrono_literals;
 using qxa::test::child_process;
@@ -44,9 +45,9 @@ std::unique_ptr<child_process> start_daemon(const temp_dir& vms, const temp_dir&
   const auto config = run.write("qx-agentd.toml",
                                 "[heartbeat]\ninterval = \"300ms\"\ntimeout = \"1s\"\n"
                                 "[reconnect]\ninitial = \"50ms\"\nmax = \"500ms\"\n");
-  auto d = std::make_unique<child_process>(std::vector<std::string>{
-      daemon_bin, "--config", config, "--socket-dir", vms.path(), "--control-socket",
-      run / "ctl.sock"});
+  auto d = std::make_unique<child_process>(
+      std::vector<std::string>{daemon_bin, "--config", config, "--socket-dir", vms.path(),
+                               "--control-socket", run / "ctl.sock"});
   REQUIRE(d->wait_for_log("ready: vm sockets in", 10s));
   return d;
 }
@@ -63,7 +64,8 @@ json vm_status(const temp_dir& run, const std::string& vm) {
 
 TEST_CASE("on the real channel: handshake, ping, telemetry of the VM and info", "[vm]") {
   temp_dir vms, run;
-  test_vm vm({.memory_mb = 1024, .socket_path = vms / "guest1.agent.sock",
+  test_vm vm({.memory_mb = 1024,
+              .socket_path = vms / "guest1.agent.sock",
               .kernel_args = "qxa.interval=1s"});
   REQUIRE(vm.wait_booted());
   auto daemon = start_daemon(vms, run);
@@ -76,7 +78,8 @@ TEST_CASE("on the real channel: handshake, ping, telemetry of the VM and info", 
   REQUIRE(t.status == 0);
   const auto telemetry = json::parse(t.out);
   const double total_mib = telemetry["memory"]["total_bytes"].get<double>() / (1 << 20);
-  WARN(fmt::format("guest memory total {:.1f} MiB of -m 1024 ({:.1f}%)", total_mib, total_mib / 10.24));
+  WARN(fmt::format("guest memory total {:.1f} MiB of -m 1024 ({:.1f}%)", total_mib,
+                   total_mib / 10.24));
   CHECK(total_mib > 1024 * 0.9);
   CHECK(total_mib <= 1024);
   CHECK(telemetry["hostname"] == "qx-test-vm");
@@ -108,7 +111,8 @@ TEST_CASE("an agent killed inside the VM: unresponsive, then ready again with a 
           "[vm]") {
   temp_dir vms, run;
   // The supervisor waits 2 s before restarting, long enough for heartbeats to notice.
-  test_vm vm({.memory_mb = 512, .socket_path = vms / "guest2.agent.sock",
+  test_vm vm({.memory_mb = 512,
+              .socket_path = vms / "guest2.agent.sock",
               .kernel_args = "qxa.interval=1s qxa.restart_delay=2"});
   REQUIRE(vm.wait_booted());
   auto daemon = start_daemon(vms, run);
@@ -134,8 +138,8 @@ TEST_CASE("qx-agentd killed and restarted five times: same agent, no stale reque
           "[vm]") {
   temp_dir vms, run;
   const auto sock = vms / "guest3.agent.sock";
-  test_vm vm({.memory_mb = 512, .socket_path = sock,
-              .kernel_args = "qxa.interval=500ms qxa.log=debug"});
+  test_vm vm(
+      {.memory_mb = 512, .socket_path = sock, .kernel_args = "qxa.interval=500ms qxa.log=debug"});
   REQUIRE(vm.wait_booted());
   vm.command("qxa-agent-pid");
   REQUIRE(vm.console_has(" QXA-END", 10s));
@@ -195,8 +199,7 @@ TEST_CASE("qx-agentd killed and restarted five times: same agent, no stale reque
   CHECK(executed > 0);
 }
 
-TEST_CASE("with no host for 20 s the agent in the VM stays idle and sends nothing stale",
-          "[vm]") {
+TEST_CASE("with no host for 20 s the agent in the VM stays idle and sends nothing stale", "[vm]") {
   temp_dir vms;
   const auto sock = vms / "guest4.agent.sock";
   test_vm vm({.memory_mb = 512, .socket_path = sock, .kernel_args = "qxa.interval=200ms"});
@@ -242,7 +245,8 @@ TEST_CASE("with no host for 20 s the agent in the VM stays idle and sends nothin
 TEST_CASE("a host that connects and never reads: the agent exits 75 and is restarted", "[vm]") {
   temp_dir vms;
   const auto sock = vms / "guest5.agent.sock";
-  test_vm vm({.memory_mb = 512, .socket_path = sock,
+  test_vm vm({.memory_mb = 512,
+              .socket_path = sock,
               .kernel_args = "qxa.interval=20ms qxa.write_timeout=20ms"});
   REQUIRE(vm.wait_booted());
   asio::io_context io;
@@ -269,21 +273,24 @@ TEST_CASE("demo.sh --once boots the VM and prints its kernel and memory", "[vm]"
   CHECK_THAT(demo.log(), !Catch::Contains("local unix-listen agent instead"));
 }
 
-TEST_CASE("the guest installs the agent from the ISO on a CD-ROM and the host reaches it",
-          "[vm]") {
+TEST_CASE("the guest installs the agent from the ISO on a CD-ROM and the host reaches it", "[vm]") {
   temp_dir vms;
   const auto sock = vms / "guest6.agent.sock";
-  test_vm vm({.memory_mb = 512, .socket_path = sock, .kernel_args = "qxa.agent=none",
+  test_vm vm({.memory_mb = 512,
+              .socket_path = sock,
+              .kernel_args = "qxa.agent=none",
               .cdrom = QXA_AGENT_ISO});
   REQUIRE(vm.wait_booted());
-  vm.command("qxa-run mkdir -p /media/cdrom && mount -t iso9660 -o ro /dev/sr0 /media/cdrom && "
-             "sh /media/cdrom/install.sh --no-start");
+  vm.command(
+      "qxa-run mkdir -p /media/cdrom && mount -t iso9660 -o ro /dev/sr0 /media/cdrom && "
+      "sh /media/cdrom/install.sh --no-start");
   REQUIRE(vm.console_has("QXA-RAN status=", 60s));
   INFO(vm.console());
   REQUIRE(vm.console_count("QXA-RAN status=0") == 1);
   CHECK(vm.console_count("install.sh: installing quantix-kvm-agent") == 1);
-  vm.command("qxa-run /usr/sbin/quantix-kvm-agent --config /etc/quantix-kvm/agent.toml & "
-             "ls -l /usr/sbin/quantix-kvm-agent /etc/quantix-kvm/agent.toml");
+  vm.command(
+      "qxa-run /usr/sbin/quantix-kvm-agent --config /etc/quantix-kvm/agent.toml & "
+      "ls -l /usr/sbin/quantix-kvm-agent /etc/quantix-kvm/agent.toml");
   REQUIRE(vm.console_has("agent started on port /dev/virtio-ports/org.quantix.agent.0", 30s));
   auto ping = run_cli({"--connect", sock, "ping", "-", "--timeout", "20s"});
   INFO(ping.err);
@@ -295,7 +302,8 @@ TEST_CASE("the guest installs the agent from the ISO on a CD-ROM and the host re
 
 TEST_CASE("qx-agent time --set puts a guest clock that is far behind right", "[vm]") {
   temp_dir vms, run;
-  test_vm vm({.memory_mb = 512, .socket_path = vms / "guest7.agent.sock",
+  test_vm vm({.memory_mb = 512,
+              .socket_path = vms / "guest7.agent.sock",
               .kernel_args = "qxa.interval=1s"});
   REQUIRE(vm.wait_booted());
   vm.command("qxa-run date -u -s '2001-01-01 00:00:00' >/dev/null");  // a guest that slept long

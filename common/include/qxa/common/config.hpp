@@ -16,7 +16,9 @@
 #include "qxa/common/error.hpp"
 #include "qxa/common/log.hpp"
 
-namespace toml::inline v3 { class table; }
+namespace toml::inline v3 {
+class table;
+}
 
 namespace qxa::common {
 

@@ -6,9 +6,9 @@
 #include <span>
 #include <vector>
 
+#include "quantix/agent/v1/agent.pb.h"
 #include "qxa/common/error.hpp"
 #include "qxa/common/frame.hpp"
-#include "quantix/agent/v1/agent.pb.h"
 
 namespace qxa::common {
 

@@ -27,7 +27,7 @@ enum class errc {
   remote_error,       ///< the peer answered with a structured Error
   invalid_argument,
   cancelled,
-  unavailable,        ///< the agent or daemon cannot be reached
+  unavailable,  ///< the agent or daemon cannot be reached
 };
 
 const std::error_category& qxa_category() noexcept;
@@ -49,7 +49,7 @@ struct error_info {
 template <typename T>
 class [[nodiscard]] result {
  public:
-  result(T value) : v_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit
+  result(T value) : v_(std::in_place_index<0>, std::move(value)) {}   // NOLINT: implicit
   result(error_info e) : v_(std::in_place_index<1>, std::move(e)) {}  // NOLINT: implicit
   result(std::error_code ec, std::string message = {})
       : v_(std::in_place_index<1>, error_info{ec, std::move(message)}) {}

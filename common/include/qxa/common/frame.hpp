@@ -98,10 +98,10 @@ class frame_decoder {
 
   std::size_t max_payload_;
   std::vector<std::uint8_t> buf_;
-  std::size_t pos_ = 0;          // first unconsumed byte
-  std::size_t release_ = 0;      // bytes of the last returned frame, released on the next call
-  std::size_t verified_len_ = 0; // payload length of the validated header at pos_, if any
-  bool header_ok_ = false;       // the header at pos_ has been validated
+  std::size_t pos_ = 0;           // first unconsumed byte
+  std::size_t release_ = 0;       // bytes of the last returned frame, released on the next call
+  std::size_t verified_len_ = 0;  // payload length of the validated header at pos_, if any
+  bool header_ok_ = false;        // the header at pos_ has been validated
   decoder_stats stats_;
 };
 

@@ -13,21 +13,21 @@
 // single-threaded (an io_context run by one thread, or a strand).
 #pragma once
 
+#include <fmt/format.h>
+
 #include <asio/awaitable.hpp>
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/buffer.hpp>
 #include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
+#include <asio/error.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
-#include <asio/error.hpp>
-#include <fmt/format.h>
-
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -176,16 +176,16 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
         co_return envelope;
       }
       if (r.status == decode_status::oversized) {
-        co_return result<Message>{
-            errc::frame_too_large,
-            fmt::format("peer announced a {} byte frame, the limit is {}", r.announced_size,
-                        decoder_.max_payload())};
+        co_return result<Message>{errc::frame_too_large,
+                                  fmt::format("peer announced a {} byte frame, the limit is {}",
+                                              r.announced_size, decoder_.max_payload())};
       }
       if (!open_) co_return result<Message>{close_reason_};
       const auto garbage = decoder_.stats().garbage_bytes - garbage_at_last_frame_;
       if (options_.max_garbage_bytes != 0 && garbage > options_.max_garbage_bytes) {
         co_return result<Message>{
-            errc::bad_frame, fmt::format("{} bytes of garbage since the last valid frame", garbage)};
+            errc::bad_frame,
+            fmt::format("{} bytes of garbage since the last valid frame", garbage)};
       }
 
       read_buf_.resize(options_.read_buffer_size);

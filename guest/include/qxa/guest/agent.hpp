@@ -5,7 +5,6 @@
 
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <memory>

@@ -23,9 +23,9 @@ struct refusal {
 };
 
 struct local_policy {
-  std::vector<std::string> allow;  ///< operations; empty: all
-  std::vector<std::string> block;  ///< operations
-  bool exec = true;                ///< the exec operation at all
+  std::vector<std::string> allow;       ///< operations; empty: all
+  std::vector<std::string> block;       ///< operations
+  bool exec = true;                     ///< the exec operation at all
   std::vector<std::string> exec_allow;  ///< programs (absolute paths); empty: any
   std::vector<std::string> read_roots = {"/"};
   std::vector<std::string> write_roots = {"/"};

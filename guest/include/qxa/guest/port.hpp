@@ -13,7 +13,6 @@
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
 #include <asio/posix/stream_descriptor.hpp>
-
 #include <chrono>
 #include <memory>
 #include <string>

@@ -5,7 +5,6 @@
 #pragma once
 
 #include <asio/awaitable.hpp>
-
 #include <cstdint>
 #include <memory>
 

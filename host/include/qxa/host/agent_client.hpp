@@ -16,7 +16,6 @@
 #include <asio/awaitable.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <asio/steady_timer.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <deque>
@@ -56,7 +55,7 @@ struct client_stats {
   std::uint64_t bad_frames = 0;       ///< damaged, oversized or unparsable frames
   std::uint64_t events_dropped = 0;   ///< telemetry dropped for a slow consumer
   std::uint64_t frames_in = 0;
-  std::uint64_t sessions = 0;         ///< handshakes completed
+  std::uint64_t sessions = 0;  ///< handshakes completed
 };
 
 class agent_client : public std::enable_shared_from_this<agent_client> {

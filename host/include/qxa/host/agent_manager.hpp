@@ -15,15 +15,14 @@
 #include <asio/awaitable.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/steady_timer.hpp>
-
 #include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
 
-#include "qxa/host/agent_client.hpp"
 #include "quantix/agent/v1/control.pb.h"
+#include "qxa/host/agent_client.hpp"
 
 namespace qxa::host {
 
@@ -74,8 +73,8 @@ class agent_manager : public std::enable_shared_from_this<agent_manager> {
 
   /// Forwards a request to a VM's agent. Fails with unavailable (no such VM) or
   /// connection_lost (the VM's agent is not connected and ready), or as agent_client::request.
-  asio::awaitable<common::result<pb::Envelope>> call(const std::string& vm, pb::Envelope request,
-                                                     std::optional<std::chrono::nanoseconds> timeout);
+  asio::awaitable<common::result<pb::Envelope>> call(
+      const std::string& vm, pb::Envelope request, std::optional<std::chrono::nanoseconds> timeout);
 
   /// Subscribes to a VM's pushed telemetry; nullptr for an unknown VM.
   std::shared_ptr<telemetry_feed> watch(const std::string& vm);

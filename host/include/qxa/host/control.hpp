@@ -6,14 +6,13 @@
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
 #include <asio/local/stream_protocol.hpp>
-
 #include <functional>
 #include <memory>
 #include <string>
 
+#include "quantix/agent/v1/control.pb.h"
 #include "qxa/common/message_stream.hpp"
 #include "qxa/host/agent_manager.hpp"
-#include "quantix/agent/v1/control.pb.h"
 
 namespace qxa::host {
 
@@ -59,8 +58,8 @@ class control_client {
                                                            std::chrono::nanoseconds timeout);
   /// Sends a watch and hands each response to `on_message` until it returns false, the daemon
   /// ends the stream or the connection closes. Returns the error that ended it, if any.
-  asio::awaitable<std::error_code> stream(pb::ControlMessage request,
-                                          std::function<bool(const pb::ControlMessage&)> on_message);
+  asio::awaitable<std::error_code> stream(
+      pb::ControlMessage request, std::function<bool(const pb::ControlMessage&)> on_message);
 
  private:
   asio::any_io_executor ex_;

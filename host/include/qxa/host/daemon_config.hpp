@@ -24,6 +24,7 @@ struct daemon_config {
 /// and bad values are errors naming the source, line and key.
 std::optional<common::error_info> apply_daemon_config(std::string_view text, std::string source,
                                                       daemon_config& config);
-std::optional<common::error_info> load_daemon_config(const std::string& path, daemon_config& config);
+std::optional<common::error_info> load_daemon_config(const std::string& path,
+                                                     daemon_config& config);
 
 }  // namespace qxa::host
