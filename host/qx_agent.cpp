@@ -446,6 +446,7 @@ struct cli_options {
   std::string vm;
   bool watch = false;
   bool set_time = false;
+  std::string new_hostname;
   std::chrono::nanoseconds timeout = std::chrono::seconds(10);
 };
 
@@ -490,6 +491,8 @@ awaitable<int> run(const cli_options& o) {
     request.mutable_info_request();
   } else if (o.verb == "telemetry") {
     request.mutable_telemetry_request();
+  } else if (o.verb == "hostname") {
+    request.mutable_hostname_request()->set_name(o.new_hostname);
   } else if (o.verb == "time") {
     request.mutable_time_request()->set_set(o.set_time);
     if (o.set_time) {
@@ -520,6 +523,14 @@ awaitable<int> run(const cli_options& o) {
       std::cout << to_json(r->info()).dump(2) << "\n";
     } else {
       print_info(r->info());
+    }
+  } else if (o.verb == "hostname") {
+    const auto& h = r->hostname_reply();
+    if (o.json) {
+      std::cout << json{{"hostname", h.hostname()}, {"persisted", h.persisted()}}.dump() << "\n";
+    } else {
+      std::printf("hostname of %s is now %s%s\n", o.vm.c_str(), h.hostname().c_str(),
+                  h.persisted() ? "" : " (not written to /etc/hostname)");
     }
   } else if (o.verb == "time") {
     // The guest read its clock about half way through the round trip.
@@ -592,7 +603,11 @@ int main(int argc, char** argv) {
   auto* time = app.add_subcommand("time", "the guest's clock and its offset from this host");
   vm_arg(time);
   time->add_flag("--set", o.set_time, "set the guest's clock to this host's UTC time");
-  for (auto* sub : {ping, info, telemetry, time}) {
+  auto* hostname =
+      app.add_subcommand("hostname", "set the guest's hostname (now and in /etc/hostname)");
+  vm_arg(hostname);
+  hostname->add_option("NAME", o.new_hostname, "the new hostname")->required();
+  for (auto* sub : {ping, info, telemetry, time, hostname}) {
     sub->add_option("--timeout", timeout_text, "how long to wait for the answer")
         ->capture_default_str();
   }

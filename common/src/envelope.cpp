@@ -49,6 +49,10 @@ const char* body_name(const pb::Envelope& envelope) noexcept {
       return "time_request";
     case pb::Envelope::kTimeReply:
       return "time_reply";
+    case pb::Envelope::kHostnameRequest:
+      return "hostname_request";
+    case pb::Envelope::kHostnameReply:
+      return "hostname_reply";
     case pb::Envelope::BODY_NOT_SET:
       return "empty";
   }

@@ -37,6 +37,7 @@ asio::awaitable<pb::Envelope> ping(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> info(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> telemetry(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> time(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> hostname(request_context ctx, pb::Envelope request);
 
 /// The Info body, also used to fill HelloAck.
 pb::Info make_info(const agent_state& state);

@@ -11,6 +11,7 @@ constexpr std::array entries = {
     handler_entry{pb::Envelope::kInfoRequest, "info", &info},
     handler_entry{pb::Envelope::kTelemetryRequest, "telemetry", &telemetry},
     handler_entry{pb::Envelope::kTimeRequest, "time", &time},
+    handler_entry{pb::Envelope::kHostnameRequest, "hostname", &hostname},
 };
 }  // namespace
 

@@ -7,6 +7,7 @@
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -531,6 +532,59 @@ process_usage read_self_usage() {
     u.rss_bytes = resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
   }
   return u;
+}
+
+}  // namespace qxa::guest
+
+namespace qxa::guest {
+
+bool valid_hostname(std::string_view name) noexcept {
+  if (name.empty() || name.size() > 253) return false;
+  std::size_t label = 0;
+  char prev = '.';
+  for (char c : name) {
+    if (c == '.') {
+      if (label == 0 || prev == '-') return false;
+      label = 0;
+    } else {
+      const bool ok =
+          (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
+      if (!ok || (label == 0 && c == '-') || ++label > 63) return false;
+    }
+    prev = c;
+  }
+  return prev != '.' && prev != '-';
+}
+
+int write_file_atomically(const std::string& path, std::string_view content, unsigned mode) {
+  const std::string tmp = path + ".qxa-tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return errno;
+  std::size_t at = 0;
+  while (at < content.size()) {
+    const ssize_t n = ::write(fd, content.data() + at, content.size() - at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return err;
+    }
+    at += static_cast<std::size_t>(n);
+  }
+  if (::fchmod(fd, mode) != 0 || ::fsync(fd) != 0) {
+    const int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return err;
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return err;
+  }
+  return 0;
 }
 
 }  // namespace qxa::guest

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <cerrno>
 #include <chrono>
+#include <filesystem>
 
 #include "support/temp_dir.hpp"
 
@@ -275,4 +277,35 @@ TEST_CASE("os-release values are unquoted", "[guest]") {
   CHECK(os.name() == "Debian GNU/Linux");
   CHECK(os.version() == "12");
   CHECK(os.id() == "debian");
+}
+
+TEST_CASE("hostnames are checked against RFC 1123", "[guest]") {
+  const std::string longest_label(63, 'a');
+  const std::string too_long_label(64, 'a');
+  for (const std::string& ok :
+       {std::string("web1"), std::string("a"), std::string("db-2.example.internal"),
+        std::string("X9"), longest_label}) {
+    INFO(ok);
+    CHECK(qg::valid_hostname(ok));
+  }
+  for (const std::string& bad :
+       {std::string(""), std::string("-lead"), std::string("trail-"), std::string("two..dots"),
+        std::string(".dot"), std::string("dot."), std::string("under_score"), std::string("sp ace"),
+        std::string("semi;colon"), std::string("new\nline"), too_long_label}) {
+    INFO(bad);
+    CHECK_FALSE(qg::valid_hostname(bad));
+  }
+  CHECK_FALSE(qg::valid_hostname(std::string(254, 'a')));
+}
+
+TEST_CASE("a file written atomically replaces the old one whole, with its mode", "[guest]") {
+  temp_dir d;
+  const auto path = d.write("hostname", "old\n");
+  REQUIRE(qg::write_file_atomically(path, "new-name\n", 0640) == 0);
+  CHECK(qg::read_file(path).value() == "new-name\n");
+  CHECK((std::filesystem::status(path).permissions() & std::filesystem::perms::all) ==
+        (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write |
+         std::filesystem::perms::group_read));
+  CHECK_FALSE(std::filesystem::exists(path + ".qxa-tmp"));
+  CHECK(qg::write_file_atomically(d / "missing-dir/file", "x", 0644) == ENOENT);
 }

@@ -321,3 +321,26 @@ TEST_CASE("qx-agent time --set puts a guest clock that is far behind right", "[v
   CHECK(std::abs(after["offset_ms"].get<double>()) < 2000);
   CHECK(vm.console_has("audit: op=time-set session=", 10s));
 }
+
+TEST_CASE("qx-agent hostname renames the guest, now and in /etc/hostname", "[vm]") {
+  temp_dir vms, run;
+  test_vm vm({.memory_mb = 512,
+              .socket_path = vms / "guest8.agent.sock",
+              .kernel_args = "qxa.interval=1s"});
+  REQUIRE(vm.wait_booted());
+  auto daemon = start_daemon(vms, run);
+  REQUIRE(daemon->wait_for_log("vm guest8: handshaking -> ready", 30s));
+  auto set = run_cli({"--control-socket", run / "ctl.sock", "hostname", "guest8", "renamed-vm"});
+  INFO(set.err);
+  REQUIRE(set.status == 0);
+  CHECK_THAT(set.out, Catch::Contains("hostname of guest8 is now renamed-vm"));
+  auto info = run_cli({"--json", "--control-socket", run / "ctl.sock", "info", "guest8"});
+  REQUIRE(info.status == 0);
+  CHECK(json::parse(info.out)["hostname"] == "renamed-vm");
+  vm.command("qxa-run echo \"QXA-ETC-HOSTNAME $(cat /etc/hostname) $(hostname) QXA-END\"");
+  CHECK(vm.console_has("QXA-ETC-HOSTNAME renamed-vm renamed-vm QXA-END", 10s));
+  auto bad = run_cli({"--control-socket", run / "ctl.sock", "hostname", "guest8", "bad_name!"});
+  CHECK(bad.status == 1);
+  CHECK_THAT(bad.err, Catch::Contains("invalid hostname"));
+  CHECK(vm.console_has("audit: op=hostname session=", 10s));
+}

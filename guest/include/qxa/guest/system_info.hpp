@@ -116,6 +116,14 @@ pb::OsInfo read_os_info(const std::string& etc_root = "/etc");
 std::string read_hostname(const std::string& proc_root = "/proc");
 std::string read_boot_id(const std::string& proc_root = "/proc");
 
+/// A valid DNS hostname (RFC 1123): dot-separated labels of letters, digits and hyphens, 1 to
+/// 63 characters each, not starting or ending with a hyphen, 253 characters at most.
+bool valid_hostname(std::string_view name) noexcept;
+
+/// Writes `content` to `path` atomically: a temporary file in the same directory, fsync,
+/// rename. Returns 0 or the errno of the step that failed.
+int write_file_atomically(const std::string& path, std::string_view content, unsigned mode);
+
 /// The calling process's user+system CPU seconds and resident set size in bytes.
 struct process_usage {
   double cpu_seconds = 0;

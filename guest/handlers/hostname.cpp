@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: MIT
+#include <unistd.h>
+
+#include <cstring>
+
+#include "handlers.hpp"
+#include "qxa/common/log.hpp"
+
+namespace qxa::guest::handlers {
+
+// Sets the hostname now (sethostname) and for the next boot (/etc/hostname, written atomically).
+asio::awaitable<pb::Envelope> hostname(request_context ctx, pb::Envelope request) {
+  const std::string name = request.hostname_request().name();
+  if (!valid_hostname(name)) {
+    co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT,
+                          "invalid hostname '" + name + "': use letters, digits, '-' and '.'");
+  }
+  if (::sethostname(name.data(), name.size()) != 0) {
+    const int err = errno;
+    common::log_warning("audit: op=hostname session={:016x} outcome=failed error={}",
+                        ctx.session_id, std::strerror(err));
+    co_return error_reply(err == EPERM ? pb::ERROR_CODE_PERMISSION_DENIED : pb::ERROR_CODE_INTERNAL,
+                          std::string("cannot set the hostname: ") + std::strerror(err));
+  }
+  const int err = write_file_atomically("/etc/hostname", name + "\n", 0644);
+  common::log_info("audit: op=hostname session={:016x} outcome=ok name={}{}", ctx.session_id, name,
+                   err ? std::string(" (not persisted: ") + std::strerror(err) + ")" : "");
+  pb::Envelope reply;
+  reply.mutable_hostname_reply()->set_hostname(read_hostname());
+  reply.mutable_hostname_reply()->set_persisted(err == 0);
+  co_return reply;
+}
+
+}  // namespace qxa::guest::handlers
