@@ -53,7 +53,7 @@ asio::awaitable<int> agent::run() {
   if (current_) current_->stream().close();
   port_->close();
   if (outcome.index() == 1) co_return std::get<1>(outcome);
-  co_return port_failure_ ? port_failure_ : 1;
+  co_return 1;  // the port failed for good
 }
 
 asio::awaitable<void> agent::serve_hosts() {
@@ -61,7 +61,6 @@ asio::awaitable<void> agent::serve_hosts() {
     auto stream = co_await port_->wait_for_host();
     if (!stream) {
       common::log_error("port {} failed: {}", port_->describe(), stream.error().describe());
-      port_failure_ = 1;
       co_return;
     }
     common::stream_options o;

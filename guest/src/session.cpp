@@ -81,10 +81,7 @@ void session::handle(pb::Envelope envelope) {
     // One audit line per refused operation, in the journal.
     common::log_warning("audit: op={} session={:016x} request={} outcome=refused rule={}",
                         entry->name, session_id_, envelope.request_id(), no->rule);
-    auto reply_body = handlers::error_reply(pb::ERROR_CODE_PERMISSION_DENIED, no->message);
-    reply_body.mutable_error()->set_rule(no->rule);
-    ++refused_;
-    reply(envelope.request_id(), std::move(reply_body));
+    refuse(envelope, pb::ERROR_CODE_PERMISSION_DENIED, no->message, no->rule);
     return;
   }
   if (inflight_ >= state_.options.max_inflight_requests) {
@@ -170,9 +167,11 @@ void session::answer_hello(const pb::Envelope& request) {
   this->reply(request.request_id(), std::move(reply));
 }
 
-void session::refuse(const pb::Envelope& request, pb::ErrorCode code, std::string message) {
-  ++refused_;
-  reply(request.request_id(), handlers::error_reply(code, std::move(message)));
+void session::refuse(const pb::Envelope& request, pb::ErrorCode code, std::string message,
+                     std::string rule) {
+  auto body = handlers::error_reply(code, std::move(message));
+  if (!rule.empty()) body.mutable_error()->set_rule(std::move(rule));
+  reply(request.request_id(), std::move(body));
 }
 
 void session::reply(std::uint64_t request_id, pb::Envelope body) {

@@ -291,15 +291,27 @@ void agent_manager::set_state(vm_record& vm, pb::VmState state, const std::strin
   }
 }
 
+namespace {
+
+// The counters a VM's status reports, summed over its connections.
+void add_counters(client_stats& into, const client_stats& c) {
+  into.timeouts += c.timeouts;
+  into.bad_frames += c.bad_frames;
+  into.unknown_replies += c.unknown_replies;
+  into.sessions += c.sessions;
+}
+
+}  // namespace
+
+void agent_manager::retire_client(vm_record& vm) {
+  if (vm.client) add_counters(vm.prior, vm.client->stats());
+  vm.client.reset();
+  refresh_counters(vm);
+}
+
 void agent_manager::refresh_counters(vm_record& vm) const {
   client_stats s = vm.prior;
-  if (vm.client) {
-    const auto c = vm.client->stats();
-    s.timeouts += c.timeouts;
-    s.bad_frames += c.bad_frames;
-    s.unknown_replies += c.unknown_replies;
-    s.sessions += c.sessions;
-  }
+  if (vm.client) add_counters(s, vm.client->stats());
   vm.status.set_timeouts(s.timeouts);
   vm.status.set_bad_frames(s.bad_frames);
   vm.status.set_unknown_replies(s.unknown_replies);
@@ -320,11 +332,7 @@ asio::awaitable<void> agent_manager::vm_loop(std::shared_ptr<vm_record> vm) {
     if (ec) {
       vm->status.set_last_error(ec.message());
       set_state(*vm, pb::VM_STATE_CONNECTING, ec.message());
-      const auto c = client->stats();
-      vm->prior.timeouts += c.timeouts;
-      vm->prior.bad_frames += c.bad_frames;
-      vm->prior.unknown_replies += c.unknown_replies;
-      vm->client.reset();
+      retire_client(*vm);
       // Wait for the backoff, or less when the socket is recreated.
       asio::steady_timer t(ex_);
       t.expires_after(with_jitter(backoff));
@@ -346,14 +354,8 @@ asio::awaitable<void> agent_manager::vm_loop(std::shared_ptr<vm_record> vm) {
     vm->status.set_last_error("");
     set_state(*vm, pb::VM_STATE_READY);
     co_await (heartbeat(vm, client) || pump_events(vm, client));
-    refresh_counters(*vm);
-    const auto c = client->stats();
-    vm->prior.timeouts += c.timeouts;
-    vm->prior.bad_frames += c.bad_frames;
-    vm->prior.unknown_replies += c.unknown_replies;
-    vm->prior.sessions += c.sessions;
     vm->status.set_last_error(client->end_reason());
-    vm->client.reset();
+    retire_client(*vm);
     if (!vm->present || !running_) co_return;
     set_state(*vm, pb::VM_STATE_CONNECTING, "connection lost: " + client->end_reason());
   }

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Process-level tests of qx-agentd and qx-agent with real agents and hostile fake guests.
+#include "support/daemon.hpp"
+
 #include <fmt/format.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -52,15 +54,8 @@ std::unique_ptr<child_process> start_agent(const temp_dir& dir, const std::strin
 }
 
 // A daemon with quick heartbeats, so that the tests see state changes in well under a second.
-std::unique_ptr<child_process> start_daemon(const temp_dir& dir, const temp_dir& run) {
-  const auto config = run.write("qx-agentd.toml",
-                                "[heartbeat]\ninterval = \"250ms\"\ntimeout = \"400ms\"\n"
-                                "[reconnect]\ninitial = \"50ms\"\nmax = \"500ms\"\n");
-  auto d = std::make_unique<child_process>(
-      std::vector<std::string>{daemon_bin, "--config", config, "--socket-dir", dir.path(),
-                               "--control-socket", run / "ctl.sock"});
-  REQUIRE(d->wait_for_log("ready: vm sockets in", 10s));
-  return d;
+std::unique_ptr<child_process> start_daemon(const temp_dir& vms, const temp_dir& run) {
+  return qxa::test::start_daemon(vms, run, "250ms", "400ms");
 }
 
 json status_json(const temp_dir& run) {

@@ -14,6 +14,7 @@
 #include <set>
 #include <sstream>
 
+#include "support/daemon.hpp"
 #include "support/fake_host.hpp"
 #include "support/process.hpp"
 #include "support/temp_dir.hpp"
@@ -33,7 +34,6 @@ using asio::awaitable;
 
 namespace {
 
-const std::string daemon_bin = QXA_AGENTD_PATH;
 const std::string cli_bin = QXA_CLI_PATH;
 
 qxa::test::command_result run_cli(std::vector<std::string> args) {
@@ -41,15 +41,9 @@ qxa::test::command_result run_cli(std::vector<std::string> args) {
   return qxa::test::run_command(std::move(args), 60s);
 }
 
+// Heartbeats a little slower than on the host alone: the guest runs under TCG.
 std::unique_ptr<child_process> start_daemon(const temp_dir& vms, const temp_dir& run) {
-  const auto config = run.write("qx-agentd.toml",
-                                "[heartbeat]\ninterval = \"300ms\"\ntimeout = \"1s\"\n"
-                                "[reconnect]\ninitial = \"50ms\"\nmax = \"500ms\"\n");
-  auto d = std::make_unique<child_process>(
-      std::vector<std::string>{daemon_bin, "--config", config, "--socket-dir", vms.path(),
-                               "--control-socket", run / "ctl.sock"});
-  REQUIRE(d->wait_for_log("ready: vm sockets in", 10s));
-  return d;
+  return qxa::test::start_daemon(vms, run, "300ms", "1s");
 }
 
 json vm_status(const temp_dir& run, const std::string& vm) {

@@ -188,7 +188,6 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
             fmt::format("{} bytes of garbage since the last valid frame", garbage)};
       }
 
-      read_buf_.resize(options_.read_buffer_size);
       const bool watch = options_.partial_frame_timeout.count() > 0 && decoder_.has_partial_frame();
       if (watch) arm_partial_timer();
       // The read listens to our own signal (for the partial-frame timer); cancellation of the
@@ -274,6 +273,7 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
         stream_(std::move(stream)),
         options_(options),
         decoder_(options.max_frame_size),
+        read_buf_(options.read_buffer_size),
         wake_writer_(executor_),
         idle_(executor_),
         space_(executor_),

@@ -72,7 +72,6 @@ class agent {
   std::unique_ptr<agent_state> state_;
   std::unique_ptr<port> port_;
   std::shared_ptr<session> current_;
-  int port_failure_ = 0;
 };
 
 }  // namespace qxa::guest

@@ -32,7 +32,8 @@ class session : public std::enable_shared_from_this<session> {
  private:
   void handle(pb::Envelope envelope);
   void answer_hello(const pb::Envelope& request);
-  void refuse(const pb::Envelope& request, pb::ErrorCode code, std::string message);
+  void refuse(const pb::Envelope& request, pb::ErrorCode code, std::string message,
+              std::string rule = {});
   void reply(std::uint64_t request_id, pb::Envelope body);
   asio::awaitable<void> execute(pb::Envelope request);
 
@@ -40,7 +41,6 @@ class session : public std::enable_shared_from_this<session> {
   std::shared_ptr<guest_stream> stream_;
   std::uint64_t session_id_ = 0;
   std::uint32_t inflight_ = 0;
-  std::uint64_t refused_ = 0;
 };
 
 }  // namespace qxa::guest

@@ -96,6 +96,8 @@ class agent_manager : public std::enable_shared_from_this<agent_manager> {
   asio::awaitable<void> pump_events(std::shared_ptr<vm_record> vm, std::shared_ptr<agent_client> c);
   void set_state(vm_record& vm, pb::VmState state, const std::string& why = {});
   void refresh_counters(vm_record& vm) const;
+  /// Folds a finished connection's counters into the VM's totals and drops the client.
+  void retire_client(vm_record& vm);
 
   asio::any_io_executor ex_;
   manager_options opt_;

@@ -1,0 +1,30 @@
+// SPDX-License-Identifier: MIT
+// Starts the real qx-agentd for a test, with heartbeats fast enough to see state changes soon.
+#pragma once
+
+#include <catch2/catch.hpp>
+#include <memory>
+#include <string>
+
+#include "support/process.hpp"
+#include "support/temp_dir.hpp"
+
+namespace qxa::test {
+
+/// qx-agentd watching `vms`, with its config and control socket (`ctl.sock`) in `run`.
+/// Returns once it has logged that it is ready.
+inline std::unique_ptr<child_process> start_daemon(const temp_dir& vms, const temp_dir& run,
+                                                   const std::string& heartbeat_interval,
+                                                   const std::string& heartbeat_timeout) {
+  const auto config =
+      run.write("qx-agentd.toml", "[heartbeat]\ninterval = \"" + heartbeat_interval +
+                                      "\"\ntimeout = \"" + heartbeat_timeout +
+                                      "\"\n[reconnect]\ninitial = \"50ms\"\nmax = \"500ms\"\n");
+  auto d = std::make_unique<child_process>(
+      std::vector<std::string>{QXA_AGENTD_PATH, "--config", config, "--socket-dir", vms.path(),
+                               "--control-socket", run / "ctl.sock"});
+  REQUIRE(d->wait_for_log("ready: vm sockets in", std::chrono::seconds(10)));
+  return d;
+}
+
+}  // namespace qxa::test
