@@ -38,7 +38,6 @@ std::vector<std::string> agent_args(const std::string& port, std::vector<std::st
 // as a virtio-serial port does when the host disconnects.
 struct pty_pair {
   int master = -1;
-  int index = -1;
   std::string slave_path;
 
   static pty_pair open_new() {
@@ -53,24 +52,8 @@ struct pty_pair {
     REQUIRE(::tcsetattr(p.master, TCSANOW, &t) == 0);  // applies to the slave side
     unsigned n = 0;
     REQUIRE(::ioctl(p.master, TIOCGPTN, &n) == 0);
-    p.index = static_cast<int>(n);
     p.slave_path = fmt::format("/dev/pts/{}", n);
     return p;
-  }
-
-  // Opens masters until one gets `index` again (pty numbers are reused lowest first).
-  static pty_pair reopen(int index) {
-    std::vector<pty_pair> others;
-    for (int i = 0; i < 256; ++i) {
-      auto p = open_new();
-      if (p.index == index) {
-        for (auto& o : others) ::close(o.master);
-        return p;
-      }
-      others.push_back(p);
-    }
-    FAIL("could not get pty " << index << " back");
-    return {};
   }
 };
 
@@ -231,9 +214,15 @@ TEST_CASE("a request stamped with an earlier session is refused with a structure
 
 TEST_CASE("with no host on a device-like port the agent waits without spinning and resumes",
           "[integration][guest]") {
+  // The agent opens a symlink, as it opens the udev link /dev/virtio-ports/NAME. When the host
+  // comes back the link is pointed at a fresh pty: pty numbers are shared with tests running in
+  // parallel, so getting the same one back cannot be relied on.
+  temp_dir dir;
+  const auto port = dir / "port";
   auto pty = pty_pair::open_new();
-  child_process agent({agent_path, "--config", "/dev/null", "--port", pty.slave_path,
-                       "--telemetry-interval", "100ms"});
+  REQUIRE(::symlink(pty.slave_path.c_str(), port.c_str()) == 0);
+  child_process agent(
+      {agent_path, "--config", "/dev/null", "--port", port, "--telemetry-interval", "100ms"});
   {
     asio::io_context io;
     fake_host<asio::posix::stream_descriptor> host(asio::posix::stream_descriptor(io, pty.master));
@@ -255,7 +244,10 @@ TEST_CASE("with no host on a device-like port the agent waits without spinning a
                    cpu_used, cpu_used * 10));
   CHECK(cpu_used < 0.2);  // under 2% of one core
 
-  auto back = pty_pair::reopen(pty.index);
+  auto back = pty_pair::open_new();
+  const auto next_link = dir / "port.next";
+  REQUIRE(::symlink(back.slave_path.c_str(), next_link.c_str()) == 0);
+  REQUIRE(::rename(next_link.c_str(), port.c_str()) == 0);
   asio::io_context io;
   fake_host<asio::posix::stream_descriptor> host(asio::posix::stream_descriptor(io, back.master));
   run_on(io, [&]() -> awaitable<void> {
