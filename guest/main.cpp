@@ -108,7 +108,8 @@ int main(int argc, char** argv) {
     if (ec) return;
     qc::log_info("received {}, exiting", signo == SIGTERM ? "SIGTERM" : "SIGINT");
     status = 0;
-    io.stop();
+    // A freeze must not outlive the agent.
+    asio::co_spawn(io, agent->prepare_exit(), [&](std::exception_ptr) { io.stop(); });
   });
   // SIGPIPE would kill the agent when the host closes while we write.
   std::signal(SIGPIPE, SIG_IGN);

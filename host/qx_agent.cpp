@@ -3,19 +3,24 @@
 //
 // Exit status: 0 success; 1 the agent answered with an error; 2 usage; 69 agent or daemon
 // unavailable; 75 timeout or connection lost.
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "qxa/common/duration.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/common/sha256.hpp"
 #include "qxa/host/agent_client.hpp"
 #include "qxa/host/agent_manager.hpp"
 #include "qxa/host/control.hpp"
@@ -26,6 +31,7 @@ namespace pb = quantix::agent::v1;
 using json = nlohmann::ordered_json;
 using asio::awaitable;
 using qc::result;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -288,7 +294,15 @@ class backend {
   virtual awaitable<std::optional<failure>> open() = 0;
   virtual awaitable<result<pb::StatusReport>> status(const std::string& vm) = 0;
   virtual awaitable<result<pb::Envelope>> call(const std::string& vm, pb::Envelope request,
-                                               std::chrono::nanoseconds timeout) = 0;
+                                               qh::call_options options) = 0;
+  awaitable<result<pb::Envelope>> call(const std::string& vm, pb::Envelope request,
+                                       std::chrono::nanoseconds timeout) {
+    qh::call_options o;
+    o.timeout = timeout;
+    co_return co_await call(vm, std::move(request), std::move(o));
+  }
+  /// Asks for a running call to be stopped (its id came through call_options::on_sent).
+  virtual void cancel(std::uint64_t id) = 0;
   virtual awaitable<std::optional<failure>> watch(const std::string& vm,
                                                   std::function<void(const pb::Telemetry&)> f) = 0;
   virtual int status_of(const qc::error_info& e) = 0;
@@ -318,18 +332,43 @@ class daemon_backend final : public backend {
   }
 
   awaitable<result<pb::Envelope>> call(const std::string& vm, pb::Envelope request,
-                                       std::chrono::nanoseconds timeout) override {
+                                       qh::call_options options) override {
+    const auto timeout = options.timeout.value_or(std::chrono::seconds(10));
     pb::ControlMessage m;
     auto* c = m.mutable_vm_call();
     c->set_vm(vm);
     *c->mutable_request() = std::move(request);
     c->set_timeout_ms(static_cast<std::uint32_t>(
         std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count()));
-    auto r = co_await client_.call(std::move(m), timeout + std::chrono::seconds(5));
-    if (!r) co_return r.error();
-    if (r->has_error()) co_return remote(r->error());
-    co_return r->vm_call_result().reply();
+    if (!options.on_progress) {
+      auto r = co_await client_.call(std::move(m), timeout + std::chrono::seconds(5));
+      if (!r) co_return r.error();
+      if (r->has_error()) co_return remote(r->error());
+      co_return r->vm_call_result().reply();
+    }
+    c->set_stream_progress(true);
+    std::optional<result<pb::Envelope>> final;
+    auto ec = co_await client_.stream(
+        std::move(m),
+        [&](const pb::ControlMessage& msg) {
+          if (msg.more() && msg.has_vm_call_result()) {
+            options.on_progress(msg.vm_call_result().reply());
+            return true;
+          }
+          if (msg.has_error()) {
+            final.emplace(remote(msg.error()));
+          } else {
+            final.emplace(msg.vm_call_result().reply());
+          }
+          return false;
+        },
+        options.on_sent);
+    if (final) co_return std::move(*final);
+    co_return qc::error_info{ec ? ec : make_error_code(qc::errc::connection_lost),
+                             "qx-agentd closed the connection"};
   }
+
+  void cancel(std::uint64_t id) override { client_.cancel(id); }
 
   awaitable<std::optional<failure>> watch(const std::string& vm,
                                           std::function<void(const pb::Telemetry&)> f) override {
@@ -417,9 +456,11 @@ class direct_backend final : public backend {
   }
 
   awaitable<result<pb::Envelope>> call(const std::string&, pb::Envelope request,
-                                       std::chrono::nanoseconds timeout) override {
-    co_return co_await client_->request(std::move(request), timeout);
+                                       qh::call_options options) override {
+    co_return co_await client_->request(std::move(request), std::move(options));
   }
+
+  void cancel(std::uint64_t id) override { client_->cancel(id); }
 
   awaitable<std::optional<failure>> watch(const std::string&,
                                           std::function<void(const pb::Telemetry&)> f) override {
@@ -448,7 +489,508 @@ struct cli_options {
   bool set_time = false;
   std::string new_hostname;
   std::chrono::nanoseconds timeout = std::chrono::seconds(10);
+  bool timeout_given = false;
+  // exec
+  std::vector<std::string> argv;
+  bool shell = false;
+  bool send_stdin = false;
+  std::string user;
+  std::string cwd;
+  std::vector<std::string> env;
+  // cp
+  std::string source, destination;
+  bool create_parents = false;
+  // power
+  std::uint32_t delay_seconds = 0;
+  bool halt = false;
+  // freeze
+  std::chrono::nanoseconds lease{0};
+  std::vector<std::string> mounts;
+  bool freeze_status = false;
+  // identity
+  bool crypted = false;
+  std::string key_action, key;
 };
+
+/// What SIGINT / SIGTERM do while a command runs: by default stop the program; an exec or a
+/// copy replaces it to cancel the request in the guest first.
+std::function<void()> on_interrupt;
+
+constexpr int exit_interrupted = 130;
+
+// ---- exec ------------------------------------------------------------------------------------
+
+void write_out(int fd, const std::string& data) {
+  const char* p = data.data();
+  std::size_t n = data.size();
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+
+std::string read_all_stdin() {
+  std::string data;
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    data.append(buf, static_cast<std::size_t>(n));
+  }
+  return data;
+}
+
+awaitable<int> run_exec(backend& b, const cli_options& o) {
+  pb::Envelope request;
+  auto* e = request.mutable_exec_request();
+  if (o.shell) {
+    std::string line;
+    for (const auto& a : o.argv) line += (line.empty() ? "" : " ") + a;
+    e->set_shell_command(line);
+  } else {
+    for (const auto& a : o.argv) e->add_argv(a);
+  }
+  for (const auto& kv : o.env) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      co_return report({exit_usage, fmt::format("--env {}: expected NAME=VALUE", kv)});
+    }
+    (*e->mutable_env())[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  e->set_working_directory(o.cwd);
+  e->set_user(o.user);
+  if (o.send_stdin) e->set_stdin(read_all_stdin());
+  const auto command_timeout = o.timeout_given ? o.timeout : std::chrono::seconds(60);
+  e->set_timeout_ms(static_cast<std::uint32_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(command_timeout).count()));
+  e->set_stream_output(true);
+
+  std::uint64_t id = 0;
+  bool interrupted = false;
+  on_interrupt = [&] {
+    if (interrupted || id == 0) return;  // a second interrupt: the default handler's turn
+    interrupted = true;
+    std::fprintf(stderr, "qx-agent: interrupted: stopping the command in the guest\n");
+    b.cancel(id);
+  };
+  qh::call_options options;
+  options.timeout = command_timeout + std::chrono::seconds(15);  // from the last output
+  options.on_sent = [&](std::uint64_t sent) { id = sent; };
+  options.on_progress = [&](const pb::Envelope& partial) {
+    if (!partial.has_exec_output()) return;
+    const auto& out = partial.exec_output();
+    write_out(out.stream() == pb::ExecOutput::STREAM_STDERR ? STDERR_FILENO : STDOUT_FILENO,
+              out.data());
+  };
+  auto r = co_await b.call(o.vm, std::move(request), std::move(options));
+  on_interrupt = nullptr;
+  if (interrupted) co_return exit_interrupted;
+  if (!r) co_return report({b.status_of(r.error()), r.error().describe()});
+  if (r->has_error()) {
+    co_return report({status_for(r->error().code()),
+                      fmt::format("the agent refused: {}", r->error().message())});
+  }
+  const auto& x = r->exec_result();
+  if (o.json) {
+    json j = {{"pid", x.pid()},
+              {"duration_ms", x.duration_ms()},
+              {"timed_out", x.timed_out()},
+              {"stdout_bytes", x.stdout_bytes()},
+              {"stderr_bytes", x.stderr_bytes()},
+              {"stdout_truncated", x.stdout_truncated()},
+              {"stderr_truncated", x.stderr_truncated()}};
+    if (x.has_signal()) {
+      j["signal"] = x.signal();
+    } else {
+      j["exit_code"] = x.exit_code();
+    }
+    std::cerr << j.dump() << "\n";
+  }
+  if (x.stdout_truncated() || x.stderr_truncated()) {
+    std::fprintf(stderr,
+                 "qx-agent: output truncated by the guest's limit (stdout %llu bytes, stderr "
+                 "%llu bytes produced)\n",
+                 static_cast<unsigned long long>(x.stdout_bytes()),
+                 static_cast<unsigned long long>(x.stderr_bytes()));
+  }
+  if (x.timed_out()) {
+    co_return report(
+        {exit_tempfail,
+         fmt::format(
+             "the command timed out after {} ms and was killed",
+             std::chrono::duration_cast<std::chrono::milliseconds>(command_timeout).count())});
+  }
+  if (x.has_signal()) {
+    std::fprintf(stderr, "qx-agent: the command was killed by signal %d (%s)\n", x.signal(),
+                 ::strsignal(x.signal()));
+    co_return 128 + x.signal();
+  }
+  co_return x.exit_code();
+}
+
+// ---- cp --------------------------------------------------------------------------------------
+
+/// "VM:PATH" -> {VM, PATH}; nothing for a local path.
+std::optional<std::pair<std::string, std::string>> remote_path(const std::string& arg) {
+  const auto colon = arg.find(':');
+  if (colon == std::string::npos || colon == 0 || arg.find('/') < colon) return std::nullopt;
+  std::string vm = arg.substr(0, colon);
+  if (vm == ".-") vm = "-";  // see main()
+  return std::pair{vm, arg.substr(colon + 1)};
+}
+
+/// Progress on a terminal, at most five times a second.
+class progress_meter {
+ public:
+  progress_meter(std::string what, std::uint64_t total)
+      : what_(std::move(what)), total_(total), on_(::isatty(STDERR_FILENO) == 1) {}
+  void update(std::uint64_t done, bool last = false) {
+    if (!on_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (!last && now - shown_ < std::chrono::milliseconds(200)) return;
+    shown_ = now;
+    const double secs = std::chrono::duration<double>(now - start_).count();
+    const double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
+    std::fprintf(stderr, "\r%s  %s / %s  %s/s   ", what_.c_str(), human_bytes(done).c_str(),
+                 total_ ? human_bytes(total_).c_str() : "?",
+                 human_bytes(static_cast<std::uint64_t>(rate)).c_str());
+    if (last) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  std::string what_;
+  std::uint64_t total_;
+  bool on_;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now(), shown_{};
+};
+
+struct local_file {
+  int fd = -1;
+  std::string temp;  // removed unless committed
+  ~local_file() {
+    if (fd >= 0) ::close(fd);
+    if (!temp.empty()) ::unlink(temp.c_str());
+  }
+};
+
+awaitable<int> run_download(backend& b, const cli_options& o, const std::string& vm,
+                            const std::string& path, std::string local) {
+  struct stat st {};
+  if (::stat(local.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    local += "/" + path.substr(path.rfind('/') + 1);
+  }
+  const auto slash = local.rfind('/');
+  const std::string dir =
+      slash == std::string::npos ? "." : (slash == 0 ? "/" : local.substr(0, slash));
+  const std::string name = slash == std::string::npos ? local : local.substr(slash + 1);
+  // Into a temporary file next to the destination, renamed over it once complete and checked.
+  local_file out;
+  out.temp = dir + "/." + name + ".qxa-XXXXXX";
+  out.fd = ::mkostemp(out.temp.data(), O_CLOEXEC);
+  if (out.fd < 0) {
+    out.temp.clear();
+    co_return report(
+        {exit_remote, fmt::format("cannot create a file in {}: {}", dir, std::strerror(errno))});
+  }
+  pb::Envelope stat_request;
+  stat_request.mutable_file_stat_request()->set_path(path);
+  std::uint64_t total = 0;
+  if (auto s = co_await b.call(vm, stat_request, o.timeout); s && s->has_file_stat()) {
+    total = s->file_stat().size();
+  }
+  pb::Envelope request;
+  request.mutable_file_read_request()->set_path(path);
+  qc::sha256 digest;
+  std::uint64_t received = 0;
+  std::optional<std::string> write_error;
+  progress_meter meter(path, total);
+  std::uint64_t id = 0;
+  bool interrupted = false;
+  on_interrupt = [&] {
+    if (interrupted || id == 0) return;
+    interrupted = true;
+    b.cancel(id);
+  };
+  qh::call_options options;
+  options.timeout = o.timeout;
+  options.on_sent = [&](std::uint64_t sent) { id = sent; };
+  options.on_progress = [&](const pb::Envelope& partial) {
+    if (!partial.has_file_chunk() || write_error) return;
+    const auto& c = partial.file_chunk();
+    if (c.offset() != received) {
+      write_error = fmt::format("chunk at offset {} after {} bytes", c.offset(), received);
+      return;
+    }
+    const char* p = c.data().data();
+    std::size_t n = c.data().size();
+    while (n > 0) {
+      const ssize_t w = ::write(out.fd, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) {
+        write_error = fmt::format("cannot write {}: {}", out.temp, std::strerror(errno));
+        return;
+      }
+      p += w;
+      n -= static_cast<std::size_t>(w);
+    }
+    digest.update(c.data());
+    received += c.data().size();
+    meter.update(received);
+  };
+  auto r = co_await b.call(vm, std::move(request), std::move(options));
+  on_interrupt = nullptr;
+  if (interrupted) co_return exit_interrupted;
+  if (!r) co_return report({b.status_of(r.error()), r.error().describe()});
+  if (r->has_error()) {
+    co_return report({status_for(r->error().code()),
+                      fmt::format("the agent refused: {}", r->error().message())});
+  }
+  if (write_error) co_return report({exit_remote, *write_error});
+  const auto& result = r->file_read_result();
+  const auto d = digest.finish();
+  if (result.size() != received || result.sha256() != qc::sha256::bytes(d)) {
+    co_return report(
+        {exit_tempfail, fmt::format("{} bytes arrived with SHA-256 {}, the guest sent {} bytes "
+                                    "with {}",
+                                    received, qc::sha256::hex(d), result.size(),
+                                    qc::sha256::hex(result.sha256()))});
+  }
+  ::fchmod(out.fd, result.mode() & 0777);
+  if (::fsync(out.fd) != 0 || ::rename(out.temp.c_str(), local.c_str()) != 0) {
+    co_return report(
+        {exit_remote, fmt::format("cannot write {}: {}", local, std::strerror(errno))});
+  }
+  out.temp.clear();
+  meter.update(received, true);
+  if (o.json) {
+    std::cout << json{{"path", local}, {"bytes", received}, {"sha256", qc::sha256::hex(d)}}.dump()
+              << "\n";
+  }
+  co_return exit_ok;
+}
+
+struct upload_window {
+  explicit upload_window(const asio::any_io_executor& ex) : changed(ex) {}
+  int in_flight = 0;
+  std::optional<failure> error;
+  qc::detail::async_event changed;
+};
+
+awaitable<void> send_chunk(backend& b, std::string vm, pb::Envelope chunk,
+                           std::chrono::nanoseconds timeout, std::shared_ptr<upload_window> w) {
+  auto r = co_await b.call(vm, std::move(chunk), timeout);
+  if (!w->error) {
+    if (!r) {
+      w->error = failure{b.status_of(r.error()), r.error().describe()};
+    } else if (r->has_error()) {
+      w->error = failure{status_for(r->error().code()),
+                         fmt::format("the agent refused: {}", r->error().message())};
+    }
+  }
+  --w->in_flight;
+  w->changed.notify_all();
+}
+
+awaitable<int> run_upload(backend& b, const cli_options& o, const std::string& local,
+                          const std::string& vm, std::string path) {
+  const int fd = ::open(local.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) co_return report({exit_usage, fmt::format("{}: {}", local, std::strerror(errno))});
+  local_file in;
+  in.fd = fd;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    co_return report({exit_usage, local + " is not a regular file"});
+  }
+  if (path.empty() || path.back() == '/') path += local.substr(local.rfind('/') + 1);
+  auto ex = co_await asio::this_coro::executor;
+  pb::Envelope open;
+  auto* op = open.mutable_file_write_open();
+  op->set_path(path);
+  op->set_mode(st.st_mode & 0777);
+  op->set_create_parents(o.create_parents);
+  op->set_expected_size(static_cast<std::uint64_t>(st.st_size));
+  auto opened = co_await b.call(vm, open, o.timeout);
+  if (!opened) co_return report({b.status_of(opened.error()), opened.error().describe()});
+  if (opened->has_error()) {
+    co_return report({status_for(opened->error().code()),
+                      fmt::format("the agent refused: {}", opened->error().message())});
+  }
+  const auto handle = opened->file_write_reply().handle();
+  // Several chunks in flight keep the channel busy; the agent writes them in order.
+  constexpr std::size_t chunk_bytes = 512u << 10;
+  constexpr int window = 8;
+  auto w = std::make_shared<upload_window>(ex);
+  bool interrupted = false;
+  on_interrupt = [&] { interrupted = true; };
+  qc::sha256 digest;
+  progress_meter meter(path, static_cast<std::uint64_t>(st.st_size));
+  std::uint64_t offset = 0;
+  std::string buf(chunk_bytes, '\0');
+  for (;;) {
+    while (w->in_flight >= window && !w->error) co_await w->changed.wait();
+    if (w->error || interrupted) break;
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      w->error =
+          failure{exit_remote, fmt::format("cannot read {}: {}", local, std::strerror(errno))};
+      break;
+    }
+    if (n == 0) break;
+    pb::Envelope chunk;
+    auto* c = chunk.mutable_file_write_chunk();
+    c->set_handle(handle);
+    c->set_offset(offset);
+    c->set_data(buf.data(), static_cast<std::size_t>(n));
+    digest.update(buf.data(), static_cast<std::size_t>(n));
+    offset += static_cast<std::uint64_t>(n);
+    ++w->in_flight;
+    asio::co_spawn(ex, send_chunk(b, vm, std::move(chunk), o.timeout, w), asio::detached);
+    meter.update(offset);
+  }
+  while (w->in_flight > 0) co_await w->changed.wait();
+  on_interrupt = nullptr;
+  pb::Envelope close;
+  auto* cl = close.mutable_file_write_close();
+  cl->set_handle(handle);
+  const auto d = digest.finish();
+  if (w->error || interrupted) {
+    cl->set_abort(true);
+    (void)co_await b.call(vm, close, o.timeout);
+    if (interrupted) co_return exit_interrupted;
+    co_return report(*w->error);
+  }
+  cl->set_sha256(qc::sha256::bytes(d));
+  auto done = co_await b.call(vm, close, std::max(o.timeout, std::chrono::nanoseconds(60s)));
+  if (!done) co_return report({b.status_of(done.error()), done.error().describe()});
+  if (done->has_error()) {
+    co_return report({status_for(done->error().code()),
+                      fmt::format("the agent refused: {}", done->error().message())});
+  }
+  meter.update(offset, true);
+  if (o.json) {
+    std::cout << json{{"path", path}, {"bytes", offset}, {"sha256", qc::sha256::hex(d)}}.dump()
+              << "\n";
+  }
+  co_return exit_ok;
+}
+
+awaitable<int> run_cp(backend& b, const cli_options& o) {
+  const auto from = remote_path(o.source);
+  const auto to = remote_path(o.destination);
+  if (from.has_value() == to.has_value()) {
+    co_return report({exit_usage, "cp: exactly one of SOURCE and DESTINATION is VM:PATH"});
+  }
+  if (from) co_return co_await run_download(b, o, from->first, from->second, o.destination);
+  co_return co_await run_upload(b, o, o.source, to->first, to->second);
+}
+
+// ---- the rest of the operations: one request, one answer ---------------------------------
+
+json to_json(const pb::FreezeStatus& f) {
+  json mounts = json::array();
+  for (const auto& m : f.mounts()) {
+    mounts.push_back({{"mount_point", m.mount_point()}, {"ok", m.ok()}, {"error", m.error()}});
+  }
+  return {{"frozen", f.frozen()},
+          {"mounts", mounts},
+          {"lease_expires_unix_ms", f.lease_expires_unix_ms()},
+          {"hook_errors", std::vector<std::string>(f.hook_errors().begin(), f.hook_errors().end())},
+          {"thawed_by", f.thawed_by()}};
+}
+
+void print_freeze(const pb::FreezeStatus& f) {
+  if (f.frozen()) {
+    std::printf("frozen; the lease ends in %.1f s unless renewed\n",
+                static_cast<double>(f.lease_expires_unix_ms() - now_ms()) / 1000.0);
+  } else {
+    std::printf("thawed%s\n", f.thawed_by().empty() ? "" : (" (by " + f.thawed_by() + ")").c_str());
+  }
+  for (const auto& m : f.mounts()) {
+    std::printf("  %-24s %s\n", m.mount_point().c_str(), m.ok() ? "ok" : m.error().c_str());
+  }
+  for (const auto& e : f.hook_errors()) std::printf("  hook: %s\n", e.c_str());
+}
+
+/// The request for a one-shot verb, or a usage failure.
+result<pb::Envelope> simple_request(const cli_options& o) {
+  pb::Envelope request;
+  const auto& v = o.verb;
+  if (v == "ping") {
+    request.mutable_ping()->set_nonce(static_cast<std::uint64_t>(now_ms()));
+  } else if (v == "info") {
+    request.mutable_info_request();
+  } else if (v == "telemetry") {
+    request.mutable_telemetry_request();
+  } else if (v == "hostname") {
+    request.mutable_hostname_request()->set_name(o.new_hostname);
+  } else if (v == "time") {
+    request.mutable_time_request()->set_set(o.set_time);
+    if (o.set_time) {
+      request.mutable_time_request()->set_set_unix_ns(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(
+              std::chrono::system_clock::now().time_since_epoch())
+              .count());
+    }
+  } else if (v == "shutdown" || v == "reboot") {
+    auto* p = request.mutable_power_request();
+    p->set_action(v == "reboot" ? pb::PowerRequest::ACTION_REBOOT
+                  : o.halt      ? pb::PowerRequest::ACTION_HALT
+                                : pb::PowerRequest::ACTION_POWEROFF);
+    p->set_delay_seconds(o.delay_seconds);
+  } else if (v == "freeze" && o.freeze_status) {
+    request.mutable_freeze_status_request();
+  } else if (v == "freeze") {
+    auto* f = request.mutable_freeze_request();
+    for (const auto& m : o.mounts) f->add_mount_points(m);
+    f->set_lease_ms(static_cast<std::uint32_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(o.lease).count()));
+  } else if (v == "thaw") {
+    request.mutable_thaw_request();
+  } else if (v == "passwd") {
+    std::string password = read_all_stdin();
+    while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
+      password.pop_back();
+    }
+    if (password.empty())
+      return qc::error_info{make_error_code(qc::errc::invalid_argument),
+                            "passwd: give the password on standard input"};
+    auto* p = request.mutable_password_request();
+    p->set_user(o.user);
+    p->set_password(password);
+    p->set_crypted(o.crypted);
+    ::explicit_bzero(password.data(), password.size());
+  } else if (v == "ssh-key") {
+    auto* k = request.mutable_ssh_keys_request();
+    k->set_user(o.user);
+    if (o.key_action == "list") {
+      k->set_action(pb::SshKeysRequest::ACTION_LIST);
+    } else {
+      k->set_action(o.key_action == "add" ? pb::SshKeysRequest::ACTION_ADD
+                                          : pb::SshKeysRequest::ACTION_REMOVE);
+      std::string keys = o.key == "-" || o.key.empty() ? read_all_stdin() : o.key;
+      std::string_view rest = keys;
+      while (!rest.empty()) {
+        const auto nl = rest.find('\n');
+        auto line = rest.substr(0, nl);
+        if (!line.empty()) k->add_keys(std::string(line));
+        if (nl == std::string_view::npos) break;
+        rest.remove_prefix(nl + 1);
+      }
+      if (k->keys_size() == 0) {
+        return qc::error_info{make_error_code(qc::errc::invalid_argument),
+                              "ssh-key: give a KEY, or keys on standard input"};
+      }
+    }
+  }
+  return request;
+}
 
 awaitable<int> run(const cli_options& o) {
   auto ex = co_await asio::this_coro::executor;
@@ -484,27 +1026,14 @@ awaitable<int> run(const cli_options& o) {
     co_return f ? report(*f) : exit_ok;
   }
 
-  pb::Envelope request;
-  if (o.verb == "ping") {
-    request.mutable_ping()->set_nonce(static_cast<std::uint64_t>(now_ms()));
-  } else if (o.verb == "info") {
-    request.mutable_info_request();
-  } else if (o.verb == "telemetry") {
-    request.mutable_telemetry_request();
-  } else if (o.verb == "hostname") {
-    request.mutable_hostname_request()->set_name(o.new_hostname);
-  } else if (o.verb == "time") {
-    request.mutable_time_request()->set_set(o.set_time);
-    if (o.set_time) {
-      request.mutable_time_request()->set_set_unix_ns(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(
-              std::chrono::system_clock::now().time_since_epoch())
-              .count());
-    }
-  }
+  if (o.verb == "exec") co_return co_await run_exec(*b, o);
+  if (o.verb == "cp") co_return co_await run_cp(*b, o);
+
+  auto request = simple_request(o);
+  if (!request) co_return report({exit_usage, request.error().message});
   const auto sent_at = std::chrono::system_clock::now();
   const auto t0 = std::chrono::steady_clock::now();
-  auto r = co_await b->call(o.vm, std::move(request), o.timeout);
+  auto r = co_await b->call(o.vm, std::move(request.value()), o.timeout);
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (!r) co_return report({b->status_of(r.error()), r.error().describe()});
@@ -557,6 +1086,32 @@ awaitable<int> run(const cli_options& o) {
                   static_cast<long long>((t.unix_ns() / 1'000'000) % 1000), offset_ms,
                   t.was_set() ? " (just set)" : "");
     }
+  } else if (o.verb == "shutdown" || o.verb == "reboot") {
+    const auto& p = r->power_reply();
+    if (o.json) {
+      std::cout << json{{"method", p.method()}, {"at_unix_ms", p.at_unix_ms()}}.dump() << "\n";
+    } else {
+      std::printf("%s: '%s' runs in %u s\n", o.vm.c_str(), p.method().c_str(), o.delay_seconds);
+    }
+  } else if (o.verb == "freeze" || o.verb == "thaw") {
+    if (o.json) {
+      std::cout << to_json(r->freeze_status()).dump() << "\n";
+    } else {
+      print_freeze(r->freeze_status());
+    }
+  } else if (o.verb == "passwd") {
+    if (!o.json) std::printf("password of %s set\n", o.user.c_str());
+  } else if (o.verb == "ssh-key") {
+    const auto& k = r->ssh_keys_reply();
+    if (o.json) {
+      std::cout << json{{"keys", std::vector<std::string>(k.keys().begin(), k.keys().end())},
+                        {"changed", k.changed()}}
+                       .dump()
+                << "\n";
+    } else {
+      if (o.key_action != "list") std::fprintf(stderr, "%u keys changed\n", k.changed());
+      for (const auto& key : k.keys()) std::printf("%s\n", key.c_str());
+    }
   } else {
     if (o.json) {
       std::cout << to_json(r->telemetry()).dump(2) << "\n";
@@ -607,12 +1162,66 @@ int main(int argc, char** argv) {
       app.add_subcommand("hostname", "set the guest's hostname (now and in /etc/hostname)");
   vm_arg(hostname);
   hostname->add_option("NAME", o.new_hostname, "the new hostname")->required();
-  for (auto* sub : {ping, info, telemetry, time, hostname}) {
-    sub->add_option("--timeout", timeout_text, "how long to wait for the answer")
+  auto* exec = app.add_subcommand(
+      "exec", "run a command in the guest, its output live; exits with the command's status");
+  vm_arg(exec);
+  exec->add_option("ARGV", o.argv, "the program and its arguments (after --)")->required();
+  exec->add_flag("--shell", o.shell, "run ARGV joined by spaces as a /bin/sh -c line");
+  exec->add_option("--user", o.user, "run as this user, with their groups, HOME and USER");
+  exec->add_option("--cwd", o.cwd, "working directory (default: the user's home)");
+  exec->add_option("--env", o.env, "NAME=VALUE added to the environment (repeatable)");
+  exec->add_flag("--stdin", o.send_stdin, "send this program's standard input to the command");
+  auto* cp = app.add_subcommand(
+      "cp", "copy a file to or from a guest: cp VM:PATH LOCAL or cp LOCAL VM:PATH");
+  cp->add_option("SOURCE", o.source, "VM:PATH or a local file")->required();
+  cp->add_option("DESTINATION", o.destination, "LOCAL or VM:PATH")->required();
+  cp->add_flag("--parents", o.create_parents, "create missing directories in the guest");
+  auto* shutdown = app.add_subcommand("shutdown", "power the guest off (the reply comes first)");
+  vm_arg(shutdown);
+  shutdown->add_flag("--halt", o.halt, "halt instead of powering off");
+  auto* reboot = app.add_subcommand("reboot", "reboot the guest (the reply comes first)");
+  vm_arg(reboot);
+  for (auto* sub : {shutdown, reboot}) {
+    sub->add_option("--delay", o.delay_seconds, "seconds to wait first")->capture_default_str();
+  }
+  std::string lease_text = "60s";
+  auto* freeze = app.add_subcommand(
+      "freeze",
+      "freeze the guest's filesystems for a snapshot, as a lease that must be renewed "
+      "(run freeze again) or it thaws by itself");
+  vm_arg(freeze);
+  freeze->add_option("--lease", lease_text, "thaw by itself after this long")
+      ->capture_default_str();
+  freeze->add_option("--mount", o.mounts, "only this mount point (repeatable)");
+  freeze->add_flag("--status", o.freeze_status, "only report whether the guest is frozen");
+  auto* thaw = app.add_subcommand("thaw", "thaw the guest's filesystems");
+  vm_arg(thaw);
+  auto* passwd = app.add_subcommand("passwd", "set a user's password, read from standard input");
+  vm_arg(passwd);
+  passwd->add_option("USER", o.user, "the user")->required();
+  passwd->add_flag("--crypted", o.crypted, "the input is already a crypt(3) hash");
+  auto* ssh_key = app.add_subcommand("ssh-key", "add, remove or list a user's SSH authorized keys");
+  vm_arg(ssh_key);
+  ssh_key->add_option("ACTION", o.key_action, "add, remove or list")
+      ->required()
+      ->check(CLI::IsMember({"add", "remove", "list"}));
+  ssh_key->add_option("USER", o.user, "the user")->required();
+  ssh_key->add_option("KEY", o.key, "the public key line (- or none: read from standard input)");
+  for (auto* sub : {ping, info, telemetry, time, hostname, exec, cp, shutdown, reboot, freeze, thaw,
+                    passwd, ssh_key}) {
+    sub->add_option("--timeout", timeout_text,
+                    sub == exec ? "kill the command after this long (default 60s)"
+                                : "how long to wait for the answer")
         ->capture_default_str();
   }
+  // "-:PATH" (the VM called "-" with --connect) would read as an option: give it a name.
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (auto& a : args) {
+    if (a.starts_with("-:")) a = "." + a;
+  }
+  std::reverse(args.begin(), args.end());  // CLI11 takes them last first
   try {
-    app.parse(argc, argv);
+    app.parse(args);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : exit_usage;
   }
@@ -624,14 +1233,36 @@ int main(int argc, char** argv) {
     return exit_usage;
   }
   o.timeout = *t;
+  if (const auto* given = app.get_subcommands().front()->get_option_no_throw("--timeout")) {
+    o.timeout_given = given->count() > 0;
+  }
+  auto lease = qc::parse_duration(lease_text);
+  if (!lease || lease->count() <= 0) {
+    std::fprintf(stderr, "qx-agent: --lease: %s\n",
+                 lease ? "must be more than 0" : lease.error().message.c_str());
+    return exit_usage;
+  }
+  o.lease = *lease;
   qc::logger::instance().set_level(qc::log_level::warning);
 
   asio::io_context io(1);
   int status_code = exit_ok;
   asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&](std::error_code ec, int) {
-    if (!ec) io.stop();  // ends a --watch
-  });
+  std::function<void(std::error_code, int)> on_signal = [&](std::error_code ec, int) {
+    if (ec) return;
+    if (on_interrupt) {
+      // The running request is cancelled in the guest; a second signal stops us at once.
+      on_interrupt();
+      on_interrupt = nullptr;
+      signals.async_wait([&](std::error_code e, int) {
+        if (!e) io.stop();
+      });
+      return;
+    }
+    if (!o.watch) status_code = exit_interrupted;  // Ctrl-C is how a --watch ends
+    io.stop();
+  };
+  signals.async_wait(on_signal);
   asio::co_spawn(io, run(o), [&](std::exception_ptr e, int r) {
     if (e) std::rethrow_exception(e);
     status_code = r;

@@ -53,6 +53,58 @@ const char* body_name(const pb::Envelope& envelope) noexcept {
       return "hostname_request";
     case pb::Envelope::kHostnameReply:
       return "hostname_reply";
+    case pb::Envelope::kCancelRequest:
+      return "cancel_request";
+    case pb::Envelope::kCancelReply:
+      return "cancel_reply";
+    case pb::Envelope::kExecRequest:
+      return "exec_request";
+    case pb::Envelope::kExecOutput:
+      return "exec_output";
+    case pb::Envelope::kExecResult:
+      return "exec_result";
+    case pb::Envelope::kFileReadRequest:
+      return "file_read_request";
+    case pb::Envelope::kFileChunk:
+      return "file_chunk";
+    case pb::Envelope::kFileReadResult:
+      return "file_read_result";
+    case pb::Envelope::kFileWriteOpen:
+      return "file_write_open";
+    case pb::Envelope::kFileWriteChunk:
+      return "file_write_chunk";
+    case pb::Envelope::kFileWriteClose:
+      return "file_write_close";
+    case pb::Envelope::kFileWriteReply:
+      return "file_write_reply";
+    case pb::Envelope::kFileStatRequest:
+      return "file_stat_request";
+    case pb::Envelope::kFileStat:
+      return "file_stat";
+    case pb::Envelope::kDirListRequest:
+      return "dir_list_request";
+    case pb::Envelope::kDirList:
+      return "dir_list";
+    case pb::Envelope::kPowerRequest:
+      return "power_request";
+    case pb::Envelope::kPowerReply:
+      return "power_reply";
+    case pb::Envelope::kFreezeRequest:
+      return "freeze_request";
+    case pb::Envelope::kThawRequest:
+      return "thaw_request";
+    case pb::Envelope::kFreezeStatusRequest:
+      return "freeze_status_request";
+    case pb::Envelope::kFreezeStatus:
+      return "freeze_status";
+    case pb::Envelope::kPasswordRequest:
+      return "password_request";
+    case pb::Envelope::kPasswordReply:
+      return "password_reply";
+    case pb::Envelope::kSshKeysRequest:
+      return "ssh_keys_request";
+    case pb::Envelope::kSshKeysReply:
+      return "ssh_keys_reply";
     case pb::Envelope::BODY_NOT_SET:
       return "empty";
   }

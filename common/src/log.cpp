@@ -109,11 +109,40 @@ void logger::write(log_level level, std::string_view message) {
   line.append(message);
   line.push_back('\n');
   std::lock_guard lock(output_mutex());
+  if (held_) {
+    if (held_lines_.size() < max_held_lines) {
+      held_lines_.emplace_back(line.data(), line.size());
+      held_levels_.push_back(level);
+    } else {
+      ++dropped_while_held_;
+    }
+    return;
+  }
+  emit(level, std::string_view(line.data(), line.size()));
+}
+
+void logger::emit(log_level level, std::string_view line) {
   if (sink_) {
-    sink_(level, std::string_view(line.data(), line.size()));
+    sink_(level, line);
   } else {
     write_all(STDERR_FILENO, line.data(), line.size());
   }
+}
+
+void logger::hold(bool on) {
+  std::lock_guard lock(output_mutex());
+  if (on == held_) return;
+  held_ = on;
+  if (on) return;
+  for (std::size_t i = 0; i < held_lines_.size(); ++i) emit(held_levels_[i], held_lines_[i]);
+  if (dropped_while_held_ > 0) {
+    const auto note = fmt::format("{}{} log lines dropped while output was held\n",
+                                  journal_ ? "<4>" : "", dropped_while_held_);
+    emit(log_level::warning, note);
+  }
+  held_lines_.clear();
+  held_levels_.clear();
+  dropped_while_held_ = 0;
 }
 
 }  // namespace qxa::common

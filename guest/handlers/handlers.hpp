@@ -3,7 +3,10 @@
 #pragma once
 
 #include <asio/awaitable.hpp>
+#include <memory>
 #include <span>
+#include <string>
+#include <vector>
 
 #include "quantix/agent/v1/agent.pb.h"
 #include "qxa/guest/agent.hpp"
@@ -14,6 +17,13 @@ namespace qxa::guest::handlers {
 struct request_context {
   agent_state& state;
   std::uint64_t session_id;
+  std::uint64_t request_id = 0;
+  std::shared_ptr<session> owner;  ///< null in unit tests: progress is then dropped
+
+  /// Sends a partial reply (more = true) to this request, first waiting while the session's
+  /// write queue holds much bulk data (the host reads at its pace; small replies go first).
+  /// False once the session has ended: the handler should stop.
+  asio::awaitable<bool> progress(pb::Envelope body) const;
 };
 
 /// A handler takes the request by value (it owns it for its whole run) and returns the reply
@@ -24,10 +34,17 @@ struct handler_entry {
   pb::Envelope::BodyCase request;
   const char* name;  // also the capability advertised in HelloAck
   handler_fn handle;
+  /// The handler bounds its own run time (exec's timeout; a transfer lasts as long as it makes
+  /// progress) instead of the agent's request timeout.
+  bool own_deadline = false;
+  /// Runs while filesystems are frozen (it writes nothing to disk).
+  bool while_frozen = false;
 };
 
 /// Every request the agent understands.
 std::span<const handler_entry> table();
+/// The operation names, once each, in table order.
+std::vector<std::string> operation_names();
 /// The entry for a request, or nullptr.
 const handler_entry* find(pb::Envelope::BodyCase request);
 
@@ -38,6 +55,22 @@ asio::awaitable<pb::Envelope> info(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> telemetry(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> time(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> hostname(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> exec(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> file_read(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> file_write(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> file_stat(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> dir_list(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> power(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> freeze(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> thaw(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> freeze_status(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> password(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> ssh_keys(request_context ctx, pb::Envelope request);
+
+/// An Error reply for a refusal by the local policy, with its audit line.
+pb::Envelope refused(const request_context& ctx, const char* op, const refusal& why);
+/// An Error reply for a failed system call (errno `err`), mapped to the nearest code.
+pb::Envelope system_error(int err, const std::string& what);
 
 /// The Info body, also used to fill HelloAck.
 pb::Info make_info(const agent_state& state);

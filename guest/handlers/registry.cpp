@@ -1,17 +1,40 @@
 // SPDX-License-Identifier: MIT
+#include <algorithm>
 #include <array>
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <vector>
 
 #include "handlers.hpp"
+#include "qxa/common/log.hpp"
 
 namespace qxa::guest::handlers {
 
 namespace {
+// The name is the operation the policy's allow and block lists speak of.
+constexpr bool own_deadline = true;
+constexpr bool while_frozen = true;
 constexpr std::array entries = {
-    handler_entry{pb::Envelope::kPing, "ping", &ping},
-    handler_entry{pb::Envelope::kInfoRequest, "info", &info},
+    handler_entry{pb::Envelope::kPing, "ping", &ping, !own_deadline, while_frozen},
+    handler_entry{pb::Envelope::kInfoRequest, "info", &info, !own_deadline, while_frozen},
     handler_entry{pb::Envelope::kTelemetryRequest, "telemetry", &telemetry},
     handler_entry{pb::Envelope::kTimeRequest, "time", &time},
     handler_entry{pb::Envelope::kHostnameRequest, "hostname", &hostname},
+    handler_entry{pb::Envelope::kExecRequest, "exec", &exec, own_deadline},
+    handler_entry{pb::Envelope::kFileReadRequest, "file-read", &file_read, own_deadline},
+    handler_entry{pb::Envelope::kFileWriteOpen, "file-write", &file_write},
+    handler_entry{pb::Envelope::kFileWriteChunk, "file-write", &file_write},
+    handler_entry{pb::Envelope::kFileWriteClose, "file-write", &file_write},
+    handler_entry{pb::Envelope::kFileStatRequest, "file-stat", &file_stat},
+    handler_entry{pb::Envelope::kDirListRequest, "file-list", &dir_list},
+    handler_entry{pb::Envelope::kPowerRequest, "power", &power},
+    handler_entry{pb::Envelope::kFreezeRequest, "freeze", &freeze, own_deadline, while_frozen},
+    handler_entry{pb::Envelope::kThawRequest, "thaw", &thaw, own_deadline, while_frozen},
+    handler_entry{pb::Envelope::kFreezeStatusRequest, "freeze-status", &freeze_status,
+                  !own_deadline, while_frozen},
+    handler_entry{pb::Envelope::kPasswordRequest, "password", &password},
+    handler_entry{pb::Envelope::kSshKeysRequest, "ssh-key", &ssh_keys},
 };
 }  // namespace
 
@@ -24,11 +47,60 @@ const handler_entry* find(pb::Envelope::BodyCase request) {
   return nullptr;
 }
 
+std::vector<std::string> operation_names() {
+  std::vector<std::string> names;
+  for (const auto& e : entries) {
+    if (std::find(names.begin(), names.end(), e.name) == names.end()) names.emplace_back(e.name);
+  }
+  return names;
+}
+
 pb::Envelope error_reply(pb::ErrorCode code, std::string message) {
   pb::Envelope e;
   e.mutable_error()->set_code(code);
   e.mutable_error()->set_message(std::move(message));
   return e;
+}
+
+pb::Envelope refused(const request_context& ctx, const char* op, const refusal& why) {
+  common::log_warning("audit: op={} session={:016x} request={} outcome=refused rule={}", op,
+                      ctx.session_id, ctx.request_id, why.rule);
+  auto e = error_reply(pb::ERROR_CODE_PERMISSION_DENIED, why.message);
+  e.mutable_error()->set_rule(why.rule);
+  return e;
+}
+
+pb::Envelope system_error(int err, const std::string& what) {
+  pb::ErrorCode code = pb::ERROR_CODE_INTERNAL;
+  switch (err) {
+    case ENOENT:
+      code = pb::ERROR_CODE_NOT_FOUND;
+      break;
+    case EACCES:
+    case EPERM:
+    case EROFS:
+      code = pb::ERROR_CODE_PERMISSION_DENIED;
+      break;
+    case EEXIST:
+      code = pb::ERROR_CODE_ALREADY_EXISTS;
+      break;
+    case ENOTDIR:
+    case EISDIR:
+    case EINVAL:
+    case ENAMETOOLONG:
+    case ELOOP:
+      code = pb::ERROR_CODE_INVALID_ARGUMENT;
+      break;
+    case ENOSPC:
+    case EDQUOT:
+    case EFBIG:
+    case ENOMEM:
+      code = pb::ERROR_CODE_RESOURCE_EXHAUSTED;
+      break;
+    default:
+      break;
+  }
+  return error_reply(code, fmt::format("{}: {}", what, std::strerror(err)));
 }
 
 }  // namespace qxa::guest::handlers

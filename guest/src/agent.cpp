@@ -39,6 +39,17 @@ agent::agent(asio::any_io_executor ex, agent_options options, std::unique_ptr<po
                              .count(),
       .pid = static_cast<std::uint32_t>(::getpid()),
   });
+  state_->freeze = std::make_shared<freezer>(ex_, state_->options.freeze);
+  state_->uploads = std::make_shared<upload_table>();
+}
+
+bool agent_state::frozen() const noexcept { return freeze && freeze->frozen(); }
+
+asio::awaitable<void> agent::prepare_exit() {
+  if (state_->frozen()) {
+    common::log_warning("exiting while filesystems are frozen: thawing them first");
+    (void)co_await state_->freeze->thaw("agent exit");
+  }
 }
 
 agent::~agent() = default;
@@ -49,7 +60,9 @@ asio::awaitable<int> agent::run() {
       std::chrono::duration_cast<std::chrono::milliseconds>(state_->options.telemetry_interval)
           .count(),
       std::chrono::duration_cast<std::chrono::milliseconds>(state_->options.write_timeout).count());
+  co_await state_->freeze->recover();  // a freeze an earlier agent made and did not undo
   auto outcome = co_await (serve_hosts() || telemetry_loop());
+  co_await prepare_exit();
   if (current_) current_->stream().close();
   port_->close();
   if (outcome.index() == 1) co_return std::get<1>(outcome);

@@ -3,6 +3,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
+#include "../handlers/handlers.hpp"
 #include "qxa/common/config.hpp"
 
 namespace qxa::guest {
@@ -24,6 +27,12 @@ std::optional<common::error_info> apply(common::config_reader& r, agent_config& 
   r.get("limits.max_inflight_requests", a.max_inflight_requests, 1, 65'536);
   r.get("limits.max_frame_size", a.max_frame_size, 4096, 256u << 20);
   r.get_duration("limits.request_timeout", a.request_timeout, std::chrono::milliseconds(1));
+  auto& f = a.freeze;
+  r.get("freeze.hooks_dir", f.hooks_dir);
+  r.get_duration("freeze.hook_timeout", f.hook_timeout, std::chrono::milliseconds(1));
+  r.get_duration("freeze.default_lease", f.default_lease, std::chrono::milliseconds(100));
+  r.get_duration("freeze.max_lease", f.max_lease, std::chrono::milliseconds(100));
+  r.get("freeze.state_file", f.state_file);
   r.get_duration("port_tuning.host_poll_interval", a.port_tuning.host_poll_interval,
                  std::chrono::milliseconds(1));
   auto& p = a.policy;
@@ -50,13 +59,9 @@ std::optional<common::error_info> apply(common::config_reader& r, agent_config& 
       }
     }
   }
-  const auto known = [](const std::string& op) {
-    for (const char* k :
-         {"ping", "info", "telemetry", "exec", "file-read", "file-write", "file-stat", "file-list",
-          "power", "freeze", "thaw", "time", "hostname", "password", "ssh-key"}) {
-      if (op == k) return true;
-    }
-    return false;
+  const auto operations = handlers::operation_names();
+  const auto known = [&](const std::string& op) {
+    return std::find(operations.begin(), operations.end(), op) != operations.end();
   };
   for (const auto* list : {&p.allow, &p.block}) {
     for (const auto& op : *list) {

@@ -42,6 +42,10 @@ asio::awaitable<void> session::run() {
     }
     handle(std::move(received.value()));
   }
+  cancel_all("the host connection ended");
+  if (auto n = state_.uploads->abort_session(session_id_)) {
+    common::log_info("{} unfinished file uploads discarded", n);
+  }
   stream_->close(make_error_code(common::errc::connection_lost));
 }
 
@@ -71,6 +75,10 @@ void session::handle(pb::Envelope envelope) {
                        envelope.session_id(), session_id_));
     return;
   }
+  if (envelope.has_cancel_request()) {
+    cancel(envelope);
+    return;
+  }
   const auto* entry = handlers::find(envelope.body_case());
   if (entry == nullptr) {
     refuse(envelope, pb::ERROR_CODE_UNKNOWN_REQUEST,
@@ -82,6 +90,13 @@ void session::handle(pb::Envelope envelope) {
     common::log_warning("audit: op={} session={:016x} request={} outcome=refused rule={}",
                         entry->name, session_id_, envelope.request_id(), no->rule);
     refuse(envelope, pb::ERROR_CODE_PERMISSION_DENIED, no->message, no->rule);
+    return;
+  }
+  if (state_.frozen() && !entry->while_frozen) {
+    refuse(
+        envelope, pb::ERROR_CODE_FAILED_PRECONDITION,
+        fmt::format("the guest's filesystems are frozen: {} must wait for the thaw", entry->name),
+        "frozen");
     return;
   }
   if (inflight_ >= state_.options.max_inflight_requests) {
@@ -108,11 +123,16 @@ asio::awaitable<void> session::execute(pb::Envelope request) {
                      entry->name, stamped, session_id_);
     co_return;
   }
-  handlers::request_context ctx{state_, stamped};
-  asio::steady_timer deadline(co_await asio::this_coro::executor);
-  deadline.expires_after(state_.options.request_timeout);
-  auto outcome =
-      co_await (entry->handle(ctx, std::move(request)) || deadline.async_wait(asio::use_awaitable));
+  auto ex = co_await asio::this_coro::executor;
+  auto stop = std::make_shared<stopper>(ex);
+  running_[id] = stop;
+  handlers::request_context ctx{state_, stamped, id, shared_from_this()};
+  asio::steady_timer deadline(ex);
+  deadline.expires_after(entry->own_deadline ? std::chrono::nanoseconds::max() / 2
+                                             : state_.options.request_timeout);
+  auto outcome = co_await (entry->handle(ctx, std::move(request)) ||
+                           deadline.async_wait(asio::use_awaitable) || stop->wait());
+  running_.erase(id);
   if (stamped != session_id_ || !stream_->is_open()) {
     // Never hand an answer to a session that did not ask.
     common::log_info("reply to request {} ({}) dropped: session {:016x} has ended", id, entry->name,
@@ -121,14 +141,55 @@ asio::awaitable<void> session::execute(pb::Envelope request) {
   }
   if (outcome.index() == 0) {
     common::log_debug("request {} ({}) of session {:016x} executed", id, entry->name, stamped);
-    reply(id, std::move(std::get<0>(outcome)));
-  } else {
+    // A final reply never overtakes the request's own partial replies.
+    reply(id, std::move(std::get<0>(outcome)), !stop->sent_progress);
+  } else if (outcome.index() == 1) {
     common::log_warning(
         "request {} ({}) timed out after {} ms", id, entry->name,
         std::chrono::duration_cast<std::chrono::milliseconds>(state_.options.request_timeout)
             .count());
     reply(id, handlers::error_reply(pb::ERROR_CODE_TIMEOUT, "the request timed out"));
+  } else {
+    common::log_info("request {} ({}) cancelled: {}", id, entry->name, stop->why);
+    reply(id,
+          handlers::error_reply(pb::ERROR_CODE_CANCELLED, fmt::format("cancelled: {}", stop->why)),
+          !stop->sent_progress);
   }
+}
+
+void session::cancel(const pb::Envelope& request) {
+  const auto target = request.cancel_request().request_id();
+  auto it = running_.find(target);
+  pb::Envelope body;
+  body.mutable_cancel_reply()->set_found(it != running_.end());
+  if (it != running_.end()) it->second->stop("the host cancelled it");
+  reply(request.request_id(), std::move(body));
+}
+
+void session::cancel_all(const char* why) {
+  auto running = running_;  // stopping one may end it and erase it
+  for (auto& [id, stop] : running) stop->stop(why);
+}
+
+asio::awaitable<bool> session::send_progress(std::uint64_t stamped, std::uint64_t request_id,
+                                             pb::Envelope body) {
+  // Bulk data waits while this much is queued, so that a small reply (a pong) is never stuck
+  // behind much of it; urgent replies overtake what is queued anyway.
+  constexpr std::size_t bulk_queue_bytes = 1u << 20;
+  if (stamped != session_id_ || !stream_->is_open()) co_return false;
+  co_await stream_->wait_queue_below(bulk_queue_bytes);
+  if (stamped != session_id_ || !stream_->is_open()) co_return false;
+  body.set_reply_to(request_id);
+  body.set_session_id(stamped);
+  body.set_more(true);
+  if (auto it = running_.find(request_id); it != running_.end()) it->second->sent_progress = true;
+  // Partial replies have no deadline of their own beyond the stream's: the write timeout.
+  co_return !stream_->post(body);
+}
+
+asio::awaitable<bool> handlers::request_context::progress(pb::Envelope body) const {
+  if (!owner) co_return true;
+  co_return co_await owner->send_progress(session_id, request_id, std::move(body));
 }
 
 void session::answer_hello(const pb::Envelope& request) {
@@ -139,6 +200,10 @@ void session::answer_hello(const pb::Envelope& request) {
     return;
   }
   const std::uint64_t previous = session_id_;
+  if (previous != 0 && previous != id) {
+    cancel_all("the host opened a new session");
+    state_.uploads->abort_session(previous);
+  }
   session_id_ = id;
   ++state_.sessions;
   if (previous == id) {
@@ -159,6 +224,7 @@ void session::answer_hello(const pb::Envelope& request) {
   ack->mutable_limits()->set_max_frame_bytes(state_.options.max_frame_size);
   ack->mutable_limits()->set_max_inflight_requests(state_.options.max_inflight_requests);
   for (const auto& h : handlers::table()) ack->add_capabilities(h.name);
+  ack->add_capabilities("cancel");
   *ack->mutable_os() = info.os();
   ack->set_hostname(info.hostname());
   ack->set_boot_id(state_.boot_id);
@@ -174,10 +240,13 @@ void session::refuse(const pb::Envelope& request, pb::ErrorCode code, std::strin
   reply(request.request_id(), std::move(body));
 }
 
-void session::reply(std::uint64_t request_id, pb::Envelope body) {
+void session::reply(std::uint64_t request_id, pb::Envelope body, bool may_overtake) {
   body.set_reply_to(request_id);
   body.set_session_id(session_id_);
-  if (auto ec = stream_->post(body)) {
+  // Small answers overtake queued bulk data (command output, file chunks).
+  common::send_options o;
+  o.urgent = may_overtake && body.ByteSizeLong() <= 64u << 10;
+  if (auto ec = stream_->post(body, o)) {
     common::log_debug("reply to {} not queued: {}", request_id, ec.message());
   }
 }

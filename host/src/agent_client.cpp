@@ -5,6 +5,7 @@
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/redirect_error.hpp>
+#include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <mutex>
 #include <random>
@@ -22,6 +23,15 @@ struct agent_client::pending_request {
   explicit pending_request(const asio::any_io_executor& ex) : timer(ex) {}
   asio::steady_timer timer;
   std::optional<result<pb::Envelope>> outcome;
+  std::chrono::nanoseconds timeout{};
+  std::function<void(const pb::Envelope&)> on_progress;
+
+  /// A partial reply: hand it over and count the deadline again from now.
+  void progress(const pb::Envelope& e) {
+    if (outcome) return;
+    if (on_progress) on_progress(e);
+    timer.expires_after(timeout);  // wakes the waiter, which waits again
+  }
 
   void complete(result<pb::Envelope> r) {
     if (outcome) return;
@@ -135,8 +145,30 @@ asio::awaitable<result<pb::Envelope>> agent_client::request(
   co_return co_await send_request(std::move(request), timeout.value_or(opt_.request_timeout));
 }
 
+asio::awaitable<result<pb::Envelope>> agent_client::request(pb::Envelope request,
+                                                            call_options options) {
+  if (!is_connected())
+    co_return result<pb::Envelope>{errc::not_connected, "not connected to " + path_};
+  if (!ready_) co_return result<pb::Envelope>{errc::not_connected, "no session with the agent yet"};
+  request.set_session_id(session_id_);
+  const auto timeout = options.timeout.value_or(opt_.request_timeout);
+  co_return co_await send_request(std::move(request), timeout, std::move(options));
+}
+
+void agent_client::cancel(std::uint64_t request_id) {
+  if (!is_connected() || !ready_ || !pending_.contains(request_id)) return;
+  pb::Envelope e;
+  e.set_request_id(next_id_++);  // its reply is not waited for
+  e.set_session_id(session_id_);
+  e.mutable_cancel_request()->set_request_id(request_id);
+  common::send_options o;
+  o.urgent = true;
+  (void)stream_->post(e, o);
+}
+
 asio::awaitable<result<pb::Envelope>> agent_client::send_request(pb::Envelope request,
-                                                                 std::chrono::nanoseconds timeout) {
+                                                                 std::chrono::nanoseconds timeout,
+                                                                 call_options options) {
   if (!is_connected()) co_return result<pb::Envelope>{errc::not_connected, "not connected"};
   if (pending_.size() >= opt_.max_inflight) {
     co_return result<pb::Envelope>{errc::too_many_requests,
@@ -147,14 +179,28 @@ asio::awaitable<result<pb::Envelope>> agent_client::send_request(pb::Envelope re
   request.set_reply_to(0);
   auto p = std::make_shared<pending_request>(ex_);
   p->timer.expires_after(timeout);
+  p->timeout = timeout;
+  p->on_progress = std::move(options.on_progress);
   pending_.emplace(id, p);
   ++stats_.requests;
   if (auto ec = stream_->post(request)) {
     pending_.erase(id);
     co_return result<pb::Envelope>{ec, "cannot send: " + ec.message()};
   }
-  std::error_code ignored;
-  co_await p->timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  if (options.on_sent) options.on_sent(id);
+  asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
+  for (;;) {
+    std::error_code ignored;
+    co_await p->timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+    if (p->outcome) break;
+    if (cs.cancelled() != asio::cancellation_type::none) {
+      cancel(id);  // the agent stops it; its final reply is not waited for
+      pending_.erase(id);
+      co_return result<pb::Envelope>{errc::cancelled, "cancelled by the caller"};
+    }
+    if (p->timer.expiry() <= asio::steady_timer::clock_type::now()) break;
+    // A partial reply moved the deadline: wait again.
+  }
   pending_.erase(id);
   if (p->outcome) co_return std::move(*p->outcome);
   ++stats_.timeouts;
@@ -214,6 +260,10 @@ void agent_client::dispatch(pb::Envelope envelope) {
       return;
     }
     auto p = it->second;
+    if (envelope.more()) {
+      p->progress(envelope);
+      return;
+    }
     pending_.erase(it);
     p->complete(std::move(envelope));
     return;

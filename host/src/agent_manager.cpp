@@ -434,8 +434,9 @@ pb::StatusReport agent_manager::status(const std::string& vm) const {
   return report;
 }
 
-asio::awaitable<result<pb::Envelope>> agent_manager::call(
-    const std::string& vm, pb::Envelope request, std::optional<std::chrono::nanoseconds> timeout) {
+asio::awaitable<result<pb::Envelope>> agent_manager::call(const std::string& vm,
+                                                          pb::Envelope request,
+                                                          call_options options) {
   auto it = vms_.find(vm);
   if (it == vms_.end()) {
     co_return result<pb::Envelope>{
@@ -450,7 +451,7 @@ asio::awaitable<result<pb::Envelope>> agent_manager::call(
         fmt::format("vm {} is {}{}", vm, to_string(rec->status.state()),
                     rec->status.last_error().empty() ? "" : ": " + rec->status.last_error())};
   }
-  auto r = co_await client->request(std::move(request), timeout);
+  auto r = co_await client->request(std::move(request), std::move(options));
   refresh_counters(*rec);
   co_return r;
 }

@@ -4,12 +4,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
+#include <map>
 
 #include "qxa/common/log.hpp"
 
@@ -27,6 +30,7 @@ pb::ErrorCode wire_code(std::error_code ec) noexcept {
   if (ec == errc::request_timeout || ec == errc::write_timeout) return pb::ERROR_CODE_TIMEOUT;
   if (ec == errc::too_many_requests) return pb::ERROR_CODE_TOO_MANY_REQUESTS;
   if (ec == errc::invalid_argument) return pb::ERROR_CODE_INVALID_ARGUMENT;
+  if (ec == errc::cancelled) return pb::ERROR_CODE_CANCELLED;
   return pb::ERROR_CODE_INTERNAL;
 }
 
@@ -120,8 +124,16 @@ asio::awaitable<void> control_server::accept_loop() {
   }
 }
 
+// One control connection and the calls it has running: they are cancelled when it closes.
+struct control_server::connection {
+  explicit connection(std::shared_ptr<control_stream> s) : stream(std::move(s)) {}
+  std::shared_ptr<control_stream> stream;
+  std::map<std::uint64_t, std::shared_ptr<asio::cancellation_signal>> calls;
+};
+
 asio::awaitable<void> control_server::serve(std::shared_ptr<control_stream> stream) {
   auto self = shared_from_this();
+  auto conn = std::make_shared<connection>(stream);
   for (;;) {
     auto r = co_await stream->receive();
     if (!r) break;
@@ -134,8 +146,17 @@ asio::awaitable<void> control_server::serve(std::shared_ptr<control_stream> stre
         (void)stream->post(reply);
         break;
       }
-      case pb::ControlMessage::kVmCall:
-        asio::co_spawn(stream->get_executor(), serve_call(stream, std::move(m)), asio::detached);
+      case pb::ControlMessage::kVmCall: {
+        auto signal = std::make_shared<asio::cancellation_signal>();
+        conn->calls[m.request_id()] = signal;
+        asio::co_spawn(stream->get_executor(), serve_call(conn, std::move(m)),
+                       asio::bind_cancellation_slot(signal->slot(), asio::detached));
+        break;
+      }
+      case pb::ControlMessage::kCancelCall:
+        if (auto it = conn->calls.find(m.cancel_call().request_id()); it != conn->calls.end()) {
+          it->second->emit(asio::cancellation_type::terminal);
+        }
         break;
       case pb::ControlMessage::kTelemetryWatch:
         asio::co_spawn(stream->get_executor(), serve_watch(stream, std::move(m)), asio::detached);
@@ -145,22 +166,42 @@ asio::awaitable<void> control_server::serve(std::shared_ptr<control_stream> stre
             error_message(m.request_id(), pb::ERROR_CODE_UNKNOWN_REQUEST, "not a control request"));
     }
   }
+  // The client is gone: nobody will read what its calls produce.
+  auto calls = conn->calls;
+  for (auto& [id, signal] : calls) signal->emit(asio::cancellation_type::terminal);
   stream->close();
 }
 
-asio::awaitable<void> control_server::serve_call(std::shared_ptr<control_stream> stream,
+asio::awaitable<void> control_server::serve_call(std::shared_ptr<connection> conn,
                                                  pb::ControlMessage m) {
   const auto& call = m.vm_call();
-  std::optional<std::chrono::nanoseconds> timeout;
-  if (call.timeout_ms() > 0) timeout = std::chrono::milliseconds(call.timeout_ms());
+  const auto id = m.request_id();
+  auto stream = conn->stream;
+  call_options options;
+  if (call.timeout_ms() > 0) options.timeout = std::chrono::milliseconds(call.timeout_ms());
+  if (call.stream_progress()) {
+    options.on_progress = [conn, id](const pb::Envelope& partial) {
+      pb::ControlMessage out;
+      out.set_reply_to(id);
+      out.set_more(true);
+      *out.mutable_vm_call_result()->mutable_reply() = partial;
+      if (conn->stream->post(out)) {
+        // A client this far behind (or gone) would get a stream with a hole: stop the call.
+        if (auto it = conn->calls.find(id); it != conn->calls.end()) {
+          it->second->emit(asio::cancellation_type::terminal);
+        }
+      }
+    };
+  }
   const auto t0 = std::chrono::steady_clock::now();
-  auto r = co_await manager_->call(call.vm(), call.request(), timeout);
+  auto r = co_await manager_->call(call.vm(), call.request(), std::move(options));
+  conn->calls.erase(id);
   if (!r) {
-    (void)stream->post(error_message(m.request_id(), wire_code(r.code()), r.error().describe()));
+    (void)stream->post(error_message(id, wire_code(r.code()), r.error().describe()));
     co_return;
   }
   pb::ControlMessage reply;
-  reply.set_reply_to(m.request_id());
+  reply.set_reply_to(id);
   auto* result = reply.mutable_vm_call_result();
   *result->mutable_reply() = std::move(r.value());
   result->set_rtt_ms(
@@ -192,6 +233,15 @@ asio::awaitable<void> control_server::serve_watch(std::shared_ptr<control_stream
 
 // ---- client -------------------------------------------------------------------------------
 
+struct control_client::pending {
+  explicit pending(const asio::any_io_executor& ex) : wake(ex) {}
+  /// Gets each response; false: this was the last one.
+  std::function<bool(const pb::ControlMessage&)> on_message;
+  common::detail::async_event wake;
+  bool done = false;
+  bool answered = false;  ///< ended by its last response, not by the connection closing
+};
+
 asio::awaitable<std::error_code> control_client::connect(const std::string& path) {
   asio::local::stream_protocol::socket socket(ex_);
   auto [ec] = co_await socket.async_connect(asio::local::stream_protocol::endpoint(path),
@@ -199,39 +249,86 @@ asio::awaitable<std::error_code> control_client::connect(const std::string& path
   if (ec) co_return ec;
   stream_ = control_stream::create(std::move(socket));
   stream_->start();
+  asio::co_spawn(ex_, read_loop(stream_, pending_), asio::detached);
   co_return std::error_code{};
+}
+
+// One reader hands each response to the call it answers, so calls may run concurrently.
+asio::awaitable<void> control_client::read_loop(
+    std::shared_ptr<control_stream> stream,
+    std::shared_ptr<std::map<std::uint64_t, std::shared_ptr<pending>>> calls) {
+  for (;;) {
+    auto m = co_await stream->receive();
+    if (!m) break;
+    auto it = calls->find(m->reply_to());
+    if (it == calls->end()) continue;
+    auto p = it->second;
+    if (!p->on_message(*m)) {
+      p->done = true;
+      p->answered = true;
+      calls->erase(it);
+      p->wake.notify_all();
+    }
+  }
+  auto left = std::move(*calls);
+  calls->clear();
+  for (auto& [id, p] : left) {
+    p->done = true;
+    p->wake.notify_all();
+  }
 }
 
 asio::awaitable<result<pb::ControlMessage>> control_client::call(pb::ControlMessage request,
                                                                  std::chrono::nanoseconds timeout) {
-  request.set_request_id(next_id_++);
-  if (auto ec = stream_->post(request)) co_return result<pb::ControlMessage>{ec, ec.message()};
-  asio::steady_timer t(ex_);
-  t.expires_after(timeout);
-  for (;;) {
-    auto r = co_await (stream_->receive() || t.async_wait(asio::use_awaitable));
-    if (r.index() == 1) {
-      co_return result<pb::ControlMessage>{errc::request_timeout, "no answer from qx-agentd"};
-    }
-    auto& m = std::get<0>(r);
-    if (!m) {
-      co_return result<pb::ControlMessage>{
-          errc::connection_lost, "qx-agentd closed the connection: " + m.error().describe()};
-    }
-    if (m->reply_to() == request.request_id()) co_return std::move(m.value());
+  std::optional<pb::ControlMessage> answer;
+  auto ec = co_await stream(
+      std::move(request),
+      [&](const pb::ControlMessage& m) {
+        answer = m;
+        return false;
+      },
+      {}, timeout);
+  if (answer) co_return std::move(*answer);
+  if (ec == errc::request_timeout) {
+    co_return result<pb::ControlMessage>{errc::request_timeout, "no answer from qx-agentd"};
   }
+  co_return result<pb::ControlMessage>{errc::connection_lost, "qx-agentd closed the connection"};
+}
+
+void control_client::cancel(std::uint64_t request_id) {
+  pb::ControlMessage m;
+  m.set_request_id(next_id_++);
+  m.mutable_cancel_call()->set_request_id(request_id);
+  (void)stream_->post(m);
 }
 
 asio::awaitable<std::error_code> control_client::stream(
-    pb::ControlMessage request, std::function<bool(const pb::ControlMessage&)> on_message) {
-  request.set_request_id(next_id_++);
-  if (auto ec = stream_->post(request)) co_return ec;
-  for (;;) {
-    auto m = co_await stream_->receive();
-    if (!m) co_return make_error_code(errc::connection_lost);
-    if (m->reply_to() != request.request_id()) continue;
-    if (!on_message(*m) || !m->more()) co_return std::error_code{};
+    pb::ControlMessage request, std::function<bool(const pb::ControlMessage&)> on_message,
+    std::function<void(std::uint64_t)> on_sent, std::optional<std::chrono::nanoseconds> timeout) {
+  const auto id = next_id_++;
+  request.set_request_id(id);
+  auto p = std::make_shared<pending>(ex_);
+  p->on_message = std::move(on_message);
+  (*pending_)[id] = p;
+  if (auto ec = stream_->post(request)) {
+    pending_->erase(id);
+    co_return ec;
   }
+  if (on_sent) on_sent(id);
+  if (!timeout) {
+    while (!p->done) co_await p->wake.wait();
+    co_return p->answered ? std::error_code{} : make_error_code(errc::connection_lost);
+  }
+  asio::steady_timer t(ex_);
+  t.expires_after(*timeout);
+  while (!p->done) {
+    auto r = co_await (p->wake.wait() || t.async_wait(asio::use_awaitable));
+    if (r.index() == 1 && !p->done) {
+      pending_->erase(id);
+      co_return make_error_code(errc::request_timeout);
+    }
+  }
+  co_return p->answered ? std::error_code{} : make_error_code(errc::connection_lost);
 }
 
 }  // namespace qxa::host

@@ -5,7 +5,9 @@
 
 #include <functional>
 #include <optional>
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace qxa::common {
 
@@ -37,8 +39,19 @@ class logger {
 
   void write(log_level level, std::string_view message);
 
+  /// While held, lines are kept in memory (up to a bound, then counted) instead of written:
+  /// with the guest's filesystems frozen, a write to a journal or a log file could block the
+  /// agent. Releasing writes them out in order.
+  void hold(bool on);
+
  private:
+  static constexpr std::size_t max_held_lines = 2000;
   logger();
+  void emit(log_level level, std::string_view line);
+  bool held_ = false;
+  std::vector<std::string> held_lines_;
+  std::vector<log_level> held_levels_;
+  std::size_t dropped_while_held_ = 0;
   log_level level_ = log_level::info;
   bool journal_ = false;
   sink_fn sink_;

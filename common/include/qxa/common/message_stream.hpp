@@ -15,6 +15,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <asio/awaitable.hpp>
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/buffer.hpp>
@@ -67,6 +68,9 @@ struct send_options {
   /// Non-zero: this frame replaces a queued, not yet started frame with the same key, which
   /// then completes with `superseded` (the newest telemetry sample replaces an unsent one).
   std::uint32_t replace_key = 0;
+  /// Goes ahead of every queued frame that is not urgent (never ahead of one being written):
+  /// a small reply does not wait behind bulk data such as file chunks or command output.
+  bool urgent = false;
 };
 
 struct stream_stats {
@@ -103,6 +107,7 @@ struct outgoing_frame {
   std::vector<std::uint8_t> bytes;
   std::chrono::steady_clock::time_point deadline;
   std::uint32_t replace_key = 0;
+  bool urgent = false;
   bool started = false;
   bool done = false;
   std::error_code result;
@@ -305,7 +310,12 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
         }
       }
     }
-    queue_.push_back(entry);
+    entry->urgent = opts.urgent;
+    auto at = queue_.end();
+    if (opts.urgent) {
+      at = std::find_if(queue_.begin(), queue_.end(), [](const auto& q) { return !q->urgent; });
+    }
+    queue_.insert(at, entry);
     wake_writer_.notify_all();
     return entry;
   }

@@ -11,9 +11,11 @@
 #include <string>
 
 #include "qxa/common/frame.hpp"
+#include "qxa/guest/freezer.hpp"
 #include "qxa/guest/policy.hpp"
 #include "qxa/guest/port.hpp"
 #include "qxa/guest/system_info.hpp"
+#include "qxa/guest/uploads.hpp"
 
 namespace qxa::guest {
 
@@ -37,6 +39,7 @@ struct agent_options {
   std::chrono::nanoseconds request_timeout = 30s;
   /// What the host may ask of this guest.
   local_policy policy;
+  freeze_options freeze;
 };
 
 class session;
@@ -51,6 +54,10 @@ struct agent_state {
   std::uint64_t telemetry_sent = 0;
   std::uint64_t telemetry_sequence = 0;
   std::uint64_t sessions = 0;  // handshakes completed
+  std::shared_ptr<freezer> freeze = nullptr;
+  std::shared_ptr<upload_table> uploads = nullptr;
+
+  [[nodiscard]] bool frozen() const noexcept;
 };
 
 class agent {
@@ -63,6 +70,8 @@ class agent {
   asio::awaitable<int> run();
 
   [[nodiscard]] const agent_state& state() const noexcept { return *state_; }
+  /// Undoes what must not outlive the agent (a freeze). Call before stopping the io_context.
+  asio::awaitable<void> prepare_exit();
 
  private:
   asio::awaitable<void> serve_hosts();

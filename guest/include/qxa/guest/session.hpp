@@ -6,6 +6,7 @@
 
 #include <asio/awaitable.hpp>
 #include <cstdint>
+#include <map>
 #include <memory>
 
 #include "qxa/common/message_stream.hpp"
@@ -29,18 +30,45 @@ class session : public std::enable_shared_from_this<session> {
   [[nodiscard]] guest_stream& stream() noexcept { return *stream_; }
   [[nodiscard]] bool is_open() const noexcept { return stream_->is_open(); }
 
+  /// Sends a partial reply to a request of session `stamped` (see request_context::progress).
+  asio::awaitable<bool> send_progress(std::uint64_t stamped, std::uint64_t request_id,
+                                      pb::Envelope body);
+  /// Stops every request still running (the host went away or opened a new session).
+  void cancel_all(const char* why);
+
  private:
   void handle(pb::Envelope envelope);
   void answer_hello(const pb::Envelope& request);
   void refuse(const pb::Envelope& request, pb::ErrorCode code, std::string message,
               std::string rule = {});
-  void reply(std::uint64_t request_id, pb::Envelope body);
+  /// `may_overtake`: a small reply goes ahead of queued bulk data.
+  void reply(std::uint64_t request_id, pb::Envelope body, bool may_overtake = true);
+  void cancel(const pb::Envelope& request);
   asio::awaitable<void> execute(pb::Envelope request);
+
+  /// A running request's way to be stopped early.
+  struct stopper {
+    explicit stopper(const asio::any_io_executor& ex) : event(ex) {}
+    bool stopped = false;
+    bool sent_progress = false;
+    const char* why = "";
+    common::detail::async_event event;
+    void stop(const char* reason) {
+      if (stopped) return;
+      stopped = true;
+      why = reason;
+      event.notify_all();
+    }
+    asio::awaitable<void> wait() {
+      while (!stopped) co_await event.wait();
+    }
+  };
 
   agent_state& state_;
   std::shared_ptr<guest_stream> stream_;
   std::uint64_t session_id_ = 0;
   std::uint32_t inflight_ = 0;
+  std::map<std::uint64_t, std::shared_ptr<stopper>> running_;
 };
 
 }  // namespace qxa::guest

@@ -19,6 +19,7 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -58,6 +59,17 @@ struct client_stats {
   std::uint64_t sessions = 0;  ///< handshakes completed
 };
 
+/// How one request is made.
+struct call_options {
+  /// Deadline for the reply, counted again from every partial reply (a transfer or a command
+  /// that keeps producing output is alive). Default: client_options::request_timeout.
+  std::optional<std::chrono::nanoseconds> timeout;
+  /// Receives the partial replies (more = true) in order, before the final reply.
+  std::function<void(const pb::Envelope&)> on_progress;
+  /// Told the request id once the request is queued (to cancel it with cancel()).
+  std::function<void(std::uint64_t)> on_sent;
+};
+
 class agent_client : public std::enable_shared_from_this<agent_client> {
  public:
   static std::shared_ptr<agent_client> create(asio::any_io_executor ex, std::string socket_path,
@@ -74,6 +86,13 @@ class agent_client : public std::enable_shared_from_this<agent_client> {
   /// connection_lost (at once when the reader ends).
   asio::awaitable<common::result<pb::Envelope>> request(
       pb::Envelope request, std::optional<std::chrono::nanoseconds> timeout = {});
+  /// Same, with partial replies. Cancelling the awaiting coroutine (Asio cancellation) asks
+  /// the agent to stop the request and completes with `cancelled`.
+  asio::awaitable<common::result<pb::Envelope>> request(pb::Envelope request, call_options options);
+
+  /// Asks the agent to stop a running request; its caller gets the agent's final reply (a
+  /// CANCELLED error when it was still running).
+  void cancel(std::uint64_t request_id);
 
   /// The next event (AgentReady, Telemetry, or a HelloAck after a re-handshake), or nothing once
   /// the connection has ended. A consumer slower than the agent loses the oldest telemetry,
@@ -104,7 +123,8 @@ class agent_client : public std::enable_shared_from_this<agent_client> {
   agent_client(asio::any_io_executor ex, std::string path, client_options o);
   asio::awaitable<std::error_code> handshake();
   asio::awaitable<common::result<pb::Envelope>> send_request(pb::Envelope request,
-                                                             std::chrono::nanoseconds timeout);
+                                                             std::chrono::nanoseconds timeout,
+                                                             call_options options = {});
   static asio::awaitable<void> read_loop(std::shared_ptr<agent_client> self);
   void dispatch(pb::Envelope envelope);
   void push_event(pb::Envelope envelope);

@@ -73,8 +73,8 @@ class agent_manager : public std::enable_shared_from_this<agent_manager> {
 
   /// Forwards a request to a VM's agent. Fails with unavailable (no such VM) or
   /// connection_lost (the VM's agent is not connected and ready), or as agent_client::request.
-  asio::awaitable<common::result<pb::Envelope>> call(
-      const std::string& vm, pb::Envelope request, std::optional<std::chrono::nanoseconds> timeout);
+  asio::awaitable<common::result<pb::Envelope>> call(const std::string& vm, pb::Envelope request,
+                                                     call_options options = {});
 
   /// Subscribes to a VM's pushed telemetry; nullptr for an unknown VM.
   std::shared_ptr<telemetry_feed> watch(const std::string& vm);

@@ -7,7 +7,9 @@
 #include <asio/awaitable.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "quantix/agent/v1/control.pb.h"
@@ -37,8 +39,9 @@ class control_server : public std::enable_shared_from_this<control_server> {
  private:
   control_server(asio::any_io_executor ex, std::string path, std::shared_ptr<agent_manager> m);
   asio::awaitable<void> accept_loop();
+  struct connection;
   asio::awaitable<void> serve(std::shared_ptr<control_stream> stream);
-  asio::awaitable<void> serve_call(std::shared_ptr<control_stream> stream, pb::ControlMessage m);
+  asio::awaitable<void> serve_call(std::shared_ptr<connection> conn, pb::ControlMessage m);
   asio::awaitable<void> serve_watch(std::shared_ptr<control_stream> stream, pb::ControlMessage m);
 
   asio::local::stream_protocol::acceptor acceptor_;
@@ -56,14 +59,25 @@ class control_client {
   /// Sends one request and waits for its response (the first, for a watch).
   asio::awaitable<common::result<pb::ControlMessage>> call(pb::ControlMessage request,
                                                            std::chrono::nanoseconds timeout);
-  /// Sends a watch and hands each response to `on_message` until it returns false, the daemon
-  /// ends the stream or the connection closes. Returns the error that ended it, if any.
+  /// Sends a watch (or a VmCall with stream_progress) and hands each response to `on_message`
+  /// until it returns false, the daemon ends the stream or the connection closes. Returns the
+  /// error that ended it, if any. `on_sent` learns the request id (for cancel()).
   asio::awaitable<std::error_code> stream(
-      pb::ControlMessage request, std::function<bool(const pb::ControlMessage&)> on_message);
+      pb::ControlMessage request, std::function<bool(const pb::ControlMessage&)> on_message,
+      std::function<void(std::uint64_t)> on_sent = {},
+      std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
+  /// Asks the daemon to cancel a VmCall of this connection.
+  void cancel(std::uint64_t request_id);
 
  private:
+  struct pending;
+  using pending_map = std::map<std::uint64_t, std::shared_ptr<pending>>;
+  static asio::awaitable<void> read_loop(std::shared_ptr<control_stream> stream,
+                                         std::shared_ptr<pending_map> calls);
+
   asio::any_io_executor ex_;
   std::shared_ptr<control_stream> stream_;
+  std::shared_ptr<pending_map> pending_ = std::make_shared<pending_map>();
   std::uint64_t next_id_ = 1;
 };
 

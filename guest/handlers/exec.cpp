@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: MIT
+// exec: runs a program (or a shell line) with its own environment, directory, user, stdin and
+// timeout. stdout and stderr are read concurrently (so a chatty child never blocks on a full
+// pipe), each up to a cap; streamed to the host as ExecOutput while the process runs when the
+// request asks. On timeout or cancellation the whole process group is killed and reaped.
+#include <signal.h>
+#include <unistd.h>
+
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/read.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+
+#include "handlers.hpp"
+#include "qxa/common/log.hpp"
+#include "qxa/guest/process.hpp"
+
+namespace qxa::guest::handlers {
+
+using namespace asio::experimental::awaitable_operators;
+
+namespace {
+
+struct output_sink {
+  pb::ExecOutput::Stream stream;
+  std::uint64_t cap;
+  bool streamed;
+  captured_output captured;
+  std::uint64_t sent = 0;
+};
+
+asio::awaitable<void> pump(asio::posix::stream_descriptor& pipe, output_sink& sink,
+                           const request_context& ctx) {
+  std::vector<char> buf(64u << 10);
+  bool host_listens = true;
+  for (;;) {
+    auto [ec, n] = co_await pipe.async_read_some(asio::buffer(buf),
+                                                 asio::experimental::as_tuple(asio::use_awaitable));
+    if (ec) co_return;  // end of file (all writers closed) or the pipe was closed on us
+    sink.captured.total += n;
+    const std::uint64_t room = sink.cap > sink.sent + sink.captured.data.size()
+                                   ? sink.cap - sink.sent - sink.captured.data.size()
+                                   : 0;
+    const auto keep = static_cast<std::size_t>(std::min<std::uint64_t>(room, n));
+    if (keep == 0) continue;  // over the cap: read and drop, so the writer never blocks
+    if (sink.streamed && host_listens) {
+      pb::Envelope out;
+      out.mutable_exec_output()->set_stream(sink.stream);
+      out.mutable_exec_output()->set_data(buf.data(), keep);
+      sink.sent += keep;
+      host_listens = co_await ctx.progress(std::move(out));
+    } else if (!sink.streamed) {
+      sink.captured.data.append(buf.data(), keep);
+    }
+  }
+}
+
+asio::awaitable<void> feed(asio::posix::stream_descriptor& pipe, std::string data) {
+  if (!data.empty()) {
+    auto [ec, n] = co_await asio::async_write(pipe, asio::buffer(data),
+                                              asio::experimental::as_tuple(asio::use_awaitable));
+    (void)ec;  // a child that does not read its stdin is not an error
+    (void)n;
+  }
+  std::error_code ignored;
+  pipe.close(ignored);  // end of input
+}
+
+// Kills the process group at the timeout; descendants that left the group may still hold the
+// pipes, so they get a moment before the reading stops.
+asio::awaitable<void> watchdog(child_process& child, std::chrono::nanoseconds timeout,
+                               bool& timed_out) {
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  t.expires_after(timeout);
+  co_await t.async_wait(asio::use_awaitable);
+  timed_out = true;
+  child.kill_group(SIGKILL);
+  t.expires_after(std::chrono::seconds(1));
+  co_await t.async_wait(asio::use_awaitable);
+}
+
+asio::awaitable<void> collect(child_process& child, output_sink& out, output_sink& err,
+                              std::string input, const request_context& ctx, exit_status& status) {
+  co_await (pump(child.stdout_pipe(), out, ctx) && pump(child.stderr_pipe(), err, ctx) &&
+            feed(child.stdin_pipe(), std::move(input)));
+  status = co_await child.wait();
+}
+
+constexpr const char* default_search_path =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+}  // namespace
+
+asio::awaitable<pb::Envelope> exec(request_context ctx, pb::Envelope request) {
+  const auto& req = request.exec_request();
+  const auto& policy = ctx.state.options.policy;
+  spawn_options o;
+  if (!req.shell_command().empty()) {
+    if (req.argv_size() > 0) {
+      co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT,
+                            "give argv or a shell command, not both");
+    }
+    o.argv = {"/bin/sh", "-c", req.shell_command()};
+  } else {
+    o.argv.assign(req.argv().begin(), req.argv().end());
+  }
+  if (o.argv.empty() || o.argv[0].empty()) {
+    co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT, "no program given");
+  }
+  // The user: their uid, groups, HOME and USER.
+  std::optional<account> user;
+  if (!req.user().empty()) {
+    user = lookup_account(req.user());
+    if (!user) {
+      co_return error_reply(pb::ERROR_CODE_NOT_FOUND,
+                            fmt::format("no user '{}' in /etc/passwd", req.user()));
+    }
+    o.user = user;
+  }
+  const auto who = user ? user : current_account();
+  o.path = default_search_path;
+  if (auto it = req.env().find("PATH"); it != req.env().end()) o.path = it->second;
+  o.env = {"PATH=" + o.path, "HOME=" + who->home, "USER=" + who->name, "LOGNAME=" + who->name,
+           "SHELL=" + (who->shell.empty() ? std::string("/bin/sh") : who->shell)};
+  for (const auto& [k, v] : req.env()) {
+    if (k.empty() || k.find('=') != std::string::npos) {
+      co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT,
+                            fmt::format("bad environment variable name '{}'", k));
+    }
+    if (k == "PATH" || k == "HOME" || k == "USER" || k == "LOGNAME" || k == "SHELL") {
+      for (auto& e : o.env) {
+        if (e.starts_with(k + "=")) e = k + "=" + v;
+      }
+    } else {
+      o.env.push_back(k + "=" + v);
+    }
+  }
+  o.working_directory = !req.working_directory().empty() ? req.working_directory()
+                        : !who->home.empty()             ? who->home
+                                                         : "/";
+  if (req.working_directory().empty() && ::access(o.working_directory.c_str(), X_OK) != 0) {
+    o.working_directory = "/";
+  }
+  const std::string program = find_program(o.argv[0], o.path);
+  if (auto no = policy.check_program(program.empty() ? o.argv[0] : program)) {
+    co_return refused(ctx, "exec", *no);
+  }
+
+  auto ex = co_await asio::this_coro::executor;
+  const auto started = std::chrono::steady_clock::now();
+  auto spawned = child_process::spawn(ex, o);
+  if (!spawned) {
+    common::log_info("audit: op=exec session={:016x} request={} outcome=failed program={} user={}",
+                     ctx.session_id, ctx.request_id, o.argv[0], who->name);
+    const auto& e = spawned.error();
+    co_return error_reply(e.code == common::errc::invalid_argument ? pb::ERROR_CODE_NOT_FOUND
+                                                                   : pb::ERROR_CODE_INTERNAL,
+                          e.message);
+  }
+  auto& child = *spawned.value();
+  common::log_info(
+      "audit: op=exec session={:016x} request={} outcome=started program={} pid={} "
+      "user={}",
+      ctx.session_id, ctx.request_id, program, child.pid(), who->name);
+
+  // Output beyond the cap is dropped; a reply that is not streamed must fit in one frame.
+  std::uint64_t cap = policy.max_output_bytes;
+  if (req.max_output_bytes() > 0) cap = std::min<std::uint64_t>(cap, req.max_output_bytes());
+  if (!req.stream_output()) {
+    cap = std::min<std::uint64_t>(cap, (ctx.state.options.max_frame_size - (64u << 10)) / 2);
+  }
+  output_sink out{pb::ExecOutput::STREAM_STDOUT, cap, req.stream_output(), {}};
+  output_sink err{pb::ExecOutput::STREAM_STDERR, cap, req.stream_output(), {}};
+  const auto timeout = req.timeout_ms() > 0
+                           ? std::chrono::nanoseconds(std::chrono::milliseconds(req.timeout_ms()))
+                           : ctx.state.options.request_timeout;
+  bool timed_out = false;
+  exit_status status;
+  co_await (collect(child, out, err, req.stdin(), ctx, status) ||
+            watchdog(child, timeout, timed_out));
+  if (!child.reaped()) status = co_await child.wait();  // killed: dies at once
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+
+  pb::Envelope reply;
+  auto* r = reply.mutable_exec_result();
+  r->set_pid(child.pid());
+  if (status.signal != 0) {
+    r->set_signal(status.signal);
+  } else {
+    r->set_exit_code(status.code);
+  }
+  r->set_timed_out(timed_out);
+  r->set_duration_ms(ms);
+  r->set_stdout(std::move(out.captured.data));
+  r->set_stderr(std::move(err.captured.data));
+  r->set_stdout_bytes(out.captured.total);
+  r->set_stderr_bytes(err.captured.total);
+  r->set_stdout_truncated(out.captured.total > cap);
+  r->set_stderr_truncated(err.captured.total > cap);
+  common::log_info("audit: op=exec session={:016x} request={} outcome={} pid={} {} {} in {:.0f} ms",
+                   ctx.session_id, ctx.request_id, timed_out ? "timed-out" : "done", child.pid(),
+                   status.signal != 0 ? "signal" : "exit",
+                   status.signal != 0 ? status.signal : status.code, ms);
+  co_return reply;
+}
+
+}  // namespace qxa::guest::handlers

@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: MIT
+// freeze, thaw and freeze-status: the wire side of the freezer (see freezer.hpp).
+#include "handlers.hpp"
+#include "qxa/common/log.hpp"
+#include "qxa/guest/freezer.hpp"
+
+namespace qxa::guest::handlers {
+
+namespace {
+
+pb::Envelope status_reply(pb::FreezeStatus s) {
+  pb::Envelope reply;
+  *reply.mutable_freeze_status() = std::move(s);
+  return reply;
+}
+
+}  // namespace
+
+asio::awaitable<pb::Envelope> freeze(request_context ctx, pb::Envelope request) {
+  const auto& req = request.freeze_request();
+  auto& f = *ctx.state.freeze;
+  const bool renewal = f.frozen();
+  auto r = co_await f.freeze({req.mount_points().begin(), req.mount_points().end()},
+                             std::chrono::milliseconds(req.lease_ms()));
+  // While frozen, this line is held in memory and written after the thaw.
+  common::log_info("audit: op=freeze session={:016x} request={} outcome={}{}", ctx.session_id,
+                   ctx.request_id, r ? (renewal ? "renewed" : "frozen") : "failed",
+                   r ? "" : " " + r.error().message);
+  if (!r) {
+    co_return error_reply(r.code() == common::errc::invalid_argument
+                              ? pb::ERROR_CODE_INVALID_ARGUMENT
+                              : pb::ERROR_CODE_FAILED_PRECONDITION,
+                          r.error().message);
+  }
+  co_return status_reply(std::move(r.value()));
+}
+
+asio::awaitable<pb::Envelope> thaw(request_context ctx, pb::Envelope) {
+  auto r = co_await ctx.state.freeze->thaw("host");
+  common::log_info("audit: op=thaw session={:016x} request={} outcome={}", ctx.session_id,
+                   ctx.request_id, r ? "ok" : r.error().message);
+  if (!r) co_return error_reply(pb::ERROR_CODE_FAILED_PRECONDITION, r.error().message);
+  co_return status_reply(std::move(r.value()));
+}
+
+asio::awaitable<pb::Envelope> freeze_status(request_context ctx, pb::Envelope) {
+  co_return status_reply(ctx.state.freeze->status());
+}
+
+}  // namespace qxa::guest::handlers

@@ -1,0 +1,102 @@
+// SPDX-License-Identifier: MIT
+// power: poweroff, reboot or halt after an optional delay in seconds. The reply goes out
+// first; the action runs later through the guest's own service manager (systemctl when
+// systemd runs, else the poweroff / reboot / halt commands), so that services stop cleanly.
+#include <sys/stat.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "handlers.hpp"
+#include "qxa/common/log.hpp"
+#include "qxa/guest/process.hpp"
+#include "qxa/guest/session.hpp"
+
+namespace qxa::guest::handlers {
+
+namespace {
+
+const char* verb(pb::PowerRequest::Action a) {
+  switch (a) {
+    case pb::PowerRequest::ACTION_POWEROFF:
+      return "poweroff";
+    case pb::PowerRequest::ACTION_REBOOT:
+      return "reboot";
+    case pb::PowerRequest::ACTION_HALT:
+      return "halt";
+    default:
+      return nullptr;
+  }
+}
+
+std::vector<std::string> power_command(const char* action) {
+  struct stat st {};
+  if (::stat("/run/systemd/system", &st) == 0 && S_ISDIR(st.st_mode)) {
+    const auto systemctl = find_program("systemctl", spawn_options{}.path);
+    if (!systemctl.empty()) return {systemctl, action};
+  }
+  const auto program = find_program(action, spawn_options{}.path);
+  if (!program.empty()) return {program};
+  return {};
+}
+
+}  // namespace
+
+asio::awaitable<pb::Envelope> power(request_context ctx, pb::Envelope request) {
+  const auto& req = request.power_request();
+  const char* action = verb(req.action());
+  if (action == nullptr) {
+    co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT, "say poweroff, reboot or halt");
+  }
+  auto command = power_command(action);
+  if (command.empty()) {
+    co_return error_reply(pb::ERROR_CODE_NOT_SUPPORTED,
+                          fmt::format("no systemctl and no {} command in this guest", action));
+  }
+  const auto delay = std::chrono::seconds(req.delay_seconds());
+  std::string method;
+  for (const auto& a : command) method += (method.empty() ? "" : " ") + a;
+  common::log_info(
+      "audit: op=power session={:016x} request={} outcome=scheduled action={} "
+      "delay={}s method='{}'",
+      ctx.session_id, ctx.request_id, action, req.delay_seconds(), method);
+  auto ex = co_await asio::this_coro::executor;
+  asio::co_spawn(
+      ex,
+      [](asio::any_io_executor on, std::vector<std::string> argv, std::chrono::seconds wait,
+         std::shared_ptr<session> owner) -> asio::awaitable<void> {
+        asio::steady_timer t(on);
+        // Let the reply leave first, then wait out the delay.
+        t.expires_after(std::chrono::milliseconds(100));
+        co_await t.async_wait(asio::use_awaitable);
+        if (owner && owner->is_open())
+          (void)co_await owner->stream().flush(std::chrono::seconds(2));
+        t.expires_after(wait);
+        co_await t.async_wait(asio::use_awaitable);
+        spawn_options o;
+        o.argv = argv;
+        o.env = {"PATH=" + o.path};
+        auto child = child_process::spawn(on, o);
+        if (!child) {
+          common::log_error("{} failed: {}", argv.front(), child.error().message);
+          co_return;
+        }
+        const auto st = co_await child.value()->wait();
+        if (st.code != 0) {
+          common::log_error("{} ended with status {} (signal {})", argv.front(), st.code,
+                            st.signal);
+        }
+      }(ex, command, delay, ctx.owner),
+      asio::detached);
+  pb::Envelope reply;
+  reply.mutable_power_reply()->set_method(method);
+  reply.mutable_power_reply()->set_at_unix_ms(
+      std::chrono::duration_cast<std::chrono::milliseconds>(
+          (std::chrono::system_clock::now() + delay).time_since_epoch())
+          .count());
+  co_return reply;
+}
+
+}  // namespace qxa::guest::handlers

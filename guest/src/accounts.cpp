@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: MIT
+#include "qxa/guest/accounts.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <fstream>
+#include <sstream>
+
+namespace qxa::guest {
+
+namespace {
+
+std::vector<std::string_view> split(std::string_view line, char sep) {
+  std::vector<std::string_view> out;
+  for (;;) {
+    const auto at = line.find(sep);
+    out.push_back(line.substr(0, at));
+    if (at == std::string_view::npos) return out;
+    line.remove_prefix(at + 1);
+  }
+}
+
+template <typename Fn>
+void for_each_line(std::string_view text, Fn fn) {
+  while (!text.empty()) {
+    const auto end = text.find('\n');
+    auto line = text.substr(0, end);
+    if (!line.empty() && line.front() != '#') fn(line);
+    if (end == std::string_view::npos) break;
+    text.remove_prefix(end + 1);
+  }
+}
+
+template <typename T>
+std::optional<T> number(std::string_view s) {
+  T v{};
+  const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || p != s.data() + s.size() || s.empty()) return std::nullopt;
+  return v;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+std::optional<account> find_account(std::string_view name, std::string_view passwd_text,
+                                    std::string_view group_text) {
+  const auto wanted_uid = number<uid_t>(name);
+  std::optional<account> found;
+  for_each_line(passwd_text, [&](std::string_view line) {
+    if (found) return;
+    const auto f = split(line, ':');  // name:password:uid:gid:gecos:home:shell
+    if (f.size() < 7) return;
+    const auto uid = number<uid_t>(f[2]);
+    const auto gid = number<gid_t>(f[3]);
+    if (!uid || !gid) return;
+    if (f[0] != name && !(wanted_uid && *wanted_uid == *uid)) return;
+    found = account{std::string(f[0]), *uid, *gid, std::string(f[5]), std::string(f[6]), {*gid}};
+  });
+  if (!found) return std::nullopt;
+  for_each_line(group_text, [&](std::string_view line) {
+    const auto f = split(line, ':');  // name:password:gid:member,member
+    if (f.size() < 4) return;
+    const auto gid = number<gid_t>(f[2]);
+    if (!gid) return;
+    for (auto member : split(f[3], ',')) {
+      if (member == found->name &&
+          std::find(found->groups.begin(), found->groups.end(), *gid) == found->groups.end()) {
+        found->groups.push_back(*gid);
+      }
+    }
+  });
+  return found;
+}
+
+std::optional<account> lookup_account(std::string_view name, const std::string& passwd_path,
+                                      const std::string& group_path) {
+  return find_account(name, slurp(passwd_path), slurp(group_path));
+}
+
+std::optional<account> current_account() {
+  auto a = lookup_account(std::to_string(::geteuid()));
+  if (a) return a;
+  // Not in /etc/passwd (a minimal guest, a container): describe it from the process itself.
+  account self{
+      std::to_string(::geteuid()), ::geteuid(), ::getegid(), "/", "/bin/sh", {::getegid()}};
+  return self;
+}
+
+}  // namespace qxa::guest

@@ -1,0 +1,252 @@
+// SPDX-License-Identifier: MIT
+#include "qxa/guest/process.hpp"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <cerrno>
+#include <cstring>
+
+#include "qxa/common/log.hpp"
+
+namespace qxa::guest {
+
+using common::errc;
+
+namespace {
+
+int pidfd_open(pid_t pid) {
+#ifdef SYS_pidfd_open
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+#else
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+struct pipe_pair {
+  int read = -1, write = -1;
+  bool open() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return false;
+    read = fds[0];
+    write = fds[1];
+    return true;
+  }
+  void close() {
+    if (read >= 0) ::close(read);
+    if (write >= 0) ::close(write);
+    read = write = -1;
+  }
+};
+
+// Only async-signal-safe calls from here until exec: the agent may have other threads.
+[[noreturn]] void exec_child(const spawn_options& o, const char* path, char* const* argv,
+                             char* const* envp, const gid_t* groups, std::size_t ngroups,
+                             int stdin_fd, int stdout_fd, int stderr_fd, int report_fd) {
+  auto fail = [&](int stage) {
+    const int err[2] = {stage, errno};
+    (void)!::write(report_fd, err, sizeof err);
+    ::_exit(127);
+  };
+  sigset_t all;
+  ::sigemptyset(&all);
+  ::sigprocmask(SIG_SETMASK, &all, nullptr);
+  for (int s : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD}) ::signal(s, SIG_DFL);
+  if (::setsid() < 0) fail(1);  // a session and process group of its own
+  if (::dup2(stdin_fd, 0) < 0 || ::dup2(stdout_fd, 1) < 0 || ::dup2(stderr_fd, 2) < 0) fail(2);
+  // Everything else stays with the agent (the report pipe closes itself on exec).
+  for (int fd = 3; fd < 1024; ++fd) {
+    if (fd != report_fd) ::close(fd);
+  }
+  if (o.user) {
+    if (::setgroups(ngroups, groups) != 0) fail(3);
+    if (::setgid(o.user->gid) != 0) fail(3);
+    if (::setuid(o.user->uid) != 0) fail(3);
+  }
+  if (::chdir(o.working_directory.c_str()) != 0) fail(4);
+  ::execve(path, argv, envp);
+  fail(5);
+  ::_exit(127);  // not reached: fail() exits
+}
+
+const char* stage_name(int stage) {
+  switch (stage) {
+    case 1:
+      return "cannot start a new session";
+    case 2:
+      return "cannot set up stdin, stdout and stderr";
+    case 3:
+      return "cannot switch to the user";
+    case 4:
+      return "cannot change to the working directory";
+    default:
+      return "cannot execute";
+  }
+}
+
+}  // namespace
+
+std::string find_program(const std::string& program, const std::string& search_path) {
+  if (program.empty()) return {};
+  if (program.find('/') != std::string::npos) {
+    return ::access(program.c_str(), X_OK) == 0 ? program : std::string{};
+  }
+  std::string_view rest = search_path;
+  while (!rest.empty()) {
+    const auto colon = rest.find(':');
+    std::string dir(rest.substr(0, colon));
+    rest = colon == std::string_view::npos ? std::string_view{} : rest.substr(colon + 1);
+    if (dir.empty()) continue;
+    auto candidate = dir + "/" + program;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return {};
+}
+
+common::result<std::unique_ptr<child_process>> child_process::spawn(const asio::any_io_executor& ex,
+                                                                    const spawn_options& o) {
+  using R = common::result<std::unique_ptr<child_process>>;
+  if (o.argv.empty()) return R{errc::invalid_argument, "no program given"};
+  const std::string path = find_program(o.argv[0], o.path);
+  if (path.empty()) return R{errc::invalid_argument, o.argv[0] + ": no such program"};
+
+  // Everything the child needs is prepared before fork.
+  std::vector<char*> argv, envp;
+  for (const auto& a : o.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const auto& e : o.env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  std::vector<gid_t> groups;
+  if (o.user) groups = o.user->groups;
+
+  pipe_pair in, out, err, report;
+  if (!in.open() || !out.open() || !err.open() || !report.open()) {
+    const int e = errno;
+    in.close();
+    out.close();
+    err.close();
+    report.close();
+    return R{std::error_code(e, std::system_category()), "cannot create pipes"};
+  }
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    exec_child(o, path.c_str(), argv.data(), envp.data(), groups.data(), groups.size(), in.read,
+               out.write, err.write, report.write);
+  }
+  const int fork_errno = errno;
+  ::close(in.read);
+  ::close(out.write);
+  ::close(err.write);
+  ::close(report.write);
+  if (pid < 0) {
+    ::close(in.write);
+    ::close(out.read);
+    ::close(err.read);
+    ::close(report.read);
+    return R{std::error_code(fork_errno, std::system_category()), "cannot fork"};
+  }
+  // The report pipe closes on a successful exec; otherwise it carries the stage and errno.
+  int failure[2] = {0, 0};
+  ssize_t n;
+  do {
+    n = ::read(report.read, failure, sizeof failure);
+  } while (n < 0 && errno == EINTR);
+  ::close(report.read);
+  const int pidfd = pidfd_open(pid);
+  auto child = std::unique_ptr<child_process>(
+      new child_process(ex, pid, pidfd, in.write, out.read, err.read));
+  if (n == sizeof failure) {
+    while (!child->try_reap()) ::usleep(1000);  // it is exiting with 127 right now
+    return R{
+        std::error_code(failure[1], std::system_category()),
+        fmt::format("{}: {}: {}", o.argv[0], stage_name(failure[0]), std::strerror(failure[1]))};
+  }
+  return R{std::move(child)};
+}
+
+child_process::child_process(const asio::any_io_executor& ex, pid_t pid, int pidfd, int in, int out,
+                             int err)
+    : ex_(ex), pid_(pid), pidfd_(pidfd), in_(ex, in), out_(ex, out), err_(ex, err) {}
+
+child_process::~child_process() {
+  std::error_code ignored;
+  in_.close(ignored);
+  out_.close(ignored);
+  err_.close(ignored);
+  if (!status_) {
+    kill_group(SIGKILL);
+    if (!try_reap()) {
+      // Dying, not dead yet: reap it in the background so that it does not stay a zombie.
+      asio::co_spawn(
+          ex_,
+          [](pid_t pid, int pidfd, asio::any_io_executor ex) -> asio::awaitable<void> {
+            asio::steady_timer t(ex);
+            for (int i = 0; i < 6000; ++i) {
+              int status = 0;
+              const pid_t r = ::waitpid(pid, &status, WNOHANG);
+              if (r == pid || (r < 0 && errno == ECHILD)) break;
+              t.expires_after(std::chrono::milliseconds(10));
+              co_await t.async_wait(asio::use_awaitable);
+            }
+            if (pidfd >= 0) ::close(pidfd);
+          }(pid_, pidfd_, ex_),
+          asio::detached);
+      return;
+    }
+  }
+  if (pidfd_ >= 0) ::close(pidfd_);
+}
+
+void child_process::kill_group(int signal) const noexcept {
+  // The child leads its own process group (setsid): -pid reaches it and its descendants.
+  if (!status_) ::kill(-pid_, signal);
+}
+
+std::optional<exit_status> child_process::try_reap() {
+  if (status_) return status_;
+  int status = 0;
+  pid_t r;
+  do {
+    r = ::waitpid(pid_, &status, WNOHANG);
+  } while (r < 0 && errno == EINTR);
+  if (r == 0) return std::nullopt;
+  exit_status s;
+  if (r < 0) {
+    s.code = -1;  // reaped elsewhere; should not happen
+  } else if (WIFEXITED(status)) {
+    s.code = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    s.signal = WTERMSIG(status);
+  }
+  status_ = s;
+  return status_;
+}
+
+asio::awaitable<exit_status> child_process::wait() {
+  if (pidfd_ >= 0) {
+    // A pidfd becomes readable when the process exits.
+    int dup = ::dup(pidfd_);
+    asio::posix::stream_descriptor d(ex_, dup);
+    while (!try_reap()) {
+      co_await d.async_wait(asio::posix::stream_descriptor::wait_read, asio::use_awaitable);
+    }
+    co_return *status_;
+  }
+  asio::steady_timer t(ex_);  // kernels before 5.3: poll
+  while (!try_reap()) {
+    t.expires_after(std::chrono::milliseconds(20));
+    co_await t.async_wait(asio::use_awaitable);
+  }
+  co_return *status_;
+}
+
+}  // namespace qxa::guest
