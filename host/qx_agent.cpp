@@ -261,6 +261,11 @@ struct failure {
   std::string message;
 };
 
+/// An agent's Error for people: the message, and the policy rule when one refused it.
+std::string describe(const pb::Error& e) {
+  return e.rule().empty() ? e.message() : fmt::format("{} (rule {})", e.message(), e.rule());
+}
+
 int report(const failure& f) {
   std::fprintf(stderr, "qx-agent: %s\n", f.message.c_str());
   return f.status;
@@ -395,7 +400,7 @@ class daemon_backend final : public backend {
  private:
   qc::error_info remote(const pb::Error& e) {
     remote_status_ = status_for(e.code());
-    return {make_error_code(qc::errc::remote_error), e.message()};
+    return {make_error_code(qc::errc::remote_error), describe(e)};
   }
 
   qh::control_client client_;
@@ -594,7 +599,7 @@ awaitable<int> run_exec(backend& b, const cli_options& o) {
   if (!r) co_return report({b.status_of(r.error()), r.error().describe()});
   if (r->has_error()) {
     co_return report({status_for(r->error().code()),
-                      fmt::format("the agent refused: {}", r->error().message())});
+                      fmt::format("the agent refused: {}", describe(r->error()))});
   }
   const auto& x = r->exec_result();
   if (o.json) {
@@ -650,6 +655,7 @@ class progress_meter {
  public:
   progress_meter(std::string what, std::uint64_t total)
       : what_(std::move(what)), total_(total), on_(::isatty(STDERR_FILENO) == 1) {}
+  void set_total(std::uint64_t total) { total_ = total; }
   void update(std::uint64_t done, bool last = false) {
     if (!on_) return;
     const auto now = std::chrono::steady_clock::now();
@@ -698,18 +704,12 @@ awaitable<int> run_download(backend& b, const cli_options& o, const std::string&
     co_return report(
         {exit_remote, fmt::format("cannot create a file in {}: {}", dir, std::strerror(errno))});
   }
-  pb::Envelope stat_request;
-  stat_request.mutable_file_stat_request()->set_path(path);
-  std::uint64_t total = 0;
-  if (auto s = co_await b.call(vm, stat_request, o.timeout); s && s->has_file_stat()) {
-    total = s->file_stat().size();
-  }
   pb::Envelope request;
   request.mutable_file_read_request()->set_path(path);
   qc::sha256 digest;
   std::uint64_t received = 0;
   std::optional<std::string> write_error;
-  progress_meter meter(path, total);
+  progress_meter meter(path, 0);
   std::uint64_t id = 0;
   bool interrupted = false;
   on_interrupt = [&] {
@@ -740,6 +740,7 @@ awaitable<int> run_download(backend& b, const cli_options& o, const std::string&
       n -= static_cast<std::size_t>(w);
     }
     digest.update(c.data());
+    if (received == 0) meter.set_total(c.file_size());
     received += c.data().size();
     meter.update(received);
   };
@@ -749,7 +750,7 @@ awaitable<int> run_download(backend& b, const cli_options& o, const std::string&
   if (!r) co_return report({b.status_of(r.error()), r.error().describe()});
   if (r->has_error()) {
     co_return report({status_for(r->error().code()),
-                      fmt::format("the agent refused: {}", r->error().message())});
+                      fmt::format("the agent refused: {}", describe(r->error()))});
   }
   if (write_error) co_return report({exit_remote, *write_error});
   const auto& result = r->file_read_result();
@@ -790,7 +791,7 @@ awaitable<void> send_chunk(backend& b, std::string vm, pb::Envelope chunk,
       w->error = failure{b.status_of(r.error()), r.error().describe()};
     } else if (r->has_error()) {
       w->error = failure{status_for(r->error().code()),
-                         fmt::format("the agent refused: {}", r->error().message())};
+                         fmt::format("the agent refused: {}", describe(r->error()))};
     }
   }
   --w->in_flight;
@@ -819,7 +820,7 @@ awaitable<int> run_upload(backend& b, const cli_options& o, const std::string& l
   if (!opened) co_return report({b.status_of(opened.error()), opened.error().describe()});
   if (opened->has_error()) {
     co_return report({status_for(opened->error().code()),
-                      fmt::format("the agent refused: {}", opened->error().message())});
+                      fmt::format("the agent refused: {}", describe(opened->error()))});
   }
   const auto handle = opened->file_write_reply().handle();
   // Several chunks in flight keep the channel busy; the agent writes them in order.
@@ -871,7 +872,7 @@ awaitable<int> run_upload(backend& b, const cli_options& o, const std::string& l
   if (!done) co_return report({b.status_of(done.error()), done.error().describe()});
   if (done->has_error()) {
     co_return report({status_for(done->error().code()),
-                      fmt::format("the agent refused: {}", done->error().message())});
+                      fmt::format("the agent refused: {}", describe(done->error()))});
   }
   meter.update(offset, true);
   if (o.json) {
@@ -1039,7 +1040,7 @@ awaitable<int> run(const cli_options& o) {
   if (!r) co_return report({b->status_of(r.error()), r.error().describe()});
   if (r->has_error()) {
     co_return report({status_for(r->error().code()),
-                      fmt::format("the agent refused: {}", r->error().message())});
+                      fmt::format("the agent refused: {}", describe(r->error()))});
   }
   if (o.verb == "ping") {
     if (o.json) {

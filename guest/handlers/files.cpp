@@ -102,6 +102,7 @@ asio::awaitable<pb::Envelope> file_read(request_context ctx, pb::Envelope reques
     pb::Envelope out;
     out.mutable_file_chunk()->set_offset(offset);
     out.mutable_file_chunk()->set_data(buf.data(), static_cast<std::size_t>(n));
+    if (sent == 0) out.mutable_file_chunk()->set_file_size(static_cast<std::uint64_t>(st.st_size));
     if (!co_await ctx.progress(std::move(out))) {
       co_return error_reply(pb::ERROR_CODE_CANCELLED, "the host went away");
     }

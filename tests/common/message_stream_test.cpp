@@ -395,3 +395,27 @@ TEST_CASE("the write queue is bounded and flush waits for it to drain", "[common
     CHECK(s->queued_bytes() == 0);
   });
 }
+
+TEST_CASE("an urgent frame overtakes queued bulk frames but not the one being written",
+          "[common]") {
+  run_async([](asio::io_context& io) -> awaitable<void> {
+    auto [a, b] = socket_pair(io);
+    auto sender = make_stream(capped_stream(std::move(a)));
+    auto receiver = make_stream(std::move(b));
+    for (std::uint64_t i = 1; i <= 4; ++i) REQUIRE_FALSE(sender->post(blob(i, 256u << 10)));
+    // Let the writer start on the first bulk frame, then queue a small urgent one.
+    co_await qxa::test::sleep_for(1ms);
+    qc::send_options urgent;
+    urgent.urgent = true;
+    REQUIRE_FALSE(sender->post(ping(99), urgent));
+    REQUIRE_FALSE(sender->post(ping(100)));  // not urgent: stays behind the bulk
+    std::vector<std::uint64_t> order;
+    for (int i = 0; i < 6; ++i) {
+      auto got = co_await receiver->receive();
+      REQUIRE(got);
+      order.push_back(got->request_id());
+    }
+    // Frame 1 was already being written; 99 goes before the rest of the queue.
+    CHECK(order == std::vector<std::uint64_t>{1, 99, 2, 3, 4, 100});
+  });
+}

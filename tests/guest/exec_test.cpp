@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: MIT
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <asio/experimental/awaitable_operators.hpp>
+#include <catch2/catch.hpp>
+#include <fstream>
+
+#include "guest/ops_test_support.hpp"
+#include "qxa/guest/accounts.hpp"
+#include "qxa/guest/process.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace std::chrono_literals;
+using namespace asio::experimental::awaitable_operators;
+using qxa::test::handler_bench;
+using qxa::test::run_async;
+using qxa::test::temp_dir;
+namespace pb = quantix::agent::v1;
+namespace qg = qxa::guest;
+namespace handlers = qxa::guest::handlers;
+
+namespace {
+
+pb::Envelope exec_request(std::vector<std::string> argv, std::uint32_t timeout_ms = 10'000) {
+  pb::Envelope e;
+  for (auto& a : argv) e.mutable_exec_request()->add_argv(a);
+  e.mutable_exec_request()->set_timeout_ms(timeout_ms);
+  return e;
+}
+
+pb::Envelope run_exec(pb::Envelope request, qg::agent_options options = {},
+                      std::chrono::seconds deadline = 20s) {
+  pb::Envelope reply;
+  run_async(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        handler_bench bench(io.get_executor(), options);
+        reply = co_await handlers::exec(bench.context(), request);
+      },
+      deadline);
+  return reply;
+}
+
+// True once no process is left in process group `pgid` (within a deadline).
+asio::awaitable<bool> group_gone(pid_t pgid) {
+  for (int i = 0; i < 300; ++i) {
+    if (::kill(-pgid, 0) != 0 && errno == ESRCH) co_return true;
+    co_await qxa::test::sleep_for(10ms);
+  }
+  co_return false;
+}
+
+}  // namespace
+
+TEST_CASE("exec reports exit code 7 with its output, and death by a signal",
+          "[unit][guest][exec]") {
+  auto r = run_exec(exec_request({"sh", "-c", "echo out; echo err >&2; exit 7"}));
+  REQUIRE(r.has_exec_result());
+  CHECK(r.exec_result().has_exit_code());
+  CHECK(r.exec_result().exit_code() == 7);
+  CHECK(r.exec_result().stdout() == "out\n");
+  CHECK(r.exec_result().stderr() == "err\n");
+  CHECK_FALSE(r.exec_result().timed_out());
+
+  r = run_exec(exec_request({"sh", "-c", "kill -KILL $$"}));
+  REQUIRE(r.has_exec_result());
+  CHECK(r.exec_result().has_signal());
+  CHECK(r.exec_result().signal() == SIGKILL);
+}
+
+TEST_CASE(
+    "exec reads 20 MiB of stdout and 20 MiB of stderr without deadlock and reports truncation",
+    "[unit][guest][exec]") {
+  qg::agent_options o;
+  o.policy.max_output_bytes = 1u << 20;
+  auto r = run_exec(exec_request({"sh", "-c",
+                                  "head -c 20971520 /dev/zero; head -c 20971520 /dev/zero >&2; "
+                                  "exit 3"}),
+                    o);
+  REQUIRE(r.has_exec_result());
+  const auto& x = r.exec_result();
+  CHECK(x.exit_code() == 3);
+  CHECK(x.stdout().size() == 1u << 20);
+  CHECK(x.stderr().size() == 1u << 20);
+  CHECK(x.stdout_bytes() == 20u << 20);
+  CHECK(x.stderr_bytes() == 20u << 20);
+  CHECK(x.stdout_truncated());
+  CHECK(x.stderr_truncated());
+}
+
+TEST_CASE("exec kills the whole process group at its timeout and leaves no process behind",
+          "[unit][guest][exec]") {
+  run_async([](asio::io_context& io) -> asio::awaitable<void> {
+    handler_bench bench(io.get_executor());
+    const auto t0 = std::chrono::steady_clock::now();
+    // A child and a grandchild, both asleep. (GCC 12: no braced lists inside co_await.)
+    auto request = exec_request({"sh", "-c", "sleep 100 & sleep 100"}, 500);
+    auto r = co_await handlers::exec(bench.context(), std::move(request));
+    const auto took = std::chrono::steady_clock::now() - t0;
+    REQUIRE(r.has_exec_result());
+    CHECK(r.exec_result().timed_out());
+    CHECK(r.exec_result().signal() == SIGKILL);
+    CHECK(took < 5s);
+    const bool gone = co_await group_gone(r.exec_result().pid());
+    CHECK(gone);
+  });
+}
+
+TEST_CASE("a cancelled exec kills and reaps its process", "[unit][guest][exec]") {
+  temp_dir dir;
+  const auto pid_file = dir / "pid";
+  run_async([&](asio::io_context& io) -> asio::awaitable<void> {
+    handler_bench bench(io.get_executor());
+    asio::steady_timer t(io);
+    t.expires_after(500ms);
+    // What the session does on a Cancel: the handler loses the race and is cancelled.
+    auto request = exec_request({"sh", "-c", "echo $$ > " + pid_file + "; exec sleep 100"});
+    auto r = co_await (handlers::exec(bench.context(), std::move(request)) ||
+                       t.async_wait(asio::use_awaitable));
+    CHECK(r.index() == 1);
+    pid_t pid = 0;
+    std::ifstream(pid_file) >> pid;
+    REQUIRE(pid > 0);
+    const bool gone = co_await group_gone(pid);
+    CHECK(gone);
+    // Reaped, not a zombie: no child of ours is left to wait for.
+    CHECK(::waitpid(-1, nullptr, WNOHANG) == -1);
+  });
+}
+
+TEST_CASE("exec passes stdin, environment and working directory", "[unit][guest][exec]") {
+  auto req = exec_request({"sh", "-c", "cat; echo \"$FOO\"; pwd; echo \"$USER\""});
+  req.mutable_exec_request()->set_stdin("from the host\n");
+  (*req.mutable_exec_request()->mutable_env())["FOO"] = "bar baz";
+  req.mutable_exec_request()->set_working_directory("/tmp");
+  auto r = run_exec(req);
+  REQUIRE(r.has_exec_result());
+  const auto who = qg::current_account();
+  CHECK(r.exec_result().stdout() == "from the host\nbar baz\n/tmp\n" + who->name + "\n");
+}
+
+TEST_CASE("exec as another user runs with that user's uid, groups, HOME and USER",
+          "[unit][guest][exec]") {
+  auto req = exec_request({"sh", "-c", "id -u; id -G; echo \"$HOME $USER\""});
+  req.mutable_exec_request()->set_user("nobody");
+  auto r = run_exec(req);
+  const auto nobody = qg::lookup_account("nobody");
+  REQUIRE(nobody);
+  if (::geteuid() == 0) {
+    REQUIRE(r.has_exec_result());
+    CHECK(r.exec_result().stdout() ==
+          fmt::format("{}\n{}\n{} nobody\n", nobody->uid, nobody->gid, nobody->home));
+  } else {
+    // Only root may switch users: the failure says so.
+    REQUIRE(r.has_error());
+    CHECK_THAT(r.error().message(), Catch::Contains("cannot switch to the user"));
+  }
+  req.mutable_exec_request()->set_user("no-such-user-here");
+  r = run_exec(req);
+  REQUIRE(r.has_error());
+  CHECK(r.error().code() == pb::ERROR_CODE_NOT_FOUND);
+}
+
+TEST_CASE("exec refuses programs outside the allow-list and reports missing ones",
+          "[unit][guest][exec]") {
+  qg::agent_options o;
+  o.policy.exec_allow = {"/usr/bin/true"};
+  auto r = run_exec(exec_request({"sh", "-c", "true"}), o);
+  REQUIRE(r.has_error());
+  CHECK(r.error().code() == pb::ERROR_CODE_PERMISSION_DENIED);
+  CHECK(r.error().rule() == "policy.exec_allow");
+  r = run_exec(exec_request({"/usr/bin/true"}), o);
+  REQUIRE(r.has_exec_result());
+  CHECK(r.exec_result().exit_code() == 0);
+
+  r = run_exec(exec_request({"no-such-program-anywhere"}));
+  REQUIRE(r.has_error());
+  CHECK(r.error().code() == pb::ERROR_CODE_NOT_FOUND);
+}
+
+TEST_CASE("find_program searches PATH and checks that the file is executable",
+          "[unit][guest][exec]") {
+  CHECK(qg::find_program("sh", "/nonexistent:/bin:/usr/bin").ends_with("/sh"));
+  CHECK(qg::find_program("sh", "/nonexistent").empty());
+  CHECK(qg::find_program("/etc/passwd", "/bin").empty());  // not executable
+  CHECK(qg::find_program("", "/bin").empty());
+}

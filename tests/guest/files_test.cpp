@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: MIT
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+
+#include "guest/ops_test_support.hpp"
+#include "qxa/common/sha256.hpp"
+#include "qxa/guest/uploads.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace std::chrono_literals;
+using qxa::test::handler_bench;
+using qxa::test::run_async;
+using qxa::test::temp_dir;
+namespace pb = quantix::agent::v1;
+namespace qg = qxa::guest;
+namespace qc = qxa::common;
+namespace handlers = qxa::guest::handlers;
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+std::vector<std::string> names_in(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    out.push_back(e.path().filename().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+pb::Envelope call(handlers::handler_fn fn, pb::Envelope request, qg::agent_options o = {}) {
+  pb::Envelope reply;
+  run_async([&](asio::io_context& io) -> asio::awaitable<void> {
+    handler_bench bench(io.get_executor(), o);
+    reply = co_await fn(bench.context(), request);
+  });
+  return reply;
+}
+
+}  // namespace
+
+TEST_CASE("SHA-256 of known inputs", "[unit][common]") {
+  qc::sha256 h;
+  h.update("abc");
+  CHECK(qc::sha256::hex(h.finish()) ==
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  // finish() starts over: the empty input next.
+  CHECK(qc::sha256::hex(h.finish()) ==
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
+TEST_CASE("an upload appears at its path only when committed, with its mode",
+          "[unit][guest][files]") {
+  temp_dir dir;
+  const auto target = dir / "sub/dir/file.bin";
+  qg::upload_table uploads;
+  auto h = uploads.open(7, {target, 0600, true, std::nullopt});
+  REQUIRE(h);
+  REQUIRE(uploads.append(7, *h, 0, "hello ", 1 << 20));
+  CHECK_FALSE(std::filesystem::exists(target));  // not before the commit
+  REQUIRE(uploads.append(7, *h, 6, "world", 1 << 20));
+  qc::sha256 expected;
+  expected.update("hello world");
+  auto done = uploads.commit(7, *h, qc::sha256::bytes(expected.finish()));
+  REQUIRE(done);
+  CHECK(done->size == 11);
+  CHECK(slurp(target) == "hello world");
+  struct stat st {};
+  REQUIRE(::stat(target.c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0600);
+  CHECK(names_in(dir / "sub/dir") == std::vector<std::string>{"file.bin"});  // no temporary left
+  CHECK(uploads.size() == 0);
+}
+
+TEST_CASE("an upload with a wrong digest, a gap or too many bytes leaves nothing behind",
+          "[unit][guest][files]") {
+  temp_dir dir;
+  const auto target = dir / "file";
+  qg::upload_table uploads;
+  auto h = uploads.open(1, {target, 0, false, std::nullopt});
+  REQUIRE(h);
+  REQUIRE(uploads.append(1, *h, 0, "data", 100));
+  auto gap = uploads.append(1, *h, 10, "more", 100);
+  CHECK_FALSE(gap);  // offsets must continue where the last chunk ended
+  CHECK_FALSE(uploads.append(2, *h, 4, "x", 100));  // another session's handle
+  auto bad = uploads.commit(1, *h, std::string(32, 'x'));
+  REQUIRE_FALSE(bad);
+  CHECK_THAT(bad.error().message, Catch::Contains("SHA-256 mismatch"));
+  CHECK(names_in(dir.path()).empty());
+
+  h = uploads.open(1, {target, 0, false, std::nullopt});
+  REQUIRE(h);
+  auto big = uploads.append(1, *h, 0, std::string(101, 'a'), 100);
+  REQUIRE_FALSE(big);
+  CHECK(names_in(dir.path()).empty());
+
+  // A session that ends takes its uploads with it.
+  REQUIRE(uploads.open(3, {target, 0, false, std::nullopt}));
+  REQUIRE(uploads.open(3, {dir / "other", 0, false, std::nullopt}));
+  CHECK(names_in(dir.path()).size() == 2);  // the temporaries
+  CHECK(uploads.abort_session(3) == 2);
+  CHECK(names_in(dir.path()).empty());
+}
+
+TEST_CASE("an upload replacing a file keeps its mode", "[unit][guest][files]") {
+  temp_dir dir;
+  const auto target = dir.write("script", "old");
+  REQUIRE(::chmod(target.c_str(), 0751) == 0);
+  qg::upload_table uploads;
+  auto h = uploads.open(1, {target, 0, false, std::nullopt});
+  REQUIRE(h);
+  REQUIRE(uploads.append(1, *h, 0, "new", 100));
+  REQUIRE(uploads.commit(1, *h, {}));
+  struct stat st {};
+  REQUIRE(::stat(target.c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0751);
+  CHECK(slurp(target) == "new");
+}
+
+TEST_CASE("file-read streams a file with its SHA-256; stat and a paged listing describe it",
+          "[unit][guest][files]") {
+  temp_dir dir;
+  std::string content(300'000, '\0');
+  for (std::size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>(i * 7);
+  const auto path = dir.write("data.bin", content);
+  pb::Envelope read;
+  read.mutable_file_read_request()->set_path(path);
+  auto r = call(&handlers::file_read, read);
+  REQUIRE(r.has_file_read_result());
+  qc::sha256 h;
+  h.update(content);
+  CHECK(r.file_read_result().size() == content.size());
+  CHECK(r.file_read_result().sha256() == qc::sha256::bytes(h.finish()));
+
+  pb::Envelope stat;
+  stat.mutable_file_stat_request()->set_path(path);
+  r = call(&handlers::file_stat, stat);
+  REQUIRE(r.has_file_stat());
+  CHECK(r.file_stat().type() == pb::FileStat::TYPE_FILE);
+  CHECK(r.file_stat().size() == content.size());
+
+  for (const char* n : {"b", "c", "d", "e"}) dir.write(n, n);
+  pb::Envelope list;
+  list.mutable_dir_list_request()->set_path(dir.path());
+  list.mutable_dir_list_request()->set_limit(2);
+  std::vector<std::string> seen;
+  for (int page = 0; page < 5; ++page) {
+    r = call(&handlers::dir_list, list);
+    REQUIRE(r.has_dir_list());
+    for (const auto& e : r.dir_list().entries()) seen.push_back(e.path());
+    if (r.dir_list().next_after().empty()) break;
+    list.mutable_dir_list_request()->set_after(r.dir_list().next_after());
+  }
+  CHECK(seen == std::vector<std::string>{"b", "c", "d", "data.bin", "e"});
+}
+
+TEST_CASE(
+    "file operations refuse paths that escape the roots, through .. or a symlink, and files "
+    "over the size limit",
+    "[unit][guest][files]") {
+  temp_dir dir;
+  const auto inside = dir / "inside";
+  dir.write("inside/ok.txt", "fine");
+  dir.write("outside/secret.txt", "secret");
+  REQUIRE(::symlink((dir / "outside/secret.txt").c_str(), (inside + "/link").c_str()) == 0);
+  qg::agent_options o;
+  o.policy.read_roots = {inside};
+  o.policy.write_roots = {inside};
+  o.policy.max_file_bytes = 10;
+
+  auto refused_read = [&](const std::string& path, const std::string& rule) {
+    pb::Envelope read;
+    read.mutable_file_read_request()->set_path(path);
+    auto r = call(&handlers::file_read, read, o);
+    REQUIRE(r.has_error());
+    CHECK(r.error().code() == pb::ERROR_CODE_PERMISSION_DENIED);
+    CHECK(r.error().rule() == rule);
+  };
+  refused_read(inside + "/../outside/secret.txt", "policy.read_roots");
+  refused_read(inside + "/link", "policy.read_roots");
+  dir.write("inside/big.txt", std::string(11, 'x'));
+  refused_read(inside + "/big.txt", "policy.max_file_bytes");
+
+  pb::Envelope write;
+  write.mutable_file_write_open()->set_path(inside + "/../outside/new.txt");
+  auto r = call(&handlers::file_write, write, o);
+  REQUIRE(r.has_error());
+  CHECK(r.error().rule() == "policy.write_roots");
+  write.mutable_file_write_open()->set_path(inside + "/new.txt");
+  write.mutable_file_write_open()->set_expected_size(11);
+  r = call(&handlers::file_write, write, o);
+  REQUIRE(r.has_error());
+  CHECK(r.error().rule() == "policy.max_file_bytes");
+  CHECK_FALSE(std::filesystem::exists(dir / "outside/new.txt"));
+}

@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: MIT
+// Runs guest handlers directly, without a session: progress is dropped (no owner).
+#pragma once
+
+#include <asio/io_context.hpp>
+#include <memory>
+
+#include "../../guest/handlers/handlers.hpp"
+#include "support/run.hpp"
+
+namespace qxa::test {
+
+namespace qg = ::qxa::guest;
+namespace pb = ::quantix::agent::v1;
+
+struct handler_bench {
+  explicit handler_bench(const asio::any_io_executor& ex, qg::agent_options options = {}) {
+    state.options = std::move(options);
+    state.freeze = std::make_shared<qg::freezer>(ex, state.options.freeze);
+    state.uploads = std::make_shared<qg::upload_table>();
+  }
+  qg::handlers::request_context context(std::uint64_t request_id = 1) {
+    return {state, 0x5e55, request_id, nullptr};
+  }
+  qg::agent_state state;
+};
+
+}  // namespace qxa::test

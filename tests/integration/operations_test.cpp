@@ -1,0 +1,408 @@
+// SPDX-License-Identifier: MIT
+// Guest operations end to end: the real agent (unix-listen) driven by the real qx-agent with
+// --connect, or by the qxa::host client library.
+#include <dirent.h>
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "qxa/common/sha256.hpp"
+#include "qxa/host/agent_client.hpp"
+#include "support/process.hpp"
+#include "support/run.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace std::chrono_literals;
+using qxa::test::child_process;
+using qxa::test::temp_dir;
+using json = nlohmann::json;
+namespace qc = qxa::common;
+namespace qh = qxa::host;
+namespace pb = quantix::agent::v1;
+
+namespace {
+
+const std::string agent_bin = QXA_AGENT_PATH;
+const std::string cli_bin = QXA_CLI_PATH;
+
+struct agent_under_test {
+  explicit agent_under_test(const temp_dir& dir, const std::string& config = "/dev/null")
+      : socket(dir / "agent.sock"),
+        process({agent_bin, "--config", config, "--port", "unix-listen:" + socket,
+                 "--telemetry-interval", "1s"}) {
+    REQUIRE(process.wait_for_log("agent started", 10s));
+  }
+  qxa::test::command_result cli(std::vector<std::string> args,
+                                std::chrono::steady_clock::duration timeout = 60s) {
+    args.insert(args.begin(), {cli_bin, "--connect", socket});
+    return qxa::test::run_command(std::move(args), timeout);
+  }
+  std::string socket;
+  child_process process;
+};
+
+std::string file_sha256(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  qc::sha256 h;
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    h.update(buf.data(), static_cast<std::size_t>(in.gcount()));
+  }
+  return qc::sha256::hex(h.finish());
+}
+
+void write_random_file(const std::string& path, std::size_t size) {
+  std::mt19937_64 rng(42);
+  std::ofstream out(path, std::ios::binary);
+  std::vector<std::uint64_t> block(1 << 17);
+  for (std::size_t done = 0; done < size; done += block.size() * 8) {
+    for (auto& w : block) w = rng();
+    out.write(reinterpret_cast<const char*>(block.data()),
+              static_cast<std::streamsize>(std::min(size - done, block.size() * 8)));
+  }
+}
+
+// Processes whose command line is exactly `argv`.
+std::size_t processes_running(const std::vector<std::string>& argv) {
+  std::string want;
+  for (const auto& a : argv) want += a + '\0';
+  std::size_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const auto name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(e.path() / "cmdline", std::ios::binary);
+    std::string cmd((std::istreambuf_iterator<char>(in)), {});
+    std::ifstream st(e.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(st)), {});
+    const auto close = stat.rfind(')');
+    const bool zombie =
+        close != std::string::npos && stat.size() > close + 2 && stat[close + 2] == 'Z';
+    if (cmd == want || (zombie && stat.find("(" + argv.front() + ")") != std::string::npos)) ++n;
+  }
+  return n;
+}
+
+// Waits (with a deadline) until no process runs `argv`: a killed process takes a moment to die.
+bool processes_gone(const std::vector<std::string>& argv) {
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (processes_running(argv) > 0) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+// Waits (with a deadline) for a file whose name starts with `prefix` to show up in `dir`.
+bool wait_for_file(const std::string& dir, const std::string& prefix,
+                   std::chrono::steady_clock::duration timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+      if (e.path().filename().string().starts_with(prefix)) return true;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("qx-agent exec: exit codes, signals, output that shows up live, and interruption",
+          "[integration][ops]") {
+  temp_dir dir;
+  agent_under_test agent(dir);
+  auto r = agent.cli({"exec", "-", "--", "sh", "-c", "echo out; echo err >&2; exit 7"});
+  CHECK(r.status == 7);
+  CHECK(r.out == "out\n");
+  CHECK_THAT(r.err, Catch::Contains("err\n"));
+  r = agent.cli({"exec", "-", "--", "sh", "-c", "kill -KILL $$"});
+  CHECK(r.status == 128 + 9);
+  CHECK_THAT(r.err, Catch::Contains("killed by signal 9"));
+  r = agent.cli({"exec", "-", "--shell", "--", "echo", "$((6*7))"});
+  CHECK(r.out == "42\n");
+  r = agent.cli({"exec", "-", "--", "no-such-program-here"});
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Catch::Contains("no such program"));
+
+  // Live: the first line arrives while the command still runs.
+  child_process live({cli_bin, "--connect", agent.socket, "exec", "-", "--", "sh", "-c",
+                      "echo first; exec sleep 101"},
+                     {}, true);
+  CHECK(live.wait_for_output("first", 10s));
+  CHECK(live.running());
+  CHECK(processes_running({"sleep", "101"}) == 1);
+  live.signal(SIGINT);  // Ctrl-C cancels the command in the guest
+  const auto status = live.wait_exit(10s);
+  REQUIRE(status.has_value());
+  CHECK(*status == 130);
+  CHECK(agent.process.wait_for_log("cancelled: the host cancelled it", 5s));
+  // Killed and reaped (no zombie either).
+  CHECK(processes_gone({"sleep", "101"}));
+}
+
+TEST_CASE("qx-agent exec: 20 MiB on stdout and 20 MiB on stderr complete and report truncation",
+          "[integration][ops]") {
+  temp_dir dir;
+  agent_under_test agent(dir);
+  auto r = agent.cli({"--json", "exec", "-", "--", "sh", "-c",
+                      "head -c 20971520 /dev/zero; head -c 20971520 /dev/zero >&2"});
+  CHECK(r.status == 0);
+  // The guest's default cap is 16 MiB per stream; what was produced is counted anyway.
+  CHECK(r.out.size() == 16u << 20);
+  CHECK_THAT(r.err, Catch::Contains("output truncated by the guest's limit (stdout 20971520 bytes, "
+                                    "stderr 20971520 bytes produced)"));
+  CHECK_THAT(r.err, Catch::Contains("\"stdout_truncated\":true") &&
+                        Catch::Contains("\"stderr_truncated\":true"));
+}
+
+TEST_CASE(
+    "qx-agent exec: sleep 100 with a 1 s timeout returns in about a second and leaves no "
+    "process",
+    "[integration][ops]") {
+  temp_dir dir;
+  agent_under_test agent(dir);
+  auto r =
+      agent.cli({"exec", "-", "--timeout", "1s", "--", "sh", "-c", "sleep 100 & exec sleep 100"});
+  CHECK(r.status == 75);
+  CHECK_THAT(r.err, Catch::Contains("timed out after 1000 ms and was killed"));
+  const double secs = std::chrono::duration<double>(r.took).count();
+  WARN(fmt::format("exec of sleep 100 with a 1 s timeout returned after {:.2f} s", secs));
+  CHECK(secs < 5);
+  CHECK(processes_gone({"sleep", "100"}));
+}
+
+TEST_CASE("qx-agent cp: 256 MiB both ways with matching SHA-256", "[integration][ops]") {
+  temp_dir dir;
+  agent_under_test agent(dir);
+  const auto source = dir / "source.bin";
+  write_random_file(source, 256u << 20);
+  const auto expected = file_sha256(source);
+  auto up = agent.cli({"--json", "cp", source, "-:" + (dir / "guest/up.bin"), "--parents"});
+  REQUIRE(up.status == 0);
+  CHECK(json::parse(up.out)["sha256"] == expected);
+  CHECK(file_sha256(dir / "guest/up.bin") == expected);
+  auto down = agent.cli({"--json", "cp", "-:" + (dir / "guest/up.bin"), dir / "down.bin"});
+  REQUIRE(down.status == 0);
+  CHECK(json::parse(down.out)["sha256"] == expected);
+  CHECK(file_sha256(dir / "down.bin") == expected);
+  WARN(fmt::format("256 MiB up in {:.2f} s, down in {:.2f} s",
+                   std::chrono::duration<double>(up.took).count(),
+                   std::chrono::duration<double>(down.took).count()));
+  // A copy into a directory keeps the name; the local file keeps the guest file's mode.
+  std::filesystem::create_directory(dir / "into");
+  REQUIRE(agent.cli({"cp", "-:" + source, dir / "into"}).status == 0);
+  CHECK(std::filesystem::file_size(dir / "into/source.bin") == 256u << 20);
+}
+
+TEST_CASE("a copy cut short by killing either side leaves no file at the destination",
+          "[integration][ops]") {
+  temp_dir dir;
+  const auto source = dir / "source.bin";
+  write_random_file(source, 256u << 20);
+  std::filesystem::create_directory(dir / "host");
+  std::filesystem::create_directory(dir / "guest");
+  {
+    // The host side dies during a download.
+    agent_under_test agent(dir);
+    child_process cp({cli_bin, "--connect", agent.socket, "cp", "-:" + source, dir / "host/copy"});
+    REQUIRE(wait_for_file(dir / "host", ".copy.qxa-", 10s));
+    cp.signal(SIGKILL);
+    cp.wait_exit(5s);
+    CHECK_FALSE(std::filesystem::exists(dir / "host/copy"));
+  }
+  {
+    // The guest side dies during an upload.
+    temp_dir sockdir;
+    agent_under_test agent(sockdir);
+    child_process cp(
+        {cli_bin, "--connect", agent.socket, "cp", source, "-:" + (dir / "guest/copy")});
+    REQUIRE(wait_for_file(dir / "guest", ".copy.qxa-", 10s));
+    agent.process.signal(SIGKILL);
+    const auto status = cp.wait_exit(10s);
+    REQUIRE(status.has_value());
+    CHECK(*status == 75);  // connection lost
+    CHECK_FALSE(std::filesystem::exists(dir / "guest/copy"));
+  }
+  {
+    // An agent that stays up discards the upload of a host that went away.
+    temp_dir sockdir;
+    agent_under_test agent(sockdir);
+    child_process cp(
+        {cli_bin, "--connect", agent.socket, "cp", source, "-:" + (dir / "guest/again")});
+    REQUIRE(wait_for_file(dir / "guest", ".again.qxa-", 10s));
+    cp.signal(SIGKILL);
+    CHECK(agent.process.wait_for_log("unfinished file uploads discarded", 10s));
+    CHECK_FALSE(std::filesystem::exists(dir / "guest/again"));
+    for (const auto& e : std::filesystem::directory_iterator(dir / "guest")) {
+      CHECK_FALSE(e.path().filename().string().starts_with(".again.qxa-"));
+    }
+  }
+}
+
+TEST_CASE(
+    "policy refusals through qx-agent: blocked operation, exec off, program not allowed, "
+    "path escapes, oversized file",
+    "[integration][ops]") {
+  temp_dir dir;
+  dir.write("inside/ok.txt", "fine");
+  dir.write("outside/secret.txt", "secret");
+  REQUIRE(::symlink((dir / "outside/secret.txt").c_str(), (dir / "inside/link").c_str()) == 0);
+  dir.write("big.txt", std::string(5000, 'x'));
+  const auto config =
+      dir.write("agent.toml",
+                fmt::format("[policy]\nblock = [\"hostname\"]\nexec_allow = [\"/usr/bin/true\"]\n"
+                            "read_roots = [\"{0}/inside\"]\nwrite_roots = [\"{0}/inside\"]\n"
+                            "max_file_bytes = 1000\n",
+                            dir.path()));
+  agent_under_test agent(dir, config);
+  struct refusal {
+    std::vector<std::string> args;
+    std::string rule, op;
+  };
+  const std::vector<refusal> cases = {
+      {{"hostname", "-", "renamed"}, "policy.block", "hostname"},
+      {{"exec", "-", "--", "/bin/sh", "-c", "true"}, "policy.exec_allow", "exec"},
+      {{"cp", "-:" + (dir / "inside/../outside/secret.txt"), dir / "got1"},
+       "policy.read_roots",
+       "file-read"},
+      {{"cp", "-:" + (dir / "inside/link"), dir / "got2"}, "policy.read_roots", "file-read"},
+      {{"cp", dir / "big.txt", "-:" + (dir / "inside/big.txt")},
+       "policy.max_file_bytes",
+       "file-write"},
+      {{"cp", dir / "inside/ok.txt", "-:" + (dir / "inside/../outside/new.txt")},
+       "policy.write_roots",
+       "file-write"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.args[0] << " " << c.args[1] << " " << c.args[2]);
+    auto r = agent.cli(c.args);
+    CHECK(r.status == 1);
+    CHECK_THAT(r.err, Catch::Contains("(rule " + c.rule + ")"));
+    CHECK(agent.process.wait_for_log(fmt::format("audit: op={} session=", c.op), 5s));
+  }
+  CHECK(agent.process.wait_for_log("outcome=refused rule=", 5s, cases.size()));
+  CHECK(agent.process.count_in_log("outcome=refused rule=") == cases.size());
+  CHECK_FALSE(std::filesystem::exists(dir / "got1"));
+  CHECK_FALSE(std::filesystem::exists(dir / "got2"));
+  CHECK_FALSE(std::filesystem::exists(dir / "outside/new.txt"));
+  // What the policy allows still works.
+  CHECK(agent.cli({"exec", "-", "--", "/usr/bin/true"}).status == 0);
+  CHECK(agent.cli({"cp", "-:" + (dir / "inside/ok.txt"), dir / "ok.txt"}).status == 0);
+
+  temp_dir other;
+  const auto off = other.write("agent.toml", "[policy]\nexec = false\n");
+  agent_under_test no_exec(other, off);
+  auto r = no_exec.cli({"exec", "-", "--", "/usr/bin/true"});
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Catch::Contains("(rule policy.exec)"));
+  CHECK(no_exec.process.wait_for_log("audit: op=exec session=", 5s));
+  CHECK(no_exec.process.wait_for_log("outcome=refused rule=policy.exec", 5s));
+}
+
+TEST_CASE("qx-agent freeze --status reports a thawed guest", "[integration][ops]") {
+  temp_dir dir;
+  agent_under_test agent(dir);
+  auto r = agent.cli({"--json", "freeze", "--status", "-"});
+  REQUIRE(r.status == 0);
+  const auto j = json::parse(r.out);
+  CHECK(j["frozen"] == false);
+  CHECK(j["lease_expires_unix_ms"] == 0);
+  r = agent.cli({"freeze", "--status", "-"});
+  CHECK(r.out == "thawed\n");
+}
+
+TEST_CASE("a ping never waits behind a long exec or a file transfer on the same connection",
+          "[integration][ops]") {
+  temp_dir dir;
+  const auto big = dir / "big.bin";
+  write_random_file(big, 128u << 20);
+  // Output is streamed up to 1 GiB here, so that it flows for as long as the file read.
+  agent_under_test agent(dir, dir.write("agent.toml", "[policy]\nmax_output_bytes = 1073741824\n"));
+  std::vector<double> idle_ms, busy_ms;
+  std::uint64_t output_bytes = 0, file_bytes = 0;
+  qxa::test::run_async(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        auto client = qh::agent_client::create(io.get_executor(), agent.socket);
+        auto ec = co_await client->connect();
+        REQUIRE_FALSE(ec);
+        auto ping = [&]() -> asio::awaitable<double> {
+          pb::Envelope p;
+          p.mutable_ping();
+          const auto t0 = std::chrono::steady_clock::now();
+          auto r = co_await client->request(p, 5s);
+          REQUIRE(r);
+          REQUIRE(r->has_pong());
+          co_return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+              .count();
+        };
+        for (int i = 0; i < 20; ++i) idle_ms.push_back(co_await ping());
+
+        bool exec_done = false, read_done = false;
+        // A command that writes output without pause, streamed.
+        pb::Envelope e;
+        e.mutable_exec_request()->add_argv("sh");
+        e.mutable_exec_request()->add_argv("-c");
+        e.mutable_exec_request()->add_argv("head -c 300000000 /dev/zero");
+        e.mutable_exec_request()->set_stream_output(true);
+        e.mutable_exec_request()->set_max_output_bytes(1ull << 40);
+        qh::call_options eo;
+        eo.timeout = 60s;
+        eo.on_progress = [&](const pb::Envelope& m) {
+          output_bytes += m.exec_output().data().size();
+        };
+        asio::co_spawn(
+            io,
+            [](std::shared_ptr<qh::agent_client> c, pb::Envelope req, qh::call_options o,
+               bool& done) -> asio::awaitable<void> {
+              (void)co_await c->request(std::move(req), std::move(o));
+              done = true;
+            }(client, e, eo, exec_done),
+            asio::detached);
+        pb::Envelope f;
+        f.mutable_file_read_request()->set_path(big);
+        qh::call_options fo;
+        fo.timeout = 60s;
+        fo.on_progress = [&](const pb::Envelope& m) { file_bytes += m.file_chunk().data().size(); };
+        asio::co_spawn(
+            io,
+            [](std::shared_ptr<qh::agent_client> c, pb::Envelope req, qh::call_options o,
+               bool& done) -> asio::awaitable<void> {
+              (void)co_await c->request(std::move(req), std::move(o));
+              done = true;
+            }(client, f, fo, read_done),
+            asio::detached);
+        // Ping while both stream.
+        while (!(exec_done && read_done) && busy_ms.size() < 400) {
+          if (output_bytes > 0 && file_bytes > 0) busy_ms.push_back(co_await ping());
+          co_await qxa::test::sleep_for(5ms);
+        }
+        client->close();
+      },
+      90s);
+  REQUIRE(busy_ms.size() >= 10);
+  std::sort(idle_ms.begin(), idle_ms.end());
+  std::sort(busy_ms.begin(), busy_ms.end());
+  const double idle_p50 = idle_ms[idle_ms.size() / 2];
+  const double busy_p50 = busy_ms[busy_ms.size() / 2];
+  const double busy_max = busy_ms.back();
+  WARN(fmt::format(
+      "ping idle p50 {:.2f} ms; during exec output ({} MiB) and a file read ({} MiB): "
+      "{} pings, p50 {:.2f} ms, max {:.2f} ms",
+      idle_p50, output_bytes >> 20, file_bytes >> 20, busy_ms.size(), busy_p50, busy_max));
+  CHECK(output_bytes > 0);
+  CHECK(file_bytes > 0);
+  // A pong goes ahead of queued bulk data: it waits for at most the frame being written.
+  CHECK(busy_max < 500);
+}
