@@ -7,9 +7,9 @@ qxa_packages=(
   # build
   build-essential cmake ninja-build pkg-config file
   libasio-dev libprotobuf-dev protobuf-compiler libfmt-dev catch2
-  libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libssl-dev zlib1g-dev
+  libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libssl-dev zlib1g-dev libcrypt-dev
   # the test VM and the demo
-  qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils zstd kmod util-linux
+  qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils zstd kmod util-linux e2fsprogs
   # packaging: the agent ISO and its checks
   xorriso systemd
 )

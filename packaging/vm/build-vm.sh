@@ -72,6 +72,31 @@ cp "$busybox" "$root/bin/busybox"
 cp "$agent" "$root/sbin/quantix-kvm-agent"
 cp "$here/init" "$root/init"
 chmod 755 "$root/init" "$root/sbin/quantix-kvm-agent"
+# Accounts: root, and alice for the password and SSH key tests.
+cat > "$root/etc/passwd" <<'PW'
+root:x:0:0:root:/root:/bin/sh
+alice:x:1000:1000:Alice:/home/alice:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+PW
+cat > "$root/etc/group" <<'GR'
+root:x:0:
+alice:x:1000:
+nogroup:x:65534:
+GR
+cat > "$root/etc/shadow" <<'SH'
+root:*:19000:0:99999:7:::
+alice:!:19000:0:99999:7:::
+nobody:*:19000:0:99999:7:::
+SH
+chmod 640 "$root/etc/shadow"
+mkdir -p "$root/root" "$root/home/alice" "$root/usr/local/sbin"
+# The guest's power commands: say on the console what was asked, then do it at once (there is
+# no service manager here to stop services first).
+for action in poweroff reboot halt; do
+  printf '#!/bin/sh\necho "QXA-POWER %s $*" > /dev/console\nexec /bin/busybox %s -f\n' \
+    "$action" "$action" > "$root/usr/local/sbin/$action"
+  chmod 755 "$root/usr/local/sbin/$action"
+done
 cat > "$root/etc/os-release" <<OS
 NAME="Quantix test guest"
 ID=quantix-test
@@ -81,7 +106,7 @@ OS
 
 # Modules in load order, found with their dependencies in the installed tree.
 modules="virtio_pci_legacy_dev virtio_pci_modern_dev virtio_ring virtio virtio_pci virtio_console \
-failover net_failover virtio_net virtio_blk crc16 mbcache jbd2 ext4 \
+failover net_failover virtio_net virtio_blk crc16 crc32c_generic crc32c_intel libcrc32c mbcache jbd2 ext4 \
 scsi_common scsi_mod libata libahci ahci cdrom sr_mod isofs"
 : > "$root/etc/modules"
 for m in $modules; do

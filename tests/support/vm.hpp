@@ -18,6 +18,7 @@ struct vm_options {
   std::string mac = "52:54:00:12:34:56";
   std::string ip = "192.0.2.10/24";  // documentation range, on a NIC wired to nothing
   std::string cdrom = {};            // an ISO to attach as a CD-ROM
+  std::string disk = {};             // a raw image to attach as /dev/vda
 };
 
 inline std::string read_text(const std::string& path) {
@@ -69,6 +70,9 @@ class test_vm {
         "virtserialport,chardev=agent0,name=org.quantix.agent.0",
         // A NIC wired to an empty hub: the guest has an interface, and no traffic leaves.
         "-netdev", "hubport,id=n0,hubid=0", "-device", "virtio-net-pci,netdev=n0,mac=" + o.mac};
+    if (!o.disk.empty()) {
+      a.insert(a.end(), {"-drive", "file=" + o.disk + ",format=raw,if=virtio,cache=unsafe"});
+    }
     if (!o.cdrom.empty()) {
       a.insert(a.end(), {"-drive", "file=" + o.cdrom + ",media=cdrom,readonly=on,if=ide"});
     }

@@ -338,3 +338,185 @@ TEST_CASE("qx-agent hostname renames the guest, now and in /etc/hostname", "[vm]
   CHECK_THAT(bad.err, Catch::Contains("invalid hostname"));
   CHECK(vm.console_has("audit: op=hostname session=", 10s));
 }
+
+TEST_CASE(
+    "qx-agent passwd and ssh-key: a SHA-512 hash in /etc/shadow that was never logged, and "
+    "an authorized_keys file the user owns",
+    "[vm]") {
+  temp_dir vms, run;
+  test_vm vm({.memory_mb = 512,
+              .socket_path = vms / "guest9.agent.sock",
+              .kernel_args = "qxa.interval=1s"});
+  REQUIRE(vm.wait_booted());
+  auto daemon = start_daemon(vms, run);
+  REQUIRE(daemon->wait_for_log("vm guest9: handshaking -> ready", 30s));
+  const std::string ctl = run / "ctl.sock";
+  // The password travels on standard input only.
+  auto set = qxa::test::run_command({"/bin/sh", "-c",
+                                     "printf 'S3cret-Pa55\\n' | " + cli_bin + " --control-socket " +
+                                         ctl + " passwd guest9 alice"},
+                                    60s);
+  INFO(set.err);
+  REQUIRE(set.status == 0);
+  CHECK_THAT(set.out, Catch::Contains("password of alice set"));
+  // busybox has no chpasswd: the agent hashed it itself. Check it with the guest's mkpasswd.
+  vm.command(
+      "qxa-run h=$(grep ^alice: /etc/shadow | cut -d: -f2); s=$(echo \"$h\" | cut -d'$' "
+      "-f3); [ \"$(mkpasswd -m sha512 S3cret-Pa55 \"$s\")\" = \"$h\" ] && echo "
+      "QXA-PASSWORD\"\"-MATCHES");
+  CHECK(vm.console_has("QXA-PASSWORD-MATCHES", 20s));
+  CHECK(vm.console_has("audit: op=password session=", 10s));
+  auto no_user = qxa::test::run_command(
+      {"/bin/sh", "-c", "echo x | " + cli_bin + " --control-socket " + ctl + " passwd guest9 bob"},
+      60s);
+  CHECK(no_user.status == 1);
+  CHECK_THAT(no_user.err, Catch::Contains("no user 'bob'"));
+  vm.command("qxa-run echo QXA\"\"-CONSOLE-MARK");
+  REQUIRE(vm.console_has("QXA-CONSOLE-MARK", 10s));
+  // The agent logged nothing of it: the only mention on the console is our own check's.
+  const auto console = vm.console();
+  const auto first = console.find("S3cret-Pa55");
+  const auto check = console.find("mkpasswd -m sha512 S3cret-Pa55");
+  CHECK((first == std::string::npos || first == check + std::string("mkpasswd -m sha512 ").size()));
+  CHECK(console.find("S3cret-Pa55", check + 40) == std::string::npos);
+
+  const std::string key1 =
+      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl one@host";
+  const std::string key2 = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 two@host";
+  auto add = run_cli({"--control-socket", ctl, "ssh-key", "guest9", "add", "alice", key1});
+  INFO(add.err);
+  REQUIRE(add.status == 0);
+  auto add2 = qxa::test::run_command({"/bin/sh", "-c",
+                                      "echo '" + key2 + "' | " + cli_bin + " --control-socket " +
+                                          ctl + " ssh-key guest9 add alice -"},
+                                     60s);
+  REQUIRE(add2.status == 0);
+  auto again = run_cli({"--control-socket", ctl, "ssh-key", "guest9", "add", "alice", key1});
+  CHECK_THAT(again.err, Catch::Contains("0 keys changed"));  // already there
+  auto list = run_cli({"--json", "--control-socket", ctl, "ssh-key", "guest9", "list", "alice"});
+  REQUIRE(list.status == 0);
+  CHECK(json::parse(list.out)["keys"] == json::array({key1, key2}));
+  auto remove = run_cli({"--control-socket", ctl, "ssh-key", "guest9", "remove", "alice", key1});
+  REQUIRE(remove.status == 0);
+  CHECK(remove.out == key2 + "\n");
+  vm.command(
+      "qxa-run echo QXA-KEYS $(stat -c '%a:%u:%g' /home/alice/.ssh "
+      "/home/alice/.ssh/authorized_keys) $(wc -l < /home/alice/.ssh/authorized_keys) QXA-END");
+  CHECK(vm.console_has("QXA-KEYS 700:1000:1000 600:1000:1000 1 QXA-END", 20s));
+  auto bad = run_cli({"--control-socket", ctl, "ssh-key", "guest9", "add", "alice", "not a key"});
+  CHECK(bad.status == 1);
+  CHECK_THAT(bad.err, Catch::Contains("not an SSH public key line"));
+}
+
+TEST_CASE("qx-agent shutdown --delay and reboot: the reply first, then the guest acts", "[vm]") {
+  for (const std::string verb : {"shutdown", "reboot"}) {
+    INFO(verb);
+    temp_dir vms, run;
+    test_vm vm({.memory_mb = 512,
+                .socket_path = vms / "guest11.agent.sock",
+                .kernel_args = "qxa.interval=1s"});
+    REQUIRE(vm.wait_booted());
+    auto daemon = start_daemon(vms, run);
+    REQUIRE(daemon->wait_for_log("vm guest11: handshaking -> ready", 30s));
+    std::vector<std::string> args = {"--control-socket", run / "ctl.sock", verb, "guest11"};
+    if (verb == "shutdown") args.insert(args.end(), {"--delay", "3"});
+    auto r = run_cli(args);
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    const auto replied = std::chrono::steady_clock::now();
+    const std::string action = verb == "shutdown" ? "poweroff" : "reboot";
+    CHECK_THAT(r.out, Catch::Contains("/usr/local/sbin/" + action));
+    REQUIRE(vm.console_has("QXA-POWER " + action, 60s));
+    const double waited =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - replied).count();
+    WARN(fmt::format("{}: the guest acted {:.1f} s after the reply", verb, waited));
+    if (verb == "shutdown") CHECK(waited >= 2.5);  // not rounded to minutes, not early
+    // QEMU runs with -no-reboot: either way the machine is gone.
+    CHECK(vm.process().wait_exit(60s).has_value());
+    CHECK(vm.console_has("audit: op=power session=", 1s));
+  }
+}
+
+TEST_CASE(
+    "freeze and thaw a real ext4 disk: writes block while frozen, ping still answers, an "
+    "unrenewed lease thaws by itself, a restarted agent thaws first",
+    "[vm]") {
+  temp_dir vms, run, disk;
+  const auto image = disk / "data.img";
+  auto mkfs = qxa::test::run_command({"/sbin/mkfs.ext4", "-q", "-F", image, "32M"}, 60s);
+  INFO(mkfs.err);
+  REQUIRE(mkfs.status == 0);
+  test_vm vm({.memory_mb = 512,
+              .socket_path = vms / "guest10.agent.sock",
+              .kernel_args = "qxa.interval=1s qxa.restart_delay=1",
+              .disk = image});
+  REQUIRE(vm.wait_booted());
+  vm.command(
+      "qxa-run mkdir -p /mnt/data && mount -t ext4 /dev/vda /mnt/data && echo QXA\"\"-MOUNTED");
+  // (The quotes keep the marker out of the echoed command line.)
+  REQUIRE(vm.console_has("QXA-MOUNTED", 30s));
+  auto daemon = start_daemon(vms, run);
+  REQUIRE(daemon->wait_for_log("vm guest10: handshaking -> ready", 30s));
+  const std::string ctl = run / "ctl.sock";
+  auto ping_ms = [&] {
+    auto p = run_cli({"--json", "--control-socket", ctl, "ping", "guest10"});
+    REQUIRE(p.status == 0);
+    return json::parse(p.out)["rtt_ms"].get<double>();
+  };
+  double before = 0;
+  for (int i = 0; i < 3; ++i) before = std::max(before, ping_ms());
+
+  auto frozen = run_cli({"--json", "--control-socket", ctl, "freeze", "guest10", "--lease", "60s"});
+  INFO(frozen.err);
+  REQUIRE(frozen.status == 0);
+  const auto f = json::parse(frozen.out);
+  CHECK(f["frozen"] == true);
+  bool data_frozen = false;
+  for (const auto& m : f["mounts"])
+    data_frozen |= m["mount_point"] == "/mnt/data" && m["ok"] == true;
+  CHECK(data_frozen);
+
+  // A write into the frozen filesystem waits; the agent keeps answering pings meanwhile.
+  vm.command("qxa-run (echo one > /mnt/data/one && echo QXA-WRITE\"\"-DONE-one) &");
+  double during = 0;
+  for (int i = 0; i < 3; ++i) during = std::max(during, ping_ms());
+  WARN(
+      fmt::format("ping round trip: {:.2f} ms before the freeze, {:.2f} ms while frozen (max of 3)",
+                  before, during));
+  CHECK(during < 1000);
+  auto exec = run_cli({"--control-socket", ctl, "exec", "guest10", "--", "true"});
+  CHECK(exec.status == 1);
+  CHECK_THAT(exec.err, Catch::Contains("frozen") && Catch::Contains("(rule frozen)"));
+  auto status = run_cli({"--json", "--control-socket", ctl, "freeze", "guest10", "--status"});
+  REQUIRE(status.status == 0);
+  CHECK(json::parse(status.out)["frozen"] == true);
+  CHECK_FALSE(vm.console_has("QXA-WRITE-DONE-one", 3s));  // still blocked
+
+  auto thawed = run_cli({"--json", "--control-socket", ctl, "thaw", "guest10"});
+  REQUIRE(thawed.status == 0);
+  CHECK(json::parse(thawed.out)["frozen"] == false);
+  CHECK(vm.console_has("QXA-WRITE-DONE-one", 20s));
+  CHECK(vm.console_has("audit: op=freeze session=", 10s));  // held while frozen, written after
+
+  // A lease nobody renews ends by itself.
+  REQUIRE(run_cli({"--control-socket", ctl, "freeze", "guest10", "--lease", "3s"}).status == 0);
+  vm.command("qxa-run (echo two > /mnt/data/two && echo QXA-WRITE\"\"-DONE-two) &");
+  CHECK(vm.console_has("QXA-WRITE-DONE-two", 30s));
+  CHECK(vm.console_has("freeze lease expired without renewal: thawing", 10s));
+  status = run_cli({"--json", "--control-socket", ctl, "freeze", "guest10", "--status"});
+  REQUIRE(status.status == 0);
+  CHECK(json::parse(status.out)["frozen"] == false);
+  CHECK(json::parse(status.out)["thawed_by"] == "lease");
+
+  // An agent killed while the guest is frozen: the next one thaws before anything else.
+  REQUIRE(run_cli({"--control-socket", ctl, "freeze", "guest10", "--lease", "120s"}).status == 0);
+  vm.command("qxa-run (echo three > /mnt/data/three && echo QXA-WRITE\"\"-DONE-three) &");
+  vm.command("qxa-kill-agent");
+  REQUIRE(vm.console_has("QXA-KILLED", 20s));
+  CHECK(vm.console_has("an earlier agent left 1 filesystems frozen: thawing them first", 30s));
+  CHECK(vm.console_has("QXA-WRITE-DONE-three", 30s));
+  vm.command(
+      "qxa-run cat /mnt/data/one /mnt/data/two /mnt/data/three | tr '\\n' ' ' | sed 's/^/QXA-FILES "
+      "/'");
+  CHECK(vm.console_has("QXA-FILES one two three", 20s));
+}
