@@ -2,6 +2,8 @@
 // Identity: a user's password and SSH authorized keys. The password never appears in a log
 // line or on a command line: it goes to chpasswd on its standard input, or, in a guest without
 // chpasswd, is hashed here (SHA-512 crypt) and written to /etc/shadow under the password lock.
+#include "qxa/guest/identity.hpp"
+
 #include <crypt.h>
 #include <fcntl.h>
 #include <shadow.h>
@@ -21,22 +23,8 @@
 #include "qxa/guest/process.hpp"
 #include "qxa/guest/uploads.hpp"
 
-namespace qxa::guest::handlers {
+namespace qxa::guest {
 
-namespace {
-
-bool valid_user_name(const std::string& name) {
-  if (name.empty() || name.size() > 64 || name.front() == '-') return false;
-  for (char c : name) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' ||
-          c == '$')) {
-      return false;
-    }
-  }
-  return true;
-}
-
-// Replaces the password field of `user` in a shadow (or passwd) text; false if not there.
 bool replace_password_field(std::string& text, const std::string& user, const std::string& hash) {
   std::size_t pos = 0;
   while (pos < text.size()) {
@@ -52,6 +40,65 @@ bool replace_password_field(std::string& text, const std::string& user, const st
     pos = line_end + 1;
   }
   return false;
+}
+
+std::string key_identity(std::string_view line) {
+  // "[options] type base64 [comment]": the type and the base64 body identify a key.
+  static constexpr std::string_view types[] = {"ssh-", "ecdsa-", "sk-"};
+  std::vector<std::string_view> words;
+  while (!line.empty()) {
+    const auto start = line.find_first_not_of(" \t");
+    if (start == std::string_view::npos) break;
+    line.remove_prefix(start);
+    const auto end = line.find_first_of(" \t");
+    words.push_back(line.substr(0, end));
+    if (end == std::string_view::npos) break;
+    line.remove_prefix(end);
+  }
+  for (std::size_t i = 0; i + 1 < words.size(); ++i) {
+    for (auto t : types) {
+      if (words[i].starts_with(t)) return std::string(words[i]) + " " + std::string(words[i + 1]);
+    }
+  }
+  return {};
+}
+
+unsigned edit_authorized_keys(std::vector<std::string>& lines, bool add,
+                              const std::vector<std::string>& keys) {
+  unsigned changed = 0;
+  for (const auto& k : keys) {
+    const auto id = key_identity(k);
+    if (add) {
+      bool present = false;
+      for (const auto& l : lines) present = present || key_identity(l) == id;
+      if (!present) {
+        lines.push_back(k);
+        ++changed;
+      }
+    } else {
+      const auto before = lines.size();
+      std::erase_if(lines, [&](const std::string& l) { return key_identity(l) == id; });
+      changed += static_cast<unsigned>(before - lines.size());
+    }
+  }
+  return changed;
+}
+
+}  // namespace qxa::guest
+
+namespace qxa::guest::handlers {
+
+namespace {
+
+bool valid_user_name(const std::string& name) {
+  if (name.empty() || name.size() > 64 || name.front() == '-') return false;
+  for (char c : name) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' ||
+          c == '$')) {
+      return false;
+    }
+  }
+  return true;
 }
 
 std::optional<std::string> sha512_crypt(const std::string& password) {
@@ -99,27 +146,6 @@ std::optional<std::string> set_password_directly(const std::string& user,
   }
   ::ulckpwdf();
   return failure;
-}
-
-std::string key_identity(std::string_view line) {
-  // "[options] type base64 [comment]": the type and the base64 body identify a key.
-  static constexpr std::string_view types[] = {"ssh-", "ecdsa-", "sk-"};
-  std::vector<std::string_view> words;
-  while (!line.empty()) {
-    const auto start = line.find_first_not_of(" \t");
-    if (start == std::string_view::npos) break;
-    line.remove_prefix(start);
-    const auto end = line.find_first_of(" \t");
-    words.push_back(line.substr(0, end));
-    if (end == std::string_view::npos) break;
-    line.remove_prefix(end);
-  }
-  for (std::size_t i = 0; i + 1 < words.size(); ++i) {
-    for (auto t : types) {
-      if (words[i].starts_with(t)) return std::string(words[i]) + " " + std::string(words[i + 1]);
-    }
-  }
-  return {};
 }
 
 }  // namespace
@@ -204,23 +230,9 @@ asio::awaitable<pb::Envelope> ssh_keys(request_context ctx, pb::Envelope request
     }
   }
   std::uint32_t changed = 0;
-  if (req.action() == pb::SshKeysRequest::ACTION_ADD) {
-    for (const auto& k : req.keys()) {
-      const auto id = key_identity(k);
-      bool present = false;
-      for (const auto& l : lines) present = present || key_identity(l) == id;
-      if (!present) {
-        lines.push_back(k);
-        ++changed;
-      }
-    }
-  } else if (req.action() == pb::SshKeysRequest::ACTION_REMOVE) {
-    for (const auto& k : req.keys()) {
-      const auto id = key_identity(k);
-      const auto before = lines.size();
-      std::erase_if(lines, [&](const std::string& l) { return key_identity(l) == id; });
-      changed += static_cast<std::uint32_t>(before - lines.size());
-    }
+  if (req.action() != pb::SshKeysRequest::ACTION_LIST) {
+    changed = edit_authorized_keys(lines, req.action() == pb::SshKeysRequest::ACTION_ADD,
+                                   {req.keys().begin(), req.keys().end()});
   }
   if (changed > 0) {
     struct stat st {};

@@ -11,8 +11,24 @@
 
 #include "handlers.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/guest/identity.hpp"
 #include "qxa/guest/process.hpp"
 #include "qxa/guest/session.hpp"
+
+namespace qxa::guest {
+
+std::vector<std::string> power_command(const std::string& action, bool systemd_running,
+                                       const std::string& search_path) {
+  if (systemd_running) {
+    const auto systemctl = find_program("systemctl", search_path);
+    if (!systemctl.empty()) return {systemctl, action};
+  }
+  const auto program = find_program(action, search_path);
+  if (!program.empty()) return {program};
+  return {};
+}
+
+}  // namespace qxa::guest
 
 namespace qxa::guest::handlers {
 
@@ -31,17 +47,6 @@ const char* verb(pb::PowerRequest::Action a) {
   }
 }
 
-std::vector<std::string> power_command(const char* action) {
-  struct stat st {};
-  if (::stat("/run/systemd/system", &st) == 0 && S_ISDIR(st.st_mode)) {
-    const auto systemctl = find_program("systemctl", spawn_options{}.path);
-    if (!systemctl.empty()) return {systemctl, action};
-  }
-  const auto program = find_program(action, spawn_options{}.path);
-  if (!program.empty()) return {program};
-  return {};
-}
-
 }  // namespace
 
 asio::awaitable<pb::Envelope> power(request_context ctx, pb::Envelope request) {
@@ -50,7 +55,10 @@ asio::awaitable<pb::Envelope> power(request_context ctx, pb::Envelope request) {
   if (action == nullptr) {
     co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT, "say poweroff, reboot or halt");
   }
-  auto command = power_command(action);
+  struct stat run_systemd {};
+  const bool systemd =
+      ::stat("/run/systemd/system", &run_systemd) == 0 && S_ISDIR(run_systemd.st_mode);
+  auto command = power_command(action, systemd, spawn_options{}.path);
   if (command.empty()) {
     co_return error_reply(pb::ERROR_CODE_NOT_SUPPORTED,
                           fmt::format("no systemctl and no {} command in this guest", action));

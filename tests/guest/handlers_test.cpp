@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: MIT
+// Handlers that are safe to run on the test machine, called directly; what would change this
+// machine (setting the clock, the hostname, a password, powering off) is tested in the VM.
+#include <catch2/catch.hpp>
+
+#include "guest/ops_test_support.hpp"
+
+using namespace std::chrono_literals;
+using qxa::test::handler_bench;
+using qxa::test::run_async;
+namespace pb = quantix::agent::v1;
+namespace handlers = qxa::guest::handlers;
+
+namespace {
+
+pb::Envelope call(handlers::handler_fn fn, pb::Envelope request) {
+  pb::Envelope reply;
+  run_async([&](asio::io_context& io) -> asio::awaitable<void> {
+    handler_bench bench(io.get_executor());
+    reply = co_await fn(bench.context(), request);
+  });
+  return reply;
+}
+
+}  // namespace
+
+TEST_CASE("time reads the guest clock without setting it", "[unit][guest]") {
+  pb::Envelope t;
+  t.mutable_time_request();
+  const auto before = std::chrono::system_clock::now();
+  auto r = call(&handlers::time, t);
+  const auto after = std::chrono::system_clock::now();
+  REQUIRE(r.has_time_reply());
+  CHECK_FALSE(r.time_reply().was_set());
+  const auto ns = std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::nanoseconds(r.time_reply().unix_ns())));
+  CHECK(ns >= before - 1ms);
+  CHECK(ns <= after + 1ms);
+}
+
+TEST_CASE("operations answer bad input with a clear error, touching nothing", "[unit][guest]") {
+  pb::Envelope h;
+  h.mutable_hostname_request()->set_name("bad_name!");
+  auto r = call(&handlers::hostname, h);
+  REQUIRE(r.has_error());
+  CHECK(r.error().code() == pb::ERROR_CODE_INVALID_ARGUMENT);
+
+  pb::Envelope p;
+  p.mutable_power_request();  // no action
+  r = call(&handlers::power, p);
+  REQUIRE(r.has_error());
+  CHECK(r.error().code() == pb::ERROR_CODE_INVALID_ARGUMENT);
+
+  pb::Envelope pw;
+  pw.mutable_password_request()->set_user("-rf");
+  pw.mutable_password_request()->set_password("x");
+  r = call(&handlers::password, pw);
+  REQUIRE(r.has_error());
+  CHECK(r.error().code() == pb::ERROR_CODE_INVALID_ARGUMENT);
+  pw.mutable_password_request()->set_user("no-such-user-anywhere");
+  r = call(&handlers::password, pw);
+  REQUIRE(r.has_error());
+  CHECK(r.error().code() == pb::ERROR_CODE_NOT_FOUND);
+  pw.mutable_password_request()->set_user("root");
+  pw.mutable_password_request()->set_password("two\nlines");
+  r = call(&handlers::password, pw);
+  REQUIRE(r.has_error());
+  CHECK(r.error().code() == pb::ERROR_CODE_INVALID_ARGUMENT);
+
+  pb::Envelope k;
+  k.mutable_ssh_keys_request()->set_user("root");
+  k.mutable_ssh_keys_request()->set_action(pb::SshKeysRequest::ACTION_ADD);
+  k.mutable_ssh_keys_request()->add_keys("not a key");
+  r = call(&handlers::ssh_keys, k);
+  REQUIRE(r.has_error());
+  CHECK(r.error().code() == pb::ERROR_CODE_INVALID_ARGUMENT);
+
+  pb::Envelope s;
+  s.mutable_freeze_status_request();
+  r = call(&handlers::freeze_status, s);
+  REQUIRE(r.has_freeze_status());
+  CHECK_FALSE(r.freeze_status().frozen());
+  pb::Envelope th;
+  th.mutable_thaw_request();
+  r = call(&handlers::thaw, th);  // nothing frozen: nothing to do
+  REQUIRE(r.has_freeze_status());
+  CHECK_FALSE(r.freeze_status().frozen());
+}
