@@ -94,15 +94,17 @@ std::size_t processes_running(const std::vector<std::string>& argv) {
   return n;
 }
 
-// Waits (with a deadline) until no process runs `argv`: a killed process takes a moment to die.
-bool processes_gone(const std::vector<std::string>& argv) {
+// Waits (with a deadline) until `n` processes run `argv`: a killed process takes a moment to
+// die, a started one to exec.
+bool processes_become(const std::vector<std::string>& argv, std::size_t n) {
   const auto until = std::chrono::steady_clock::now() + 5s;
-  while (processes_running(argv) > 0) {
+  while (processes_running(argv) != n) {
     if (std::chrono::steady_clock::now() > until) return false;
     std::this_thread::sleep_for(5ms);
   }
   return true;
 }
+bool processes_gone(const std::vector<std::string>& argv) { return processes_become(argv, 0); }
 
 // Waits (with a deadline) for a file whose name starts with `prefix` to show up in `dir`.
 bool wait_for_file(const std::string& dir, const std::string& prefix,
@@ -142,7 +144,7 @@ TEST_CASE("qx-agent exec: exit codes, signals, output that shows up live, and in
                      {}, true);
   CHECK(live.wait_for_output("first", 10s));
   CHECK(live.running());
-  CHECK(processes_running({"sleep", "101"}) == 1);
+  CHECK(processes_become({"sleep", "101"}, 1));
   live.signal(SIGINT);  // Ctrl-C cancels the command in the guest
   const auto status = live.wait_exit(10s);
   REQUIRE(status.has_value());
