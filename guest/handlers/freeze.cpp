@@ -1,12 +1,42 @@
 // SPDX-License-Identifier: MIT
 // freeze, thaw and freeze-status: the wire side of the freezer (see freezer.hpp).
+#include <asio/co_spawn.hpp>
+#include <optional>
+
 #include "handlers.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/common/message_stream.hpp"
 #include "qxa/guest/freezer.hpp"
 
 namespace qxa::guest::handlers {
 
 namespace {
+
+using freeze_result = common::result<pb::FreezeStatus>;
+
+struct shared_outcome {
+  explicit shared_outcome(const asio::any_io_executor& e) : done(e) {}
+  std::optional<freeze_result> outcome;
+  common::detail::async_event done;
+};
+
+asio::awaitable<void> run_into(asio::awaitable<freeze_result> op,
+                               std::shared_ptr<shared_outcome> state) {
+  state->outcome.emplace(co_await std::move(op));
+  state->done.notify_all();
+}
+
+// Runs a freeze or thaw to its end even when the request is cancelled (the host went away):
+// stopping half way would leave hooks run and mounts frozen with no one in charge of them.
+asio::awaitable<freeze_result> to_completion(asio::awaitable<freeze_result> op) {
+  auto ex = co_await asio::this_coro::executor;
+  auto state = std::make_shared<shared_outcome>(ex);
+  asio::co_spawn(ex, run_into(std::move(op), state), [](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
+  });
+  while (!state->outcome) co_await state->done.wait();
+  co_return std::move(*state->outcome);
+}
 
 pb::Envelope status_reply(pb::FreezeStatus s) {
   pb::Envelope reply;
@@ -20,8 +50,8 @@ asio::awaitable<pb::Envelope> freeze(request_context ctx, pb::Envelope request) 
   const auto& req = request.freeze_request();
   auto& f = *ctx.state.freeze;
   const bool renewal = f.frozen();
-  auto r = co_await f.freeze({req.mount_points().begin(), req.mount_points().end()},
-                             std::chrono::milliseconds(req.lease_ms()));
+  auto r = co_await to_completion(f.freeze({req.mount_points().begin(), req.mount_points().end()},
+                                           std::chrono::milliseconds(req.lease_ms())));
   // While frozen, this line is held in memory and written after the thaw.
   common::log_info("audit: op=freeze session={:016x} request={} outcome={}{}", ctx.session_id,
                    ctx.request_id, r ? (renewal ? "renewed" : "frozen") : "failed",
@@ -36,7 +66,7 @@ asio::awaitable<pb::Envelope> freeze(request_context ctx, pb::Envelope request) 
 }
 
 asio::awaitable<pb::Envelope> thaw(request_context ctx, pb::Envelope) {
-  auto r = co_await ctx.state.freeze->thaw("host");
+  auto r = co_await to_completion(ctx.state.freeze->thaw("host"));
   common::log_info("audit: op=thaw session={:016x} request={} outcome={}", ctx.session_id,
                    ctx.request_id, r ? "ok" : r.error().message);
   if (!r) co_return error_reply(pb::ERROR_CODE_FAILED_PRECONDITION, r.error().message);
