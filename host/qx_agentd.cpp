@@ -19,6 +19,7 @@
 #include "qxa/host/agent_manager.hpp"
 #include "qxa/host/control.hpp"
 #include "qxa/host/daemon_config.hpp"
+#include "qxa/host/metrics.hpp"
 
 namespace qc = qxa::common;
 namespace qh = qxa::host;
@@ -114,8 +115,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   qc::logger::instance().set_level(config.log_level);
+  std::optional<asio::ip::tcp::endpoint> metrics_at;
   if (!config.metrics_listen.empty()) {
-    return fail("--metrics-listen: the metrics endpoint is not available in this build", 2);
+    auto at = qh::parse_listen_address(config.metrics_listen);
+    if (!at) return fail("--metrics-listen: " + at.error().message, 2);
+    metrics_at = *at;
   }
 
   asio::io_context io(1);
@@ -127,6 +131,18 @@ int main(int argc, char** argv) {
     return fail("cannot start: " + err->describe());
   }
   control->start();
+  std::shared_ptr<qh::metrics_server> metrics;
+  if (metrics_at) {
+    metrics = qh::metrics_server::create(io.get_executor(), manager);
+    if (auto err = metrics->listen(*metrics_at)) {
+      control->stop();
+      manager->stop();
+      return fail("cannot start: " + err->message);
+    }
+    metrics->start();
+    qc::log_info("metrics on http://{}:{}/metrics", metrics->local_endpoint().address().to_string(),
+                 metrics->local_endpoint().port());
+  }
   qc::log_info("qx-agentd {} ready: vm sockets in {}, control socket {}", qc::software_version,
                config.manager.socket_dir, config.control_socket);
   sd_notify("READY=1\nSTATUS=serving");
@@ -149,6 +165,7 @@ int main(int argc, char** argv) {
     if (ec) return;
     qc::log_info("received {}, shutting down", signo == SIGTERM ? "SIGTERM" : "SIGINT");
     sd_notify("STOPPING=1");
+    if (metrics) metrics->stop();
     control->stop();
     manager->stop();
     watchdog.cancel();

@@ -10,8 +10,8 @@ qxa_packages=(
   libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libssl-dev zlib1g-dev libcrypt-dev
   # the test VM and the demo
   qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils zstd kmod util-linux e2fsprogs
-  # packaging: the agent ISO and its checks
-  xorriso systemd
+  # packaging: the agent ISO and its checks; promtool checks the metrics
+  xorriso systemd prometheus
 )
 
 qxa_install_missing() {

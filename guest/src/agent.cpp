@@ -111,8 +111,10 @@ asio::awaitable<int> agent::telemetry_loop() {
     auto* t = e.mutable_telemetry();
     *t = state_->sampler.sample();
     t->set_sequence(++state_->telemetry_sequence);
+    // Urgent like any small reply: in line with answers to requests, ahead of bulk data, and
+    // never starved by a stream of urgent answers.
     const auto ec = co_await s->stream().send(
-        e, {.timeout = opt.write_timeout, .replace_key = telemetry_replace_key});
+        e, {.timeout = opt.write_timeout, .replace_key = telemetry_replace_key, .urgent = true});
     if (!ec) {
       ++state_->telemetry_sent;
       if (failures > 0) {

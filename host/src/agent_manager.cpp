@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -104,6 +105,7 @@ struct agent_manager::vm_record {
   bool retry_now = false;
   std::vector<std::weak_ptr<telemetry_feed>> watchers;
   client_stats prior;  // counters of earlier connections
+  vm_metrics figures;  // histogram and request counters (status is filled on demand)
 };
 
 std::shared_ptr<agent_manager> agent_manager::create(asio::any_io_executor ex,
@@ -374,7 +376,13 @@ asio::awaitable<void> agent_manager::heartbeat(std::shared_ptr<vm_record> vm,
     const auto t0 = std::chrono::steady_clock::now();
     auto r = co_await c->request(std::move(ping), opt_.heartbeat_timeout);
     if (r && r->has_pong()) {
-      vm->status.set_rtt_ms(to_ms(std::chrono::steady_clock::now() - t0));
+      const double rtt = to_ms(std::chrono::steady_clock::now() - t0);
+      vm->status.set_rtt_ms(rtt);
+      auto& f = vm->figures;
+      const auto bucket = std::lower_bound(rtt_buckets.begin(), rtt_buckets.end(), rtt / 1000.0);
+      if (bucket != rtt_buckets.end()) ++f.rtt_bucket_counts[bucket - rtt_buckets.begin()];
+      ++f.rtt_count;
+      f.rtt_sum_seconds += rtt / 1000.0;
       set_state(*vm, pb::VM_STATE_READY,
                 vm->status.state() == pb::VM_STATE_UNRESPONSIVE ? "heartbeat answered again" : "");
     } else if (r.code() == errc::request_timeout) {
@@ -451,9 +459,31 @@ asio::awaitable<result<pb::Envelope>> agent_manager::call(const std::string& vm,
         fmt::format("vm {} is {}{}", vm, to_string(rec->status.state()),
                     rec->status.last_error().empty() ? "" : ": " + rec->status.last_error())};
   }
+  std::string op = common::body_name(request);
+  if (op.ends_with("_request")) op.resize(op.size() - 8);
   auto r = co_await client->request(std::move(request), std::move(options));
   refresh_counters(*rec);
+  std::string outcome = "ok";
+  if (!r) {
+    outcome = r.code() == errc::request_timeout ? "timeout"
+              : r.code() == errc::cancelled     ? "cancelled"
+                                                : "connection_lost";
+  } else if (r->has_error()) {
+    outcome = r->error().code() == pb::ERROR_CODE_PERMISSION_DENIED ? "refused" : "error";
+  }
+  ++rec->figures.requests[{op, outcome}];
   co_return r;
+}
+
+std::vector<vm_metrics> agent_manager::metrics() const {
+  std::vector<vm_metrics> out;
+  out.reserve(vms_.size());
+  for (const auto& [name, rec] : vms_) {
+    refresh_counters(*rec);
+    out.push_back(rec->figures);
+    out.back().status = rec->status;
+  }
+  return out;
 }
 
 std::shared_ptr<telemetry_feed> agent_manager::watch(const std::string& vm) {

@@ -121,7 +121,7 @@ TEST_CASE("49 failed writes, then the host drains: the count resets and the agen
   temp_dir dir;
   const auto sock = dir / "agent.sock";
   child_process agent(agent_args("unix-listen:" + sock,
-                                 {"--telemetry-interval", "200ms", "--write-timeout", "60ms"}));
+                                 {"--telemetry-interval", "300ms", "--write-timeout", "150ms"}));
   REQUIRE(agent.wait_for_log("agent started", 10s));
   asio::io_context io;
   fake_host<unix_socket> host(connect_now(io, sock));

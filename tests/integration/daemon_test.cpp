@@ -12,6 +12,7 @@
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/write.hpp>
@@ -415,4 +416,80 @@ TEST_CASE("qx-agentd tells systemd it is ready, alive and stopping, and reloads 
   daemon.signal(SIGTERM);
   CHECK(notify.wait_for("STOPPING=1", 5000ms));
   CHECK(daemon.wait_exit(5s) == 0);
+}
+
+namespace {
+
+// One HTTP/1.1 exchange with the daemon's metrics endpoint: the status line and the body.
+std::pair<std::string, std::string> http(std::uint16_t port, const std::string& request) {
+  asio::io_context io;
+  asio::ip::tcp::socket s(io);
+  s.connect({asio::ip::make_address("127.0.0.1"), port});
+  asio::write(s, asio::buffer(request));
+  std::string response;
+  std::error_code ec;
+  char buf[65536];
+  for (;;) {
+    const auto n = s.read_some(asio::buffer(buf), ec);
+    if (ec) break;
+    response.append(buf, n);
+  }
+  const auto head_end = response.find("\r\n\r\n");
+  return {response.substr(0, response.find("\r\n")),
+          head_end == std::string::npos ? "" : response.substr(head_end + 4)};
+}
+
+}  // namespace
+
+TEST_CASE("qx-agentd serves Prometheus metrics that promtool accepts, with each VM's state",
+          "[integration][host]") {
+  temp_dir vms, run;
+  auto a = start_agent(vms, "alpha");
+  auto b = start_agent(vms, "beta");
+  const auto config = run.write("qx-agentd.toml",
+                                "metrics_listen = \"127.0.0.1:0\"\n[heartbeat]\ninterval = "
+                                "\"100ms\"\ntimeout = \"400ms\"\n");
+  child_process daemon({QXA_AGENTD_PATH, "--config", config, "--socket-dir", vms.path(),
+                        "--control-socket", run / "ctl.sock"});
+  REQUIRE(daemon.wait_for_log("metrics on http://127.0.0.1:", 10s));
+  REQUIRE(daemon.wait_for_log("vm alpha: handshaking -> ready", 10s));
+  REQUIRE(daemon.wait_for_log("vm beta: handshaking -> ready", 10s));
+  const auto log = daemon.log();
+  const auto at =
+      log.find("metrics on http://127.0.0.1:") + std::strlen("metrics on http://127.0.0.1:");
+  const auto port = static_cast<std::uint16_t>(std::stoi(log.substr(at)));
+  REQUIRE(run_cli({"--control-socket", run / "ctl.sock", "ping", "alpha"}).status == 0);
+  // Scrape until the first heartbeats and telemetry are in (polling, with a deadline).
+  auto [status, body] = http(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  const auto settled = [&] {
+    return body.find("qxa_heartbeat_rtt_seconds_count{vm=\"beta\"} 0") == std::string::npos &&
+           body.find("qxa_guest_memory_total_bytes{vm=\"alpha\"}") != std::string::npos &&
+           body.find("qxa_guest_memory_total_bytes{vm=\"beta\"}") != std::string::npos;
+  };
+  for (int i = 0; i < 100 && !settled(); ++i) {
+    std::this_thread::sleep_for(50ms);
+    std::tie(status, body) = http(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  }
+  CHECK(status == "HTTP/1.1 200 OK");
+  CHECK_THAT(body, Catch::Contains("qxa_vm_state{vm=\"alpha\",state=\"ready\"} 1"));
+  CHECK_THAT(body, Catch::Contains("qxa_vm_state{vm=\"beta\",state=\"ready\"} 1"));
+  CHECK_THAT(body, Catch::Contains("qxa_vm_state{vm=\"beta\",state=\"unresponsive\"} 0"));
+  CHECK_THAT(body, Catch::Contains(
+                       "qxa_requests_total{vm=\"alpha\",operation=\"ping\",outcome=\"ok\"} 1"));
+  CHECK_THAT(body, Catch::Contains("qxa_heartbeat_rtt_seconds_bucket{vm=\"beta\",le=\"+Inf\"}"));
+  CHECK_THAT(body, Catch::Contains("qxa_guest_memory_total_bytes{vm=\"alpha\"}"));
+  CHECK(body.find("qxa_heartbeat_rtt_seconds_count{vm=\"beta\"} 0") == std::string::npos);
+  const auto file = run.write("metrics.txt", body);
+  auto lint = qxa::test::run_command({"/bin/sh", "-c", "promtool check metrics < " + file}, 30s);
+  INFO(lint.out << lint.err);
+  CHECK(lint.status == 0);
+  CHECK(lint.out.empty());  // no lint findings either
+
+  CHECK(http(port, "GET /other HTTP/1.1\r\n\r\n").first == "HTTP/1.1 404 Not Found");
+  CHECK(http(port, "POST /metrics HTTP/1.1\r\n\r\n").first == "HTTP/1.1 405 Method Not Allowed");
+  CHECK(http(port, "GET /metrics HTTP/1.1\r\nX: " + std::string(10000, 'a') + "\r\n\r\n").first ==
+        "HTTP/1.1 431 Request Header Fields Too Large");
+  CHECK(http(port, "nonsense\r\n\r\n").first == "HTTP/1.1 400 Bad Request");
+  // A client that sends nothing does not hold the server up.
+  CHECK(http(port, "GET /metrics HTTP/1.1\r\n\r\n").first == "HTTP/1.1 200 OK");
 }

@@ -11,6 +11,7 @@
 // none can be held across I/O.
 #pragma once
 
+#include <array>
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
 #include <asio/posix/stream_descriptor.hpp>
@@ -20,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "quantix/agent/v1/control.pb.h"
 #include "qxa/host/agent_client.hpp"
@@ -56,6 +58,20 @@ class telemetry_feed {
   bool finished_ = false;
 };
 
+/// Bucket upper bounds of the heartbeat round-trip histogram, in seconds.
+inline constexpr std::array<double, 12> rtt_buckets = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0};
+
+/// What the metrics endpoint shows of one VM.
+struct vm_metrics {
+  pb::VmStatus status;  ///< state, counters, last telemetry
+  std::array<std::uint64_t, rtt_buckets.size()> rtt_bucket_counts{};  ///< not cumulative
+  std::uint64_t rtt_count = 0;
+  double rtt_sum_seconds = 0;
+  /// Requests forwarded to the VM by operation (body name) and outcome.
+  std::map<std::pair<std::string, std::string>, std::uint64_t> requests;
+};
+
 class agent_manager : public std::enable_shared_from_this<agent_manager> {
  public:
   static std::shared_ptr<agent_manager> create(asio::any_io_executor ex, manager_options options);
@@ -75,6 +91,9 @@ class agent_manager : public std::enable_shared_from_this<agent_manager> {
   /// connection_lost (the VM's agent is not connected and ready), or as agent_client::request.
   asio::awaitable<common::result<pb::Envelope>> call(const std::string& vm, pb::Envelope request,
                                                      call_options options = {});
+
+  /// Every VM's figures for the metrics endpoint.
+  [[nodiscard]] std::vector<vm_metrics> metrics() const;
 
   /// Subscribes to a VM's pushed telemetry; nullptr for an unknown VM.
   std::shared_ptr<telemetry_feed> watch(const std::string& vm);
