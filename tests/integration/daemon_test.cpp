@@ -21,6 +21,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "qxa/common/message_stream.hpp"
@@ -492,4 +493,52 @@ TEST_CASE("qx-agentd serves Prometheus metrics that promtool accepts, with each 
   CHECK(http(port, "nonsense\r\n\r\n").first == "HTTP/1.1 400 Bad Request");
   // A client that sends nothing does not hold the server up.
   CHECK(http(port, "GET /metrics HTTP/1.1\r\n\r\n").first == "HTTP/1.1 200 OK");
+}
+
+TEST_CASE("a real Prometheus server scrapes qx-agentd and sees each VM's state",
+          "[integration][host]") {
+  temp_dir vms, run;
+  auto a = start_agent(vms, "alpha");
+  auto b = start_agent(vms, "beta");
+  const auto config = run.write("qx-agentd.toml", "metrics_listen = \"127.0.0.1:0\"\n");
+  child_process daemon({QXA_AGENTD_PATH, "--config", config, "--socket-dir", vms.path(),
+                        "--control-socket", run / "ctl.sock"});
+  REQUIRE(daemon.wait_for_log("metrics on http://127.0.0.1:", 10s));
+  const auto log = daemon.log();
+  const auto at =
+      log.find("metrics on http://127.0.0.1:") + std::strlen("metrics on http://127.0.0.1:");
+  const int metrics_port = std::stoi(log.substr(at));
+  // A free port for Prometheus's own web interface.
+  asio::io_context io;
+  asio::ip::tcp::acceptor probe(io, {asio::ip::make_address("127.0.0.1"), 0});
+  const auto web_port = probe.local_endpoint().port();
+  probe.close();
+  const auto yml =
+      run.write("prometheus.yml",
+                fmt::format("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: qxa\n"
+                            "    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+                            metrics_port));
+  child_process prometheus({"/usr/bin/prometheus", "--config.file=" + yml,
+                            "--storage.tsdb.path=" + (run / "tsdb"),
+                            fmt::format("--web.listen-address=127.0.0.1:{}", web_port)});
+  REQUIRE(prometheus.wait_for_log("Server is ready to receive web requests", 60s));
+  // Ask Prometheus until its scrapes show both VMs ready (with a deadline).
+  std::set<std::string> ready;
+  for (int i = 0; i < 300 && ready.size() < 2; ++i) {
+    auto [status, body] = http(web_port,
+                               "GET /api/v1/query?query=qxa_vm_state%3D%3D1 HTTP/1.1\r\nHost: "
+                               "x\r\nConnection: close\r\n\r\n");
+    if (status == "HTTP/1.1 200 OK") {
+      const auto j = json::parse(body, nullptr, false);
+      if (!j.is_discarded() && j["status"] == "success") {
+        for (const auto& r : j["data"]["result"]) {
+          if (r["metric"]["state"] == "ready") ready.insert(r["metric"]["vm"].get<std::string>());
+        }
+      }
+    }
+    if (ready.size() < 2) std::this_thread::sleep_for(100ms);
+  }
+  CHECK(ready == std::set<std::string>{"alpha", "beta"});
+  prometheus.signal(SIGTERM);
+  prometheus.wait_exit(20s);
 }
