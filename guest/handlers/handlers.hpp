@@ -51,6 +51,8 @@ const handler_entry* find(pb::Envelope::BodyCase request);
 pb::Envelope error_reply(pb::ErrorCode code, std::string message);
 
 asio::awaitable<pb::Envelope> ping(request_context ctx, pb::Envelope request);
+/// The answer to a Ping, built without a coroutine.
+pb::Envelope pong_for(const pb::Envelope& request);
 asio::awaitable<pb::Envelope> info(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> telemetry(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> time(request_context ctx, pb::Envelope request);

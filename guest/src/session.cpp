@@ -99,6 +99,12 @@ void session::handle(pb::Envelope envelope) {
         "frozen");
     return;
   }
+  if (envelope.has_ping()) {
+    // The heartbeat is answered at once, without a coroutine of its own: it is the most frequent
+    // request and the one whose latency matters.
+    reply(envelope.request_id(), handlers::pong_for(envelope));
+    return;
+  }
   if (inflight_ >= state_.options.max_inflight_requests) {
     refuse(envelope, pb::ERROR_CODE_TOO_MANY_REQUESTS,
            fmt::format("{} requests already in flight", inflight_));

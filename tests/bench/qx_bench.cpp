@@ -1,0 +1,519 @@
+// SPDX-License-Identifier: MIT
+// qx-bench: our agent against the floor (a raw unix-socket echo) and against qemu-guest-agent,
+// measured side by side in one run on unix sockets, so that the ratios hold on any machine.
+//
+// Usage: qx-bench [--smoke] [--json FILE] [--agent PATH] [--qemu-ga PATH]
+//   --smoke  tiny sizes, for the test suite: checks that every measurement runs, not its speed.
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "qxa/common/log.hpp"
+#include "qxa/common/sha256.hpp"
+#include "qxa/host/agent_client.hpp"
+
+namespace qh = qxa::host;
+namespace pb = quantix::agent::v1;
+using json = nlohmann::ordered_json;
+using clock_type = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+extern char** environ;
+
+namespace {
+
+struct settings {
+  bool smoke = false;
+  std::string json_path;
+  std::string agent = QXA_AGENT_PATH;
+  std::string qemu_ga = "/usr/sbin/qemu-ga";
+  int pings = 2000;
+  int rate_requests = 20000;
+  std::size_t file_bytes = 64u << 20;
+  int execs = 50;
+};
+
+[[noreturn]] void die(const std::string& why) {
+  std::fprintf(stderr, "qx-bench: %s\n", why.c_str());
+  std::exit(1);
+}
+
+double ms_since(clock_type::time_point t0) {
+  return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+}
+
+struct latency {
+  std::vector<double> ms;
+  double pct(double p) {
+    std::sort(ms.begin(), ms.end());
+    return ms.empty() ? 0 : ms[std::min(ms.size() - 1, static_cast<std::size_t>(p * ms.size()))];
+  }
+};
+
+// ---- sockets and processes ----------------------------------------------------------------
+
+int connect_unix(const std::string& path, std::chrono::seconds wait = 10s) {
+  const auto until = clock_type::now() + wait;
+  for (;;) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return fd;
+    ::close(fd);
+    if (clock_type::now() > until) die("cannot connect to " + path);
+    std::this_thread::sleep_for(20ms);  // the server is starting
+  }
+}
+
+int listen_unix(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, 4) != 0) {
+    die("cannot listen on " + path);
+  }
+  return fd;
+}
+
+bool write_all(int fd, const void* p, std::size_t n) {
+  auto* c = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, c, n);
+    if (w <= 0) return false;
+    c += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+bool read_all(int fd, void* p, std::size_t n) {
+  auto* c = static_cast<char*>(p);
+  while (n > 0) {
+    const ssize_t r = ::read(fd, c, n);
+    if (r <= 0) return false;
+    c += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+struct child {
+  pid_t pid = -1;
+  explicit child(std::vector<std::string> argv) {
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    if (::posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ) != 0) {
+      die("cannot start " + argv[0]);
+    }
+    posix_spawn_file_actions_destroy(&fa);
+  }
+  ~child() {
+    ::kill(pid, SIGTERM);
+    ::waitpid(pid, nullptr, 0);
+  }
+};
+
+std::size_t rss_kib(pid_t pid, const char* field) {
+  std::ifstream in(fmt::format("/proc/{}/status", pid));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.starts_with(field)) return std::stoul(line.substr(std::strlen(field)));
+  }
+  return 0;
+}
+
+// ---- the floor: a raw unix-socket echo and sink ------------------------------------------
+
+struct floor_figures {
+  latency rtt;
+  double read_mib_s = 0;
+};
+
+floor_figures measure_floor(const settings& s, const std::string& dir) {
+  const auto path = dir + "/floor.sock";
+  const int l = listen_unix(path);
+  // Echo server: answers each 64-byte message; a first byte of 'B' asks for a bulk stream.
+  std::thread server([l, bytes = s.file_bytes] {
+    const int c = ::accept(l, nullptr, nullptr);
+    char msg[64];
+    std::vector<char> block(256u << 10, 'x');
+    while (read_all(c, msg, sizeof msg)) {
+      if (msg[0] == 'B') {
+        for (std::size_t sent = 0; sent < bytes; sent += block.size()) {
+          write_all(c, block.data(), std::min(block.size(), bytes - sent));
+        }
+      } else {
+        write_all(c, msg, sizeof msg);
+      }
+    }
+    ::close(c);
+  });
+  const int fd = connect_unix(path);
+  floor_figures f;
+  char msg[64] = {'p'};
+  for (int i = 0; i < s.pings; ++i) {
+    const auto t0 = clock_type::now();
+    write_all(fd, msg, sizeof msg);
+    read_all(fd, msg, sizeof msg);
+    f.rtt.ms.push_back(ms_since(t0));
+  }
+  msg[0] = 'B';
+  std::vector<char> buf(256u << 10);
+  const auto t0 = clock_type::now();
+  write_all(fd, msg, sizeof msg);
+  for (std::size_t got = 0; got < s.file_bytes;) {
+    const ssize_t r = ::read(fd, buf.data(), buf.size());
+    if (r <= 0) break;
+    got += static_cast<std::size_t>(r);
+  }
+  f.read_mib_s = static_cast<double>(s.file_bytes) / (1 << 20) / (ms_since(t0) / 1000);
+  ::close(fd);
+  server.join();
+  ::close(l);
+  return f;
+}
+
+// ---- our agent --------------------------------------------------------------------------
+
+struct our_figures {
+  latency rtt, exec;
+  double rate = 0, read_mib_s = 0, write_mib_s = 0;
+  std::size_t idle_rss_kib = 0, peak_rss_kib = 0;
+};
+
+asio::awaitable<void> in_flight_ping(std::shared_ptr<qh::agent_client> c, int& left, int& done) {
+  while (left > 0) {
+    --left;
+    pb::Envelope p;
+    p.mutable_ping();
+    auto r = co_await c->request(std::move(p), 10s);
+    if (!r) die("ping failed: " + r.error().describe());
+    ++done;
+  }
+}
+
+asio::awaitable<void> upload_chunk(std::shared_ptr<qh::agent_client> c, pb::Envelope chunk,
+                                   int& in_flight) {
+  auto r = co_await c->request(std::move(chunk), 30s);
+  if (!r || r->has_error()) die("upload chunk failed");
+  --in_flight;
+}
+
+asio::awaitable<void> measure_ours(const settings& s, const std::string& dir,
+                                   const std::string& file, our_figures& f, pid_t agent_pid) {
+  auto ex = co_await asio::this_coro::executor;
+  auto c = qh::agent_client::create(ex, dir + "/ours.sock");
+  if (auto ec = co_await c->connect()) die("cannot reach our agent: " + ec.message());
+  for (int i = 0; i < s.pings; ++i) {
+    pb::Envelope p;
+    p.mutable_ping();
+    const auto t0 = clock_type::now();
+    auto r = co_await c->request(std::move(p), 10s);
+    if (!r) die("ping failed");
+    f.rtt.ms.push_back(ms_since(t0));
+  }
+  f.idle_rss_kib = rss_kib(agent_pid, "VmRSS:");
+  {
+    int left = s.rate_requests, done = 0;
+    const auto t0 = clock_type::now();
+    // 64 requests in flight: 64 workers, each sending its next ping when the last returns.
+    int finished = 0;
+    for (int w = 0; w < 64; ++w) {
+      asio::co_spawn(ex, in_flight_ping(c, left, done), [&](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);
+        ++finished;
+      });
+    }
+    asio::steady_timer t(ex);
+    while (finished < 64) {
+      t.expires_after(1ms);
+      co_await t.async_wait(asio::use_awaitable);
+    }
+    f.rate = done / (ms_since(t0) / 1000);
+  }
+  {
+    pb::Envelope read;
+    read.mutable_file_read_request()->set_path(file);
+    qh::call_options o;
+    o.timeout = 30s;
+    std::size_t got = 0;
+    o.on_progress = [&](const pb::Envelope& m) { got += m.file_chunk().data().size(); };
+    const auto t0 = clock_type::now();
+    auto r = co_await c->request(std::move(read), std::move(o));
+    if (!r || !r->has_file_read_result() || got != s.file_bytes) die("file read failed");
+    f.read_mib_s = static_cast<double>(got) / (1 << 20) / (ms_since(t0) / 1000);
+    f.peak_rss_kib = rss_kib(agent_pid, "VmHWM:");
+  }
+  {
+    std::ifstream in(file, std::ios::binary);
+    std::string data((std::istreambuf_iterator<char>(in)), {});
+    const auto t0 = clock_type::now();
+    pb::Envelope open;
+    open.mutable_file_write_open()->set_path(dir + "/ours-written.bin");
+    auto h = co_await c->request(std::move(open), 10s);
+    if (!h || !h->has_file_write_reply()) die("file write open failed");
+    const auto handle = h->file_write_reply().handle();
+    int in_flight = 0;
+    asio::steady_timer t(ex);
+    constexpr std::size_t chunk = 512u << 10;
+    for (std::size_t off = 0; off < data.size(); off += chunk) {
+      while (in_flight >= 8) {
+        t.expires_after(100us);
+        co_await t.async_wait(asio::use_awaitable);
+      }
+      pb::Envelope e;
+      auto* ch = e.mutable_file_write_chunk();
+      ch->set_handle(handle);
+      ch->set_offset(off);
+      ch->set_data(data.substr(off, chunk));
+      ++in_flight;
+      asio::co_spawn(ex, upload_chunk(c, std::move(e), in_flight), asio::detached);
+    }
+    while (in_flight > 0) {
+      t.expires_after(100us);
+      co_await t.async_wait(asio::use_awaitable);
+    }
+    qxa::common::sha256 d;
+    d.update(data);
+    pb::Envelope close;
+    close.mutable_file_write_close()->set_handle(handle);
+    close.mutable_file_write_close()->set_sha256(qxa::common::sha256::bytes(d.finish()));
+    auto done = co_await c->request(std::move(close), 30s);
+    if (!done || !done->has_file_write_reply()) die("file write commit failed");
+    f.write_mib_s = static_cast<double>(data.size()) / (1 << 20) / (ms_since(t0) / 1000);
+  }
+  for (int i = 0; i < s.execs; ++i) {
+    pb::Envelope e;
+    e.mutable_exec_request()->add_argv("/bin/true");
+    const auto t0 = clock_type::now();
+    auto r = co_await c->request(std::move(e), 10s);
+    if (!r || !r->has_exec_result()) die("exec failed");
+    f.exec.ms.push_back(ms_since(t0));
+  }
+  c->close();
+}
+
+// ---- qemu-guest-agent -------------------------------------------------------------------
+
+class qga_client {
+ public:
+  explicit qga_client(const std::string& path) : fd_(connect_unix(path)) {}
+  ~qga_client() { ::close(fd_); }
+  json call(const json& request) {
+    const auto text = request.dump() + "\n";
+    write_all(fd_, text.data(), text.size());
+    for (;;) {
+      const auto nl = buf_.find('\n');
+      if (nl != std::string::npos) {
+        auto line = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        if (line.find_first_not_of(" \r\t") == std::string::npos) continue;
+        auto j = json::parse(line);
+        if (j.contains("error")) die("qemu-ga: " + j["error"].dump());
+        return j["return"];
+      }
+      char chunk[1 << 16];
+      const ssize_t r = ::read(fd_, chunk, sizeof chunk);
+      if (r <= 0) die("qemu-ga closed the connection");
+      buf_.append(chunk, static_cast<std::size_t>(r));
+    }
+  }
+
+ private:
+  int fd_;
+  std::string buf_;
+};
+
+struct qga_figures {
+  latency rtt, exec;
+  double read_mib_s = 0;
+  std::size_t idle_rss_kib = 0, peak_rss_kib = 0;
+};
+
+qga_figures measure_qga(const settings& s, const std::string& dir, const std::string& file,
+                        pid_t pid) {
+  qga_client q(dir + "/qga.sock");
+  qga_figures f;
+  for (int i = 0; i < s.pings; ++i) {
+    const auto t0 = clock_type::now();
+    q.call({{"execute", "guest-ping"}});
+    f.rtt.ms.push_back(ms_since(t0));
+  }
+  f.idle_rss_kib = rss_kib(pid, "VmRSS:");
+  const auto t0 = clock_type::now();
+  const auto handle =
+      q.call({{"execute", "guest-file-open"}, {"arguments", {{"path", file}, {"mode", "r"}}}});
+  std::size_t got = 0;
+  for (;;) {
+    auto r = q.call(
+        {{"execute", "guest-file-read"}, {"arguments", {{"handle", handle}, {"count", 4u << 20}}}});
+    got += r["count"].get<std::size_t>();
+    if (r["eof"].get<bool>() || r["count"].get<std::size_t>() == 0) break;
+  }
+  q.call({{"execute", "guest-file-close"}, {"arguments", {{"handle", handle}}}});
+  if (got != s.file_bytes) die("qemu-ga read a different size");
+  f.read_mib_s = static_cast<double>(got) / (1 << 20) / (ms_since(t0) / 1000);
+  f.peak_rss_kib = rss_kib(pid, "VmHWM:");
+  for (int i = 0; i < s.execs; ++i) {
+    const auto e0 = clock_type::now();
+    auto started = q.call({{"execute", "guest-exec"},
+                           {"arguments", {{"path", "/bin/true"}, {"capture-output", true}}}});
+    // As libvirt does: poll guest-exec-status until the process has exited.
+    for (;;) {
+      auto st =
+          q.call({{"execute", "guest-exec-status"}, {"arguments", {{"pid", started["pid"]}}}});
+      if (st["exited"].get<bool>()) break;
+    }
+    f.exec.ms.push_back(ms_since(e0));
+  }
+  return f;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  settings s;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) die(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--smoke") {
+      s.smoke = true;
+      s.pings = 50;
+      s.rate_requests = 500;
+      s.file_bytes = 1u << 20;
+      s.execs = 3;
+    } else if (a == "--json") {
+      s.json_path = value();
+    } else if (a == "--agent") {
+      s.agent = value();
+    } else if (a == "--qemu-ga") {
+      s.qemu_ga = value();
+    } else if (a == "--help" || a == "-h") {
+      std::printf("usage: qx-bench [--smoke] [--json FILE] [--agent PATH] [--qemu-ga PATH]\n");
+      return 0;
+    } else {
+      die("unknown argument '" + a + "' (see --help)");
+    }
+  }
+  if (::access(s.qemu_ga.c_str(), X_OK) != 0) {
+    die(s.qemu_ga + " is missing: install qemu-guest-agent (./tests/run.sh installs it)");
+  }
+  ::signal(SIGPIPE, SIG_IGN);
+  qxa::common::logger::instance().set_level(qxa::common::log_level::warning);
+  char tmpl[] = "/tmp/qx-bench-XXXXXX";
+  if (::mkdtemp(tmpl) == nullptr) die("mkdtemp failed");
+  const std::string dir = tmpl;
+  const std::string file = dir + "/data.bin";
+  {
+    std::mt19937_64 rng(1);
+    std::ofstream out(file, std::ios::binary);
+    std::vector<std::uint64_t> block(1 << 15);
+    for (std::size_t done = 0; done < s.file_bytes; done += block.size() * 8) {
+      for (auto& w : block) w = rng();
+      out.write(reinterpret_cast<const char*>(block.data()),
+                static_cast<std::streamsize>(std::min(s.file_bytes - done, block.size() * 8)));
+    }
+  }
+
+  auto floor = measure_floor(s, dir);
+  our_figures ours;
+  {
+    child agent({s.agent, "--config", "/dev/null", "--port", "unix-listen:" + dir + "/ours.sock"});
+    ::close(connect_unix(dir + "/ours.sock"));  // waits until the agent listens
+    asio::io_context io;
+    asio::co_spawn(io, measure_ours(s, dir, file, ours, agent.pid), [](std::exception_ptr e) {
+      if (e) std::rethrow_exception(e);
+    });
+    io.run();
+  }
+  qga_figures qga;
+  {
+    std::filesystem::create_directory(dir + "/qga-state");
+    child agent(
+        {s.qemu_ga, "-m", "unix-listen", "-p", dir + "/qga.sock", "-t", dir + "/qga-state"});
+    qga = measure_qga(s, dir, file, agent.pid);
+  }
+  std::filesystem::remove_all(dir);
+
+  const double floor_p50 = floor.rtt.pct(0.5), ours_p50 = ours.rtt.pct(0.5),
+               qga_p50 = qga.rtt.pct(0.5);
+  struct row {
+    std::string figure;
+    std::optional<double> floor, ours, qga;
+    bool lower_is_better;
+  };
+  std::vector<row> rows = {
+      {"ping round trip p50 (ms)", floor_p50, ours_p50, qga_p50, true},
+      {"ping round trip p99 (ms)", floor.rtt.pct(0.99), ours.rtt.pct(0.99), qga.rtt.pct(0.99),
+       true},
+      {"requests/s with 64 in flight", std::nullopt, ours.rate, std::nullopt, false},
+      {fmt::format("file read {} MiB (MiB/s)", s.file_bytes >> 20), floor.read_mib_s,
+       ours.read_mib_s, qga.read_mib_s, false},
+      {fmt::format("file write {} MiB (MiB/s)", s.file_bytes >> 20), std::nullopt, ours.write_mib_s,
+       std::nullopt, false},
+      {"exec /bin/true p50 (ms)", std::nullopt, ours.exec.pct(0.5), qga.exec.pct(0.5), true},
+      {"agent RSS after pings (MiB)", std::nullopt, ours.idle_rss_kib / 1024.0,
+       qga.idle_rss_kib / 1024.0, true},
+      {"agent peak RSS after the file read (MiB)", std::nullopt, ours.peak_rss_kib / 1024.0,
+       qga.peak_rss_kib / 1024.0, true},
+  };
+  auto cell = [](std::optional<double> v) {
+    return v ? fmt::format("{:.3f}", *v) : std::string("-");
+  };
+  // "x better": how many times ours beats the other (above 1 is better, whichever way is good).
+  auto better = [](const row& r, std::optional<double> other) -> std::optional<double> {
+    if (!other || !r.ours || *r.ours <= 0 || *other <= 0) return std::nullopt;
+    return r.lower_is_better ? *other / *r.ours : *r.ours / *other;
+  };
+  std::printf("%-42s %12s %12s %12s %14s %14s\n", "figure", "floor", "ours", "qemu-ga",
+              "ours vs floor", "ours vs qga");
+  json out = {{"smoke", s.smoke},
+              {"file_bytes", s.file_bytes},
+              {"pings", s.pings},
+              {"rows", json::array()}};
+  for (const auto& r : rows) {
+    const auto vf = better(r, r.floor), vq = better(r, r.qga);
+    std::printf("%-42s %12s %12s %12s %14s %14s\n", r.figure.c_str(), cell(r.floor).c_str(),
+                cell(r.ours).c_str(), cell(r.qga).c_str(),
+                vf ? fmt::format("{:.2f}x", *vf).c_str() : "-",
+                vq ? fmt::format("{:.2f}x", *vq).c_str() : "-");
+    out["rows"].push_back({{"figure", r.figure},
+                           {"floor", r.floor ? json(*r.floor) : json(nullptr)},
+                           {"ours", r.ours ? json(*r.ours) : json(nullptr)},
+                           {"qemu_ga", r.qga ? json(*r.qga) : json(nullptr)},
+                           {"ours_vs_floor", vf ? json(*vf) : json(nullptr)},
+                           {"ours_vs_qemu_ga", vq ? json(*vq) : json(nullptr)}});
+  }
+  std::printf("(\"ours vs\": how many times ours is better; below 1 is worse)\n");
+  if (!s.json_path.empty()) std::ofstream(s.json_path) << out.dump(2) << "\n";
+  return 0;
+}
