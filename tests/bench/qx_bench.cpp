@@ -3,6 +3,7 @@
 // measured side by side in one run on unix sockets, so that the ratios hold on any machine.
 //
 // Usage: qx-bench [--smoke] [--json FILE] [--agent PATH] [--qemu-ga PATH]
+//        qx-bench --fleet N [--json FILE]   qx-agentd with N simulated guests
 //   --smoke  tiny sizes, for the test suite: checks that every measurement runs, not its speed.
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -24,6 +25,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,6 +33,7 @@
 #include "qxa/common/log.hpp"
 #include "qxa/common/sha256.hpp"
 #include "qxa/host/agent_client.hpp"
+#include "qxa/host/control.hpp"
 
 namespace qh = qxa::host;
 namespace pb = quantix::agent::v1;
@@ -395,10 +398,117 @@ qga_figures measure_qga(const settings& s, const std::string& dir, const std::st
   return f;
 }
 
+// ---- the fleet: qx-agentd with N simulated guests ----------------------------------------
+
+/// VMs `ready` in the daemon's status, or -1 when the daemon does not answer.
+int ready_count(const std::string& control_socket) {
+  asio::io_context io;
+  int count = -1;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        qh::control_client c(io.get_executor());
+        if (co_await c.connect(control_socket)) co_return;
+        pb::ControlMessage m;
+        m.mutable_status_query();
+        auto r = co_await c.call(std::move(m), 10s);
+        if (!r || !r->has_status_report()) co_return;
+        count = 0;
+        for (const auto& v : r->status_report().vms()) count += v.state() == pb::VM_STATE_READY;
+      },
+      [&](std::exception_ptr) { io.stop(); });  // the client's reader would keep io running
+  io.run_for(15s);
+  return count;
+}
+
+double cpu_seconds(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string stat((std::istreambuf_iterator<char>(in)), {});
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  unsigned long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stoul(field);
+    if (i == 15) stime = std::stoul(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// Seconds until `n` VMs are ready (polling the daemon every 50 ms), or -1 after `limit`.
+double wait_ready(const std::string& control_socket, int n, clock_type::time_point since,
+                  std::chrono::seconds limit) {
+  while (clock_type::now() - since < limit) {
+    if (ready_count(control_socket) == n) return ms_since(since) / 1000;
+    std::this_thread::sleep_for(50ms);
+  }
+  return -1;
+}
+
+json measure_fleet(int n, const std::string& dir) {
+  const auto vms = dir + "/vms";
+  std::filesystem::create_directory(vms);
+  const auto config = dir + "/qx-agentd.toml";
+  std::ofstream(config) << "[heartbeat]\ninterval = \"1s\"\ntimeout = \"3s\"\n";
+  const auto ctl = dir + "/ctl.sock";
+  std::vector<std::string> daemon_args = {
+      QXA_AGENTD_PATH, "--config", config, "--socket-dir", vms, "--control-socket", ctl};
+  // The daemon's own memory with no VM, for the per-VM figure.
+  std::size_t empty_rss_kib = 0;
+  {
+    child d(daemon_args);
+    while (ready_count(ctl) < 0) std::this_thread::sleep_for(20ms);
+    empty_rss_kib = rss_kib(d.pid, "VmRSS:");
+  }
+  auto start_sim = [&] {
+    auto sim = std::make_unique<child>(
+        std::vector<std::string>{QXA_FLEET_SIM_PATH, vms, std::to_string(n), "10s"});
+    const auto until = clock_type::now() + 60s;
+    for (;;) {
+      std::size_t sockets = 0;
+      for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(vms)) ++sockets;
+      if (sockets == static_cast<std::size_t>(n)) break;
+      if (clock_type::now() > until) die("the fleet simulator did not create its sockets");
+      std::this_thread::sleep_for(20ms);
+    }
+    return sim;
+  };
+  auto sim = start_sim();
+  const auto t0 = clock_type::now();
+  child daemon(daemon_args);
+  const double cold = wait_ready(ctl, n, t0, 120s);
+  if (cold < 0) die("not every VM became ready within 120 s");
+  std::this_thread::sleep_for(2s);  // settle, then measure a steady 10 s
+  const double cpu0 = cpu_seconds(daemon.pid);
+  const auto c0 = clock_type::now();
+  std::this_thread::sleep_for(10s);
+  const double cpu = (cpu_seconds(daemon.pid) - cpu0) / (ms_since(c0) / 1000) * 100;
+  const auto rss = rss_kib(daemon.pid, "VmRSS:");
+  sim.reset();  // the simulator restarts: every guest goes away and comes back
+  const auto t1 = clock_type::now();
+  sim = start_sim();
+  const double again = wait_ready(ctl, n, t1, 120s);
+  json j = {{"vms", n},
+            {"heartbeat_per_vm_s", 1},
+            {"cold_start_to_all_ready_s", cold},
+            {"simulator_restart_to_all_ready_s", again},
+            {"daemon_rss_mib", rss / 1024.0},
+            {"daemon_rss_empty_mib", empty_rss_kib / 1024.0},
+            {"memory_per_vm_kib", static_cast<double>(rss - empty_rss_kib) / n},
+            {"daemon_cpu_percent_of_one_core", cpu}};
+  std::printf("fleet of %d VMs, heartbeat 1 s each:\n", n);
+  std::printf("  cold start to all ready     %8.2f s\n", cold);
+  std::printf("  restart to all ready again  %8.2f s\n", again);
+  std::printf("  qx-agentd RSS               %8.1f MiB (%.1f MiB with no VM; %.1f KiB per VM)\n",
+              rss / 1024.0, empty_rss_kib / 1024.0, static_cast<double>(rss - empty_rss_kib) / n);
+  std::printf("  qx-agentd CPU               %8.2f %% of one core\n", cpu);
+  return j;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   settings s;
+  int fleet = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -417,12 +527,26 @@ int main(int argc, char** argv) {
       s.agent = value();
     } else if (a == "--qemu-ga") {
       s.qemu_ga = value();
+    } else if (a == "--fleet") {
+      fleet = std::stoi(value());
     } else if (a == "--help" || a == "-h") {
-      std::printf("usage: qx-bench [--smoke] [--json FILE] [--agent PATH] [--qemu-ga PATH]\n");
+      std::printf(
+          "usage: qx-bench [--smoke] [--json FILE] [--agent PATH] [--qemu-ga PATH]\n"
+          "       qx-bench --fleet N [--json FILE]\n");
       return 0;
     } else {
       die("unknown argument '" + a + "' (see --help)");
     }
+  }
+  if (fleet > 0) {
+    ::signal(SIGPIPE, SIG_IGN);
+    qxa::common::logger::instance().set_level(qxa::common::log_level::error);
+    char fleet_dir[] = "/tmp/qx-fleet-XXXXXX";
+    if (::mkdtemp(fleet_dir) == nullptr) die("mkdtemp failed");
+    auto j = measure_fleet(fleet, fleet_dir);
+    std::filesystem::remove_all(fleet_dir);
+    if (!s.json_path.empty()) std::ofstream(s.json_path) << j.dump(2) << "\n";
+    return 0;
   }
   if (::access(s.qemu_ga.c_str(), X_OK) != 0) {
     die(s.qemu_ga + " is missing: install qemu-guest-agent (./tests/run.sh installs it)");
