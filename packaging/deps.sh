@@ -12,8 +12,8 @@ qxa_packages=(
   qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils zstd kmod util-linux e2fsprogs
   # packaging: the agent ISO and its checks; promtool checks the metrics
   xorriso systemd prometheus
-  # the benchmark's peer
-  qemu-guest-agent
+  # the benchmark's peer and its plot
+  qemu-guest-agent gnuplot-nox
 )
 
 qxa_install_missing() {

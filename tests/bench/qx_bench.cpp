@@ -54,6 +54,8 @@ struct settings {
   int rate_requests = 20000;
   std::size_t file_bytes = 64u << 20;
   int execs = 50;
+  std::chrono::seconds idle{30};  ///< window for the idle CPU figure
+  std::string plot_path;
 };
 
 [[noreturn]] void die(const std::string& why) {
@@ -137,7 +139,15 @@ struct child {
     posix_spawn_file_actions_destroy(&fa);
   }
   ~child() {
+    if (pid <= 0) return;
     ::kill(pid, SIGTERM);
+    // qemu-ga 7.2 sometimes hangs on SIGTERM after guest-exec (a futex wait in its exit path):
+    // give it 5 s, then SIGKILL.
+    for (int i = 0; i < 500; ++i) {
+      if (::waitpid(pid, nullptr, WNOHANG) == pid) return;
+      std::this_thread::sleep_for(10ms);
+    }
+    ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
   }
 };
@@ -149,6 +159,19 @@ std::size_t rss_kib(pid_t pid, const char* field) {
     if (line.starts_with(field)) return std::stoul(line.substr(std::strlen(field)));
   }
   return 0;
+}
+
+double cpu_seconds(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string stat((std::istreambuf_iterator<char>(in)), {});
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  unsigned long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stoul(field);
+    if (i == 15) stime = std::stoul(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 // ---- the floor: a raw unix-socket echo and sink ------------------------------------------
@@ -206,7 +229,7 @@ floor_figures measure_floor(const settings& s, const std::string& dir) {
 
 struct our_figures {
   latency rtt, exec;
-  double rate = 0, read_mib_s = 0, write_mib_s = 0;
+  double rate = 0, read_mib_s = 0, write_mib_s = 0, idle_cpu_percent = 0;
   std::size_t idle_rss_kib = 0, peak_rss_kib = 0;
 };
 
@@ -319,6 +342,13 @@ asio::awaitable<void> measure_ours(const settings& s, const std::string& dir,
     if (!r || !r->has_exec_result()) die("exec failed");
     f.exec.ms.push_back(ms_since(t0));
   }
+  // Idle with a host attached, telemetry at the default interval.
+  const double cpu0 = cpu_seconds(agent_pid);
+  const auto i0 = clock_type::now();
+  asio::steady_timer idle(ex);
+  idle.expires_after(s.idle);
+  co_await idle.async_wait(asio::use_awaitable);
+  f.idle_cpu_percent = (cpu_seconds(agent_pid) - cpu0) / (ms_since(i0) / 1000) * 100;
   c->close();
 }
 
@@ -355,7 +385,7 @@ class qga_client {
 
 struct qga_figures {
   latency rtt, exec;
-  double read_mib_s = 0;
+  double read_mib_s = 0, idle_cpu_percent = 0;
   std::size_t idle_rss_kib = 0, peak_rss_kib = 0;
 };
 
@@ -395,6 +425,10 @@ qga_figures measure_qga(const settings& s, const std::string& dir, const std::st
     }
     f.exec.ms.push_back(ms_since(e0));
   }
+  const double cpu0 = cpu_seconds(pid);
+  const auto i0 = clock_type::now();
+  std::this_thread::sleep_for(s.idle);  // idle with a client attached
+  f.idle_cpu_percent = (cpu_seconds(pid) - cpu0) / (ms_since(i0) / 1000) * 100;
   return f;
 }
 
@@ -419,19 +453,6 @@ int ready_count(const std::string& control_socket) {
       [&](std::exception_ptr) { io.stop(); });  // the client's reader would keep io running
   io.run_for(15s);
   return count;
-}
-
-double cpu_seconds(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/stat", pid));
-  std::string stat((std::istreambuf_iterator<char>(in)), {});
-  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
-  std::string field;
-  unsigned long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14) utime = std::stoul(field);
-    if (i == 15) stime = std::stoul(field);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 // Seconds until `n` VMs are ready (polling the daemon every 50 ms), or -1 after `limit`.
@@ -521,17 +542,21 @@ int main(int argc, char** argv) {
       s.rate_requests = 500;
       s.file_bytes = 1u << 20;
       s.execs = 3;
+      s.idle = std::chrono::seconds(1);
     } else if (a == "--json") {
       s.json_path = value();
     } else if (a == "--agent") {
       s.agent = value();
     } else if (a == "--qemu-ga") {
       s.qemu_ga = value();
+    } else if (a == "--plot") {
+      s.plot_path = value();
     } else if (a == "--fleet") {
       fleet = std::stoi(value());
     } else if (a == "--help" || a == "-h") {
       std::printf(
-          "usage: qx-bench [--smoke] [--json FILE] [--agent PATH] [--qemu-ga PATH]\n"
+          "usage: qx-bench [--smoke] [--json FILE] [--plot FILE.png] [--agent PATH] [--qemu-ga "
+          "PATH]\n"
           "       qx-bench --fleet N [--json FILE]\n");
       return 0;
     } else {
@@ -609,6 +634,11 @@ int main(int argc, char** argv) {
        qga.idle_rss_kib / 1024.0, true},
       {"agent peak RSS after the file read (MiB)", std::nullopt, ours.peak_rss_kib / 1024.0,
        qga.peak_rss_kib / 1024.0, true},
+      {fmt::format("agent CPU idle, host attached, {} s (%)", s.idle.count()), std::nullopt,
+       ours.idle_cpu_percent, qga.idle_cpu_percent, true},
+      {"agent binary size (MiB)", std::nullopt,
+       static_cast<double>(std::filesystem::file_size(s.agent)) / (1 << 20),
+       static_cast<double>(std::filesystem::file_size(s.qemu_ga)) / (1 << 20), true},
   };
   auto cell = [](std::optional<double> v) {
     return v ? fmt::format("{:.3f}", *v) : std::string("-");
@@ -639,5 +669,38 @@ int main(int argc, char** argv) {
   }
   std::printf("(\"ours vs\": how many times ours is better; below 1 is worse)\n");
   if (!s.json_path.empty()) std::ofstream(s.json_path) << out.dump(2) << "\n";
+  if (!s.plot_path.empty()) {
+    // How many times ours beats each peer, per figure, as a bar chart (log scale; 1 = even).
+    const auto data = s.plot_path + ".dat";
+    {
+      std::ofstream d(data);
+      int i = 0;
+      for (const auto& r : rows) {
+        const auto vf = better(r, r.floor), vq = better(r, r.qga);
+        if (!vf && !vq) continue;
+        std::string name = r.figure.substr(0, r.figure.find(" ("));
+        d << i++ << " \"" << name << "\" " << (vf ? *vf : 0) << " " << (vq ? *vq : 0) << "\n";
+      }
+    }
+    const auto script = fmt::format(
+        "set terminal pngcairo size 1100,560 noenhanced; set output '{}';"
+        "set title 'quantix-kvm-agent against the raw floor and qemu-guest-agent (above 1: ours "
+        "is better)';"
+        "set logscale y; set yrange [0.01:100]; set grid y; set style data histograms;"
+        "set style histogram cluster gap 1; set style fill solid 0.8; set boxwidth 0.9;"
+        "set xtics rotate by -25 scale 0; set key top left;"
+        "plot '{}' using 3:xtic(2) title 'ours vs floor', '' using 4 title 'ours vs qemu-ga', 1 "
+        "notitle lc rgb 'black'",
+        s.plot_path, data);
+    child plot({"/usr/bin/gnuplot", "-e", script});
+    int status = 0;
+    ::waitpid(plot.pid, &status, 0);
+    plot.pid = -1;
+    std::filesystem::remove(data);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !std::filesystem::exists(s.plot_path)) {
+      die("gnuplot could not draw " + s.plot_path + " (install gnuplot-nox)");
+    }
+    std::printf("plot: %s\n", s.plot_path.c_str());
+  }
   return 0;
 }
