@@ -102,6 +102,8 @@ void session::handle(pb::Envelope envelope) {
   if (envelope.has_ping()) {
     // The heartbeat is answered at once, without a coroutine of its own: it is the most frequent
     // request and the one whose latency matters.
+    common::log_debug("request {} (ping) of session {:016x} executed", envelope.request_id(),
+                      session_id_);
     reply(envelope.request_id(), handlers::pong_for(envelope));
     return;
   }
