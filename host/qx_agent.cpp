@@ -525,18 +525,20 @@ constexpr int exit_interrupted = 130;
 
 // ---- exec ------------------------------------------------------------------------------------
 
-void write_out(int fd, const std::string& data) {
+/// Writes all of `data`; false (errno set) on a write error.
+bool write_out(int fd, const std::string& data) {
   const char* p = data.data();
   std::size_t n = data.size();
   while (n > 0) {
     const ssize_t w = ::write(fd, p, n);
     if (w < 0) {
       if (errno == EINTR) continue;
-      return;
+      return false;
     }
     p += w;
     n -= static_cast<std::size_t>(w);
   }
+  return true;
 }
 
 std::string read_all_stdin() {
@@ -727,17 +729,9 @@ awaitable<int> run_download(backend& b, const cli_options& o, const std::string&
       write_error = fmt::format("chunk at offset {} after {} bytes", c.offset(), received);
       return;
     }
-    const char* p = c.data().data();
-    std::size_t n = c.data().size();
-    while (n > 0) {
-      const ssize_t w = ::write(out.fd, p, n);
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) {
-        write_error = fmt::format("cannot write {}: {}", out.temp, std::strerror(errno));
-        return;
-      }
-      p += w;
-      n -= static_cast<std::size_t>(w);
+    if (!write_out(out.fd, c.data())) {
+      write_error = fmt::format("cannot write {}: {}", out.temp, std::strerror(errno));
+      return;
     }
     digest.update(c.data());
     if (received == 0) meter.set_total(c.file_size());

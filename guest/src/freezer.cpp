@@ -130,9 +130,9 @@ asio::awaitable<std::vector<std::string>> freezer::run_hooks(const char* phase) 
   co_return errors;
 }
 
-void freezer::record() const {
+void freezer::record(const std::vector<std::string>& mounts) const {
   std::string text;
-  for (const auto& m : frozen_) text += m + "\n";
+  for (const auto& m : mounts) text += m + "\n";
   const auto dir = opt_.state_file.substr(0, opt_.state_file.rfind('/'));
   (void)make_directories(dir);
   if (int err = write_file_atomically(opt_.state_file, text, 0600)) {
@@ -181,9 +181,7 @@ asio::awaitable<common::result<pb::FreezeStatus>> freezer::freeze(
     co_return R{errc::unavailable, fmt::format("a freeze hook failed: {}", hook_errors.front())};
   }
   ++generation_;
-  frozen_ = *order;
-  record();  // before freezing: a crash half way is still thawed by the next start
-  frozen_.clear();
+  record(*order);  // before freezing: a crash half way is still thawed by the next start
   common::logger::instance().hold(true);  // nothing may write to a frozen disk on our behalf
   std::string failure;
   for (const auto& m : *order) {
@@ -212,7 +210,7 @@ asio::awaitable<common::result<pb::FreezeStatus>> freezer::freeze(
     common::log_warning("freeze failed and was undone: {}", failure);
     co_return R{errc::unavailable, failure};
   }
-  record();
+  record(frozen_);
   thawed_by_.clear();
   arm_lease(lease);
   busy_ = false;

@@ -59,7 +59,7 @@ class freezer {
  private:
   asio::awaitable<std::vector<std::string>> run_hooks(const char* phase);
   void arm_lease(std::chrono::nanoseconds lease);
-  void record() const;
+  void record(const std::vector<std::string>& mounts) const;
   std::vector<pb::MountOutcome> thaw_mounts(const std::vector<std::string>& mounts);
 
   asio::any_io_executor ex_;
