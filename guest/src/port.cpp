@@ -14,7 +14,9 @@
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "qxa/common/log.hpp"
 
@@ -144,10 +146,18 @@ class unix_listen_port final : public port {
       if (!ec) acceptor_.bind(stream_protocol::endpoint(path_), ec);
       if (ec == asio::error::address_in_use && attempt == 0) {
         // A file is there. Take it over only when nobody is listening on it.
-        stream_protocol::socket probe(acceptor_.get_executor());
-        std::error_code probe_ec;
-        probe.connect(stream_protocol::endpoint(path_), probe_ec);
-        if (!probe_ec) {
+        // A listener that goes away within a second is not another agent: a child that an agent
+        // killed a moment ago forked (and that has not closed its copy of the socket yet) holds
+        // it briefly.
+        bool taken = true;
+        for (int probe_round = 0; probe_round < 20 && taken; ++probe_round) {
+          if (probe_round > 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          stream_protocol::socket probe(acceptor_.get_executor());
+          std::error_code probe_ec;
+          probe.connect(stream_protocol::endpoint(path_), probe_ec);
+          taken = !probe_ec;
+        }
+        if (taken) {
           return common::error_info{make_error_code(errc::invalid_argument),
                                     fmt::format("{}: another process is listening there", path_)};
         }

@@ -56,6 +56,9 @@ class child_process {
     } else {
       posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
     }
+    // Nothing else of the test process leaks into the child: a socket the test holds (a relay's,
+    // say) must close when the test closes it, not when some child it started exits.
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
@@ -259,17 +262,22 @@ inline double process_cpu_seconds(pid_t pid) {
 }
 
 /// Resident set size of a process in bytes, from /proc/PID/status (VmRSS).
-inline std::size_t process_rss_bytes(pid_t pid) {
+/// A "Vm...: N kB" line of /proc/PID/status in bytes (VmRSS now, VmHWM the peak); 0 if gone.
+inline std::size_t process_status_bytes(pid_t pid, const char* field) {
   const std::string path = "/proc/" + std::to_string(pid) + "/status";
   FILE* f = std::fopen(path.c_str(), "r");
   if (!f) return 0;
+  const std::string format = std::string(field) + ": %zu kB";
   char line[256];
   std::size_t kb = 0;
   while (std::fgets(line, sizeof line, f)) {
-    if (std::sscanf(line, "VmRSS: %zu kB", &kb) == 1) break;
+    if (std::sscanf(line, format.c_str(), &kb) == 1) break;
   }
   std::fclose(f);
   return kb * 1024;
 }
+
+inline std::size_t process_rss_bytes(pid_t pid) { return process_status_bytes(pid, "VmRSS"); }
+inline std::size_t process_peak_rss_bytes(pid_t pid) { return process_status_bytes(pid, "VmHWM"); }
 
 }  // namespace qxa::test
