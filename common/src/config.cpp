@@ -1,6 +1,12 @@
 // SPDX-License-Identifier: MIT
 #include "qxa/common/config.hpp"
 
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
@@ -56,6 +62,24 @@ config_reader& config_reader::operator=(config_reader&&) noexcept = default;
 config_reader::~config_reader() = default;
 
 result<config_reader> config_reader::from_string(std::string_view text, std::string source) {
+  // TOML allows no control character but tab outside line ends, in strings and comments alike.
+  // Refusing them here gives one clear message (toml++ has debug assertions that a NUL in a
+  // table header trips before it reports the error).
+  std::size_t line = 1, column = 1;
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\t' && c != '\n' && c != '\r') || u == 0x7f) {
+      return {errc::invalid_argument,
+              fmt::format("{}:{}:{}: control character U+{:04X} is not allowed in TOML", source,
+                          line, column, static_cast<unsigned>(u))};
+    }
+    if (c == '\n') {
+      ++line;
+      column = 1;
+    } else {
+      ++column;
+    }
+  }
   try {
     auto table = std::make_unique<toml::table>(toml::parse(text, source));
     return config_reader(std::move(table), std::move(source));
@@ -66,16 +90,20 @@ result<config_reader> config_reader::from_string(std::string_view text, std::str
 }
 
 result<config_reader> config_reader::from_file(const std::string& path) {
-  try {
-    auto table = std::make_unique<toml::table>(toml::parse_file(path));
-    return config_reader(std::move(table), path);
-  } catch (const toml::parse_error& e) {
-    if (e.source().begin.line == 0) {
-      return {errc::invalid_argument, fmt::format("{}: {}", path, e.description())};
-    }
-    return {errc::invalid_argument, fmt::format("{}:{}:{}: {}", path, e.source().begin.line,
-                                                e.source().begin.column, e.description())};
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return {errc::invalid_argument, fmt::format("{}: is a directory, not a config file", path)};
   }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return {errc::invalid_argument, fmt::format("{}: cannot read: {}", path, std::strerror(errno))};
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) {
+    return {errc::invalid_argument, fmt::format("{}: cannot read: {}", path, std::strerror(errno))};
+  }
+  return from_string(text.str(), path);
 }
 
 std::string config_reader::where(std::string_view key) const {

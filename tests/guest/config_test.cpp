@@ -88,4 +88,11 @@ TEST_CASE("a value of the wrong type is refused with the key, the line and the t
 
 TEST_CASE("a TOML syntax error names the line and column", "[guest]") {
   CHECK_THAT(error_of("[telemetry\ninterval = \"5s\"\n"), Catch::StartsWith("agent.toml:1:"));
+  // Control characters are refused wherever they are (found by fuzz_agent_config: a NUL in a
+  // table header).
+  const std::string nul("log_level = \"info\"\n[a\0b]\n", 25);
+  CHECK(error_of(nul) == "agent.toml:2:3: control character U+0000 is not allowed in TOML");
+  CHECK(error_of("# bell \x07\n") == "agent.toml:1:8: control character U+0007 is not allowed in TOML");
+  qg::agent_config c;
+  CHECK_FALSE(qg::apply_agent_config("[telemetry]\t# tab\r\ninterval = \"1s\"\r\n", "a.toml", c));
 }
