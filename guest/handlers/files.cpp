@@ -141,6 +141,9 @@ asio::awaitable<pb::Envelope> file_write(request_context ctx, pb::Envelope reque
     if (req.set_owner()) u.owner = std::pair{req.uid(), req.gid()};
     auto handle = uploads.open(ctx.session_id, u);
     if (!handle) co_return from_error(handle.error());
+    common::log_info("audit: op=file-write session={:016x} request={} outcome=opened handle={} "
+                     "path={}",
+                     ctx.session_id, ctx.request_id, *handle, req.path());
     r->set_handle(*handle);
     co_return reply;
   }

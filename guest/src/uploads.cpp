@@ -37,6 +37,12 @@ bool write_all(int fd, std::string_view data) {
   return true;
 }
 
+// "DIR/.NAME.qxa-XXXXXX" (mkstemp's pattern by default): hidden, and recognisably ours.
+std::string hidden_name(const std::string& dir, const std::string& name,
+                        const std::string& unique = "XXXXXX") {
+  return dir + (dir == "/" ? "" : "/") + "." + name + ".qxa-" + unique;
+}
+
 }  // namespace
 
 std::error_code make_directories(const std::string& dir) {
@@ -82,8 +88,15 @@ common::result<std::uint64_t> upload_table::open(std::uint64_t session,
   if (replaces && !S_ISREG(existing.st_mode)) {
     return R{errc::invalid_argument, request.path + " exists and is not a regular file"};
   }
-  std::string temp = dir + (dir == "/" ? "" : "/") + "." + name + ".qxa-XXXXXX";
-  const int fd = ::mkostemp(temp.data(), O_CLOEXEC);
+  // An unnamed file in the destination's filesystem: if the agent dies, the kernel frees it and
+  // nothing partial is left behind. It gets a name only when complete (commit). Filesystems
+  // without O_TMPFILE get a hidden temporary name instead, removed on every path but SIGKILL.
+  std::string temp;
+  int fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+    temp = hidden_name(dir, name);
+    fd = ::mkostemp(temp.data(), O_CLOEXEC);
+  }
   if (fd < 0) {
     const auto ec = last_error();
     return R{ec, fmt::format("cannot create a file in {}: {}", dir, ec.message())};
@@ -98,14 +111,14 @@ common::result<std::uint64_t> upload_table::open(std::uint64_t session,
   if (!ok) {
     const auto ec = last_error();
     ::close(fd);
-    ::unlink(temp.c_str());
+    if (!temp.empty()) ::unlink(temp.c_str());
     return R{ec, fmt::format("cannot set the mode or owner of {}: {}", request.path, ec.message())};
   }
   const std::uint64_t handle = next_handle_++;
   auto& u = uploads_[handle];
   u.session = session;
   u.path = request.path;
-  u.temp_path = std::move(temp);
+  u.temp_path = std::move(temp);  // empty: unnamed
   u.fd = fd;
   return R{handle};
 }
@@ -159,6 +172,26 @@ common::result<upload_table::committed> upload_table::commit(std::uint64_t sessi
   }
   std::error_code ec;
   if (::fsync(u.fd) != 0) ec = last_error();
+  if (!ec && u.temp_path.empty()) {
+    // Name the unnamed file (under a hidden name: linkat cannot replace), then rename it over
+    // the destination, so that the destination is always either the old file or the new one.
+    const auto dir = split_path(u.path);
+    for (int attempt = 0; attempt < 100 && u.temp_path.empty(); ++attempt) {
+      static std::uint64_t counter = 0;
+      std::string candidate =
+          hidden_name(dir.first, dir.second, fmt::format("{}-{}", ::getpid(), ++counter));
+      const auto fd_path = fmt::format("/proc/self/fd/{}", u.fd);
+      if (::linkat(AT_FDCWD, fd_path.c_str(), AT_FDCWD, candidate.c_str(), AT_SYMLINK_FOLLOW) ==
+              0 ||
+          ::linkat(u.fd, "", AT_FDCWD, candidate.c_str(), AT_EMPTY_PATH) == 0) {
+        u.temp_path = std::move(candidate);
+      } else if (errno != EEXIST) {
+        ec = last_error();
+        break;
+      }
+    }
+    if (!ec && u.temp_path.empty()) ec = std::make_error_code(std::errc::file_exists);
+  }
   if (::close(u.fd) != 0 && !ec) ec = last_error();
   u.fd = -1;
   if (!ec && ::rename(u.temp_path.c_str(), u.path.c_str()) != 0) ec = last_error();

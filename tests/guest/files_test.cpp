@@ -105,8 +105,10 @@ TEST_CASE("an upload with a wrong digest, a gap or too many bytes leaves nothing
   // A session that ends takes its uploads with it.
   REQUIRE(uploads.open(3, {target, 0, false, std::nullopt}));
   REQUIRE(uploads.open(3, {dir / "other", 0, false, std::nullopt}));
-  CHECK(names_in(dir.path()).size() == 2);  // the temporaries
+  CHECK(names_in(dir.path()).empty());  // unnamed until committed
+  CHECK(uploads.size() == 2);
   CHECK(uploads.abort_session(3) == 2);
+  CHECK(uploads.size() == 0);
   CHECK(names_in(dir.path()).empty());
 }
 

@@ -56,7 +56,8 @@ class upload_table {
  private:
   struct upload {
     std::uint64_t session = 0;
-    std::string path, temp_path;
+    std::string path;
+    std::string temp_path;  ///< empty while the file has no name (O_TMPFILE)
     int fd = -1;
     std::uint64_t written = 0;
     common::sha256 digest;
