@@ -212,6 +212,14 @@ asio::awaitable<result<pb::Envelope>> agent_client::send_request(pb::Envelope re
 
 asio::awaitable<void> agent_client::read_loop(std::shared_ptr<agent_client> self) {
   std::uint64_t frames = 0;
+  // Damaged and unparsable frames are counted as they happen (the status shows them while the
+  // connection lives), from the stream's counters, which only this coroutine reads.
+  std::uint64_t counted_bad = 0;
+  auto count_bad = [&] {
+    const auto bad = self->stream_->decoding().damaged_frames + self->stream_->stats().bad_messages;
+    self->stats_.bad_frames += bad - counted_bad;
+    counted_bad = bad;
+  };
   std::string why;
   for (;;) {
     auto r = co_await self->stream_->receive();
@@ -231,10 +239,11 @@ asio::awaitable<void> agent_client::read_loop(std::shared_ptr<agent_client> self
     }
     ++frames;
     ++self->stats_.frames_in;
+    count_bad();
     self->dispatch(std::move(r.value()));
   }
+  count_bad();
   const auto& dec = self->stream_->decoding();
-  self->stats_.bad_frames += dec.damaged_frames + self->stream_->stats().bad_messages;
   if (self->ended_) why = self->end_reason_;  // we closed it ourselves
   common::log_info("{}: reader ended after {} frames: {} ({} damaged, {} garbage bytes)",
                    self->path_, frames, why, dec.damaged_frames, dec.garbage_bytes);
