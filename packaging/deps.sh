@@ -8,6 +8,8 @@ qxa_packages=(
   build-essential cmake ninja-build pkg-config file
   libasio-dev libprotobuf-dev protobuf-compiler libfmt-dev catch2
   libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libssl-dev zlib1g-dev libcrypt-dev
+  # the fuzz targets (clang with libFuzzer and the sanitizer runtimes)
+  clang libclang-rt-14-dev
   # the test VM and the demo
   qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils zstd kmod util-linux e2fsprogs
   # packaging: the agent ISO and its checks; promtool checks the metrics

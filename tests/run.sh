@@ -4,23 +4,59 @@
 # Builds the project and runs the whole test suite. On a fresh Debian 12 machine it first
 # installs the Debian packages that are missing (and only those: a second run installs nothing).
 #
-#   ./tests/run.sh              configure, build (all cores), ctest
+#   ./tests/run.sh              configure, build (all cores), ctest: unit, integration, VM and
+#                               fuzz tests (the fuzz targets get a build of their own with clang)
 #   ./tests/run.sh -R PATTERN   extra arguments go to ctest
+#   ./tests/run.sh --sanitize   the unit and integration suites built with AddressSanitizer and
+#                               UndefinedBehaviorSanitizer (in build-asan/), then the host-client
+#                               tests built with ThreadSanitizer (in build-tsan/)
 #
 # Environment: QXA_BUILD_DIR (default build), QXA_SKIP_INSTALL=1 to never call apt-get.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-build_dir="${QXA_BUILD_DIR:-$root/build}"
+jobs="$(nproc)"
 
 # shellcheck source=../packaging/deps.sh
 source "$root/packaging/deps.sh"
 qxa_install_missing | sed 's/^/run.sh: /'
 
-jobs="$(nproc)"
-if [[ ! -f "$build_dir/CMakeCache.txt" ]]; then
-  cmake -S "$root" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# configure DIR CMAKE_ARGS...: once per build directory.
+configure() {
+  local dir="$1"
+  shift
+  if [[ ! -f "$dir/CMakeCache.txt" ]]; then
+    cmake -S "$root" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@"
+  fi
+}
+
+if [[ "${1:-}" == "--sanitize" ]]; then
+  shift
+  # ASan and UBSan: every unit and integration test but those that check the optimised,
+  # static release build itself (its size, its memory, its packages). The binaries the
+  # integration tests run are the sanitized ones.
+  asan_dir="$root/build-asan"
+  configure "$asan_dir" -DQXA_SANITIZE=address,undefined -DQXA_VM_TESTS=OFF \
+    -DQXA_BUILD_BENCHMARKS=OFF -DQXA_FUZZ=OFF
+  cmake --build "$asan_dir" --parallel "$jobs"
+  echo "run.sh: unit and integration tests under AddressSanitizer and UndefinedBehaviorSanitizer"
+  (cd "$asan_dir" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=0 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --output-on-failure --parallel "$jobs" --timeout 600 -L 'unit|integration' "$@")
+
+  # TSan: the host client library, which is used from several threads (is_connected(),
+  # stats()), and the control socket.
+  tsan_dir="$root/build-tsan"
+  configure "$tsan_dir" -DQXA_SANITIZE=thread -DQXA_VM_TESTS=OFF -DQXA_BUILD_BENCHMARKS=OFF \
+    -DQXA_FUZZ=OFF
+  cmake --build "$tsan_dir" --parallel "$jobs" --target qxa_unit_tests
+  echo "run.sh: host-client tests under ThreadSanitizer"
+  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 "$tsan_dir/tests/qxa_unit_tests" "[host]"
+  exit 0
 fi
+
+build_dir="${QXA_BUILD_DIR:-$root/build}"
+configure "$build_dir"
 cmake --build "$build_dir" --parallel "$jobs"
 
 cd "$build_dir"

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "qxa/common/log.hpp"
 
+#include <google/protobuf/stubs/logging.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -26,6 +27,15 @@ void write_all(int fd, const char* p, std::size_t n) noexcept {
     p += w;
     n -= static_cast<std::size_t>(w);
   }
+}
+
+// What protobuf reports comes from parsing a peer's message (a string field that is not UTF-8,
+// say): into our log, at debug level, so that a peer cannot flood stderr or the journal with it.
+void protobuf_log(google::protobuf::LogLevel level, const char* file, int line,
+                  const std::string& message) {
+  const auto ours =
+      level == google::protobuf::LOGLEVEL_FATAL ? log_level::critical : log_level::debug;
+  log(ours, "protobuf ({}:{}): {}", file, line, message);
 }
 
 }  // namespace
@@ -79,6 +89,7 @@ int syslog_priority(log_level level) noexcept {
 logger::logger() {
   const char* js = std::getenv("JOURNAL_STREAM");
   journal_ = js != nullptr && *js != '\0';
+  google::protobuf::SetLogHandler(&protobuf_log);
 }
 
 logger& logger::instance() {

@@ -1,0 +1,232 @@
+// SPDX-License-Identifier: MIT
+// Writes the seed corpora of the protocol fuzz targets: `qxa_fuzz_seeds DIR` fills
+// DIR/frame_decoder, DIR/guest_dispatch and DIR/host_client with one file per seed. The config
+// targets' seeds are written by hand (corpus/agent_config, corpus/daemon_config).
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "fuzz_input.hpp"
+#include "qxa/common/frame.hpp"
+#include "quantix/agent/v1/agent.pb.h"
+
+namespace pb = quantix::agent::v1;
+namespace fs = std::filesystem;
+using bytes = std::vector<std::uint8_t>;
+
+namespace {
+
+bytes serialize(const pb::Envelope& e) {
+  const auto s = e.SerializeAsString();
+  return {s.begin(), s.end()};
+}
+
+bytes framed(const pb::Envelope& e) {
+  bytes out;
+  qxa::common::append_frame(serialize(e), out);
+  return out;
+}
+
+void write(const fs::path& dir, const std::string& name, const bytes& data) {
+  fs::create_directories(dir);
+  std::ofstream f(dir / name, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
+}
+
+// Host requests, one of each kind the guest handles, and some it refuses.
+std::vector<std::pair<std::string, pb::Envelope>> requests() {
+  std::vector<std::pair<std::string, pb::Envelope>> r;
+  auto add = [&](std::string name) -> pb::Envelope& { return r.emplace_back(name, pb::Envelope{}).second; };
+  add("ping").mutable_ping()->set_nonce(42);
+  add("info").mutable_info_request();
+  add("telemetry").mutable_telemetry_request();
+  add("time").mutable_time_request();
+  add("time-set").mutable_time_request()->set_set(true);
+  r.back().second.mutable_time_request()->set_set_unix_ns(1'700'000'000'000'000'000);
+  add("hostname").mutable_hostname_request();
+  add("hostname-set").mutable_hostname_request()->set_name("fuzzed-guest");
+  {
+    auto* x = add("exec").mutable_exec_request();
+    x->add_argv("/bin/echo");
+    x->add_argv("hello");
+    x->set_stdin("input");
+    (*x->mutable_env())["LANG"] = "C";
+    x->set_timeout_ms(500);
+  }
+  add("exec-shell").mutable_exec_request()->set_shell_command("echo $HOME; ls /etc");
+  add("read").mutable_file_read_request()->set_path("/etc/hostname");
+  r.back().second.mutable_file_read_request()->set_chunk_bytes(4);
+  add("read-proc").mutable_file_read_request()->set_path("/proc/self/status");
+  {
+    auto* o = add("write-open").mutable_file_write_open();
+    o->set_path("/tmp/dir/file");
+    o->set_create_parents(true);
+    o->set_mode(0600);
+  }
+  {
+    auto* c = add("write-chunk").mutable_file_write_chunk();
+    c->set_handle(1);
+    c->set_data("hello world");
+  }
+  add("write-close").mutable_file_write_close()->set_handle(1);
+  add("stat").mutable_file_stat_request()->set_path("/etc/passwd");
+  add("list").mutable_dir_list_request()->set_path("/etc");
+  r.back().second.mutable_dir_list_request()->set_limit(2);
+  add("power").mutable_power_request()->set_action(pb::PowerRequest::ACTION_REBOOT);
+  r.back().second.mutable_power_request()->set_delay_seconds(1);
+  add("freeze-status").mutable_freeze_status_request();
+  add("freeze").mutable_freeze_request()->set_lease_ms(1000);
+  add("thaw").mutable_thaw_request();
+  {
+    auto* p = add("password").mutable_password_request();
+    p->set_user("alice");
+    p->set_password("s3cret");
+  }
+  {
+    auto* k = add("ssh-add").mutable_ssh_keys_request();
+    k->set_user("alice");
+    k->set_action(pb::SshKeysRequest::ACTION_ADD);
+    k->add_keys("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFuzz fuzz@host");
+  }
+  add("ssh-list").mutable_ssh_keys_request()->set_user("alice");
+  add("cancel").mutable_cancel_request()->set_request_id(3);
+  {
+    auto& h = add("hello-again");
+    h.mutable_hello()->set_session_id(0x1234);
+    h.set_session_id(0x1234);
+  }
+  return r;
+}
+
+constexpr std::uint8_t request_flags = qxa::fuzz::fix_request_id | qxa::fuzz::fix_session;
+
+void guest_dispatch(const fs::path& dir) {
+  const auto all = requests();
+  for (const auto& [name, e] : all) {
+    bytes seed;
+    qxa::fuzz::append_record(seed, request_flags, serialize(e));
+    write(dir, name, seed);
+  }
+  // Sequences: an upload, a request then its cancel, a request of another session, noise
+  // between requests, a request written one byte at a time.
+  auto find = [&](const std::string& n) {
+    for (const auto& [name, e] : all)
+      if (name == n) return e;
+    return pb::Envelope{};
+  };
+  {
+    bytes seed;
+    for (const char* n : {"write-open", "write-chunk", "write-close", "read"}) {
+      qxa::fuzz::append_record(seed, request_flags, serialize(find(n)));
+    }
+    write(dir, "seq-upload", seed);
+  }
+  {
+    bytes seed;
+    qxa::fuzz::append_record(seed, request_flags, serialize(find("exec-shell")));
+    qxa::fuzz::append_record(seed, request_flags, serialize(find("cancel")));
+    qxa::fuzz::append_record(seed, request_flags, serialize(find("ping")));
+    write(dir, "seq-cancel", seed);
+  }
+  {
+    bytes seed;
+    qxa::fuzz::append_record(seed, qxa::fuzz::fix_request_id, serialize(find("info")));
+    const bytes noise = {0xF5, 0x51, 0x58, 0x41, 1, 0, 0, 0, 0xff, 0xff, 0, 0};
+    qxa::fuzz::append_record(seed, qxa::fuzz::raw_bytes, noise);
+    qxa::fuzz::append_record(seed, request_flags | qxa::fuzz::split_writes,
+                             serialize(find("ping")));
+    write(dir, "seq-noise", seed);
+  }
+  {
+    bytes seed;
+    for (const char* n : {"freeze", "write-open", "freeze-status", "thaw", "hostname-set"}) {
+      qxa::fuzz::append_record(seed, request_flags, serialize(find(n)));
+    }
+    write(dir, "seq-freeze", seed);
+  }
+}
+
+void frame_decoder(const fs::path& dir) {
+  const auto all = requests();
+  bytes stream = {0x40, 0x07};  // maximum 1040 bytes, piece pattern 7
+  for (const auto& [name, e] : all) {
+    const auto f = framed(e);
+    stream.insert(stream.end(), f.begin(), f.end());
+  }
+  write(dir, "requests", stream);
+  // Garbage, a cut frame, a frame over the maximum, good frames around them.
+  bytes mixed = {0x01, 0x33};  // maximum 32 bytes
+  auto ping = framed(all[0].second);
+  mixed.insert(mixed.end(), {'n', 'o', 'i', 's', 'e', 0xF5, 0x51});
+  mixed.insert(mixed.end(), ping.begin(), ping.end());
+  mixed.insert(mixed.end(), ping.begin(), ping.begin() + 25);
+  mixed.insert(mixed.end(), ping.begin(), ping.end());
+  pb::Envelope big;
+  big.mutable_exec_request()->set_shell_command(std::string(200, 'x'));
+  auto b = framed(big);
+  mixed.insert(mixed.end(), b.begin(), b.end());
+  mixed.insert(mixed.end(), ping.begin(), ping.end());
+  write(dir, "mixed", mixed);
+  bytes empty_payload = {0x00, 0x00};
+  qxa::common::append_frame({}, empty_payload);
+  write(dir, "empty-payload", empty_payload);
+}
+
+void host_client(const fs::path& dir) {
+  // Guest frames: answers to the pending requests (picked by the flags' high bits), events,
+  // partial replies, noise.
+  const std::uint8_t answer = qxa::fuzz::fix_request_id | qxa::fuzz::fix_session;
+  pb::Envelope pong;
+  pong.mutable_pong()->set_nonce(7);
+  pb::Envelope info;
+  info.mutable_info()->set_hostname("guest");
+  info.mutable_info()->mutable_os()->set_name("Debian");
+  pb::Envelope out;
+  out.set_more(true);
+  out.mutable_exec_output()->set_data("partial output\n");
+  pb::Envelope result;
+  result.mutable_exec_result()->set_exit_code(0);
+  result.mutable_exec_result()->set_stdout("done\n");
+  pb::Envelope error;
+  error.mutable_error()->set_code(pb::ERROR_CODE_PERMISSION_DENIED);
+  error.mutable_error()->set_message("refused");
+  error.mutable_error()->set_rule("policy.block");
+  pb::Envelope telemetry;
+  telemetry.mutable_telemetry()->set_sequence(1);
+  telemetry.mutable_telemetry()->set_hostname("guest");
+  pb::Envelope ready;
+  ready.mutable_agent_ready()->set_software_version("9.9");
+  ready.mutable_agent_ready()->set_agent_pid(77);
+
+  auto seed = [&](const std::string& name, std::vector<std::pair<std::uint8_t, pb::Envelope>> recs) {
+    bytes s;
+    for (const auto& [flags, e] : recs) qxa::fuzz::append_record(s, flags, serialize(e));
+    write(dir, name, s);
+  };
+  seed("answers", {{answer | 0x00, pong}, {answer | 0x10, info}, {answer | 0x20, out},
+                   {answer | 0x20, result}});
+  seed("errors", {{answer | 0x00, error}, {answer | 0x10, error}, {answer | 0x20, error}});
+  seed("events", {{qxa::fuzz::fix_session, telemetry}, {0, ready}, {answer, pong}});
+  seed("stale", {{qxa::fuzz::fix_request_id, pong}, {answer | 0x10 | qxa::fuzz::split_writes, info}});
+  seed("twice", {{answer, pong}, {answer, pong}, {answer | 0x20, out}, {answer | 0x20, out}});
+  bytes noisy;
+  qxa::fuzz::append_record(noisy, qxa::fuzz::raw_bytes, bytes(300, 0xF5));
+  qxa::fuzz::append_record(noisy, answer, serialize(pong));
+  write(dir, "noise", noisy);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: qxa_fuzz_seeds DIR\n");
+    return 2;
+  }
+  const fs::path root = argv[1];
+  frame_decoder(root / "frame_decoder");
+  guest_dispatch(root / "guest_dispatch");
+  host_client(root / "host_client");
+  return 0;
+}
