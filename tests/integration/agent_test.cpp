@@ -341,7 +341,8 @@ TEST_CASE("bad command lines and config files stop the agent with status 2 and a
   CHECK_THAT(log5, Catch::Contains("unknown port"));
 }
 
-TEST_CASE("the agent binary is static and prints its version", "[integration][guest]") {
+// [release]: properties of the optimised, static release build, not checked in sanitizer builds.
+TEST_CASE("the agent binary is static and prints its version", "[integration][guest][release]") {
   child_process p({agent_path, "--version"}, {}, true);
   REQUIRE(p.wait_exit(10s) == 0);
   p.drain();
@@ -353,7 +354,7 @@ TEST_CASE("the agent binary is static and prints its version", "[integration][gu
   CHECK_THAT(f.output(), !Catch::Contains("not stripped"));
 }
 
-TEST_CASE("the agent's idle memory with a host attached stays small", "[integration][guest]") {
+TEST_CASE("the agent's idle memory with a host attached stays small", "[integration][guest][release]") {
   temp_dir dir;
   const auto sock = dir / "agent.sock";
   child_process agent(agent_args("unix-listen:" + sock, {"--telemetry-interval", "100ms"}));

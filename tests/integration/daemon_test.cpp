@@ -72,17 +72,7 @@ std::map<std::string, std::string> states(const json& status) {
   return out;
 }
 
-std::size_t peak_rss_bytes(pid_t pid) {
-  FILE* f = std::fopen(fmt::format("/proc/{}/status", pid).c_str(), "r");
-  if (!f) return 0;
-  char line[256];
-  std::size_t kb = 0;
-  while (std::fgets(line, sizeof line, f)) {
-    if (std::sscanf(line, "VmHWM: %zu kB", &kb) == 1) break;
-  }
-  std::fclose(f);
-  return kb * 1024;
-}
+using qxa::test::process_peak_rss_bytes;
 
 }  // namespace
 
@@ -339,7 +329,7 @@ TEST_CASE("hostile guests cannot make qx-agentd grow or stop serving the other V
     if (r.status == 0) ++ok;
     worst_ms = std::max(worst_ms, std::chrono::duration<double, std::milli>(r.took).count());
   }
-  const auto peak = peak_rss_bytes(daemon->pid());
+  const auto peak = process_peak_rss_bytes(daemon->pid());
   const auto status = status_json(run);
   const auto s = states(status);
   WARN(
