@@ -114,7 +114,10 @@ decode_result frame_decoder::next() {
       }
       if (avail < frame_header_size) return {decode_status::need_more, {}};
       const std::uint32_t header_crc = load_le32(data + 16);
-      if (header_crc != crc32({data, 16}) || data[4] != frame_version || data[5] != 0) {
+      // Flags and reserved bytes must be zero: a header with them set is not one we wrote,
+      // whatever its checksum says (found by fuzz_frame_decoder).
+      if (header_crc != crc32({data, 16}) || data[4] != frame_version || data[5] != 0 ||
+          data[6] != 0 || data[7] != 0) {
         skip_garbage(1);
         continue;
       }

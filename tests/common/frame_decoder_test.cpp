@@ -236,6 +236,23 @@ TEST_CASE("a frame with a flipped bit is counted damaged and the next one decode
   }
 }
 
+TEST_CASE("a header with flags or reserved bytes set is not a frame, even with a valid checksum",
+          "[common]") {
+  // Found by fuzz_frame_decoder: the decoder checked the flags but not the reserved bytes.
+  for (std::size_t at : {std::size_t{5}, std::size_t{6}, std::size_t{7}}) {
+    bytes odd = frame_of(to_bytes("odd"));
+    odd[at] = 1;
+    const std::uint32_t crc = qxa::common::crc32({odd.data(), 16});
+    for (int i = 0; i < 4; ++i) odd[16 + i] = static_cast<std::uint8_t>(crc >> (8 * i));
+    bytes stream = odd;
+    append_frame(to_bytes("next"), stream);
+    frame_decoder d;
+    INFO("byte " << at);
+    CHECK(decode_in_pieces(d, stream, {1}) == std::vector<bytes>{to_bytes("next")});
+    CHECK(d.stats().garbage_bytes == odd.size());
+  }
+}
+
 TEST_CASE("random garbage interleaved with frames never loses a good frame", "[common]") {
   std::mt19937 rng(7);
   std::vector<bytes> payloads;
