@@ -93,6 +93,8 @@ TEST_CASE("a TOML syntax error names the line and column", "[guest]") {
   const std::string nul("log_level = \"info\"\n[a\0b]\n", 25);
   CHECK(error_of(nul) == "agent.toml:2:3: control character U+0000 is not allowed in TOML");
   CHECK(error_of("# bell \x07\n") == "agent.toml:1:8: control character U+0007 is not allowed in TOML");
+  // A table name that starts with a character keys cannot start with (fuzz_agent_config).
+  CHECK_THAT(error_of("[|elemetry]\n"), Catch::StartsWith("agent.toml:1:2: "));
   qg::agent_config c;
   CHECK_FALSE(qg::apply_agent_config("[telemetry]\t# tab\r\ninterval = \"1s\"\r\n", "a.toml", c));
 }
