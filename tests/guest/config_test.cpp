@@ -93,6 +93,13 @@ TEST_CASE("a TOML syntax error names the line and column", "[guest]") {
   const std::string nul("log_level = \"info\"\n[a\0b]\n", 25);
   CHECK(error_of(nul) == "agent.toml:2:3: control character U+0000 is not allowed in TOML");
   CHECK(error_of("# bell \x07\n") == "agent.toml:1:8: control character U+0007 is not allowed in TOML");
+  // Characters toml++ 3.x mishandles are refused anywhere (fuzz_agent_config), others welcome.
+  CHECK(error_of("a = 1\n\xEF\xBB\xB7 = 2\n") ==
+        "agent.toml:2:1: character U+FEF7 cannot be used in a config file (the TOML parser "
+        "mishandles U+00A1..U+0499 and U+FB26..U+FEFE)");
+  CHECK_THAT(error_of("# caf\xC3\xA9\n"), Catch::StartsWith("agent.toml:1:6: character U+00E9"));
+  CHECK_THAT(error_of("# \xE2\x9C\x93\nlog_level = \"\xE2\x9C\x93\"\n"),
+             Catch::Contains("'log_level' must be one of"));
   // A table name that starts with a character keys cannot start with (fuzz_agent_config).
   CHECK_THAT(error_of("[|elemetry]\n"), Catch::StartsWith("agent.toml:1:2: "));
   qg::agent_config c;
