@@ -338,7 +338,9 @@ TEST_CASE("hostile guests cannot make qx-agentd grow or stop serving the other V
                   ok, pings, worst_ms, static_cast<double>(peak) / (1 << 20)));
   CHECK(ok == pings);
   CHECK(pings >= 5);
+#ifndef QXA_SANITIZED  // ASan's shadow memory and quarantine
   CHECK(peak < (64u << 20));
+#endif
   CHECK(s.at("good") == "ready");
   CHECK(s.at("flood") != "ready");
   CHECK(s.at("huge") != "ready");
