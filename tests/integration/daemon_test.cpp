@@ -48,11 +48,7 @@ qxa::test::command_result run_cli(std::vector<std::string> args) {
 }
 
 std::unique_ptr<child_process> start_agent(const temp_dir& dir, const std::string& vm) {
-  auto a = std::make_unique<child_process>(std::vector<std::string>{
-      agent_bin, "--config", "/dev/null", "--port", "unix-listen:" + (dir / (vm + ".agent.sock")),
-      "--telemetry-interval", "1s"});
-  REQUIRE(a->wait_for_log("agent started", 10s));
-  return a;
+  return qxa::test::start_agent(dir / (vm + ".agent.sock"));
 }
 
 // A daemon with quick heartbeats, so that the tests see state changes in well under a second.

@@ -21,12 +21,15 @@
 #include "support/daemon.hpp"
 #include "support/fake_host.hpp"
 #include "support/fault_proxy.hpp"
+#include "support/files.hpp"
 #include "support/process.hpp"
 #include "support/run.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace std::chrono_literals;
 using qxa::test::child_process;
+using qxa::test::file_sha256;
+using qxa::test::write_random_file;
 using qxa::test::control_calls;
 using qxa::test::fault_proxy;
 using qxa::test::temp_dir;
@@ -37,23 +40,15 @@ using asio::awaitable;
 
 namespace {
 
-const std::string agent_bin = QXA_AGENT_PATH;
 const std::string cli_bin = QXA_CLI_PATH;
 
-std::unique_ptr<child_process> start_agent(const std::string& socket) {
-  auto a = std::make_unique<child_process>(
-      std::vector<std::string>{agent_bin, "--config", "/dev/null", "--port",
-                               "unix-listen:" + socket, "--telemetry-interval", "200ms"});
-  REQUIRE(a->wait_for_log("agent started", 10s));
-  return a;
-}
 
 /// One VM: its agent listens in `agents`, the relay where the daemon looks (`vms`).
 struct relayed_vm {
   relayed_vm(const temp_dir& agents, const temp_dir& vms, const std::string& name)
       : vm(name),
         agent_socket(agents / (name + ".sock")),
-        agent(start_agent(agent_socket)),
+        agent(qxa::test::start_agent(agent_socket, "200ms")),
         relay(vms / (name + ".agent.sock"), agent_socket) {}
   std::string vm;
   std::string agent_socket;
@@ -100,28 +95,6 @@ pb::Envelope read_request(const std::string& path) {
   pb::Envelope e;
   e.mutable_file_read_request()->set_path(path);
   return e;
-}
-
-void write_random_file(const std::string& path, std::size_t size, std::uint64_t seed = 7) {
-  std::mt19937_64 rng(seed);
-  std::ofstream out(path, std::ios::binary);
-  std::vector<std::uint64_t> block(1 << 16);
-  for (std::size_t done = 0; done < size; done += block.size() * 8) {
-    for (auto& w : block) w = rng();
-    out.write(reinterpret_cast<const char*>(block.data()),
-              static_cast<std::streamsize>(std::min(size - done, block.size() * 8)));
-  }
-}
-
-std::string file_sha256(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  qxa::common::sha256 h;
-  std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    h.update(buf.data(), static_cast<std::size_t>(in.gcount()));
-  }
-  return qxa::common::sha256::hex(h.finish());
 }
 
 /// Sends a mixed load through the daemon for `length`, keeping `width` calls in flight, and
@@ -333,7 +306,7 @@ TEST_CASE("the guest killed during a 64 MiB transfer: nothing partial on either 
   temp_dir agents, vms, run, guest_files, host_files;
   const std::string ctl = run / "ctl.sock";
   const auto socket = agents / "vm.sock";
-  auto agent = start_agent(socket);
+  auto agent = qxa::test::start_agent(socket, "200ms");
   fault_proxy relay(vms / "vm.agent.sock", socket);
   auto daemon = qxa::test::start_daemon(vms, run, "250ms", "1s");
   REQUIRE(daemon->wait_for_log("vm vm: handshaking -> ready", 10s));
@@ -351,7 +324,7 @@ TEST_CASE("the guest killed during a 64 MiB transfer: nothing partial on either 
   CHECK(entries(guest_files.path()) == 0);  // not the file, not a temporary one
 
   // Download: killed while the host is writing.
-  agent = start_agent(socket);
+  agent = qxa::test::start_agent(socket, "200ms");
   REQUIRE(daemon->wait_for_log("vm vm: handshaking -> ready", 10s, 2));
   fs::copy_file(source, guest_files / "served.bin");
   fs::create_directory(host_files / "in");
@@ -366,7 +339,7 @@ TEST_CASE("the guest killed during a 64 MiB transfer: nothing partial on either 
   CHECK(entries(host_files / "in") == 0);  // its temporary file is gone
 
   // The restarted agent (the service manager's job) serves the upload again, whole.
-  agent = start_agent(socket);
+  agent = qxa::test::start_agent(socket, "200ms");
   REQUIRE(daemon->wait_for_log("vm vm: handshaking -> ready", 10s, 3));
   auto again = qxa::test::run_command(
       {cli_bin, "--json", "--control-socket", ctl, "cp", source, "vm:" + (guest_files / "copy.bin")},
@@ -381,7 +354,7 @@ TEST_CASE("qx-agentd killed mid-upload and restarted 5 times: the agent keeps ru
           "[integration][faults]") {
   temp_dir agents, vms, run, guest_files, host_files;
   const auto socket = agents / "vm.sock";
-  auto agent = start_agent(socket);
+  auto agent = qxa::test::start_agent(socket, "200ms");
   fault_proxy relay(vms / "vm.agent.sock", socket);
   const auto source = host_files / "source.bin";
   write_random_file(source, 64u << 20);
@@ -418,7 +391,7 @@ TEST_CASE("10,000 requests at once, to the agent and through qx-agentd: all answ
   constexpr int total = 10000;
   SECTION("straight to the agent") {
     temp_dir dir;
-    auto agent = start_agent(dir / "agent.sock");
+    auto agent = qxa::test::start_agent(dir / "agent.sock", "200ms");
     asio::io_context io;
     qxa::test::fake_host<qxa::test::unix_socket> host(qxa::test::connect_now(io, dir / "agent.sock"));
     int ok = 0, refused = 0, other = 0;
@@ -461,7 +434,7 @@ TEST_CASE("10,000 requests at once, to the agent and through qx-agentd: all answ
   }
   SECTION("through qx-agentd") {
     temp_dir vms, run;
-    auto agent = start_agent(vms / "vm.agent.sock");
+    auto agent = qxa::test::start_agent(vms / "vm.agent.sock", "200ms");
     auto daemon = qxa::test::start_daemon(vms, run, "250ms", "2s");
     REQUIRE(daemon->wait_for_log("vm vm: handshaking -> ready", 10s));
     asio::io_context io;

@@ -19,12 +19,15 @@
 
 #include "qxa/common/sha256.hpp"
 #include "qxa/host/agent_client.hpp"
+#include "support/files.hpp"
 #include "support/process.hpp"
 #include "support/run.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace std::chrono_literals;
 using qxa::test::child_process;
+using qxa::test::file_sha256;
+using qxa::test::write_random_file;
 using qxa::test::temp_dir;
 using json = nlohmann::json;
 namespace qc = qxa::common;
@@ -52,27 +55,7 @@ struct agent_under_test {
   child_process process;
 };
 
-std::string file_sha256(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  qc::sha256 h;
-  std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    h.update(buf.data(), static_cast<std::size_t>(in.gcount()));
-  }
-  return qc::sha256::hex(h.finish());
-}
 
-void write_random_file(const std::string& path, std::size_t size) {
-  std::mt19937_64 rng(42);
-  std::ofstream out(path, std::ios::binary);
-  std::vector<std::uint64_t> block(1 << 17);
-  for (std::size_t done = 0; done < size; done += block.size() * 8) {
-    for (auto& w : block) w = rng();
-    out.write(reinterpret_cast<const char*>(block.data()),
-              static_cast<std::streamsize>(std::min(size - done, block.size() * 8)));
-  }
-}
 
 // Processes whose command line is exactly `argv`.
 std::size_t processes_running(const std::vector<std::string>& argv) {

@@ -35,7 +35,6 @@ using asio::awaitable;
 
 namespace {
 
-const std::string agent_bin = QXA_AGENT_PATH;
 
 std::chrono::seconds soak_length() {
   const char* v = std::getenv("QXA_SOAK_SECONDS");
@@ -43,15 +42,6 @@ std::chrono::seconds soak_length() {
   return std::chrono::seconds(s > 0 ? s : 60);
 }
 
-std::unique_ptr<child_process> start_agent(const std::string& socket) {
-  auto a = std::make_unique<child_process>(
-      std::vector<std::string>{agent_bin, "--config", "/dev/null", "--port",
-                               "unix-listen:" + socket, "--telemetry-interval", "500ms"});
-  const bool started = a->wait_for_log("agent started", 10s);
-  INFO(a->log());
-  REQUIRE(started);
-  return a;
-}
 
 /// The request of one kind of operation, as the CLI would make it.
 pb::Envelope request_for(int kind, const std::string& dir) {
@@ -114,7 +104,7 @@ TEST_CASE("soak: 20 agents, mixed calls, random disconnects and restarts; nothin
   for (int i = 0; i < agents_n; ++i) {
     names.push_back(fmt::format("soak{:02}", i));
     sockets.push_back(agent_dir / (names.back() + ".sock"));
-    agents.push_back(start_agent(sockets.back()));
+    agents.push_back(qxa::test::start_agent(sockets.back(), "500ms"));
     relays.push_back(std::make_unique<fault_proxy>(vms / (names.back() + ".agent.sock"),
                                                    sockets.back(), 100 + i));
   }
@@ -156,7 +146,7 @@ TEST_CASE("soak: 20 agents, mixed calls, random disconnects and restarts; nothin
               const int vm = restarted_from + static_cast<int>(rng() % (agents_n - restarted_from));
               agents[vm]->signal(SIGKILL);
               agents[vm]->wait_exit(5s);
-              agents[vm] = start_agent(sockets[vm]);
+              agents[vm] = qxa::test::start_agent(sockets[vm], "500ms");
               ++restarts;
             }
           }

@@ -11,6 +11,21 @@
 
 namespace qxa::test {
 
+#ifdef QXA_AGENT_PATH
+/// The real agent listening on the unix socket `socket` (as a VM's agent would be reached),
+/// once it has logged that it started.
+inline std::unique_ptr<child_process> start_agent(const std::string& socket,
+                                                  const std::string& telemetry_interval = "1s") {
+  auto a = std::make_unique<child_process>(
+      std::vector<std::string>{QXA_AGENT_PATH, "--config", "/dev/null", "--port",
+                               "unix-listen:" + socket, "--telemetry-interval", telemetry_interval});
+  const bool started = a->wait_for_log("agent started", 10s);
+  INFO(a->log());
+  REQUIRE(started);
+  return a;
+}
+#endif
+
 /// qx-agentd watching `vms`, with its config and control socket (`ctl.sock`) in `run`.
 /// Returns once it has logged that it is ready.
 inline std::unique_ptr<child_process> start_daemon(const temp_dir& vms, const temp_dir& run,
