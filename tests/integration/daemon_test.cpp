@@ -38,7 +38,6 @@ using asio::awaitable;
 
 namespace {
 
-const std::string agent_bin = QXA_AGENT_PATH;
 const std::string daemon_bin = QXA_AGENTD_PATH;
 const std::string cli_bin = QXA_CLI_PATH;
 

@@ -19,7 +19,7 @@ inline std::unique_ptr<child_process> start_agent(const std::string& socket,
   auto a = std::make_unique<child_process>(
       std::vector<std::string>{QXA_AGENT_PATH, "--config", "/dev/null", "--port",
                                "unix-listen:" + socket, "--telemetry-interval", telemetry_interval});
-  const bool started = a->wait_for_log("agent started", 10s);
+  const bool started = a->wait_for_log("agent started", std::chrono::seconds(10));
   INFO(a->log());
   REQUIRE(started);
   return a;
