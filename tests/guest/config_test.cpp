@@ -96,7 +96,8 @@ TEST_CASE("a TOML syntax error names the line and column", "[guest]") {
   // Characters toml++ 3.x mishandles are refused anywhere (fuzz_agent_config), others welcome.
   CHECK(error_of("a = 1\n\xEF\xBB\xB7 = 2\n") ==
         "agent.toml:2:1: character U+FEF7 cannot be used in a config file (the TOML parser "
-        "mishandles U+00A1..U+0499 and U+FB26..U+FEFE)");
+        "mishandles U+00A1..U+0499, U+2C5E..U+3057 and U+FB26..U+FEFE)");
+  CHECK_THAT(error_of("a = 1 \xE2\xB4\xB4\n"), Catch::StartsWith("agent.toml:1:7: character U+2D34"));
   CHECK_THAT(error_of("# caf\xC3\xA9\n"), Catch::StartsWith("agent.toml:1:6: character U+00E9"));
   CHECK_THAT(error_of("# \xE2\x9C\x93\nlog_level = \"\xE2\x9C\x93\"\n"),
              Catch::Contains("'log_level' must be one of"));
