@@ -116,8 +116,8 @@ TEST_CASE("a host that reads slowly but keeps up never counts a failure", "[inte
   CHECK(agent.count_in_log("telemetry write failed") == 0);
 }
 
-// [timing]: the host must drain 8 MiB of queued replies within one telemetry period (450 ms),
-// a margin for optimised code; sanitizer builds leave it out.
+// [timing]: the host must drain about 460 KB of queued pongs within one telemetry period
+// (300 ms), a margin for optimised code; sanitizer builds leave it out.
 TEST_CASE("49 failed writes, then the host drains: the count resets and the agent keeps running",
           "[integration][guest][timing]") {
   temp_dir dir;
@@ -133,19 +133,24 @@ TEST_CASE("49 failed writes, then the host drains: the count resets and the agen
     for (int i = 0; i < 20000; ++i) (void)co_await host.request(host.ping());
   });
   REQUIRE(agent.wait_for_log("telemetry write failed (49/50)", 60s));
+  // The 50th write fails one telemetry period (300 ms) after the 49th failure is logged, unless
+  // the host has drained the 20,000 pongs ahead of it by then. Read them straight off the stream,
+  // without a timer per message (about 15 ms on an idle machine, ten times that with a timer
+  // each); the step's own deadline bounds the wait.
   int telemetry_after = 0;
-  run_on(io, [&]() -> awaitable<void> {
-    // Drain everything, and keep reading while the agent recovers.
-    const auto until = std::chrono::steady_clock::now() + 2s;
-    while (std::chrono::steady_clock::now() < until) {
-      auto e = co_await host.next(5s);
-      if (e.has_telemetry()) ++telemetry_after;
-    }
-  });
+  run_on(
+      io,
+      [&]() -> awaitable<void> {
+        while (telemetry_after < 3) {
+          auto e = co_await host.stream().receive();
+          if (!e) throw std::runtime_error("agent stream ended: " + e.error().describe());
+          if (e.value().has_telemetry()) ++telemetry_after;
+        }
+      },
+      10s);
   INFO(agent.log());
   CHECK(agent.wait_for_log("telemetry delivered again after 49 consecutive failures", 5s));
   CHECK(agent.count_in_log("(50/50)") == 0);
-  CHECK(telemetry_after >= 3);
   CHECK(agent.running());
 }
 
