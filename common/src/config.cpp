@@ -61,12 +61,22 @@ void collect_leaves(const toml::table& t, const std::string& prefix,
   }
 }
 
+// toml++ 3.x, asking whether a character is whitespace, reaches a point it marks unreachable
+// (undefined behaviour in release builds) for these characters, and its error paths ask that of
+// characters inside strings and comments too (found by fuzz_agent_config). Until a fixed toml++
+// is in Debian, they are refused anywhere in a config file.
+struct codepoint_range {
+  unsigned first, last;
+};
+constexpr codepoint_range toml_unsafe[] = {{0xA1, 0x499}, {0x2C5E, 0x3057}, {0xFB26, 0xFEFE}};
+constexpr const char* toml_unsafe_text = "U+00A1..U+0499, U+2C5E..U+3057 and U+FB26..U+FEFE";
+
 struct unsafe_character {
   std::size_t line, column;
   unsigned codepoint;
 };
 
-// The first character of U+00A1..U+0499, U+2C5E..U+3057 or U+FB26..U+FEFE in UTF-8 text.
+// The first character of `toml_unsafe` in UTF-8 text.
 std::optional<unsafe_character> unsafe_for_toml(std::string_view t) {
   std::size_t line = 1, column = 1;
   for (std::size_t i = 0; i < t.size(); ++i) {
@@ -77,9 +87,8 @@ std::optional<unsafe_character> unsafe_for_toml(std::string_view t) {
     unsigned cp = 0;
     if ((b0 & 0xE0u) == 0xC0u) cp = ((b0 & 0x1Fu) << 6) | next(1);
     if ((b0 & 0xF0u) == 0xE0u) cp = ((b0 & 0x0Fu) << 12) | (next(1) << 6) | next(2);
-    if ((cp >= 0xA1 && cp <= 0x499) || (cp >= 0x2C5E && cp <= 0x3057) ||
-        (cp >= 0xFB26 && cp <= 0xFEFE)) {
-      return unsafe_character{line, column, cp};
+    for (const auto& r : toml_unsafe) {
+      if (cp >= r.first && cp <= r.last) return unsafe_character{line, column, cp};
     }
     if (b0 == '\n') {
       ++line;
@@ -118,16 +127,11 @@ result<config_reader> config_reader::from_string(std::string_view text, std::str
       ++column;
     }
   }
-  // toml++ 3.x, asking whether a character is whitespace, reaches a point it marks unreachable
-  // (undefined behaviour in release builds) for U+00A1..U+0499, U+2C5E..U+3057 and
-  // U+FB26..U+FEFE; its error
-  // paths ask that of characters inside strings and comments too. Found by fuzz_agent_config.
-  // Until a fixed toml++ is in Debian, those characters are refused anywhere in a config file.
   if (auto at = unsafe_for_toml(text)) {
     return {errc::invalid_argument,
             fmt::format("{}:{}:{}: character U+{:04X} cannot be used in a config file (the TOML "
-                        "parser mishandles U+00A1..U+0499, U+2C5E..U+3057 and U+FB26..U+FEFE)",
-                        source, at->line, at->column, at->codepoint)};
+                        "parser mishandles {})",
+                        source, at->line, at->column, at->codepoint, toml_unsafe_text)};
   }
   try {
     auto table = std::make_unique<toml::table>(toml::parse(text, source));

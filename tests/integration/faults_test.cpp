@@ -10,13 +10,10 @@
 #include <asio/io_context.hpp>
 #include <catch2/catch.hpp>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <set>
 #include <thread>
 
-#include "qxa/common/sha256.hpp"
 #include "support/control_calls.hpp"
 #include "support/daemon.hpp"
 #include "support/fake_host.hpp"
@@ -28,11 +25,11 @@
 
 using namespace std::chrono_literals;
 using qxa::test::child_process;
-using qxa::test::file_sha256;
-using qxa::test::write_random_file;
 using qxa::test::control_calls;
 using qxa::test::fault_proxy;
+using qxa::test::file_sha256;
 using qxa::test::temp_dir;
+using qxa::test::write_random_file;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 namespace pb = quantix::agent::v1;
@@ -41,7 +38,6 @@ using asio::awaitable;
 namespace {
 
 const std::string cli_bin = QXA_CLI_PATH;
-
 
 /// One VM: its agent listens in `agents`, the relay where the daemon looks (`vms`).
 struct relayed_vm {

@@ -14,10 +14,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <thread>
 
-#include "qxa/common/sha256.hpp"
 #include "qxa/host/agent_client.hpp"
 #include "support/files.hpp"
 #include "support/process.hpp"

@@ -36,7 +36,6 @@ using asio::awaitable;
 
 namespace {
 
-
 std::chrono::seconds soak_length() {
   const char* v = std::getenv("QXA_SOAK_SECONDS");
   const long s = v ? std::strtol(v, nullptr, 10) : 0;
