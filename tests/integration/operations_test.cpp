@@ -12,7 +12,6 @@
 #include <asio/steady_timer.hpp>
 #include <catch2/catch.hpp>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -53,20 +52,18 @@ struct agent_under_test {
   child_process process;
 };
 
-
-
 // Processes whose command line is exactly `argv`.
 std::size_t processes_running(const std::vector<std::string>& argv) {
   std::string want;
   for (const auto& a : argv) want += a + '\0';
   std::size_t n = 0;
-  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
     const auto name = e.path().filename().string();
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(e.path() / "cmdline", std::ios::binary);
-    std::string cmd((std::istreambuf_iterator<char>(in)), {});
-    std::ifstream st(e.path() / "stat");
-    std::string stat((std::istreambuf_iterator<char>(st)), {});
+    // Any process may exit while we look; its files then read as empty.
+    const std::string cmd = qxa::test::read_proc_file(e.path() / "cmdline");
+    const std::string stat = qxa::test::read_proc_file(e.path() / "stat");
     const auto close = stat.rfind(')');
     const bool zombie =
         close != std::string::npos && stat.size() > close + 2 && stat[close + 2] == 'Z';

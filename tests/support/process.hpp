@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
@@ -241,6 +242,24 @@ inline command_result run_command(
   r.out = p.output();
   r.err = p.log();
   return r;
+}
+
+/// The contents of a file under /proc/PID, or "" once the process has gone: reading the file of a
+/// process that exits meanwhile fails with ESRCH, which a stream would report by throwing.
+inline std::string read_proc_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  std::string text;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) text.clear();
+    if (n <= 0) break;
+    text.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return text;
 }
 
 /// CPU seconds (user + system) a process has used so far, from /proc/PID/stat.
