@@ -15,6 +15,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -262,16 +263,10 @@ inline std::string read_proc_file(const std::string& path) {
   return text;
 }
 
-/// CPU seconds (user + system) a process has used so far, from /proc/PID/stat.
+/// CPU seconds (user + system) a process has used so far, from /proc/PID/stat; -1 if gone.
 inline double process_cpu_seconds(pid_t pid) {
-  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
-  FILE* f = std::fopen(path.c_str(), "r");
-  if (!f) return -1;
-  char buf[1024] = {};
-  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  std::string s(buf, n);
-  auto close = s.rfind(')');
+  const std::string s = read_proc_file("/proc/" + std::to_string(pid) + "/stat");
+  const auto close = s.rfind(')');
   if (close == std::string::npos) return -1;
   unsigned long utime = 0, stime = 0;
   // After ") ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
@@ -280,19 +275,17 @@ inline double process_cpu_seconds(pid_t pid) {
   return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
-/// Resident set size of a process in bytes, from /proc/PID/status (VmRSS).
 /// A "Vm...: N kB" line of /proc/PID/status in bytes (VmRSS now, VmHWM the peak); 0 if gone.
 inline std::size_t process_status_bytes(pid_t pid, const char* field) {
-  const std::string path = "/proc/" + std::to_string(pid) + "/status";
-  FILE* f = std::fopen(path.c_str(), "r");
-  if (!f) return 0;
+  const std::string s = read_proc_file("/proc/" + std::to_string(pid) + "/status");
   const std::string format = std::string(field) + ": %zu kB";
-  char line[256];
   std::size_t kb = 0;
-  while (std::fgets(line, sizeof line, f)) {
-    if (std::sscanf(line, format.c_str(), &kb) == 1) break;
+  for (std::size_t at = 0; at < s.size();) {  // line by line
+    if (std::sscanf(s.c_str() + at, format.c_str(), &kb) == 1) break;
+    const auto end = s.find('\n', at);
+    if (end == std::string::npos) break;
+    at = end + 1;
   }
-  std::fclose(f);
   return kb * 1024;
 }
 
