@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MIT
 #include "qxa/common/config.hpp"
 
+#include <fmt/format.h>
+
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
-
-#include <fmt/format.h>
 
 // toml++ 3.x asserts, in builds without NDEBUG, that a key starts with a key character before it
 // checks and reports exactly that as a parse error ("[|table]" aborts a debug build; found by
@@ -47,16 +47,22 @@ const char* type_name(toml::node_type t) {
   return "something else";
 }
 
-// Every leaf key path of the table, with the line of its key.
-void collect_leaves(const toml::table& t, const std::string& prefix,
-                    std::vector<std::pair<std::string, std::uint32_t>>& out) {
+struct key_use {
+  std::string path;
+  std::uint32_t line;
+  bool empty_table;  ///< "[section]" with nothing in it (every key commented out, say)
+};
+
+// Every leaf key path of the table, and every empty table, with the line of its key.
+void collect_leaves(const toml::table& t, const std::string& prefix, std::vector<key_use>& out) {
   for (const auto& [key, node] : t) {
     const std::string path =
         prefix.empty() ? std::string(key.str()) : prefix + "." + std::string(key.str());
-    if (const auto* sub = node.as_table(); sub && !sub->empty()) {
+    const auto* sub = node.as_table();
+    if (sub && !sub->empty()) {
       collect_leaves(*sub, path, out);
     } else {
-      out.emplace_back(path, key.source().begin.line);
+      out.push_back({path, key.source().begin.line, sub != nullptr});
     }
   }
 }
@@ -272,12 +278,20 @@ void config_reader::get(std::string_view key, std::vector<std::string>& out) {
 }
 
 std::optional<error_info> config_reader::finish() {
-  std::vector<std::pair<std::string, std::uint32_t>> leaves;
+  std::vector<key_use> leaves;
   collect_leaves(*table_, "", leaves);
-  for (const auto& [path, line] : leaves) {
-    if (!known_.contains(path)) {
-      errors_.push_back(fmt::format("{}:{}: unknown key '{}'", source_, line, path));
+  for (const auto& [path, line, empty_table] : leaves) {
+    if (known_.contains(path)) continue;
+    // An empty table is valid TOML, and what a file with every key commented out holds: it is
+    // fine when it is a section that has keys ("[telemetry]"), unknown otherwise.
+    if (empty_table) {
+      const std::string section = path + ".";
+      const auto next = known_.lower_bound(section);
+      if (next != known_.end() && next->starts_with(section)) continue;
+      errors_.push_back(fmt::format("{}:{}: unknown table '{}'", source_, line, path));
+      continue;
     }
+    errors_.push_back(fmt::format("{}:{}: unknown key '{}'", source_, line, path));
   }
   if (errors_.empty()) return std::nullopt;
   std::string all = errors_.front();

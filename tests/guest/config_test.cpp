@@ -65,6 +65,34 @@ TEST_CASE("an unknown key is refused with its name and line", "[guest]") {
   CHECK(error_of("colour = \"blue\"\n") == "agent.toml:1: unknown key 'colour'");
 }
 
+TEST_CASE("empty tables are valid: a file with every key commented out is the defaults",
+          "[guest]") {
+  qg::agent_config c;
+  CHECK_FALSE(
+      qg::apply_agent_config("[telemetry]\n# interval = \"5s\"\n[limits]\n[policy]\n"
+                             "[freeze]\n[port_tuning]\n",
+                             "agent.toml", c));
+  CHECK(c.agent.telemetry_interval == 5s);
+  // An empty table that is no section of the file is still a mistake worth naming.
+  CHECK(error_of("[telemetry]\n[telemetri]\n") == "agent.toml:2: unknown table 'telemetri'");
+  CHECK(error_of("[policy.nonsense]\n") == "agent.toml:1: unknown table 'policy.nonsense'");
+  CHECK(error_of("[policy.exec]\n") ==
+        "agent.toml:1: 'policy.exec' must be true or false, not a table");
+}
+
+TEST_CASE("the agent.toml the packages install loads as shipped", "[guest]") {
+  qg::agent_config shipped;
+  const auto err =
+      qg::load_agent_config(std::string(QXA_SOURCE_DIR) + "/packaging/config/agent.toml", shipped);
+  INFO((err ? err->message : std::string()));
+  REQUIRE_FALSE(err);
+  // Every key in it is commented out and documents the default.
+  const qg::agent_config defaults;
+  CHECK(shipped.agent.port.path == defaults.agent.port.path);
+  CHECK(shipped.agent.telemetry_interval == defaults.agent.telemetry_interval);
+  CHECK(shipped.agent.policy.write_roots == defaults.agent.policy.write_roots);
+}
+
 TEST_CASE("a bad duration is refused with the key, the line and why", "[guest]") {
   CHECK(error_of("[telemetry]\ninterval = \"5x\"\n") ==
         "agent.toml:2: 'telemetry.interval' is not a valid duration: invalid duration '5x': "
@@ -92,12 +120,14 @@ TEST_CASE("a TOML syntax error names the line and column", "[guest]") {
   // table header).
   const std::string nul("log_level = \"info\"\n[a\0b]\n", 25);
   CHECK(error_of(nul) == "agent.toml:2:3: control character U+0000 is not allowed in TOML");
-  CHECK(error_of("# bell \x07\n") == "agent.toml:1:8: control character U+0007 is not allowed in TOML");
+  CHECK(error_of("# bell \x07\n") ==
+        "agent.toml:1:8: control character U+0007 is not allowed in TOML");
   // Characters toml++ 3.x mishandles are refused anywhere (fuzz_agent_config), others welcome.
   CHECK(error_of("a = 1\n\xEF\xBB\xB7 = 2\n") ==
         "agent.toml:2:1: character U+FEF7 cannot be used in a config file (the TOML parser "
         "mishandles U+00A1..U+0499, U+2C5E..U+3057 and U+FB26..U+FEFE)");
-  CHECK_THAT(error_of("a = 1 \xE2\xB4\xB4\n"), Catch::StartsWith("agent.toml:1:7: character U+2D34"));
+  CHECK_THAT(error_of("a = 1 \xE2\xB4\xB4\n"),
+             Catch::StartsWith("agent.toml:1:7: character U+2D34"));
   CHECK_THAT(error_of("# caf\xC3\xA9\n"), Catch::StartsWith("agent.toml:1:6: character U+00E9"));
   CHECK_THAT(error_of("# \xE2\x9C\x93\nlog_level = \"\xE2\x9C\x93\"\n"),
              Catch::Contains("'log_level' must be one of"));

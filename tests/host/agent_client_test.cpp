@@ -298,3 +298,15 @@ TEST_CASE("a daemon config is as strict as the agent's", "[host]") {
   CHECK_THAT(err->message,
              Catch::Contains("'reconnect.max' must not be less than reconnect.initial"));
 }
+
+TEST_CASE("the qx-agentd.toml the packages install loads as shipped", "[host]") {
+  qh::daemon_config shipped;
+  const auto err = qh::load_daemon_config(
+      std::string(QXA_SOURCE_DIR) + "/packaging/config/qx-agentd.toml", shipped);
+  INFO((err ? err->message : std::string()));
+  REQUIRE_FALSE(err);
+  const qh::daemon_config defaults;
+  CHECK(shipped.manager.socket_dir == defaults.manager.socket_dir);
+  CHECK(shipped.manager.heartbeat_interval == defaults.manager.heartbeat_interval);
+  CHECK(shipped.control_socket == defaults.control_socket);
+}
