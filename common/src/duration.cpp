@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
 #include <cmath>
 #include <limits>
 
@@ -35,7 +36,12 @@ result<std::chrono::nanoseconds> parse_duration(std::string_view text) {
       return fail(fmt::format("expected a number at '{}'", text));
     }
     if (!seen_digit) return fail("a number needs digits");
-    const long double number = std::stold(std::string(text.substr(0, i)));
+    // from_chars, not stold: a number too large for any duration (5,000 digits, say) is an
+    // error to report, not an exception that ends the program.
+    long double number = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + i, number);
+    if (ec == std::errc::result_out_of_range) return fail("out of range");
+    if (ec != std::errc{} || end != text.data() + i) return fail("a number needs digits");
     text.remove_prefix(i);
 
     std::size_t u = 0;

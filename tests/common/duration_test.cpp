@@ -38,6 +38,11 @@ TEST_CASE("bad durations are refused with a message that says why", "[common]") 
   CHECK_THAT(message_of("1.2.3s"), Catch::Contains("'.'"));
   CHECK_THAT(message_of("99999999999h"), Catch::Contains("out of range"));
   CHECK_THAT(message_of("abc"), Catch::Contains("'abc'"));
+  // Far beyond any number a long double holds: an error, not an exception.
+  CHECK_THAT(message_of((std::string(5000, '9') + "s").c_str()), Catch::Contains("out of range"));
+  CHECK_THAT(message_of((std::string(5000, '9') + ".5ms").c_str()),
+             Catch::Contains("out of range"));
+  CHECK(*parse_duration(std::string(5000, '0') + "1s") == 1s);
 }
 
 TEST_CASE("durations format in a form that parses back", "[common]") {
