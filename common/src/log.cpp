@@ -9,6 +9,8 @@
 #include <ctime>
 #include <mutex>
 
+#include "qxa/common/text.hpp"
+
 namespace qxa::common {
 namespace {
 
@@ -117,7 +119,10 @@ void logger::write(log_level level, std::string_view message) {
                    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                    ms % 1000, to_string(level));
   }
-  line.append(message);
+  // One event, one line: a newline or a terminal escape in a logged value (a path, a name from
+  // a guest) is shown escaped, so that it can neither forge a line nor reach a terminal raw.
+  const std::string shown = printable(message);
+  line.append(shown);
   line.push_back('\n');
   std::lock_guard lock(output_mutex());
   if (held_) {

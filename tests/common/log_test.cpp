@@ -60,3 +60,16 @@ TEST_CASE("under the journal each line starts with its syslog priority", "[commo
   CHECK(cap.lines[2] == "<6>i\n");
   CHECK(cap.lines[3] == "<7>d\n");
 }
+
+TEST_CASE("a logged value cannot start a line of its own or reach a terminal raw", "[common]") {
+  captured_log cap;
+  qc::logger::instance().set_level(qc::log_level::info);
+  // An upload path chosen to forge an audit line, and a hostname that retitles a terminal.
+  qc::log_info("audit: op=file-write path={} outcome=failed",
+               "/tmp/x\n2026-01-01T00:00:00.000Z info    audit: op=file-write outcome=ok");
+  qc::log_info("hostname {}", "\x1b]0;owned\x07\x1b[2J");
+  REQUIRE(cap.lines.size() == 2);
+  CHECK_THAT(cap.lines[0], Catch::EndsWith("path=/tmp/x\\n2026-01-01T00:00:00.000Z info    audit: "
+                                           "op=file-write outcome=ok outcome=failed\n"));
+  CHECK_THAT(cap.lines[1], Catch::EndsWith("hostname \\e]0;owned\\x07\\e[2J\n"));
+}
