@@ -15,6 +15,12 @@ constexpr std::uint32_t load_le32(const std::uint8_t* p) noexcept {
          std::uint32_t{p[3]} << 24;
 }
 
+// Payloads up to this size are checksummed directly; larger ones through the checkpoint chain,
+// every this many bytes (see frame_decoder). The two bound the work of checking one candidate
+// header to about 2 * chain_stride bytes of CRC and one crc32_combine.
+constexpr std::size_t direct_crc_limit = 256;
+constexpr std::size_t chain_stride = 256;
+
 constexpr void store_le32(std::uint8_t* p, std::uint32_t v) noexcept {
   p[0] = static_cast<std::uint8_t>(v);
   p[1] = static_cast<std::uint8_t>(v >> 8);
@@ -65,9 +71,41 @@ void frame_decoder::feed(std::span<const std::uint8_t> bytes) {
   buf_.insert(buf_.end(), bytes.begin(), bytes.end());
 }
 
+std::uint32_t frame_decoder::crc(std::uint32_t start, const std::uint8_t* p,
+                                 std::size_t n) noexcept {
+  stats_.checksummed_bytes += n;
+  // n is at most a frame (max_payload_ fits in uInt): one zlib call.
+  return static_cast<std::uint32_t>(::crc32(start, p, static_cast<uInt>(n)));
+}
+
+std::uint32_t frame_decoder::chain_crc(std::size_t at) {
+  if (chain_.empty() || at < chain_origin_) {
+    // Start a chain here: every later candidate lies at or after pos_.
+    chain_.assign(1, 0);  // the CRC of nothing
+    chain_origin_ = pos_;
+  }
+  const std::size_t i = (at - chain_origin_) / chain_stride;
+  while (chain_.size() <= i) {
+    const std::size_t from = chain_origin_ + (chain_.size() - 1) * chain_stride;
+    chain_.push_back(crc(chain_.back(), buf_.data() + from, chain_stride));
+  }
+  const std::size_t from = chain_origin_ + i * chain_stride;
+  return crc(chain_[i], buf_.data() + from, at - from);
+}
+
+std::uint32_t frame_decoder::payload_crc(std::size_t at, std::size_t len) {
+  if (len <= direct_crc_limit) return crc(0, buf_.data() + at, len);
+  // crc(B) = combine(crc(A), crc(A||B), len(B)): combine(c1, c2, n) is M(n)*c1 ^ c2, linear.
+  const auto before = chain_crc(at);
+  const auto through = chain_crc(at + len);
+  return static_cast<std::uint32_t>(
+      ::crc32_combine64(before, through, static_cast<z_off64_t>(len)));
+}
+
 void frame_decoder::compact() {
   if (pos_ == 0) return;
   if (pos_ == buf_.size()) {
+    chain_.clear();
     buf_.clear();
     pos_ = 0;
     // Do not keep a 16 MiB buffer alive for a connection that sends small frames.
@@ -77,6 +115,9 @@ void frame_decoder::compact() {
   // Move the tail down only when the consumed prefix dominates, so that a large partial frame
   // is not copied once per small read.
   if (pos_ >= buf_.size() - pos_) {
+    // The chain starts at or before pos_, in bytes about to go: a new one starts when needed
+    // (rebuilding it costs no more than this move does).
+    chain_.clear();
     buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(pos_));
     pos_ = 0;
   }
@@ -116,7 +157,7 @@ decode_result frame_decoder::next() {
       const std::uint32_t header_crc = load_le32(data + 16);
       // Flags and reserved bytes must be zero: a header with them set is not one we wrote,
       // whatever its checksum says (found by fuzz_frame_decoder).
-      if (header_crc != crc32({data, 16}) || data[4] != frame_version || data[5] != 0 ||
+      if (header_crc != crc(0, data, 16) || data[4] != frame_version || data[5] != 0 ||
           data[6] != 0 || data[7] != 0) {
         skip_garbage(1);
         continue;
@@ -140,7 +181,7 @@ decode_result frame_decoder::next() {
 
     if (avail < frame_header_size + verified_len_) return {decode_status::need_more, {}};
     const std::span<const std::uint8_t> payload{data + frame_header_size, verified_len_};
-    if (crc32(payload) != load_le32(data + 12)) {
+    if (payload_crc(pos_ + frame_header_size, verified_len_) != load_le32(data + 12)) {
       // Damaged or cut short and overrun by the next frame: resynchronise inside it.
       ++stats_.damaged_frames;
       skip_garbage(1);
@@ -163,6 +204,7 @@ bool frame_decoder::abandon_partial() {
 
 void frame_decoder::reset() noexcept {
   buf_.clear();
+  chain_.clear();
   pos_ = 0;
   release_ = 0;
   header_ok_ = false;

@@ -292,3 +292,102 @@ TEST_CASE("reset drops buffered input", "[common]") {
   d.feed(f);
   CHECK(d.next().status == decode_status::frame);
 }
+
+namespace {
+
+// A header that checks out, announcing `length` bytes whose checksum will not match.
+bytes lying_header(std::uint32_t length) {
+  bytes h(frame_header_size, 0);
+  std::memcpy(h.data(), frame_magic, 4);
+  h[4] = qxa::common::frame_version;
+  for (int i = 0; i < 4; ++i) {
+    h[8 + i] = static_cast<std::uint8_t>(length >> (8 * i));
+    h[12 + i] = 0x5A;  // the payload's CRC: wrong
+  }
+  const std::uint32_t crc = qxa::common::crc32({h.data(), 16});
+  for (int i = 0; i < 4; ++i) h[16 + i] = static_cast<std::uint8_t>(crc >> (8 * i));
+  return h;
+}
+
+}  // namespace
+
+TEST_CASE("headers that each announce a large payload with a wrong checksum cost bounded work",
+          "[common]") {
+  // 3,000 overlapping candidates (60 kB), each claiming a 4 MiB payload: checksumming each
+  // payload from scratch would be 12 GB of CRC for 4 MB of input.
+  constexpr std::uint32_t announced = 4u << 20;
+  bytes stream;
+  for (int i = 0; i < 3000; ++i) {
+    const auto h = lying_header(announced);
+    stream.insert(stream.end(), h.begin(), h.end());
+  }
+  stream.resize(stream.size() + announced, 0x11);  // what the payloads would be made of
+  append_frame(to_bytes("still heard"), stream);
+  frame_decoder d(8u << 20);
+  const auto out = decode_in_pieces(d, stream, {64u << 10});
+  REQUIRE(out.size() == 1);
+  CHECK(out[0] == to_bytes("still heard"));
+  CHECK(d.stats().damaged_frames == 3000);
+  INFO("checksummed " << d.stats().checksummed_bytes << " bytes for " << stream.size() << " fed");
+  CHECK(d.stats().checksummed_bytes <= 3 * stream.size());
+}
+
+TEST_CASE("small lying headers cost bounded work too", "[common]") {
+  // The same attack with payloads just over and under the direct-checksum limit.
+  for (std::uint32_t announced : {200u, 255u, 256u, 257u, 4000u, 70'000u}) {
+    bytes stream;
+    for (int i = 0; i < 20'000; ++i) {
+      const auto h = lying_header(announced);
+      stream.insert(stream.end(), h.begin(), h.end());
+    }
+    stream.resize(stream.size() + announced, 0x22);
+    append_frame(to_bytes("after"), stream);
+    frame_decoder d;
+    INFO("announced " << announced);
+    CHECK(decode_in_pieces(d, stream, {4096, 1, 333}) == std::vector<bytes>{to_bytes("after")});
+    // At most 2 * 256 + 16 bytes of CRC per 20-byte candidate (half that on average), plus the
+    // chain once.
+    CHECK(d.stats().checksummed_bytes <= 30 * stream.size());
+  }
+}
+
+TEST_CASE("honest traffic is checksummed about once", "[common]") {
+  std::mt19937 rng(11);
+  std::vector<bytes> payloads;
+  bytes stream;
+  for (int i = 0; i < 200; ++i) {
+    bytes p(rng() % 3 == 0 ? rng() % 300'000 : rng() % 600);
+    for (auto& b : p) b = static_cast<std::uint8_t>(rng());
+    payloads.push_back(p);
+    append_frame(p, stream);
+  }
+  frame_decoder d;
+  CHECK(decode_in_pieces(d, stream, {65536, 4096, 17}) == payloads);
+  // Payloads once, headers once, and up to two checkpoint strides for each large payload.
+  CHECK(d.stats().checksummed_bytes <= stream.size() + 200 * 600);
+}
+
+TEST_CASE("payload checksums through checkpoints agree with direct ones at every size",
+          "[common]") {
+  std::mt19937 rng(5);
+  for (std::size_t size :
+       {0u, 1u, 255u, 256u, 257u, 511u, 512u, 513u, 768u, 1024u, 1025u, 65'536u, 100'003u}) {
+    bytes p(size);
+    for (auto& b : p) b = static_cast<std::uint8_t>(rng());
+    // Noise before it puts the payload at every offset relative to a checkpoint.
+    for (std::size_t noise : {0u, 3u, 255u, 256u, 300u}) {
+      bytes stream(noise, 0x00);
+      append_frame(p, stream);
+      bytes damaged = stream;
+      if (size > 0) damaged[damaged.size() - 1 - size / 2] ^= 0x01;  // one bit in the payload
+      append_frame(to_bytes("tail"), damaged);
+      frame_decoder d;
+      INFO("size " << size << ", noise " << noise);
+      CHECK(decode_in_pieces(d, stream, {stream.size()}) == std::vector<bytes>{p});
+      frame_decoder e;
+      const auto out = decode_in_pieces(e, damaged, {97});
+      CHECK(out.back() == to_bytes("tail"));
+      CHECK(out.size() == (size == 0 ? 2u : 1u));
+    }
+  }
+}

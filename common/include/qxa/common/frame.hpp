@@ -46,6 +46,9 @@ struct decoder_stats {
   std::uint64_t garbage_bytes = 0;     ///< bytes skipped while looking for a header
   std::uint64_t damaged_frames = 0;    ///< valid header, payload checksum wrong or cut short
   std::uint64_t oversized_frames = 0;  ///< valid header announcing more than the maximum
+  /// Bytes run through CRC-32 (headers, payloads, checkpoints): the decoder's work. However
+  /// the input is made, it stays within a small constant times the bytes fed.
+  std::uint64_t checksummed_bytes = 0;
 };
 
 enum class decode_status {
@@ -64,7 +67,15 @@ struct decode_result {
 
 /// Incremental frame decoder. Accepts input in pieces of any size. Enforces the maximum frame
 /// size from the header alone, before buffering the payload. After garbage or a damaged frame it
-/// resynchronises on the next valid header. Not thread-safe; one per stream.
+/// resynchronises on the next valid header (the byte after the damaged one's start).
+///
+/// Work per byte is bounded whatever the peer sends. Headers that overlap, each announcing a
+/// large payload with a wrong checksum, would cost one whole payload checksum per 20 bytes
+/// received if every candidate were checksummed from scratch. Instead the checksum of a large
+/// payload is derived from running CRCs kept at checkpoints through the buffer (CRC-32 is
+/// linear: crc(B) follows from crc(A) and crc(A||B)), so checking one candidate costs at most
+/// two checkpoint strides, and each buffered byte is checkpointed about once.
+/// Not thread-safe; one per stream.
 class frame_decoder {
  public:
   explicit frame_decoder(std::size_t max_payload = default_max_frame_size)
@@ -95,6 +106,12 @@ class frame_decoder {
  private:
   void skip_garbage(std::size_t n) noexcept;
   void compact();
+  /// zlib's crc32 continued from `start` (0 starts afresh), counted in the stats.
+  std::uint32_t crc(std::uint32_t start, const std::uint8_t* p, std::size_t n) noexcept;
+  /// CRC-32 of buf_[at, at + len).
+  std::uint32_t payload_crc(std::size_t at, std::size_t len);
+  /// CRC-32 of buf_[chain_origin_, at): the running CRC at buffer index `at`.
+  std::uint32_t chain_crc(std::size_t at);
 
   std::size_t max_payload_;
   std::vector<std::uint8_t> buf_;
@@ -102,6 +119,11 @@ class frame_decoder {
   std::size_t release_ = 0;       // bytes of the last returned frame, released on the next call
   std::size_t verified_len_ = 0;  // payload length of the validated header at pos_, if any
   bool header_ok_ = false;        // the header at pos_ has been validated
+  // Checkpoints of the running CRC for large payloads: chain_[i] is the CRC-32 of
+  // buf_[chain_origin_, chain_origin_ + i * chain_stride). Empty until a large payload is
+  // checked; cleared when compaction drops the bytes they start from.
+  std::size_t chain_origin_ = 0;
+  std::vector<std::uint32_t> chain_;
   decoder_stats stats_;
 };
 
