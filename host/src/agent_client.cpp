@@ -10,8 +10,10 @@
 #include <mutex>
 #include <random>
 
+#include "qxa/common/envelope.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/version.hpp"
+#include "qxa/host/guest_data.hpp"
 
 namespace qxa::host {
 
@@ -75,6 +77,7 @@ client_stats agent_client::stats() const {
   s.unknown_replies = stats_.unknown_replies;
   s.ignored = stats_.ignored;
   s.bad_frames = stats_.bad_frames;
+  s.trimmed = stats_.trimmed;
   s.events_dropped = stats_.events_dropped;
   s.frames_in = stats_.frames_in;
   s.sessions = stats_.sessions;
@@ -98,6 +101,8 @@ asio::awaitable<std::error_code> agent_client::connect() {
   so.close_on_write_timeout = true;  // a guest that does not drain is dead to us
   so.max_garbage_bytes = opt_.max_garbage_bytes;
   so.max_queued_bytes = 16u << 20;
+  // Only receive() calls it, from read_loop, which holds this client.
+  so.on_undecodable = [this](std::span<const std::uint8_t> payload) { undecodable(payload); };
   stream_ = agent_stream::create(std::move(socket), so);
   stream_->start();
   connected_ = true;
@@ -250,7 +255,33 @@ asio::awaitable<void> agent_client::read_loop(std::shared_ptr<agent_client> self
   self->end(why);
 }
 
+void agent_client::undecodable(std::span<const std::uint8_t> payload) {
+  // The body did not parse; its addressing fields may still say which call it answered.
+  pb::EnvelopeHeader header;
+  if (!common::decode_message(payload, header) || header.reply_to() == 0) return;
+  if (ready_ && header.session_id() != session_id_) return;
+  auto it = pending_.find(header.reply_to());
+  if (it == pending_.end()) return;
+  auto p = it->second;
+  pending_.erase(it);
+  common::log_warning("{}: the reply to request {} does not parse ({} bytes); failing the call",
+                      path_, header.reply_to(), payload.size());
+  p->complete(result<pb::Envelope>{
+      errc::bad_frame,
+      fmt::format("the agent's reply ({} bytes) could not be decoded: a field that is not valid "
+                  "UTF-8, or a newer protocol",
+                  payload.size())});
+}
+
 void agent_client::dispatch(pb::Envelope envelope) {
+  if (auto cut = cap_guest_message(envelope); !cut.empty()) {
+    // Logged once per connection (one client is one connection): a guest that keeps sending
+    // too much must not flood the log.
+    if (stats_.trimmed++ == 0) {
+      common::log_warning("{}: {} from the guest cut to the host's limits: {}", path_,
+                          common::body_name(envelope), cut);
+    }
+  }
   if (envelope.reply_to() != 0) {
     if (!ready_ && envelope.reply_to() != hello_id_) {
       ++stats_.ignored;  // anything before the answer to our own Hello

@@ -28,6 +28,8 @@ using namespace asio::experimental::awaitable_operators;
 namespace {
 
 constexpr std::string_view socket_suffix = ".agent.sock";
+// A connection that lasted this long was healthy: the reconnect backoff starts over after it.
+constexpr auto stable_connection = std::chrono::seconds(10);
 
 std::int64_t now_unix_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -301,6 +303,7 @@ void add_counters(client_stats& into, const client_stats& c) {
   into.bad_frames += c.bad_frames;
   into.unknown_replies += c.unknown_replies;
   into.sessions += c.sessions;
+  into.trimmed += c.trimmed;
 }
 
 }  // namespace
@@ -318,12 +321,21 @@ void agent_manager::refresh_counters(vm_record& vm) const {
   vm.status.set_bad_frames(s.bad_frames);
   vm.status.set_unknown_replies(s.unknown_replies);
   vm.status.set_sessions(s.sessions);
+  vm.status.set_guest_data_trimmed(s.trimmed);
 }
 
 asio::awaitable<void> agent_manager::vm_loop(std::shared_ptr<vm_record> vm) {
   auto self = shared_from_this();
   auto backoff = opt_.reconnect_initial;
   bool was_connected = false;
+  // Waits for the backoff, or less when the socket is recreated; doubles the next one.
+  auto back_off = [&]() -> asio::awaitable<void> {
+    asio::steady_timer t(ex_);
+    t.expires_after(with_jitter(backoff));
+    if (!vm->retry_now) co_await (t.async_wait(asio::use_awaitable) || vm->wake.wait());
+    vm->retry_now = false;
+    backoff = std::min(backoff * 2, opt_.reconnect_max);
+  };
   while (vm->present && running_) {
     set_state(*vm, pb::VM_STATE_CONNECTING);
     auto client = agent_client::create(ex_, vm->path, opt_.client);
@@ -335,15 +347,10 @@ asio::awaitable<void> agent_manager::vm_loop(std::shared_ptr<vm_record> vm) {
       vm->status.set_last_error(ec.message());
       set_state(*vm, pb::VM_STATE_CONNECTING, ec.message());
       retire_client(*vm);
-      // Wait for the backoff, or less when the socket is recreated.
-      asio::steady_timer t(ex_);
-      t.expires_after(with_jitter(backoff));
-      if (!vm->retry_now) co_await (t.async_wait(asio::use_awaitable) || vm->wake.wait());
-      vm->retry_now = false;
-      backoff = std::min(backoff * 2, opt_.reconnect_max);
+      co_await back_off();
       continue;
     }
-    backoff = opt_.reconnect_initial;
+    const auto connected_at = std::chrono::steady_clock::now();
     vm->retry_now = false;
     if (was_connected) vm->status.set_reconnects(vm->status.reconnects() + 1);
     was_connected = true;
@@ -360,6 +367,14 @@ asio::awaitable<void> agent_manager::vm_loop(std::shared_ptr<vm_record> vm) {
     retire_client(*vm);
     if (!vm->present || !running_) co_return;
     set_state(*vm, pb::VM_STATE_CONNECTING, "connection lost: " + client->end_reason());
+    // A connection that ended soon after it began (a guest that breaks the protocol, say, and
+    // gets closed for it) is not retried at once: one guest must not keep the daemon busy
+    // reconnecting. One that lasted is retried now, with the backoff back at its start.
+    if (std::chrono::steady_clock::now() - connected_at >= stable_connection) {
+      backoff = opt_.reconnect_initial;
+    } else {
+      co_await back_off();
+    }
   }
 }
 

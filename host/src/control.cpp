@@ -31,6 +31,9 @@ pb::ErrorCode wire_code(std::error_code ec) noexcept {
   if (ec == errc::too_many_requests) return pb::ERROR_CODE_TOO_MANY_REQUESTS;
   if (ec == errc::invalid_argument) return pb::ERROR_CODE_INVALID_ARGUMENT;
   if (ec == errc::cancelled) return pb::ERROR_CODE_CANCELLED;
+  if (ec == errc::frame_too_large || ec == errc::queue_full) {
+    return pb::ERROR_CODE_RESOURCE_EXHAUSTED;
+  }
   return pb::ERROR_CODE_INTERNAL;
 }
 
@@ -42,6 +45,27 @@ pb::ControlMessage error_message(std::uint64_t reply_to, pb::ErrorCode code, std
   m.mutable_error()->set_code(code);
   m.mutable_error()->set_message(std::move(text));
   return m;
+}
+
+// Queues an answer for a control client. An answer that cannot be sent is never dropped in
+// silence: one over the frame limit is replaced by an error saying so, and the rest is logged.
+void answer(control_stream& stream, const pb::ControlMessage& reply, std::string_view hint = {}) {
+  const auto ec = stream.post(reply);
+  if (!ec) return;
+  if (ec == errc::frame_too_large) {
+    const auto size = reply.ByteSizeLong();
+    common::log_warning("control socket: an answer of {} bytes is over the frame limit of {}", size,
+                        stream.options().max_frame_size);
+    const auto refusal = error_message(
+        reply.reply_to(), pb::ERROR_CODE_RESOURCE_EXHAUSTED,
+        fmt::format("the answer is {} bytes, more than the control socket's limit of {}{}", size,
+                    stream.options().max_frame_size, hint));
+    if (auto again = stream.post(refusal)) {
+      common::log_warning("control socket: cannot send an error either: {}", again.message());
+    }
+    return;
+  }
+  common::log_debug("control socket: answer to {} not sent: {}", reply.reply_to(), ec.message());
 }
 
 }  // namespace
@@ -143,7 +167,7 @@ asio::awaitable<void> control_server::serve(std::shared_ptr<control_stream> stre
         pb::ControlMessage reply;
         reply.set_reply_to(m.request_id());
         *reply.mutable_status_report() = manager_->status(m.status_query().vm());
-        (void)stream->post(reply);
+        answer(*stream, reply, m.status_query().vm().empty() ? "; ask for one VM at a time" : "");
         break;
       }
       case pb::ControlMessage::kVmCall: {
@@ -162,8 +186,8 @@ asio::awaitable<void> control_server::serve(std::shared_ptr<control_stream> stre
         asio::co_spawn(stream->get_executor(), serve_watch(stream, std::move(m)), asio::detached);
         break;
       default:
-        (void)stream->post(
-            error_message(m.request_id(), pb::ERROR_CODE_UNKNOWN_REQUEST, "not a control request"));
+        answer(*stream, error_message(m.request_id(), pb::ERROR_CODE_UNKNOWN_REQUEST,
+                                      "not a control request"));
     }
   }
   // The client is gone: nobody will read what its calls produce.
@@ -197,7 +221,7 @@ asio::awaitable<void> control_server::serve_call(std::shared_ptr<connection> con
   auto r = co_await manager_->call(call.vm(), call.request(), std::move(options));
   conn->calls.erase(id);
   if (!r) {
-    (void)stream->post(error_message(id, wire_code(r.code()), r.error().describe()));
+    answer(*stream, error_message(id, wire_code(r.code()), r.error().describe()));
     co_return;
   }
   pb::ControlMessage reply;
@@ -206,15 +230,15 @@ asio::awaitable<void> control_server::serve_call(std::shared_ptr<connection> con
   *result->mutable_reply() = std::move(r.value());
   result->set_rtt_ms(
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  (void)stream->post(reply);
+  answer(*stream, reply);
 }
 
 asio::awaitable<void> control_server::serve_watch(std::shared_ptr<control_stream> stream,
                                                   pb::ControlMessage m) {
   auto feed = manager_->watch(m.telemetry_watch().vm());
   if (!feed) {
-    (void)stream->post(error_message(m.request_id(), pb::ERROR_CODE_UNAVAILABLE,
-                                     fmt::format("no VM named '{}'", m.telemetry_watch().vm())));
+    answer(*stream, error_message(m.request_id(), pb::ERROR_CODE_UNAVAILABLE,
+                                  fmt::format("no VM named '{}'", m.telemetry_watch().vm())));
     co_return;
   }
   while (stream->is_open()) {
@@ -224,11 +248,14 @@ asio::awaitable<void> control_server::serve_watch(std::shared_ptr<control_stream
     out.set_reply_to(m.request_id());
     out.set_more(true);
     *out.mutable_telemetry() = std::move(*t);
-    if (stream->post(out)) break;  // a watcher that does not read is dropped
+    if (auto ec = stream->post(out)) {
+      // A watcher that does not read (its queue is full) is dropped, and told why if it can be.
+      answer(*stream, error_message(m.request_id(), wire_code(ec),
+                                    fmt::format("telemetry watch ended: {}", ec.message())));
+      co_return;
+    }
   }
-  pb::ControlMessage end =
-      error_message(m.request_id(), pb::ERROR_CODE_UNAVAILABLE, "the VM went away");
-  (void)stream->post(end);
+  answer(*stream, error_message(m.request_id(), pb::ERROR_CODE_UNAVAILABLE, "the VM went away"));
 }
 
 // ---- client -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 #include <charconv>
 
 #include "qxa/common/log.hpp"
+#include "qxa/common/text.hpp"
 
 namespace qxa::host {
 
@@ -24,15 +25,13 @@ namespace {
 constexpr std::size_t max_request_bytes = 8192;
 constexpr auto request_deadline = std::chrono::seconds(5);
 
-// Label values escape backslash, double quote and newline.
+// Label values escape backslash, double quote and newline (the exposition format's rules);
+// what came from a guest is made printable first, so no control character reaches a scraper's
+// terminal or UI.
 std::string label(std::string_view v) {
   std::string out;
-  for (char c : v) {
+  for (char c : common::printable(v)) {
     if (c == '\\' || c == '"') out.push_back('\\');
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
     out.push_back(c);
   }
   return out;
@@ -110,6 +109,9 @@ std::string render_metrics(const std::vector<vm_metrics>& vms) {
                    &pb::VmStatus::unknown_replies},
            counter{"qxa_sessions_total", "Handshakes completed with the VM's agent.",
                    &pb::VmStatus::sessions},
+           counter{"qxa_guest_data_trimmed_total",
+                   "Messages from the guest cut to the host's limits (counts, name lengths).",
+                   &pb::VmStatus::guest_data_trimmed},
        }) {
     w.family(c.name, "counter", c.help);
     for (const auto& v : vms) {

@@ -2,6 +2,8 @@
 // agent_client against an in-process fake guest on a real unix socket.
 #include "qxa/host/agent_client.hpp"
 
+#include <fmt/format.h>
+
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -10,7 +12,9 @@
 #include <catch2/catch.hpp>
 #include <functional>
 
+#include "qxa/common/text.hpp"
 #include "qxa/host/daemon_config.hpp"
+#include "qxa/host/guest_data.hpp"
 #include "support/run.hpp"
 #include "support/temp_dir.hpp"
 
@@ -309,4 +313,105 @@ TEST_CASE("the qx-agentd.toml the packages install loads as shipped", "[host]") 
   CHECK(shipped.manager.socket_dir == defaults.manager.socket_dir);
   CHECK(shipped.manager.heartbeat_interval == defaults.manager.heartbeat_interval);
   CHECK(shipped.control_socket == defaults.control_socket);
+}
+
+namespace {
+
+// A frame whose Info body has a hostname that is not UTF-8: protobuf refuses to parse it.
+std::vector<std::uint8_t> info_reply_with_bad_utf8(std::uint64_t reply_to, std::uint64_t session) {
+  pb::Envelope e;
+  e.set_reply_to(reply_to);
+  e.set_session_id(session);
+  e.mutable_info()->set_hostname("host-@@");
+  std::string payload = e.SerializeAsString();
+  payload.replace(payload.find("@@"), 2, "\xFF\xFE");
+  std::vector<std::uint8_t> frame;
+  qc::append_frame({reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size()}, frame);
+  return frame;
+}
+
+}  // namespace
+
+TEST_CASE("a reply that does not parse fails its call at once, not at its deadline", "[host]") {
+  temp_dir dir;
+  const auto path = dir / "vm.agent.sock";
+  run_async([&](asio::io_context& io) -> awaitable<void> {
+    asio::local::stream_protocol::acceptor acceptor(io,
+                                                    asio::local::stream_protocol::endpoint(path));
+    asio::co_spawn(
+        io,
+        [&]() -> awaitable<void> {
+          auto socket = co_await acceptor.async_accept(asio::use_awaitable);
+          auto s = guest_stream::create(std::move(socket));
+          s->start();
+          for (;;) {
+            auto r = co_await s->receive();
+            if (!r) co_return;
+            if (r->has_hello()) {
+              pb::Envelope ack;
+              ack.set_reply_to(r->request_id());
+              ack.set_session_id(r->session_id());
+              ack.mutable_hello_ack()->set_session_id(r->session_id());
+              co_await s->send(ack);
+              continue;
+            }
+            // Written behind the stream's back: the frame itself is sound, its body is not.
+            const auto bad = info_reply_with_bad_utf8(r->request_id(), r->session_id());
+            co_await asio::async_write(s->next_layer(), asio::buffer(bad), asio::use_awaitable);
+          }
+        },
+        asio::detached);
+    auto client = qh::agent_client::create(io.get_executor(), path);
+    const auto connected = co_await client->connect();  // not inside a macro: GCC evaluates
+    REQUIRE_FALSE(connected);                           // co_await in __builtin_constant_p
+    pb::Envelope info;
+    info.mutable_info_request();
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = co_await client->request(info, 20s);
+    REQUIRE_FALSE(r);
+    CHECK(r.code() == qc::errc::bad_frame);
+    CHECK_THAT(r.error().message, Catch::Contains("could not be decoded"));
+    CHECK(std::chrono::steady_clock::now() - t0 < 5s);  // not the 20 s deadline
+    CHECK(client->is_connected());
+    CHECK(client->pending() == 0);
+  });
+}
+
+TEST_CASE("telemetry from a guest is capped when it arrives", "[host]") {
+  pb::Telemetry t;
+  t.set_hostname(std::string(100'000, 'h'));
+  auto* eth = t.add_interfaces();
+  eth->set_name("eth0");
+  for (int i = 0; i < 150'000; ++i) {
+    auto* a = eth->add_addresses();
+    a->set_address(fmt::format("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255));
+    a->set_prefix_length(32);
+  }
+  for (int i = 0; i < 1000; ++i) {
+    auto* d = t.add_disks();
+    d->set_mount_point("/mnt/" + std::to_string(i) + std::string(5000, 'm'));
+    d->set_device("/dev/x\xE2\x9C\x93" + std::string(300, 'd'));
+  }
+  for (int i = 0; i < 100; ++i) t.add_interfaces()->set_name("if" + std::to_string(i));
+  const qh::guest_data_limits limits;
+  const auto cut = qh::cap_telemetry(t, limits);
+  CHECK_THAT(cut, Catch::Contains("968 disks over the limit of 32"));
+  CHECK_THAT(cut, Catch::Contains("69 interfaces over the limit of 32"));
+  CHECK_THAT(cut, Catch::Contains("149984 addresses over the limit of 16"));
+  CHECK(t.disks_size() == 32);
+  CHECK(t.interfaces_size() == 32);
+  int addresses = 0;
+  for (const auto& i : t.interfaces()) addresses += i.addresses_size();
+  CHECK(addresses <= 64);
+  CHECK(t.hostname().size() == 128);
+  for (const auto& d : t.disks()) {
+    CHECK(d.mount_point().size() <= 128);
+    CHECK(qc::is_utf8(d.device()));  // never cut inside a character
+  }
+  // Whatever a guest reports, one VM's share of a status report stays small.
+  CHECK(t.ByteSizeLong() < 40'000);
+  pb::Telemetry fine;
+  fine.set_hostname("web-1");
+  fine.add_disks()->set_mount_point("/");
+  CHECK(qh::cap_telemetry(fine, limits).empty());
 }

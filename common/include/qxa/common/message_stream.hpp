@@ -32,8 +32,10 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "qxa/common/envelope.hpp"
@@ -60,6 +62,10 @@ struct stream_options {
   /// More bytes than this skipped since the last valid frame end the stream with bad_frame: a
   /// peer that sends only noise is not worth the CPU. 0 = no limit.
   std::size_t max_garbage_bytes = 0;
+  /// Told the payload of each frame that passed its checksums but did not parse (counted in
+  /// bad_messages, then dropped), so that the host can fail the call such a frame answered
+  /// instead of letting it time out. Called on the stream's executor, from receive().
+  std::function<void(std::span<const std::uint8_t>)> on_undecodable;
 };
 
 struct send_options {
@@ -174,6 +180,7 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
         Message envelope;
         if (!decode_message(r.payload, envelope)) {
           ++stats_.bad_messages;
+          if (options_.on_undecodable) options_.on_undecodable(r.payload);
           continue;
         }
         ++stats_.frames_received;

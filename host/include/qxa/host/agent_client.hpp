@@ -54,6 +54,7 @@ struct client_stats {
   std::uint64_t unknown_replies = 0;  ///< replies to ids not pending, dropped
   std::uint64_t ignored = 0;          ///< frames before the handshake completed, dropped
   std::uint64_t bad_frames = 0;       ///< damaged, oversized or unparsable frames
+  std::uint64_t trimmed = 0;          ///< messages cut to the guest data limits (guest_data.hpp)
   std::uint64_t events_dropped = 0;   ///< telemetry dropped for a slow consumer
   std::uint64_t frames_in = 0;
   std::uint64_t sessions = 0;  ///< handshakes completed
@@ -127,6 +128,7 @@ class agent_client : public std::enable_shared_from_this<agent_client> {
                                                              call_options options = {});
   static asio::awaitable<void> read_loop(std::shared_ptr<agent_client> self);
   void dispatch(pb::Envelope envelope);
+  void undecodable(std::span<const std::uint8_t> payload);
   void push_event(pb::Envelope envelope);
   void end(std::string reason);
   void fail_pending(const std::string& reason);
@@ -152,7 +154,7 @@ class agent_client : public std::enable_shared_from_this<agent_client> {
   // Written on the executor, read from anywhere.
   struct atomic_stats {
     std::atomic<std::uint64_t> requests{0}, timeouts{0}, connection_lost{0}, unknown_replies{0},
-        ignored{0}, bad_frames{0}, events_dropped{0}, frames_in{0}, sessions{0};
+        ignored{0}, bad_frames{0}, trimmed{0}, events_dropped{0}, frames_in{0}, sessions{0};
   } stats_;
 };
 

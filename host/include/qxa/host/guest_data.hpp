@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: MIT
+// What a guest sends is capped when it arrives, before the host keeps it, shows it or exports
+// it. Every guest is untrusted: one that reports 150,000 addresses or megabyte-long names must
+// not push qx-agentd's status report past its frame limit, blow up the label sets of /metrics,
+// or make the host hold much memory. The caps are far above what a real guest reports.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "quantix/agent/v1/agent.pb.h"
+
+namespace qxa::host {
+
+namespace pb = ::quantix::agent::v1;
+
+struct guest_data_limits {
+  std::size_t max_disks = 32;
+  std::size_t max_interfaces = 32;
+  std::size_t max_addresses_per_interface = 16;
+  std::size_t max_addresses = 64;    ///< over all interfaces
+  std::size_t max_name_bytes = 128;  ///< hostnames, mount points, devices, OS fields, versions
+  std::size_t max_capabilities = 64;
+  std::size_t max_error_bytes = 4096;  ///< the message of an Error reply
+};
+
+/// Caps a message from a guest in place: its telemetry, HelloAck, Info or Error body (other
+/// bodies are left alone). Returns what was cut, for a log line ("12 disks over the limit of
+/// 32; 3 names cut to 128 bytes"), or an empty string when the message was within the limits.
+std::string cap_guest_message(pb::Envelope& message, const guest_data_limits& limits = {});
+
+/// The same for a telemetry sample alone.
+std::string cap_telemetry(pb::Telemetry& telemetry, const guest_data_limits& limits = {});
+
+}  // namespace qxa::host
