@@ -21,6 +21,7 @@
 #include "qxa/common/duration.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/sha256.hpp"
+#include "qxa/common/text.hpp"
 #include "qxa/host/agent_client.hpp"
 #include "qxa/host/agent_manager.hpp"
 #include "qxa/host/control.hpp"
@@ -29,6 +30,9 @@ namespace qc = qxa::common;
 namespace qh = qxa::host;
 namespace pb = quantix::agent::v1;
 using json = nlohmann::ordered_json;
+// A string that is not UTF-8 (a local path given on the command line, say) is written with
+// U+FFFD in its place rather than ending the program with an exception.
+constexpr auto bad_utf8 = json::error_handler_t::replace;
 using asio::awaitable;
 using qc::result;
 using namespace std::chrono_literals;
@@ -146,6 +150,7 @@ json to_json(const pb::VmStatus& s) {
       {"timeouts", s.timeouts()},
       {"bad_frames", s.bad_frames()},
       {"unknown_replies", s.unknown_replies()},
+      {"guest_data_trimmed", s.guest_data_trimmed()},
       {"last_error", s.last_error()},
       {"socket_path", s.socket_path()}};
   if (s.last_telemetry_unix_ms() > 0) {
@@ -158,6 +163,10 @@ json to_json(const pb::VmStatus& s) {
 }
 
 // ---- Human output --------------------------------------------------------------------------
+
+// Everything a guest sends is shown through this: a hostname or a file name cannot retitle
+// the terminal, clear it or move the cursor (control characters come out escaped).
+std::string shown(std::string_view text) { return qc::printable(text); }
 
 std::string human_bytes(std::uint64_t b) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -188,12 +197,11 @@ void print_status_table(const pb::StatusReport& report) {
       if (a.starts_with("fe80:")) continue;  // link-local: noise in a summary
       ips += (ips.empty() ? "" : ",") + a;
     }
-    rows.push_back({s.vm(), qh::to_string(s.state()), human_age(s.state_since_unix_ms()),
+    const auto& os = s.os().pretty_name().empty() ? s.os().name() : s.os().pretty_name();
+    rows.push_back({shown(s.vm()), qh::to_string(s.state()), human_age(s.state_since_unix_ms()),
                     s.rtt_ms() > 0 ? fmt::format("{:.2f}ms", s.rtt_ms()) : "-",
-                    s.agent_version().empty() ? "-" : s.agent_version(),
-                    s.os().pretty_name().empty() ? (s.os().name().empty() ? "-" : s.os().name())
-                                                 : s.os().pretty_name(),
-                    ips.empty() ? "-" : ips});
+                    s.agent_version().empty() ? "-" : shown(s.agent_version()),
+                    os.empty() ? "-" : shown(os), ips.empty() ? "-" : shown(ips)});
   }
   std::array<std::size_t, 7> width{};
   for (const auto& r : rows) {
@@ -206,24 +214,27 @@ void print_status_table(const pb::StatusReport& report) {
     }
     std::printf("%s\n", line.c_str());
   }
-  if (report.vms_size() == 0) std::printf("(no VM sockets in %s)\n", report.socket_dir().c_str());
+  if (report.vms_size() == 0) {
+    std::printf("(no VM sockets in %s)\n", shown(report.socket_dir()).c_str());
+  }
 }
 
 void print_info(const pb::Info& i) {
-  std::printf("agent:     quantix-kvm-agent %s (pid %u, up %s)\n", i.software_version().c_str(),
-              i.agent_pid(), human_age(i.agent_started_unix_ms()).c_str());
+  std::printf("agent:     quantix-kvm-agent %s (pid %u, up %s)\n",
+              shown(i.software_version()).c_str(), i.agent_pid(),
+              human_age(i.agent_started_unix_ms()).c_str());
   std::printf("os:        %s\n",
-              i.os().pretty_name().empty() ? i.os().name().c_str() : i.os().pretty_name().c_str());
-  std::printf("kernel:    %s %s (%s)\n", i.os().kernel_release().c_str(),
-              i.os().kernel_version().c_str(), i.os().architecture().c_str());
-  std::printf("hostname:  %s\n", i.hostname().c_str());
-  std::printf("boot id:   %s\n", i.boot_id().c_str());
+              shown(i.os().pretty_name().empty() ? i.os().name() : i.os().pretty_name()).c_str());
+  std::printf("kernel:    %s %s (%s)\n", shown(i.os().kernel_release()).c_str(),
+              shown(i.os().kernel_version()).c_str(), shown(i.os().architecture()).c_str());
+  std::printf("hostname:  %s\n", shown(i.hostname()).c_str());
+  std::printf("boot id:   %s\n", shown(i.boot_id()).c_str());
   std::printf("uptime:    %.0f s\n", i.uptime_seconds());
   std::printf("agent use: %.2f s CPU, %s resident\n", i.agent_cpu_seconds(),
               human_bytes(i.agent_rss_bytes()).c_str());
   std::string caps;
   for (const auto& c : i.capabilities()) caps += (caps.empty() ? "" : ", ") + c;
-  std::printf("handles:   %s\n", caps.c_str());
+  std::printf("handles:   %s\n", shown(caps).c_str());
 }
 
 void print_telemetry(const pb::Telemetry& t) {
@@ -231,25 +242,25 @@ void print_telemetry(const pb::Telemetry& t) {
   std::printf(
       "telemetry #%llu  cpu %.1f%% of %u  load %.2f %.2f %.2f  up %.0f s  %u processes  host %s\n",
       static_cast<unsigned long long>(t.sequence()), t.cpu_percent(), t.cpu_count(), t.load1(),
-      t.load5(), t.load15(), t.uptime_seconds(), t.process_count(), t.hostname().c_str());
+      t.load5(), t.load15(), t.uptime_seconds(), t.process_count(), shown(t.hostname()).c_str());
   std::printf("  memory  %s total, %s available, %s used; swap %s of %s used\n",
               human_bytes(m.total_bytes()).c_str(), human_bytes(m.available_bytes()).c_str(),
               human_bytes(m.used_bytes()).c_str(), human_bytes(t.swap().used_bytes()).c_str(),
               human_bytes(t.swap().total_bytes()).c_str());
   for (const auto& d : t.disks()) {
-    std::printf("  disk    %-20s %-10s %-6s %s of %s used\n", d.mount_point().c_str(),
-                d.device().c_str(), d.fs_type().c_str(), human_bytes(d.used_bytes()).c_str(),
-                human_bytes(d.total_bytes()).c_str());
+    std::printf("  disk    %-20s %-10s %-6s %s of %s used\n", shown(d.mount_point()).c_str(),
+                shown(d.device()).c_str(), shown(d.fs_type()).c_str(),
+                human_bytes(d.used_bytes()).c_str(), human_bytes(d.total_bytes()).c_str());
   }
   for (const auto& i : t.interfaces()) {
     std::string addrs;
     for (const auto& a : i.addresses()) {
       addrs += fmt::format("{}{}/{}", addrs.empty() ? "" : " ", a.address(), a.prefix_length());
     }
-    std::printf("  net     %-10s %s %-4s mtu %u  rx %s tx %s  %s\n", i.name().c_str(),
-                i.mac().c_str(), i.link_up() ? "up" : "down", i.mtu(),
+    std::printf("  net     %-10s %s %-4s mtu %u  rx %s tx %s  %s\n", shown(i.name()).c_str(),
+                shown(i.mac()).c_str(), i.link_up() ? "up" : "down", i.mtu(),
                 human_bytes(i.rx_bytes()).c_str(), human_bytes(i.tx_bytes()).c_str(),
-                addrs.c_str());
+                shown(addrs).c_str());
   }
   std::fflush(stdout);
 }
@@ -267,7 +278,7 @@ std::string describe(const pb::Error& e) {
 }
 
 int report(const failure& f) {
-  std::fprintf(stderr, "qx-agent: %s\n", f.message.c_str());
+  std::fprintf(stderr, "qx-agent: %s\n", shown(f.message).c_str());
   return f.status;
 }
 
@@ -277,6 +288,8 @@ int status_for(std::error_code ec) {
       ec == qc::errc::not_connected) {
     return exit_tempfail;
   }
+  // The agent answered, with something that does not parse or break the protocol.
+  if (ec == qc::errc::bad_frame || ec == qc::errc::protocol_error) return exit_remote;
   return exit_unavailable;
 }
 
@@ -617,7 +630,7 @@ awaitable<int> run_exec(backend& b, const cli_options& o) {
     } else {
       j["exit_code"] = x.exit_code();
     }
-    std::cerr << j.dump() << "\n";
+    std::cerr << j.dump(-1, ' ', false, bad_utf8) << "\n";
   }
   if (x.stdout_truncated() || x.stderr_truncated()) {
     std::fprintf(stderr,
@@ -665,7 +678,7 @@ class progress_meter {
     shown_ = now;
     const double secs = std::chrono::duration<double>(now - start_).count();
     const double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
-    std::fprintf(stderr, "\r%s  %s / %s  %s/s   ", what_.c_str(), human_bytes(done).c_str(),
+    std::fprintf(stderr, "\r%s  %s / %s  %s/s   ", shown(what_).c_str(), human_bytes(done).c_str(),
                  total_ ? human_bytes(total_).c_str() : "?",
                  human_bytes(static_cast<std::uint64_t>(rate)).c_str());
     if (last) std::fprintf(stderr, "\n");
@@ -764,7 +777,8 @@ awaitable<int> run_download(backend& b, const cli_options& o, const std::string&
   out.temp.clear();
   meter.update(received, true);
   if (o.json) {
-    std::cout << json{{"path", local}, {"bytes", received}, {"sha256", qc::sha256::hex(d)}}.dump()
+    std::cout << json{{"path", local}, {"bytes", received}, {"sha256", qc::sha256::hex(d)}}.dump(
+                     -1, ' ', false, bad_utf8)
               << "\n";
   }
   co_return exit_ok;
@@ -870,7 +884,8 @@ awaitable<int> run_upload(backend& b, const cli_options& o, const std::string& l
   }
   meter.update(offset, true);
   if (o.json) {
-    std::cout << json{{"path", path}, {"bytes", offset}, {"sha256", qc::sha256::hex(d)}}.dump()
+    std::cout << json{{"path", path}, {"bytes", offset}, {"sha256", qc::sha256::hex(d)}}.dump(
+                     -1, ' ', false, bad_utf8)
               << "\n";
   }
   co_return exit_ok;
@@ -905,12 +920,14 @@ void print_freeze(const pb::FreezeStatus& f) {
     std::printf("frozen; the lease ends in %.1f s unless renewed\n",
                 static_cast<double>(f.lease_expires_unix_ms() - now_ms()) / 1000.0);
   } else {
-    std::printf("thawed%s\n", f.thawed_by().empty() ? "" : (" (by " + f.thawed_by() + ")").c_str());
+    std::printf("thawed%s\n",
+                f.thawed_by().empty() ? "" : (" (by " + shown(f.thawed_by()) + ")").c_str());
   }
   for (const auto& m : f.mounts()) {
-    std::printf("  %-24s %s\n", m.mount_point().c_str(), m.ok() ? "ok" : m.error().c_str());
+    std::printf("  %-24s %s\n", shown(m.mount_point()).c_str(),
+                m.ok() ? "ok" : shown(m.error()).c_str());
   }
-  for (const auto& e : f.hook_errors()) std::printf("  hook: %s\n", e.c_str());
+  for (const auto& e : f.hook_errors()) std::printf("  hook: %s\n", shown(e).c_str());
 }
 
 /// The request for a one-shot verb, or a usage failure.
@@ -1003,7 +1020,9 @@ awaitable<int> run(const cli_options& o) {
     if (o.json) {
       json vms = json::array();
       for (const auto& s : r->vms()) vms.push_back(to_json(s));
-      std::cout << json{{"daemon_version", r->daemon_version()}, {"vms", vms}}.dump(2) << "\n";
+      std::cout << json{{"daemon_version", r->daemon_version()}, {"vms", vms}}.dump(2, ' ', false,
+                                                                                    bad_utf8)
+                << "\n";
     } else {
       print_status_table(*r);
     }
@@ -1013,7 +1032,7 @@ awaitable<int> run(const cli_options& o) {
   if (o.verb == "telemetry" && o.watch) {
     auto f = co_await b->watch(o.vm, [&](const pb::Telemetry& t) {
       if (o.json) {
-        std::cout << to_json(t).dump() << std::endl;
+        std::cout << to_json(t).dump(-1, ' ', false, bad_utf8) << std::endl;
       } else {
         print_telemetry(t);
       }
@@ -1038,22 +1057,24 @@ awaitable<int> run(const cli_options& o) {
   }
   if (o.verb == "ping") {
     if (o.json) {
-      std::cout << json{{"vm", o.vm}, {"rtt_ms", ms}}.dump() << "\n";
+      std::cout << json{{"vm", o.vm}, {"rtt_ms", ms}}.dump(-1, ' ', false, bad_utf8) << "\n";
     } else {
-      std::printf("pong from %s in %.2f ms\n", o.vm.c_str(), ms);
+      std::printf("pong from %s in %.2f ms\n", shown(o.vm).c_str(), ms);
     }
   } else if (o.verb == "info") {
     if (o.json) {
-      std::cout << to_json(r->info()).dump(2) << "\n";
+      std::cout << to_json(r->info()).dump(2, ' ', false, bad_utf8) << "\n";
     } else {
       print_info(r->info());
     }
   } else if (o.verb == "hostname") {
     const auto& h = r->hostname_reply();
     if (o.json) {
-      std::cout << json{{"hostname", h.hostname()}, {"persisted", h.persisted()}}.dump() << "\n";
+      std::cout << json{{"hostname", h.hostname()}, {"persisted", h.persisted()}}.dump(
+                       -1, ' ', false, bad_utf8)
+                << "\n";
     } else {
-      std::printf("hostname of %s is now %s%s\n", o.vm.c_str(), h.hostname().c_str(),
+      std::printf("hostname of %s is now %s%s\n", shown(o.vm).c_str(), shown(h.hostname()).c_str(),
                   h.persisted() ? "" : " (not written to /etc/hostname)");
     }
   } else if (o.verb == "time") {
@@ -1070,7 +1091,7 @@ awaitable<int> run(const cli_options& o) {
       std::cout << json{{"unix_ns", t.unix_ns()},
                         {"offset_ms", offset_ms},
                         {"was_set", t.was_set()}}
-                       .dump()
+                       .dump(-1, ' ', false, bad_utf8)
                 << "\n";
     } else {
       const std::time_t secs = static_cast<std::time_t>(t.unix_ns() / 1'000'000'000);
@@ -1084,32 +1105,35 @@ awaitable<int> run(const cli_options& o) {
   } else if (o.verb == "shutdown" || o.verb == "reboot") {
     const auto& p = r->power_reply();
     if (o.json) {
-      std::cout << json{{"method", p.method()}, {"at_unix_ms", p.at_unix_ms()}}.dump() << "\n";
+      std::cout << json{{"method", p.method()}, {"at_unix_ms", p.at_unix_ms()}}.dump(-1, ' ', false,
+                                                                                     bad_utf8)
+                << "\n";
     } else {
-      std::printf("%s: '%s' runs in %u s\n", o.vm.c_str(), p.method().c_str(), o.delay_seconds);
+      std::printf("%s: '%s' runs in %u s\n", shown(o.vm).c_str(), shown(p.method()).c_str(),
+                  o.delay_seconds);
     }
   } else if (o.verb == "freeze" || o.verb == "thaw") {
     if (o.json) {
-      std::cout << to_json(r->freeze_status()).dump() << "\n";
+      std::cout << to_json(r->freeze_status()).dump(-1, ' ', false, bad_utf8) << "\n";
     } else {
       print_freeze(r->freeze_status());
     }
   } else if (o.verb == "passwd") {
-    if (!o.json) std::printf("password of %s set\n", o.user.c_str());
+    if (!o.json) std::printf("password of %s set\n", shown(o.user).c_str());
   } else if (o.verb == "ssh-key") {
     const auto& k = r->ssh_keys_reply();
     if (o.json) {
       std::cout << json{{"keys", std::vector<std::string>(k.keys().begin(), k.keys().end())},
                         {"changed", k.changed()}}
-                       .dump()
+                       .dump(-1, ' ', false, bad_utf8)
                 << "\n";
     } else {
       if (o.key_action != "list") std::fprintf(stderr, "%u keys changed\n", k.changed());
-      for (const auto& key : k.keys()) std::printf("%s\n", key.c_str());
+      for (const auto& key : k.keys()) std::printf("%s\n", shown(key).c_str());
     }
   } else {
     if (o.json) {
-      std::cout << to_json(r->telemetry()).dump(2) << "\n";
+      std::cout << to_json(r->telemetry()).dump(2, ' ', false, bad_utf8) << "\n";
     } else {
       print_telemetry(r->telemetry());
     }

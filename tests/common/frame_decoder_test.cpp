@@ -6,12 +6,14 @@
 #include <vector>
 
 #include "qxa/common/frame.hpp"
+#include "support/hostile.hpp"
 
 using qxa::common::append_frame;
 using qxa::common::decode_status;
 using qxa::common::frame_decoder;
 using qxa::common::frame_header_size;
 using qxa::common::frame_magic;
+using qxa::test::lying_header;
 using bytes = std::vector<std::uint8_t>;
 
 namespace {
@@ -292,24 +294,6 @@ TEST_CASE("reset drops buffered input", "[common]") {
   d.feed(f);
   CHECK(d.next().status == decode_status::frame);
 }
-
-namespace {
-
-// A header that checks out, announcing `length` bytes whose checksum will not match.
-bytes lying_header(std::uint32_t length) {
-  bytes h(frame_header_size, 0);
-  std::memcpy(h.data(), frame_magic, 4);
-  h[4] = qxa::common::frame_version;
-  for (int i = 0; i < 4; ++i) {
-    h[8 + i] = static_cast<std::uint8_t>(length >> (8 * i));
-    h[12 + i] = 0x5A;  // the payload's CRC: wrong
-  }
-  const std::uint32_t crc = qxa::common::crc32({h.data(), 16});
-  for (int i = 0; i < 4; ++i) h[16 + i] = static_cast<std::uint8_t>(crc >> (8 * i));
-  return h;
-}
-
-}  // namespace
 
 TEST_CASE("headers that each announce a large payload with a wrong checksum cost bounded work",
           "[common]") {

@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "qxa/common/message_stream.hpp"
+#include "support/hostile.hpp"
 #include "support/process.hpp"
 #include "support/temp_dir.hpp"
 
@@ -208,19 +209,22 @@ std::vector<std::uint8_t> frame_of(const pb::Envelope& e) { return qc::encode_en
 
 // Hostile guests, each serving every connection the daemon makes to its socket.
 struct hostile_guests {
-  explicit hostile_guests(const temp_dir& dir) {
-    add(dir / "flood.agent.sock", &hostile_guests::flood);
-    add(dir / "huge.agent.sock", &hostile_guests::huge);
-    add(dir / "fast.agent.sock", &hostile_guests::fast);
-    add(dir / "trickle.agent.sock", &hostile_guests::trickle);
+  using behaviour = awaitable<void> (*)(unix_socket);
+
+  /// The four of the first round: noise, an oversized header, a telemetry flood, a trickle.
+  explicit hostile_guests(const temp_dir& dir)
+      : hostile_guests(dir, {{"flood", &hostile_guests::flood},
+                             {"huge", &hostile_guests::huge},
+                             {"fast", &hostile_guests::fast},
+                             {"trickle", &hostile_guests::trickle}}) {}
+  hostile_guests(const temp_dir& dir, std::vector<std::pair<std::string, behaviour>> guests) {
+    for (const auto& [vm, b] : guests) add(dir / (vm + ".agent.sock"), b);
     thread = std::thread([this] { io.run(); });
   }
   ~hostile_guests() {
     io.stop();
     thread.join();
   }
-
-  using behaviour = awaitable<void> (*)(unix_socket);
 
   void add(const std::string& path, behaviour b) {
     acceptors.push_back(std::make_unique<asio::local::stream_protocol::acceptor>(
@@ -281,6 +285,62 @@ struct hostile_guests {
     for (std::uint64_t seq = 1; stream->is_open(); ++seq) {
       t.mutable_telemetry()->set_sequence(seq);
       if (co_await stream->send(t)) co_return;
+    }
+  }
+
+  // Answers Hello as a real agent would; the stream then belongs to the caller.
+  static awaitable<std::shared_ptr<qc::message_stream<unix_socket>>> handshake(
+      unix_socket s, const std::string& hostname = "guest") {
+    auto stream = qc::message_stream<unix_socket>::create(std::move(s));
+    stream->start();
+    auto hello = co_await stream->receive();
+    if (!hello) co_return nullptr;
+    pb::Envelope ack;
+    ack.set_reply_to(hello->request_id());
+    ack.set_session_id(hello->session_id());
+    auto* a = ack.mutable_hello_ack();
+    a->set_session_id(hello->session_id());
+    a->set_hostname(hostname);
+    a->mutable_os()->set_pretty_name(hostname);
+    a->set_software_version(hostname);
+    if (co_await stream->send(ack)) co_return nullptr;
+    co_return stream;
+  }
+
+  // Handshakes, then sends 3,000 overlapping headers that each announce an 8 MB payload with a
+  // wrong checksum, and the 8 MB they point into: every connection the daemon makes.
+  static awaitable<void> liar(unix_socket s) {
+    auto stream = co_await handshake(std::move(s));
+    if (!stream) co_return;
+    static const auto lies = qxa::test::lying_headers(3000, 8'000'000);
+    auto [ec, n] = co_await asio::async_write(stream->next_layer(), asio::buffer(lies),
+                                              asio::experimental::as_tuple(asio::use_awaitable));
+    while (!ec && stream->is_open()) (void)co_await stream->receive();  // until closed
+  }
+
+  // Escape codes in every name, and 150,000 addresses and 1,000 disks in its telemetry, pushed
+  // after the handshake and sent as the answer to every telemetry request.
+  static awaitable<void> wide(unix_socket s) {
+    auto stream =
+        co_await handshake(std::move(s), std::string("evil") + qxa::test::terminal_attack);
+    if (!stream) co_return;
+    pb::Envelope event;
+    *event.mutable_telemetry() = qxa::test::oversized_telemetry();
+    (void)stream->post(event);
+    for (;;) {
+      auto r = co_await stream->receive();
+      if (!r) co_return;
+      pb::Envelope reply;
+      reply.set_reply_to(r->request_id());
+      reply.set_session_id(r->session_id());
+      if (r->has_ping()) {
+        reply.mutable_pong();
+      } else if (r->has_telemetry_request()) {
+        *reply.mutable_telemetry() = event.telemetry();
+      } else {
+        reply.mutable_error()->set_message(std::string("no") + qxa::test::terminal_attack);
+      }
+      (void)stream->post(reply);
     }
   }
 
@@ -528,4 +588,88 @@ TEST_CASE("a real Prometheus server scrapes qx-agentd and sees each VM's state",
   CHECK(ready == std::set<std::string>{"alpha", "beta"});
   prometheus.signal(SIGTERM);
   prometheus.wait_exit(20s);
+}
+
+TEST_CASE(
+    "a guest's lying headers, oversized telemetry and escape codes: the other VMs and "
+    "the operator's view stay intact",
+    "[integration][host]") {
+  temp_dir vms, run;
+  auto good = start_agent(vms, "good");
+  hostile_guests hostile(vms, {{"liar", &hostile_guests::liar}, {"wide", &hostile_guests::wide}});
+  const auto config = run.write("qx-agentd.toml",
+                                "metrics_listen = \"127.0.0.1:0\"\n[heartbeat]\ninterval = "
+                                "\"250ms\"\ntimeout = \"400ms\"\n[reconnect]\ninitial = "
+                                "\"50ms\"\nmax = \"500ms\"\n");
+  child_process daemon({QXA_AGENTD_PATH, "--config", config, "--socket-dir", vms.path(),
+                        "--control-socket", run / "ctl.sock"});
+  REQUIRE(daemon.wait_for_log("metrics on http://127.0.0.1:", 10s));
+  REQUIRE(daemon.wait_for_log("vm good: handshaking -> ready", 10s));
+  REQUIRE(daemon.wait_for_log("vm wide: handshaking -> ready", 10s));
+  const std::string ctl = run / "ctl.sock";
+
+  // For five seconds the liar keeps reconnecting and lying: every ping to the good VM is
+  // answered, each well within its 2 s.
+  int pings = 0, ok = 0;
+  double worst_ms = 0;
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < until) {
+    auto r = run_cli({"--control-socket", ctl, "ping", "good", "--timeout", "2s"});
+    ++pings;
+    if (r.status == 0) ++ok;
+    worst_ms = std::max(worst_ms, std::chrono::duration<double, std::milli>(r.took).count());
+  }
+  WARN(fmt::format("beside a lying guest: {}/{} pings to the good VM answered, slowest {:.1f} ms",
+                   ok, pings, worst_ms));
+  CHECK(ok == pings);
+  CHECK(daemon.wait_for_log("liar.agent.sock: reader ended after 1 frames: damaged stream", 10s));
+
+  // The status report still comes, with the wide guest's share cut to the limits, and nothing
+  // a guest sent reaches the terminal raw.
+  auto table = run_cli({"--control-socket", ctl, "status"});
+  CHECK(table.status == 0);
+  CHECK(table.out.find('\x1b') == std::string::npos);
+  CHECK_THAT(table.out, Catch::Contains("evil\\e]0;owned\\x07"));
+  auto j = run_cli({"--json", "--control-socket", ctl, "status"});
+  REQUIRE(j.status == 0);
+  const auto report = json::parse(j.out);
+  bool saw_wide = false;
+  for (const auto& vm : report["vms"]) {
+    if (vm["vm"] != "wide") continue;
+    saw_wide = true;
+    CHECK(vm["ip_addresses"].size() <= 64);
+    CHECK(vm["last_telemetry"]["disks"].size() <= 32);
+    CHECK(vm["guest_data_trimmed"].get<int>() >= 1);
+  }
+  CHECK(saw_wide);
+  CHECK(j.out.size() < 200'000);
+  auto t = run_cli({"--control-socket", ctl, "telemetry", "wide"});
+  CHECK(t.status == 0);
+  CHECK(t.out.find('\x1b') == std::string::npos);
+  CHECK_THAT(t.out, Catch::Contains("host evil\\e]0;owned"));
+  auto refused = run_cli({"--control-socket", ctl, "time", "wide"});
+  CHECK(refused.status == 1);
+  CHECK(refused.err.find('\x1b') == std::string::npos);
+
+  // /metrics: a bounded label set for the wide guest, and still valid for Prometheus.
+  const auto log = daemon.log();
+  const auto at =
+      log.find("metrics on http://127.0.0.1:") + std::strlen("metrics on http://127.0.0.1:");
+  const auto port = static_cast<std::uint16_t>(std::stoi(log.substr(at)));
+  auto [status, body] = http(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  REQUIRE(status == "HTTP/1.1 200 OK");
+  std::size_t wide_series = 0;
+  for (std::size_t p = body.find("vm=\"wide\""); p != std::string::npos;
+       p = body.find("vm=\"wide\"", p + 1)) {
+    ++wide_series;
+  }
+  CHECK(wide_series <= 120);
+  CHECK(body.find('\x1b') == std::string::npos);
+  const auto file = run.write("metrics.txt", body);
+  auto lint = qxa::test::run_command({"/bin/sh", "-c", "promtool check metrics < " + file}, 30s);
+  INFO(lint.out << lint.err);
+  CHECK(lint.status == 0);
+
+  CHECK(daemon.log().find('\x1b') == std::string::npos);  // the journal gets escapes, too
+  CHECK(daemon.running());
 }
