@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // quantix-kvm-agent: the in-VM guest agent.
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <asio/co_spawn.hpp>
@@ -14,6 +15,7 @@
 #include "qxa/common/version.hpp"
 #include "qxa/guest/agent.hpp"
 #include "qxa/guest/config.hpp"
+#include "qxa/guest/identity.hpp"
 
 namespace qc = qxa::common;
 namespace qg = qxa::guest;
@@ -30,6 +32,11 @@ int usage_error(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The agent runs itself, as a user, for work in that user's home (identity.hpp). Not an
+  // option for people: it does what the user running it could do anyway.
+  if (argc == 3 && argv[1] == qg::ssh_keys_helper_argument) {
+    return qg::run_ssh_keys_helper(argv[2], STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO);
+  }
   CLI::App app{
       "Quantix KVM guest agent: serves the host over the virtio-serial port "
       "org.quantix.agent.0.",

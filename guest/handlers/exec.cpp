@@ -15,6 +15,7 @@
 
 #include "handlers.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/common/text.hpp"
 #include "qxa/guest/process.hpp"
 
 namespace qxa::guest::handlers {
@@ -46,11 +47,15 @@ asio::awaitable<void> pump(asio::posix::stream_descriptor& pipe, output_sink& si
     const auto keep = static_cast<std::size_t>(std::min<std::uint64_t>(room, n));
     if (keep == 0) continue;  // over the cap: read and drop, so the writer never blocks
     if (sink.streamed && host_listens) {
-      pb::Envelope out;
-      out.mutable_exec_output()->set_stream(sink.stream);
-      out.mutable_exec_output()->set_data(buf.data(), keep);
-      sink.sent += keep;
-      host_listens = co_await ctx.progress(std::move(out));
+      // In pieces the host accepts (its Hello's frame limit may be small).
+      const std::size_t piece = std::max<std::size_t>(ctx.max_reply_bytes() - 1024, 1024);
+      for (std::size_t at = 0; at < keep && host_listens; at += piece) {
+        pb::Envelope out;
+        out.mutable_exec_output()->set_stream(sink.stream);
+        out.mutable_exec_output()->set_data(buf.data() + at, std::min(piece, keep - at));
+        sink.sent += std::min(piece, keep - at);
+        host_listens = co_await ctx.progress(std::move(out));
+      }
     } else if (!sink.streamed) {
       sink.captured.data.append(buf.data(), keep);
     }
@@ -109,6 +114,12 @@ asio::awaitable<pb::Envelope> exec(request_context ctx, pb::Envelope request) {
   if (o.argv.empty() || o.argv[0].empty()) {
     co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT, "no program given");
   }
+  // Arguments and the environment reach the program as C strings: a NUL would cut one short
+  // without a word.
+  const auto has_nul = [](const std::string& t) { return t.find('\0') != std::string::npos; };
+  for (const auto& a : o.argv) {
+    if (has_nul(a)) co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT, "an argument has a NUL");
+  }
   // The user: their uid, groups, HOME and USER.
   std::optional<account> user;
   if (!req.user().empty()) {
@@ -120,15 +131,20 @@ asio::awaitable<pb::Envelope> exec(request_context ctx, pb::Envelope request) {
     o.user = user;
   }
   const auto who = user ? user : current_account();
+  // Under exec_allow the environment is the fixed base plus what policy.exec_env_allow names
+  // (check_env): the host cannot turn an allowed program into another through it.
+  for (const auto& [k, v] : req.env()) {
+    if (k.empty() || k.find('=') != std::string::npos || has_nul(k) || has_nul(v)) {
+      co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT,
+                            fmt::format("bad environment variable '{}'", common::printable(k)));
+    }
+    if (auto no = policy.check_env(k)) co_return refused(ctx, "exec", *no);
+  }
   o.path = default_search_path;
   if (auto it = req.env().find("PATH"); it != req.env().end()) o.path = it->second;
   o.env = {"PATH=" + o.path, "HOME=" + who->home, "USER=" + who->name, "LOGNAME=" + who->name,
            "SHELL=" + (who->shell.empty() ? std::string("/bin/sh") : who->shell)};
   for (const auto& [k, v] : req.env()) {
-    if (k.empty() || k.find('=') != std::string::npos) {
-      co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT,
-                            fmt::format("bad environment variable name '{}'", k));
-    }
     if (k == "PATH" || k == "HOME" || k == "USER" || k == "LOGNAME" || k == "SHELL") {
       for (auto& e : o.env) {
         if (e.starts_with(k + "=")) e = k + "=" + v;
@@ -153,7 +169,8 @@ asio::awaitable<pb::Envelope> exec(request_context ctx, pb::Envelope request) {
   auto spawned = child_process::spawn(ex, o);
   if (!spawned) {
     common::log_info("audit: op=exec session={:016x} request={} outcome=failed program={} user={}",
-                     ctx.session_id, ctx.request_id, o.argv[0], who->name);
+                     ctx.session_id, ctx.request_id, common::log_value(o.argv[0]),
+                     common::log_value(who->name));
     const auto& e = spawned.error();
     co_return error_reply(e.code == common::errc::invalid_argument ? pb::ERROR_CODE_NOT_FOUND
                                                                    : pb::ERROR_CODE_INTERNAL,
@@ -163,13 +180,17 @@ asio::awaitable<pb::Envelope> exec(request_context ctx, pb::Envelope request) {
   common::log_info(
       "audit: op=exec session={:016x} request={} outcome=started program={} pid={} "
       "user={}",
-      ctx.session_id, ctx.request_id, program, child.pid(), who->name);
+      ctx.session_id, ctx.request_id, common::log_value(program), child.pid(),
+      common::log_value(who->name));
 
   // Output beyond the cap is dropped; a reply that is not streamed must fit in one frame.
   std::uint64_t cap = policy.max_output_bytes;
   if (req.max_output_bytes() > 0) cap = std::min<std::uint64_t>(cap, req.max_output_bytes());
   if (!req.stream_output()) {
-    cap = std::min<std::uint64_t>(cap, (ctx.state.options.max_frame_size - (64u << 10)) / 2);
+    // Both streams and the rest of the reply in one frame the host accepts (its Hello says how
+    // big), with room for the envelope.
+    const std::uint64_t frame = ctx.max_reply_bytes();
+    cap = std::min<std::uint64_t>(cap, frame > (8u << 10) ? (frame - (4u << 10)) / 2 : 0);
   }
   output_sink out{pb::ExecOutput::STREAM_STDOUT, cap, req.stream_output(), {}};
   output_sink err{pb::ExecOutput::STREAM_STDERR, cap, req.stream_output(), {}};

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 // Files: read as a stream of chunks, write as open / chunks / close (see uploads.hpp), stat,
-// and list a directory a page at a time. Every path is checked against the policy's roots
-// after resolving its real path.
+// and list a directory a page at a time. Every path is placed under a policy root by its
+// components and then walked from the root's descriptor without following symbolic links and
+// without stepping into a FUSE or network filesystem (fs.hpp). Only regular files are read,
+// through a descriptor whose type was checked first, without blocking.
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -9,11 +11,15 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 
 #include "handlers.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/sha256.hpp"
+#include "qxa/common/text.hpp"
+#include "qxa/guest/fs.hpp"
 #include "qxa/guest/uploads.hpp"
 
 namespace qxa::guest::handlers {
@@ -29,19 +35,19 @@ pb::FileStat::Type type_of(mode_t mode) {
   return pb::FileStat::TYPE_OTHER;
 }
 
-void fill_stat(pb::FileStat& out, const std::string& name, const struct stat& st,
-               const std::string& full_path) {
+// `target` reads a symbolic link's target: readlinkat on the node.
+void fill_stat(pb::FileStat& out, const std::string& name, const node_info& st, int dir,
+               const char* link_name) {
   out.set_path(name);
-  out.set_type(type_of(st.st_mode));
-  out.set_size(static_cast<std::uint64_t>(st.st_size));
-  out.set_mode(st.st_mode & 07777);
-  out.set_uid(st.st_uid);
-  out.set_gid(st.st_gid);
-  out.set_mtime_unix_ms(static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000 +
-                        st.st_mtim.tv_nsec / 1'000'000);
-  if (S_ISLNK(st.st_mode)) {
-    char target[4096];
-    const ssize_t n = ::readlink(full_path.c_str(), target, sizeof target);
+  out.set_type(type_of(st.mode));
+  out.set_size(st.size);
+  out.set_mode(st.mode & 07777);
+  out.set_uid(st.uid);
+  out.set_gid(st.gid);
+  out.set_mtime_unix_ms(st.mtime_ms);
+  if (S_ISLNK(st.mode)) {
+    char target[PATH_MAX];
+    const ssize_t n = ::readlinkat(dir, link_name, target, sizeof target);
     if (n > 0) out.set_symlink_target(std::string(target, static_cast<std::size_t>(n)));
   }
 }
@@ -57,33 +63,91 @@ pb::Envelope from_error(const common::error_info& e) {
                       e.message);
 }
 
+// A path placed under its root and walked to its directory.
+struct placed {
+  unique_fd dir;     ///< O_PATH descriptor of the directory holding `name`
+  std::string name;  ///< empty when the path is the root itself
+};
+
+// The refusal or error a walk ended with, for the host: a link on the path is a refusal under
+// the roots' rule (with the real path, which the host may ask for instead).
+pb::Envelope walk_failure(const request_context& ctx, const char* op, const std::string& path,
+                          local_policy::access mode, const common::error_info& e) {
+  if (e.code == std::errc::too_many_symbolic_link_levels) {
+    char real[PATH_MAX];
+    const bool known = ::realpath(path.c_str(), real) != nullptr;
+    return refused(
+        ctx, op,
+        refusal{mode == local_policy::access::read ? "policy.read_roots" : "policy.write_roots",
+                fmt::format("{}{}", e.message,
+                            known && path != real ? fmt::format("; the real path is '{}'", real)
+                                                  : std::string())});
+  }
+  if (e.code == std::errc::cross_device_link) {
+    return error_reply(pb::ERROR_CODE_FAILED_PRECONDITION, e.message);
+  }
+  return from_error(e);
+}
+
+std::variant<placed, pb::Envelope> place(const request_context& ctx, const char* op,
+                                         const std::string& path, local_policy::access mode) {
+  local_policy::located where;
+  if (auto no = ctx.state.options.policy.locate(path, mode, where)) return refused(ctx, op, *no);
+  unique_fd root(::open(where.root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root) return system_error(errno, "cannot open the root " + where.root);
+  auto walked = walk_beneath(root.get(), where.relative, false, where.root);
+  if (!walked) return walk_failure(ctx, op, path, mode, walked.error());
+  return placed{std::move(walked->dir), std::move(walked->name)};
+}
+
+// The node a placed path names (the root itself when it has no name), opened as itself.
+common::result<std::pair<unique_fd, node_info>> node_of(const placed& p) {
+  if (p.name.empty()) {
+    unique_fd self(::fcntl(p.dir.get(), F_DUPFD_CLOEXEC, 0));
+    auto info = describe(self.get());
+    if (!info) return info.error();
+    return std::pair{std::move(self), *info};
+  }
+  return open_node(p.dir.get(), p.name);
+}
+
 }  // namespace
 
 asio::awaitable<pb::Envelope> file_read(request_context ctx, pb::Envelope request) {
   const auto& req = request.file_read_request();
   const auto& policy = ctx.state.options.policy;
-  if (auto no = policy.check_path(req.path(), local_policy::access::read)) {
-    co_return refused(ctx, "file-read", *no);
+  auto where = place(ctx, "file-read", req.path(), local_policy::access::read);
+  if (auto* failed = std::get_if<pb::Envelope>(&where)) co_return std::move(*failed);
+  auto& p = std::get<placed>(where);
+  auto node = node_of(p);
+  if (!node) {
+    co_return walk_failure(
+        ctx, "file-read", req.path(), local_policy::access::read,
+        {node.code(), "cannot open " + req.path() + ": " + node.error().message});
   }
-  const int fd = ::open(req.path().c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) co_return system_error(errno, "cannot open " + req.path());
-  struct closer {
-    int fd;
-    ~closer() { ::close(fd); }
-  } guard{fd};
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) co_return system_error(errno, "cannot stat " + req.path());
-  if (!S_ISREG(st.st_mode)) {
+  const auto& st = node->second;
+  // The type is known before the file is opened for reading: a FIFO or a device is never
+  // opened (a FIFO would block, a device may act on open), and a link is never followed.
+  if (S_ISLNK(st.mode)) {
+    co_return walk_failure(
+        ctx, "file-read", req.path(), local_policy::access::read,
+        {std::make_error_code(std::errc::too_many_symbolic_link_levels),
+         fmt::format("'{}' is a symbolic link, which the agent does not follow", req.path())});
+  }
+  if (!S_ISREG(st.mode)) {
     co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT, req.path() + " is not a regular file");
   }
-  if (static_cast<std::uint64_t>(st.st_size) > policy.max_file_bytes) {
-    co_return refused(ctx, "file-read",
-                      refusal{"policy.max_file_bytes",
-                              fmt::format("{} has {} bytes; the guest's limit is {}", req.path(),
-                                          st.st_size, policy.max_file_bytes)});
+  if (st.size > policy.max_file_bytes) {
+    co_return refused(
+        ctx, "file-read",
+        refusal{"policy.max_file_bytes", fmt::format("{} has {} bytes; the guest's limit is {}",
+                                                     req.path(), st.size, policy.max_file_bytes)});
   }
+  auto opened = open_for_reading(p.dir.get(), p.name, node->first.get());
+  if (!opened) co_return system_error(opened.code().value(), "cannot open " + req.path());
+  const int fd = opened->get();
   std::uint32_t chunk = req.chunk_bytes() > 0 ? req.chunk_bytes() : default_chunk_bytes;
-  chunk = std::min({chunk, policy.max_chunk_bytes, ctx.state.options.max_frame_size - 4096});
+  chunk = std::min({chunk, policy.max_chunk_bytes, ctx.max_reply_bytes() - 4096});
   common::sha256 digest;
   std::string buf(chunk, '\0');
   std::uint64_t offset = req.offset();
@@ -102,7 +166,7 @@ asio::awaitable<pb::Envelope> file_read(request_context ctx, pb::Envelope reques
     pb::Envelope out;
     out.mutable_file_chunk()->set_offset(offset);
     out.mutable_file_chunk()->set_data(buf.data(), static_cast<std::size_t>(n));
-    if (sent == 0) out.mutable_file_chunk()->set_file_size(static_cast<std::uint64_t>(st.st_size));
+    if (sent == 0) out.mutable_file_chunk()->set_file_size(st.size);
     if (!co_await ctx.progress(std::move(out))) {
       co_return error_reply(pb::ERROR_CODE_CANCELLED, "the host went away");
     }
@@ -111,12 +175,12 @@ asio::awaitable<pb::Envelope> file_read(request_context ctx, pb::Envelope reques
   }
   const auto d = digest.finish();
   common::log_info("audit: op=file-read session={:016x} request={} outcome=ok path={} bytes={}",
-                   ctx.session_id, ctx.request_id, req.path(), sent);
+                   ctx.session_id, ctx.request_id, common::log_value(req.path()), sent);
   pb::Envelope reply;
   auto* r = reply.mutable_file_read_result();
   r->set_size(sent);
   r->set_sha256(common::sha256::bytes(d));
-  r->set_mode(st.st_mode & 07777);
+  r->set_mode(st.mode & 07777);
   co_return reply;
 }
 
@@ -127,7 +191,8 @@ asio::awaitable<pb::Envelope> file_write(request_context ctx, pb::Envelope reque
   auto* r = reply.mutable_file_write_reply();
   if (request.has_file_write_open()) {
     const auto& req = request.file_write_open();
-    if (auto no = policy.check_path(req.path(), local_policy::access::write)) {
+    local_policy::located where;
+    if (auto no = policy.locate(req.path(), local_policy::access::write, where)) {
       co_return refused(ctx, "file-write", *no);
     }
     if (req.expected_size() > policy.max_file_bytes) {
@@ -136,14 +201,37 @@ asio::awaitable<pb::Envelope> file_write(request_context ctx, pb::Envelope reque
                                 fmt::format("{} bytes is more than the guest's limit of {}",
                                             req.expected_size(), policy.max_file_bytes)});
     }
-    upload_request u{req.path(), static_cast<mode_t>(req.mode() & 07777), req.create_parents(),
-                     std::nullopt};
-    if (req.set_owner()) u.owner = std::pair{req.uid(), req.gid()};
+    const auto mode = static_cast<mode_t>(req.mode() & 07777);
+    if ((mode & (S_ISUID | S_ISGID)) != 0 && !policy.write_setid) {
+      co_return refused(ctx, "file-write",
+                        refusal{"policy.write_setid",
+                                fmt::format("mode {:o} has the setuid or setgid bit, which the "
+                                            "guest's policy does not allow for uploads",
+                                            mode)});
+    }
+    if (req.set_owner() && (req.uid() != ::geteuid() || req.gid() != ::getegid()) &&
+        !policy.write_owner) {
+      co_return refused(ctx, "file-write",
+                        refusal{"policy.write_owner",
+                                fmt::format("giving the file to uid {} gid {} is not allowed by "
+                                            "the guest's policy",
+                                            req.uid(), req.gid())});
+    }
+    upload_request u{where.root,           where.relative, mode,
+                     req.create_parents(), std::nullopt,   policy.write_setid};
+    if (req.set_owner()) u.owner = file_owner{req.uid(), req.gid()};
     auto handle = uploads.open(ctx.session_id, u);
-    if (!handle) co_return from_error(handle.error());
-    common::log_info("audit: op=file-write session={:016x} request={} outcome=opened handle={} "
-                     "path={}",
-                     ctx.session_id, ctx.request_id, *handle, req.path());
+    if (!handle) {
+      if (handle.code() == std::errc::operation_not_permitted) {
+        co_return refused(ctx, "file-write", refusal{"policy.write_setid", handle.error().message});
+      }
+      co_return walk_failure(ctx, "file-write", req.path(), local_policy::access::write,
+                             handle.error());
+    }
+    common::log_info(
+        "audit: op=file-write session={:016x} request={} outcome=opened handle={} "
+        "path={}",
+        ctx.session_id, ctx.request_id, *handle, common::log_value(req.path()));
     r->set_handle(*handle);
     co_return reply;
   }
@@ -173,9 +261,10 @@ asio::awaitable<pb::Envelope> file_write(request_context ctx, pb::Envelope reque
     co_return reply;
   }
   auto done = uploads.commit(ctx.session_id, req.handle(), req.sha256());
-  common::log_info("audit: op=file-write session={:016x} request={} outcome={} handle={}{}",
+  common::log_info("audit: op=file-write session={:016x} request={} outcome={} handle={} {}",
                    ctx.session_id, ctx.request_id, done ? "ok" : "failed", req.handle(),
-                   done ? fmt::format(" bytes={}", done->size) : " " + done.error().message);
+                   done ? fmt::format("path={} bytes={}", common::log_value(done->path), done->size)
+                        : "error=" + common::log_value(done.error().message));
   if (!done) co_return from_error(done.error());
   r->set_size(done->size);
   r->set_sha256(common::sha256::bytes(done->digest));
@@ -185,23 +274,43 @@ asio::awaitable<pb::Envelope> file_write(request_context ctx, pb::Envelope reque
 
 asio::awaitable<pb::Envelope> file_stat(request_context ctx, pb::Envelope request) {
   const auto& path = request.file_stat_request().path();
-  if (auto no = ctx.state.options.policy.check_path(path, local_policy::access::read)) {
-    co_return refused(ctx, "file-stat", *no);
+  auto where = place(ctx, "file-stat", path, local_policy::access::read);
+  if (auto* failed = std::get_if<pb::Envelope>(&where)) co_return std::move(*failed);
+  auto node = node_of(std::get<placed>(where));
+  if (!node) {
+    co_return walk_failure(ctx, "file-stat", path, local_policy::access::read,
+                           {node.code(), "cannot stat " + path + ": " + node.error().message});
   }
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) co_return system_error(errno, "cannot stat " + path);
   pb::Envelope reply;
-  fill_stat(*reply.mutable_file_stat(), path, st, path);
+  // A link is described as itself (lstat): readlinkat on its O_PATH descriptor.
+  fill_stat(*reply.mutable_file_stat(), path, node->second, node->first.get(), "");
   co_return reply;
 }
 
 asio::awaitable<pb::Envelope> dir_list(request_context ctx, pb::Envelope request) {
   const auto& req = request.dir_list_request();
-  if (auto no = ctx.state.options.policy.check_path(req.path(), local_policy::access::read)) {
-    co_return refused(ctx, "file-list", *no);
+  auto where = place(ctx, "file-list", req.path(), local_policy::access::read);
+  if (auto* failed = std::get_if<pb::Envelope>(&where)) co_return std::move(*failed);
+  auto node = node_of(std::get<placed>(where));
+  if (!node) {
+    co_return walk_failure(
+        ctx, "file-list", req.path(), local_policy::access::read,
+        {node.code(), "cannot list " + req.path() + ": " + node.error().message});
   }
-  DIR* d = ::opendir(req.path().c_str());
+  if (S_ISLNK(node->second.mode)) {
+    co_return walk_failure(
+        ctx, "file-list", req.path(), local_policy::access::read,
+        {std::make_error_code(std::errc::too_many_symbolic_link_levels),
+         fmt::format("'{}' is a symbolic link, which the agent does not follow", req.path())});
+  }
+  if (!S_ISDIR(node->second.mode)) {
+    co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT, req.path() + " is not a directory");
+  }
+  auto opened = open_directory(node->first.get());
+  if (!opened) co_return system_error(opened.code().value(), "cannot list " + req.path());
+  DIR* d = ::fdopendir(opened->get());
   if (d == nullptr) co_return system_error(errno, "cannot list " + req.path());
+  const int dir_fd = opened->release();  // the DIR owns it now
   std::vector<std::string> names;
   while (const dirent* e = ::readdir(d)) {
     std::string name = e->d_name;
@@ -209,19 +318,34 @@ asio::awaitable<pb::Envelope> dir_list(request_context ctx, pb::Envelope request
     if (!req.after().empty() && name <= req.after()) continue;
     names.push_back(std::move(name));
   }
-  ::closedir(d);
   std::sort(names.begin(), names.end());
   const std::size_t limit = req.limit() > 0 ? std::min<std::uint32_t>(req.limit(), 10'000) : 1000;
   pb::Envelope reply;
   auto* list = reply.mutable_dir_list();
-  const std::string dir = req.path().ends_with('/') ? req.path() : req.path() + "/";
-  for (std::size_t i = 0; i < names.size() && i < limit; ++i) {
-    struct stat st {};
-    const auto full = dir + names[i];
-    if (::lstat(full.c_str(), &st) != 0) continue;  // gone meanwhile
-    fill_stat(*list->add_entries(), names[i], st, full);
+  // Each entry is described from the directory without following it and without asking a
+  // FUSE filesystem mounted on it anything (statx with AT_STATX_DONT_SYNC).
+  std::size_t bytes = 0;
+  const std::size_t room = ctx.max_reply_bytes() / 2;
+  std::size_t i = 0;
+  for (; i < names.size() && i < limit && bytes < room; ++i) {
+    struct statx sx {};
+    if (::statx(dir_fd, names[i].c_str(), AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC,
+                STATX_BASIC_STATS, &sx) != 0) {
+      continue;  // gone meanwhile
+    }
+    node_info st;
+    st.mode = sx.stx_mode;
+    st.uid = sx.stx_uid;
+    st.gid = sx.stx_gid;
+    st.size = sx.stx_size;
+    st.mtime_ms =
+        static_cast<std::int64_t>(sx.stx_mtime.tv_sec) * 1000 + sx.stx_mtime.tv_nsec / 1'000'000;
+    auto* entry = list->add_entries();
+    fill_stat(*entry, names[i], st, dir_fd, names[i].c_str());
+    bytes += entry->ByteSizeLong();
   }
-  if (names.size() > limit) list->set_next_after(names[limit - 1]);
+  ::closedir(d);
+  if (i < names.size()) list->set_next_after(names[i - 1]);
   co_return reply;
 }
 

@@ -24,6 +24,8 @@ struct request_context {
   /// write queue holds much bulk data (the host reads at its pace; small replies go first).
   /// False once the session has ended: the handler should stop.
   asio::awaitable<bool> progress(pb::Envelope body) const;
+  /// The largest reply payload the host accepts (its Hello's limit, or the agent's own).
+  [[nodiscard]] std::uint32_t max_reply_bytes() const;
 };
 
 /// A handler takes the request by value (it owns it for its whole run) and returns the reply

@@ -5,6 +5,7 @@
 
 #include "handlers.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/guest/fs.hpp"
 
 namespace qxa::guest::handlers {
 
@@ -22,12 +23,13 @@ asio::awaitable<pb::Envelope> hostname(request_context ctx, pb::Envelope request
     co_return error_reply(err == EPERM ? pb::ERROR_CODE_PERMISSION_DENIED : pb::ERROR_CODE_INTERNAL,
                           std::string("cannot set the hostname: ") + std::strerror(err));
   }
-  const int err = write_file_atomically("/etc/hostname", name + "\n", 0644);
+  // /etc is root's: the file is replaced there through a temporary made exclusively.
+  const auto failed = write_trusted_file("/etc/hostname", name + "\n", 0644);
   common::log_info("audit: op=hostname session={:016x} outcome=ok name={}{}", ctx.session_id, name,
-                   err ? std::string(" (not persisted: ") + std::strerror(err) + ")" : "");
+                   failed ? " (not persisted: " + failed->message + ")" : "");
   pb::Envelope reply;
   reply.mutable_hostname_reply()->set_hostname(read_hostname());
-  reply.mutable_hostname_reply()->set_persisted(err == 0);
+  reply.mutable_hostname_reply()->set_persisted(!failed);
   co_return reply;
 }
 

@@ -2,6 +2,8 @@
 // Identity: a user's password and SSH authorized keys. The password never appears in a log
 // line or on a command line: it goes to chpasswd on its standard input, or, in a guest without
 // chpasswd, is hashed here (SHA-512 crypt) and written to /etc/shadow under the password lock.
+// Authorized keys live in the user's home, which the user controls: the agent edits them only
+// through its ssh-key helper, a run of its own program as that user (see identity.hpp).
 #include "qxa/guest/identity.hpp"
 
 #include <crypt.h>
@@ -11,17 +13,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <asio/experimental/as_tuple.hpp>
-#include <asio/use_awaitable.hpp>
-#include <asio/write.hpp>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 
 #include "handlers.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/common/text.hpp"
 #include "qxa/guest/accounts.hpp"
+#include "qxa/guest/fs.hpp"
 #include "qxa/guest/process.hpp"
-#include "qxa/guest/uploads.hpp"
 
 namespace qxa::guest {
 
@@ -84,6 +85,103 @@ unsigned edit_authorized_keys(std::vector<std::string>& lines, bool add,
   return changed;
 }
 
+namespace {
+
+constexpr std::size_t max_authorized_keys_bytes = 1u << 20;
+
+std::vector<std::string> split_lines(std::string_view text) {
+  std::vector<std::string> lines;
+  while (!text.empty()) {
+    const auto nl = text.find('\n');
+    lines.emplace_back(text.substr(0, nl));
+    if (nl == std::string_view::npos) break;
+    text.remove_prefix(nl + 1);
+  }
+  return lines;
+}
+
+bool write_text(int fd, std::string_view text) {
+  while (!text.empty()) {
+    const ssize_t n = ::write(fd, text.data(), text.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    text.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+}  // namespace
+
+int run_ssh_keys_helper(const std::string& home, int in, int out, int err) {
+  auto fail = [&](const std::string& why) {
+    (void)write_text(err, why);
+    return 1;
+  };
+  ::umask(077);
+  auto input = read_all(in, 4u << 20);
+  if (!input) return fail("cannot read the request: " + input.error().message);
+  auto request = split_lines(*input);
+  if (request.empty()) return fail("no action given");
+  const std::string action = request.front();
+  request.erase(request.begin());
+  if (action != "list" && action != "add" && action != "remove") {
+    return fail("unknown action '" + action + "'");
+  }
+  // The home as passwd names it, entered as the user; below it nothing is followed.
+  unique_fd home_fd(::open(home.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!home_fd) return fail(fmt::format("cannot open {}: {}", home, std::strerror(errno)));
+  const std::string ssh_path = home + "/.ssh";
+  auto ssh = open_node(home_fd.get(), ".ssh");
+  if (!ssh && ssh.code() == std::errc::no_such_file_or_directory && action == "add") {
+    if (::mkdirat(home_fd.get(), ".ssh", 0700) != 0 && errno != EEXIST) {
+      return fail(fmt::format("cannot create {}: {}", ssh_path, std::strerror(errno)));
+    }
+    ssh = open_node(home_fd.get(), ".ssh");
+  }
+  std::vector<std::string> lines;
+  mode_t mode = 0600;
+  if (ssh) {
+    if (!S_ISDIR(ssh->second.mode)) {
+      return fail(fmt::format("{} is not a directory{}", ssh_path,
+                              S_ISLNK(ssh->second.mode) ? " (a symbolic link, not followed)" : ""));
+    }
+    auto node = open_node(ssh->first.get(), "authorized_keys");
+    if (node) {
+      if (!S_ISREG(node->second.mode)) {
+        return fail(
+            fmt::format("{}/authorized_keys is not a regular file{}", ssh_path,
+                        S_ISLNK(node->second.mode) ? " (a symbolic link, not followed)" : ""));
+      }
+      mode = node->second.mode & 0777;
+      auto text = read_regular_file(ssh->first.get(), "authorized_keys", max_authorized_keys_bytes);
+      if (!text) {
+        return fail(
+            fmt::format("cannot read {}/authorized_keys: {}", ssh_path, text.error().message));
+      }
+      lines = split_lines(*text);
+    } else if (node.code() != std::errc::no_such_file_or_directory) {
+      return fail(
+          fmt::format("cannot open {}/authorized_keys: {}", ssh_path, node.error().message));
+    }
+  } else if (ssh.code() != std::errc::no_such_file_or_directory) {
+    return fail(fmt::format("cannot open {}: {}", ssh_path, ssh.error().message));
+  }
+  unsigned changed = 0;
+  if (action != "list") {
+    changed = edit_authorized_keys(lines, action == "add", request);
+  }
+  if (changed > 0) {
+    std::string text;
+    for (const auto& l : lines) text += l + "\n";
+    if (auto ec = replace_file_at(ssh->first.get(), "authorized_keys", text, mode)) {
+      return fail(fmt::format("cannot write {}/authorized_keys: {}", ssh_path, ec.message()));
+    }
+  }
+  std::string answer = fmt::format("changed {}\n", changed);
+  for (const auto& l : lines) answer += l + "\n";
+  return write_text(out, answer) ? 0 : 1;
+}
+
 }  // namespace qxa::guest
 
 namespace qxa::guest::handlers {
@@ -117,7 +215,9 @@ std::optional<std::string> sha512_crypt(const std::string& password) {
   return out;
 }
 
-// Without chpasswd: edit /etc/shadow (or /etc/passwd when there is no shadow file) ourselves.
+// Without chpasswd: edit /etc/shadow (or /etc/passwd when there is no shadow file) ourselves,
+// through a descriptor of /etc (root's, writable by nobody else), keeping the file's owner,
+// group and mode.
 std::optional<std::string> set_password_directly(const std::string& user,
                                                  const std::string& password, bool crypted) {
   std::string hash;
@@ -129,20 +229,23 @@ std::optional<std::string> set_password_directly(const std::string& user,
     if (!h) return "cannot hash the password";
     hash = std::move(*h);
   }
+  auto etc = open_trusted_directory("/etc");
+  if (!etc) return "cannot use /etc: " + etc.error().message;
   if (::lckpwdf() != 0)
     return std::string("cannot lock the password files: ") + std::strerror(errno);
   std::optional<std::string> failure;
-  const std::string file = ::access("/etc/shadow", F_OK) == 0 ? "/etc/shadow" : "/etc/passwd";
-  auto text = read_file(file);
-  struct stat st {};
-  if (!text || ::stat(file.c_str(), &st) != 0) {
-    failure = "cannot read " + file;
+  auto shadow = open_node(etc->get(), "shadow");
+  const std::string name = shadow ? "shadow" : "passwd";
+  const std::string file = "/etc/" + name;
+  auto node = shadow ? std::move(shadow) : open_node(etc->get(), name);
+  auto text = read_regular_file(etc->get(), name, 64u << 20);
+  if (!node || !text) {
+    failure = "cannot read " + file + ": " + (text ? node.error().message : text.error().message);
   } else if (!replace_password_field(*text, user, hash)) {
     failure = "no user '" + user + "' in " + file;
-  } else if (int err = write_file_atomically(file, *text, st.st_mode & 07777)) {
-    failure = "cannot write " + file + ": " + std::strerror(err);
-  } else if (::chown(file.c_str(), st.st_uid, st.st_gid) != 0) {
-    failure = "cannot keep the owner of " + file;
+  } else if (auto ec = replace_file_at(etc->get(), name, *text, node->second.mode & 07777,
+                                       file_owner{node->second.uid, node->second.gid})) {
+    failure = "cannot write " + file + ": " + ec.message();
   }
   ::ulckpwdf();
   return failure;
@@ -159,6 +262,10 @@ asio::awaitable<pb::Envelope> password(request_context ctx, pb::Envelope request
     co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT,
                           "the password must be one non-empty line");
   }
+  if (req.password().find('\0') != std::string::npos) {
+    // crypt(3) and chpasswd read C strings: the rest would be dropped without a word.
+    co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT, "the password contains a NUL byte");
+  }
   if (!lookup_account(req.user())) {
     co_return error_reply(pb::ERROR_CODE_NOT_FOUND, "no user '" + req.user() + "' in /etc/passwd");
   }
@@ -174,17 +281,16 @@ asio::awaitable<pb::Envelope> password(request_context ctx, pb::Envelope request
     if (!child) {
       failure = child.error().message;
     } else {
-      auto& c = *child.value();
       std::string line = req.user() + ":" + req.password() + "\n";
-      auto [ec, n] = co_await asio::async_write(c.stdin_pipe(), asio::buffer(line),
-                                                asio::experimental::as_tuple(asio::use_awaitable));
+      auto done = co_await run_to_end(*child.value(), line, 4096, std::chrono::seconds(30));
       ::explicit_bzero(line.data(), line.size());
-      (void)n;
-      std::error_code ignored;
-      c.stdin_pipe().close(ignored);
-      const auto st = co_await c.wait();
-      if (ec || st.code != 0) {
-        failure = fmt::format("chpasswd failed (status {})", st.signal ? 128 + st.signal : st.code);
+      const auto& st = done.status;
+      if (done.timed_out) {
+        failure = "chpasswd did not finish within 30 s";
+      } else if (st.code != 0) {
+        failure =
+            fmt::format("chpasswd failed (status {}): {}", st.signal ? 128 + st.signal : st.code,
+                        common::utf8_prefix(done.err.data, 200));
       }
     }
   } else {
@@ -211,53 +317,69 @@ asio::awaitable<pb::Envelope> ssh_keys(request_context ctx, pb::Envelope request
     co_return error_reply(pb::ERROR_CODE_FAILED_PRECONDITION,
                           req.user() + " has no home directory");
   }
+  std::string input = req.action() == pb::SshKeysRequest::ACTION_ADD      ? "add\n"
+                      : req.action() == pb::SshKeysRequest::ACTION_REMOVE ? "remove\n"
+                                                                          : "list\n";
   for (const auto& k : req.keys()) {
-    if (k.find('\n') != std::string::npos || key_identity(k).empty()) {
-      co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT,
-                            "not an SSH public key line: '" + k.substr(0, 40) + "'");
+    if (k.find_first_of(std::string_view("\n\0", 2)) != std::string::npos ||
+        key_identity(k).empty()) {
+      co_return error_reply(
+          pb::ERROR_CODE_INVALID_ARGUMENT,
+          "not an SSH public key line: '" + std::string(common::utf8_prefix(k, 40)) + "'");
     }
+    input += k + "\n";
   }
-  const std::string dir = user->home + "/.ssh";
-  const std::string file = dir + "/authorized_keys";
-  std::vector<std::string> lines;
-  if (auto text = read_file(file)) {
-    std::string_view rest = *text;
-    while (!rest.empty()) {
-      const auto nl = rest.find('\n');
-      lines.emplace_back(rest.substr(0, nl));
-      if (nl == std::string_view::npos) break;
-      rest.remove_prefix(nl + 1);
-    }
+  // The agent's own program, as the user, does the work in the user's home (identity.hpp).
+  spawn_options o;
+  o.argv = {ctx.state.options.helper_program, std::string(ssh_keys_helper_argument), user->home};
+  o.user = *user;
+  o.env = {"PATH=" + o.path, "HOME=" + user->home, "USER=" + user->name, "LOGNAME=" + user->name};
+  o.working_directory = "/";
+  auto child = child_process::spawn(co_await asio::this_coro::executor, o);
+  if (!child) {
+    co_return error_reply(pb::ERROR_CODE_INTERNAL,
+                          "cannot start the ssh-key helper: " + child.error().message);
   }
+  auto done = co_await run_to_end(*child.value(), std::move(input), max_authorized_keys_bytes + 64,
+                                  ctx.state.options.request_timeout / 2);
+  const auto action = req.action() == pb::SshKeysRequest::ACTION_ADD      ? "add"
+                      : req.action() == pb::SshKeysRequest::ACTION_REMOVE ? "remove"
+                                                                          : "list";
+  std::optional<std::string> failure;
+  if (done.timed_out) {
+    failure = fmt::format(
+        "the ssh-key helper did not finish within {} ms (in {})",
+        std::chrono::duration_cast<std::chrono::milliseconds>(ctx.state.options.request_timeout / 2)
+            .count(),
+        user->home);
+  } else if (done.status.code != 0) {
+    failure = done.err.data.empty()
+                  ? fmt::format("the ssh-key helper failed (status {})",
+                                done.status.signal ? 128 + done.status.signal : done.status.code)
+                  : std::string(common::utf8_prefix(done.err.data, 1000));
+  }
+  // What the helper wrote came from a process the user could have interfered with: parsed as
+  // untrusted, and only key lines are passed on.
+  auto lines = split_lines(done.out.data);
   std::uint32_t changed = 0;
-  if (req.action() != pb::SshKeysRequest::ACTION_LIST) {
-    changed = edit_authorized_keys(lines, req.action() == pb::SshKeysRequest::ACTION_ADD,
-                                   {req.keys().begin(), req.keys().end()});
+  if (!failure &&
+      (lines.empty() || !lines.front().starts_with("changed ") || done.out.truncated())) {
+    failure = "the ssh-key helper gave no answer";
   }
-  if (changed > 0) {
-    struct stat st {};
-    const bool existed = ::stat(file.c_str(), &st) == 0;
-    if (::access(dir.c_str(), F_OK) != 0) {
-      if (::mkdir(dir.c_str(), 0700) != 0 || ::chown(dir.c_str(), user->uid, user->gid) != 0) {
-        co_return system_error(errno, "cannot create " + dir);
-      }
-    }
-    std::string text;
-    for (const auto& l : lines) text += l + "\n";
-    if (int err = write_file_atomically(file, text, existed ? st.st_mode & 07777 : 0600)) {
-      co_return system_error(err, "cannot write " + file);
-    }
-    if (::chown(file.c_str(), existed ? st.st_uid : user->uid, existed ? st.st_gid : user->gid) !=
-        0) {
-      co_return system_error(errno, "cannot set the owner of " + file);
-    }
+  if (!failure) {
+    const auto n = lines.front().substr(8);
+    std::from_chars(n.data(), n.data() + n.size(), changed);
+    lines.erase(lines.begin());
   }
-  if (req.action() != pb::SshKeysRequest::ACTION_LIST) {
+  if (req.action() != pb::SshKeysRequest::ACTION_LIST || failure) {
     common::log_info(
-        "audit: op=ssh-key session={:016x} request={} outcome=ok user={} action={} "
-        "changed={}",
-        ctx.session_id, ctx.request_id, req.user(),
-        req.action() == pb::SshKeysRequest::ACTION_ADD ? "add" : "remove", changed);
+        "audit: op=ssh-key session={:016x} request={} outcome={} user={} action={} changed={}{}",
+        ctx.session_id, ctx.request_id, failure ? "failed" : "ok", common::log_value(req.user()),
+        action, changed, failure ? " error=" + common::log_value(*failure) : "");
+  }
+  if (failure) {
+    co_return error_reply(
+        done.timed_out ? pb::ERROR_CODE_TIMEOUT : pb::ERROR_CODE_FAILED_PRECONDITION, *failure);
   }
   pb::Envelope reply;
   auto* r = reply.mutable_ssh_keys_reply();

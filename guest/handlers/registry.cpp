@@ -8,6 +8,7 @@
 
 #include "handlers.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/common/text.hpp"
 
 namespace qxa::guest::handlers {
 
@@ -58,7 +59,9 @@ std::vector<std::string> operation_names() {
 pb::Envelope error_reply(pb::ErrorCode code, std::string message) {
   pb::Envelope e;
   e.mutable_error()->set_code(code);
-  e.mutable_error()->set_message(std::move(message));
+  // Messages carry names from the system (a path, a mount point): made UTF-8, so that the
+  // reply parses at the host whatever the bytes of the names.
+  e.mutable_error()->set_message(common::to_utf8(message));
   return e;
 }
 

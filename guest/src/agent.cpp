@@ -116,6 +116,12 @@ asio::awaitable<int> agent::telemetry_loop() {
     auto* t = e.mutable_telemetry();
     *t = state_->sampler.sample();
     t->set_sequence(++state_->telemetry_sequence);
+    if (!s->fits(e)) {
+      // A frame over the host's limit would end its connection: not sent, and said why.
+      common::log_warning("telemetry sample of {} bytes is over the host's frame limit of {}",
+                          e.ByteSizeLong(), s->max_reply_bytes());
+      continue;
+    }
     // Urgent like any small reply: in line with answers to requests, ahead of bulk data, and
     // never starved by a stream of urgent answers.
     const auto ec = co_await s->stream().send(

@@ -7,6 +7,7 @@
 
 #include "../handlers/handlers.hpp"
 #include "qxa/common/config.hpp"
+#include "qxa/guest/fs.hpp"
 
 namespace qxa::guest {
 namespace {
@@ -32,6 +33,7 @@ std::optional<common::error_info> apply(common::config_reader& r, agent_config& 
   r.get_duration("freeze.hook_timeout", f.hook_timeout, std::chrono::milliseconds(1));
   r.get_duration("freeze.default_lease", f.default_lease, std::chrono::milliseconds(100));
   r.get_duration("freeze.max_lease", f.max_lease, std::chrono::milliseconds(100));
+  r.get_duration("freeze.max_frozen", f.max_frozen, std::chrono::milliseconds(100));
   r.get("freeze.state_file", f.state_file);
   r.get_duration("port_tuning.host_poll_interval", a.port_tuning.host_poll_interval,
                  std::chrono::milliseconds(1));
@@ -40,8 +42,11 @@ std::optional<common::error_info> apply(common::config_reader& r, agent_config& 
   r.get("policy.block", p.block);
   r.get("policy.exec", p.exec);
   r.get("policy.exec_allow", p.exec_allow);
+  r.get("policy.exec_env_allow", p.exec_env_allow);
   r.get("policy.read_roots", p.read_roots);
   r.get("policy.write_roots", p.write_roots);
+  r.get("policy.write_setid", p.write_setid);
+  r.get("policy.write_owner", p.write_owner);
   std::int64_t output = static_cast<std::int64_t>(p.max_output_bytes);
   r.get("policy.max_output_bytes", output, 0, std::int64_t{1} << 40);
   p.max_output_bytes = static_cast<std::uint64_t>(output);
@@ -50,13 +55,26 @@ std::optional<common::error_info> apply(common::config_reader& r, agent_config& 
   p.max_file_bytes = static_cast<std::uint64_t>(file);
   r.get("policy.max_chunk_bytes", p.max_chunk_bytes, 4096, a.max_frame_size / 2);
   for (const auto* list : {&p.read_roots, &p.write_roots, &p.exec_allow}) {
+    const char* key = list == &p.read_roots    ? "policy.read_roots"
+                      : list == &p.write_roots ? "policy.write_roots"
+                                               : "policy.exec_allow";
     for (const auto& entry : *list) {
       if (entry.empty() || (list != &p.exec_allow && entry.front() != '/')) {
-        r.fail(list == &p.read_roots    ? "policy.read_roots"
-               : list == &p.write_roots ? "policy.write_roots"
-                                        : "policy.exec_allow",
-               fmt::format("holds '{}', which is not an absolute path", entry));
+        r.fail(key, fmt::format("holds '{}', which is not an absolute path", entry));
+      } else if (list != &p.exec_allow && !path_components(entry)) {
+        r.fail(key, fmt::format("holds '{}', which has a '.' or '..' component", entry));
       }
+    }
+  }
+  for (const auto& name : p.exec_env_allow) {
+    if (name.empty() || name.find_first_of("= \t\n") != std::string::npos) {
+      r.fail("policy.exec_env_allow",
+             fmt::format("holds '{}', which is not a variable name", name));
+    } else if (dangerous_env_name(name)) {
+      r.fail("policy.exec_env_allow",
+             fmt::format("holds '{}', which is never allowed: it changes what a program loads "
+                         "or runs",
+                         name));
     }
   }
   const auto operations = handlers::operation_names();

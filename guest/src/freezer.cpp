@@ -12,13 +12,15 @@
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
+#include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <cerrno>
 #include <cstring>
 
 #include "qxa/common/log.hpp"
+#include "qxa/common/text.hpp"
 #include "qxa/guest/process.hpp"
-#include "qxa/guest/uploads.hpp"
 
 namespace qxa::guest {
 
@@ -33,31 +35,49 @@ std::int64_t unix_ms_after(std::chrono::nanoseconds d) {
       .count();
 }
 
-/// 0, or the errno of FIFREEZE / FITHAW on the mount point.
-int fs_ioctl(const std::string& mount_point, unsigned long request) {
-  const int fd = ::open(mount_point.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return errno;
-  const int r = ::ioctl(fd, request, 0);
-  const int err = r == 0 ? 0 : errno;
-  ::close(fd);
-  return err;
+/// A directory of the filesystem mounted at `m`, opened without following a link at the end,
+/// and only if it is that mount (a user may not slip another directory under the path).
+common::result<unique_fd> open_mount(const mount_entry& m) {
+  unique_fd fd(::open(m.mount_point.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return common::error_info{{errno, std::system_category()}, std::strerror(errno)};
+  struct statx sx {};
+  if (m.id != 0 &&
+      ::statx(fd.get(), "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_MNT_ID, &sx) == 0 &&
+      (sx.stx_mask & STATX_MNT_ID) != 0 && sx.stx_mnt_id != m.id) {
+    return common::error_info{{EXDEV, std::system_category()}, "not the mount it was"};
+  }
+  return fd;
+}
+
+/// 0 or the errno of FITHAW on the filesystem of `fd`.
+int fithaw(int fd) { return ::ioctl(fd, FITHAW, 0) == 0 ? 0 : errno; }
+
+pb::MountOutcome thaw_outcome(const std::string& mount_point, int err) {
+  pb::MountOutcome o;
+  o.set_mount_point(common::to_utf8(mount_point));
+  // EINVAL: it was not frozen (any more); the goal is reached either way.
+  o.set_ok(err == 0 || err == EINVAL);
+  if (err != 0) o.set_error(err == EINVAL ? "was not frozen" : std::strerror(err));
+  return o;
 }
 
 }  // namespace
 
-common::result<std::vector<std::string>> freeze_order(const std::vector<mount_entry>& mounts,
+common::result<std::vector<mount_entry>> freeze_order(const std::vector<mount_entry>& mounts,
                                                       const std::vector<std::string>& wanted) {
-  using R = common::result<std::vector<std::string>>;
-  std::vector<std::string> order;
+  using R = common::result<std::vector<mount_entry>>;
+  std::vector<mount_entry> order;
   for (const auto& m : select_disks(mounts)) {
     if (m.read_only) continue;  // nothing to flush, and FIFREEZE would fail
+    if (answered_elsewhere(m.fs_type)) continue;
     if (!wanted.empty() && std::find(wanted.begin(), wanted.end(), m.mount_point) == wanted.end()) {
       continue;
     }
-    order.push_back(m.mount_point);
+    order.push_back(m);
   }
   for (const auto& w : wanted) {
-    if (std::find(order.begin(), order.end(), w) == order.end()) {
+    if (std::none_of(order.begin(), order.end(),
+                     [&](const mount_entry& m) { return m.mount_point == w; })) {
       return R{errc::invalid_argument, fmt::format("{} is not a freezable mount point", w)};
     }
   }
@@ -66,15 +86,103 @@ common::result<std::vector<std::string>> freeze_order(const std::vector<mount_en
   return R{std::move(order)};
 }
 
+// ---- thaw_guard -----------------------------------------------------------------------------
+
+thaw_guard::thaw_guard(std::function<void(std::vector<pb::MountOutcome>)> on_thawed)
+    : on_thawed_(std::move(on_thawed)), thread_([this] { run(); }) {}
+
+thaw_guard::~thaw_guard() {
+  {
+    std::lock_guard lock(m_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  thread_.join();
+}
+
+void thaw_guard::arm(std::vector<frozen_mount> mounts, clock::time_point deadline) {
+  {
+    std::lock_guard lock(m_);
+    mounts_ = std::move(mounts);
+    deadline_ = deadline;
+    armed_ = true;
+  }
+  changed_.notify_all();
+}
+
+void thaw_guard::extend(clock::time_point deadline) {
+  {
+    std::lock_guard lock(m_);
+    deadline_ = deadline;
+  }
+  changed_.notify_all();
+}
+
+std::vector<thaw_guard::frozen_mount> thaw_guard::disarm() {
+  std::lock_guard lock(m_);
+  armed_ = false;
+  return std::move(mounts_);
+}
+
+bool thaw_guard::armed() const {
+  std::lock_guard lock(m_);
+  return armed_;
+}
+
+std::vector<pb::MountOutcome> thaw_guard::thaw_all(std::vector<frozen_mount>& mounts) {
+  std::vector<pb::MountOutcome> out;
+  for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) {
+    out.push_back(thaw_outcome(it->mount_point, fithaw(it->fd.get())));
+  }
+  mounts.clear();
+  return out;
+}
+
+void thaw_guard::run() {
+  std::unique_lock lock(m_);
+  while (!stopping_) {
+    if (!armed_) {
+      changed_.wait(lock);
+      continue;
+    }
+    if (clock::now() < deadline_) {
+      changed_.wait_until(lock, deadline_);  // or less: any change wakes it to look again
+      continue;
+    }
+    // The lease ended: thaw here and now, whatever the event loop is doing.
+    auto outcomes = thaw_all(mounts_);
+    armed_ = false;
+    lock.unlock();
+    on_thawed_(std::move(outcomes));
+    lock.lock();
+  }
+}
+
+// ---- freezer --------------------------------------------------------------------------------
+
 freezer::freezer(const asio::any_io_executor& ex, freeze_options options)
-    : ex_(ex), opt_(std::move(options)), lease_(ex) {}
+    : ex_(ex), opt_(std::move(options)) {
+  guard_ = std::make_unique<thaw_guard>(
+      [ex = ex_, alive = std::weak_ptr<bool>(alive_), this](std::vector<pb::MountOutcome> done) {
+        asio::post(ex, [alive, this, done = std::move(done)]() mutable {
+          if (alive.expired()) return;
+          asio::co_spawn(ex_, after_guard_thawed(std::move(done)), asio::detached);
+        });
+      });
+}
+
+freezer::~freezer() {
+  *alive_ = false;
+  alive_.reset();
+  guard_.reset();  // joins the guard's thread; it no longer reports
+}
 
 pb::FreezeStatus freezer::status() const {
   pb::FreezeStatus s;
   s.set_frozen(frozen());
   for (const auto& m : frozen_) {
     auto* o = s.add_mounts();
-    o->set_mount_point(m);
+    o->set_mount_point(common::to_utf8(m));
     o->set_ok(true);
   }
   s.set_lease_expires_unix_ms(frozen() ? lease_expires_unix_ms_ : 0);
@@ -85,17 +193,37 @@ pb::FreezeStatus freezer::status() const {
 asio::awaitable<std::vector<std::string>> freezer::run_hooks(const char* phase) {
   std::vector<std::string> errors;
   std::vector<std::string> hooks;
-  if (DIR* d = ::opendir(opt_.hooks_dir.c_str())) {
-    while (const dirent* e = ::readdir(d)) {
-      const std::string path = opt_.hooks_dir + "/" + e->d_name;
-      struct stat st {};
-      if (e->d_name[0] == '.' || ::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
-          (st.st_mode & 0111) == 0) {
-        continue;
-      }
-      hooks.push_back(path);
+  auto dir = open_trusted_directory(opt_.hooks_dir);
+  if (!dir) {
+    // No hooks directory is the usual case; one that others may write to is never used.
+    if (dir.code() != std::errc::no_such_file_or_directory) {
+      errors.push_back(
+          fmt::format("{}: not used: {}", common::to_utf8(opt_.hooks_dir), dir.error().message));
     }
-    ::closedir(d);
+    co_return errors;
+  }
+  if (auto listing = open_directory(dir->get())) {
+    if (DIR* d = ::fdopendir(listing->release())) {
+      while (const dirent* e = ::readdir(d)) {
+        const std::string name = e->d_name;
+        if (name.front() == '.') continue;
+        struct stat st {};
+        if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISREG(st.st_mode) || (st.st_mode & 0111) == 0) {
+          continue;  // not a hook: a link, a directory, a file that is not executable
+        }
+        if ((st.st_uid != 0 && st.st_uid != ::geteuid()) || (st.st_mode & 022) != 0) {
+          errors.push_back(
+              fmt::format("{}/{}: not run: it must be root's and writable by nobody "
+                          "else (uid {}, mode {:o})",
+                          common::to_utf8(opt_.hooks_dir), common::to_utf8(name), st.st_uid,
+                          st.st_mode & 07777));
+          continue;
+        }
+        hooks.push_back(opt_.hooks_dir + "/" + name);
+      }
+      ::closedir(d);
+    }
   }
   std::sort(hooks.begin(), hooks.end());
   // Freeze hooks run in name order, thaw hooks in reverse: a hook wraps what comes after it.
@@ -105,8 +233,9 @@ asio::awaitable<std::vector<std::string>> freezer::run_hooks(const char* phase) 
     o.argv = {hook, phase};
     o.env = {"PATH=" + o.path};
     auto child = child_process::spawn(ex_, o);
+    const auto shown = common::to_utf8(hook);
     if (!child) {
-      errors.push_back(fmt::format("{} {}: {}", hook, phase, child.error().message));
+      errors.push_back(fmt::format("{} {}: {}", shown, phase, child.error().message));
       continue;
     }
     auto& c = *child.value();
@@ -116,13 +245,13 @@ asio::awaitable<std::vector<std::string>> freezer::run_hooks(const char* phase) 
     if (r.index() == 1) {
       c.kill_group(SIGKILL);
       errors.push_back(fmt::format(
-          "{} {}: timed out after {} ms", hook, phase,
+          "{} {}: timed out after {} ms", shown, phase,
           std::chrono::duration_cast<std::chrono::milliseconds>(opt_.hook_timeout).count()));
       continue;
     }
     const auto st = std::get<0>(r);
     if (st.signal != 0 || st.code != 0) {
-      errors.push_back(fmt::format("{} {}: {} {}", hook, phase,
+      errors.push_back(fmt::format("{} {}: {} {}", shown, phase,
                                    st.signal != 0 ? "killed by signal" : "exit status",
                                    st.signal != 0 ? st.signal : st.code));
     }
@@ -133,27 +262,24 @@ asio::awaitable<std::vector<std::string>> freezer::run_hooks(const char* phase) 
 void freezer::record(const std::vector<std::string>& mounts) const {
   std::string text;
   for (const auto& m : mounts) text += m + "\n";
-  const auto dir = opt_.state_file.substr(0, opt_.state_file.rfind('/'));
-  (void)make_directories(dir);
-  if (int err = write_file_atomically(opt_.state_file, text, 0600)) {
-    common::log_warning("cannot record the freeze in {}: {}", opt_.state_file, std::strerror(err));
+  if (auto e = write_trusted_file(opt_.state_file, text, 0600, std::nullopt, true)) {
+    common::log_warning("cannot record the freeze: {}", e->message);
   }
 }
 
-void freezer::arm_lease(std::chrono::nanoseconds lease) {
-  const auto generation = generation_;
-  lease_expires_unix_ms_ = unix_ms_after(lease);
-  lease_.expires_after(lease);
-  lease_.async_wait([this, generation](std::error_code ec) {
-    if (ec || generation != generation_ || !frozen()) return;
-    asio::co_spawn(
-        ex_,
-        [this]() -> asio::awaitable<void> {
-          common::log_warning("freeze lease expired without renewal: thawing");
-          (void)co_await thaw("lease");
-        },
-        asio::detached);
-  });
+void freezer::forget_record() const {
+  const auto [dir, name] = split_parent(opt_.state_file);
+  if (auto d = open_trusted_directory(dir)) ::unlinkat(d->get(), name.c_str(), 0);
+}
+
+std::chrono::steady_clock::time_point freezer::lease_end(std::chrono::nanoseconds lease) {
+  const auto now = std::chrono::steady_clock::now();
+  const auto cap = frozen_since_ +
+                   std::chrono::duration_cast<std::chrono::steady_clock::duration>(opt_.max_frozen);
+  const auto end =
+      std::min(now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(lease), cap);
+  lease_expires_unix_ms_ = unix_ms_after(end - now);
+  return end;
 }
 
 asio::awaitable<common::result<pb::FreezeStatus>> freezer::freeze(
@@ -161,11 +287,13 @@ asio::awaitable<common::result<pb::FreezeStatus>> freezer::freeze(
   using R = common::result<pb::FreezeStatus>;
   if (lease <= std::chrono::nanoseconds::zero()) lease = opt_.default_lease;
   lease = std::min(lease, opt_.max_lease);
-  if (busy_) co_return R{errc::unavailable, "a freeze or thaw is already under way"};
+  if (busy_) co_return R{errc::unavailable, "a freeze or thaw is under way"};
+  if (frozen() && !guard_->armed()) {
+    co_return R{errc::unavailable, "the lease has just ended and the guest is being thawed"};
+  }
   if (frozen()) {
-    ++generation_;
-    arm_lease(lease);
-    co_return R{status()};  // a renewal
+    guard_->extend(lease_end(lease));  // a renewal, never past max_frozen
+    co_return R{status()};
   }
   auto text = read_file(opt_.mountinfo);
   if (!text) co_return R{errc::unavailable, "cannot read " + opt_.mountinfo};
@@ -180,39 +308,46 @@ asio::awaitable<common::result<pb::FreezeStatus>> freezer::freeze(
     busy_ = false;
     co_return R{errc::unavailable, fmt::format("a freeze hook failed: {}", hook_errors.front())};
   }
-  ++generation_;
-  record(*order);  // before freezing: a crash half way is still thawed by the next start
+  std::vector<std::string> planned;
+  for (const auto& m : *order) planned.push_back(m.mount_point);
+  record(planned);  // before freezing: a crash half way is still thawed by the next start
   common::logger::instance().hold(true);  // nothing may write to a frozen disk on our behalf
+  std::vector<thaw_guard::frozen_mount> held;
   std::string failure;
   for (const auto& m : *order) {
     auto* o = s.add_mounts();
-    o->set_mount_point(m);
-    const int err = fs_ioctl(m, FIFREEZE);
+    o->set_mount_point(common::to_utf8(m.mount_point));
+    auto fd = open_mount(m);
+    const int err = !fd ? fd.code().value() : ::ioctl(fd->get(), FIFREEZE, 0) == 0 ? 0 : errno;
     if (err == 0) {
       o->set_ok(true);
-      frozen_.push_back(m);
-    } else if (err == EOPNOTSUPP || err == ENOTTY) {
-      o->set_error("cannot be frozen (skipped)");
+      held.push_back({m.mount_point, std::move(fd.value())});
+    } else if (err == EOPNOTSUPP || err == ENOTTY || err == EACCES || err == EPERM ||
+               err == EXDEV) {
+      // This one cannot be frozen here; the others still can.
+      o->set_error(fmt::format("cannot be frozen ({}): skipped", std::strerror(err)));
     } else {
       o->set_error(std::strerror(err));
-      failure = fmt::format("cannot freeze {}: {}", m, std::strerror(err));
+      failure = fmt::format("cannot freeze {}: {}", m.mount_point, std::strerror(err));
       break;
     }
   }
-  if (!failure.empty() || frozen_.empty()) {
-    thaw_mounts(frozen_);
-    frozen_.clear();
+  if (!failure.empty() || held.empty()) {
+    (void)thaw_guard::thaw_all(held);
     common::logger::instance().hold(false);
-    ::unlink(opt_.state_file.c_str());
+    forget_record();
     for (auto& e : co_await run_hooks("thaw")) s.add_hook_errors(e);
     busy_ = false;
     if (failure.empty()) failure = "no filesystem here can be frozen";
     common::log_warning("freeze failed and was undone: {}", failure);
     co_return R{errc::unavailable, failure};
   }
+  frozen_.clear();
+  for (const auto& h : held) frozen_.push_back(h.mount_point);
   record(frozen_);
   thawed_by_.clear();
-  arm_lease(lease);
+  frozen_since_ = std::chrono::steady_clock::now();
+  guard_->arm(std::move(held), lease_end(lease));
   busy_ = false;
   s.set_frozen(true);
   s.set_lease_expires_unix_ms(lease_expires_unix_ms_);
@@ -221,36 +356,26 @@ asio::awaitable<common::result<pb::FreezeStatus>> freezer::freeze(
   co_return R{std::move(s)};
 }
 
-std::vector<pb::MountOutcome> freezer::thaw_mounts(const std::vector<std::string>& mounts) {
-  std::vector<pb::MountOutcome> out;
-  for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) {
-    pb::MountOutcome o;
-    o.set_mount_point(*it);
-    const int err = fs_ioctl(*it, FITHAW);
-    // EINVAL: it was not frozen (any more); the goal is reached either way.
-    o.set_ok(err == 0 || err == EINVAL);
-    if (err != 0) o.set_error(err == EINVAL ? "was not frozen" : std::strerror(err));
-    out.push_back(std::move(o));
-  }
-  return out;
-}
-
 asio::awaitable<common::result<pb::FreezeStatus>> freezer::thaw(std::string by) {
   using R = common::result<pb::FreezeStatus>;
-  if (busy_) co_return R{errc::unavailable, "a freeze or thaw is already under way"};
+  if (busy_) co_return R{errc::unavailable, "a freeze or thaw is under way"};
   pb::FreezeStatus s;
   if (!frozen()) {
     s.set_thawed_by(thawed_by_);
     co_return R{std::move(s)};  // nothing to do
   }
+  auto held = guard_->disarm();
+  if (held.empty()) {
+    // The guard thawed them at the lease's end a moment ago; its report is on its way.
+    s.set_thawed_by("lease");
+    co_return R{std::move(s)};
+  }
   busy_ = true;
-  ++generation_;
-  lease_.cancel();
-  for (auto& o : thaw_mounts(frozen_)) *s.add_mounts() = std::move(o);
+  for (auto& o : thaw_guard::thaw_all(held)) *s.add_mounts() = std::move(o);
   const auto n = frozen_.size();
   frozen_.clear();
   thawed_by_ = by;
-  ::unlink(opt_.state_file.c_str());
+  forget_record();
   common::logger::instance().hold(false);
   common::log_info("thawed {} filesystems (by {})", n, by);
   for (auto& e : co_await run_hooks("thaw")) s.add_hook_errors(e);
@@ -259,9 +384,30 @@ asio::awaitable<common::result<pb::FreezeStatus>> freezer::thaw(std::string by) 
   co_return R{std::move(s)};
 }
 
+asio::awaitable<void> freezer::after_guard_thawed(std::vector<pb::MountOutcome> outcomes) {
+  if (!frozen() || guard_->armed()) co_return;  // a thaw by the host got there first
+  const auto n = frozen_.size();
+  frozen_.clear();
+  thawed_by_ = "lease";
+  forget_record();
+  common::logger::instance().hold(false);
+  common::log_warning("freeze lease expired without renewal: thawed {} filesystems", n);
+  for (const auto& o : outcomes) {
+    if (!o.ok()) common::log_warning("thaw {}: {}", o.mount_point(), o.error());
+  }
+  busy_ = true;
+  for (const auto& e : co_await run_hooks("thaw")) common::log_warning("{}", e);
+  busy_ = false;
+}
+
 asio::awaitable<void> freezer::recover() {
-  auto text = read_file(opt_.state_file);
-  if (!text) co_return;
+  auto text = read_trusted_file(opt_.state_file, 1u << 20);
+  if (!text) {
+    if (text.code() != std::errc::no_such_file_or_directory) {
+      common::log_warning("cannot read the freeze record: {}", text.error().message);
+    }
+    co_return;
+  }
   std::vector<std::string> mounts;
   std::string_view rest = *text;
   while (!rest.empty()) {
@@ -272,10 +418,12 @@ asio::awaitable<void> freezer::recover() {
   }
   common::log_warning("an earlier agent left {} filesystems frozen: thawing them first",
                       mounts.size());
-  for (const auto& o : thaw_mounts(mounts)) {
+  for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) {
+    unique_fd fd(::open(it->c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    const auto o = thaw_outcome(*it, fd ? fithaw(fd.get()) : errno);
     common::log_info("thaw {}: {}", o.mount_point(), o.ok() ? "ok" : o.error());
   }
-  ::unlink(opt_.state_file.c_str());
+  forget_record();
   thawed_by_ = "restart";
   for (const auto& e : co_await run_hooks("thaw")) common::log_warning("{}", e);
 }

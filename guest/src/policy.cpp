@@ -7,6 +7,8 @@
 #include <climits>
 #include <cstdlib>
 
+#include "qxa/guest/fs.hpp"
+
 namespace qxa::guest {
 namespace {
 
@@ -14,34 +16,87 @@ bool contains(const std::vector<std::string>& list, std::string_view item) {
   return std::find(list.begin(), list.end(), item) != list.end();
 }
 
-// Is `path` (resolved) inside `root` (resolved)? "/a/bc" is not inside "/a/b".
-bool within(const std::string& path, const std::string& root) {
-  if (root == "/") return true;
-  return path == root || (path.starts_with(root) && path[root.size()] == '/');
-}
-
 std::string real(const std::string& p) {
   char buf[PATH_MAX];
   return ::realpath(p.c_str(), buf) ? std::string(buf) : std::string();
 }
 
+// "/a/b/" -> "/a/b"; "/" stays.
+std::string without_trailing_slashes(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  return p;
+}
+
+// The rest of `path` below `root` when the root's components are its first ones.
+std::optional<std::string> below(const std::string& path, const std::string& root) {
+  if (root == "/") return path.substr(1);
+  if (!path.starts_with(root)) return std::nullopt;
+  if (path.size() == root.size()) return std::string();
+  if (path[root.size()] != '/') return std::nullopt;  // "/a/bc" is not under "/a/b"
+  return path.substr(root.size() + 1);
+}
+
 }  // namespace
 
-std::string resolve_path(const std::string& path) {
-  if (path.empty() || path.front() != '/') return {};
-  if (auto r = real(path); !r.empty()) return r;
-  // Walk up to the nearest existing ancestor; the missing tail may not contain "..".
-  std::string head = path;
-  std::string tail;
-  while (head.size() > 1) {
-    const auto slash = head.find_last_of('/');
-    const std::string name = head.substr(slash + 1);
-    if (name == ".." || name == ".") return {};
-    tail = tail.empty() ? name : name + "/" + tail;
-    head = slash == 0 ? "/" : head.substr(0, slash);
-    if (auto r = real(head); !r.empty()) return (r == "/" ? "" : r) + "/" + tail;
+bool dangerous_env_name(std::string_view name) noexcept {
+  // What the dynamic loader and libc read (glibc's list of variables it ignores for setuid
+  // programs), what shells run or import, what interpreters load before the program's first
+  // line, and what programs consult to find other programs or their configuration.
+  static constexpr std::string_view exact[] = {"PATH",
+                                               "HOME",
+                                               "SHELL",
+                                               "ENV",
+                                               "BASH_ENV",
+                                               "SHELLOPTS",
+                                               "BASHOPTS",
+                                               "PS4",
+                                               "IFS",
+                                               "CDPATH",
+                                               "GLOBIGNORE",
+                                               "PROMPT_COMMAND",
+                                               "GCONV_PATH",
+                                               "GETCONF_DIR",
+                                               "GLIBC_TUNABLES",
+                                               "HOSTALIASES",
+                                               "LOCALDOMAIN",
+                                               "LOCPATH",
+                                               "NIS_PATH",
+                                               "NLSPATH",
+                                               "RESOLV_HOST_CONF",
+                                               "RES_OPTIONS",
+                                               "TMPDIR",
+                                               "TZDIR",
+                                               "CLASSPATH",
+                                               "TCLLIBPATH",
+                                               "PHPRC",
+                                               "PHP_INI_SCAN_DIR",
+                                               "EDITOR",
+                                               "VISUAL",
+                                               "PAGER",
+                                               "MANPAGER",
+                                               "LESSOPEN",
+                                               "LESSCLOSE",
+                                               "BROWSER",
+                                               "SSH_ASKPASS",
+                                               "SUDO_ASKPASS",
+                                               "OPENSSL_CONF",
+                                               "OPENSSL_ENGINES",
+                                               "SSL_CERT_FILE",
+                                               "SSL_CERT_DIR",
+                                               "XDG_CONFIG_HOME",
+                                               "XDG_CONFIG_DIRS",
+                                               "XDG_DATA_DIRS"};
+  static constexpr std::string_view prefixes[] = {
+      "LD_",  "BASH_FUNC_", "MALLOC_", "PYTHON", "PERL", "RUBY",   "NODE_",
+      "GIT_", "LUA_",       "JAVA_",   "_JAVA_", "JDK_", "GCONV_", "DYLD_"};
+  if (name.ends_with("%%")) return true;  // an exported shell function, whatever its name
+  for (auto e : exact) {
+    if (name == e) return true;
   }
-  return {};
+  for (auto p : prefixes) {
+    if (name.starts_with(p)) return true;
+  }
+  return false;
 }
 
 std::optional<refusal> local_policy::check_operation(std::string_view operation) const {
@@ -73,23 +128,54 @@ std::optional<refusal> local_policy::check_program(const std::string& program) c
                  fmt::format("'{}' is not in the guest's list of allowed programs", program)};
 }
 
-std::optional<refusal> local_policy::check_path(const std::string& path, access mode) const {
+std::optional<refusal> local_policy::check_env(std::string_view name) const {
+  if (exec_allow.empty()) return std::nullopt;  // any program may run, in any environment
+  if (dangerous_env_name(name)) {
+    return refusal{"policy.exec_allow",
+                   fmt::format("the environment variable '{}' is never set for a command under "
+                               "policy.exec_allow: it changes what a program loads or runs",
+                               name)};
+  }
+  if (!contains(exec_env_allow, name)) {
+    return refusal{"policy.exec_env_allow",
+                   fmt::format("the environment variable '{}' is not in the guest's "
+                               "policy.exec_env_allow",
+                               name)};
+  }
+  return std::nullopt;
+}
+
+std::optional<refusal> local_policy::locate(const std::string& path, access mode,
+                                            located& out) const {
   const auto& roots = mode == access::read ? read_roots : write_roots;
   const char* rule = mode == access::read ? "policy.read_roots" : "policy.write_roots";
   if (path.empty() || path.front() != '/') {
     return refusal{rule, fmt::format("'{}' is not an absolute path", path)};
   }
-  const std::string resolved = mode == access::read ? real(path) : resolve_path(path);
-  if (resolved.empty()) {
-    if (mode == access::read) return std::nullopt;  // does not exist: the operation says so
-    return refusal{rule, fmt::format("'{}' cannot be resolved", path)};
+  if (!path_components(path)) {
+    return refusal{rule,
+                   fmt::format("'{}' has a '.' or '..' component; give the path itself", path)};
   }
-  for (const auto& root : roots) {
-    const std::string r = real(root);
-    if (!r.empty() && within(resolved, r)) return std::nullopt;
+  const std::string wanted = without_trailing_slashes(path);
+  std::size_t best = 0;
+  bool found = false;
+  for (const auto& configured : roots) {
+    // A root is matched as configured and as its real path ("/var/run" and "/run").
+    for (const auto& r : {without_trailing_slashes(configured), real(configured)}) {
+      if (r.empty()) continue;
+      auto rest = below(wanted, r);
+      if (rest && (!found || r.size() > best)) {
+        found = true;
+        best = r.size();
+        out = located{r, std::move(*rest)};
+      }
+    }
   }
-  return refusal{rule, fmt::format("'{}' (really '{}') is outside the allowed {} roots", path,
-                                   resolved, mode == access::read ? "read" : "write")};
+  if (!found) {
+    return refusal{rule, fmt::format("'{}' is outside the allowed {} roots", path,
+                                     mode == access::read ? "read" : "write")};
+  }
+  return std::nullopt;
 }
 
 }  // namespace qxa::guest

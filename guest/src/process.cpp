@@ -10,8 +10,11 @@
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
 #include <cerrno>
 #include <cstring>
 
@@ -67,11 +70,19 @@ struct pipe_pair {
   for (int fd = 3; fd < 1024; ++fd) {
     if (fd != report_fd) ::close(fd);
   }
-  if (o.user) {
-    if (::setgroups(ngroups, groups) != 0) fail(3);
-    if (::setgid(o.user->gid) != 0) fail(3);
-    if (::setuid(o.user->uid) != 0) fail(3);
+  // The agent runs with an OOM score adjustment that protects it; what it starts does not.
+  if (const int oom = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC); oom >= 0) {
+    (void)!::write(oom, "0", 1);
+    ::close(oom);
   }
+  if (o.user && (o.user->uid != ::geteuid() || o.user->gid != ::getegid())) {
+    // Groups first (it needs root), then the group and user ids, all three of each: nothing
+    // of root is left to get back.
+    if (::setgroups(ngroups, groups) != 0) fail(3);
+    if (::setresgid(o.user->gid, o.user->gid, o.user->gid) != 0) fail(3);
+    if (::setresuid(o.user->uid, o.user->uid, o.user->uid) != 0) fail(3);
+  }
+  // After the switch: the directory is entered as the user, with the user's permissions.
   if (::chdir(o.working_directory.c_str()) != 0) fail(4);
   ::execve(path, argv, envp);
   fail(5);
@@ -247,6 +258,50 @@ asio::awaitable<exit_status> child_process::wait() {
     co_await t.async_wait(asio::use_awaitable);
   }
   co_return *status_;
+}
+
+namespace {
+
+asio::awaitable<void> drain(asio::posix::stream_descriptor& pipe, captured_output& into,
+                            std::size_t cap) {
+  std::vector<char> buf(16u << 10);
+  for (;;) {
+    auto [ec, n] = co_await pipe.async_read_some(asio::buffer(buf),
+                                                 asio::experimental::as_tuple(asio::use_awaitable));
+    if (ec) co_return;  // end of file, or closed
+    into.total += n;
+    const std::size_t room = cap > into.data.size() ? cap - into.data.size() : 0;
+    into.data.append(buf.data(), std::min(room, n));
+  }
+}
+
+asio::awaitable<void> give(asio::posix::stream_descriptor& pipe, std::string input) {
+  if (!input.empty()) {
+    (void)co_await asio::async_write(pipe, asio::buffer(input),
+                                     asio::experimental::as_tuple(asio::use_awaitable));
+  }
+  std::error_code ignored;
+  pipe.close(ignored);
+}
+
+}  // namespace
+
+asio::awaitable<finished_child> run_to_end(child_process& child, std::string input, std::size_t cap,
+                                           std::chrono::nanoseconds timeout) {
+  using namespace asio::experimental::awaitable_operators;
+  finished_child done;
+  asio::steady_timer deadline(co_await asio::this_coro::executor);
+  deadline.expires_after(timeout);
+  auto r = co_await ((drain(child.stdout_pipe(), done.out, cap) &&
+                      drain(child.stderr_pipe(), done.err, cap) &&
+                      give(child.stdin_pipe(), std::move(input))) ||
+                     deadline.async_wait(asio::use_awaitable));
+  if (r.index() == 1) {
+    done.timed_out = true;
+    child.kill_group(SIGKILL);
+  }
+  done.status = co_await child.wait();
+  co_return done;
 }
 
 }  // namespace qxa::guest

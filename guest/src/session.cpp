@@ -190,6 +190,11 @@ asio::awaitable<bool> session::send_progress(std::uint64_t stamped, std::uint64_
   body.set_reply_to(request_id);
   body.set_session_id(stamped);
   body.set_more(true);
+  if (!fits(body)) {
+    common::log_warning("partial reply to request {} is over the host's limit of {}: stopped",
+                        request_id, max_reply_bytes());
+    co_return false;
+  }
   if (auto it = running_.find(request_id); it != running_.end()) it->second->sent_progress = true;
   // Partial replies have no deadline of their own beyond the stream's: the write timeout.
   co_return !stream_->post(body);
@@ -198,6 +203,19 @@ asio::awaitable<bool> session::send_progress(std::uint64_t stamped, std::uint64_
 asio::awaitable<bool> handlers::request_context::progress(pb::Envelope body) const {
   if (!owner) co_return true;
   co_return co_await owner->send_progress(session_id, request_id, std::move(body));
+}
+
+std::uint32_t handlers::request_context::max_reply_bytes() const {
+  return owner ? owner->max_reply_bytes() : state.options.max_frame_size;
+}
+
+std::uint32_t session::max_reply_bytes() const noexcept {
+  const auto own = state_.options.max_frame_size;
+  return host_max_frame_ != 0 ? std::min(own, host_max_frame_) : own;
+}
+
+bool session::fits(const pb::Envelope& message) const {
+  return message.ByteSizeLong() <= max_reply_bytes();
 }
 
 void session::answer_hello(const pb::Envelope& request) {
@@ -213,6 +231,10 @@ void session::answer_hello(const pb::Envelope& request) {
     state_.uploads->abort_session(previous);
   }
   session_id_ = id;
+  // A host that accepts less than the agent would send must never get more: one frame over
+  // its limit ends its connection.
+  host_max_frame_ = hello.limits().max_frame_bytes();
+  if (host_max_frame_ != 0 && host_max_frame_ < 4096) host_max_frame_ = 4096;
   ++state_.sessions;
   if (previous == id) {
     common::log_debug("Hello repeated for session {:016x}", id);
@@ -251,6 +273,18 @@ void session::refuse(const pb::Envelope& request, pb::ErrorCode code, std::strin
 void session::reply(std::uint64_t request_id, pb::Envelope body, bool may_overtake) {
   body.set_reply_to(request_id);
   body.set_session_id(session_id_);
+  if (!fits(body)) {
+    const auto size = body.ByteSizeLong();
+    common::log_warning("reply to request {} ({}) is {} bytes, over the host's limit of {}",
+                        request_id, common::body_name(body), size, max_reply_bytes());
+    body = handlers::error_reply(
+        pb::ERROR_CODE_RESOURCE_EXHAUSTED,
+        fmt::format("the reply is {} bytes, more than the host accepts ({}); ask for less "
+                    "(a page of a listing, a streamed command)",
+                    size, max_reply_bytes()));
+    body.set_reply_to(request_id);
+    body.set_session_id(session_id_);
+  }
   // Small answers overtake queued bulk data (command output, file chunks).
   common::send_options o;
   o.urgent = may_overtake && body.ByteSizeLong() <= 64u << 10;

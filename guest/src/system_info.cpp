@@ -20,6 +20,9 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "qxa/common/text.hpp"
+#include "qxa/guest/fs.hpp"
+
 namespace qxa::guest {
 namespace {
 
@@ -75,14 +78,6 @@ bool is_pseudo_fs(std::string_view t) {
       "overlay",     "aufs",          "squashfs", "nfsd",       "fuse.lxcfs", "fuse.gvfsd-fuse",
       "fuse.portal", "fuse.snapfuse", "zram",     "cpuset",     "none"};
   return pseudo.contains(t);
-}
-
-// Network filesystems: their statfs may block on an unreachable server.
-bool is_network_fs(std::string_view t) {
-  static const std::unordered_set<std::string_view> network = {
-      "nfs",        "nfs4", "cifs", "smb3",   "smbfs", "ceph",     "glusterfs", "fuse.glusterfs",
-      "fuse.sshfs", "9p",   "afs",  "lustre", "gpfs",  "fuse.s3fs"};
-  return network.contains(t);
 }
 
 std::optional<disk_usage> statvfs_usage(const std::string& path) {
@@ -254,7 +249,7 @@ std::vector<mount_entry> parse_mountinfo(std::string_view text) {
     text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
     // id parent major:minor root mount_point options [optional...] - fstype source super_options
     std::string_view rest = line;
-    next_field(rest);  // mount id
+    const auto id = next_field(rest);
     next_field(rest);  // parent id
     const auto devno = next_field(rest);
     const auto root = next_field(rest);
@@ -270,6 +265,7 @@ std::vector<mount_entry> parse_mountinfo(std::string_view text) {
     const auto colon = devno.find(':');
     if (mount_point.empty() || fs_type.empty() || colon == std::string_view::npos) continue;
     mount_entry m;
+    m.id = to_number<std::uint64_t>(id).value_or(0);
     m.major = to_number<std::uint32_t>(devno.substr(0, colon)).value_or(0);
     m.minor = to_number<std::uint32_t>(devno.substr(colon + 1)).value_or(0);
     m.root = decode_mount_path(root);
@@ -288,8 +284,9 @@ std::vector<mount_entry> select_disks(const std::vector<mount_entry>& mounts) {
   std::unordered_map<std::uint64_t, std::size_t> seen;
   seen.reserve(mounts.size());
   for (const auto& m : mounts) {
-    if (is_pseudo_fs(m.fs_type) || is_network_fs(m.fs_type)) continue;
-    if (m.fs_type.starts_with("fuse.") && !m.device.starts_with("/dev/")) continue;
+    // A FUSE or network filesystem is answered by a process or a server, which might never
+    // answer a statfs (and a FUSE mount may be any user's): not a disk of this guest.
+    if (is_pseudo_fs(m.fs_type) || answered_elsewhere(m.fs_type)) continue;
     const std::uint64_t key = (std::uint64_t{m.major} << 32) | m.minor;
     auto [it, inserted] = seen.emplace(key, out.size());
     if (inserted) {
@@ -311,13 +308,13 @@ void parse_os_release(std::string_view text, pb::OsInfo& os) {
     const auto key = line.substr(0, eq);
     const auto value = unquote(line.substr(eq + 1));
     if (key == "NAME")
-      os.set_name(value);
+      os.set_name(common::to_utf8(value));
     else if (key == "VERSION_ID")
-      os.set_version(value);
+      os.set_version(common::to_utf8(value));
     else if (key == "ID")
-      os.set_id(value);
+      os.set_id(common::to_utf8(value));
     else if (key == "PRETTY_NAME")
-      os.set_pretty_name(value);
+      os.set_pretty_name(common::to_utf8(value));
   }
 }
 
@@ -380,9 +377,10 @@ void telemetry_sampler::sample_disks(pb::Telemetry& t) const {
     auto usage = src_.usage(m.mount_point);
     if (!usage || usage->total == 0) continue;
     auto* d = t.add_disks();
-    d->set_mount_point(m.mount_point);
-    d->set_device(m.device);
-    d->set_fs_type(m.fs_type);
+    // Names of the system go into protobuf strings, which must be UTF-8.
+    d->set_mount_point(common::to_utf8(m.mount_point));
+    d->set_device(common::to_utf8(m.device));
+    d->set_fs_type(common::to_utf8(m.fs_type));
     d->set_total_bytes(usage->total);
     d->set_used_bytes(usage->used);
     d->set_available_bytes(usage->available);
@@ -419,9 +417,11 @@ void telemetry_sampler::sample_interfaces(pb::Telemetry& t) const {
     }
     if (flags & iff_loopback) continue;
     auto* i = t.add_interfaces();
-    i->set_name(name);
-    if (auto mac = read_file(dir + "/address")) i->set_mac(std::string(trim(*mac)));
-    if (auto state = read_file(dir + "/operstate")) i->set_oper_state(std::string(trim(*state)));
+    i->set_name(common::to_utf8(name));
+    if (auto mac = read_file(dir + "/address")) i->set_mac(common::to_utf8(trim(*mac)));
+    if (auto state = read_file(dir + "/operstate")) {
+      i->set_oper_state(common::to_utf8(trim(*state)));
+    }
     // "unknown" is what virtual links without carrier detection report while they pass traffic.
     i->set_link_up(i->oper_state() == "up" || (i->oper_state() == "unknown" && (flags & 0x1)));
     i->set_mtu(static_cast<std::uint32_t>(read_u64(dir + "/mtu")));
@@ -436,7 +436,7 @@ void telemetry_sampler::sample_interfaces(pb::Telemetry& t) const {
       for (const auto* a : it->second) {
         auto* ip = i->add_addresses();
         ip->set_family(a->family);
-        ip->set_address(a->address);
+        ip->set_address(common::to_utf8(a->address));
         ip->set_prefix_length(a->prefix_length);
       }
     }
@@ -487,18 +487,19 @@ pb::OsInfo read_os_info(const std::string& etc_root) {
   if (text) parse_os_release(*text, os);
   utsname u{};
   if (::uname(&u) == 0) {
-    os.set_kernel_release(u.release);
-    os.set_kernel_version(u.version);
-    os.set_architecture(u.machine);
+    os.set_kernel_release(common::to_utf8(u.release));
+    os.set_kernel_version(common::to_utf8(u.version));
+    os.set_architecture(common::to_utf8(u.machine));
   }
-  if (os.name().empty()) os.set_name(u.sysname);
+  if (os.name().empty()) os.set_name(common::to_utf8(u.sysname));
   return os;
 }
 
 std::string read_hostname(const std::string& proc_root) {
-  if (auto text = read_file(proc_root + "/sys/kernel/hostname")) return std::string(trim(*text));
+  if (auto text = read_file(proc_root + "/sys/kernel/hostname"))
+    return common::to_utf8(trim(*text));
   char buf[256] = {};
-  if (::gethostname(buf, sizeof buf - 1) == 0) return buf;
+  if (::gethostname(buf, sizeof buf - 1) == 0) return common::to_utf8(buf);
   return {};
 }
 
@@ -554,37 +555,6 @@ bool valid_hostname(std::string_view name) noexcept {
     prev = c;
   }
   return prev != '.' && prev != '-';
-}
-
-int write_file_atomically(const std::string& path, std::string_view content, unsigned mode) {
-  const std::string tmp = path + ".qxa-tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return errno;
-  std::size_t at = 0;
-  while (at < content.size()) {
-    const ssize_t n = ::write(fd, content.data() + at, content.size() - at);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return err;
-    }
-    at += static_cast<std::size_t>(n);
-  }
-  if (::fchmod(fd, mode) != 0 || ::fsync(fd) != 0) {
-    const int err = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return err;
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    return err;
-  }
-  return 0;
 }
 
 }  // namespace qxa::guest

@@ -2,11 +2,11 @@
 #include "qxa/guest/uploads.hpp"
 
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 
 #include "qxa/common/log.hpp"
@@ -18,12 +18,6 @@ using common::errc;
 namespace {
 
 std::error_code last_error() { return {errno, std::system_category()}; }
-
-std::pair<std::string, std::string> split_path(const std::string& path) {
-  const auto slash = path.rfind('/');
-  if (slash == std::string::npos) return {".", path};
-  return {slash == 0 ? "/" : path.substr(0, slash), path.substr(slash + 1)};
-}
 
 bool write_all(int fd, std::string_view data) {
   while (!data.empty()) {
@@ -37,89 +31,92 @@ bool write_all(int fd, std::string_view data) {
   return true;
 }
 
-// "DIR/.NAME.qxa-XXXXXX" (mkstemp's pattern by default): hidden, and recognisably ours.
-std::string hidden_name(const std::string& dir, const std::string& name,
-                        const std::string& unique = "XXXXXX") {
-  return dir + (dir == "/" ? "" : "/") + "." + name + ".qxa-" + unique;
+// ".NAME.qxa-0123456789abcdef": hidden, recognisably ours, and not guessable in advance.
+std::string hidden_name(const std::string& name) {
+  std::uint64_t r = 0;
+  if (::getrandom(&r, sizeof r, 0) != sizeof r) r = static_cast<std::uint64_t>(::getpid());
+  return fmt::format(".{}.qxa-{:016x}", name, r);
+}
+
+std::string shown_path(const std::string& root, const std::string& relative) {
+  if (relative.empty()) return root;
+  return root == "/" ? "/" + relative : root + "/" + relative;
 }
 
 }  // namespace
-
-std::error_code make_directories(const std::string& dir) {
-  if (dir.empty() || dir == "/") return {};
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) == 0) {
-    return S_ISDIR(st.st_mode) ? std::error_code{}
-                               : std::make_error_code(std::errc::not_a_directory);
-  }
-  if (auto ec = make_directories(split_path(dir).first)) return ec;
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return last_error();
-  return {};
-}
 
 upload_table::~upload_table() {
   for (auto& [handle, u] : uploads_) discard(u);
 }
 
 void upload_table::discard(upload& u) {
-  if (u.fd >= 0) ::close(u.fd);
-  u.fd = -1;
-  if (!u.temp_path.empty()) ::unlink(u.temp_path.c_str());
-  u.temp_path.clear();
+  u.file.reset();
+  if (!u.temp.empty() && u.dir) ::unlinkat(u.dir.get(), u.temp.c_str(), 0);
+  u.temp.clear();
 }
 
 common::result<std::uint64_t> upload_table::open(std::uint64_t session,
                                                  const upload_request& request) {
   using R = common::result<std::uint64_t>;
-  if (request.path.empty() || request.path.front() != '/') {
-    return R{errc::invalid_argument, "the path must be absolute"};
+  const std::string path = shown_path(request.root, request.relative);
+  unique_fd root(::open(request.root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root) {
+    const auto ec = last_error();
+    return R{ec, fmt::format("cannot open {}: {}", request.root, ec.message())};
   }
-  const auto [dir, name] = split_path(request.path);
-  if (name.empty() || name == "." || name == "..") {
-    return R{errc::invalid_argument, "'" + request.path + "' does not name a file"};
+  auto walked = walk_beneath(root.get(), request.relative, request.create_parents, request.root);
+  if (!walked) return walked.error();
+  if (walked->name.empty()) {
+    return R{errc::invalid_argument, fmt::format("'{}' does not name a file", path)};
   }
-  if (request.create_parents) {
-    if (auto ec = make_directories(dir)) {
-      return R{ec, fmt::format("cannot create {}: {}", dir, ec.message())};
-    }
+  upload u;
+  u.session = session;
+  u.path = path;
+  u.dir = std::move(walked->dir);
+  u.name = std::move(walked->name);
+  std::optional<node_info> existing;
+  if (auto node = open_node(u.dir.get(), u.name)) {
+    existing = node->second;
+  } else if (node.code() != std::errc::no_such_file_or_directory) {
+    return R{node.code(), fmt::format("cannot open {}: {}", path, node.error().message)};
   }
-  struct stat existing {};
-  const bool replaces = ::stat(request.path.c_str(), &existing) == 0;
-  if (replaces && !S_ISREG(existing.st_mode)) {
-    return R{errc::invalid_argument, request.path + " exists and is not a regular file"};
+  if (existing && S_ISLNK(existing->mode)) {
+    return R{
+        std::make_error_code(std::errc::too_many_symbolic_link_levels),
+        fmt::format("{} is a symbolic link: the agent does not write through or over links", path)};
+  }
+  if (existing && !S_ISREG(existing->mode)) {
+    return R{errc::invalid_argument, path + " exists and is not a regular file"};
+  }
+  u.mode = request.mode != 0 ? request.mode : existing ? existing->mode & 07777 : 0644;
+  if ((u.mode & (S_ISUID | S_ISGID)) != 0 && !request.allow_setid) {
+    return R{std::make_error_code(std::errc::operation_not_permitted),
+             fmt::format("{} would be setuid or setgid (mode {:o}), which the guest's "
+                         "policy.write_setid does not allow",
+                         path, u.mode)};
+  }
+  u.owner = request.owner;
+  if (!u.owner && existing && (existing->uid != ::geteuid() || existing->gid != ::getegid())) {
+    u.owner = file_owner{existing->uid, existing->gid};  // keep the replaced file's owner
   }
   // An unnamed file in the destination's filesystem: if the agent dies, the kernel frees it and
-  // nothing partial is left behind. It gets a name only when complete (commit). Filesystems
-  // without O_TMPFILE get a hidden temporary name instead, removed on every path but SIGKILL.
-  std::string temp;
-  int fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
-  if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
-    temp = hidden_name(dir, name);
-    fd = ::mkostemp(temp.data(), O_CLOEXEC);
+  // nothing partial is left behind. It gets a name only when complete (commit).
+  u.file.reset(::openat(u.dir.get(), ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600));
+  if (!u.file && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+    for (int attempt = 0; attempt < 100 && !u.file; ++attempt) {
+      u.temp = hidden_name(u.name);
+      u.file.reset(::openat(u.dir.get(), u.temp.c_str(),
+                            O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (!u.file && errno != EEXIST) break;
+    }
+    if (!u.file) u.temp.clear();
   }
-  if (fd < 0) {
+  if (!u.file) {
     const auto ec = last_error();
-    return R{ec, fmt::format("cannot create a file in {}: {}", dir, ec.message())};
-  }
-  const mode_t mode = request.mode != 0 ? request.mode : replaces ? existing.st_mode & 07777 : 0644;
-  bool ok = ::fchmod(fd, mode) == 0;
-  if (ok && request.owner) {
-    ok = ::fchown(fd, request.owner->first, request.owner->second) == 0;
-  } else if (ok && replaces && (existing.st_uid != ::geteuid() || existing.st_gid != ::getegid())) {
-    ok = ::fchown(fd, existing.st_uid, existing.st_gid) == 0;  // keep the replaced file's owner
-  }
-  if (!ok) {
-    const auto ec = last_error();
-    ::close(fd);
-    if (!temp.empty()) ::unlink(temp.c_str());
-    return R{ec, fmt::format("cannot set the mode or owner of {}: {}", request.path, ec.message())};
+    return R{ec, fmt::format("cannot create a file beside {}: {}", path, ec.message())};
   }
   const std::uint64_t handle = next_handle_++;
-  auto& u = uploads_[handle];
-  u.session = session;
-  u.path = request.path;
-  u.temp_path = std::move(temp);  // empty: unnamed
-  u.fd = fd;
+  uploads_.emplace(handle, std::move(u));
   return R{handle};
 }
 
@@ -142,11 +139,12 @@ common::result<std::uint64_t> upload_table::append(std::uint64_t session, std::u
     uploads_.erase(it);
     return R{errc::too_many_requests, fmt::format("the file grows beyond {} bytes", max_bytes)};
   }
-  if (!write_all(u.fd, data)) {
+  if (!write_all(u.file.get(), data)) {
     const auto ec = last_error();
+    auto message = fmt::format("cannot write {}: {}", u.path, ec.message());
     discard(u);
     uploads_.erase(it);
-    return R{ec, fmt::format("cannot write {}: {}", u.path, ec.message())};
+    return R{ec, std::move(message)};
   }
   u.digest.update(data);
   u.written += data.size();
@@ -170,43 +168,40 @@ common::result<upload_table::committed> upload_table::commit(std::uint64_t sessi
              fmt::format("SHA-256 mismatch: received data hashes to {}, the host sent {}",
                          common::sha256::hex(digest), common::sha256::hex(expected))};
   }
+  // Owner, then mode (a change of owner clears setuid and setgid), through the descriptor.
   std::error_code ec;
-  if (::fsync(u.fd) != 0) ec = last_error();
-  if (!ec && u.temp_path.empty()) {
+  if (u.owner && ::fchown(u.file.get(), u.owner->uid, u.owner->gid) != 0) ec = last_error();
+  if (!ec && ::fchmod(u.file.get(), u.mode) != 0) ec = last_error();
+  if (!ec && ::fsync(u.file.get()) != 0) ec = last_error();
+  if (!ec && u.temp.empty()) {
     // Name the unnamed file (under a hidden name: linkat cannot replace), then rename it over
     // the destination, so that the destination is always either the old file or the new one.
-    const auto dir = split_path(u.path);
-    for (int attempt = 0; attempt < 100 && u.temp_path.empty(); ++attempt) {
-      static std::uint64_t counter = 0;
-      std::string candidate =
-          hidden_name(dir.first, dir.second, fmt::format("{}-{}", ::getpid(), ++counter));
-      const auto fd_path = fmt::format("/proc/self/fd/{}", u.fd);
-      if (::linkat(AT_FDCWD, fd_path.c_str(), AT_FDCWD, candidate.c_str(), AT_SYMLINK_FOLLOW) ==
+    const auto fd_path = fmt::format("/proc/self/fd/{}", u.file.get());
+    for (int attempt = 0; attempt < 100 && u.temp.empty(); ++attempt) {
+      std::string candidate = hidden_name(u.name);
+      if (::linkat(AT_FDCWD, fd_path.c_str(), u.dir.get(), candidate.c_str(), AT_SYMLINK_FOLLOW) ==
               0 ||
-          ::linkat(u.fd, "", AT_FDCWD, candidate.c_str(), AT_EMPTY_PATH) == 0) {
-        u.temp_path = std::move(candidate);
+          ::linkat(u.file.get(), "", u.dir.get(), candidate.c_str(), AT_EMPTY_PATH) == 0) {
+        u.temp = std::move(candidate);
       } else if (errno != EEXIST) {
         ec = last_error();
         break;
       }
     }
-    if (!ec && u.temp_path.empty()) ec = std::make_error_code(std::errc::file_exists);
+    if (!ec && u.temp.empty()) ec = std::make_error_code(std::errc::file_exists);
   }
-  if (::close(u.fd) != 0 && !ec) ec = last_error();
-  u.fd = -1;
-  if (!ec && ::rename(u.temp_path.c_str(), u.path.c_str()) != 0) ec = last_error();
+  if (!ec && ::renameat(u.dir.get(), u.temp.c_str(), u.dir.get(), u.name.c_str()) != 0) {
+    ec = last_error();
+  }
   if (ec) {
     discard(u);
     return R{ec, fmt::format("cannot commit {}: {}", u.path, ec.message())};
   }
-  u.temp_path.clear();
+  u.temp.clear();
+  u.file.reset();
   // The rename is durable once the directory is.
-  const int dir = ::open(split_path(u.path).first.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
-  }
-  return R{committed{u.written, digest}};
+  if (auto d = open_directory(u.dir.get())) ::fsync(d->get());
+  return R{committed{u.written, digest, u.path}};
 }
 
 bool upload_table::abort(std::uint64_t session, std::uint64_t handle) {

@@ -62,7 +62,9 @@ TEST_CASE("an upload appears at its path only when committed, with its mode",
   temp_dir dir;
   const auto target = dir / "sub/dir/file.bin";
   qg::upload_table uploads;
-  auto h = uploads.open(7, {target, 0600, true, std::nullopt});
+  auto h = uploads.open(
+      7,
+      {.root = dir.path(), .relative = "sub/dir/file.bin", .mode = 0600, .create_parents = true});
   REQUIRE(h);
   REQUIRE(uploads.append(7, *h, 0, "hello ", 1 << 20));
   CHECK_FALSE(std::filesystem::exists(target));  // not before the commit
@@ -83,9 +85,8 @@ TEST_CASE("an upload appears at its path only when committed, with its mode",
 TEST_CASE("an upload with a wrong digest, a gap or too many bytes leaves nothing behind",
           "[unit][guest][files]") {
   temp_dir dir;
-  const auto target = dir / "file";
   qg::upload_table uploads;
-  auto h = uploads.open(1, {target, 0, false, std::nullopt});
+  auto h = uploads.open(1, {.root = dir.path(), .relative = "file"});
   REQUIRE(h);
   REQUIRE(uploads.append(1, *h, 0, "data", 100));
   auto gap = uploads.append(1, *h, 10, "more", 100);
@@ -96,15 +97,15 @@ TEST_CASE("an upload with a wrong digest, a gap or too many bytes leaves nothing
   CHECK_THAT(bad.error().message, Catch::Contains("SHA-256 mismatch"));
   CHECK(names_in(dir.path()).empty());
 
-  h = uploads.open(1, {target, 0, false, std::nullopt});
+  h = uploads.open(1, {.root = dir.path(), .relative = "file"});
   REQUIRE(h);
   auto big = uploads.append(1, *h, 0, std::string(101, 'a'), 100);
   REQUIRE_FALSE(big);
   CHECK(names_in(dir.path()).empty());
 
   // A session that ends takes its uploads with it.
-  REQUIRE(uploads.open(3, {target, 0, false, std::nullopt}));
-  REQUIRE(uploads.open(3, {dir / "other", 0, false, std::nullopt}));
+  REQUIRE(uploads.open(3, {.root = dir.path(), .relative = "file"}));
+  REQUIRE(uploads.open(3, {.root = dir.path(), .relative = "other"}));
   CHECK(names_in(dir.path()).empty());  // unnamed until committed
   CHECK(uploads.size() == 2);
   CHECK(uploads.abort_session(3) == 2);
@@ -117,7 +118,7 @@ TEST_CASE("an upload replacing a file keeps its mode", "[unit][guest][files]") {
   const auto target = dir.write("script", "old");
   REQUIRE(::chmod(target.c_str(), 0751) == 0);
   qg::upload_table uploads;
-  auto h = uploads.open(1, {target, 0, false, std::nullopt});
+  auto h = uploads.open(1, {.root = dir.path(), .relative = "script"});
   REQUIRE(h);
   REQUIRE(uploads.append(1, *h, 0, "new", 100));
   REQUIRE(uploads.commit(1, *h, {}));

@@ -297,15 +297,3 @@ TEST_CASE("hostnames are checked against RFC 1123", "[guest]") {
   }
   CHECK_FALSE(qg::valid_hostname(std::string(254, 'a')));
 }
-
-TEST_CASE("a file written atomically replaces the old one whole, with its mode", "[guest]") {
-  temp_dir d;
-  const auto path = d.write("hostname", "old\n");
-  REQUIRE(qg::write_file_atomically(path, "new-name\n", 0640) == 0);
-  CHECK(qg::read_file(path).value() == "new-name\n");
-  CHECK((std::filesystem::status(path).permissions() & std::filesystem::perms::all) ==
-        (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write |
-         std::filesystem::perms::group_read));
-  CHECK_FALSE(std::filesystem::exists(path + ".qxa-tmp"));
-  CHECK(qg::write_file_atomically(d / "missing-dir/file", "x", 0644) == ENOENT);
-}

@@ -37,6 +37,8 @@ struct agent_options {
   std::size_t max_queued_reply_bytes = 8u << 20;
   /// The longest any single request may run.
   std::chrono::nanoseconds request_timeout = 30s;
+  /// The agent's own program, run as a user for the work in that user's home (ssh-key).
+  std::string helper_program = "/proc/self/exe";
   /// What the host may ask of this guest.
   local_policy policy;
   freeze_options freeze;

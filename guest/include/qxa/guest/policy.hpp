@@ -4,8 +4,17 @@
 //
 // Operations: an allow-list alone means only those; a block-list alone removes those; both
 // apply the allow-list, then the block-list (as qemu-guest-agent does). "ping" is always
-// allowed: it is the heartbeat. Paths are checked after resolving the real path, so neither
-// ".." nor a symlink escapes a root.
+// allowed: it is the heartbeat.
+//
+// Paths: a path is under a root when the root's components are its first components ("/a/bc"
+// is not under "/a/b"); "." and ".." are refused. The file operations then walk from the root's
+// descriptor without following any symbolic link (see fs.hpp), so no link, whoever planted it,
+// leads out of a root or makes a file land elsewhere.
+//
+// Exec: with exec_allow set, the environment of a command is a fixed base (PATH, HOME, USER,
+// LOGNAME, SHELL of the account) plus the variables the administrator lists in exec_env_allow;
+// names that change what a program loads or runs (LD_*, BASH_FUNC_*, PATH, PERL5OPT, ...) are
+// never allowed, so an allowed program cannot be turned into another.
 #pragma once
 
 #include <cstdint>
@@ -27,8 +36,12 @@ struct local_policy {
   std::vector<std::string> block;       ///< operations
   bool exec = true;                     ///< the exec operation at all
   std::vector<std::string> exec_allow;  ///< programs (absolute paths); empty: any
+  /// Under exec_allow: variables the host may set besides the fixed base.
+  std::vector<std::string> exec_env_allow;
   std::vector<std::string> read_roots = {"/"};
   std::vector<std::string> write_roots = {"/"};
+  bool write_setid = false;                    ///< uploads may carry the setuid and setgid bits
+  bool write_owner = false;                    ///< uploads may be given to another owner than root
   std::uint64_t max_output_bytes = 16u << 20;  ///< per stream of one exec
   std::uint64_t max_file_bytes = 1ull << 32;   ///< one file read or written
   std::uint32_t max_chunk_bytes = 1u << 20;    ///< one chunk of a file transfer
@@ -37,13 +50,25 @@ struct local_policy {
   /// `program` as given; a relative name is checked against the allow-list by its base name
   /// only when the list holds that bare name.
   [[nodiscard]] std::optional<refusal> check_program(const std::string& program) const;
+  /// The environment variable `name` set by the host, for a command under exec_allow.
+  [[nodiscard]] std::optional<refusal> check_env(std::string_view name) const;
   enum class access { read, write };
-  /// For a write, a path that does not exist yet is judged by its nearest existing parent.
-  [[nodiscard]] std::optional<refusal> check_path(const std::string& path, access mode) const;
+  /// Where `path` lies: the longest root that holds it, and the rest of it. Refused when no
+  /// root does, or the path is not absolute or has "." or ".." in it.
+  struct located {
+    std::string root;      ///< the root as it matched: as configured, or its real path
+    std::string relative;  ///< below the root; empty for the root itself
+  };
+  [[nodiscard]] std::optional<refusal> locate(const std::string& path, access mode,
+                                              located& out) const;
+  [[nodiscard]] std::optional<refusal> check_path(const std::string& path, access mode) const {
+    located ignored;
+    return locate(path, mode, ignored);
+  }
 };
 
-/// The real path of `path`, or of its nearest existing ancestor with the rest appended; empty
-/// when nothing of it exists. Pure path logic aside from realpath(3).
-std::string resolve_path(const std::string& path);
+/// Environment variables that change what a program loads, runs or trusts (the dynamic
+/// loader's, shells' and interpreters'): never set by the host under exec_allow.
+[[nodiscard]] bool dangerous_env_name(std::string_view name) noexcept;
 
 }  // namespace qxa::guest

@@ -78,4 +78,17 @@ struct captured_output {
   [[nodiscard]] bool truncated() const noexcept { return total > data.size(); }
 };
 
+/// How a child run by run_to_end() ended, and what it wrote.
+struct finished_child {
+  exit_status status;
+  captured_output out, err;
+  bool timed_out = false;
+};
+
+/// Runs a spawned child to its end: writes `input` to its standard input and closes it, reads
+/// its standard output and error (keeping at most `cap` bytes of each), and kills its process
+/// group at `timeout`. Completes once the child is reaped.
+asio::awaitable<finished_child> run_to_end(child_process& child, std::string input, std::size_t cap,
+                                           std::chrono::nanoseconds timeout);
+
 }  // namespace qxa::guest

@@ -35,6 +35,11 @@ class session : public std::enable_shared_from_this<session> {
                                       pb::Envelope body);
   /// Stops every request still running (the host went away or opened a new session).
   void cancel_all(const char* why);
+  /// The largest payload the host accepts: the limit in its Hello, or the agent's own.
+  [[nodiscard]] std::uint32_t max_reply_bytes() const noexcept;
+  /// Whether `message` fits max_reply_bytes(); a frame over the host's limit would end the
+  /// connection, so nothing bigger is ever sent.
+  [[nodiscard]] bool fits(const pb::Envelope& message) const;
 
  private:
   void handle(pb::Envelope envelope);
@@ -67,6 +72,7 @@ class session : public std::enable_shared_from_this<session> {
   agent_state& state_;
   std::shared_ptr<guest_stream> stream_;
   std::uint64_t session_id_ = 0;
+  std::uint32_t host_max_frame_ = 0;  ///< from the Hello; 0: not given
   std::uint32_t inflight_ = 0;
   std::map<std::uint64_t, std::shared_ptr<stopper>> running_;
 };

@@ -48,6 +48,7 @@ std::optional<double> parse_uptime(std::string_view text);
 std::string decode_mount_path(std::string_view escaped);
 
 struct mount_entry {
+  std::uint64_t id = 0;  ///< the mount's id (statx's stx_mnt_id)
   std::string mount_point;
   std::string root;  // the path within the filesystem that is mounted ("/" unless a bind mount)
   std::string device;
@@ -59,7 +60,8 @@ struct mount_entry {
 std::vector<mount_entry> parse_mountinfo(std::string_view text);
 
 /// Keeps the mounts that are real storage: drops pseudo and memory filesystems (proc, sysfs,
-/// cgroup, tmpfs, overlay, ...) and network filesystems (whose statfs can hang), and keeps one
+/// cgroup, tmpfs, overlay, ...) and those a process or server answers for (FUSE, network:
+/// their statfs can hang), and keeps one
 /// entry per filesystem (bind mounts of the same device collapse to the first whole mount).
 /// Linear in the number of mounts.
 std::vector<mount_entry> select_disks(const std::vector<mount_entry>& mounts);
@@ -119,10 +121,6 @@ std::string read_boot_id(const std::string& proc_root = "/proc");
 /// A valid DNS hostname (RFC 1123): dot-separated labels of letters, digits and hyphens, 1 to
 /// 63 characters each, not starting or ending with a hyphen, 253 characters at most.
 bool valid_hostname(std::string_view name) noexcept;
-
-/// Writes `content` to `path` atomically: a temporary file in the same directory, fsync,
-/// rename. Returns 0 or the errno of the step that failed.
-int write_file_atomically(const std::string& path, std::string_view content, unsigned mode);
 
 /// The calling process's user+system CPU seconds and resident set size in bytes.
 struct process_usage {

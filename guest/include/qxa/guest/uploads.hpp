@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: MIT
-// Files being written by the host. Data goes to a temporary file next to the destination
-// (".NAME.qxa-XXXXXX", same directory, so the final rename is atomic); on commit the file is
-// checked against the host's SHA-256, fsynced, given its mode and owner and renamed over the
-// destination, and the directory is fsynced. Until then nothing appears at the destination
-// path: an upload cut short (host gone, agent killed) never leaves a partial file there.
+// Files being written by the host. The destination's directory is reached once, at open, by a
+// walk from the policy root that follows no symbolic link (fs.hpp), and its descriptor is kept
+// until the commit: nothing the path names can be swapped in between. Data goes to an unnamed
+// file in that directory (O_TMPFILE; a hidden name made exclusively where the filesystem has no
+// O_TMPFILE). On commit the file is checked against the host's SHA-256, synced, given its owner
+// and mode through its descriptor, named and renamed over the destination with renameat, and
+// the directory is synced. Until then nothing appears at the destination: an upload cut short
+// (host gone, agent killed) never leaves a partial file there.
 #pragma once
 
 #include <sys/types.h>
@@ -15,14 +18,17 @@
 
 #include "qxa/common/error.hpp"
 #include "qxa/common/sha256.hpp"
+#include "qxa/guest/fs.hpp"
 
 namespace qxa::guest {
 
 struct upload_request {
-  std::string path;
-  mode_t mode = 0;  ///< 0: the replaced file's mode, or 0644
+  std::string root = {};      ///< the policy root the path lies under (its links are followed)
+  std::string relative = {};  ///< the rest of the path, below the root
+  mode_t mode = 0;            ///< 0: the replaced file's mode, or 0644
   bool create_parents = false;
-  std::optional<std::pair<uid_t, gid_t>> owner;  ///< none: the replaced file's, or the agent's
+  std::optional<file_owner> owner = {};  ///< none: the replaced file's, or the agent's
+  bool allow_setid = false;              ///< the file may end up setuid or setgid
 };
 
 class upload_table {
@@ -32,7 +38,10 @@ class upload_table {
   upload_table(const upload_table&) = delete;
   upload_table& operator=(const upload_table&) = delete;
 
-  /// Starts an upload for `session`; returns its handle.
+  /// Starts an upload for `session`; returns its handle. Fails with the walk's error (ELOOP for
+  /// a link on the path, EXDEV for a FUSE or network filesystem...), EPERM when the file would
+  /// be setuid or setgid and that is not allowed, or EINVAL when the destination is not a
+  /// regular file.
   common::result<std::uint64_t> open(std::uint64_t session, const upload_request& request);
   /// Appends `data` at `offset`, which must be where the previous chunk ended. Returns the
   /// bytes written so far. Fails (and discards the upload) beyond `max_bytes`.
@@ -42,6 +51,7 @@ class upload_table {
   struct committed {
     std::uint64_t size;
     common::sha256::digest digest;
+    std::string path;  ///< for the audit line
   };
   /// Checks the digest (when `expected` is not empty), syncs and renames into place. The
   /// upload is gone afterwards, committed or not.
@@ -56,9 +66,13 @@ class upload_table {
  private:
   struct upload {
     std::uint64_t session = 0;
-    std::string path;
-    std::string temp_path;  ///< empty while the file has no name (O_TMPFILE)
-    int fd = -1;
+    std::string path;  ///< root and relative, for messages
+    unique_fd dir;     ///< the destination's directory, from open to commit
+    std::string name;  ///< the destination's name in it
+    std::string temp;  ///< the temporary's name in `dir`; empty while it has none (O_TMPFILE)
+    unique_fd file;
+    mode_t mode = 0644;
+    std::optional<file_owner> owner;
     std::uint64_t written = 0;
     common::sha256 digest;
   };
@@ -67,8 +81,5 @@ class upload_table {
   std::map<std::uint64_t, upload> uploads_;
   std::uint64_t next_handle_ = 1;
 };
-
-/// Creates `dir` and its missing parents with mode 0755.
-std::error_code make_directories(const std::string& dir);
 
 }  // namespace qxa::guest
