@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -143,7 +144,13 @@ class unix_listen_port final : public port {
     std::error_code ec;
     for (int attempt = 0; attempt < 2; ++attempt) {
       acceptor_.open(stream_protocol(), ec);
-      if (!ec) acceptor_.bind(stream_protocol::endpoint(path_), ec);
+      if (!ec) {
+        // The socket is the agent's door for root's work: 0600 whatever the umask, and from
+        // its creation (a chmod after bind would leave a moment when it is open).
+        const mode_t umask_before = ::umask(0177);
+        acceptor_.bind(stream_protocol::endpoint(path_), ec);
+        ::umask(umask_before);
+      }
       if (ec == asio::error::address_in_use && attempt == 0) {
         // A file is there. Take it over only when nobody is listening on it.
         // A listener that goes away within a second is not another agent: a child that an agent

@@ -11,6 +11,7 @@
 
 #include "support/fake_host.hpp"
 #include "support/process.hpp"
+#include "support/shipped.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace std::chrono_literals;
@@ -28,7 +29,8 @@ namespace {
 const std::string agent_path = QXA_AGENT_PATH;
 
 std::vector<std::string> agent_args(const std::string& port, std::vector<std::string> extra = {}) {
-  std::vector<std::string> args = {agent_path, "--config", "/dev/null", "--port", port};
+  std::vector<std::string> args = {agent_path, "--config", qxa::test::shipped_agent_config,
+                                   "--port", port};
   args.insert(args.end(), extra.begin(), extra.end());
   return args;
 }
@@ -228,8 +230,8 @@ TEST_CASE("with no host on a device-like port the agent waits without spinning a
   const auto port = dir / "port";
   auto pty = pty_pair::open_new();
   REQUIRE(::symlink(pty.slave_path.c_str(), port.c_str()) == 0);
-  child_process agent(
-      {agent_path, "--config", "/dev/null", "--port", port, "--telemetry-interval", "100ms"});
+  child_process agent({agent_path, "--config", qxa::test::shipped_agent_config, "--port", port,
+                       "--telemetry-interval", "100ms"});
   {
     asio::io_context io;
     fake_host<asio::posix::stream_descriptor> host(asio::posix::stream_descriptor(io, pty.master));
@@ -276,7 +278,8 @@ TEST_CASE("a port another process holds (EBUSY) is retried until it is free",
   const int holder = ::open(pty.slave_path.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC);
   REQUIRE(holder >= 0);
   REQUIRE(::ioctl(holder, TIOCEXCL) == 0);
-  std::vector<std::string> args = {agent_path, "--config", "/dev/null", "--port", pty.slave_path};
+  std::vector<std::string> args = {agent_path, "--config", qxa::test::shipped_agent_config,
+                                   "--port", pty.slave_path};
   if (::geteuid() == 0) {
     REQUIRE(::chown(pty.slave_path.c_str(), 65534, 65534) == 0);
     args.insert(args.begin(),
@@ -346,6 +349,30 @@ TEST_CASE("bad command lines and config files stop the agent with status 2 and a
   auto [s5, log5] = run({agent_path, "--port", "tcp:10.0.0.1:1"});
   CHECK(s5 == 2);
   CHECK_THAT(log5, Catch::Contains("unknown port"));
+  // A number no duration can hold: a message, not an uncaught exception (status 134).
+  const std::string huge = std::string(5000, '9') + "s";
+  auto [s6, log6] = run({agent_path, "--write-timeout", huge});
+  CHECK(s6 == 2);
+  CHECK_THAT(log6, Catch::Contains("--write-timeout: invalid duration") &&
+                       Catch::Contains("out of range"));
+  const auto huge_file = dir.write("huge.toml", "[limits]\nrequest_timeout = \"" + huge + "\"\n");
+  auto [s7, log7] = run({agent_path, "--config", huge_file});
+  CHECK(s7 == 2);
+  CHECK_THAT(log7, Catch::Contains("'limits.request_timeout' is not a valid duration"));
+}
+
+TEST_CASE("the unix-listen socket is 0600 whatever the umask", "[integration][guest]") {
+  temp_dir dir;
+  const auto sock = dir / "agent.sock";
+  auto args = agent_args("unix-listen:" + sock);
+  std::string line = "umask 000; exec";
+  for (const auto& a : args) line += " '" + a + "'";
+  child_process agent({"/bin/sh", "-c", line});
+  REQUIRE(agent.wait_for_log("agent started", 10s));
+  struct stat st {};
+  REQUIRE(::stat(sock.c_str(), &st) == 0);
+  CHECK(S_ISSOCK(st.st_mode));
+  CHECK((st.st_mode & 07777) == 0600);
 }
 
 // [release]: properties of the optimised, static release build, not checked in sanitizer builds.
@@ -361,7 +388,8 @@ TEST_CASE("the agent binary is static and prints its version", "[integration][gu
   CHECK_THAT(f.output(), !Catch::Contains("not stripped"));
 }
 
-TEST_CASE("the agent's idle memory with a host attached stays small", "[integration][guest][release]") {
+TEST_CASE("the agent's idle memory with a host attached stays small",
+          "[integration][guest][release]") {
   temp_dir dir;
   const auto sock = dir / "agent.sock";
   child_process agent(agent_args("unix-listen:" + sock, {"--telemetry-interval", "100ms"}));

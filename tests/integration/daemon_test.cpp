@@ -27,6 +27,7 @@
 #include "qxa/common/message_stream.hpp"
 #include "support/hostile.hpp"
 #include "support/process.hpp"
+#include "support/shipped.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace std::chrono_literals;
@@ -175,6 +176,10 @@ TEST_CASE("qx-agent says clearly when the daemon or agent is not there, and chec
   CHECK(run_cli({"ping"}).status == 2);        // missing VM
   CHECK(run_cli({"frobnicate"}).status == 2);  // unknown verb
   CHECK(run_cli({"ping", "vm", "--timeout", "soon"}).status == 2);
+  // 5,000 digits: a usage error with a message, not an uncaught exception.
+  auto huge = run_cli({"ping", "vm", "--timeout", std::string(5000, '9') + "s"});
+  CHECK(huge.status == 2);
+  CHECK_THAT(huge.err, Catch::Contains("out of range"));
   auto help = run_cli({"telemetry", "--help"});
   CHECK(help.status == 0);
   CHECK_THAT(help.out, Catch::Contains("--watch"));
@@ -194,6 +199,16 @@ TEST_CASE("qx-agentd refuses unusable directories and configs with a clear error
   bad_config.drain();
   CHECK_THAT(bad_config.log(),
              Catch::Contains("d.toml:2: 'heartbeat.interval' is not a valid duration"));
+  const auto huge =
+      run.write("h.toml", "[limits]\nrequest_timeout = \"" + std::string(5000, '9') + "s\"\n");
+  child_process huge_config({daemon_bin, "--config", huge});
+  CHECK(huge_config.wait_exit(10s) == 2);
+  huge_config.drain();
+  CHECK_THAT(huge_config.log(), Catch::Contains("out of range"));
+  // The file the package installs starts the daemon (every key in it commented out).
+  child_process shipped({daemon_bin, "--config", qxa::test::shipped_daemon_config, "--socket-dir",
+                         run.path(), "--control-socket", run / "shipped.sock"});
+  CHECK(shipped.wait_for_log("ready: vm sockets in", 10s));
   child_process no_run_dir({daemon_bin, "--config", "/dev/null", "--socket-dir", run.path(),
                             "--control-socket", run / "missing/dir/ctl.sock"});
   CHECK(no_run_dir.wait_exit(10s) == 1);

@@ -53,9 +53,8 @@ struct relayed_vm {
 };
 
 json status_of(const temp_dir& run, const std::string& vm) {
-  auto r = qxa::test::run_command({cli_bin, "--json", "--control-socket", run / "ctl.sock",
-                                   "status"},
-                                  10s);
+  auto r = qxa::test::run_command(
+      {cli_bin, "--json", "--control-socket", run / "ctl.sock", "status"}, 10s);
   REQUIRE(r.status == 0);
   const auto all = json::parse(r.out);
   for (const auto& v : all["vms"]) {
@@ -115,9 +114,15 @@ load_report drive(const temp_dir& run, const std::string& vm, std::chrono::milli
         while (std::chrono::steady_clock::now() < until) {
           while (calls.open() < width) {
             switch (n++ % 4) {
-              case 0: calls.start(vm, "ping", ping_request(), call_timeout); break;
-              case 1: calls.start(vm, "exec", exec_request("seq 1 2000"), call_timeout, true); break;
-              case 2: calls.start(vm, "read", read_request(read_path), call_timeout, true); break;
+              case 0:
+                calls.start(vm, "ping", ping_request(), call_timeout);
+                break;
+              case 1:
+                calls.start(vm, "exec", exec_request("seq 1 2000"), call_timeout, true);
+                break;
+              case 2:
+                calls.start(vm, "read", read_request(read_path), call_timeout, true);
+                break;
               default: {
                 pb::Envelope info;
                 info.mutable_info_request();
@@ -141,17 +146,18 @@ load_report drive(const temp_dir& run, const std::string& vm, std::chrono::milli
       continue;
     }
     c.ok ? ++rep.ok : ++rep.errors;
-    rep.worst_ms = std::max(
-        rep.worst_ms, std::chrono::duration<double, std::milli>(c.answered - c.sent).count());
+    rep.worst_ms = std::max(rep.worst_ms,
+                            std::chrono::duration<double, std::milli>(c.answered - c.sent).count());
   }
   return rep;
 }
 
 }  // namespace
 
-TEST_CASE("garbage injected mid-stream both ways: every call ends once, in time, and the link "
-          "recovers",
-          "[integration][faults]") {
+TEST_CASE(
+    "garbage injected mid-stream both ways: every call ends once, in time, and the link "
+    "recovers",
+    "[integration][faults]") {
   temp_dir agents, vms, run;
   relayed_vm vm(agents, vms, "noisy");
   write_random_file(agents / "data.bin", 64u << 10);
@@ -161,10 +167,11 @@ TEST_CASE("garbage injected mid-stream both ways: every call ends once, in time,
   vm.relay.garbage = true;
   const auto noisy = drive(run, "noisy", 4000ms, 8, 2000ms, agents / "data.bin");
   vm.relay.garbage = false;
-  WARN(fmt::format("with garbage: {} calls, {} ok, {} definite errors, {} unanswered, {} strays, "
-                   "slowest {:.0f} ms; {} garbage bytes injected into {} relayed",
-                   noisy.calls, noisy.ok, noisy.errors, noisy.unanswered, noisy.strays,
-                   noisy.worst_ms, vm.relay.garbage_bytes.load(), vm.relay.relayed_bytes.load()));
+  WARN(
+      fmt::format("with garbage: {} calls, {} ok, {} definite errors, {} unanswered, {} strays, "
+                  "slowest {:.0f} ms; {} garbage bytes injected into {} relayed",
+                  noisy.calls, noisy.ok, noisy.errors, noisy.unanswered, noisy.strays,
+                  noisy.worst_ms, vm.relay.garbage_bytes.load(), vm.relay.relayed_bytes.load()));
   CHECK(vm.relay.garbage_bytes > 0);
   CHECK(noisy.calls > 20);
   CHECK(noisy.unanswered == 0);
@@ -182,7 +189,7 @@ TEST_CASE("garbage injected mid-stream both ways: every call ends once, in time,
   const auto s = status_of(run, "noisy");
   CHECK(s["state"] == "ready");
   CHECK(s["bad_frames"].get<std::uint64_t>() > 0);  // the daemon saw and counted the damage
-  CHECK(vm.agent->running());  // the agent never needed a restart
+  CHECK(vm.agent->running());                       // the agent never needed a restart
   CHECK(vm.agent->count_in_log("agent started") == 1);
 }
 
@@ -195,10 +202,9 @@ TEST_CASE("every frame in 1-byte writes, both ways: output and files arrive inta
   REQUIRE(daemon->wait_for_log("vm slow: handshaking -> ready", 10s));
   vm.relay.byte_writes = true;
   const std::string ctl = run / "ctl.sock";
-  auto down = qxa::test::run_command(
-      {cli_bin, "--json", "--control-socket", ctl, "cp", "slow:" + (agents / "data.bin"),
-       run / "copy.bin"},
-      120s);
+  auto down = qxa::test::run_command({cli_bin, "--json", "--control-socket", ctl, "cp",
+                                      "slow:" + (agents / "data.bin"), run / "copy.bin"},
+                                     120s);
   REQUIRE(down.status == 0);
   CHECK(file_sha256(run / "copy.bin") == file_sha256(agents / "data.bin"));
   auto up = qxa::test::run_command(
@@ -215,11 +221,11 @@ TEST_CASE("every frame in 1-byte writes, both ways: output and files arrive inta
   CHECK(rep.unanswered == 0);
   CHECK(rep.strays == 0);
   CHECK(rep.ok == rep.calls);
-  WARN(fmt::format("1-byte writes: 256 KiB down in {:.2f} s and up in {:.2f} s, {} mixed calls "
-                   "all ok, {} bytes relayed",
-                   std::chrono::duration<double>(down.took).count(),
-                   std::chrono::duration<double>(up.took).count(), rep.calls,
-                   vm.relay.relayed_bytes.load()));
+  WARN(fmt::format(
+      "1-byte writes: 256 KiB down in {:.2f} s and up in {:.2f} s, {} mixed calls "
+      "all ok, {} bytes relayed",
+      std::chrono::duration<double>(down.took).count(),
+      std::chrono::duration<double>(up.took).count(), rep.calls, vm.relay.relayed_bytes.load()));
   CHECK(status_of(run, "slow")["bad_frames"] == 0);
 }
 
@@ -236,10 +242,9 @@ TEST_CASE("a truncated frame followed by a close, 20 times: each new connection 
     vm.relay.truncate_and_close = true;  // the next chunk either way: a heartbeat, telemetry
     const auto cut_at = std::chrono::steady_clock::now();
     REQUIRE(daemon->wait_for_log("vm cut: handshaking -> ready", 10s, i + 1));
-    worst_recovery_ms = std::max(
-        worst_recovery_ms,
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - cut_at)
-            .count());
+    worst_recovery_ms = std::max(worst_recovery_ms, std::chrono::duration<double, std::milli>(
+                                                        std::chrono::steady_clock::now() - cut_at)
+                                                        .count());
     // The first request on the new connection succeeds: no stale half frame in either reader.
     auto r = qxa::test::run_command({cli_bin, "--control-socket", ctl, "ping", "cut"}, 10s);
     REQUIRE(r.status == 0);
@@ -296,9 +301,10 @@ std::size_t entries(const std::string& dir) {
 
 }  // namespace
 
-TEST_CASE("the guest killed during a 64 MiB transfer: nothing partial on either side, and the "
-          "restarted agent serves the same copy",
-          "[integration][faults]") {
+TEST_CASE(
+    "the guest killed during a 64 MiB transfer: nothing partial on either side, and the "
+    "restarted agent serves the same copy",
+    "[integration][faults]") {
   temp_dir agents, vms, run, guest_files, host_files;
   const std::string ctl = run / "ctl.sock";
   const auto socket = agents / "vm.sock";
@@ -310,8 +316,8 @@ TEST_CASE("the guest killed during a 64 MiB transfer: nothing partial on either 
   write_random_file(source, 64u << 20);
 
   // Upload: killed when half of it is in the guest.
-  child_process up({cli_bin, "--control-socket", ctl, "cp", source,
-                    "vm:" + (guest_files / "copy.bin")});
+  child_process up(
+      {cli_bin, "--control-socket", ctl, "cp", source, "vm:" + (guest_files / "copy.bin")});
   REQUIRE(upload_reaches(agent->pid(), 32u << 20));
   agent->signal(SIGKILL);
   auto status = up.wait_exit(15s);
@@ -337,17 +343,18 @@ TEST_CASE("the guest killed during a 64 MiB transfer: nothing partial on either 
   // The restarted agent (the service manager's job) serves the upload again, whole.
   agent = qxa::test::start_agent(socket, "200ms");
   REQUIRE(daemon->wait_for_log("vm vm: handshaking -> ready", 10s, 3));
-  auto again = qxa::test::run_command(
-      {cli_bin, "--json", "--control-socket", ctl, "cp", source, "vm:" + (guest_files / "copy.bin")},
-      120s);
+  auto again = qxa::test::run_command({cli_bin, "--json", "--control-socket", ctl, "cp", source,
+                                       "vm:" + (guest_files / "copy.bin")},
+                                      120s);
   REQUIRE(again.status == 0);
   CHECK(file_sha256(guest_files / "copy.bin") == file_sha256(source));
   CHECK(entries(guest_files.path()) == 2);  // copy.bin and served.bin, nothing else
 }
 
-TEST_CASE("qx-agentd killed mid-upload and restarted 5 times: the agent keeps running, drops "
-          "each partial upload and takes the sixth whole",
-          "[integration][faults]") {
+TEST_CASE(
+    "qx-agentd killed mid-upload and restarted 5 times: the agent keeps running, drops "
+    "each partial upload and takes the sixth whole",
+    "[integration][faults]") {
   temp_dir agents, vms, run, guest_files, host_files;
   const auto socket = agents / "vm.sock";
   auto agent = qxa::test::start_agent(socket, "200ms");
@@ -381,15 +388,17 @@ TEST_CASE("qx-agentd killed mid-upload and restarted 5 times: the agent keeps ru
   CHECK(agent->count_in_log("agent started") == 1);
 }
 
-TEST_CASE("10,000 requests at once, to the agent and through qx-agentd: all answered, the "
-          "excess refused with too_many_requests, memory bounded",
-          "[integration][faults]") {
+TEST_CASE(
+    "10,000 requests at once, to the agent and through qx-agentd: all answered, the "
+    "excess refused with too_many_requests, memory bounded",
+    "[integration][faults]") {
   constexpr int total = 10000;
   SECTION("straight to the agent") {
     temp_dir dir;
     auto agent = qxa::test::start_agent(dir / "agent.sock", "200ms");
     asio::io_context io;
-    qxa::test::fake_host<qxa::test::unix_socket> host(qxa::test::connect_now(io, dir / "agent.sock"));
+    qxa::test::fake_host<qxa::test::unix_socket> host(
+        qxa::test::connect_now(io, dir / "agent.sock"));
     int ok = 0, refused = 0, other = 0;
     const auto start = std::chrono::steady_clock::now();
     qxa::test::run_on(
@@ -416,9 +425,10 @@ TEST_CASE("10,000 requests at once, to the agent and through qx-agentd: all answ
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const auto peak = qxa::test::process_peak_rss_bytes(agent->pid());
-    WARN(fmt::format("agent: {} requests answered in {:.1f} s: {} ran, {} refused with "
-                     "too_many_requests, {} other; peak RSS {:.1f} MiB",
-                     total, secs, ok, refused, other, static_cast<double>(peak) / (1 << 20)));
+    WARN(
+        fmt::format("agent: {} requests answered in {:.1f} s: {} ran, {} refused with "
+                    "too_many_requests, {} other; peak RSS {:.1f} MiB",
+                    total, secs, ok, refused, other, static_cast<double>(peak) / (1 << 20)));
     CHECK(ok + refused == total);
     CHECK(other == 0);
     CHECK(ok >= 64);
@@ -440,7 +450,8 @@ TEST_CASE("10,000 requests at once, to the agent and through qx-agentd: all answ
     qxa::test::run_on(
         io,
         [&]() -> awaitable<void> {
-          for (int i = 0; i < total; ++i) calls.start("vm", "exec", exec_request("sleep 0.05"), 60s);
+          for (int i = 0; i < total; ++i)
+            calls.start("vm", "exec", exec_request("sleep 0.05"), 60s);
           all = co_await calls.wait_all(std::chrono::steady_clock::now() + 120s);
         },
         180s);
@@ -460,11 +471,12 @@ TEST_CASE("10,000 requests at once, to the agent and through qx-agentd: all answ
       }
     }
     const auto peak = qxa::test::process_peak_rss_bytes(daemon->pid());
-    WARN(fmt::format("daemon: {} calls answered in {:.1f} s: {} ran, {} refused by the daemon, "
-                     "{} by the agent (too_many_requests), {} other, {} strays; daemon peak RSS "
-                     "{:.1f} MiB",
-                     total, secs, ok, by_daemon, by_agent, other, calls.strays(),
-                     static_cast<double>(peak) / (1 << 20)));
+    WARN(
+        fmt::format("daemon: {} calls answered in {:.1f} s: {} ran, {} refused by the daemon, "
+                    "{} by the agent (too_many_requests), {} other, {} strays; daemon peak RSS "
+                    "{:.1f} MiB",
+                    total, secs, ok, by_daemon, by_agent, other, calls.strays(),
+                    static_cast<double>(peak) / (1 << 20)));
     CHECK(all);
     CHECK(calls.strays() == 0);
     CHECK(ok + by_daemon + by_agent == total);
@@ -473,8 +485,8 @@ TEST_CASE("10,000 requests at once, to the agent and through qx-agentd: all answ
 #ifndef QXA_SANITIZED
     CHECK(peak < (128u << 20));
 #endif
-    auto r = qxa::test::run_command({cli_bin, "--control-socket", run / "ctl.sock", "ping", "vm"},
-                                    10s);
+    auto r =
+        qxa::test::run_command({cli_bin, "--control-socket", run / "ctl.sock", "ping", "vm"}, 10s);
     CHECK(r.status == 0);
   }
 }

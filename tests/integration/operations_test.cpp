@@ -19,13 +19,14 @@
 #include "support/files.hpp"
 #include "support/process.hpp"
 #include "support/run.hpp"
+#include "support/shipped.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace std::chrono_literals;
 using qxa::test::child_process;
 using qxa::test::file_sha256;
-using qxa::test::write_random_file;
 using qxa::test::temp_dir;
+using qxa::test::write_random_file;
 using json = nlohmann::json;
 namespace qc = qxa::common;
 namespace qh = qxa::host;
@@ -37,7 +38,8 @@ const std::string agent_bin = QXA_AGENT_PATH;
 const std::string cli_bin = QXA_CLI_PATH;
 
 struct agent_under_test {
-  explicit agent_under_test(const temp_dir& dir, const std::string& config = "/dev/null")
+  explicit agent_under_test(const temp_dir& dir,
+                            const std::string& config = qxa::test::shipped_agent_config)
       : socket(dir / "agent.sock"),
         process({agent_bin, "--config", config, "--port", "unix-listen:" + socket,
                  "--telemetry-interval", "1s"}) {

@@ -42,20 +42,37 @@ std::chrono::seconds soak_length() {
   return std::chrono::seconds(s > 0 ? s : 60);
 }
 
-
 /// The request of one kind of operation, as the CLI would make it.
 pb::Envelope request_for(int kind, const std::string& dir) {
   pb::Envelope e;
   switch (kind) {
-    case 0: e.mutable_ping()->set_nonce(1); break;
-    case 1: e.mutable_info_request(); break;
-    case 2: e.mutable_telemetry_request(); break;
-    case 3: e.mutable_exec_request()->set_shell_command("echo soak; seq 1 200"); break;
-    case 4: e.mutable_file_read_request()->set_path(dir + "/data.bin"); break;
-    case 5: e.mutable_file_stat_request()->set_path(dir + "/data.bin"); break;
-    case 6: e.mutable_dir_list_request()->set_path(dir); break;
-    case 7: e.mutable_time_request(); break;  // read only: the agents run on this machine
-    default: e.mutable_freeze_status_request(); break;
+    case 0:
+      e.mutable_ping()->set_nonce(1);
+      break;
+    case 1:
+      e.mutable_info_request();
+      break;
+    case 2:
+      e.mutable_telemetry_request();
+      break;
+    case 3:
+      e.mutable_exec_request()->set_shell_command("echo soak; seq 1 200");
+      break;
+    case 4:
+      e.mutable_file_read_request()->set_path(dir + "/data.bin");
+      break;
+    case 5:
+      e.mutable_file_stat_request()->set_path(dir + "/data.bin");
+      break;
+    case 6:
+      e.mutable_dir_list_request()->set_path(dir);
+      break;
+    case 7:
+      e.mutable_time_request();
+      break;  // read only: the agents run on this machine
+    default:
+      e.mutable_freeze_status_request();
+      break;
   }
   return e;
 }
@@ -90,9 +107,10 @@ struct rss_track {
 
 }  // namespace
 
-TEST_CASE("soak: 20 agents, mixed calls, random disconnects and restarts; nothing lost or "
-          "answered twice, memory flat",
-          "[integration][soak]") {
+TEST_CASE(
+    "soak: 20 agents, mixed calls, random disconnects and restarts; nothing lost or "
+    "answered twice, memory flat",
+    "[integration][soak]") {
   constexpr int agents_n = 20;
   constexpr int restarted_from = 15;  // agents 15..19 are killed and restarted; 0..14 never
   const auto length = soak_length();

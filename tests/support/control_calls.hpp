@@ -13,8 +13,8 @@
 #include <memory>
 #include <string>
 
-#include "qxa/common/message_stream.hpp"
 #include "quantix/agent/v1/control.pb.h"
+#include "qxa/common/message_stream.hpp"
 
 namespace qxa::test {
 
@@ -29,9 +29,9 @@ class control_calls {
   struct outcome {
     std::string vm;
     std::string op;
-    int finals = 0;    ///< final answers (more = false); exactly one is right
-    int partials = 0;  ///< partial answers before the final one
-    bool ok = false;   ///< the final answer is the agent's reply, not an error
+    int finals = 0;        ///< final answers (more = false); exactly one is right
+    int partials = 0;      ///< partial answers before the final one
+    bool ok = false;       ///< the final answer is the agent's reply, not an error
     int agent_error = 0;   ///< ErrorCode of an agent Error reply
     int daemon_error = 0;  ///< ErrorCode of the daemon's Error answer
     std::string message;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "support/process.hpp"
+#include "support/shipped.hpp"
 #include "support/temp_dir.hpp"
 
 namespace qxa::test {
@@ -16,9 +17,9 @@ namespace qxa::test {
 /// once it has logged that it started.
 inline std::unique_ptr<child_process> start_agent(const std::string& socket,
                                                   const std::string& telemetry_interval = "1s") {
-  auto a = std::make_unique<child_process>(
-      std::vector<std::string>{QXA_AGENT_PATH, "--config", "/dev/null", "--port",
-                               "unix-listen:" + socket, "--telemetry-interval", telemetry_interval});
+  auto a = std::make_unique<child_process>(std::vector<std::string>{
+      QXA_AGENT_PATH, "--config", qxa::test::shipped_agent_config, "--port",
+      "unix-listen:" + socket, "--telemetry-interval", telemetry_interval});
   const bool started = a->wait_for_log("agent started", std::chrono::seconds(10));
   INFO(a->log());
   REQUIRE(started);

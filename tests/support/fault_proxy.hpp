@@ -116,7 +116,8 @@ class fault_proxy {
     using asio::experimental::as_tuple;
     std::vector<std::uint8_t> buf(64 << 10);
     for (;;) {
-      auto [ec, n] = co_await from.async_read_some(asio::buffer(buf), as_tuple(asio::use_awaitable));
+      auto [ec, n] =
+          co_await from.async_read_some(asio::buffer(buf), as_tuple(asio::use_awaitable));
       if (ec) break;
       std::size_t at = 0;
       std::error_code wec;
@@ -129,8 +130,8 @@ class fault_proxy {
       if (garbage && rng_() % 4 == 0) {
         // Before the chunk or somewhere inside it.
         const std::size_t split = rng_() % 2 ? 0 : rng_() % n;
-        std::tie(wec, std::ignore) = co_await asio::async_write(
-            to, asio::buffer(buf.data(), split), as_tuple(asio::use_awaitable));
+        std::tie(wec, std::ignore) = co_await asio::async_write(to, asio::buffer(buf.data(), split),
+                                                                as_tuple(asio::use_awaitable));
         auto g = noise();
         garbage_bytes += g.size();
         if (!wec) {
