@@ -180,6 +180,54 @@ TEST_CASE("exec refuses programs outside the allow-list and reports missing ones
   CHECK(r.error().code() == pb::ERROR_CODE_NOT_FOUND);
 }
 
+TEST_CASE("under exec_allow the host's environment cannot turn an allowed program into another",
+          "[unit][guest][exec]") {
+  qg::agent_options o;
+  o.policy.exec_allow = {"/usr/bin/env"};
+  o.policy.exec_env_allow = {"BACKUP_TARGET"};
+  for (const char* name : {"LD_PRELOAD", "LD_LIBRARY_PATH", "BASH_FUNC_env%%", "PERL5OPT",
+                           "PYTHONSTARTUP", "PATH", "HOME", "UNLISTED"}) {
+    INFO(name);
+    auto req = exec_request({"/usr/bin/env"});
+    (*req.mutable_exec_request()->mutable_env())[name] = "/tmp/evil.so";
+    auto r = run_exec(req, o);
+    REQUIRE(r.has_error());
+    CHECK(r.error().code() == pb::ERROR_CODE_PERMISSION_DENIED);
+    CHECK_THAT(r.error().message(), Catch::Contains(std::string("'") + name + "'"));
+  }
+  auto req = exec_request({"/usr/bin/env"});
+  (*req.mutable_exec_request()->mutable_env())["BACKUP_TARGET"] = "/srv/backup";
+  auto r = run_exec(req, o);
+  REQUIRE(r.has_exec_result());
+  // The fixed base and the one allowed variable; PATH is the agent's own.
+  const auto& env = r.exec_result().stdout();
+  CHECK_THAT(env, Catch::Contains("BACKUP_TARGET=/srv/backup\n"));
+  CHECK_THAT(env, Catch::Contains("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"));
+  CHECK(env.find("LD_") == std::string::npos);
+  // Without exec_allow any program may run anyway, and so may any environment.
+  auto free = exec_request({"sh", "-c", "echo \"$LD_BIND_NOW\""});
+  (*free.mutable_exec_request()->mutable_env())["LD_BIND_NOW"] = "1";
+  r = run_exec(free);
+  REQUIRE(r.has_exec_result());
+  CHECK(r.exec_result().stdout() == "1\n");
+}
+
+TEST_CASE("a command does not inherit the agent's OOM score adjustment, nor take a NUL",
+          "[unit][guest][exec]") {
+  // The agent's unit protects it from the OOM killer; what it runs is ordinary.
+  std::string before;
+  std::ifstream("/proc/self/oom_score_adj") >> before;
+  std::ofstream("/proc/self/oom_score_adj") << "321";
+  auto r = run_exec(exec_request({"cat", "/proc/self/oom_score_adj"}));
+  std::ofstream("/proc/self/oom_score_adj") << before;
+  REQUIRE(r.has_exec_result());
+  CHECK(r.exec_result().stdout() == "0\n");
+  auto nul = exec_request({"echo", std::string("cut\0here", 8)});
+  r = run_exec(nul);
+  REQUIRE(r.has_error());
+  CHECK(r.error().code() == pb::ERROR_CODE_INVALID_ARGUMENT);
+}
+
 TEST_CASE("find_program searches PATH and checks that the file is executable",
           "[unit][guest][exec]") {
   CHECK(qg::find_program("sh", "/nonexistent:/bin:/usr/bin").ends_with("/sh"));

@@ -204,3 +204,165 @@ TEST_CASE(
   CHECK(r.error().rule() == "policy.max_file_bytes");
   CHECK_FALSE(std::filesystem::exists(dir / "outside/new.txt"));
 }
+
+namespace {
+
+// One upload through the handler, open to commit, with `o`'s policy: the error, or nothing.
+std::optional<pb::Error> upload(const std::string& path, const std::string& data,
+                                qg::agent_options o = {}, std::uint32_t mode = 0,
+                                std::optional<std::pair<std::uint32_t, std::uint32_t>> owner = {},
+                                bool parents = false) {
+  std::optional<pb::Error> failed;
+  run_async([&](asio::io_context& io) -> asio::awaitable<void> {
+    handler_bench bench(io.get_executor(), o);
+    pb::Envelope open;
+    auto* op = open.mutable_file_write_open();
+    op->set_path(path);
+    op->set_mode(mode);
+    op->set_create_parents(parents);
+    if (owner) {
+      op->set_set_owner(true);
+      op->set_uid(owner->first);
+      op->set_gid(owner->second);
+    }
+    auto r = co_await handlers::file_write(bench.context(), open);
+    if (r.has_error()) {
+      failed = r.error();
+      co_return;
+    }
+    const auto handle = r.file_write_reply().handle();
+    pb::Envelope chunk;
+    chunk.mutable_file_write_chunk()->set_handle(handle);
+    chunk.mutable_file_write_chunk()->set_data(data);
+    r = co_await handlers::file_write(bench.context(), chunk);
+    if (r.has_error()) {
+      failed = r.error();
+      co_return;
+    }
+    pb::Envelope close;
+    close.mutable_file_write_close()->set_handle(handle);
+    r = co_await handlers::file_write(bench.context(), close);
+    if (r.has_error()) failed = r.error();
+  });
+  return failed;
+}
+
+std::size_t entries_in(const std::string& dir) {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("an upload lands only where its path says, never through or over a planted link",
+          "[unit][guest][files]") {
+  temp_dir dir;
+  const auto decoy = dir.write("outside/decoy", "untouched");
+  std::filesystem::create_directories(dir / "root/real");
+  // A user's links inside the write root: one to a directory outside it, one to a file.
+  std::filesystem::create_symlink(dir / "outside", dir / "root/away");
+  std::filesystem::create_symlink(decoy, dir / "root/file-link");
+  // And outside the root, a link into it (judged before by its target, then replaced itself).
+  std::filesystem::create_symlink(dir / "root/real", dir / "outside/into-root");
+  qg::agent_options o;
+  o.policy.write_roots = {dir / "root"};
+
+  auto e = upload(dir / "root/away/decoy", "overwritten", o);
+  REQUIRE(e);
+  CHECK(e->code() == pb::ERROR_CODE_PERMISSION_DENIED);
+  CHECK(e->rule() == "policy.write_roots");
+  CHECK_THAT(e->message(), Catch::Contains("symbolic link") &&
+                               Catch::Contains("the real path is '" + dir / "outside/decoy"));
+  e = upload(dir / "root/away/new", "x", o, 0, {}, true);
+  REQUIRE(e);
+  e = upload(dir / "root/file-link", "overwritten", o);
+  REQUIRE(e);
+  CHECK_THAT(e->message(), Catch::Contains("symbolic link"));
+  CHECK(std::filesystem::is_symlink(dir / "root/file-link"));
+  e = upload(dir / "outside/into-root/new", "x", o);
+  REQUIRE(e);
+  CHECK(e->rule() == "policy.write_roots");
+  CHECK(std::filesystem::is_symlink(dir / "outside/into-root"));
+  CHECK(slurp(decoy) == "untouched");
+  CHECK(entries_in(dir / "outside") == 2);  // the decoy and the link: nothing new
+  CHECK_FALSE(upload(dir / "root/real/fine", "landed", o));
+  CHECK(slurp(dir / "root/real/fine") == "landed");
+}
+
+TEST_CASE(
+    "an upload keeps the directory it opened: swapping the path before the commit moves "
+    "nothing out of the root",
+    "[unit][guest][files]") {
+  temp_dir dir;
+  std::filesystem::create_directories(dir / "root/sub");
+  std::filesystem::create_directories(dir / "outside");
+  qg::upload_table uploads;
+  auto h = uploads.open(1, {.root = dir / "root", .relative = "sub/file"});
+  REQUIRE(h);
+  REQUIRE(uploads.append(1, *h, 0, "data", 100));
+  // Between open and commit the user renames the directory away and puts a link in its place.
+  std::filesystem::rename(dir / "root/sub", dir / "root/moved");
+  std::filesystem::create_symlink(dir / "outside", dir / "root/sub");
+  REQUIRE(uploads.commit(1, *h, {}));
+  CHECK(slurp(dir / "root/moved/file") == "data");
+  CHECK(entries_in(dir / "outside") == 0);
+}
+
+TEST_CASE("setuid and setgid modes and other owners are refused unless the policy allows them",
+          "[unit][guest][files]") {
+  temp_dir dir;
+  qg::agent_options o;
+  o.policy.write_roots = {dir.path()};
+  auto e = upload(dir / "suid", "x", o, 04755);
+  REQUIRE(e);
+  CHECK(e->rule() == "policy.write_setid");
+  e = upload(dir / "sgid", "x", o, 02755);
+  REQUIRE(e);
+  CHECK(e->rule() == "policy.write_setid");
+  e = upload(dir / "given", "x", o, 0644, std::pair{1000u, 1000u});
+  REQUIRE(e);
+  CHECK(e->rule() == "policy.write_owner");
+  // Replacing a setuid file would keep its mode: that needs the policy too.
+  const auto setuid = dir.write("tool", "old");
+  REQUIRE(::chmod(setuid.c_str(), 04755) == 0);
+  e = upload(setuid, "new", o);
+  REQUIRE(e);
+  CHECK(e->rule() == "policy.write_setid");
+  CHECK(slurp(setuid) == "old");
+  CHECK_FALSE(std::filesystem::exists(dir / "suid"));
+  CHECK_FALSE(std::filesystem::exists(dir / "given"));
+  o.policy.write_setid = true;
+  o.policy.write_owner = true;
+  CHECK_FALSE(upload(dir / "suid", "x", o, 04755));
+  if (::geteuid() == 0) CHECK_FALSE(upload(dir / "given", "x", o, 0644, std::pair{1000u, 1000u}));
+  struct stat st {};
+  REQUIRE(::stat((dir / "suid").c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 04755);
+}
+
+TEST_CASE("file-read of a FIFO or a link to /dev/zero answers at once, reading nothing",
+          "[unit][guest][files]") {
+  temp_dir dir;
+  REQUIRE(::mkfifo((dir / "fifo").c_str(), 0644) == 0);
+  std::filesystem::create_symlink("/dev/zero", dir / "zero");
+  for (const char* name : {"fifo", "zero"}) {
+    INFO(name);
+    pb::Envelope read;
+    read.mutable_file_read_request()->set_path(dir / name);
+    pb::Envelope r;
+    // A reader blocked on the FIFO would miss this deadline (and every ping with it).
+    run_async(
+        [&](asio::io_context& io) -> asio::awaitable<void> {
+          handler_bench bench(io.get_executor());
+          r = co_await handlers::file_read(bench.context(), read);
+        },
+        5s);
+    REQUIRE(r.has_error());
+  }
+  pb::Envelope list;
+  list.mutable_dir_list_request()->set_path(dir.path());
+  auto r = call(&handlers::dir_list, list);
+  REQUIRE(r.has_dir_list());
+  CHECK(r.dir_list().entries_size() == 2);  // described from the directory, never opened
+}

@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: MIT
 #include "qxa/guest/freezer.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <catch2/catch.hpp>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 
 #include "qxa/guest/accounts.hpp"
 #include "support/run.hpp"
@@ -14,6 +17,8 @@
 using qxa::test::run_async;
 using qxa::test::temp_dir;
 namespace qg = qxa::guest;
+namespace pb = quantix::agent::v1;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -123,4 +128,52 @@ TEST_CASE("accounts come from passwd and group text, with supplementary groups",
   CHECK(by_uid->name == "alice");
   CHECK_FALSE(qg::find_account("broken", passwd, group));
   CHECK_FALSE(qg::find_account("nobody-here", passwd, group));
+}
+
+TEST_CASE("the thaw guard thaws at its deadline from its own thread, whatever the caller does",
+          "[unit][guest][freeze]") {
+  temp_dir dir;
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<pb::MountOutcome> reported;
+  bool done = false;
+  qg::thaw_guard guard([&](std::vector<pb::MountOutcome> o) {
+    std::lock_guard lock(m);
+    reported = std::move(o);
+    done = true;
+    cv.notify_all();
+  });
+  // Directories that are not frozen: FITHAW says EINVAL, which is as good as thawed.
+  std::vector<qg::thaw_guard::frozen_mount> mounts;
+  for (const char* name : {"a", "b"}) {
+    std::filesystem::create_directories(dir / name);
+    mounts.push_back({dir / name, qg::unique_fd(::open((dir / name).c_str(), O_RDONLY))});
+  }
+  const auto armed_at = std::chrono::steady_clock::now();
+  guard.arm(std::move(mounts), armed_at + 30s);
+  guard.extend(armed_at + 150ms);  // a shorter renewal counts too
+  // No event loop runs here at all: the thread blocked in this wait is the whole program.
+  std::unique_lock lock(m);
+  REQUIRE(cv.wait_for(lock, 20s, [&] { return done; }));
+  CHECK(std::chrono::steady_clock::now() - armed_at >= 150ms);
+  CHECK(std::chrono::steady_clock::now() - armed_at < 10s);  // not at the first deadline
+  REQUIRE(reported.size() == 2);
+  CHECK(reported[0].mount_point() == dir / "b");  // the reverse of freezing order
+  CHECK(reported[0].ok());
+  CHECK(reported[0].error() == "was not frozen");
+  CHECK_FALSE(guard.armed());
+  CHECK(guard.disarm().empty());  // nothing left for a thaw by the host
+}
+
+TEST_CASE("FUSE and network filesystems are never frozen", "[unit][guest][freeze]") {
+  const std::vector<qg::mount_entry> mounts = {
+      mount("/", 1), mount("/home/alice/mnt", 40, "fuse.sshfs"), mount("/srv/nfs", 41, "nfs4"),
+      mount("/media/usb", 42, "fuseblk")};
+  auto all = qg::freeze_order(mounts, {});
+  REQUIRE(all);
+  REQUIRE(all->size() == 1);
+  CHECK(all->front().mount_point == "/");
+  auto asked = qg::freeze_order(mounts, {"/home/alice/mnt"});
+  REQUIRE_FALSE(asked);
+  CHECK_THAT(asked.error().message, Catch::Contains("not a freezable mount point"));
 }

@@ -67,6 +67,13 @@ TEST_CASE("operations answer bad input with a clear error, touching nothing", "[
   r = call(&handlers::password, pw);
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_INVALID_ARGUMENT);
+  // A NUL would cut the password short where crypt(3) and chpasswd read it: refused, not
+  // silently shortened.
+  pw.mutable_password_request()->set_password(std::string("secret\0rest", 11));
+  r = call(&handlers::password, pw);
+  REQUIRE(r.has_error());
+  CHECK(r.error().code() == pb::ERROR_CODE_INVALID_ARGUMENT);
+  CHECK_THAT(r.error().message(), Catch::Contains("NUL"));
 
   pb::Envelope k;
   k.mutable_ssh_keys_request()->set_user("root");

@@ -389,3 +389,49 @@ TEST_CASE("a ping never waits behind a long exec or a file transfer on the same 
   // A pong goes ahead of queued bulk data: it waits for at most the frame being written.
   CHECK(busy_max < 500);
 }
+
+TEST_CASE(
+    "a host that accepts only small frames gets replies that fit: command output cut to "
+    "its limit, a long listing in pages, the connection kept",
+    "[integration][ops]") {
+  temp_dir dir;
+  agent_under_test agent(dir);
+  for (int i = 0; i < 3000; ++i)
+    dir.write(fmt::format("many/{:04}-{}", i, std::string(150, 'n')), "");
+  qxa::test::run_async(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        qh::client_options small;
+        small.max_frame_size = 256u << 10;  // said in the Hello
+        auto client = qh::agent_client::create(io.get_executor(), agent.socket, small);
+        const auto connected = co_await client->connect();
+        REQUIRE_FALSE(connected);
+        pb::Envelope e;
+        e.mutable_exec_request()->add_argv("sh");
+        e.mutable_exec_request()->add_argv("-c");
+        e.mutable_exec_request()->add_argv(
+            "head -c 3000000 /dev/zero; head -c 3000000 /dev/zero >&2");
+        auto r = co_await client->request(e, 30s);
+        REQUIRE(r);
+        REQUIRE(r->has_exec_result());
+        const auto& x = r->exec_result();
+        CHECK(x.stdout_truncated());
+        CHECK(x.stdout_bytes() == 3'000'000);
+        CHECK(x.stdout().size() + x.stderr().size() < (256u << 10));
+        std::size_t listed = 0;
+        pb::Envelope list;
+        list.mutable_dir_list_request()->set_path(dir / "many");
+        list.mutable_dir_list_request()->set_limit(10'000);
+        for (int page = 0; page < 100; ++page) {
+          auto l = co_await client->request(list, 30s);
+          REQUIRE(l);
+          REQUIRE(l->has_dir_list());
+          listed += static_cast<std::size_t>(l->dir_list().entries_size());
+          if (l->dir_list().next_after().empty()) break;
+          list.mutable_dir_list_request()->set_after(l->dir_list().next_after());
+        }
+        CHECK(listed == 3000);
+        CHECK(client->is_connected());
+        CHECK(client->stats().bad_frames == 0);
+      },
+      60s);
+}
