@@ -35,6 +35,110 @@ struct trim_report {
   }
 };
 
+// Copies of what the host keeps, made of the fields this build knows: protobuf keeps the bytes
+// of unknown fields and sends them on, so a guest could otherwise grow a status report (or the
+// memory kept per VM) with fields nobody reads. A field added to these messages is added here.
+pb::OsInfo known_only(const pb::OsInfo& in) {
+  pb::OsInfo out;
+  out.set_name(in.name());
+  out.set_version(in.version());
+  out.set_id(in.id());
+  out.set_pretty_name(in.pretty_name());
+  out.set_kernel_release(in.kernel_release());
+  out.set_kernel_version(in.kernel_version());
+  out.set_architecture(in.architecture());
+  return out;
+}
+
+pb::Telemetry known_only(const pb::Telemetry& in) {
+  pb::Telemetry out;
+  out.set_sequence(in.sequence());
+  out.set_sample_unix_ms(in.sample_unix_ms());
+  out.set_cpu_percent(in.cpu_percent());
+  out.set_load1(in.load1());
+  out.set_load5(in.load5());
+  out.set_load15(in.load15());
+  out.set_uptime_seconds(in.uptime_seconds());
+  if (in.has_memory()) {
+    auto* m = out.mutable_memory();
+    m->set_total_bytes(in.memory().total_bytes());
+    m->set_available_bytes(in.memory().available_bytes());
+    m->set_used_bytes(in.memory().used_bytes());
+    m->set_free_bytes(in.memory().free_bytes());
+    m->set_buffers_bytes(in.memory().buffers_bytes());
+    m->set_cached_bytes(in.memory().cached_bytes());
+  }
+  if (in.has_swap()) {
+    auto* w = out.mutable_swap();
+    w->set_total_bytes(in.swap().total_bytes());
+    w->set_free_bytes(in.swap().free_bytes());
+    w->set_used_bytes(in.swap().used_bytes());
+  }
+  out.set_process_count(in.process_count());
+  out.set_hostname(in.hostname());
+  for (const auto& d : in.disks()) {
+    auto* o = out.add_disks();
+    o->set_mount_point(d.mount_point());
+    o->set_device(d.device());
+    o->set_fs_type(d.fs_type());
+    o->set_total_bytes(d.total_bytes());
+    o->set_used_bytes(d.used_bytes());
+    o->set_available_bytes(d.available_bytes());
+    o->set_read_only(d.read_only());
+  }
+  for (const auto& i : in.interfaces()) {
+    auto* o = out.add_interfaces();
+    o->set_name(i.name());
+    o->set_mac(i.mac());
+    for (const auto& a : i.addresses()) {
+      auto* oa = o->add_addresses();
+      oa->set_family(a.family());
+      oa->set_address(a.address());
+      oa->set_prefix_length(a.prefix_length());
+    }
+    o->set_link_up(i.link_up());
+    o->set_oper_state(i.oper_state());
+    o->set_mtu(i.mtu());
+    o->set_rx_bytes(i.rx_bytes());
+    o->set_rx_packets(i.rx_packets());
+    o->set_rx_errors(i.rx_errors());
+    o->set_tx_bytes(i.tx_bytes());
+    o->set_tx_packets(i.tx_packets());
+    o->set_tx_errors(i.tx_errors());
+  }
+  out.set_cpu_count(in.cpu_count());
+  return out;
+}
+
+pb::HelloAck known_only(const pb::HelloAck& in) {
+  pb::HelloAck out;
+  out.set_session_id(in.session_id());
+  out.set_protocol_version(in.protocol_version());
+  out.set_software_version(in.software_version());
+  if (in.has_limits()) {
+    out.mutable_limits()->set_max_frame_bytes(in.limits().max_frame_bytes());
+    out.mutable_limits()->set_max_inflight_requests(in.limits().max_inflight_requests());
+  }
+  *out.mutable_capabilities() = in.capabilities();
+  if (in.has_os()) *out.mutable_os() = known_only(in.os());
+  out.set_hostname(in.hostname());
+  out.set_boot_id(in.boot_id());
+  out.set_agent_pid(in.agent_pid());
+  out.set_agent_started_unix_ms(in.agent_started_unix_ms());
+  return out;
+}
+
+// Replaces `m` by its known fields, noting what that dropped.
+template <typename Message>
+void keep_known(Message* m, trim_report& r) {
+  const auto before = m->ByteSizeLong();
+  *m = known_only(*m);
+  if (const auto after = m->ByteSizeLong(); after < before) {
+    r.dropped += fmt::format("{}{} bytes of unknown fields dropped", r.dropped.empty() ? "" : "; ",
+                             before - after);
+  }
+}
+
 void cap_os(pb::OsInfo* os, trim_report& r) {
   for (auto* s :
        {os->mutable_name(), os->mutable_version(), os->mutable_id(), os->mutable_pretty_name(),
@@ -73,6 +177,7 @@ void cap_telemetry(pb::Telemetry& t, trim_report& r) {
 
 std::string cap_telemetry(pb::Telemetry& telemetry, const guest_data_limits& limits) {
   trim_report r(limits);
+  keep_known(&telemetry, r);
   cap_telemetry(telemetry, r);
   return r.text();
 }
@@ -81,10 +186,12 @@ std::string cap_guest_message(pb::Envelope& message, const guest_data_limits& li
   trim_report r(limits);
   switch (message.body_case()) {
     case pb::Envelope::kTelemetry:
+      keep_known(message.mutable_telemetry(), r);
       cap_telemetry(*message.mutable_telemetry(), r);
       break;
     case pb::Envelope::kHelloAck: {
       auto* h = message.mutable_hello_ack();
+      keep_known(h, r);
       r.name(h->mutable_software_version());
       r.name(h->mutable_hostname());
       r.name(h->mutable_boot_id());
@@ -94,6 +201,7 @@ std::string cap_guest_message(pb::Envelope& message, const guest_data_limits& li
     }
     case pb::Envelope::kInfo: {
       auto* i = message.mutable_info();
+      keep_known(i->mutable_os(), r);
       r.name(i->mutable_software_version());
       r.name(i->mutable_hostname());
       r.name(i->mutable_boot_id());

@@ -26,6 +26,7 @@
 #include "fuzz_input.hpp"
 #include "qxa/common/frame.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/guest/identity.hpp"
 #include "qxa/guest/session.hpp"
 #include "sandbox.hpp"
 
@@ -66,8 +67,8 @@ awaitable<void> host_reads(asio::posix::stream_descriptor& in, std::set<std::uin
   qc::frame_decoder decoder;
   std::vector<std::uint8_t> buf(64 << 10);
   for (;;) {
-    auto [ec, n] = co_await in.async_read_some(asio::buffer(buf),
-                                               asio::experimental::as_tuple(use_awaitable));
+    auto [ec, n] =
+        co_await in.async_read_some(asio::buffer(buf), asio::experimental::as_tuple(use_awaitable));
     if (ec) break;
     decoder.feed({buf.data(), n});
     for (;;) {
@@ -90,7 +91,16 @@ awaitable<void> host_reads(asio::posix::stream_descriptor& in, std::set<std::uin
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
+  // ssh-key runs the agent's own program (here: this one) as the ssh-key helper.
+  if (*argc == 3 && (*argv)[1] == qg::ssh_keys_helper_argument) {
+    std::_Exit(qg::run_ssh_keys_helper((*argv)[2], 0, 1, 2));
+  }
   qxa::fuzz::enter_sandbox(qxa::fuzz::libfuzzer_paths(*argc, *argv));
+  // Names that are not UTF-8, where listings and errors will meet them: every frame the agent
+  // writes must still parse at the host.
+  for (const char* name : {"/tmp/\xff\xfe-not-utf8", "/home/alice/caf\xe9", "/tmp/\xc3("}) {
+    if (std::FILE* f = std::fopen(name, "w")) std::fclose(f);
+  }
   // Every log line is formatted (hostile strings included) and thrown away.
   qc::logger::instance().set_level(qc::log_level::trace);
   qc::logger::instance().set_sink([](qc::log_level, std::string_view) {});

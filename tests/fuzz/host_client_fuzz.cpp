@@ -132,7 +132,9 @@ struct call_result {
 awaitable<void> call(std::shared_ptr<qh::agent_client> client, pb::Envelope request,
                      call_result& out) {
   qh::call_options o;
-  o.on_progress = [](const pb::Envelope& e) { check(e.more(), "a final reply passed as progress"); };
+  o.on_progress = [](const pb::Envelope& e) {
+    check(e.more(), "a final reply passed as progress");
+  };
   auto r = co_await client->request(std::move(request), std::move(o));
   ++out.completions;
   out.ok = r.has_value();
@@ -162,7 +164,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   char tmpl[] = "/tmp/qxa-fuzz-host-XXXXXX";
   if (::mkdtemp(tmpl) == nullptr) std::abort();
   socket_path = std::string(tmpl) + "/guest.sock";
-  std::atexit([] { std::filesystem::remove_all(std::filesystem::path(socket_path).parent_path()); });
+  std::atexit(
+      [] { std::filesystem::remove_all(std::filesystem::path(socket_path).parent_path()); });
   qc::logger::instance().set_level(qc::log_level::trace);
   qc::logger::instance().set_sink([](qc::log_level, std::string_view) {});
   return 0;
@@ -171,8 +174,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   asio::io_context io;
   ::unlink(socket_path.c_str());
-  asio::local::stream_protocol::acceptor acceptor(io,
-                                                  asio::local::stream_protocol::endpoint(socket_path));
+  asio::local::stream_protocol::acceptor acceptor(
+      io, asio::local::stream_protocol::endpoint(socket_path));
   qh::client_options o;
   o.request_timeout = std::chrono::seconds(5);
   o.handshake_timeout = std::chrono::seconds(5);

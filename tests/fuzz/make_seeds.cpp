@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Writes the seed corpora of the protocol fuzz targets: `qxa_fuzz_seeds DIR` fills
-// DIR/frame_decoder, DIR/guest_dispatch and DIR/host_client with one file per seed. The config
+// DIR/frame_decoder, DIR/guest_dispatch, DIR/host_client, DIR/guest_data and DIR/path_walk
+// with one file per seed. The config
 // targets' seeds are written by hand (corpus/agent_config, corpus/daemon_config).
 #include <cstdio>
 #include <filesystem>
@@ -9,8 +10,8 @@
 #include <vector>
 
 #include "fuzz_input.hpp"
-#include "qxa/common/frame.hpp"
 #include "quantix/agent/v1/agent.pb.h"
+#include "qxa/common/frame.hpp"
 
 namespace pb = quantix::agent::v1;
 namespace fs = std::filesystem;
@@ -38,7 +39,9 @@ void write(const fs::path& dir, const std::string& name, const bytes& data) {
 // Host requests, one of each kind the guest handles, and some it refuses.
 std::vector<std::pair<std::string, pb::Envelope>> requests() {
   std::vector<std::pair<std::string, pb::Envelope>> r;
-  auto add = [&](std::string name) -> pb::Envelope& { return r.emplace_back(name, pb::Envelope{}).second; };
+  auto add = [&](std::string name) -> pb::Envelope& {
+    return r.emplace_back(name, pb::Envelope{}).second;
+  };
   add("ping").mutable_ping()->set_nonce(42);
   add("info").mutable_info_request();
   add("telemetry").mutable_telemetry_request();
@@ -91,6 +94,9 @@ std::vector<std::pair<std::string, pb::Envelope>> requests() {
     k->add_keys("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFuzz fuzz@host");
   }
   add("ssh-list").mutable_ssh_keys_request()->set_user("alice");
+  add("ssh-list-root").mutable_ssh_keys_request()->set_user("root");
+  add("list-tmp").mutable_dir_list_request()->set_path("/tmp");
+  add("stat-odd").mutable_file_stat_request()->set_path("/tmp/\xc3(");
   add("cancel").mutable_cancel_request()->set_request_id(3);
   {
     auto& h = add("hello-again");
@@ -200,21 +206,79 @@ void host_client(const fs::path& dir) {
   ready.mutable_agent_ready()->set_software_version("9.9");
   ready.mutable_agent_ready()->set_agent_pid(77);
 
-  auto seed = [&](const std::string& name, std::vector<std::pair<std::uint8_t, pb::Envelope>> recs) {
+  auto seed = [&](const std::string& name,
+                  std::vector<std::pair<std::uint8_t, pb::Envelope>> recs) {
     bytes s;
     for (const auto& [flags, e] : recs) qxa::fuzz::append_record(s, flags, serialize(e));
     write(dir, name, s);
   };
-  seed("answers", {{answer | 0x00, pong}, {answer | 0x10, info}, {answer | 0x20, out},
+  seed("answers", {{answer | 0x00, pong},
+                   {answer | 0x10, info},
+                   {answer | 0x20, out},
                    {answer | 0x20, result}});
   seed("errors", {{answer | 0x00, error}, {answer | 0x10, error}, {answer | 0x20, error}});
   seed("events", {{qxa::fuzz::fix_session, telemetry}, {0, ready}, {answer, pong}});
-  seed("stale", {{qxa::fuzz::fix_request_id, pong}, {answer | 0x10 | qxa::fuzz::split_writes, info}});
+  seed("stale",
+       {{qxa::fuzz::fix_request_id, pong}, {answer | 0x10 | qxa::fuzz::split_writes, info}});
   seed("twice", {{answer, pong}, {answer, pong}, {answer | 0x20, out}, {answer | 0x20, out}});
   bytes noisy;
   qxa::fuzz::append_record(noisy, qxa::fuzz::raw_bytes, bytes(300, 0xF5));
   qxa::fuzz::append_record(noisy, answer, serialize(pong));
   write(dir, "noise", noisy);
+}
+
+// What a guest sends that the host caps: oversized telemetry, long names, many capabilities.
+void guest_data(const fs::path& dir) {
+  pb::Envelope t;
+  auto* tel = t.mutable_telemetry();
+  tel->set_hostname(std::string(300, 'h'));
+  for (int i = 0; i < 40; ++i) {
+    auto* d = tel->add_disks();
+    d->set_mount_point("/mnt/" + std::to_string(i) + std::string(200, 'm'));
+    d->set_device("/dev/x\xE2\x9C\x93");
+  }
+  for (int i = 0; i < 3; ++i) {
+    auto* n = tel->add_interfaces();
+    n->set_name("eth" + std::to_string(i));
+    for (int a = 0; a < 30; ++a) n->add_addresses()->set_address("10.0.0." + std::to_string(a));
+  }
+  write(dir, "telemetry", serialize(t));
+  pb::Envelope h;
+  auto* ack = h.mutable_hello_ack();
+  ack->set_hostname("evil\x1b]0;owned\x07");
+  ack->mutable_os()->set_pretty_name(std::string(500, 'p'));
+  for (int i = 0; i < 100; ++i) ack->add_capabilities("cap" + std::to_string(i));
+  write(dir, "hello-ack", serialize(h));
+  pb::Envelope e;
+  e.mutable_error()->set_message(std::string(10'000, 'e'));
+  e.mutable_error()->set_rule(std::string(200, 'r'));
+  write(dir, "error", serialize(e));
+  pb::Envelope i;
+  i.mutable_info()->set_hostname("guest");
+  i.mutable_info()->mutable_os()->set_kernel_version(std::string(129, 'k'));
+  write(dir, "info", serialize(i));
+}
+
+// Paths for fuzz_path_walk: an options byte (1: make missing directories, 2: absolute), then
+// the path, through the tree it plants.
+void path_walk(const fs::path& dir) {
+  const std::vector<std::pair<std::string, std::string>> seeds = {
+      {"file", std::string("\x00a/file")},
+      {"deep", std::string("\x00a/b/c")},
+      {"make", std::string("\x01a/new/dir/x")},
+      {"away", std::string("\x00away/secret")},
+      {"away-make", std::string("\x01away/new/x")},
+      {"up", std::string("\x00a/b/up/srv/outside/secret")},
+      {"secret-link", std::string("\x00a/secret-link")},
+      {"fifo", std::string("\x00fifo")},
+      {"deep-fifo", std::string("\x00a/b/fifo")},
+      {"zero", std::string("\x00zero")},
+      {"loop", std::string("\x00loop/x")},
+      {"c-link", std::string("\x01a/b/c-link/x")},
+      {"absolute", std::string("\x02/srv/root/a/file")},
+      {"dots", std::string("\x00a/../away")},
+  };
+  for (const auto& [name, text] : seeds) write(dir, name, bytes(text.begin(), text.end()));
 }
 
 }  // namespace
@@ -228,5 +292,7 @@ int main(int argc, char** argv) {
   frame_decoder(root / "frame_decoder");
   guest_dispatch(root / "guest_dispatch");
   host_client(root / "host_client");
+  guest_data(root / "guest_data");
+  path_walk(root / "path_walk");
   return 0;
 }

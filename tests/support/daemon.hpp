@@ -27,9 +27,9 @@ inline std::unique_ptr<child_process> start_agent(const std::string& socket,
 }
 #endif
 
-/// qx-agentd watching `vms`, with its config and control socket (`ctl.sock`) in `run`.
-/// Returns once it has logged that it is ready.
-inline std::unique_ptr<child_process> start_daemon(const temp_dir& vms, const temp_dir& run,
+/// qx-agentd watching the directory `vms`, with its config and control socket (`ctl.sock`) in
+/// `run`. Returns once it has logged that it is ready.
+inline std::unique_ptr<child_process> start_daemon(const std::string& vms, const temp_dir& run,
                                                    const std::string& heartbeat_interval,
                                                    const std::string& heartbeat_timeout) {
   const auto config =
@@ -37,10 +37,16 @@ inline std::unique_ptr<child_process> start_daemon(const temp_dir& vms, const te
                                       "\"\ntimeout = \"" + heartbeat_timeout +
                                       "\"\n[reconnect]\ninitial = \"50ms\"\nmax = \"500ms\"\n");
   auto d = std::make_unique<child_process>(
-      std::vector<std::string>{QXA_AGENTD_PATH, "--config", config, "--socket-dir", vms.path(),
+      std::vector<std::string>{QXA_AGENTD_PATH, "--config", config, "--socket-dir", vms,
                                "--control-socket", run / "ctl.sock"});
   REQUIRE(d->wait_for_log("ready: vm sockets in", std::chrono::seconds(10)));
   return d;
+}
+
+inline std::unique_ptr<child_process> start_daemon(const temp_dir& vms, const temp_dir& run,
+                                                   const std::string& heartbeat_interval,
+                                                   const std::string& heartbeat_timeout) {
+  return start_daemon(vms.path(), run, heartbeat_interval, heartbeat_timeout);
 }
 
 }  // namespace qxa::test

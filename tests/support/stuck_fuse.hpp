@@ -18,13 +18,15 @@ namespace qxa::test {
 
 class stuck_fuse {
  public:
-  /// Mounts it on the existing directory `dir`, with the type "fuse.<subtype>".
-  explicit stuck_fuse(std::string dir, const std::string& subtype = "stuck")
+  /// Mounts it on the existing directory `dir`, with the type "fuse.<subtype>" and `source` as
+  /// its device (any user may name it so: fusermount's fsname option).
+  explicit stuck_fuse(std::string dir, const std::string& subtype = "stuck",
+                      const std::string& source = "stuck")
       : dir_(std::move(dir)) {
     fd_ = ::open("/dev/fuse", O_RDWR | O_CLOEXEC);
     if (fd_ < 0) throw std::runtime_error(std::string("/dev/fuse: ") + std::strerror(errno));
     const auto options = fmt::format("fd={},rootmode=40000,user_id=0,group_id=0", fd_);
-    if (::mount(subtype.c_str(), dir_.c_str(), ("fuse." + subtype).c_str(), MS_NOSUID | MS_NODEV,
+    if (::mount(source.c_str(), dir_.c_str(), ("fuse." + subtype).c_str(), MS_NOSUID | MS_NODEV,
                 options.c_str()) != 0) {
       const int err = errno;
       ::close(fd_);

@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: MIT
+// Fuzz target: the host's caps on what a guest sends (guest_data.hpp). The input is a message
+// from a guest (any Envelope that parses). Properties: after cap_guest_message every count and
+// every name is within its limit and still UTF-8, a telemetry sample is small whatever came in,
+// capping twice changes nothing the second time, and printable() leaves no control character
+// in any name.
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "quantix/agent/v1/agent.pb.h"
+#include "qxa/common/log.hpp"
+#include "qxa/common/text.hpp"
+#include "qxa/host/guest_data.hpp"
+
+namespace pb = quantix::agent::v1;
+namespace qh = qxa::host;
+namespace qc = qxa::common;
+
+namespace {
+
+void check(bool ok, const char* what) {
+  if (!ok) {
+    std::fprintf(stderr, "property violated: %s\n", what);
+    std::abort();
+  }
+}
+
+const qh::guest_data_limits limits;
+
+void check_name(const std::string& s) {
+  check(s.size() <= limits.max_name_bytes, "a name longer than the limit");
+  check(qc::is_utf8(s), "a name cut inside a character");
+  for (unsigned char c : qc::printable(s)) {
+    check(c >= 0x20 && c != 0x7f, "printable() left a control character");
+  }
+}
+
+void check_os(const pb::OsInfo& os) {
+  for (const auto* s : {&os.name(), &os.version(), &os.id(), &os.pretty_name(),
+                        &os.kernel_release(), &os.kernel_version(), &os.architecture()}) {
+    check_name(*s);
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  // protobuf's complaints about the input (a string that is not UTF-8) go to our log, silenced.
+  qc::logger::instance().set_level(qc::log_level::off);
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  pb::Envelope e;
+  if (!e.ParseFromArray(data, static_cast<int>(size))) return 0;
+  (void)qh::cap_guest_message(e, limits);
+  if (e.has_telemetry()) {
+    const auto& t = e.telemetry();
+    check(static_cast<std::size_t>(t.disks_size()) <= limits.max_disks, "too many disks");
+    check(static_cast<std::size_t>(t.interfaces_size()) <= limits.max_interfaces,
+          "too many interfaces");
+    std::size_t addresses = 0;
+    check_name(t.hostname());
+    for (const auto& d : t.disks()) {
+      check_name(d.mount_point());
+      check_name(d.device());
+      check_name(d.fs_type());
+    }
+    for (const auto& i : t.interfaces()) {
+      check(static_cast<std::size_t>(i.addresses_size()) <= limits.max_addresses_per_interface,
+            "too many addresses on one interface");
+      addresses += static_cast<std::size_t>(i.addresses_size());
+      check_name(i.name());
+      check_name(i.mac());
+      check_name(i.oper_state());
+      for (const auto& a : i.addresses()) check_name(a.address());
+    }
+    check(addresses <= limits.max_addresses, "too many addresses");
+    // What one guest's telemetry can add to a status report, whatever it sent (unknown fields
+    // included: they are dropped).
+    check(t.ByteSizeLong() < 40'000, "a capped telemetry sample is large");
+  }
+  if (e.has_hello_ack()) {
+    const auto& h = e.hello_ack();
+    check_name(h.hostname());
+    check_name(h.software_version());
+    check_os(h.os());
+    check(static_cast<std::size_t>(h.capabilities_size()) <= limits.max_capabilities,
+          "too many capabilities");
+  }
+  if (e.has_info()) check_os(e.info().os());
+  if (e.has_error()) check(e.error().message().size() <= limits.max_error_bytes, "a long error");
+  const std::string once = e.SerializeAsString();
+  check(qh::cap_guest_message(e, limits).empty(), "a capped message was capped again");
+  check(e.SerializeAsString() == once, "capping twice changed the message");
+  return 0;
+}
