@@ -155,9 +155,11 @@ struct pinger {
 
 }  // namespace
 
+// (No colon in the name: Catch 2.13 loops forever wrapping a heading whose colon sits near
+// the end of its first line.)
 TEST_CASE(
-    "a hostile user's links, FIFO, /dev/zero link and stuck FUSE mount in her home: "
-    "ssh-key, cp and exec --user touch nothing outside it, and pings go on",
+    "a hostile user's links, FIFO, /dev/zero link and stuck FUSE mount in her home change "
+    "nothing outside it under ssh-key, cp and exec --user, and pings go on",
     "[integration][guest][hostile]") {
   hostile_guest g;
   temp_dir run;
