@@ -19,7 +19,8 @@ constexpr bool while_frozen = true;
 constexpr std::array entries = {
     handler_entry{pb::Envelope::kPing, "ping", &ping, !own_deadline, while_frozen},
     handler_entry{pb::Envelope::kInfoRequest, "info", &info, !own_deadline, while_frozen},
-    handler_entry{pb::Envelope::kTelemetryRequest, "telemetry", &telemetry},
+    handler_entry{pb::Envelope::kTelemetryRequest, "telemetry", &telemetry, !own_deadline,
+                  while_frozen},
     handler_entry{pb::Envelope::kTimeRequest, "time", &time},
     handler_entry{pb::Envelope::kHostnameRequest, "hostname", &hostname},
     handler_entry{pb::Envelope::kExecRequest, "exec", &exec, own_deadline},

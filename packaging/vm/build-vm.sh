@@ -66,6 +66,7 @@ echo "$release" > "$out/kernel-release"
 # ---- initramfs --------------------------------------------------------------------------
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
+chmod 755 "$root"  # the guest's /: users other than root (alice) must be able to enter it
 mkdir -p "$root/bin" "$root/sbin" "$root/etc/quantix-kvm" "$root/proc" "$root/sys" "$root/dev" \
          "$root/run" "$root/tmp" "$root/mnt" "$root/lib/modules/$release"
 cp "$busybox" "$root/bin/busybox"
@@ -107,7 +108,7 @@ OS
 # Modules in load order, found with their dependencies in the installed tree.
 modules="virtio_pci_legacy_dev virtio_pci_modern_dev virtio_ring virtio virtio_pci virtio_console \
 failover net_failover virtio_net virtio_blk crc16 crc32c_generic crc32c_intel libcrc32c mbcache jbd2 ext4 \
-scsi_common scsi_mod libata libahci ahci cdrom sr_mod isofs"
+scsi_common scsi_mod libata libahci ahci cdrom sr_mod isofs fuse"
 : > "$root/etc/modules"
 for m in $modules; do
   path=$(modinfo -k "$release" -n "$m" 2>/dev/null || true)

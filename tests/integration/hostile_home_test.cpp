@@ -11,13 +11,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
-#include <thread>
 
 #include "support/daemon.hpp"
+#include "support/pinger.hpp"
 #include "support/process.hpp"
 #include "support/run.hpp"
 #include "support/shipped.hpp"
@@ -128,31 +127,6 @@ struct hostile_guest {
   }
 };
 
-// Pings the VM through qx-agentd until stopped: every one must be answered within its 2 s.
-struct pinger {
-  explicit pinger(std::string ctl) : ctl_(std::move(ctl)), thread_([this] { run(); }) {}
-  ~pinger() { stop(); }
-  void stop() {
-    stopping_ = true;
-    if (thread_.joinable()) thread_.join();
-  }
-  void run() {
-    while (!stopping_) {
-      auto r = qxa::test::run_command(
-          {cli_bin, "--control-socket", ctl_, "ping", "alicevm", "--timeout", "2s"}, 10s);
-      ++sent_;
-      const auto ms = std::chrono::duration<double, std::milli>(r.took).count();
-      if (r.status != 0 || ms > 2000) ++failed_;
-      worst_ms_ = std::max(worst_ms_.load(), ms);
-    }
-  }
-  std::string ctl_;
-  std::atomic<bool> stopping_{false};
-  std::atomic<int> sent_{0}, failed_{0};
-  std::atomic<double> worst_ms_{0};
-  std::thread thread_;
-};
-
 }  // namespace
 
 // (No colon in the name: Catch 2.13 loops forever wrapping a heading whose colon sits near
@@ -172,7 +146,7 @@ TEST_CASE(
   };
   const auto decoy_target = state_of(g.decoys + "/target");
   const auto decoy_secret = state_of(g.decoys + "/secret");
-  pinger pings(ctl);
+  qxa::test::pinger pings(cli_bin, ctl, "alicevm");
 
   SECTION("ssh-key with a link planted at the temporary's name an older agent used") {
     g.as_alice("mkdir .ssh && echo '" + key2 + "' > .ssh/authorized_keys && ln -s " + g.decoys +
@@ -274,9 +248,9 @@ TEST_CASE(
 
   pings.stop();
   INFO(fmt::format("{} pings during the attacks, {} failed or slower than 2 s, slowest {:.0f} ms",
-                   pings.sent_.load(), pings.failed_.load(), pings.worst_ms_.load()));
-  CHECK(pings.sent_ > 0);
-  CHECK(pings.failed_ == 0);
+                   pings.sent(), pings.failed(), pings.worst_ms()));
+  CHECK(pings.sent() > 0);
+  CHECK(pings.failed() == 0);
   CHECK(state_of(g.decoys + "/target") == decoy_target);
   CHECK(state_of(g.decoys + "/secret") == decoy_secret);
   CHECK(fs::is_empty(g.decoys + "/keys-dir"));

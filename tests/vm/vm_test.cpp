@@ -13,9 +13,11 @@
 #include <regex>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "support/daemon.hpp"
 #include "support/fake_host.hpp"
+#include "support/pinger.hpp"
 #include "support/process.hpp"
 #include "support/temp_dir.hpp"
 
@@ -441,7 +443,8 @@ TEST_CASE("qx-agent shutdown --delay and reboot: the reply first, then the guest
 
 TEST_CASE(
     "freeze and thaw a real ext4 disk: writes block while frozen, ping still answers, an "
-    "unrenewed lease thaws by itself, a restarted agent thaws first",
+    "unrenewed lease thaws by itself, renewals end at max_frozen, a stuck FUSE mount is left "
+    "alone, a restarted agent thaws first",
     "[vm]") {
   temp_dir vms, run, disk;
   const auto image = disk / "data.img";
@@ -450,7 +453,7 @@ TEST_CASE(
   REQUIRE(mkfs.status == 0);
   test_vm vm({.memory_mb = 512,
               .socket_path = vms / "guest10.agent.sock",
-              .kernel_args = "qxa.interval=1s qxa.restart_delay=1",
+              .kernel_args = "qxa.interval=1s qxa.restart_delay=1 qxa.max_frozen=20s",
               .disk = image});
   REQUIRE(vm.wait_booted());
   vm.command(
@@ -467,16 +470,31 @@ TEST_CASE(
   };
   double before = 0;
   for (int i = 0; i < 3; ++i) before = std::max(before, ping_ms());
+  // A FUSE filesystem that never answers, named like a disk: a user's hung sshfs.
+  REQUIRE(run_cli({"--control-socket", ctl, "cp", QXA_STUCK_FUSE_PATH, "guest10:/root/stuck-fuse"})
+              .status == 0);
+  vm.command(
+      "qxa-run mkdir -p /mnt/stuck && (/root/stuck-fuse /mnt/stuck sshfs /dev/vdb > /dev/console "
+      "2>&1 &)");
+  REQUIRE(vm.console_has("QXA-FUSE-MOUNTED /mnt/stuck", 30s));
 
   auto frozen = run_cli({"--json", "--control-socket", ctl, "freeze", "guest10", "--lease", "60s"});
   INFO(frozen.err);
   REQUIRE(frozen.status == 0);
   const auto f = json::parse(frozen.out);
   CHECK(f["frozen"] == true);
-  bool data_frozen = false;
-  for (const auto& m : f["mounts"])
+  bool data_frozen = false, fuse_touched = false;
+  for (const auto& m : f["mounts"]) {
     data_frozen |= m["mount_point"] == "/mnt/data" && m["ok"] == true;
+    fuse_touched |= m["mount_point"] == "/mnt/stuck";
+  }
   CHECK(data_frozen);
+  CHECK_FALSE(fuse_touched);
+  // Telemetry goes on while frozen, without the stuck mount (no statfs waits on it).
+  auto sample = run_cli({"--json", "--control-socket", ctl, "telemetry", "guest10"});
+  REQUIRE(sample.status == 0);
+  CHECK(sample.out.find("/mnt/stuck") == std::string::npos);
+  CHECK(sample.out.find("/mnt/data") != std::string::npos);
 
   // A write into the frozen filesystem waits; the agent keeps answering pings meanwhile.
   vm.command("qxa-run (echo one > /mnt/data/one && echo QXA-WRITE\"\"-DONE-one) &");
@@ -504,11 +522,39 @@ TEST_CASE(
   REQUIRE(run_cli({"--control-socket", ctl, "freeze", "guest10", "--lease", "3s"}).status == 0);
   vm.command("qxa-run (echo two > /mnt/data/two && echo QXA-WRITE\"\"-DONE-two) &");
   CHECK(vm.console_has("QXA-WRITE-DONE-two", 30s));
-  CHECK(vm.console_has("freeze lease expired without renewal: thawing", 10s));
+  CHECK(vm.console_has("freeze lease expired without renewal: thawed", 10s));
   status = run_cli({"--json", "--control-socket", ctl, "freeze", "guest10", "--status"});
   REQUIRE(status.status == 0);
   CHECK(json::parse(status.out)["frozen"] == false);
   CHECK(json::parse(status.out)["thawed_by"] == "lease");
+
+  // Renewed again and again with a 60 s lease, a freeze still ends at max_frozen (20 s here).
+  const auto first = std::chrono::steady_clock::now();
+  auto f0 = run_cli({"--json", "--control-socket", ctl, "freeze", "guest10", "--lease", "60s"});
+  REQUIRE(f0.status == 0);
+  const auto lease0 = json::parse(f0.out)["lease_expires_unix_ms"].get<std::int64_t>();
+  while (std::chrono::steady_clock::now() - first < 12s) {
+    std::this_thread::sleep_for(2s);
+    auto renew =
+        run_cli({"--json", "--control-socket", ctl, "freeze", "guest10", "--lease", "60s"});
+    REQUIRE(renew.status == 0);
+    const auto r = json::parse(renew.out);
+    CHECK(r["frozen"] == true);
+    CHECK(std::abs(r["lease_expires_unix_ms"].get<std::int64_t>() - lease0) < 500);  // not moved
+  }
+  bool capped = false;
+  for (int i = 0; i < 60 && !capped; ++i) {
+    auto st = run_cli({"--json", "--control-socket", ctl, "freeze", "guest10", "--status"});
+    capped = st.status == 0 && json::parse(st.out)["thawed_by"] == "lease";
+    if (!capped) std::this_thread::sleep_for(500ms);
+  }
+  const double held =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - first).count();
+  WARN(fmt::format("renewed with 60 s leases, the freeze ended after {:.1f} s (max_frozen 20 s)",
+                   held));
+  CHECK(capped);
+  CHECK(held >= 19);
+  CHECK(held < 40);
 
   // An agent killed while the guest is frozen: the next one thaws before anything else.
   REQUIRE(run_cli({"--control-socket", ctl, "freeze", "guest10", "--lease", "120s"}).status == 0);
@@ -521,4 +567,118 @@ TEST_CASE(
       "qxa-run cat /mnt/data/one /mnt/data/two /mnt/data/three | tr '\\n' ' ' | sed 's/^/QXA-FILES "
       "/'");
   CHECK(vm.console_has("QXA-FILES one two three", 20s));
+}
+
+namespace {
+
+// A console line run as alice in her home; waits for its marker. (The quotes keep the marker
+// out of the echoed command line.)
+void as_alice(test_vm& vm, const std::string& line, const std::string& marker) {
+  vm.command("qxa-run su -s /bin/sh alice -c 'cd /home/alice && " + line + "' && echo " +
+             marker.substr(0, 4) + "\"\"" + marker.substr(4));
+  const bool done = vm.console_has(marker, 30s);
+  INFO(line);
+  INFO(vm.console().substr(vm.console().size() > 2000 ? vm.console().size() - 2000 : 0));
+  REQUIRE(done);
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a hostile user in the guest plants links, a FIFO and a /dev/zero link in her home, and "
+    "ssh-key, cp and exec --user change nothing outside it, give her nothing, and pings go on",
+    "[vm]") {
+  temp_dir vms, run, local;
+  test_vm vm({.memory_mb = 512,
+              .socket_path = vms / "guest12.agent.sock",
+              .kernel_args = "qxa.interval=1s"});
+  REQUIRE(vm.wait_booted());
+  auto daemon = start_daemon(vms, run);
+  REQUIRE(daemon->wait_for_log("vm guest12: handshaking -> ready", 30s));
+  const std::string ctl = run / "ctl.sock";
+  const auto cli = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--control-socket", ctl});
+    return run_cli(std::move(args));
+  };
+  vm.command(
+      "qxa-run mkdir -p /srv/decoys/keys-dir && echo decoy-target > /srv/decoys/target && echo "
+      "decoy-secret > /srv/decoys/secret && chmod 600 /srv/decoys/secret && echo QXA\"\"-DECOYS");
+  REQUIRE(vm.console_has("QXA-DECOYS", 30s));
+  const std::string key1 =
+      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl one@host";
+  const std::string key2 = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 two@host";
+  as_alice(vm,
+           "mkdir .ssh && echo \"" + key2 +
+               "\" > .ssh/authorized_keys && ln -s /srv/decoys/target "
+               ".ssh/authorized_keys.qxa-tmp && mkfifo fifo && ln -s /dev/zero zero && ln -s "
+               "/srv/decoys away && ln -s /srv/decoys/target file-link && ln -s "
+               "/srv/decoys/secret secret-link && mkdir ok",
+           "QXA-PLANTED");
+  qxa::test::pinger pings(cli_bin, ctl, "guest12");
+
+  // ssh-key: the link at the name an older agent used for its temporary changes nothing.
+  auto add = cli({"ssh-key", "guest12", "add", "alice", key1});
+  INFO(add.err);
+  CHECK(add.status == 0);
+  auto list = cli({"--json", "ssh-key", "guest12", "list", "alice"});
+  REQUIRE(list.status == 0);
+  CHECK(json::parse(list.out)["keys"] == json::array({key2, key1}));
+  auto remove = cli({"ssh-key", "guest12", "remove", "alice", key2});
+  CHECK(remove.status == 0);
+  CHECK(remove.out == key1 + "\n");
+
+  // cp into her home through links: refused; beside them: fine.
+  const auto payload = local.write("payload", "payload\n");
+  for (const std::string to :
+       {"/home/alice/away/target", "/home/alice/away/new", "/home/alice/file-link"}) {
+    INFO(to);
+    auto r = cli({"cp", payload, "guest12:" + to});
+    CHECK(r.status == 1);
+  }
+  CHECK(cli({"cp", payload, "guest12:/home/alice/ok/placed"}).status == 0);
+  // cp from her home: no FIFO, device or link is read.
+  for (const std::string from : {"fifo", "zero", "secret-link"}) {
+    INFO(from);
+    auto r = cli({"cp", "guest12:/home/alice/" + from, local / from});
+    CHECK(r.status == 1);
+    CHECK(r.took < 15s);
+  }
+  // exec --user alice is alice.
+  auto id = cli({"exec", "guest12", "--user", "alice", "--", "id", "-u"});
+  CHECK(id.status == 0);
+  CHECK(id.out == "1000\n");
+  auto secret = cli({"exec", "guest12", "--user", "alice", "--", "cat", "/srv/decoys/secret"});
+  CHECK(secret.status != 0);
+  CHECK(secret.out.find("decoy") == std::string::npos);
+
+  // authorized_keys replaced by a FIFO, then by a link to /dev/zero: refused at once.
+  for (const std::string plant :
+       {"rm .ssh/authorized_keys && mkfifo .ssh/authorized_keys",
+        "rm .ssh/authorized_keys && ln -s /dev/zero .ssh/authorized_keys",
+        "rm .ssh/authorized_keys && ln -s /srv/decoys/secret .ssh/authorized_keys"}) {
+    as_alice(vm, plant, "QXA-REPLANTED-" + std::to_string(plant.size()));
+    auto r = cli({"ssh-key", "guest12", "list", "alice"});
+    CHECK(r.status == 1);
+    CHECK_THAT(r.err, Catch::Contains("not a regular file"));
+    CHECK(r.took < 15s);
+    auto a = cli({"ssh-key", "guest12", "add", "alice", key2});
+    CHECK(a.status == 1);
+  }
+  pings.stop();
+  WARN(fmt::format("{} pings during the attacks, {} failed or over 2 s, slowest {:.0f} ms",
+                   pings.sent(), pings.failed(), pings.worst_ms()));
+  CHECK(pings.sent() > 0);
+  CHECK(pings.failed() == 0);
+
+  // Nothing outside her home changed, nothing is hers outside it.
+  vm.command(
+      "qxa-run echo QXA-CHECK $(cat /srv/decoys/target) $(cat /srv/decoys/secret) $(stat -c "
+      "'%u:%g:%a' /srv/decoys/target /srv/decoys/secret) $(ls -A /srv/decoys/keys-dir | wc -l) "
+      "$(find / -xdev \\( -user alice -o -group alice \\) ! -path '/home/alice*' | wc -l) "
+      "$(stat -c '%U:%F' /home/alice/.ssh/authorized_keys.qxa-tmp /home/alice/ok/placed) "
+      "QXA-END");
+  CHECK(
+      vm.console_has("QXA-CHECK decoy-target decoy-secret 0:0:644 0:0:600 0 0 "
+                     "alice:symbolic link root:regular file QXA-END",
+                     30s));
 }
