@@ -9,6 +9,7 @@
 #include "guest/ops_test_support.hpp"
 #include "qxa/common/sha256.hpp"
 #include "qxa/guest/uploads.hpp"
+#include "support/stuck_fuse.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace std::chrono_literals;
@@ -365,4 +366,31 @@ TEST_CASE("file-read of a FIFO or a link to /dev/zero answers at once, reading n
   auto r = call(&handlers::dir_list, list);
   REQUIRE(r.has_dir_list());
   CHECK(r.dir_list().entries_size() == 2);  // described from the directory, never opened
+}
+
+TEST_CASE("listing or describing a directory that holds a stuck FUSE mount asks it nothing",
+          "[unit][guest][files]") {
+  REQUIRE(::geteuid() == 0);  // mounting one
+  temp_dir dir;
+  std::filesystem::create_directories(dir / "home/mnt");
+  dir.write("home/file", "f");
+  qxa::test::stuck_fuse fuse(dir / "home/mnt");
+  pb::Envelope list;
+  list.mutable_dir_list_request()->set_path(dir / "home");
+  pb::Envelope stat;
+  stat.mutable_file_stat_request()->set_path(dir / "home/mnt");
+  pb::Envelope listed, described;
+  // Blocked on the mount, the handlers would miss this deadline.
+  run_async(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        handler_bench bench(io.get_executor());
+        listed = co_await handlers::dir_list(bench.context(), list);
+        described = co_await handlers::file_stat(bench.context(), stat);
+      },
+      5s);
+  REQUIRE(listed.has_dir_list());
+  CHECK(listed.dir_list().entries_size() == 2);
+  REQUIRE(described.has_error());  // the walk does not step onto it
+  CHECK(described.error().code() == pb::ERROR_CODE_FAILED_PRECONDITION);
+  CHECK_THAT(described.error().message(), Catch::Contains("fuse.stuck"));
 }
