@@ -788,7 +788,7 @@ struct upload_window {
   explicit upload_window(const asio::any_io_executor& ex) : changed(ex) {}
   int in_flight = 0;
   std::optional<failure> error;
-  qc::detail::async_event changed;
+  qc::async_event changed;
 };
 
 awaitable<void> send_chunk(backend& b, std::string vm, pb::Envelope chunk,

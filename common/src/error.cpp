@@ -42,6 +42,8 @@ class category_impl final : public std::error_category {
         return "cancelled";
       case errc::unavailable:
         return "unavailable";
+      case errc::internal:
+        return "internal error (logged)";
     }
     return "unknown qxa error " + std::to_string(value);
   }
@@ -57,6 +59,8 @@ const std::error_category& qxa_category() noexcept {
 std::string error_info::describe() const {
   if (message.empty()) return code.message();
   if (code.category() == qxa_category() && code == errc::remote_error) return message;
+  // "End of file", not "End of file (End of file)".
+  if (message == code.message()) return message;
   return message + " (" + code.message() + ")";
 }
 

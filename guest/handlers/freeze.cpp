@@ -17,7 +17,7 @@ using freeze_result = common::result<pb::FreezeStatus>;
 struct shared_outcome {
   explicit shared_outcome(const asio::any_io_executor& e) : done(e) {}
   std::optional<freeze_result> outcome;
-  common::detail::async_event done;
+  common::async_event done;
 };
 
 asio::awaitable<void> run_into(asio::awaitable<freeze_result> op,

@@ -102,7 +102,7 @@ struct agent_manager::vm_record {
   std::string path;
   pb::VmStatus status;
   std::shared_ptr<agent_client> client;
-  common::detail::async_event wake;  // the socket reappeared: retry now
+  common::async_event wake;  // the socket reappeared: retry now
   bool present = true;
   bool retry_now = false;
   std::vector<std::weak_ptr<telemetry_feed>> watchers;

@@ -264,7 +264,7 @@ struct control_client::pending {
   explicit pending(const asio::any_io_executor& ex) : wake(ex) {}
   /// Gets each response; false: this was the last one.
   std::function<bool(const pb::ControlMessage&)> on_message;
-  common::detail::async_event wake;
+  common::async_event wake;
   bool done = false;
   bool answered = false;  ///< ended by its last response, not by the connection closing
 };

@@ -3,10 +3,12 @@
 
 #include <array>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/bind_cancellation_slot.hpp>
 #include <asio/post.hpp>
 #include <asio/read.hpp>
 #include <catch2/catch.hpp>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "support/run.hpp"
@@ -417,5 +419,41 @@ TEST_CASE("an urgent frame overtakes queued bulk frames but not the one being wr
     }
     // Frame 1 was already being written; 99 goes before the rest of the queue.
     CHECK(order == std::vector<std::uint64_t>{1, 99, 2, 3, 4, 100});
+  });
+}
+
+TEST_CASE("a cancelled send ends with cancelled at once, and its unsent frame is withdrawn",
+          "[common]") {
+  run_async([](asio::io_context& io) -> awaitable<void> {
+    auto [a, b] = socket_pair(io);
+    qc::stream_options o;
+    o.write_timeout = 30s;
+    auto sender = make_stream(std::move(a), o);
+    // Nobody reads yet: the first frames fill the socket and the rest wait in the queue.
+    for (std::uint64_t i = 1; i <= 8; ++i) REQUIRE_FALSE(sender->post(blob(i, 1u << 20)));
+    co_await asio::post(asio::use_awaitable);
+    asio::cancellation_signal cancel;
+    std::optional<std::error_code> outcome;
+    asio::co_spawn(
+        io, [&]() -> awaitable<void> { outcome = co_await sender->send(ping(77)); },
+        asio::bind_cancellation_slot(cancel.slot(), asio::detached));
+    co_await asio::post(asio::use_awaitable);
+    const auto queued = sender->queued_bytes();
+    cancel.emit(asio::cancellation_type::terminal);
+    while (!outcome) co_await asio::post(asio::use_awaitable);
+    CHECK(*outcome == qc::errc::cancelled);
+    CHECK(sender->queued_bytes() < queued);
+    CHECK(sender->is_open());
+    // The peer reads everything: the withdrawn ping never arrives, what follows it does.
+    auto receiver = make_stream(std::move(b));
+    REQUIRE_FALSE(sender->post(ping(78)));
+    for (std::uint64_t i = 1; i <= 8; ++i) {
+      auto got = co_await receiver->receive();
+      REQUIRE(got);
+      CHECK(got->request_id() == i);
+    }
+    auto next = co_await receiver->receive();
+    REQUIRE(next);
+    CHECK(next->request_id() == 78);
   });
 }

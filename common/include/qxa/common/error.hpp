@@ -28,6 +28,7 @@ enum class errc {
   invalid_argument,
   cancelled,
   unavailable,  ///< the agent or daemon cannot be reached
+  internal,     ///< a bug in this program ended the operation (logged where it happened)
 };
 
 const std::error_category& qxa_category() noexcept;

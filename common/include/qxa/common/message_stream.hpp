@@ -38,9 +38,11 @@
 #include <span>
 #include <vector>
 
+#include "qxa/common/async.hpp"
 #include "qxa/common/envelope.hpp"
 #include "qxa/common/error.hpp"
 #include "qxa/common/frame.hpp"
+#include "qxa/common/write_queue.hpp"
 
 namespace qxa::common {
 
@@ -90,44 +92,6 @@ struct stream_stats {
   std::uint64_t stalled_partials = 0;  ///< partial frames given up by partial_frame_timeout
 };
 
-namespace detail {
-
-/// A wake-up signal for coroutines on one executor. Wakes may be spurious: waiters re-check.
-class async_event {
- public:
-  explicit async_event(const asio::any_io_executor& ex) : timer_(ex) {
-    timer_.expires_at(asio::steady_timer::time_point::max());
-  }
-  // cancel() wakes every waiter and leaves the expiry at "never", so the next wait blocks again.
-  void notify_all() { timer_.cancel(); }
-  asio::awaitable<void> wait() {
-    std::error_code ec;
-    co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  }
-
- private:
-  asio::steady_timer timer_;
-};
-
-struct outgoing_frame {
-  std::vector<std::uint8_t> bytes;
-  std::chrono::steady_clock::time_point deadline;
-  std::uint32_t replace_key = 0;
-  bool urgent = false;
-  bool started = false;
-  bool done = false;
-  std::error_code result;
-  std::shared_ptr<asio::steady_timer> waiter;  // the sender's timer, cancelled on completion
-
-  void complete(std::error_code ec) {
-    if (done) return;
-    done = true;
-    result = ec;
-    if (waiter) waiter->cancel();
-  }
-};
-
-}  // namespace detail
 
 /// `Message` is the protobuf type carried in both directions: pb::Envelope between host and
 /// guest, pb::ControlMessage on the daemon's control socket.
@@ -149,13 +113,20 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
   void start() {
     if (started_) return;
     started_ = true;
-    asio::co_spawn(executor_, writer_loop(this->shared_from_this()), asio::detached);
+    // The writer is detached; if it ever ends by an exception (a bug), the stream closes at once
+    // and every sender learns it, instead of waiting for a writer that is gone.
+    std::weak_ptr<message_stream> weak = this->shared_from_this();
+    asio::co_spawn(executor_, writer_loop(this->shared_from_this()),
+                   contained("the stream's writer", [weak] {
+                     if (auto self = weak.lock()) self->close(make_error_code(errc::internal));
+                   }));
   }
 
   /// Queues an envelope and completes when its frame has been written completely, or with:
   /// write_timeout (the deadline passed first; the frame stays queued or in flight unless the
   /// stream closes on timeouts), superseded, queue_full, frame_too_large, closed, or the write's
-  /// error. Cancelling the awaiting coroutine is not supported; use the deadline.
+  /// error. Cancelling the awaiting coroutine completes it with `cancelled`; a frame not yet
+  /// started is then withdrawn, one being written is finished (the framing stays intact).
   asio::awaitable<std::error_code> send(const Message& envelope, send_options opts = {}) {
     // Not a coroutine itself: the envelope is serialized before this returns, so a temporary
     // argument never has to outlive the call.
@@ -238,11 +209,9 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
     guard.async_wait([this, self = this->shared_from_this()](std::error_code ec) {
       if (!ec) idle_.notify_all();
     });
-    while (open_ && (!queue_.empty() || writing_) && clock::now() < deadline) {
-      co_await idle_.wait();
-    }
+    while (open_ && !writes_.empty() && clock::now() < deadline) co_await idle_.wait();
     guard.cancel();
-    co_return queue_.empty() && !writing_;
+    co_return writes_.empty();
   }
 
   /// Closes the byte stream at once and fails every queued frame with `reason` (default
@@ -255,10 +224,7 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
     stream_.close(ignored);
     partial_timer_.cancel();
     write_deadline_.cancel();
-    for (auto& f : queue_) f->complete(reason);
-    for (auto& f : in_flight_) f->complete(reason);
-    queue_.clear();
-    queued_bytes_ = 0;
+    writes_.close(reason);
     wake_writer_.notify_all();
     idle_.notify_all();
     space_.notify_all();
@@ -266,13 +232,13 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
 
   /// Waits while the write queue holds more than `bytes` (back-pressure for a producer).
   asio::awaitable<void> wait_queue_below(std::size_t bytes) {
-    while (open_ && queued_bytes_ > bytes) co_await space_.wait();
+    while (open_ && writes_.queued_bytes() > bytes) co_await space_.wait();
   }
 
   [[nodiscard]] bool is_open() const noexcept { return open_; }
   [[nodiscard]] std::error_code close_reason() const noexcept { return close_reason_; }
-  [[nodiscard]] std::size_t queued_bytes() const noexcept { return queued_bytes_; }
-  [[nodiscard]] std::size_t queued_frames() const noexcept { return queue_.size(); }
+  [[nodiscard]] std::size_t queued_bytes() const noexcept { return writes_.queued_bytes(); }
+  [[nodiscard]] std::size_t queued_frames() const noexcept { return writes_.queued_frames(); }
   [[nodiscard]] const stream_stats& stats() const noexcept { return stats_; }
   [[nodiscard]] const decoder_stats& decoding() const noexcept { return decoder_.stats(); }
   [[nodiscard]] const stream_options& options() const noexcept { return options_; }
@@ -286,59 +252,43 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
         options_(options),
         decoder_(options.max_frame_size),
         read_buf_(options.read_buffer_size),
+        writes_(options.max_queued_bytes, gather_limit),
         wake_writer_(executor_),
         idle_(executor_),
         space_(executor_),
         write_deadline_(executor_),
         partial_timer_(executor_) {}
 
-  result<std::shared_ptr<detail::outgoing_frame>> enqueue(const Message& envelope,
-                                                          const send_options& opts) {
+  result<write_queue::frame_ptr> enqueue(const Message& envelope, const send_options& opts) {
     if (!open_) return close_reason_;
     auto bytes = encode_message(envelope, options_.max_frame_size);
     if (!bytes) return bytes.error();
-    if (queued_bytes_ + bytes->size() > options_.max_queued_bytes) {
-      return {errc::queue_full, fmt::format("{} bytes already queued", queued_bytes_)};
-    }
-    auto entry = std::make_shared<detail::outgoing_frame>();
-    entry->bytes = std::move(bytes.value());
-    entry->deadline = clock::now() + opts.timeout.value_or(options_.write_timeout);
-    entry->replace_key = opts.replace_key;
-    queued_bytes_ += entry->bytes.size();
-    if (opts.replace_key != 0) {
-      for (auto& queued : queue_) {
-        if (queued->replace_key == opts.replace_key) {
-          queued_bytes_ -= queued->bytes.size();
-          ++stats_.superseded;
-          queued->complete(make_error_code(errc::superseded));
-          queued = entry;  // takes the older one's place in line
-          wake_writer_.notify_all();
-          return entry;
-        }
-      }
-    }
-    entry->urgent = opts.urgent;
-    auto at = queue_.end();
-    if (opts.urgent) {
-      at = std::find_if(queue_.begin(), queue_.end(), [](const auto& q) { return !q->urgent; });
-    }
-    queue_.insert(at, entry);
-    wake_writer_.notify_all();
-    return entry;
+    frame_options f;
+    f.deadline = clock::now() + opts.timeout.value_or(options_.write_timeout);
+    f.replace_key = opts.replace_key;
+    f.urgent = opts.urgent;
+    auto queued = writes_.push(std::move(bytes.value()), f);
+    stats_.superseded = writes_.superseded();
+    if (queued) wake_writer_.notify_all();
+    return queued;
   }
 
-  asio::awaitable<std::error_code> await_written(
-      result<std::shared_ptr<detail::outgoing_frame>> queued) {
+  asio::awaitable<std::error_code> await_written(result<write_queue::frame_ptr> queued) {
     if (!queued) co_return queued.code();
-    auto entry = std::move(queued.value());
-    if (entry->done) co_return entry->result;
+    auto frame = std::move(queued.value());
+    if (frame->done) co_return frame->result;
     auto waiter = std::make_shared<asio::steady_timer>(executor_);
-    waiter->expires_at(entry->deadline);
-    entry->waiter = waiter;
+    waiter->expires_at(frame->deadline);
+    frame->on_done = [waiter] { waiter->cancel(); };
     std::error_code ec;
     co_await waiter->async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    entry->waiter = nullptr;
-    if (entry->done) co_return entry->result;
+    frame->on_done = nullptr;
+    if (frame->done) co_return frame->result;
+    asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() != asio::cancellation_type::none) {
+      writes_.withdraw(frame);
+      co_return make_error_code(errc::cancelled);
+    }
     on_write_deadline();
     co_return make_error_code(errc::write_timeout);
   }
@@ -357,48 +307,35 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
     co_await self->run_writer();
   }
 
+  // Drives the write queue: one batch at a time, each a single gathered write.
   asio::awaitable<void> run_writer() {
     std::vector<asio::const_buffer> buffers;
-    while (open_) {
-      if (queue_.empty()) {
+    while (writes_.is_open()) {
+      const auto batch = writes_.start_batch();
+      if (batch.empty()) {
         idle_.notify_all();
         co_await wake_writer_.wait();
         continue;
       }
-      in_flight_.clear();
       buffers.clear();
-      std::size_t batch_bytes = 0;
-      auto deadline = clock::time_point::max();
-      while (!queue_.empty() &&
-             (in_flight_.empty() || batch_bytes + queue_.front()->bytes.size() <= gather_limit)) {
-        auto f = std::move(queue_.front());
-        queue_.pop_front();
-        f->started = true;
-        batch_bytes += f->bytes.size();
-        deadline = std::min(deadline, f->deadline);
-        buffers.emplace_back(asio::buffer(f->bytes));
-        in_flight_.push_back(std::move(f));
-      }
-      writing_ = true;
-      arm_write_deadline(deadline);
+      for (const auto& f : batch) buffers.emplace_back(asio::buffer(f->bytes));
+      const auto frames = batch.size();
+      arm_write_deadline(writes_.batch_deadline());
       auto [ec, n] = co_await asio::async_write(stream_, buffers,
                                                 asio::experimental::as_tuple(asio::use_awaitable));
-      writing_ = false;
       ++write_generation_;
       write_deadline_.cancel();
-      queued_bytes_ -= std::min(queued_bytes_, batch_bytes);
+      if (!ec) {
+        stats_.bytes_sent += n;
+        stats_.frames_sent += frames;
+      }
+      writes_.finish_batch(ec);
       space_.notify_all();
       if (ec) {
-        for (auto& f : in_flight_) f->complete(open_ ? ec : close_reason_);
-        in_flight_.clear();
         // A failed write may have left part of a frame on the wire: nothing may follow it.
         close(open_ ? ec : close_reason_);
         break;
       }
-      stats_.bytes_sent += n;
-      stats_.frames_sent += in_flight_.size();
-      for (auto& f : in_flight_) f->complete({});
-      in_flight_.clear();
     }
     idle_.notify_all();
   }
@@ -407,7 +344,7 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
     write_deadline_.expires_at(deadline);
     write_deadline_.async_wait(
         [self = this->shared_from_this(), generation = write_generation_](std::error_code ec) {
-          if (ec || !self->writing_ || generation != self->write_generation_) return;
+          if (ec || !self->writes_.writing() || generation != self->write_generation_) return;
           // Otherwise the frame stays in flight; its sender's own deadline reports the timeout.
           self->on_write_deadline();
         });
@@ -428,19 +365,16 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
   stream_options options_;
   frame_decoder decoder_;
   std::vector<std::uint8_t> read_buf_;
-  std::deque<std::shared_ptr<detail::outgoing_frame>> queue_;
-  std::vector<std::shared_ptr<detail::outgoing_frame>> in_flight_;
-  std::size_t queued_bytes_ = 0;
+  write_queue writes_;
   bool open_ = true;
   bool started_ = false;
-  bool writing_ = false;
   bool partial_timed_out_ = false;
   std::uint64_t write_generation_ = 0;
   std::uint64_t garbage_at_last_frame_ = 0;
   std::error_code close_reason_ = make_error_code(errc::closed);
-  detail::async_event wake_writer_;
-  detail::async_event idle_;
-  detail::async_event space_;
+  async_event wake_writer_;
+  async_event idle_;
+  async_event space_;
   asio::steady_timer write_deadline_;
   asio::steady_timer partial_timer_;
   asio::cancellation_signal read_cancel_;

@@ -57,7 +57,7 @@ class session : public std::enable_shared_from_this<session> {
     bool stopped = false;
     bool sent_progress = false;
     const char* why = "";
-    common::detail::async_event event;
+    common::async_event event;
     void stop(const char* reason) {
       if (stopped) return;
       stopped = true;

@@ -148,8 +148,8 @@ class agent_client : public std::enable_shared_from_this<agent_client> {
   pb::Envelope hello_request_;
   std::unordered_map<std::uint64_t, std::shared_ptr<pending_request>> pending_;
   std::deque<pb::Envelope> events_;
-  common::detail::async_event events_ready_;
-  common::detail::async_event closed_;
+  common::async_event events_ready_;
+  common::async_event closed_;
   std::string end_reason_;
   // Written on the executor, read from anywhere.
   struct atomic_stats {

@@ -54,7 +54,7 @@ class telemetry_feed {
 
  private:
   std::deque<pb::Telemetry> queue_;
-  common::detail::async_event ready_;
+  common::async_event ready_;
   bool finished_ = false;
 };
 
