@@ -13,7 +13,7 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
-#include "handlers.hpp"
+#include "qxa/guest/handlers.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/text.hpp"
 #include "qxa/guest/process.hpp"

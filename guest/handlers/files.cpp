@@ -15,7 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "handlers.hpp"
+#include "qxa/guest/handlers.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/sha256.hpp"
 #include "qxa/common/text.hpp"

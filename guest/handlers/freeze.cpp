@@ -3,7 +3,7 @@
 #include <asio/co_spawn.hpp>
 #include <optional>
 
-#include "handlers.hpp"
+#include "qxa/guest/handlers.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/message_stream.hpp"
 #include "qxa/guest/freezer.hpp"

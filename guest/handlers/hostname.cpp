@@ -3,7 +3,7 @@
 
 #include <cstring>
 
-#include "handlers.hpp"
+#include "qxa/guest/handlers.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/guest/fs.hpp"
 

@@ -17,7 +17,7 @@
 #include <charconv>
 #include <cstring>
 
-#include "handlers.hpp"
+#include "qxa/guest/handlers.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/text.hpp"
 #include "qxa/guest/accounts.hpp"

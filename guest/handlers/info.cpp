@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "handlers.hpp"
+#include "qxa/guest/handlers.hpp"
 #include "qxa/common/version.hpp"
 
 namespace qxa::guest::handlers {

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "handlers.hpp"
+#include "qxa/guest/handlers.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/text.hpp"
 

@@ -4,7 +4,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "handlers.hpp"
+#include "qxa/guest/handlers.hpp"
 #include "qxa/common/log.hpp"
 
 namespace qxa::guest::handlers {

@@ -5,7 +5,7 @@
 
 #include <algorithm>
 
-#include "../handlers/handlers.hpp"
+#include "qxa/guest/handlers.hpp"
 #include "qxa/common/config.hpp"
 #include "qxa/guest/fs.hpp"
 

@@ -5,8 +5,11 @@
 #include <asio/detached.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
+#include <type_traits>
+#include <variant>
 
-#include "../handlers/handlers.hpp"
+#include "qxa/guest/handlers.hpp"
+#include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/version.hpp"
 
@@ -14,8 +17,11 @@ namespace qxa::guest {
 
 using namespace asio::experimental::awaitable_operators;
 
-session::session(agent_state& state, std::shared_ptr<guest_stream> stream)
-    : state_(state), stream_(std::move(stream)) {}
+session::session(agent_state& state, std::shared_ptr<guest_stream> stream,
+                 std::span<const handlers::handler_entry> table)
+    : state_(state),
+      stream_(std::move(stream)),
+      gate_(table, state.options.policy, {.max_inflight = state.options.max_inflight_requests}) {}
 
 asio::awaitable<void> session::run() {
   stream_->start();
@@ -43,135 +49,121 @@ asio::awaitable<void> session::run() {
     handle(std::move(received.value()));
   }
   cancel_all("the host connection ended");
-  if (auto n = state_.uploads->abort_session(session_id_)) {
+  if (auto n = state_.uploads->abort_session(gate_.session())) {
     common::log_info("{} unfinished file uploads discarded", n);
   }
   stream_->close(make_error_code(common::errc::connection_lost));
 }
 
 void session::handle(pb::Envelope envelope) {
-  if (envelope.reply_to() != 0 || envelope.request_id() == 0) {
-    // Replies and events from the host need no answer.
-    common::log_debug("ignored {} (reply_to {}, request_id 0)", common::body_name(envelope),
-                      envelope.reply_to());
-    return;
-  }
-  if (envelope.has_hello()) {
-    answer_hello(envelope);
-    return;
-  }
-  if (!handshaken()) {
-    common::log_warning("refused request {} ({}) received before any Hello", envelope.request_id(),
-                        common::body_name(envelope));
-    refuse(envelope, pb::ERROR_CODE_NO_SESSION, "no session: send Hello first");
-    return;
-  }
-  if (envelope.session_id() != session_id_) {
-    common::log_warning(
-        "refused stale request {} ({}) of session {:016x}; the current session is {:016x}",
-        envelope.request_id(), common::body_name(envelope), envelope.session_id(), session_id_);
-    refuse(envelope, pb::ERROR_CODE_STALE_SESSION,
-           fmt::format("request belongs to session {:016x}, not the current {:016x}",
-                       envelope.session_id(), session_id_));
-    return;
-  }
-  if (envelope.has_cancel_request()) {
-    cancel(envelope);
-    return;
-  }
-  const auto* entry = handlers::find(envelope.body_case());
-  if (entry == nullptr) {
-    refuse(envelope, pb::ERROR_CODE_UNKNOWN_REQUEST,
-           fmt::format("this agent does not handle {}", common::body_name(envelope)));
-    return;
-  }
-  if (auto no = state_.options.policy.check_operation(entry->name)) {
-    // One audit line per refused operation, in the journal.
-    common::log_warning("audit: op={} session={:016x} request={} outcome=refused rule={}",
-                        entry->name, session_id_, envelope.request_id(), no->rule);
-    refuse(envelope, pb::ERROR_CODE_PERMISSION_DENIED, no->message, no->rule);
-    return;
-  }
-  if (state_.frozen() && !entry->while_frozen) {
-    refuse(
-        envelope, pb::ERROR_CODE_FAILED_PRECONDITION,
-        fmt::format("the guest's filesystems are frozen: {} must wait for the thaw", entry->name),
-        "frozen");
-    return;
-  }
-  if (envelope.has_ping()) {
-    // The heartbeat is answered at once, without a coroutine of its own: it is the most frequent
-    // request and the one whose latency matters.
-    common::log_debug("request {} (ping) of session {:016x} executed", envelope.request_id(),
-                      session_id_);
-    reply(envelope.request_id(), handlers::pong_for(envelope));
-    return;
-  }
-  if (inflight_ >= state_.options.max_inflight_requests) {
-    refuse(envelope, pb::ERROR_CODE_TOO_MANY_REQUESTS,
-           fmt::format("{} requests already in flight", inflight_));
-    return;
-  }
-  ++inflight_;
-  asio::co_spawn(stream_->get_executor(), execute(std::move(envelope)),
-                 [self = shared_from_this()](std::exception_ptr e) {
-                   --self->inflight_;
-                   if (e) std::rethrow_exception(e);  // a bug: let it surface
-                 });
+  const auto action = gate_.on_envelope(envelope, state_.frozen());
+  std::visit(
+      [&](const auto& a) {
+        using A = std::decay_t<decltype(a)>;
+        if constexpr (std::is_same_v<A, request_gate::ignore>) {
+          common::log_debug("ignored {} (reply_to {}, request_id {})", common::body_name(envelope),
+                            envelope.reply_to(), envelope.request_id());
+        } else if constexpr (std::is_same_v<A, request_gate::refuse>) {
+          refuse(envelope, a);
+        } else if constexpr (std::is_same_v<A, request_gate::open_session>) {
+          answer_hello(envelope, a);
+        } else if constexpr (std::is_same_v<A, request_gate::answer_ping>) {
+          // The heartbeat is answered at once, without a coroutine of its own: it is the most
+          // frequent request and the one whose latency matters.
+          reply(envelope.request_id(), handlers::pong_for(envelope));
+        } else if constexpr (std::is_same_v<A, request_gate::cancel>) {
+          cancel(envelope.request_id(), a.target);
+        } else {
+          static_assert(std::is_same_v<A, request_gate::run>);
+          // The gate counts the request in flight until this coroutine ends, however it ends;
+          // the lambda holds the session for as long.
+          asio::co_spawn(
+              stream_->get_executor(),
+              [self = shared_from_this(), entry = a.entry, request = std::move(envelope)]() mutable {
+                return self->execute(*entry, std::move(request));
+              },
+              common::contained("a request's coroutine"));
+        }
+      },
+      action);
 }
 
-asio::awaitable<void> session::execute(pb::Envelope request) {
-  const auto* entry = handlers::find(request.body_case());
+asio::awaitable<pb::Envelope> session::guarded(const handlers::handler_entry& entry,
+                                               handlers::request_context ctx,
+                                               pb::Envelope request) {
+  // An exception from a handler (a descriptor it could not get, a bug) is its request's
+  // failure, answered at once: otherwise it would never win the race in execute() and the host
+  // would see a timeout much later, or never for a handler with its own deadline.
+  try {
+    co_return co_await entry.handle(ctx, std::move(request));
+  } catch (const std::exception& e) {
+    common::log_error("request {} ({}) of session {:016x} failed inside the agent: {}",
+                      ctx.request_id, entry.name, ctx.session_id, e.what());
+    co_return handlers::error_reply(pb::ERROR_CODE_INTERNAL,
+                                    fmt::format("{} failed inside the agent: {}", entry.name,
+                                                e.what()));
+  }
+}
+
+asio::awaitable<void> session::execute(const handlers::handler_entry& entry,
+                                       pb::Envelope request) {
+  struct slot_guard {
+    request_gate& gate;
+    ~slot_guard() { gate.finished(); }
+  } slot{gate_};
   const std::uint64_t id = request.request_id();
   const std::uint64_t stamped = request.session_id();
-  if (stamped != session_id_) {
+  if (!gate_.is_current(stamped)) {
     // A Hello read after this request (a host that reconnected before we saw it leave) ended
     // its session before it could start.
     common::log_info("request {} ({}) of session {:016x} not run: session {:016x} replaced it", id,
-                     entry->name, stamped, session_id_);
+                     entry.name, stamped, gate_.session());
     co_return;
   }
   auto ex = co_await asio::this_coro::executor;
   auto stop = std::make_shared<stopper>(ex);
   running_[id] = stop;
+  struct running_guard {
+    std::map<std::uint64_t, std::shared_ptr<stopper>>& running;
+    std::uint64_t id;
+    ~running_guard() { running.erase(id); }
+  } listed{running_, id};
   handlers::request_context ctx{state_, stamped, id, shared_from_this()};
   asio::steady_timer deadline(ex);
-  deadline.expires_after(entry->own_deadline ? std::chrono::nanoseconds::max() / 2
-                                             : state_.options.request_timeout);
-  auto outcome = co_await (entry->handle(ctx, std::move(request)) ||
+  deadline.expires_after(entry.own_deadline ? std::chrono::nanoseconds::max() / 2
+                                            : state_.options.request_timeout);
+  auto outcome = co_await (guarded(entry, ctx, std::move(request)) ||
                            deadline.async_wait(asio::use_awaitable) || stop->wait());
-  running_.erase(id);
-  if (stamped != session_id_ || !stream_->is_open()) {
+  if (!gate_.is_current(stamped) || !stream_->is_open()) {
     // Never hand an answer to a session that did not ask.
-    common::log_info("reply to request {} ({}) dropped: session {:016x} has ended", id, entry->name,
+    common::log_info("reply to request {} ({}) dropped: session {:016x} has ended", id, entry.name,
                      stamped);
     co_return;
   }
   if (outcome.index() == 0) {
-    common::log_debug("request {} ({}) of session {:016x} executed", id, entry->name, stamped);
+    common::log_debug("request {} ({}) of session {:016x} executed", id, entry.name, stamped);
     // A final reply never overtakes the request's own partial replies.
     reply(id, std::move(std::get<0>(outcome)), !stop->sent_progress);
   } else if (outcome.index() == 1) {
     common::log_warning(
-        "request {} ({}) timed out after {} ms", id, entry->name,
+        "request {} ({}) timed out after {} ms", id, entry.name,
         std::chrono::duration_cast<std::chrono::milliseconds>(state_.options.request_timeout)
             .count());
     reply(id, handlers::error_reply(pb::ERROR_CODE_TIMEOUT, "the request timed out"));
   } else {
-    common::log_info("request {} ({}) cancelled: {}", id, entry->name, stop->why);
+    common::log_info("request {} ({}) cancelled: {}", id, entry.name, stop->why);
     reply(id,
           handlers::error_reply(pb::ERROR_CODE_CANCELLED, fmt::format("cancelled: {}", stop->why)),
           !stop->sent_progress);
   }
 }
 
-void session::cancel(const pb::Envelope& request) {
-  const auto target = request.cancel_request().request_id();
+void session::cancel(std::uint64_t request_id, std::uint64_t target) {
   auto it = running_.find(target);
   pb::Envelope body;
   body.mutable_cancel_reply()->set_found(it != running_.end());
   if (it != running_.end()) it->second->stop("the host cancelled it");
-  reply(request.request_id(), std::move(body));
+  reply(request_id, std::move(body));
 }
 
 void session::cancel_all(const char* why) {
@@ -184,9 +176,9 @@ asio::awaitable<bool> session::send_progress(std::uint64_t stamped, std::uint64_
   // Bulk data waits while this much is queued, so that a small reply (a pong) is never stuck
   // behind much of it; urgent replies overtake what is queued anyway.
   constexpr std::size_t bulk_queue_bytes = 1u << 20;
-  if (stamped != session_id_ || !stream_->is_open()) co_return false;
+  if (!gate_.is_current(stamped) || !stream_->is_open()) co_return false;
   co_await stream_->wait_queue_below(bulk_queue_bytes);
-  if (stamped != session_id_ || !stream_->is_open()) co_return false;
+  if (!gate_.is_current(stamped) || !stream_->is_open()) co_return false;
   body.set_reply_to(request_id);
   body.set_session_id(stamped);
   body.set_more(true);
@@ -211,40 +203,29 @@ std::uint32_t handlers::request_context::max_reply_bytes() const {
 
 std::uint32_t session::max_reply_bytes() const noexcept {
   const auto own = state_.options.max_frame_size;
-  return host_max_frame_ != 0 ? std::min(own, host_max_frame_) : own;
+  const auto host = gate_.host_max_frame();
+  return host != 0 ? std::min(own, host) : own;
 }
 
 bool session::fits(const pb::Envelope& message) const {
   return message.ByteSizeLong() <= max_reply_bytes();
 }
 
-void session::answer_hello(const pb::Envelope& request) {
+void session::answer_hello(const pb::Envelope& request, const request_gate::open_session& opened) {
   const auto& hello = request.hello();
-  const std::uint64_t id = request.session_id();
-  if (id == 0 || (hello.session_id() != 0 && hello.session_id() != id)) {
-    refuse(request, pb::ERROR_CODE_INVALID_ARGUMENT, "Hello needs one non-zero session id");
-    return;
-  }
-  const std::uint64_t previous = session_id_;
-  if (previous != 0 && previous != id) {
+  const std::uint64_t id = opened.session;
+  if (opened.replaced != 0) {
     cancel_all("the host opened a new session");
-    state_.uploads->abort_session(previous);
-  }
-  session_id_ = id;
-  // A host that accepts less than the agent would send must never get more: one frame over
-  // its limit ends its connection.
-  host_max_frame_ = hello.limits().max_frame_bytes();
-  if (host_max_frame_ != 0 && host_max_frame_ < 4096) host_max_frame_ = 4096;
-  ++state_.sessions;
-  if (previous == id) {
-    common::log_debug("Hello repeated for session {:016x}", id);
-  } else if (previous != 0) {
+    state_.uploads->abort_session(opened.replaced);
     common::log_info("session {:016x} started by host {} (protocol {}), replacing session {:016x}",
-                     id, hello.software_version(), hello.protocol_version(), previous);
+                     id, hello.software_version(), hello.protocol_version(), opened.replaced);
+  } else if (opened.repeated) {
+    common::log_debug("Hello repeated for session {:016x}", id);
   } else {
     common::log_info("session {:016x} started by host {} (protocol {})", id,
                      hello.software_version(), hello.protocol_version());
   }
+  if (!opened.repeated) ++state_.sessions;  // a repeated Hello is the same session
   const pb::Info info = handlers::make_info(state_);
   pb::Envelope reply;
   auto* ack = reply.mutable_hello_ack();
@@ -253,8 +234,7 @@ void session::answer_hello(const pb::Envelope& request) {
   ack->set_software_version(common::software_version);
   ack->mutable_limits()->set_max_frame_bytes(state_.options.max_frame_size);
   ack->mutable_limits()->set_max_inflight_requests(state_.options.max_inflight_requests);
-  for (const auto& h : handlers::table()) ack->add_capabilities(h.name);
-  ack->add_capabilities("cancel");
+  for (const auto& name : gate_.capabilities()) ack->add_capabilities(name);
   *ack->mutable_os() = info.os();
   ack->set_hostname(info.hostname());
   ack->set_boot_id(state_.boot_id);
@@ -263,16 +243,37 @@ void session::answer_hello(const pb::Envelope& request) {
   this->reply(request.request_id(), std::move(reply));
 }
 
-void session::refuse(const pb::Envelope& request, pb::ErrorCode code, std::string message,
-                     std::string rule) {
-  auto body = handlers::error_reply(code, std::move(message));
-  if (!rule.empty()) body.mutable_error()->set_rule(std::move(rule));
+void session::refuse(const pb::Envelope& request, const request_gate::refuse& no) {
+  using reason = request_gate::reason;
+  switch (no.why) {
+    case reason::no_session:
+      common::log_warning("refused request {} ({}) {}", request.request_id(),
+                          common::body_name(request), log_text::before_hello);
+      break;
+    case reason::stale_session:
+      common::log_warning("{} {} ({}) of session {:016x}; the current session is {:016x}",
+                          log_text::stale_request, request.request_id(),
+                          common::body_name(request), request.session_id(), gate_.session());
+      break;
+    case reason::policy:
+      // One audit line per refused operation, in the journal.
+      common::log_warning("audit: op={} session={:016x} request={} {} rule={}", no.operation,
+                          gate_.session(), request.request_id(), log_text::audit_refused,
+                          no.rule);
+      break;
+    default:
+      common::log_debug("refused request {} ({}): {}", request.request_id(),
+                        common::body_name(request), no.message);
+      break;
+  }
+  auto body = handlers::error_reply(no.code, no.message);
+  if (!no.rule.empty()) body.mutable_error()->set_rule(no.rule);
   reply(request.request_id(), std::move(body));
 }
 
 void session::reply(std::uint64_t request_id, pb::Envelope body, bool may_overtake) {
   body.set_reply_to(request_id);
-  body.set_session_id(session_id_);
+  body.set_session_id(gate_.session());
   if (!fits(body)) {
     const auto size = body.ByteSizeLong();
     common::log_warning("reply to request {} ({}) is {} bytes, over the host's limit of {}",
@@ -283,7 +284,7 @@ void session::reply(std::uint64_t request_id, pb::Envelope body, bool may_overta
                     "(a page of a listing, a streamed command)",
                     size, max_reply_bytes()));
     body.set_reply_to(request_id);
-    body.set_session_id(session_id_);
+    body.set_session_id(gate_.session());
   }
   // Small answers overtake queued bulk data (command output, file chunks).
   common::send_options o;

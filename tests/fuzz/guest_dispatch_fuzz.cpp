@@ -22,7 +22,7 @@
 #include <set>
 #include <vector>
 
-#include "../../guest/handlers/handlers.hpp"
+#include "qxa/guest/handlers.hpp"
 #include "fuzz_input.hpp"
 #include "qxa/common/frame.hpp"
 #include "qxa/common/log.hpp"

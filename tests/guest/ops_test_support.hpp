@@ -5,7 +5,7 @@
 #include <asio/io_context.hpp>
 #include <memory>
 
-#include "../../guest/handlers/handlers.hpp"
+#include "qxa/guest/handlers.hpp"
 #include "support/run.hpp"
 
 namespace qxa::test {

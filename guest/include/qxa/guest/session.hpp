@@ -8,10 +8,14 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 
+#include "qxa/common/async.hpp"
 #include "qxa/common/message_stream.hpp"
 #include "qxa/guest/agent.hpp"
+#include "qxa/guest/handlers.hpp"
 #include "qxa/guest/port.hpp"
+#include "qxa/guest/request_gate.hpp"
 
 namespace qxa::guest {
 
@@ -19,14 +23,16 @@ using guest_stream = common::message_stream<port_stream>;
 
 class session : public std::enable_shared_from_this<session> {
  public:
-  session(agent_state& state, std::shared_ptr<guest_stream> stream);
+  /// `table`: the handlers this session runs (tests give their own).
+  session(agent_state& state, std::shared_ptr<guest_stream> stream,
+          std::span<const handlers::handler_entry> table = handlers::table());
 
   /// Runs until the host goes away or the stream fails; then closes the stream.
   asio::awaitable<void> run();
 
   /// True once a Hello has been answered on this connection.
-  [[nodiscard]] bool handshaken() const noexcept { return session_id_ != 0; }
-  [[nodiscard]] std::uint64_t id() const noexcept { return session_id_; }
+  [[nodiscard]] bool handshaken() const noexcept { return gate_.session() != 0; }
+  [[nodiscard]] std::uint64_t id() const noexcept { return gate_.session(); }
   [[nodiscard]] guest_stream& stream() noexcept { return *stream_; }
   [[nodiscard]] bool is_open() const noexcept { return stream_->is_open(); }
 
@@ -43,13 +49,16 @@ class session : public std::enable_shared_from_this<session> {
 
  private:
   void handle(pb::Envelope envelope);
-  void answer_hello(const pb::Envelope& request);
-  void refuse(const pb::Envelope& request, pb::ErrorCode code, std::string message,
-              std::string rule = {});
+  void answer_hello(const pb::Envelope& request, const request_gate::open_session& opened);
+  void refuse(const pb::Envelope& request, const request_gate::refuse& no);
   /// `may_overtake`: a small reply goes ahead of queued bulk data.
   void reply(std::uint64_t request_id, pb::Envelope body, bool may_overtake = true);
-  void cancel(const pb::Envelope& request);
-  asio::awaitable<void> execute(pb::Envelope request);
+  void cancel(std::uint64_t request_id, std::uint64_t target);
+  asio::awaitable<void> execute(const handlers::handler_entry& entry, pb::Envelope request);
+  /// Runs a handler; an exception becomes an INTERNAL error reply, logged with the ids.
+  static asio::awaitable<pb::Envelope> guarded(const handlers::handler_entry& entry,
+                                               handlers::request_context ctx,
+                                               pb::Envelope request);
 
   /// A running request's way to be stopped early.
   struct stopper {
@@ -71,9 +80,7 @@ class session : public std::enable_shared_from_this<session> {
 
   agent_state& state_;
   std::shared_ptr<guest_stream> stream_;
-  std::uint64_t session_id_ = 0;
-  std::uint32_t host_max_frame_ = 0;  ///< from the Hello; 0: not given
-  std::uint32_t inflight_ = 0;
+  request_gate gate_;
   std::map<std::uint64_t, std::shared_ptr<stopper>> running_;
 };
 

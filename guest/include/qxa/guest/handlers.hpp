@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
-// One handler per capability, each in its own file, all listed in one table (registry.cpp).
+// The handler interface: one handler per capability, each in its own file under guest/handlers/,
+// all listed in one table (guest/handlers/registry.cpp). The session runs them; tests call them
+// directly.
 #pragma once
 
 #include <asio/awaitable.hpp>
