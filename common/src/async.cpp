@@ -13,8 +13,7 @@ void log_contained(const std::string& what, std::exception_ptr e) noexcept {
     try {
       std::rethrow_exception(e);
     } catch (const std::exception& ex) {
-      log_error("{} ended by an exception, contained: {} ({})", what, ex.what(),
-                typeid(ex).name());
+      log_error("{} ended by an exception, contained: {} ({})", what, ex.what(), typeid(ex).name());
     } catch (...) {
       log_error("{} ended by an exception of unknown type, contained", what);
     }

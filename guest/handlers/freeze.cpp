@@ -3,10 +3,11 @@
 #include <asio/co_spawn.hpp>
 #include <optional>
 
-#include "qxa/guest/handlers.hpp"
+#include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/message_stream.hpp"
 #include "qxa/guest/freezer.hpp"
+#include "qxa/guest/handlers.hpp"
 
 namespace qxa::guest::handlers {
 
@@ -22,7 +23,12 @@ struct shared_outcome {
 
 asio::awaitable<void> run_into(asio::awaitable<freeze_result> op,
                                std::shared_ptr<shared_outcome> state) {
-  state->outcome.emplace(co_await std::move(op));
+  // Whatever happens, the waiter gets an outcome: an exception is this operation's failure.
+  try {
+    state->outcome.emplace(co_await std::move(op));
+  } catch (const std::exception& e) {
+    state->outcome.emplace(freeze_result{common::errc::internal, e.what()});
+  }
   state->done.notify_all();
 }
 
@@ -31,9 +37,7 @@ asio::awaitable<void> run_into(asio::awaitable<freeze_result> op,
 asio::awaitable<freeze_result> to_completion(asio::awaitable<freeze_result> op) {
   auto ex = co_await asio::this_coro::executor;
   auto state = std::make_shared<shared_outcome>(ex);
-  asio::co_spawn(ex, run_into(std::move(op), state), [](std::exception_ptr e) {
-    if (e) std::rethrow_exception(e);
-  });
+  asio::co_spawn(ex, run_into(std::move(op), state), common::contained("a freeze or thaw"));
   while (!state->outcome) co_await state->done.wait();
   co_return std::move(*state->outcome);
 }

@@ -9,8 +9,9 @@
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 
-#include "qxa/guest/handlers.hpp"
+#include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/guest/handlers.hpp"
 #include "qxa/guest/identity.hpp"
 #include "qxa/guest/process.hpp"
 #include "qxa/guest/session.hpp"
@@ -97,7 +98,7 @@ asio::awaitable<pb::Envelope> power(request_context ctx, pb::Envelope request) {
                             st.signal);
         }
       }(ex, command, delay, ctx.owner),
-      asio::detached);
+      common::contained("a scheduled power action"));
   pb::Envelope reply;
   reply.mutable_power_reply()->set_method(method);
   reply.mutable_power_reply()->set_at_unix_ms(

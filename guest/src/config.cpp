@@ -5,9 +5,9 @@
 
 #include <algorithm>
 
-#include "qxa/guest/handlers.hpp"
 #include "qxa/common/config.hpp"
 #include "qxa/guest/fs.hpp"
+#include "qxa/guest/handlers.hpp"
 
 namespace qxa::guest {
 namespace {

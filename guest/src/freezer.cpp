@@ -18,6 +18,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/text.hpp"
 #include "qxa/guest/process.hpp"
@@ -166,7 +167,8 @@ freezer::freezer(const asio::any_io_executor& ex, freeze_options options)
       [ex = ex_, alive = std::weak_ptr<bool>(alive_), this](std::vector<pb::MountOutcome> done) {
         asio::post(ex, [alive, this, done = std::move(done)]() mutable {
           if (alive.expired()) return;
-          asio::co_spawn(ex_, after_guard_thawed(std::move(done)), asio::detached);
+          asio::co_spawn(ex_, after_guard_thawed(std::move(done)),
+                         common::contained("recording the thaw guard's thaw"));
         });
       });
 }

@@ -18,6 +18,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
 
 namespace qxa::guest {
@@ -210,7 +211,7 @@ child_process::~child_process() {
             }
             if (pidfd >= 0) ::close(pidfd);
           }(pid_, pidfd_, ex_),
-          asio::detached);
+          common::contained("reaping a killed command"));
       return;
     }
   }

@@ -37,11 +37,12 @@ request_gate::action request_gate::on_envelope(const pb::Envelope& envelope, boo
   if (envelope.reply_to() != 0 || envelope.request_id() == 0) return ignore{};
   if (envelope.has_hello()) return on_hello(envelope);
   if (session_ == 0) {
-    return refuse{reason::no_session, pb::ERROR_CODE_NO_SESSION, "no session: send Hello first",
-                  {}};
+    return refuse{
+        reason::no_session, pb::ERROR_CODE_NO_SESSION, "no session: send Hello first", {}};
   }
   if (envelope.session_id() != session_) {
-    return refuse{reason::stale_session, pb::ERROR_CODE_STALE_SESSION,
+    return refuse{reason::stale_session,
+                  pb::ERROR_CODE_STALE_SESSION,
                   fmt::format("request belongs to session {:016x}, not the current {:016x}",
                               envelope.session_id(), session_),
                   {}};
@@ -49,7 +50,8 @@ request_gate::action request_gate::on_envelope(const pb::Envelope& envelope, boo
   if (envelope.has_cancel_request()) return cancel{envelope.cancel_request().request_id()};
   const auto* entry = find(envelope.body_case());
   if (entry == nullptr) {
-    return refuse{reason::unknown, pb::ERROR_CODE_UNKNOWN_REQUEST,
+    return refuse{reason::unknown,
+                  pb::ERROR_CODE_UNKNOWN_REQUEST,
                   fmt::format("this agent does not handle {}", common::body_name(envelope)),
                   {}};
   }
@@ -65,8 +67,11 @@ request_gate::action request_gate::on_envelope(const pb::Envelope& envelope, boo
   }
   if (envelope.has_ping()) return answer_ping{};
   if (inflight_ >= limits_.max_inflight) {
-    return refuse{reason::busy, pb::ERROR_CODE_TOO_MANY_REQUESTS,
-                  fmt::format("{} requests already in flight", inflight_), {}, entry->name};
+    return refuse{reason::busy,
+                  pb::ERROR_CODE_TOO_MANY_REQUESTS,
+                  fmt::format("{} requests already in flight", inflight_),
+                  {},
+                  entry->name};
   }
   ++inflight_;
   return run{entry};
@@ -76,8 +81,10 @@ request_gate::action request_gate::on_hello(const pb::Envelope& envelope) {
   const auto& hello = envelope.hello();
   const std::uint64_t id = envelope.session_id();
   if (id == 0 || (hello.session_id() != 0 && hello.session_id() != id)) {
-    return refuse{reason::bad_hello, pb::ERROR_CODE_INVALID_ARGUMENT,
-                  "Hello needs one non-zero session id", {}};
+    return refuse{reason::bad_hello,
+                  pb::ERROR_CODE_INVALID_ARGUMENT,
+                  "Hello needs one non-zero session id",
+                  {}};
   }
   open_session opened;
   opened.session = id;

@@ -8,10 +8,10 @@
 #include <type_traits>
 #include <variant>
 
-#include "qxa/guest/handlers.hpp"
 #include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/version.hpp"
+#include "qxa/guest/handlers.hpp"
 
 namespace qxa::guest {
 
@@ -79,7 +79,8 @@ void session::handle(pb::Envelope envelope) {
           // the lambda holds the session for as long.
           asio::co_spawn(
               stream_->get_executor(),
-              [self = shared_from_this(), entry = a.entry, request = std::move(envelope)]() mutable {
+              [self = shared_from_this(), entry = a.entry,
+               request = std::move(envelope)]() mutable {
                 return self->execute(*entry, std::move(request));
               },
               common::contained("a request's coroutine"));
@@ -99,14 +100,13 @@ asio::awaitable<pb::Envelope> session::guarded(const handlers::handler_entry& en
   } catch (const std::exception& e) {
     common::log_error("request {} ({}) of session {:016x} failed inside the agent: {}",
                       ctx.request_id, entry.name, ctx.session_id, e.what());
-    co_return handlers::error_reply(pb::ERROR_CODE_INTERNAL,
-                                    fmt::format("{} failed inside the agent: {}", entry.name,
-                                                e.what()));
+    co_return handlers::error_reply(
+        pb::ERROR_CODE_INTERNAL,
+        fmt::format("{} failed inside the agent: {}", entry.name, e.what()));
   }
 }
 
-asio::awaitable<void> session::execute(const handlers::handler_entry& entry,
-                                       pb::Envelope request) {
+asio::awaitable<void> session::execute(const handlers::handler_entry& entry, pb::Envelope request) {
   struct slot_guard {
     request_gate& gate;
     ~slot_guard() { gate.finished(); }
@@ -252,14 +252,13 @@ void session::refuse(const pb::Envelope& request, const request_gate::refuse& no
       break;
     case reason::stale_session:
       common::log_warning("{} {} ({}) of session {:016x}; the current session is {:016x}",
-                          log_text::stale_request, request.request_id(),
-                          common::body_name(request), request.session_id(), gate_.session());
+                          log_text::stale_request, request.request_id(), common::body_name(request),
+                          request.session_id(), gate_.session());
       break;
     case reason::policy:
       // One audit line per refused operation, in the journal.
       common::log_warning("audit: op={} session={:016x} request={} {} rule={}", no.operation,
-                          gate_.session(), request.request_id(), log_text::audit_refused,
-                          no.rule);
+                          gate_.session(), request.request_id(), log_text::audit_refused, no.rule);
       break;
     default:
       common::log_debug("refused request {} ({}): {}", request.request_id(),

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <random>
 
+#include "qxa/common/async.hpp"
 #include "qxa/common/envelope.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/version.hpp"
@@ -107,9 +108,14 @@ asio::awaitable<std::error_code> agent_client::connect() {
   stream_->start();
   connected_ = true;
   common::log_info("{}: reader started", path_);
-  asio::co_spawn(ex_, read_loop(shared_from_this()), [](std::exception_ptr e) {
-    if (e) std::rethrow_exception(e);
-  });
+  // The reader holds the client; if it ever ends by an exception (a bug), the client ends as if
+  // the connection had been lost: pending requests fail at once and the VM reconnects.
+  std::weak_ptr<agent_client> weak = shared_from_this();
+  asio::co_spawn(
+      ex_, [self = shared_from_this()] { return read_loop(self); },
+      common::contained(fmt::format("{}: the reader", path_), [weak] {
+        if (auto self = weak.lock()) self->end("internal error in the reader (logged)");
+      }));
   auto ec = co_await handshake();
   if (ec) close(fmt::format("handshake failed: {}", ec.message()));
   co_return ec;
@@ -337,7 +343,7 @@ void agent_client::dispatch(pb::Envelope envelope) {
           *e.mutable_hello_ack() = self->hello_;
           self->push_event(std::move(e));
         },
-        asio::detached);
+        common::contained(fmt::format("{}: the re-handshake", path_)));
     return;
   }
   if (envelope.has_telemetry()) {

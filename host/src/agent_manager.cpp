@@ -16,6 +16,7 @@
 #include <cstring>
 #include <random>
 
+#include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/version.hpp"
 
@@ -143,9 +144,10 @@ std::optional<common::error_info> agent_manager::start() {
   rescan();
   auto self = shared_from_this();
   asio::co_spawn(
-      ex_, [self]() { return self->watch_directory(); }, asio::detached);
+      ex_, [self]() { return self->watch_directory(); },
+      common::contained("the socket directory watch"));
   asio::co_spawn(
-      ex_, [self]() { return self->rescan_loop(); }, asio::detached);
+      ex_, [self]() { return self->rescan_loop(); }, common::contained("the rescan timer"));
   return std::nullopt;
 }
 
@@ -176,7 +178,6 @@ void agent_manager::update_timing(const manager_options& o) {
 
 asio::awaitable<void> agent_manager::watch_directory() {
   std::vector<char> buf(16 * 1024);
-  auto self = shared_from_this();  // keeps the manager alive while watching
   while (running_) {
     auto [ec, n] = co_await inotify_->async_read_some(
         asio::buffer(buf), asio::experimental::as_tuple(asio::use_awaitable));
@@ -209,7 +210,6 @@ void agent_manager::handle_events(const char* buf, std::size_t n) {
 }
 
 asio::awaitable<void> agent_manager::rescan_loop() {
-  auto self = shared_from_this();
   while (running_) {
     rescan_timer_.expires_after(opt_.rescan_interval);
     std::error_code ec;
@@ -258,9 +258,29 @@ void agent_manager::socket_appeared(const std::string& file_name) {
   set_state(*rec, pb::VM_STATE_CONNECTING);
   vms_.emplace(vm, rec);
   common::log_info("vm {}: socket appeared at {}", vm, path);
-  asio::co_spawn(ex_, vm_loop(rec), [](std::exception_ptr e) {
-    if (e) std::rethrow_exception(e);
-  });
+  spawn_vm_loop(rec);
+}
+
+void agent_manager::spawn_vm_loop(const std::shared_ptr<vm_record>& vm) {
+  std::weak_ptr<agent_manager> weak = shared_from_this();
+  auto start_over = [weak, vm] {
+    auto self = weak.lock();
+    if (!self || !self->running_ || !vm->present) return;
+    if (vm->client) vm->client->close("internal error (logged)");
+    self->retire_client(*vm);
+    vm->status.set_last_error("internal error in the daemon (logged); starting over");
+    self->set_state(*vm, pb::VM_STATE_CONNECTING, "internal error (logged)");
+    auto t = std::make_shared<asio::steady_timer>(self->ex_);
+    t->expires_after(with_jitter(self->opt_.reconnect_initial));
+    t->async_wait([weak, vm, t](std::error_code) {
+      auto again = weak.lock();
+      if (again && again->running_ && vm->present) again->spawn_vm_loop(vm);
+    });
+  };
+  asio::co_spawn(
+      ex_, [self = shared_from_this(), vm] { return self->vm_loop(vm); },
+      common::contained(fmt::format("vm {}: the connection loop", vm->name),
+                        std::move(start_over)));
 }
 
 void agent_manager::socket_vanished(const std::string& file_name) {
@@ -325,7 +345,6 @@ void agent_manager::refresh_counters(vm_record& vm) const {
 }
 
 asio::awaitable<void> agent_manager::vm_loop(std::shared_ptr<vm_record> vm) {
-  auto self = shared_from_this();
   auto backoff = opt_.reconnect_initial;
   bool was_connected = false;
   // Waits for the backoff, or less when the socket is recreated; doubles the next one.

@@ -14,6 +14,7 @@
 #include <asio/use_awaitable.hpp>
 #include <map>
 
+#include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
 
 namespace qxa::host {
@@ -113,7 +114,9 @@ std::optional<common::error_info> control_server::listen() {
 }
 
 void control_server::start() {
-  asio::co_spawn(acceptor_.get_executor(), accept_loop(), asio::detached);
+  asio::co_spawn(
+      acceptor_.get_executor(), [self = shared_from_this()] { return self->accept_loop(); },
+      common::contained("the control socket's accept loop"));
 }
 
 void control_server::stop() {
@@ -126,7 +129,6 @@ void control_server::stop() {
 }
 
 asio::awaitable<void> control_server::accept_loop() {
-  auto self = shared_from_this();
   while (acceptor_.is_open()) {
     auto [ec, socket] =
         co_await acceptor_.async_accept(asio::experimental::as_tuple(asio::use_awaitable));
@@ -142,9 +144,10 @@ asio::awaitable<void> control_server::accept_loop() {
     o.write_timeout = std::chrono::seconds(10);
     auto stream = control_stream::create(std::move(socket), o);
     stream->start();
-    asio::co_spawn(acceptor_.get_executor(), serve(stream), [](std::exception_ptr e) {
-      if (e) std::rethrow_exception(e);
-    });
+    asio::co_spawn(
+        acceptor_.get_executor(),
+        [self = shared_from_this(), stream] { return self->serve(stream); },
+        common::contained("a control connection", [stream] { stream->close(); }));
   }
 }
 
@@ -156,7 +159,6 @@ struct control_server::connection {
 };
 
 asio::awaitable<void> control_server::serve(std::shared_ptr<control_stream> stream) {
-  auto self = shared_from_this();
   auto conn = std::make_shared<connection>(stream);
   for (;;) {
     auto r = co_await stream->receive();
@@ -173,8 +175,12 @@ asio::awaitable<void> control_server::serve(std::shared_ptr<control_stream> stre
       case pb::ControlMessage::kVmCall: {
         auto signal = std::make_shared<asio::cancellation_signal>();
         conn->calls[m.request_id()] = signal;
-        asio::co_spawn(stream->get_executor(), serve_call(conn, std::move(m)),
-                       asio::bind_cancellation_slot(signal->slot(), asio::detached));
+        asio::co_spawn(
+            stream->get_executor(),
+            [self = shared_from_this(), conn, m = std::move(m)]() mutable {
+              return self->serve_call(conn, std::move(m));
+            },
+            asio::bind_cancellation_slot(signal->slot(), common::contained("a control call")));
         break;
       }
       case pb::ControlMessage::kCancelCall:
@@ -183,7 +189,12 @@ asio::awaitable<void> control_server::serve(std::shared_ptr<control_stream> stre
         }
         break;
       case pb::ControlMessage::kTelemetryWatch:
-        asio::co_spawn(stream->get_executor(), serve_watch(stream, std::move(m)), asio::detached);
+        asio::co_spawn(
+            stream->get_executor(),
+            [self = shared_from_this(), stream, m = std::move(m)]() mutable {
+              return self->serve_watch(stream, std::move(m));
+            },
+            common::contained("a telemetry watch"));
         break;
       default:
         answer(*stream, error_message(m.request_id(), pb::ERROR_CODE_UNKNOWN_REQUEST,
@@ -276,7 +287,7 @@ asio::awaitable<std::error_code> control_client::connect(const std::string& path
   if (ec) co_return ec;
   stream_ = control_stream::create(std::move(socket));
   stream_->start();
-  asio::co_spawn(ex_, read_loop(stream_, pending_), asio::detached);
+  asio::co_spawn(ex_, read_loop(stream_, pending_), common::contained("the control reader"));
   co_return std::error_code{};
 }
 
@@ -319,6 +330,7 @@ asio::awaitable<result<pb::ControlMessage>> control_client::call(pb::ControlMess
   if (ec == errc::request_timeout) {
     co_return result<pb::ControlMessage>{errc::request_timeout, "no answer from qx-agentd"};
   }
+  if (ec == errc::cancelled) co_return result<pb::ControlMessage>{errc::cancelled, "cancelled"};
   co_return result<pb::ControlMessage>{errc::connection_lost, "qx-agentd closed the connection"};
 }
 
@@ -337,23 +349,32 @@ asio::awaitable<std::error_code> control_client::stream(
   auto p = std::make_shared<pending>(ex_);
   p->on_message = std::move(on_message);
   (*pending_)[id] = p;
-  if (auto ec = stream_->post(request)) {
-    pending_->erase(id);
-    co_return ec;
-  }
+  // However this call ends (answered, timed out, cancelled, or its frame destroyed), its entry
+  // goes with it: a response that arrives later finds nobody, and never calls into a dead frame.
+  struct forget_on_exit {
+    std::shared_ptr<pending_map> calls;
+    std::uint64_t id;
+    ~forget_on_exit() { calls->erase(id); }
+  } forget{pending_, id};
+  const bool is_vm_call = request.has_vm_call();
+  if (auto ec = stream_->post(request)) co_return ec;
   if (on_sent) on_sent(id);
-  if (!timeout) {
-    while (!p->done) co_await p->wake.wait();
-    co_return p->answered ? std::error_code{} : make_error_code(errc::connection_lost);
-  }
-  asio::steady_timer t(ex_);
-  t.expires_after(*timeout);
+  asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
+  asio::steady_timer deadline(ex_);
+  deadline.expires_after(timeout.value_or(std::chrono::nanoseconds::max() / 2));
   while (!p->done) {
-    auto r = co_await (p->wake.wait() || t.async_wait(asio::use_awaitable));
-    if (r.index() == 1 && !p->done) {
-      pending_->erase(id);
-      co_return make_error_code(errc::request_timeout);
-    }
+    if (cs.cancelled() != asio::cancellation_type::none) break;
+    std::error_code ignored;
+    auto woke = co_await (p->wake.wait() ||
+                          deadline.async_wait(asio::redirect_error(asio::use_awaitable, ignored)));
+    if (p->done) break;
+    if (cs.cancelled() != asio::cancellation_type::none) break;
+    if (woke.index() == 1) co_return make_error_code(errc::request_timeout);
+  }
+  if (!p->done) {
+    // Cancelled by our caller: the daemon stops the call in the guest too.
+    if (is_vm_call && stream_->is_open()) cancel(id);
+    co_return make_error_code(errc::cancelled);
   }
   co_return p->answered ? std::error_code{} : make_error_code(errc::connection_lost);
 }

@@ -12,6 +12,7 @@
 #include <asio/write.hpp>
 #include <charconv>
 
+#include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/text.hpp"
 
@@ -207,7 +208,9 @@ asio::ip::tcp::endpoint metrics_server::local_endpoint() const {
 }
 
 void metrics_server::start() {
-  asio::co_spawn(acceptor_.get_executor(), accept_loop(), asio::detached);
+  asio::co_spawn(
+      acceptor_.get_executor(), [self = shared_from_this()] { return self->accept_loop(); },
+      common::contained("the metrics accept loop"));
 }
 
 void metrics_server::stop() {
@@ -216,7 +219,6 @@ void metrics_server::stop() {
 }
 
 asio::awaitable<void> metrics_server::accept_loop() {
-  auto self = shared_from_this();
   while (acceptor_.is_open()) {
     auto [ec, socket] =
         co_await acceptor_.async_accept(asio::experimental::as_tuple(asio::use_awaitable));
@@ -227,12 +229,16 @@ asio::awaitable<void> metrics_server::accept_loop() {
       co_await t.async_wait(asio::use_awaitable);
       continue;
     }
-    asio::co_spawn(acceptor_.get_executor(), serve(std::move(socket)), asio::detached);
+    asio::co_spawn(
+        acceptor_.get_executor(),
+        [self = shared_from_this(), socket = std::move(socket)]() mutable {
+          return self->serve(std::move(socket));
+        },
+        common::contained("a metrics connection"));
   }
 }
 
 asio::awaitable<void> metrics_server::serve(asio::ip::tcp::socket socket) {
-  auto self = shared_from_this();
   asio::streambuf buf(max_request_bytes);
   asio::steady_timer deadline(socket.get_executor());
   deadline.expires_after(request_deadline);

@@ -2,8 +2,8 @@
 #include "qxa/common/message_stream.hpp"
 
 #include <array>
-#include <asio/experimental/as_tuple.hpp>
 #include <asio/bind_cancellation_slot.hpp>
+#include <asio/experimental/as_tuple.hpp>
 #include <asio/post.hpp>
 #include <asio/read.hpp>
 #include <catch2/catch.hpp>

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The guest session's rules (request_gate) without I/O, and the session driving real handlers
 // over a socketpair: a handler that throws is answered at once, never left to time out.
+#include "qxa/guest/session.hpp"
+
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/posix/stream_descriptor.hpp>
@@ -15,7 +17,6 @@
 #include "qxa/common/envelope.hpp"
 #include "qxa/common/message_stream.hpp"
 #include "qxa/guest/request_gate.hpp"
-#include "qxa/guest/session.hpp"
 
 using namespace std::chrono_literals;
 using qxa::guest::request_gate;
@@ -171,9 +172,8 @@ TEST_CASE("the gate: unknown, refused by policy, frozen, and over the in-flight 
   CHECK(as<request_gate::run>(gate.on_envelope(telemetry, true)).entry->request ==
         pb::Envelope::kTelemetryRequest);
   as<request_gate::answer_ping>(gate.on_envelope(ping(6), true));
-  auto cancel = request(7, session_a, [](pb::Envelope& e) {
-    e.mutable_cancel_request()->set_request_id(5);
-  });
+  auto cancel =
+      request(7, session_a, [](pb::Envelope& e) { e.mutable_cancel_request()->set_request_id(5); });
   CHECK(as<request_gate::cancel>(gate.on_envelope(cancel, true)).target == 5);
 
   // Two in flight (telemetry above and this one); a third waits for a slot; pings never do.
@@ -233,10 +233,11 @@ TEST_CASE("a handler that throws is answered INTERNAL at once, and frees its slo
     // exec bounds its own run time: without the guard it would never be answered at all;
     // time would be answered TIMEOUT after 30 s. One slot: the second needs the first's back.
     for (std::uint64_t id : {2, 3, 4}) {
-      auto body = id == 3 ? request(id, session_a, [](pb::Envelope& e) { e.mutable_time_request(); })
-                          : request(id, session_a, [](pb::Envelope& e) {
-                              e.mutable_exec_request()->add_argv("/bin/true");
-                            });
+      auto body = id == 3
+                      ? request(id, session_a, [](pb::Envelope& e) { e.mutable_time_request(); })
+                      : request(id, session_a, [](pb::Envelope& e) {
+                          e.mutable_exec_request()->add_argv("/bin/true");
+                        });
       sent = co_await host->send(body);
       REQUIRE_FALSE(sent);
       auto r = co_await host->receive();

@@ -15,6 +15,7 @@
 #include "qxa/common/text.hpp"
 #include "qxa/host/daemon_config.hpp"
 #include "qxa/host/guest_data.hpp"
+#include "support/fake_guest.hpp"
 #include "support/run.hpp"
 #include "support/temp_dir.hpp"
 
@@ -23,71 +24,14 @@ namespace qh = qxa::host;
 namespace pb = quantix::agent::v1;
 using namespace std::chrono_literals;
 using asio::awaitable;
+using qxa::test::behaviour;
+using qxa::test::fake_guest;
 using qxa::test::run_async;
 using qxa::test::temp_dir;
 using qxa::test::unix_socket;
-using guest_stream = qc::message_stream<unix_socket>;
+using guest_stream = qxa::test::fake_guest::stream;
 
 namespace {
-
-enum class behaviour {
-  answer,        // answers pings
-  hold,          // reads requests, answers nothing
-  stop_reading,  // handshakes, then never reads again
-};
-
-/// Listens on `path`, handshakes with each client and then behaves as told. Exposes the
-/// accepted streams so that a test can close them.
-struct fake_guest {
-  fake_guest(asio::io_context& io, const std::string& path, behaviour b)
-      : acceptor(io, asio::local::stream_protocol::endpoint(path)), mode(b) {
-    asio::co_spawn(io, serve(), asio::detached);
-  }
-
-  awaitable<void> serve() {
-    for (;;) {
-      auto [ec, socket] =
-          co_await acceptor.async_accept(asio::experimental::as_tuple(asio::use_awaitable));
-      if (ec) co_return;
-      auto s = guest_stream::create(std::move(socket));
-      s->start();
-      streams.push_back(s);
-      asio::co_spawn(acceptor.get_executor(), talk(s), asio::detached);
-    }
-  }
-
-  awaitable<void> talk(std::shared_ptr<guest_stream> s) {
-    for (;;) {
-      auto r = co_await s->receive();
-      if (!r) co_return;
-      if (r->has_hello()) {
-        pb::Envelope ack;
-        ack.set_reply_to(r->request_id());
-        ack.set_session_id(r->session_id());
-        ack.mutable_hello_ack()->set_session_id(r->session_id());
-        ack.mutable_hello_ack()->set_agent_pid(4242);
-        (void)s->post(ack);
-        if (on_handshake) on_handshake(*s);
-        if (mode == behaviour::stop_reading) co_return;
-        continue;
-      }
-      ++requests_seen;
-      if (mode == behaviour::answer) {
-        pb::Envelope pong;
-        pong.set_reply_to(r->request_id());
-        pong.set_session_id(r->session_id());
-        pong.mutable_pong();
-        (void)s->post(pong);
-      }
-    }
-  }
-
-  asio::local::stream_protocol::acceptor acceptor;
-  behaviour mode;
-  std::vector<std::shared_ptr<guest_stream>> streams;
-  std::function<void(guest_stream&)> on_handshake;
-  int requests_seen = 0;
-};
 
 pb::Envelope ping() {
   pb::Envelope e;

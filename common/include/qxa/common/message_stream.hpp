@@ -92,7 +92,6 @@ struct stream_stats {
   std::uint64_t stalled_partials = 0;  ///< partial frames given up by partial_frame_timeout
 };
 
-
 /// `Message` is the protobuf type carried in both directions: pb::Envelope between host and
 /// guest, pb::ControlMessage on the daemon's control socket.
 template <typename Stream, typename Message = pb::Envelope>

@@ -57,8 +57,7 @@ class session : public std::enable_shared_from_this<session> {
   asio::awaitable<void> execute(const handlers::handler_entry& entry, pb::Envelope request);
   /// Runs a handler; an exception becomes an INTERNAL error reply, logged with the ids.
   static asio::awaitable<pb::Envelope> guarded(const handlers::handler_entry& entry,
-                                               handlers::request_context ctx,
-                                               pb::Envelope request);
+                                               handlers::request_context ctx, pb::Envelope request);
 
   /// A running request's way to be stopped early.
   struct stopper {

@@ -110,6 +110,9 @@ class agent_manager : public std::enable_shared_from_this<agent_manager> {
   void handle_events(const char* buf, std::size_t n);
   void socket_appeared(const std::string& file_name);
   void socket_vanished(const std::string& file_name);
+  /// Starts a VM's connection loop. An exception that ends it is logged and contained: the VM
+  /// starts over after the initial backoff, and no other VM notices.
+  void spawn_vm_loop(const std::shared_ptr<vm_record>& vm);
   asio::awaitable<void> vm_loop(std::shared_ptr<vm_record> vm);
   asio::awaitable<void> heartbeat(std::shared_ptr<vm_record> vm, std::shared_ptr<agent_client> c);
   asio::awaitable<void> pump_events(std::shared_ptr<vm_record> vm, std::shared_ptr<agent_client> c);

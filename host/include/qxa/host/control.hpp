@@ -56,7 +56,10 @@ class control_client {
   explicit control_client(asio::any_io_executor ex) : ex_(std::move(ex)) {}
   /// Fails with the connect error (the daemon is not running, or we may not talk to it).
   asio::awaitable<std::error_code> connect(const std::string& path);
-  /// Sends one request and waits for its response (the first, for a watch).
+  /// Sends one request and waits for its response (the first, for a watch). call() and stream()
+  /// support Asio cancellation: the awaiting coroutine's cancellation ends them at once with
+  /// `cancelled`, a VmCall is cancelled in the daemon (and so in the guest), and nothing of the
+  /// call is left behind.
   asio::awaitable<common::result<pb::ControlMessage>> call(pb::ControlMessage request,
                                                            std::chrono::nanoseconds timeout);
   /// Sends a watch (or a VmCall with stream_progress) and hands each response to `on_message`
@@ -68,6 +71,8 @@ class control_client {
       std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
   /// Asks the daemon to cancel a VmCall of this connection.
   void cancel(std::uint64_t request_id);
+  /// Calls waiting for a response.
+  [[nodiscard]] std::size_t pending_calls() const noexcept { return pending_->size(); }
 
  private:
   struct pending;
