@@ -9,6 +9,8 @@
 #include <asio/use_awaitable.hpp>
 #include <mutex>
 #include <random>
+#include <type_traits>
+#include <variant>
 
 #include "qxa/common/async.hpp"
 #include "qxa/common/envelope.hpp"
@@ -63,7 +65,9 @@ agent_client::agent_client(asio::any_io_executor ex, std::string path, client_op
     : ex_(std::move(ex)),
       path_(std::move(path)),
       opt_(std::move(o)),
-      events_ready_(ex_),
+      // A consumer that falls behind loses the oldest telemetry: newer telemetry supersedes it,
+      // and other events are rare.
+      events_(ex_, opt_.event_queue, [](const pb::Envelope& e) { return e.has_telemetry(); }),
       closed_(ex_) {}
 
 agent_client::~agent_client() {
@@ -81,7 +85,7 @@ client_stats agent_client::stats() const {
   s.trimmed = stats_.trimmed;
   s.events_dropped = stats_.events_dropped;
   s.frames_in = stats_.frames_in;
-  s.sessions = stats_.sessions;
+  s.sessions = sessions_.load();
   return s;
 }
 
@@ -122,7 +126,6 @@ asio::awaitable<std::error_code> agent_client::connect() {
 }
 
 asio::awaitable<std::error_code> agent_client::handshake() {
-  ready_ = false;
   const std::uint64_t session = random_session_id();
   pb::Envelope e;
   auto* h = e.mutable_hello();
@@ -132,9 +135,9 @@ asio::awaitable<std::error_code> agent_client::handshake() {
   h->mutable_limits()->set_max_frame_bytes(opt_.max_frame_size);
   h->mutable_limits()->set_max_inflight_requests(opt_.max_inflight);
   e.set_session_id(session);
-  hello_id_ = next_id_;  // the only reply accepted before the handshake completes
-  handshake_session_ = session;
-  e.set_request_id(hello_id_);
+  // The only reply accepted before the handshake completes.
+  dispatch_.hello_sent(next_id_, session);
+  e.set_request_id(next_id_);
   hello_request_ = e;
   auto r = co_await send_request(std::move(e), opt_.handshake_timeout);
   if (!r) {
@@ -143,7 +146,9 @@ asio::awaitable<std::error_code> agent_client::handshake() {
   }
   // The reader has already taken the session into use (see dispatch), so that events sent
   // right after the HelloAck are not lost.
-  if (!ready_ || session_id_ != session) co_return make_error_code(errc::protocol_error);
+  if (!dispatch_.ready() || dispatch_.session() != session) {
+    co_return make_error_code(errc::protocol_error);
+  }
   co_return std::error_code{};
 }
 
@@ -151,8 +156,10 @@ asio::awaitable<result<pb::Envelope>> agent_client::request(
     pb::Envelope request, std::optional<std::chrono::nanoseconds> timeout) {
   if (!is_connected())
     co_return result<pb::Envelope>{errc::not_connected, "not connected to " + path_};
-  if (!ready_) co_return result<pb::Envelope>{errc::not_connected, "no session with the agent yet"};
-  request.set_session_id(session_id_);
+  if (!dispatch_.ready()) {
+    co_return result<pb::Envelope>{errc::not_connected, "no session with the agent yet"};
+  }
+  request.set_session_id(dispatch_.session());
   co_return co_await send_request(std::move(request), timeout.value_or(opt_.request_timeout));
 }
 
@@ -160,17 +167,19 @@ asio::awaitable<result<pb::Envelope>> agent_client::request(pb::Envelope request
                                                             call_options options) {
   if (!is_connected())
     co_return result<pb::Envelope>{errc::not_connected, "not connected to " + path_};
-  if (!ready_) co_return result<pb::Envelope>{errc::not_connected, "no session with the agent yet"};
-  request.set_session_id(session_id_);
+  if (!dispatch_.ready()) {
+    co_return result<pb::Envelope>{errc::not_connected, "no session with the agent yet"};
+  }
+  request.set_session_id(dispatch_.session());
   const auto timeout = options.timeout.value_or(opt_.request_timeout);
   co_return co_await send_request(std::move(request), timeout, std::move(options));
 }
 
 void agent_client::cancel(std::uint64_t request_id) {
-  if (!is_connected() || !ready_ || !pending_.contains(request_id)) return;
+  if (!is_ready() || !pending_.contains(request_id)) return;
   pb::Envelope e;
   e.set_request_id(next_id_++);  // its reply is not waited for
-  e.set_session_id(session_id_);
+  e.set_session_id(dispatch_.session());
   e.mutable_cancel_request()->set_request_id(request_id);
   common::send_options o;
   o.urgent = true;
@@ -264,19 +273,23 @@ asio::awaitable<void> agent_client::read_loop(std::shared_ptr<agent_client> self
 void agent_client::undecodable(std::span<const std::uint8_t> payload) {
   // The body did not parse; its addressing fields may still say which call it answered.
   pb::EnvelopeHeader header;
-  if (!common::decode_message(payload, header) || header.reply_to() == 0) return;
-  if (ready_ && header.session_id() != session_id_) return;
-  auto it = pending_.find(header.reply_to());
-  if (it == pending_.end()) return;
+  if (!common::decode_message(payload, header)) return;
+  const auto id = dispatch_.on_undecodable(header, is_pending());
+  if (id == 0) return;
+  auto it = pending_.find(id);
   auto p = it->second;
   pending_.erase(it);
   common::log_warning("{}: the reply to request {} does not parse ({} bytes); failing the call",
-                      path_, header.reply_to(), payload.size());
+                      path_, id, payload.size());
   p->complete(result<pb::Envelope>{
       errc::bad_frame,
       fmt::format("the agent's reply ({} bytes) could not be decoded: a field that is not valid "
                   "UTF-8, or a newer protocol",
                   payload.size())});
+}
+
+client_dispatch::is_pending_fn agent_client::is_pending() const {
+  return [this](std::uint64_t id) { return pending_.contains(id); };
 }
 
 void agent_client::dispatch(pb::Envelope envelope) {
@@ -288,93 +301,72 @@ void agent_client::dispatch(pb::Envelope envelope) {
                           common::body_name(envelope), cut);
     }
   }
-  if (envelope.reply_to() != 0) {
-    if (!ready_ && envelope.reply_to() != hello_id_) {
-      ++stats_.ignored;  // anything before the answer to our own Hello
-      return;
-    }
-    if (!ready_ && envelope.has_hello_ack() &&
-        envelope.hello_ack().session_id() == handshake_session_) {
-      hello_ = envelope.hello_ack();
-      session_id_ = handshake_session_;
-      ready_ = true;
-      ++stats_.sessions;
-    }
-    auto it = pending_.find(envelope.reply_to());
-    if (it == pending_.end() || (ready_ && envelope.session_id() != session_id_)) {
-      ++stats_.unknown_replies;  // not ours, or an answer meant for an earlier session
-      return;
-    }
-    auto p = it->second;
-    if (envelope.more()) {
-      p->progress(envelope);
-      return;
-    }
-    pending_.erase(it);
-    p->complete(std::move(envelope));
+  const auto action = dispatch_.on_envelope(envelope, is_pending());
+  sessions_ = dispatch_.sessions();
+  std::visit(
+      [&](const auto& a) {
+        using A = std::decay_t<decltype(a)>;
+        if constexpr (std::is_same_v<A, client_dispatch::ignore>) {
+          ++stats_.ignored;
+        } else if constexpr (std::is_same_v<A, client_dispatch::unknown>) {
+          ++stats_.unknown_replies;  // not ours, or an answer meant for an earlier session
+        } else if constexpr (std::is_same_v<A, client_dispatch::deliver>) {
+          deliver(a, std::move(envelope));
+        } else if constexpr (std::is_same_v<A, client_dispatch::repeat_hello>) {
+          // The agent (re)opened its port after our Hello was sent: a guest drops what an
+          // earlier host left in its buffer, and that may have been our Hello. Say it again.
+          common::log_debug("{}: agent announced itself during the handshake; repeating Hello",
+                            path_);
+          ++stats_.ignored;
+          (void)stream_->post(hello_request_);
+        } else if constexpr (std::is_same_v<A, client_dispatch::agent_restarted>) {
+          agent_restarted(std::move(envelope));
+        } else {
+          static_assert(std::is_same_v<A, client_dispatch::event>);
+          push_event(std::move(envelope));
+        }
+      },
+      action);
+}
+
+void agent_client::deliver(const client_dispatch::deliver& d, pb::Envelope envelope) {
+  auto it = pending_.find(d.id);
+  auto p = it->second;
+  if (d.partial) {
+    p->progress(envelope);
     return;
   }
-  if (!ready_) {
-    if (envelope.has_agent_ready() && pending_.contains(hello_id_)) {
-      // The agent (re)opened its port after our Hello was sent: a guest drops what an earlier
-      // host left in its buffer, and that may have been our Hello. Say it again.
-      common::log_debug("{}: agent announced itself during the handshake; repeating Hello", path_);
-      (void)stream_->post(hello_request_);
-    }
-    ++stats_.ignored;
-    return;
-  }
-  if (envelope.has_agent_ready()) {
-    // The agent behind the socket started afresh: our session is gone with the old process.
-    common::log_info("{}: agent restarted (pid {}); opening a new session", path_,
-                     envelope.agent_ready().agent_pid());
-    ready_ = false;
-    fail_pending("the agent restarted");
-    push_event(envelope);
-    asio::co_spawn(
-        ex_,
-        [self = shared_from_this()]() -> asio::awaitable<void> {
-          auto ec = co_await self->handshake();
-          if (ec) {
-            self->close(fmt::format("re-handshake failed: {}", ec.message()));
-            co_return;
-          }
-          pb::Envelope e;
-          *e.mutable_hello_ack() = self->hello_;
-          self->push_event(std::move(e));
-        },
-        common::contained(fmt::format("{}: the re-handshake", path_)));
-    return;
-  }
-  if (envelope.has_telemetry()) {
-    push_event(std::move(envelope));
-    return;
-  }
-  ++stats_.ignored;
+  pending_.erase(it);
+  p->complete(std::move(envelope));
+}
+
+void agent_client::agent_restarted(pb::Envelope envelope) {
+  // The agent behind the socket started afresh: our session is gone with the old process.
+  common::log_info("{}: agent restarted (pid {}); opening a new session", path_,
+                   envelope.agent_ready().agent_pid());
+  fail_pending("the agent restarted");
+  push_event(std::move(envelope));
+  asio::co_spawn(
+      ex_,
+      [self = shared_from_this()]() -> asio::awaitable<void> {
+        auto ec = co_await self->handshake();
+        if (ec) {
+          self->close(fmt::format("re-handshake failed: {}", ec.message()));
+          co_return;
+        }
+        pb::Envelope e;
+        *e.mutable_hello_ack() = self->dispatch_.hello();
+        self->push_event(std::move(e));
+      },
+      common::contained(fmt::format("{}: the re-handshake", path_)));
 }
 
 void agent_client::push_event(pb::Envelope envelope) {
-  if (events_.size() >= opt_.event_queue) {
-    // Drop the oldest telemetry: newer telemetry supersedes it, and other events are rare.
-    auto it = std::find_if(events_.begin(), events_.end(),
-                           [](const pb::Envelope& e) { return e.has_telemetry(); });
-    if (it != events_.end()) {
-      events_.erase(it);
-    } else {
-      events_.pop_front();
-    }
-    ++stats_.events_dropped;
-  }
-  events_.push_back(std::move(envelope));
-  events_ready_.notify_all();
+  if (events_.push(std::move(envelope))) ++stats_.events_dropped;
 }
 
 asio::awaitable<std::optional<pb::Envelope>> agent_client::next_event() {
-  while (events_.empty() && !ended_) co_await events_ready_.wait();
-  if (events_.empty()) co_return std::nullopt;
-  auto e = std::move(events_.front());
-  events_.pop_front();
-  co_return e;
+  co_return co_await events_.pop();
 }
 
 asio::awaitable<void> agent_client::wait_closed() {
@@ -394,11 +386,10 @@ void agent_client::end(std::string reason) {
   if (ended_) return;
   ended_ = true;
   connected_ = false;
-  ready_ = false;
   end_reason_ = std::move(reason);
   if (stream_) stream_->close(make_error_code(errc::connection_lost));
   fail_pending("connection lost: " + end_reason_);
-  events_ready_.notify_all();
+  events_.finish();
   closed_.notify_all();
 }
 

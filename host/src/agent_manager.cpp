@@ -74,27 +74,6 @@ const char* to_string(pb::VmState state) noexcept {
   }
 }
 
-// ---- telemetry_feed -----------------------------------------------------------------------
-
-asio::awaitable<std::optional<pb::Telemetry>> telemetry_feed::next() {
-  while (queue_.empty() && !finished_) co_await ready_.wait();
-  if (queue_.empty()) co_return std::nullopt;
-  auto t = std::move(queue_.front());
-  queue_.pop_front();
-  co_return t;
-}
-
-void telemetry_feed::push(const pb::Telemetry& t) {
-  if (queue_.size() >= 8) queue_.pop_front();
-  queue_.push_back(t);
-  ready_.notify_all();
-}
-
-void telemetry_feed::finish() {
-  finished_ = true;
-  ready_.notify_all();
-}
-
 // ---- agent_manager ------------------------------------------------------------------------
 
 struct agent_manager::vm_record {
@@ -523,7 +502,7 @@ std::vector<vm_metrics> agent_manager::metrics() const {
 std::shared_ptr<telemetry_feed> agent_manager::watch(const std::string& vm) {
   auto it = vms_.find(vm);
   if (it == vms_.end()) return nullptr;
-  auto feed = std::make_shared<telemetry_feed>(ex_);
+  auto feed = std::make_shared<telemetry_feed>(ex_, telemetry_feed_depth);
   it->second->watchers.push_back(feed);
   return feed;
 }

@@ -253,7 +253,7 @@ asio::awaitable<void> control_server::serve_watch(std::shared_ptr<control_stream
     co_return;
   }
   while (stream->is_open()) {
-    auto t = co_await feed->next();
+    auto t = co_await feed->pop();
     if (!t) break;
     pb::ControlMessage out;
     out.set_reply_to(m.request_id());

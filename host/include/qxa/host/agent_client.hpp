@@ -25,8 +25,10 @@
 #include <string>
 #include <unordered_map>
 
+#include "qxa/common/async.hpp"
 #include "qxa/common/error.hpp"
 #include "qxa/common/message_stream.hpp"
+#include "qxa/host/client_dispatch.hpp"
 
 namespace qxa::host {
 
@@ -109,9 +111,9 @@ class agent_client : public std::enable_shared_from_this<agent_client> {
   /// True while the socket is open and the reader is alive. Thread-safe.
   [[nodiscard]] bool is_connected() const noexcept { return connected_.load(); }
   /// True while a handshake is complete on this connection.
-  [[nodiscard]] bool is_ready() const noexcept { return is_connected() && ready_; }
-  [[nodiscard]] const pb::HelloAck& hello() const noexcept { return hello_; }
-  [[nodiscard]] std::uint64_t session_id() const noexcept { return session_id_; }
+  [[nodiscard]] bool is_ready() const noexcept { return is_connected() && dispatch_.ready(); }
+  [[nodiscard]] const pb::HelloAck& hello() const noexcept { return dispatch_.hello(); }
+  [[nodiscard]] std::uint64_t session_id() const noexcept { return dispatch_.session(); }
   [[nodiscard]] std::size_t pending() const noexcept { return pending_.size(); }
   [[nodiscard]] const std::string& end_reason() const noexcept { return end_reason_; }
   [[nodiscard]] const std::string& socket_path() const noexcept { return path_; }
@@ -128,6 +130,9 @@ class agent_client : public std::enable_shared_from_this<agent_client> {
                                                              call_options options = {});
   static asio::awaitable<void> read_loop(std::shared_ptr<agent_client> self);
   void dispatch(pb::Envelope envelope);
+  void deliver(const client_dispatch::deliver& d, pb::Envelope envelope);
+  void agent_restarted(pb::Envelope envelope);
+  [[nodiscard]] client_dispatch::is_pending_fn is_pending() const;
   void undecodable(std::span<const std::uint8_t> payload);
   void push_event(pb::Envelope envelope);
   void end(std::string reason);
@@ -138,24 +143,20 @@ class agent_client : public std::enable_shared_from_this<agent_client> {
   client_options opt_;
   std::shared_ptr<agent_stream> stream_;
   std::atomic<bool> connected_{false};
-  bool ready_ = false;
   bool ended_ = false;
-  std::uint64_t hello_id_ = 0;
-  std::uint64_t session_id_ = 0;
-  std::uint64_t handshake_session_ = 0;
   std::uint64_t next_id_ = 1;
-  pb::HelloAck hello_;
+  client_dispatch dispatch_;
   pb::Envelope hello_request_;
   std::unordered_map<std::uint64_t, std::shared_ptr<pending_request>> pending_;
-  std::deque<pb::Envelope> events_;
-  common::async_event events_ready_;
+  common::event_queue<pb::Envelope> events_;
   common::async_event closed_;
   std::string end_reason_;
   // Written on the executor, read from anywhere.
   struct atomic_stats {
     std::atomic<std::uint64_t> requests{0}, timeouts{0}, connection_lost{0}, unknown_replies{0},
-        ignored{0}, bad_frames{0}, trimmed{0}, events_dropped{0}, frames_in{0}, sessions{0};
+        ignored{0}, bad_frames{0}, trimmed{0}, events_dropped{0}, frames_in{0};
   } stats_;
+  std::atomic<std::uint64_t> sessions_{0};  ///< copied from dispatch_ on the executor
 };
 
 /// A fresh random non-zero session id.

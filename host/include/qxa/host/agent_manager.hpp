@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "quantix/agent/v1/control.pb.h"
+#include "qxa/common/async.hpp"
 #include "qxa/host/agent_client.hpp"
 
 namespace qxa::host {
@@ -44,19 +45,10 @@ const char* to_string(pb::VmState state) noexcept;
 
 /// A bounded feed of one VM's telemetry for one watcher; the oldest sample is dropped when the
 /// watcher falls behind.
-class telemetry_feed {
- public:
-  explicit telemetry_feed(const asio::any_io_executor& ex) : ready_(ex) {}
-  /// The next sample, or nothing once the VM is gone or the feed was cancelled.
-  asio::awaitable<std::optional<pb::Telemetry>> next();
-  void push(const pb::Telemetry& t);
-  void finish();
-
- private:
-  std::deque<pb::Telemetry> queue_;
-  common::async_event ready_;
-  bool finished_ = false;
-};
+/// pop() gives the next sample, or nothing once the VM is gone.
+using telemetry_feed = common::event_queue<pb::Telemetry>;
+/// Samples a watcher may fall behind by.
+inline constexpr std::size_t telemetry_feed_depth = 8;
 
 /// Bucket upper bounds of the heartbeat round-trip histogram, in seconds.
 inline constexpr std::array<double, 12> rtt_buckets = {

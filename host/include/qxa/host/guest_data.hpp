@@ -26,8 +26,9 @@ struct guest_data_limits {
 
 /// Caps a message from a guest in place: its telemetry, HelloAck, Info or Error body (other
 /// bodies are left alone). What the host keeps (telemetry, the HelloAck, OS info) is also
-/// reduced to the fields this build knows: protobuf would keep and forward unknown ones. Returns what was cut, for a log line ("12 disks over the limit of
-/// 32; 3 names cut to 128 bytes"), or an empty string when the message was within the limits.
+/// reduced to the fields this build knows: protobuf would keep and forward unknown ones. Returns
+/// what was cut, for a log line ("12 disks over the limit of 32; 3 names cut to 128 bytes"), or an
+/// empty string when the message was within the limits.
 std::string cap_guest_message(pb::Envelope& message, const guest_data_limits& limits = {});
 
 /// The same for a telemetry sample alone.
