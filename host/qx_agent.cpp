@@ -1188,7 +1188,10 @@ int main(int argc, char** argv) {
   exec->add_flag("--shell", o.shell, "run ARGV joined by spaces as a /bin/sh -c line");
   exec->add_option("--user", o.user, "run as this user, with their groups, HOME and USER");
   exec->add_option("--cwd", o.cwd, "working directory (default: the user's home)");
-  exec->add_option("--env", o.env, "NAME=VALUE added to the environment (repeatable)");
+  // One value per --env (and per --mount): a vector option would otherwise take every word
+  // that follows, the VM's name included.
+  exec->add_option("--env", o.env, "NAME=VALUE added to the environment (repeatable)")
+      ->allow_extra_args(false);
   exec->add_flag("--stdin", o.send_stdin, "send this program's standard input to the command");
   auto* cp = app.add_subcommand(
       "cp", "copy a file to or from a guest: cp VM:PATH LOCAL or cp LOCAL VM:PATH");
@@ -1211,7 +1214,8 @@ int main(int argc, char** argv) {
   vm_arg(freeze);
   freeze->add_option("--lease", lease_text, "thaw by itself after this long")
       ->capture_default_str();
-  freeze->add_option("--mount", o.mounts, "only this mount point (repeatable)");
+  freeze->add_option("--mount", o.mounts, "only this mount point (repeatable)")
+      ->allow_extra_args(false);
   freeze->add_flag("--status", o.freeze_status, "only report whether the guest is frozen");
   auto* thaw = app.add_subcommand("thaw", "thaw the guest's filesystems");
   vm_arg(thaw);
@@ -1228,10 +1232,13 @@ int main(int argc, char** argv) {
   ssh_key->add_option("KEY", o.key, "the public key line (- or none: read from standard input)");
   for (auto* sub : {ping, info, telemetry, time, hostname, exec, cp, shutdown, reboot, freeze, thaw,
                     passwd, ssh_key}) {
-    sub->add_option("--timeout", timeout_text,
-                    sub == exec ? "kill the command after this long (default 60s)"
-                                : "how long to wait for the answer")
-        ->capture_default_str();
+    if (sub == exec) {
+      // Its own default: a command may run longer than an answer takes.
+      sub->add_option("--timeout", timeout_text, "kill the command after this long [60s]");
+    } else {
+      sub->add_option("--timeout", timeout_text, "how long to wait for the answer")
+          ->capture_default_str();
+    }
   }
   // "-:PATH" (the VM called "-" with --connect) would read as an option: give it a name.
   std::vector<std::string> args(argv + 1, argv + argc);

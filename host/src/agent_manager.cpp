@@ -467,8 +467,10 @@ asio::awaitable<result<pb::Envelope>> agent_manager::call(const std::string& vm,
   auto rec = it->second;
   auto client = rec->client;
   if (!client || !client->is_ready()) {
+    // The agent cannot be reached now: unavailable (a call that loses its connection while it
+    // runs is connection_lost).
     co_return result<pb::Envelope>{
-        errc::connection_lost,
+        errc::unavailable,
         fmt::format("vm {} is {}{}", vm, to_string(rec->status.state()),
                     rec->status.last_error().empty() ? "" : ": " + rec->status.last_error())};
   }

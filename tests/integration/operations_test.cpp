@@ -117,6 +117,11 @@ TEST_CASE("qx-agent exec: exit codes, signals, output that shows up live, and in
   r = agent.cli({"exec", "-", "--", "no-such-program-here"});
   CHECK(r.status == 1);
   CHECK_THAT(r.err, Catch::Contains("no such program"));
+  // Options before the VM name: --env takes one value each, never the VM's name.
+  r = agent.cli(
+      {"exec", "--env", "A=1", "--env", "B=two words", "-", "--", "sh", "-c", "echo \"$A/$B\""});
+  CHECK(r.status == 0);
+  CHECK(r.out == "1/two words\n");
 
   // Live: the first line arrives while the command still runs.
   child_process live({cli_bin, "--connect", agent.socket, "exec", "-", "--", "sh", "-c",

@@ -79,8 +79,8 @@ class agent_manager : public std::enable_shared_from_this<agent_manager> {
   /// A snapshot of one VM (`vm` non-empty) or of all.
   [[nodiscard]] pb::StatusReport status(const std::string& vm = {}) const;
 
-  /// Forwards a request to a VM's agent. Fails with unavailable (no such VM) or
-  /// connection_lost (the VM's agent is not connected and ready), or as agent_client::request.
+  /// Forwards a request to a VM's agent. Fails with unavailable (no such VM, or its agent is not
+  /// connected and ready), or as agent_client::request (connection_lost: lost while it ran).
   asio::awaitable<common::result<pb::Envelope>> call(const std::string& vm, pb::Envelope request,
                                                      call_options options = {});
 
