@@ -13,9 +13,9 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
-#include "qxa/guest/handlers.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/text.hpp"
+#include "qxa/guest/handlers.hpp"
 #include "qxa/guest/process.hpp"
 
 namespace qxa::guest::handlers {

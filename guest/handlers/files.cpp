@@ -15,11 +15,11 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "qxa/guest/handlers.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/sha256.hpp"
 #include "qxa/common/text.hpp"
 #include "qxa/guest/fs.hpp"
+#include "qxa/guest/handlers.hpp"
 #include "qxa/guest/uploads.hpp"
 
 namespace qxa::guest::handlers {

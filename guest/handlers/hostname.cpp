@@ -3,9 +3,9 @@
 
 #include <cstring>
 
-#include "qxa/guest/handlers.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/guest/fs.hpp"
+#include "qxa/guest/handlers.hpp"
 
 namespace qxa::guest::handlers {
 

@@ -17,11 +17,11 @@
 #include <charconv>
 #include <cstring>
 
-#include "qxa/guest/handlers.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/text.hpp"
 #include "qxa/guest/accounts.hpp"
 #include "qxa/guest/fs.hpp"
+#include "qxa/guest/handlers.hpp"
 #include "qxa/guest/process.hpp"
 
 namespace qxa::guest {

@@ -4,8 +4,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "qxa/guest/handlers.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/guest/handlers.hpp"
 
 namespace qxa::guest::handlers {
 

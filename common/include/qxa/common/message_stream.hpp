@@ -46,20 +46,18 @@
 
 namespace qxa::common {
 
-using namespace std::chrono_literals;
-
 struct stream_options {
   /// Largest payload accepted from the peer and sent to it.
   std::size_t max_frame_size = default_max_frame_size;
   /// Bytes the write queue may hold; send() beyond it fails with queue_full.
   std::size_t max_queued_bytes = 64u << 20;
   /// Default deadline of a frame, from the moment it is queued.
-  std::chrono::steady_clock::duration write_timeout = 5s;
+  std::chrono::steady_clock::duration write_timeout = std::chrono::seconds(5);
   /// true: a missed write deadline closes the stream. false: the frame stays in flight.
   bool close_on_write_timeout = true;
   /// A frame whose header arrived but whose payload has not progressed for this long is given up
   /// (so that bytes cut short by an old connection cannot hold back the next one). 0 = never.
-  std::chrono::steady_clock::duration partial_frame_timeout = 2s;
+  std::chrono::steady_clock::duration partial_frame_timeout = std::chrono::seconds(2);
   std::size_t read_buffer_size = 64u << 10;
   /// More bytes than this skipped since the last valid frame end the stream with bad_frame: a
   /// peer that sends only noise is not worth the CPU. 0 = no limit.

@@ -19,8 +19,6 @@
 
 namespace qxa::guest {
 
-using namespace std::chrono_literals;
-
 /// Exit status after too many consecutive telemetry failures (EX_TEMPFAIL): the service manager
 /// restarts the agent with a clean state.
 inline constexpr int exit_telemetry_failed = 75;
@@ -28,15 +26,15 @@ inline constexpr int exit_telemetry_failed = 75;
 struct agent_options {
   port_spec port;
   port_options port_tuning;
-  std::chrono::nanoseconds telemetry_interval = 5s;
-  std::chrono::nanoseconds write_timeout = 5s;
+  std::chrono::nanoseconds telemetry_interval = std::chrono::seconds(5);
+  std::chrono::nanoseconds write_timeout = std::chrono::seconds(5);
   std::uint32_t failure_limit = 50;
   std::uint32_t max_inflight_requests = 64;
   std::uint32_t max_frame_size = common::default_max_frame_size;
   /// A session stops reading requests while more than this many reply bytes wait to be written.
   std::size_t max_queued_reply_bytes = 8u << 20;
   /// The longest any single request may run.
-  std::chrono::nanoseconds request_timeout = 30s;
+  std::chrono::nanoseconds request_timeout = std::chrono::seconds(30);
   /// The agent's own program, run as a user for the work in that user's home (ssh-key).
   std::string helper_program = "/proc/self/exe";
   /// What the host may ask of this guest.

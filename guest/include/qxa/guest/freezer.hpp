@@ -38,15 +38,13 @@
 namespace qxa::guest {
 
 namespace pb = ::quantix::agent::v1;
-using namespace std::chrono_literals;
-
 struct freeze_options {
   std::string hooks_dir = "/etc/quantix-kvm/freeze-hook.d";
-  std::chrono::nanoseconds hook_timeout = 30s;
-  std::chrono::nanoseconds default_lease = 60s;
-  std::chrono::nanoseconds max_lease = 10min;
+  std::chrono::nanoseconds hook_timeout = std::chrono::seconds(30);
+  std::chrono::nanoseconds default_lease = std::chrono::seconds(60);
+  std::chrono::nanoseconds max_lease = std::chrono::minutes(10);
   /// The longest a guest stays frozen however often the host renews.
-  std::chrono::nanoseconds max_frozen = 15min;
+  std::chrono::nanoseconds max_frozen = std::chrono::minutes(15);
   std::string state_file = "/run/quantix-kvm/agent-frozen";
   std::string mountinfo = "/proc/self/mountinfo";
 };

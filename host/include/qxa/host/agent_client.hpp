@@ -33,18 +33,19 @@
 namespace qxa::host {
 
 namespace pb = ::quantix::agent::v1;
-using namespace std::chrono_literals;
 using agent_stream = common::message_stream<asio::local::stream_protocol::socket>;
 
 struct client_options {
-  std::chrono::nanoseconds connect_timeout = 2s;
-  std::chrono::nanoseconds handshake_timeout = 5s;
-  std::chrono::nanoseconds request_timeout = 10s;  ///< default per-request deadline
-  std::chrono::nanoseconds write_timeout = 5s;     ///< a frame not written by then closes
-  std::uint32_t max_frame_size = 8u << 20;         ///< largest frame accepted from the guest
-  std::uint32_t max_inflight = 1024;               ///< pending requests; more fail at once
-  std::size_t event_queue = 32;                    ///< events kept for a slow consumer
-  std::size_t max_garbage_bytes = 1u << 20;        ///< noise tolerated between valid frames
+  std::chrono::nanoseconds connect_timeout = std::chrono::seconds(2);
+  std::chrono::nanoseconds handshake_timeout = std::chrono::seconds(5);
+  /// The default per-request deadline.
+  std::chrono::nanoseconds request_timeout = std::chrono::seconds(10);
+  /// A frame not written by then closes the connection.
+  std::chrono::nanoseconds write_timeout = std::chrono::seconds(5);
+  std::uint32_t max_frame_size = 8u << 20;   ///< largest frame accepted from the guest
+  std::uint32_t max_inflight = 1024;         ///< pending requests; more fail at once
+  std::size_t event_queue = 32;              ///< events kept for a slow consumer
+  std::size_t max_garbage_bytes = 1u << 20;  ///< noise tolerated between valid frames
   std::string software_version = "qx-agentd";
 };
 
@@ -79,9 +80,14 @@ class agent_client : public std::enable_shared_from_this<agent_client> {
                                               client_options options = {});
   ~agent_client();
 
-  /// Connects and handshakes. Completes with success once the HelloAck arrived, or with the
-  /// error: the connect's, connect or handshake timeout, connection_lost. Call once.
+  /// Connects and handshakes: open() then handshake(). Call once.
   asio::awaitable<std::error_code> connect();
+  /// Connects the socket and starts the reader. Fails with the connect's error (refused: nobody
+  /// listens on the socket) or handshake_timeout when the connect itself takes too long.
+  asio::awaitable<std::error_code> open();
+  /// Sends Hello and completes once the HelloAck arrived, or with the error (handshake timeout,
+  /// connection_lost, protocol_error), after which the client is closed. Call once, after open().
+  asio::awaitable<std::error_code> handshake();
 
   /// Sends one request (the body of `request`; ids and session are filled in) and completes with
   /// the agent's reply, which may carry an Error body. Fails with not_connected,
@@ -124,7 +130,7 @@ class agent_client : public std::enable_shared_from_this<agent_client> {
   struct pending_request;
 
   agent_client(asio::any_io_executor ex, std::string path, client_options o);
-  asio::awaitable<std::error_code> handshake();
+  asio::awaitable<std::error_code> send_hello();
   asio::awaitable<common::result<pb::Envelope>> send_request(pb::Envelope request,
                                                              std::chrono::nanoseconds timeout,
                                                              call_options options = {});
