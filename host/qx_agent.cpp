@@ -139,6 +139,13 @@ json to_json(const pb::VmStatus& s) {
       {"vm", s.vm()},
       {"state", qh::to_string(s.state())},
       {"since_unix_ms", s.state_since_unix_ms()},
+      {"not_ready_since_unix_ms", s.not_ready_since_unix_ms()},
+      // What follows (version, OS, hostname, addresses, rtt) is current only while ready;
+      // otherwise it is what was seen last_seen_age_ms ago.
+      {"current", s.state() == pb::VM_STATE_READY},
+      {"last_seen_unix_ms", s.last_seen_unix_ms()},
+      {"last_seen_age_ms",
+       s.last_seen_unix_ms() > 0 ? json(now_ms() - s.last_seen_unix_ms()) : json(nullptr)},
       {"rtt_ms", s.rtt_ms()},
       {"agent_version", s.agent_version()},
       {"os", to_json(s.os())},
@@ -188,9 +195,11 @@ std::string human_age(std::int64_t since_ms) {
   return fmt::format("{}d{}h", s / 86400, (s % 86400) / 3600);
 }
 
+// SINCE: how long the VM has been ready, or not ready (across retries, however its state
+// changes meanwhile). SEEN: when its agent last answered; AGENT, OS and IPS date from then.
 void print_status_table(const pb::StatusReport& report) {
-  std::vector<std::array<std::string, 7>> rows;
-  rows.push_back({"VM", "STATE", "SINCE", "RTT", "AGENT", "OS", "IPS"});
+  std::vector<std::array<std::string, 8>> rows;
+  rows.push_back({"VM", "STATE", "SINCE", "RTT", "SEEN", "AGENT", "OS", "IPS"});
   for (const auto& s : report.vms()) {
     std::string ips;
     for (const auto& a : s.ip_addresses()) {
@@ -198,12 +207,21 @@ void print_status_table(const pb::StatusReport& report) {
       ips += (ips.empty() ? "" : ",") + a;
     }
     const auto& os = s.os().pretty_name().empty() ? s.os().name() : s.os().pretty_name();
-    rows.push_back({shown(s.vm()), qh::to_string(s.state()), human_age(s.state_since_unix_ms()),
-                    s.rtt_ms() > 0 ? fmt::format("{:.2f}ms", s.rtt_ms()) : "-",
+    const bool ready = s.state() == pb::VM_STATE_READY;
+    const auto since = ready || s.not_ready_since_unix_ms() == 0 ? s.state_since_unix_ms()
+                                                                 : s.not_ready_since_unix_ms();
+    std::string seen = "never";
+    if (ready) {
+      seen = "now";
+    } else if (s.last_seen_unix_ms() > 0) {
+      seen = human_age(s.last_seen_unix_ms()) + " ago";
+    }
+    rows.push_back({shown(s.vm()), qh::to_string(s.state()), human_age(since),
+                    ready && s.rtt_ms() > 0 ? fmt::format("{:.2f}ms", s.rtt_ms()) : "-", seen,
                     s.agent_version().empty() ? "-" : shown(s.agent_version()),
                     os.empty() ? "-" : shown(os), ips.empty() ? "-" : shown(ips)});
   }
-  std::array<std::size_t, 7> width{};
+  std::array<std::size_t, 8> width{};
   for (const auto& r : rows) {
     for (std::size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
   }
@@ -457,9 +475,13 @@ class direct_backend final : public backend {
     auto r = co_await client_->request(ping, std::chrono::seconds(3));
     s->set_state(r ? pb::VM_STATE_READY : pb::VM_STATE_UNRESPONSIVE);
     s->set_state_since_unix_ms(now_ms());
-    if (r)
+    s->set_last_seen_unix_ms(now_ms());  // the handshake just now
+    if (r) {
       s->set_rtt_ms(
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    } else {
+      s->set_not_ready_since_unix_ms(now_ms());
+    }
     pb::Envelope tr;
     tr.mutable_telemetry_request();
     if (auto t = co_await client_->request(tr, std::chrono::seconds(3)); t && t->has_telemetry()) {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-#include "qxa/guest/handlers.hpp"
 #include "qxa/common/version.hpp"
+#include "qxa/guest/handlers.hpp"
 
 namespace qxa::guest::handlers {
 
@@ -18,7 +18,7 @@ pb::Info make_info(const agent_state& state) {
   const auto usage = read_self_usage();
   info.set_agent_cpu_seconds(usage.cpu_seconds);
   info.set_agent_rss_bytes(usage.rss_bytes);
-  for (const auto& h : table()) info.add_capabilities(h.name);
+  for (const auto& name : capabilities()) info.add_capabilities(name);
   info.set_telemetry_sent(state.telemetry_sent);
   info.set_sessions(state.sessions);
   return info;

@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "qxa/guest/handlers.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/text.hpp"
+#include "qxa/guest/handlers.hpp"
 
 namespace qxa::guest::handlers {
 
@@ -49,11 +49,17 @@ const handler_entry* find(pb::Envelope::BodyCase request) {
   return nullptr;
 }
 
-std::vector<std::string> operation_names() {
+std::vector<std::string> operation_names(std::span<const handler_entry> table) {
   std::vector<std::string> names;
-  for (const auto& e : entries) {
+  for (const auto& e : table) {
     if (std::find(names.begin(), names.end(), e.name) == names.end()) names.emplace_back(e.name);
   }
+  return names;
+}
+
+std::vector<std::string> capabilities(std::span<const handler_entry> table) {
+  auto names = operation_names(table);
+  names.emplace_back("cancel");
   return names;
 }
 

@@ -25,12 +25,7 @@ const handlers::handler_entry* request_gate::find(pb::Envelope::BodyCase body) c
 }
 
 std::vector<std::string> request_gate::capabilities() const {
-  std::vector<std::string> names;
-  for (const auto& e : table_) {
-    if (std::find(names.begin(), names.end(), e.name) == names.end()) names.emplace_back(e.name);
-  }
-  names.emplace_back("cancel");
-  return names;
+  return handlers::capabilities(table_);
 }
 
 request_gate::action request_gate::on_envelope(const pb::Envelope& envelope, bool frozen) {

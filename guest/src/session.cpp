@@ -70,6 +70,8 @@ void session::handle(pb::Envelope envelope) {
         } else if constexpr (std::is_same_v<A, request_gate::answer_ping>) {
           // The heartbeat is answered at once, without a coroutine of its own: it is the most
           // frequent request and the one whose latency matters.
+          common::log_debug("request {} (ping) of session {:016x} executed", envelope.request_id(),
+                            gate_.session());
           reply(envelope.request_id(), handlers::pong_for(envelope));
         } else if constexpr (std::is_same_v<A, request_gate::cancel>) {
           cancel(envelope.request_id(), a.target);

@@ -90,6 +90,11 @@ client_stats agent_client::stats() const {
 }
 
 asio::awaitable<std::error_code> agent_client::connect() {
+  if (auto ec = co_await open()) co_return ec;
+  co_return co_await handshake();
+}
+
+asio::awaitable<std::error_code> agent_client::open() {
   asio::local::stream_protocol::socket socket(ex_);
   asio::steady_timer timer(ex_);
   timer.expires_after(opt_.connect_timeout);
@@ -120,12 +125,16 @@ asio::awaitable<std::error_code> agent_client::connect() {
       common::contained(fmt::format("{}: the reader", path_), [weak] {
         if (auto self = weak.lock()) self->end("internal error in the reader (logged)");
       }));
-  auto ec = co_await handshake();
+  co_return std::error_code{};
+}
+
+asio::awaitable<std::error_code> agent_client::handshake() {
+  auto ec = co_await send_hello();
   if (ec) close(fmt::format("handshake failed: {}", ec.message()));
   co_return ec;
 }
 
-asio::awaitable<std::error_code> agent_client::handshake() {
+asio::awaitable<std::error_code> agent_client::send_hello() {
   const std::uint64_t session = random_session_id();
   pb::Envelope e;
   auto* h = e.mutable_hello();
@@ -349,7 +358,7 @@ void agent_client::agent_restarted(pb::Envelope envelope) {
   asio::co_spawn(
       ex_,
       [self = shared_from_this()]() -> asio::awaitable<void> {
-        auto ec = co_await self->handshake();
+        auto ec = co_await self->send_hello();
         if (ec) {
           self->close(fmt::format("re-handshake failed: {}", ec.message()));
           co_return;

@@ -69,6 +69,8 @@ const char* to_string(pb::VmState state) noexcept {
       return "ready";
     case pb::VM_STATE_UNRESPONSIVE:
       return "unresponsive";
+    case pb::VM_STATE_STALE_SOCKET:
+      return "stale-socket";
     default:
       return "unknown";
   }
@@ -85,6 +87,7 @@ struct agent_manager::vm_record {
   common::async_event wake;  // the socket reappeared: retry now
   bool present = true;
   bool retry_now = false;
+  std::uint64_t attempts = 0;  // connection attempts, across restarts of its loop
   std::vector<std::weak_ptr<telemetry_feed>> watchers;
   client_stats prior;  // counters of earlier connections
   vm_metrics figures;  // histogram and request counters (status is filled on demand)
@@ -280,17 +283,25 @@ void agent_manager::socket_vanished(const std::string& file_name) {
   }
 }
 
-void agent_manager::set_state(vm_record& vm, pb::VmState state, const std::string& why) {
+void agent_manager::set_state(vm_record& vm, pb::VmState state, const std::string& why,
+                              bool quiet) {
   if (vm.status.state() == state) return;  // logged once per change, not per heartbeat
   const auto old = vm.status.state();
+  const auto now = now_unix_ms();
   vm.status.set_state(state);
-  vm.status.set_state_since_unix_ms(now_unix_ms());
-  if (old != pb::VM_STATE_UNSPECIFIED) {
-    if (why.empty()) {
-      common::log_info("vm {}: {} -> {}", vm.name, to_string(old), to_string(state));
-    } else {
-      common::log_info("vm {}: {} -> {} ({})", vm.name, to_string(old), to_string(state), why);
-    }
+  vm.status.set_state_since_unix_ms(now);
+  if (state == pb::VM_STATE_READY) {
+    vm.status.set_not_ready_since_unix_ms(0);
+    vm.status.set_last_seen_unix_ms(now);
+  } else if (vm.status.not_ready_since_unix_ms() == 0) {
+    vm.status.set_not_ready_since_unix_ms(now);
+  }
+  if (old == pb::VM_STATE_UNSPECIFIED) return;
+  const auto level = quiet ? common::log_level::debug : common::log_level::info;
+  if (why.empty()) {
+    common::log(level, "vm {}: {} -> {}", vm.name, to_string(old), to_string(state));
+  } else {
+    common::log(level, "vm {}: {} -> {} ({})", vm.name, to_string(old), to_string(state), why);
   }
 }
 
@@ -325,7 +336,6 @@ void agent_manager::refresh_counters(vm_record& vm) const {
 
 asio::awaitable<void> agent_manager::vm_loop(std::shared_ptr<vm_record> vm) {
   auto backoff = opt_.reconnect_initial;
-  bool was_connected = false;
   // Waits for the backoff, or less when the socket is recreated; doubles the next one.
   auto back_off = [&]() -> asio::awaitable<void> {
     asio::steady_timer t(ex_);
@@ -335,23 +345,39 @@ asio::awaitable<void> agent_manager::vm_loop(std::shared_ptr<vm_record> vm) {
     backoff = std::min(backoff * 2, opt_.reconnect_max);
   };
   while (vm->present && running_) {
-    set_state(*vm, pb::VM_STATE_CONNECTING);
+    // Every attempt after the VM's first counts, whatever ends it: a refused connect, a
+    // handshake timeout, a lost connection.
+    if (vm->attempts++ > 0) vm->status.set_reconnects(vm->status.reconnects() + 1);
+    // While attempts keep failing the same way, the state changes they make are logged once.
+    const bool retrying = !vm->status.last_error().empty();
     auto client = agent_client::create(ex_, vm->path, opt_.client);
     vm->client = client;
-    set_state(*vm, pb::VM_STATE_HANDSHAKING);
-    const auto ec = co_await client->connect();
+    auto ec = co_await client->open();
+    if (!ec && vm->present && running_) {
+      set_state(*vm, pb::VM_STATE_HANDSHAKING, {}, retrying);
+      ec = co_await client->handshake();
+    }
     if (!vm->present || !running_) co_return;
     if (ec) {
-      vm->status.set_last_error(ec.message());
-      set_state(*vm, pb::VM_STATE_CONNECTING, ec.message());
       retire_client(*vm);
+      if (ec == asio::error::connection_refused) {
+        // A socket file nobody listens on: the QEMU that made it is gone. Reported as such and
+        // retried at the backoff (a new QEMU replaces the file, which wakes us at once).
+        const std::string why =
+            "connection refused: nothing listens on the socket (its QEMU has exited?)";
+        const bool same = why == vm->status.last_error();
+        vm->status.set_last_error(why);
+        set_state(*vm, pb::VM_STATE_STALE_SOCKET, why, same);
+      } else {
+        const bool same = ec.message() == vm->status.last_error();
+        vm->status.set_last_error(ec.message());
+        set_state(*vm, pb::VM_STATE_CONNECTING, ec.message(), same);
+      }
       co_await back_off();
       continue;
     }
     const auto connected_at = std::chrono::steady_clock::now();
     vm->retry_now = false;
-    if (was_connected) vm->status.set_reconnects(vm->status.reconnects() + 1);
-    was_connected = true;
     const auto& hello = client->hello();
     vm->status.set_agent_version(hello.software_version());
     *vm->status.mutable_os() = hello.os();
@@ -365,6 +391,7 @@ asio::awaitable<void> agent_manager::vm_loop(std::shared_ptr<vm_record> vm) {
     retire_client(*vm);
     if (!vm->present || !running_) co_return;
     set_state(*vm, pb::VM_STATE_CONNECTING, "connection lost: " + client->end_reason());
+    vm->status.set_rtt_ms(0);  // the last round trip is no longer current
     // A connection that ended soon after it began (a guest that breaks the protocol, say, and
     // gets closed for it) is not retried at once: one guest must not keep the daemon busy
     // reconnecting. One that lasted is retried now, with the backoff back at its start.
@@ -391,6 +418,7 @@ asio::awaitable<void> agent_manager::heartbeat(std::shared_ptr<vm_record> vm,
     if (r && r->has_pong()) {
       const double rtt = to_ms(std::chrono::steady_clock::now() - t0);
       vm->status.set_rtt_ms(rtt);
+      vm->status.set_last_seen_unix_ms(now_unix_ms());
       auto& f = vm->figures;
       const auto bucket = std::lower_bound(rtt_buckets.begin(), rtt_buckets.end(), rtt / 1000.0);
       if (bucket != rtt_buckets.end()) ++f.rtt_bucket_counts[bucket - rtt_buckets.begin()];

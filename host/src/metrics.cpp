@@ -60,7 +60,7 @@ std::string render_metrics(const std::vector<vm_metrics>& vms) {
   w.family("qxa_vm_state", "gauge", "1 for the VM's current connection state, 0 for the others.");
   for (const auto& v : vms) {
     for (auto s : {pb::VM_STATE_CONNECTING, pb::VM_STATE_HANDSHAKING, pb::VM_STATE_READY,
-                   pb::VM_STATE_UNRESPONSIVE}) {
+                   pb::VM_STATE_UNRESPONSIVE, pb::VM_STATE_STALE_SOCKET}) {
       w.sample("qxa_vm_state",
                fmt::format("vm=\"{}\",state=\"{}\"", label(v.status.vm()), to_string(s)),
                v.status.state() == s ? 1 : 0);

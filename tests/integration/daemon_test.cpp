@@ -26,6 +26,7 @@
 
 #include "qxa/common/message_stream.hpp"
 #include "support/hostile.hpp"
+#include "support/poll.hpp"
 #include "support/process.hpp"
 #include "support/shipped.hpp"
 #include "support/temp_dir.hpp"
@@ -133,6 +134,84 @@ TEST_CASE("qx-agentd with 20 agents: kill, restart, stop and continue one of the
   daemon->signal(SIGTERM);
   CHECK(daemon->wait_exit(5s) == 0);
   CHECK_FALSE(std::filesystem::exists(run / "ctl.sock"));
+}
+
+TEST_CASE(
+    "what status says of a VM is true: a stale socket, how long it has been down, what was "
+    "last seen, counters that move",
+    "[integration][host]") {
+  using qxa::test::eventually;
+  temp_dir vms;
+  temp_dir run;
+  // A socket file nobody listens on, as a QEMU that exited leaves it.
+  {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    const std::string stale = vms / "dead.agent.sock";
+    std::strncpy(a.sun_path, stale.c_str(), sizeof a.sun_path - 1);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    ::close(fd);
+  }
+  auto agent = start_agent(vms, "live");
+  auto daemon = start_daemon(vms, run);
+  auto vm = [&](const std::string& name) {
+    const auto status = status_json(run);
+    for (const auto& v : status["vms"]) {
+      if (v["vm"] == name) return v;
+    }
+    return json{};
+  };
+  REQUIRE(eventually([&] { return vm("live")["state"] == "ready"; }, 10s));
+  REQUIRE(eventually([&] { return vm("dead")["state"] == "stale-socket"; }, 10s));
+  CHECK_THAT(vm("dead")["last_error"].get<std::string>(), Catch::Contains("refused"));
+  CHECK(vm("dead")["last_seen_unix_ms"] == 0);
+
+  // Retries go on at the backoff (50 ms doubling to 500 ms), each counted, logged once.
+  const auto dead_since = vm("dead")["not_ready_since_unix_ms"].get<std::int64_t>();
+  CHECK(dead_since > 0);
+  REQUIRE(eventually([&] { return vm("dead")["reconnects"].get<int>() >= 4; }, 10s));
+  CHECK(vm("dead")["not_ready_since_unix_ms"] == dead_since);
+  CHECK(daemon->count_in_log("vm dead: connecting -> stale-socket") == 1);
+  CHECK(daemon->count_in_log("vm dead: stale-socket ->") == 0);
+
+  // A fresh connection has answered no stranger's reply, and is one session.
+  const auto live = vm("live");
+  CHECK(live["unknown_replies"] == 0);
+  CHECK(live["reconnects"] == 0);
+  CHECK(live["current"] == true);
+  CHECK(live["not_ready_since_unix_ms"] == 0);
+  auto info = run_cli({"--json", "--control-socket", run / "ctl.sock", "info", "live"});
+  REQUIRE(info.status == 0);
+  const auto i = json::parse(info.out);
+  CHECK(i["sessions"] == 1);
+  std::set<std::string> unique;
+  for (const auto& c : i["capabilities"]) CHECK(unique.insert(c.get<std::string>()).second);
+
+  // Killed, its socket stays behind: stale, with what was seen of it marked as such.
+  const auto version = live["agent_version"].get<std::string>();
+  agent->signal(SIGKILL);
+  (void)agent->wait_exit(5s);
+  REQUIRE(eventually([&] { return vm("live")["state"] == "stale-socket"; }, 10s));
+  auto down = vm("live");
+  CHECK(down["current"] == false);
+  CHECK(down["agent_version"] == version);  // last seen, not current
+  CHECK(down["last_seen_unix_ms"].get<std::int64_t>() > 0);
+  CHECK(down["rtt_ms"] == 0);
+  const auto down_since = down["not_ready_since_unix_ms"].get<std::int64_t>();
+  CHECK(down_since > 0);
+  const auto attempts = down["reconnects"].get<int>();
+  REQUIRE(eventually([&] { return vm("live")["reconnects"].get<int>() >= attempts + 2; }, 10s));
+  CHECK(vm("live")["not_ready_since_unix_ms"] == down_since);
+  auto table = run_cli({"--control-socket", run / "ctl.sock", "status"});
+  CHECK_THAT(table.out, Catch::Contains("SEEN") && Catch::Contains(" ago"));
+
+  // Back: ready, current, the time down cleared.
+  agent = start_agent(vms, "live");
+  REQUIRE(eventually([&] { return vm("live")["state"] == "ready"; }, 10s));
+  CHECK(vm("live")["not_ready_since_unix_ms"] == 0);
+  CHECK(vm("live")["current"] == true);
 }
 
 TEST_CASE("qx-agent talks to one agent with --connect and no daemon", "[integration][host]") {

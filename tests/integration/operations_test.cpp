@@ -161,13 +161,15 @@ TEST_CASE(
   temp_dir dir;
   agent_under_test agent(dir);
   auto r =
-      agent.cli({"exec", "-", "--timeout", "1s", "--", "sh", "-c", "sleep 100 & exec sleep 100"});
+      // A duration no other test uses: processes are found by their command line, machine-wide,
+      // and unit tests run beside this one.
+      agent.cli({"exec", "-", "--timeout", "1s", "--", "sh", "-c", "sleep 1007 & exec sleep 1007"});
   CHECK(r.status == 75);
   CHECK_THAT(r.err, Catch::Contains("timed out after 1000 ms and was killed"));
   const double secs = std::chrono::duration<double>(r.took).count();
   WARN(fmt::format("exec of sleep 100 with a 1 s timeout returned after {:.2f} s", secs));
   CHECK(secs < 5);
-  CHECK(processes_gone({"sleep", "100"}));
+  CHECK(processes_gone({"sleep", "1007"}));
 }
 
 TEST_CASE("qx-agent cp: 256 MiB both ways with matching SHA-256", "[integration][ops]") {

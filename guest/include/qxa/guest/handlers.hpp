@@ -48,7 +48,9 @@ struct handler_entry {
 /// Every request the agent understands.
 std::span<const handler_entry> table();
 /// The operation names, once each, in table order.
-std::vector<std::string> operation_names();
+std::vector<std::string> operation_names(std::span<const handler_entry> entries = table());
+/// What the agent advertises (HelloAck, Info): each operation once, and "cancel".
+std::vector<std::string> capabilities(std::span<const handler_entry> entries = table());
 /// The entry for a request, or nullptr.
 const handler_entry* find(pb::Envelope::BodyCase request);
 

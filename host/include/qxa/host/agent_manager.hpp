@@ -31,11 +31,11 @@ namespace qxa::host {
 
 struct manager_options {
   std::string socket_dir = "/run/quantix-kvm/vms";
-  std::chrono::nanoseconds heartbeat_interval = 5s;
-  std::chrono::nanoseconds heartbeat_timeout = 3s;
-  std::chrono::nanoseconds reconnect_initial = 100ms;
-  std::chrono::nanoseconds reconnect_max = 30s;
-  std::chrono::nanoseconds rescan_interval = 10s;
+  std::chrono::nanoseconds heartbeat_interval = std::chrono::seconds(5);
+  std::chrono::nanoseconds heartbeat_timeout = std::chrono::seconds(3);
+  std::chrono::nanoseconds reconnect_initial = std::chrono::milliseconds(100);
+  std::chrono::nanoseconds reconnect_max = std::chrono::seconds(30);
+  std::chrono::nanoseconds rescan_interval = std::chrono::seconds(10);
   client_options client;
 };
 
@@ -108,7 +108,9 @@ class agent_manager : public std::enable_shared_from_this<agent_manager> {
   asio::awaitable<void> vm_loop(std::shared_ptr<vm_record> vm);
   asio::awaitable<void> heartbeat(std::shared_ptr<vm_record> vm, std::shared_ptr<agent_client> c);
   asio::awaitable<void> pump_events(std::shared_ptr<vm_record> vm, std::shared_ptr<agent_client> c);
-  void set_state(vm_record& vm, pb::VmState state, const std::string& why = {});
+  /// Changes a VM's state and logs the change (at debug level when `quiet`: the same failure
+  /// again, while retrying).
+  void set_state(vm_record& vm, pb::VmState state, const std::string& why = {}, bool quiet = false);
   void refresh_counters(vm_record& vm) const;
   /// Folds a finished connection's counters into the VM's totals and drops the client.
   void retire_client(vm_record& vm);
