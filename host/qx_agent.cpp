@@ -24,7 +24,7 @@
 #include "qxa/common/text.hpp"
 #include "qxa/host/agent_client.hpp"
 #include "qxa/host/agent_manager.hpp"
-#include "qxa/host/control.hpp"
+#include "qxa/host/control_client.hpp"
 
 namespace qc = qxa::common;
 namespace qh = qxa::host;

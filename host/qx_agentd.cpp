@@ -17,9 +17,9 @@
 #include "qxa/common/log.hpp"
 #include "qxa/common/version.hpp"
 #include "qxa/host/agent_manager.hpp"
-#include "qxa/host/control.hpp"
+#include "qxa/host/control_server.hpp"
 #include "qxa/host/daemon_config.hpp"
-#include "qxa/host/metrics.hpp"
+#include "qxa/host/metrics_server.hpp"
 
 namespace qc = qxa::common;
 namespace qh = qxa::host;

@@ -33,7 +33,7 @@
 #include "qxa/common/log.hpp"
 #include "qxa/common/sha256.hpp"
 #include "qxa/host/agent_client.hpp"
-#include "qxa/host/control.hpp"
+#include "qxa/host/control_client.hpp"
 
 namespace qh = qxa::host;
 namespace pb = quantix::agent::v1;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The control socket's client and server in one process, with a fake guest behind the manager.
-#include "qxa/host/control.hpp"
+#include "qxa/host/control_client.hpp"
+#include "qxa/host/control_server.hpp"
 
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/cancellation_signal.hpp>

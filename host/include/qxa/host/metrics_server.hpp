@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // qx-agentd's Prometheus endpoint: GET /metrics over a minimal HTTP/1.1 server (one request per
-// connection, bounded request size and time; 404 for other paths, 405 for other methods).
+// connection, bounded request size and time; 404 for other paths, 405 for other methods), and
+// the parser of its listen address.
 #pragma once
 
 #include <asio/any_io_executor.hpp>
@@ -13,11 +14,9 @@
 
 #include "qxa/common/error.hpp"
 #include "qxa/host/agent_manager.hpp"
+#include "qxa/host/metrics_text.hpp"
 
 namespace qxa::host {
-
-/// The text exposition format (version 0.0.4) of every VM's figures.
-std::string render_metrics(const std::vector<vm_metrics>& vms);
 
 /// "ADDR:PORT" or "[V6ADDR]:PORT" to an endpoint; ":PORT" means the loopback address.
 common::result<asio::ip::tcp::endpoint> parse_listen_address(const std::string& text);

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "qxa/host/metrics.hpp"
+#include "qxa/host/metrics_server.hpp"
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
@@ -14,7 +14,6 @@
 
 #include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
-#include "qxa/common/text.hpp"
 
 namespace qxa::host {
 
@@ -26,138 +25,7 @@ namespace {
 constexpr std::size_t max_request_bytes = 8192;
 constexpr auto request_deadline = std::chrono::seconds(5);
 
-// Label values escape backslash, double quote and newline (the exposition format's rules);
-// what came from a guest is made printable first, so no control character reaches a scraper's
-// terminal or UI.
-std::string label(std::string_view v) {
-  std::string out;
-  for (char c : common::printable(v)) {
-    if (c == '\\' || c == '"') out.push_back('\\');
-    out.push_back(c);
-  }
-  return out;
-}
-
-struct writer {
-  std::string text;
-  void family(const char* name, const char* type, const char* help) {
-    fmt::format_to(std::back_inserter(text), "# HELP {} {}\n# TYPE {} {}\n", name, help, name,
-                   type);
-  }
-  template <typename V>
-  void sample(std::string_view name, const std::string& labels, V value) {
-    fmt::format_to(std::back_inserter(text), "{}{{{}}} {}\n", name, labels, value);
-  }
-};
-
 }  // namespace
-
-std::string render_metrics(const std::vector<vm_metrics>& vms) {
-  writer w;
-  w.family("qxa_vms", "gauge", "VMs whose agent socket is in the socket directory.");
-  fmt::format_to(std::back_inserter(w.text), "qxa_vms {}\n", vms.size());
-
-  w.family("qxa_vm_state", "gauge", "1 for the VM's current connection state, 0 for the others.");
-  for (const auto& v : vms) {
-    for (auto s : {pb::VM_STATE_CONNECTING, pb::VM_STATE_HANDSHAKING, pb::VM_STATE_READY,
-                   pb::VM_STATE_UNRESPONSIVE, pb::VM_STATE_STALE_SOCKET}) {
-      w.sample("qxa_vm_state",
-               fmt::format("vm=\"{}\",state=\"{}\"", label(v.status.vm()), to_string(s)),
-               v.status.state() == s ? 1 : 0);
-    }
-  }
-
-  w.family("qxa_heartbeat_rtt_seconds", "histogram", "Round trip of answered heartbeat pings.");
-  for (const auto& v : vms) {
-    const auto vm = label(v.status.vm());
-    std::uint64_t cumulative = 0;
-    for (std::size_t i = 0; i < rtt_buckets.size(); ++i) {
-      cumulative += v.rtt_bucket_counts[i];
-      w.sample("qxa_heartbeat_rtt_seconds_bucket",
-               fmt::format("vm=\"{}\",le=\"{}\"", vm, rtt_buckets[i]), cumulative);
-    }
-    w.sample("qxa_heartbeat_rtt_seconds_bucket", fmt::format("vm=\"{}\",le=\"+Inf\"", vm),
-             v.rtt_count);
-    w.sample("qxa_heartbeat_rtt_seconds_sum", fmt::format("vm=\"{}\"", vm), v.rtt_sum_seconds);
-    w.sample("qxa_heartbeat_rtt_seconds_count", fmt::format("vm=\"{}\"", vm), v.rtt_count);
-  }
-
-  w.family("qxa_requests_total", "counter",
-           "Requests forwarded to the VM's agent, by operation and outcome.");
-  for (const auto& v : vms) {
-    for (const auto& [key, n] : v.requests) {
-      w.sample("qxa_requests_total",
-               fmt::format("vm=\"{}\",operation=\"{}\",outcome=\"{}\"", label(v.status.vm()),
-                           label(key.first), label(key.second)),
-               n);
-    }
-  }
-
-  struct counter {
-    const char* name;
-    const char* help;
-    std::uint64_t (pb::VmStatus::*get)() const;
-  };
-  for (const auto& c : {
-           counter{"qxa_reconnects_total", "Connections to the VM's socket after the first.",
-                   &pb::VmStatus::reconnects},
-           counter{"qxa_timeouts_total", "Heartbeats and requests that missed their deadline.",
-                   &pb::VmStatus::timeouts},
-           counter{"qxa_bad_frames_total",
-                   "Damaged, oversized or unparsable frames from the guest.",
-                   &pb::VmStatus::bad_frames},
-           counter{"qxa_unknown_replies_total", "Replies whose request id was not pending.",
-                   &pb::VmStatus::unknown_replies},
-           counter{"qxa_sessions_total", "Handshakes completed with the VM's agent.",
-                   &pb::VmStatus::sessions},
-           counter{"qxa_guest_data_trimmed_total",
-                   "Messages from the guest cut to the host's limits (counts, name lengths).",
-                   &pb::VmStatus::guest_data_trimmed},
-       }) {
-    w.family(c.name, "counter", c.help);
-    for (const auto& v : vms) {
-      w.sample(c.name, fmt::format("vm=\"{}\"", label(v.status.vm())), (v.status.*c.get)());
-    }
-  }
-
-  // Guest telemetry: only for VMs that have sent some.
-  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::system_clock::now().time_since_epoch())
-                          .count();
-  auto per_vm = [&](const char* name, const char* help, auto value) {
-    w.family(name, "gauge", help);
-    for (const auto& v : vms) {
-      if (v.status.last_telemetry_unix_ms() == 0) continue;
-      w.sample(name, fmt::format("vm=\"{}\"", label(v.status.vm())), value(v));
-    }
-  };
-  per_vm("qxa_guest_memory_total_bytes", "Guest memory, as the guest sees it.",
-         [](const vm_metrics& v) { return v.status.last_telemetry().memory().total_bytes(); });
-  per_vm("qxa_guest_memory_available_bytes", "Guest memory available for new work.",
-         [](const vm_metrics& v) { return v.status.last_telemetry().memory().available_bytes(); });
-  per_vm("qxa_guest_cpu_percent", "Guest CPU use over the last telemetry interval.",
-         [](const vm_metrics& v) { return v.status.last_telemetry().cpu_percent(); });
-  per_vm("qxa_guest_telemetry_age_seconds", "Time since the VM's last telemetry arrived.",
-         [&](const vm_metrics& v) {
-           return static_cast<double>(now_ms - v.status.last_telemetry_unix_ms()) / 1000.0;
-         });
-  auto per_disk = [&](const char* name, const char* help, auto value) {
-    w.family(name, "gauge", help);
-    for (const auto& v : vms) {
-      for (const auto& d : v.status.last_telemetry().disks()) {
-        w.sample(name,
-                 fmt::format("vm=\"{}\",mount_point=\"{}\",device=\"{}\"", label(v.status.vm()),
-                             label(d.mount_point()), label(d.device())),
-                 value(d));
-      }
-    }
-  };
-  per_disk("qxa_guest_disk_total_bytes", "Size of a guest filesystem.",
-           [](const pb::Disk& d) { return d.total_bytes(); });
-  per_disk("qxa_guest_disk_used_bytes", "Used bytes of a guest filesystem.",
-           [](const pb::Disk& d) { return d.used_bytes(); });
-  return std::move(w.text);
-}
 
 common::result<asio::ip::tcp::endpoint> parse_listen_address(const std::string& text) {
   using R = common::result<asio::ip::tcp::endpoint>;
