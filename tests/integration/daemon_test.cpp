@@ -637,8 +637,20 @@ TEST_CASE("qx-agentd serves Prometheus metrics that promtool accepts, with each 
   CHECK(http(port, "GET /metrics HTTP/1.1\r\nX: " + std::string(10000, 'a') + "\r\n\r\n").first ==
         "HTTP/1.1 431 Request Header Fields Too Large");
   CHECK(http(port, "nonsense\r\n\r\n").first == "HTTP/1.1 400 Bad Request");
-  // A client that sends nothing does not hold the server up.
-  CHECK(http(port, "GET /metrics HTTP/1.1\r\n\r\n").first == "HTTP/1.1 200 OK");
+  // A client that connects and sends nothing does not hold the server up: scrapes beside it
+  // are answered, and the server closes it at its 5 s request deadline.
+  asio::io_context io;
+  asio::ip::tcp::socket idle(io);
+  idle.connect({asio::ip::make_address("127.0.0.1"), port});
+  for (int i = 0; i < 3; ++i) {
+    CHECK(http(port, "GET /metrics HTTP/1.1\r\n\r\n").first == "HTTP/1.1 200 OK");
+  }
+  pollfd p{idle.native_handle(), POLLIN, 0};
+  REQUIRE(::poll(&p, 1, 15000) == 1);  // closed by the server: readable, end of file
+  char byte = 0;
+  std::error_code ec;
+  CHECK(idle.read_some(asio::buffer(&byte, 1), ec) == 0);
+  CHECK(ec == asio::error::eof);
 }
 
 TEST_CASE("a real Prometheus server scrapes qx-agentd and sees each VM's state",
