@@ -286,11 +286,7 @@ TEST_CASE("a reply that does not parse fails its call at once, not at its deadli
             auto r = co_await s->receive();
             if (!r) co_return;
             if (r->has_hello()) {
-              pb::Envelope ack;
-              ack.set_reply_to(r->request_id());
-              ack.set_session_id(r->session_id());
-              ack.mutable_hello_ack()->set_session_id(r->session_id());
-              co_await s->send(ack);
+              co_await s->send(qxa::test::hello_ack_for(*r));
               continue;
             }
             // Written behind the stream's back: the frame itself is sound, its body is not.

@@ -19,6 +19,16 @@ namespace qxa::test {
 
 namespace pb = ::quantix::agent::v1;
 
+/// The HelloAck a guest answers `hello` with (agent pid 4242).
+inline pb::Envelope hello_ack_for(const pb::Envelope& hello) {
+  pb::Envelope ack;
+  ack.set_reply_to(hello.request_id());
+  ack.set_session_id(hello.session_id());
+  ack.mutable_hello_ack()->set_session_id(hello.session_id());
+  ack.mutable_hello_ack()->set_agent_pid(4242);
+  return ack;
+}
+
 enum class behaviour {
   answer,        // answers every request with a Pong (an exec with one partial reply first)
   hold,          // reads requests, answers nothing
@@ -52,12 +62,7 @@ struct fake_guest {
       auto r = co_await s->receive();
       if (!r) co_return;
       if (r->has_hello()) {
-        pb::Envelope ack;
-        ack.set_reply_to(r->request_id());
-        ack.set_session_id(r->session_id());
-        ack.mutable_hello_ack()->set_session_id(r->session_id());
-        ack.mutable_hello_ack()->set_agent_pid(4242);
-        (void)s->post(ack);
+        (void)s->post(hello_ack_for(*r));
         if (on_handshake) on_handshake(*s);
         if (mode == behaviour::stop_reading) co_return;
         continue;
