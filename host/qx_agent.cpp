@@ -2,15 +2,19 @@
 // qx-agent: the operator's command line, through qx-agentd or straight to one VM socket.
 //
 // Exit status: 0 success; 1 the agent answered with an error; 2 usage; 69 agent or daemon
-// unavailable; 75 timeout or connection lost.
+// unavailable; 75 timeout or connection lost; 130 interrupted (the command is cancelled in the
+// guest through Asio cancellation; see main).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
+#include <asio/this_coro.hpp>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -18,6 +22,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "qxa/common/async.hpp"
 #include "qxa/common/duration.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/sha256.hpp"
@@ -44,6 +49,7 @@ constexpr int exit_remote = 1;
 constexpr int exit_usage = 2;
 constexpr int exit_unavailable = 69;
 constexpr int exit_tempfail = 75;
+constexpr int exit_interrupted = 130;  ///< 128 + SIGINT, as a shell reports it
 
 // ---- JSON views of the protocol messages ---------------------------------------------------
 
@@ -301,6 +307,7 @@ int report(const failure& f) {
 }
 
 int status_for(std::error_code ec) {
+  if (ec == qc::errc::cancelled) return exit_interrupted;
   if (ec == qc::errc::request_timeout || ec == qc::errc::connection_lost ||
       ec == qc::errc::handshake_timeout || ec == qc::errc::write_timeout ||
       ec == qc::errc::not_connected) {
@@ -337,8 +344,8 @@ class backend {
     o.timeout = timeout;
     co_return co_await call(vm, std::move(request), std::move(o));
   }
-  /// Asks for a running call to be stopped (its id came through call_options::on_sent).
-  virtual void cancel(std::uint64_t id) = 0;
+  /// Waits (up to `timeout`) until everything queued for the daemon or agent is written.
+  virtual awaitable<void> flush(std::chrono::nanoseconds timeout) = 0;
   virtual awaitable<std::optional<failure>> watch(const std::string& vm,
                                                   std::function<void(const pb::Telemetry&)> f) = 0;
   virtual int status_of(const qc::error_info& e) = 0;
@@ -404,7 +411,9 @@ class daemon_backend final : public backend {
                              "qx-agentd closed the connection"};
   }
 
-  void cancel(std::uint64_t id) override { client_.cancel(id); }
+  awaitable<void> flush(std::chrono::nanoseconds timeout) override {
+    co_await client_.flush(timeout);
+  }
 
   awaitable<std::optional<failure>> watch(const std::string& vm,
                                           std::function<void(const pb::Telemetry&)> f) override {
@@ -500,7 +509,9 @@ class direct_backend final : public backend {
     co_return co_await client_->request(std::move(request), std::move(options));
   }
 
-  void cancel(std::uint64_t id) override { client_->cancel(id); }
+  awaitable<void> flush(std::chrono::nanoseconds timeout) override {
+    co_await client_->flush(timeout);
+  }
 
   awaitable<std::optional<failure>> watch(const std::string&,
                                           std::function<void(const pb::Telemetry&)> f) override {
@@ -552,11 +563,16 @@ struct cli_options {
   std::string key_action, key;
 };
 
-/// What SIGINT / SIGTERM do while a command runs: by default stop the program; an exec or a
-/// copy replaces it to cancel the request in the guest first.
-std::function<void()> on_interrupt;
+// Interruption: the first SIGINT or SIGTERM cancels the command's coroutine (Asio cancellation,
+// see main): a request running in the guest is cancelled there too, and the verb ends with
+// exit_interrupted. A second signal ends the program at once.
 
-constexpr int exit_interrupted = 130;
+// After an interruption, what the cancellation queued (the cancel for the guest) is written
+// before the program ends: the coroutine's cancellation state is reset first, since awaiting
+// anything while it is set only throws, then the backend is flushed.
+constexpr auto settle_time = std::chrono::seconds(2);
+
+bool is_interruption(const qc::error_info& e) { return e.code == qc::errc::cancelled; }
 
 // ---- exec ------------------------------------------------------------------------------------
 
@@ -613,17 +629,8 @@ awaitable<int> run_exec(backend& b, const cli_options& o) {
       std::chrono::duration_cast<std::chrono::milliseconds>(command_timeout).count()));
   e->set_stream_output(true);
 
-  std::uint64_t id = 0;
-  bool interrupted = false;
-  on_interrupt = [&] {
-    if (interrupted || id == 0) return;  // a second interrupt: the default handler's turn
-    interrupted = true;
-    std::fprintf(stderr, "qx-agent: interrupted: stopping the command in the guest\n");
-    b.cancel(id);
-  };
   qh::call_options options;
   options.timeout = command_timeout + std::chrono::seconds(15);  // from the last output
-  options.on_sent = [&](std::uint64_t sent) { id = sent; };
   options.on_progress = [&](const pb::Envelope& partial) {
     if (!partial.has_exec_output()) return;
     const auto& out = partial.exec_output();
@@ -631,8 +638,12 @@ awaitable<int> run_exec(backend& b, const cli_options& o) {
               out.data());
   };
   auto r = co_await b.call(o.vm, std::move(request), std::move(options));
-  on_interrupt = nullptr;
-  if (interrupted) co_return exit_interrupted;
+  if (!r && is_interruption(r.error())) {
+    std::fprintf(stderr, "qx-agent: interrupted: the command is stopped in the guest\n");
+    co_await asio::this_coro::reset_cancellation_state();
+    co_await b.flush(settle_time);
+    co_return exit_interrupted;
+  }
   if (!r) co_return report({b.status_of(r.error()), r.error().describe()});
   if (r->has_error()) {
     co_return report({status_for(r->error().code()),
@@ -747,16 +758,8 @@ awaitable<int> run_download(backend& b, const cli_options& o, const std::string&
   std::uint64_t received = 0;
   std::optional<std::string> write_error;
   progress_meter meter(path, 0);
-  std::uint64_t id = 0;
-  bool interrupted = false;
-  on_interrupt = [&] {
-    if (interrupted || id == 0) return;
-    interrupted = true;
-    b.cancel(id);
-  };
   qh::call_options options;
   options.timeout = o.timeout;
-  options.on_sent = [&](std::uint64_t sent) { id = sent; };
   options.on_progress = [&](const pb::Envelope& partial) {
     if (!partial.has_file_chunk() || write_error) return;
     const auto& c = partial.file_chunk();
@@ -774,8 +777,11 @@ awaitable<int> run_download(backend& b, const cli_options& o, const std::string&
     meter.update(received);
   };
   auto r = co_await b.call(vm, std::move(request), std::move(options));
-  on_interrupt = nullptr;
-  if (interrupted) co_return exit_interrupted;
+  if (!r && is_interruption(r.error())) {
+    co_await asio::this_coro::reset_cancellation_state();
+    co_await b.flush(settle_time);
+    co_return exit_interrupted;  // the temporary file goes with `out`
+  }
   if (!r) co_return report({b.status_of(r.error()), r.error().describe()});
   if (r->has_error()) {
     co_return report({status_for(r->error().code()),
@@ -857,15 +863,15 @@ awaitable<int> run_upload(backend& b, const cli_options& o, const std::string& l
   constexpr std::size_t chunk_bytes = 512u << 10;
   constexpr int window = 8;
   auto w = std::make_shared<upload_window>(ex);
-  bool interrupted = false;
-  on_interrupt = [&] { interrupted = true; };
+  asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
+  auto interrupted = [&] { return cs.cancelled() != asio::cancellation_type::none; };
   qc::sha256 digest;
   progress_meter meter(path, static_cast<std::uint64_t>(st.st_size));
   std::uint64_t offset = 0;
   std::string buf(chunk_bytes, '\0');
   for (;;) {
-    while (w->in_flight >= window && !w->error) co_await w->changed.wait();
-    if (w->error || interrupted) break;
+    while (w->in_flight >= window && !w->error && !interrupted()) co_await w->changed.wait();
+    if (w->error || interrupted()) break;
     const ssize_t n = ::read(fd, buf.data(), buf.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
@@ -882,19 +888,23 @@ awaitable<int> run_upload(backend& b, const cli_options& o, const std::string& l
     digest.update(buf.data(), static_cast<std::size_t>(n));
     offset += static_cast<std::uint64_t>(n);
     ++w->in_flight;
-    asio::co_spawn(ex, send_chunk(b, vm, std::move(chunk), o.timeout, w), asio::detached);
+    asio::co_spawn(ex, send_chunk(b, vm, std::move(chunk), o.timeout, w),
+                   qc::contained("an upload chunk"));
     meter.update(offset);
   }
+  // Interrupted, the chunks in flight still end (they run on their own) and the upload is
+  // aborted in the guest; only then does the program end.
+  const bool stopped = interrupted();
+  if (stopped) co_await asio::this_coro::reset_cancellation_state();
   while (w->in_flight > 0) co_await w->changed.wait();
-  on_interrupt = nullptr;
   pb::Envelope close;
   auto* cl = close.mutable_file_write_close();
   cl->set_handle(handle);
   const auto d = digest.finish();
-  if (w->error || interrupted) {
+  if (w->error || stopped) {
     cl->set_abort(true);
     (void)co_await b.call(vm, close, o.timeout);
-    if (interrupted) co_return exit_interrupted;
+    if (stopped) co_return exit_interrupted;
     co_return report(*w->error);
   }
   cl->set_sha256(qc::sha256::bytes(d));
@@ -1170,7 +1180,7 @@ int main(int argc, char** argv) {
       "Quantix KVM agent command line: talks to guest agents through qx-agentd, or "
       "straight to one VM socket with --connect.\n"
       "Exit status: 0 success, 1 the agent answered with an error, 2 usage, 69 agent or "
-      "daemon unavailable, 75 timeout or connection lost.",
+      "daemon unavailable, 75 timeout or connection lost, 130 interrupted.",
       "qx-agent"};
   app.require_subcommand(1);
   cli_options o;
@@ -1295,27 +1305,29 @@ int main(int argc, char** argv) {
 
   asio::io_context io(1);
   int status_code = exit_ok;
+  // One cancellation mechanism, Asio's: the first signal cancels the command's coroutine, a
+  // second one ends the program at once.
+  bool interrupted = false;
+  asio::cancellation_signal interrupt;
   asio::signal_set signals(io, SIGINT, SIGTERM);
-  std::function<void(std::error_code, int)> on_signal = [&](std::error_code ec, int) {
+  signals.async_wait([&](std::error_code ec, int) {
     if (ec) return;
-    if (on_interrupt) {
-      // The running request is cancelled in the guest; a second signal stops us at once.
-      on_interrupt();
-      on_interrupt = nullptr;
-      signals.async_wait([&](std::error_code e, int) {
-        if (!e) io.stop();
-      });
-      return;
-    }
-    if (!o.watch) status_code = exit_interrupted;  // Ctrl-C is how a --watch ends
-    io.stop();
-  };
-  signals.async_wait(on_signal);
-  asio::co_spawn(io, run(o), [&](std::exception_ptr e, int r) {
-    if (e) std::rethrow_exception(e);
-    status_code = r;
-    io.stop();
+    interrupted = true;
+    interrupt.emit(asio::cancellation_type::terminal);
+    signals.async_wait([&](std::error_code e, int) {
+      if (e) return;
+      status_code = exit_interrupted;
+      io.stop();
+    });
   });
+  asio::co_spawn(io, run(o),
+                 asio::bind_cancellation_slot(interrupt.slot(), [&](std::exception_ptr e, int r) {
+                   if (e && !interrupted) std::rethrow_exception(e);  // a bug: main's to report
+                   // A verb with no use for an interruption ends where it was waiting (by
+                   // operation_aborted); Ctrl-C is how a --watch ends.
+                   status_code = e ? (o.watch ? exit_ok : exit_interrupted) : r;
+                   io.stop();
+                 }));
   io.run();
   return status_code;
 }

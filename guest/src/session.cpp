@@ -97,9 +97,16 @@ asio::awaitable<pb::Envelope> session::guarded(const handlers::handler_entry& en
   // An exception from a handler (a descriptor it could not get, a bug) is its request's
   // failure, answered at once: otherwise it would never win the race in execute() and the host
   // would see a timeout much later, or never for a handler with its own deadline.
+  asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
   try {
     co_return co_await entry.handle(ctx, std::move(request));
   } catch (const std::exception& e) {
+    if (cs.cancelled() != asio::cancellation_type::none) {
+      // Stopped (cancelled, timed out, the host gone): the race in execute() has its outcome
+      // already, and an operation ended by that is no failure.
+      common::log_debug("request {} ({}) stopped: {}", ctx.request_id, entry.name, e.what());
+      co_return handlers::error_reply(pb::ERROR_CODE_CANCELLED, "stopped");
+    }
     common::log_error("request {} ({}) of session {:016x} failed inside the agent: {}",
                       ctx.request_id, entry.name, ctx.session_id, e.what());
     co_return handlers::error_reply(
@@ -136,28 +143,34 @@ asio::awaitable<void> session::execute(const handlers::handler_entry& entry, pb:
                                             : state_.options.request_timeout);
   auto outcome = co_await (guarded(entry, ctx, std::move(request)) ||
                            deadline.async_wait(asio::use_awaitable) || stop->wait());
+  // The outcome is logged whoever is left to hear it; the answer goes only to the session that
+  // asked.
+  pb::Envelope answer;
+  bool may_overtake = true;
+  if (outcome.index() == 0) {
+    common::log_debug("request {} ({}) of session {:016x} executed", id, entry.name, stamped);
+    answer = std::move(std::get<0>(outcome));
+    // A final reply never overtakes the request's own partial replies.
+    may_overtake = !stop->sent_progress;
+  } else if (outcome.index() == 1) {
+    common::log_warning(
+        "request {} ({}) timed out after {} ms", id, entry.name,
+        std::chrono::duration_cast<std::chrono::milliseconds>(state_.options.request_timeout)
+            .count());
+    answer = handlers::error_reply(pb::ERROR_CODE_TIMEOUT, "the request timed out");
+  } else {
+    common::log_info("request {} ({}) cancelled: {}", id, entry.name, stop->why);
+    answer =
+        handlers::error_reply(pb::ERROR_CODE_CANCELLED, fmt::format("cancelled: {}", stop->why));
+    may_overtake = !stop->sent_progress;
+  }
   if (!gate_.is_current(stamped) || !stream_->is_open()) {
     // Never hand an answer to a session that did not ask.
     common::log_info("reply to request {} ({}) dropped: session {:016x} has ended", id, entry.name,
                      stamped);
     co_return;
   }
-  if (outcome.index() == 0) {
-    common::log_debug("request {} ({}) of session {:016x} executed", id, entry.name, stamped);
-    // A final reply never overtakes the request's own partial replies.
-    reply(id, std::move(std::get<0>(outcome)), !stop->sent_progress);
-  } else if (outcome.index() == 1) {
-    common::log_warning(
-        "request {} ({}) timed out after {} ms", id, entry.name,
-        std::chrono::duration_cast<std::chrono::milliseconds>(state_.options.request_timeout)
-            .count());
-    reply(id, handlers::error_reply(pb::ERROR_CODE_TIMEOUT, "the request timed out"));
-  } else {
-    common::log_info("request {} ({}) cancelled: {}", id, entry.name, stop->why);
-    reply(id,
-          handlers::error_reply(pb::ERROR_CODE_CANCELLED, fmt::format("cancelled: {}", stop->why)),
-          !stop->sent_progress);
-  }
+  reply(id, std::move(answer), may_overtake);
 }
 
 void session::cancel(std::uint64_t request_id, std::uint64_t target) {

@@ -184,6 +184,11 @@ asio::awaitable<result<pb::Envelope>> agent_client::request(pb::Envelope request
   co_return co_await send_request(std::move(request), timeout, std::move(options));
 }
 
+asio::awaitable<bool> agent_client::flush(std::chrono::nanoseconds timeout) {
+  if (!stream_) co_return true;
+  co_return co_await stream_->flush(timeout);
+}
+
 void agent_client::cancel(std::uint64_t request_id) {
   if (!is_ready() || !pending_.contains(request_id)) return;
   pb::Envelope e;

@@ -86,6 +86,11 @@ asio::awaitable<result<pb::ControlMessage>> control_client::call(pb::ControlMess
   co_return result<pb::ControlMessage>{errc::connection_lost, "qx-agentd closed the connection"};
 }
 
+asio::awaitable<bool> control_client::flush(std::chrono::nanoseconds timeout) {
+  if (!stream_) co_return true;
+  co_return co_await stream_->flush(timeout);
+}
+
 void control_client::cancel(std::uint64_t request_id) {
   pb::ControlMessage m;
   m.set_request_id(next_id_++);

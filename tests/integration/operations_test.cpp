@@ -241,6 +241,50 @@ TEST_CASE("a copy cut short by killing either side leaves no file at the destina
   }
 }
 
+TEST_CASE("Ctrl-C during a copy either way or a telemetry watch: nothing left behind, 130 or 0",
+          "[integration][ops]") {
+  temp_dir dir;
+  const auto source = dir / "source.bin";
+  write_random_file(source, 256u << 20);
+  std::filesystem::create_directory(dir / "host");
+  std::filesystem::create_directory(dir / "guest");
+  agent_under_test agent(dir);
+  {
+    // A download: the partial file goes, the call is cancelled in the guest.
+    child_process cp({cli_bin, "--connect", agent.socket, "cp", "-:" + source, dir / "host/copy"});
+    REQUIRE(wait_for_file(dir / "host", ".copy.qxa-", 10s));
+    cp.signal(SIGINT);
+    const auto status = cp.wait_exit(10s);
+    REQUIRE(status.has_value());
+    CHECK(*status == 130);
+    CHECK(std::filesystem::is_empty(dir / "host"));
+    CHECK(agent.process.wait_for_log("(file-read) cancelled: the host cancelled it", 10s));
+  }
+  {
+    // An upload: aborted in the guest before the program ends.
+    child_process cp(
+        {cli_bin, "--connect", agent.socket, "cp", source, "-:" + (dir / "guest/copy")});
+    REQUIRE(agent.process.wait_for_log("outcome=opened", 10s));
+    cp.signal(SIGINT);
+    const auto status = cp.wait_exit(10s);
+    REQUIRE(status.has_value());
+    CHECK(*status == 130);
+    CHECK(std::filesystem::is_empty(dir / "guest"));
+  }
+  {
+    // Ctrl-C is how a watch ends: status 0.
+    child_process watch({cli_bin, "--connect", agent.socket, "telemetry", "-", "--watch"}, {},
+                        true);
+    REQUIRE(watch.wait_for_output("memory", 10s));
+    watch.signal(SIGINT);
+    const auto status = watch.wait_exit(10s);
+    REQUIRE(status.has_value());
+    CHECK(*status == 0);
+  }
+  // The agent served all of it on one connection after another, and still answers.
+  CHECK(agent.cli({"ping", "-"}).status == 0);
+}
+
 TEST_CASE(
     "policy refusals through qx-agent: blocked operation, exec off, program not allowed, "
     "path escapes, oversized file",

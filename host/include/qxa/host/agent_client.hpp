@@ -102,6 +102,8 @@ class agent_client : public std::enable_shared_from_this<agent_client> {
   /// Asks the agent to stop a running request; its caller gets the agent's final reply (a
   /// CANCELLED error when it was still running).
   void cancel(std::uint64_t request_id);
+  /// Waits (up to `timeout`) until every queued frame is written; true when they were.
+  asio::awaitable<bool> flush(std::chrono::nanoseconds timeout);
 
   /// The next event (AgentReady, Telemetry, or a HelloAck after a re-handshake), or nothing once
   /// the connection has ended. A consumer slower than the agent loses the oldest telemetry,

@@ -38,6 +38,8 @@ class control_client {
       std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
   /// Asks the daemon to cancel a VmCall of this connection.
   void cancel(std::uint64_t request_id);
+  /// Waits (up to `timeout`) until every queued request is written; true when they were.
+  asio::awaitable<bool> flush(std::chrono::nanoseconds timeout);
   /// Calls waiting for a response.
   [[nodiscard]] std::size_t pending_calls() const noexcept { return pending_->size(); }
 
