@@ -9,6 +9,7 @@
 #include <asio/posix/stream_descriptor.hpp>
 #include <catch2/catch.hpp>
 
+#include "qxa/guest/log_text.hpp"
 #include "support/fake_host.hpp"
 #include "support/process.hpp"
 #include "support/shipped.hpp"
@@ -215,10 +216,12 @@ TEST_CASE("a request stamped with an earlier session is refused with a structure
     CHECK(reply2.has_pong());
   });
   // The log lines are written before the replies; wait for the pipe to deliver them.
-  CHECK(agent.wait_for_log("refused stale request", 5s));
-  CHECK(agent.wait_for_log("received before any Hello", 5s));
-  CHECK(agent.count_in_log("refused stale request") == 1);
-  CHECK(agent.count_in_log("received before any Hello") == 1);
+  const std::string stale(qxa::guest::log_text::stale_request);
+  const std::string early(qxa::guest::log_text::before_hello);
+  CHECK(agent.wait_for_log(stale, 5s));
+  CHECK(agent.wait_for_log(early, 5s));
+  CHECK(agent.count_in_log(stale) == 1);
+  CHECK(agent.count_in_log(early) == 1);
 }
 
 TEST_CASE("with no host on a device-like port the agent waits without spinning and resumes",

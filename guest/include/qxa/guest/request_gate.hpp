@@ -19,18 +19,12 @@
 
 #include "quantix/agent/v1/agent.pb.h"
 #include "qxa/guest/handlers.hpp"
+#include "qxa/guest/log_text.hpp"
 #include "qxa/guest/policy.hpp"
 
 namespace qxa::guest {
 
 namespace pb = ::quantix::agent::v1;
-
-/// Log texts that tests and operators look for; the gate's refusals are logged with them.
-namespace log_text {
-inline constexpr std::string_view before_hello = "received before any Hello";
-inline constexpr std::string_view stale_request = "refused stale request";
-inline constexpr std::string_view audit_refused = "outcome=refused";
-}  // namespace log_text
 
 class request_gate {
  public:
