@@ -143,12 +143,16 @@ asio::awaitable<void> session::execute(const handlers::handler_entry& entry, pb:
                                             : state_.options.request_timeout);
   auto outcome = co_await (guarded(entry, ctx, std::move(request)) ||
                            deadline.async_wait(asio::use_awaitable) || stop->wait());
-  // The outcome is logged whoever is left to hear it; the answer goes only to the session that
-  // asked.
+  // A timeout or a cancellation is logged whoever is left to hear it; "executed" only while
+  // the session that asked is current (the logs then show no request of an old session run);
+  // the answer goes only to that session.
+  const bool current = gate_.is_current(stamped) && stream_->is_open();
   pb::Envelope answer;
   bool may_overtake = true;
   if (outcome.index() == 0) {
-    common::log_debug("request {} ({}) of session {:016x} executed", id, entry.name, stamped);
+    if (current) {
+      common::log_debug("request {} ({}) of session {:016x} executed", id, entry.name, stamped);
+    }
     answer = std::move(std::get<0>(outcome));
     // A final reply never overtakes the request's own partial replies.
     may_overtake = !stop->sent_progress;
@@ -164,7 +168,7 @@ asio::awaitable<void> session::execute(const handlers::handler_entry& entry, pb:
         handlers::error_reply(pb::ERROR_CODE_CANCELLED, fmt::format("cancelled: {}", stop->why));
     may_overtake = !stop->sent_progress;
   }
-  if (!gate_.is_current(stamped) || !stream_->is_open()) {
+  if (!current) {
     // Never hand an answer to a session that did not ask.
     common::log_info("reply to request {} ({}) dropped: session {:016x} has ended", id, entry.name,
                      stamped);
