@@ -1,4 +1,7 @@
 // SPDX-License-Identifier: MIT
+// Over 500 lines: every reader of the guest's state (/proc, /sys, os-release, mounts, network
+// interfaces) and its mapping to protobuf are still together. Issue 14 splits them into readers
+// that return plain structs and one mapping, with one set of text helpers.
 #include "qxa/guest/system_info.hpp"
 
 #include <arpa/inet.h>

@@ -1,4 +1,8 @@
 // SPDX-License-Identifier: MIT
+// Over 500 lines because it holds the whole life of a VM in one place: discovery (inotify and
+// rescans), the connection loop with its backoff and states, heartbeats, events, counters and
+// the status snapshot. The next split (issue 14) moves the per-VM state machine out, without
+// I/O, like the client's dispatch.
 #include "qxa/host/agent_manager.hpp"
 
 #include <dirent.h>
@@ -360,19 +364,15 @@ asio::awaitable<void> agent_manager::vm_loop(std::shared_ptr<vm_record> vm) {
     if (!vm->present || !running_) co_return;
     if (ec) {
       retire_client(*vm);
-      if (ec == asio::error::connection_refused) {
-        // A socket file nobody listens on: the QEMU that made it is gone. Reported as such and
-        // retried at the backoff (a new QEMU replaces the file, which wakes us at once).
-        const std::string why =
-            "connection refused: nothing listens on the socket (its QEMU has exited?)";
-        const bool same = why == vm->status.last_error();
-        vm->status.set_last_error(why);
-        set_state(*vm, pb::VM_STATE_STALE_SOCKET, why, same);
-      } else {
-        const bool same = ec.message() == vm->status.last_error();
-        vm->status.set_last_error(ec.message());
-        set_state(*vm, pb::VM_STATE_CONNECTING, ec.message(), same);
-      }
+      // A socket file nobody listens on: the QEMU that made it is gone. Reported as such and
+      // retried at the backoff (a new QEMU replaces the file, which wakes us at once).
+      const bool refused = ec == asio::error::connection_refused;
+      const std::string why =
+          refused ? "connection refused: nothing listens on the socket (its QEMU has exited?)"
+                  : ec.message();
+      const bool same = why == vm->status.last_error();
+      vm->status.set_last_error(why);
+      set_state(*vm, refused ? pb::VM_STATE_STALE_SOCKET : pb::VM_STATE_CONNECTING, why, same);
       co_await back_off();
       continue;
     }

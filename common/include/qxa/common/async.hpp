@@ -70,7 +70,6 @@ class event_queue {
         }
       }
       items_.erase(it);
-      ++dropped_;
       dropped = true;
     }
     items_.push_back(std::move(item));
@@ -92,16 +91,13 @@ class event_queue {
     ready_.notify_all();
   }
 
-  [[nodiscard]] bool finished() const noexcept { return finished_; }
   [[nodiscard]] std::size_t size() const noexcept { return items_.size(); }
-  [[nodiscard]] std::uint64_t dropped() const noexcept { return dropped_; }
 
  private:
   async_event ready_;
   std::deque<T> items_;
   std::size_t capacity_;
   std::function<bool(const T&)> expendable_;
-  std::uint64_t dropped_ = 0;
   bool finished_ = false;
 };
 

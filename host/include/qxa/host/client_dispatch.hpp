@@ -63,7 +63,6 @@ class client_dispatch {
 
   [[nodiscard]] bool ready() const noexcept { return ready_; }
   [[nodiscard]] std::uint64_t session() const noexcept { return session_; }
-  [[nodiscard]] std::uint64_t hello_id() const noexcept { return hello_id_; }
   [[nodiscard]] const pb::HelloAck& hello() const noexcept { return hello_; }
   /// Handshakes completed.
   [[nodiscard]] std::uint64_t sessions() const noexcept { return sessions_; }
