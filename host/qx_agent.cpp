@@ -168,6 +168,9 @@ json to_json(const pb::VmStatus& s) {
       {"bad_frames", s.bad_frames()},
       {"unknown_replies", s.unknown_replies()},
       {"guest_data_trimmed", s.guest_data_trimmed()},
+      {"clock_offset_ms", s.clock_offset_ms()},
+      {"clock_corrections", s.clock_corrections()},
+      {"clock_correction_failures", s.clock_correction_failures()},
       {"last_error", s.last_error()},
       {"socket_path", s.socket_path()}};
   if (s.last_telemetry_unix_ms() > 0) {

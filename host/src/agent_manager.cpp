@@ -42,6 +42,10 @@ std::int64_t now_unix_ms() {
       .count();
 }
 
+std::int64_t unix_ns(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
 double to_ms(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
 }
@@ -83,7 +87,7 @@ const char* to_string(pb::VmState state) noexcept {
 // ---- agent_manager ------------------------------------------------------------------------
 
 struct agent_manager::vm_record {
-  explicit vm_record(const asio::any_io_executor& ex) : wake(ex) {}
+  vm_record(const asio::any_io_executor& ex, const clock_sync_options& c) : wake(ex), clock(c) {}
   std::string name;
   std::string path;
   pb::VmStatus status;
@@ -95,6 +99,7 @@ struct agent_manager::vm_record {
   std::vector<std::weak_ptr<telemetry_feed>> watchers;
   client_stats prior;  // counters of earlier connections
   vm_metrics figures;  // histogram and request counters (status is filled on demand)
+  clock_sync clock;    // across connections: a migrated guest arrives on a new one
 };
 
 std::shared_ptr<agent_manager> agent_manager::create(asio::any_io_executor ex,
@@ -160,6 +165,8 @@ void agent_manager::update_timing(const manager_options& o) {
   opt_.reconnect_initial = o.reconnect_initial;
   opt_.reconnect_max = o.reconnect_max;
   opt_.rescan_interval = o.rescan_interval;
+  opt_.clock = o.clock;
+  for (auto& [name, vm] : vms_) vm->clock.set_options(o.clock);
 }
 
 asio::awaitable<void> agent_manager::watch_directory() {
@@ -236,7 +243,7 @@ void agent_manager::socket_appeared(const std::string& file_name) {
     it->second->wake.notify_all();
     return;
   }
-  auto rec = std::make_shared<vm_record>(ex_);
+  auto rec = std::make_shared<vm_record>(ex_, opt_.clock);
   rec->name = vm;
   rec->path = path;
   rec->status.set_vm(vm);
@@ -413,10 +420,12 @@ asio::awaitable<void> agent_manager::heartbeat(std::shared_ptr<vm_record> vm,
     if (!c->is_ready()) continue;  // re-handshaking after an agent restart
     pb::Envelope ping;
     ping.mutable_ping()->set_nonce(static_cast<std::uint64_t>(now_unix_ms()));
+    const auto sent_at = std::chrono::system_clock::now();
     const auto t0 = std::chrono::steady_clock::now();
     auto r = co_await c->request(std::move(ping), opt_.heartbeat_timeout);
     if (r && r->has_pong()) {
-      const double rtt = to_ms(std::chrono::steady_clock::now() - t0);
+      const auto round_trip = std::chrono::steady_clock::now() - t0;
+      const double rtt = to_ms(round_trip);
       vm->status.set_rtt_ms(rtt);
       vm->status.set_last_seen_unix_ms(now_unix_ms());
       auto& f = vm->figures;
@@ -426,6 +435,7 @@ asio::awaitable<void> agent_manager::heartbeat(std::shared_ptr<vm_record> vm,
       f.rtt_sum_seconds += rtt / 1000.0;
       set_state(*vm, pb::VM_STATE_READY,
                 vm->status.state() == pb::VM_STATE_UNRESPONSIVE ? "heartbeat answered again" : "");
+      co_await check_clock(vm, c, r->pong().unix_ns(), sent_at, round_trip);
     } else if (r.code() == errc::request_timeout) {
       set_state(
           *vm, pb::VM_STATE_UNRESPONSIVE,
@@ -437,6 +447,41 @@ asio::awaitable<void> agent_manager::heartbeat(std::shared_ptr<vm_record> vm,
     }
     refresh_counters(*vm);
   }
+}
+
+asio::awaitable<void> agent_manager::check_clock(std::shared_ptr<vm_record> vm,
+                                                 std::shared_ptr<agent_client> c,
+                                                 std::int64_t guest_unix_ns,
+                                                 std::chrono::system_clock::time_point sent_at,
+                                                 std::chrono::nanoseconds rtt) {
+  const auto lead = vm->clock.observe(guest_unix_ns, unix_ns(sent_at + rtt / 2), rtt,
+                                      std::chrono::steady_clock::now());
+  const auto offset_ms = static_cast<double>(vm->clock.offset().count()) / 1e6;
+  vm->status.set_clock_offset_ms(offset_ms);
+  if (!lead) co_return;
+  pb::Envelope set;
+  set.mutable_time_request()->set_set(true);
+  const auto set_at = std::chrono::system_clock::now();
+  set.mutable_time_request()->set_set_unix_ns(unix_ns(set_at + *lead));
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = co_await c->request(std::move(set), opt_.heartbeat_timeout);
+  if (r && r->has_time_reply() && r->time_reply().was_set()) {
+    vm->status.set_clock_corrections(vm->status.clock_corrections() + 1);
+    const auto round_trip = std::chrono::steady_clock::now() - t0;
+    vm->status.set_clock_offset_ms(
+        static_cast<double>(r->time_reply().unix_ns() - unix_ns(set_at + round_trip / 2)) / 1e6);
+    common::log_info(
+        "vm {}: the guest's clock was {:+.0f} ms off (a pause or a migration); set "
+        "to this host's",
+        vm->name, offset_ms);
+    co_return;
+  }
+  vm->status.set_clock_correction_failures(vm->status.clock_correction_failures() + 1);
+  std::string why = !r               ? r.error().describe()
+                    : r->has_error() ? r->error().message()
+                                     : "the agent did not set it";
+  common::log_warning("vm {}: the guest's clock is {:+.0f} ms off; setting it failed: {}", vm->name,
+                      offset_ms, why);
 }
 
 asio::awaitable<void> agent_manager::pump_events(std::shared_ptr<vm_record> vm,

@@ -25,6 +25,9 @@ std::optional<common::error_info> apply(common::config_reader& r, daemon_config&
   r.get_duration("limits.write_timeout", m.client.write_timeout, ms);
   r.get("limits.max_frame_size", m.client.max_frame_size, 4096, 256u << 20);
   r.get("limits.max_inflight_requests", m.client.max_inflight, 1, 1u << 20);
+  r.get("clock.sync", m.clock.enabled);
+  r.get_duration("clock.max_offset", m.clock.max_offset, ms);
+  r.get_duration("clock.min_interval", m.clock.min_interval, ms);
   if (m.reconnect_max < m.reconnect_initial) {
     r.fail("reconnect.max", "must not be less than reconnect.initial");
   }

@@ -95,6 +95,12 @@ std::string render_metrics(const std::vector<vm_metrics>& vms) {
                    &pb::VmStatus::unknown_replies},
            counter{"qxa_sessions_total", "Handshakes completed with the VM's agent.",
                    &pb::VmStatus::sessions},
+           counter{"qxa_guest_clock_corrections_total",
+                   "Times qx-agentd set the guest's clock, found off after a pause or migration.",
+                   &pb::VmStatus::clock_corrections},
+           counter{"qxa_guest_clock_correction_failures_total",
+                   "Clock corrections the guest refused or failed.",
+                   &pb::VmStatus::clock_correction_failures},
            counter{"qxa_guest_data_trimmed_total",
                    "Messages from the guest cut to the host's limits (counts, name lengths).",
                    &pb::VmStatus::guest_data_trimmed},
@@ -103,6 +109,13 @@ std::string render_metrics(const std::vector<vm_metrics>& vms) {
     for (const auto& v : vms) {
       w.sample(c.name, fmt::format("vm=\"{}\"", label(v.status.vm())), (v.status.*c.get)());
     }
+  }
+
+  w.family("qxa_guest_clock_offset_seconds", "gauge",
+           "The guest's clock minus this host's, at the last answered heartbeat.");
+  for (const auto& v : vms) {
+    w.sample("qxa_guest_clock_offset_seconds", fmt::format("vm=\"{}\"", label(v.status.vm())),
+             v.status.clock_offset_ms() / 1000.0);
   }
 
   // Guest telemetry: only for VMs that have sent some.

@@ -95,3 +95,47 @@ TEST_CASE("an exception in one VM's connection is contained: the others go on, i
     m->stop();
   });
 }
+
+TEST_CASE("a guest whose clock a pause left 30 s behind has it set once; counted and shown",
+          "[host][clock]") {
+  temp_dir dir;
+  run_async([&](asio::io_context& io) -> awaitable<void> {
+    fake_guest late(io, dir / "late.agent.sock", behaviour::answer);
+    fake_guest fine(io, dir / "fine.agent.sock", behaviour::answer);
+    late.clock_offset = -30s;
+    fine.clock_offset = -500ms;  // within max_offset: its own business
+    qh::manager_options o;
+    o.socket_dir = dir.path();
+    o.heartbeat_interval = 20ms;
+    auto m = qh::agent_manager::create(io.get_executor(), o);
+    REQUIRE_FALSE(m->start());
+    REQUIRE(co_await ready_session(*m, "late") != 0);
+    REQUIRE(co_await ready_session(*m, "fine") != 0);
+
+    // Waits until the late guest's clock was set and ten more heartbeats went by.
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    std::uint64_t heartbeats_after = 0;
+    while (std::chrono::steady_clock::now() < deadline && heartbeats_after < 10) {
+      if (late.clock_sets > 0) ++heartbeats_after;
+      co_await sleep_for(20ms);
+    }
+    CHECK(late.clock_sets == 1);  // once, not at every heartbeat
+    CHECK(fine.clock_sets == 0);
+    CHECK(std::chrono::abs(late.clock_offset) < 1s);
+    const auto report = m->status();
+    REQUIRE(report.vms_size() == 2);
+    for (const auto& s : report.vms()) {
+      INFO(s.vm());
+      if (s.vm() == "late") {
+        CHECK(s.clock_corrections() == 1);
+        CHECK(std::abs(s.clock_offset_ms()) < 1000);  // measured again after the set
+      } else {
+        CHECK(s.clock_corrections() == 0);
+        CHECK(s.clock_offset_ms() < -400);
+        CHECK(s.clock_offset_ms() > -600);
+      }
+      CHECK(s.clock_correction_failures() == 0);
+    }
+    m->stop();
+  });
+}

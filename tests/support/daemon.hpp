@@ -29,13 +29,20 @@ inline std::unique_ptr<child_process> start_agent(const std::string& socket,
 
 /// qx-agentd watching the directory `vms`, with its config and control socket (`ctl.sock`) in
 /// `run`. Returns once it has logged that it is ready.
+/// The config it runs with: these heartbeats, a quick reconnect, and `more` (TOML tables).
+inline std::string daemon_config_text(const std::string& heartbeat_interval,
+                                      const std::string& heartbeat_timeout,
+                                      const std::string& more = {}) {
+  return "[heartbeat]\ninterval = \"" + heartbeat_interval + "\"\ntimeout = \"" +
+         heartbeat_timeout + "\"\n[reconnect]\ninitial = \"50ms\"\nmax = \"500ms\"\n" + more;
+}
+
 inline std::unique_ptr<child_process> start_daemon(const std::string& vms, const temp_dir& run,
                                                    const std::string& heartbeat_interval,
-                                                   const std::string& heartbeat_timeout) {
-  const auto config =
-      run.write("qx-agentd.toml", "[heartbeat]\ninterval = \"" + heartbeat_interval +
-                                      "\"\ntimeout = \"" + heartbeat_timeout +
-                                      "\"\n[reconnect]\ninitial = \"50ms\"\nmax = \"500ms\"\n");
+                                                   const std::string& heartbeat_timeout,
+                                                   const std::string& more_config = {}) {
+  const auto config = run.write(
+      "qx-agentd.toml", daemon_config_text(heartbeat_interval, heartbeat_timeout, more_config));
   auto d = std::make_unique<child_process>(
       std::vector<std::string>{QXA_AGENTD_PATH, "--config", config, "--socket-dir", vms,
                                "--control-socket", run / "ctl.sock"});
@@ -45,8 +52,9 @@ inline std::unique_ptr<child_process> start_daemon(const std::string& vms, const
 
 inline std::unique_ptr<child_process> start_daemon(const temp_dir& vms, const temp_dir& run,
                                                    const std::string& heartbeat_interval,
-                                                   const std::string& heartbeat_timeout) {
-  return start_daemon(vms.path(), run, heartbeat_interval, heartbeat_timeout);
+                                                   const std::string& heartbeat_timeout,
+                                                   const std::string& more_config = {}) {
+  return start_daemon(vms.path(), run, heartbeat_interval, heartbeat_timeout, more_config);
 }
 
 }  // namespace qxa::test

@@ -7,6 +7,7 @@
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
 #include <asio/local/stream_protocol.hpp>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -30,7 +31,8 @@ inline pb::Envelope hello_ack_for(const pb::Envelope& hello) {
 }
 
 enum class behaviour {
-  answer,        // answers every request with a Pong (an exec with one partial reply first)
+  answer,        // answers every request with a Pong (an exec with one partial reply first),
+                 // a TimeRequest with its clock
   hold,          // reads requests, answers nothing
   stop_reading,  // handshakes, then never reads again
 };
@@ -77,11 +79,26 @@ struct fake_guest {
         partial.mutable_exec_output()->set_data("output");
         (void)s->post(partial);
       }
+      if (mode == behaviour::answer && r->has_time_request()) {
+        // A clock that can be set: it keeps the offset from this host's that it was set to.
+        const auto& t = r->time_request();
+        if (t.set()) {
+          clock_offset = std::chrono::nanoseconds(t.set_unix_ns() - unix_ns_now());
+          ++clock_sets;
+        }
+        pb::Envelope reply;
+        reply.set_reply_to(r->request_id());
+        reply.set_session_id(r->session_id());
+        reply.mutable_time_reply()->set_unix_ns(unix_ns_now() + clock_offset.count());
+        reply.mutable_time_reply()->set_was_set(t.set());
+        (void)s->post(reply);
+        continue;
+      }
       if (mode == behaviour::answer) {
         pb::Envelope pong;
         pong.set_reply_to(r->request_id());
         pong.set_session_id(r->session_id());
-        pong.mutable_pong();
+        pong.mutable_pong()->set_unix_ns(unix_ns_now() + clock_offset.count());
         (void)s->post(pong);
       }
     }
@@ -92,6 +109,14 @@ struct fake_guest {
   std::vector<std::shared_ptr<stream>> streams;
   std::function<void(stream&)> on_handshake;
   int requests_seen = 0;
+  std::chrono::nanoseconds clock_offset{0};  ///< of this guest's clock from this host's
+  int clock_sets = 0;                        ///< TimeRequests that set the clock
+
+  static std::int64_t unix_ns_now() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
 };
 
 }  // namespace qxa::test

@@ -3,6 +3,11 @@
 // the serial console on the process's standard output, and console commands on its input.
 #pragma once
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -19,6 +24,7 @@ struct vm_options {
   std::string ip = "192.0.2.10/24";  // documentation range, on a NIC wired to nothing
   std::string cdrom = {};            // an ISO to attach as a CD-ROM
   std::string disk = {};             // a raw image to attach as /dev/vda
+  std::string qmp_path = {};         // a QMP socket, for test_vm::qmp
 };
 
 inline std::string read_text(const std::string& path) {
@@ -33,7 +39,7 @@ inline std::string read_text(const std::string& path) {
 class test_vm {
  public:
   explicit test_vm(const vm_options& o)
-      : qemu_(args(o), {}, /*capture_stdout=*/true, /*stdin_pipe=*/true) {}
+      : qemu_(args(o), {}, /*capture_stdout=*/true, /*stdin_pipe=*/true), qmp_path_(o.qmp_path) {}
 
   ~test_vm() {
     if (qemu_.running()) {
@@ -58,6 +64,46 @@ class test_vm {
   void command(const std::string& line) { qemu_.write_stdin(line + "\n"); }
   child_process& process() { return qemu_; }
 
+  /// Runs one QMP command ("stop", "cont") on the VM's QMP socket (vm_options::qmp_path) and
+  /// returns QEMU's answer to it: a line with "return" on success, "error" otherwise, or empty
+  /// when QEMU did not answer within 10 s.
+  std::string qmp(const std::string& command) const {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, qmp_path_.c_str(), sizeof addr.sun_path - 1);
+    const timeval limit{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    std::string answer;
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
+      std::string pending;
+      // Each answer is a line; the greeting comes first, then one per command.
+      auto line = [&]() {
+        for (;;) {
+          if (const auto nl = pending.find('\n'); nl != std::string::npos) {
+            auto l = pending.substr(0, nl);
+            pending.erase(0, nl + 1);
+            if (l.find("\"event\"") != std::string::npos) continue;  // not an answer
+            return l;
+          }
+          char buf[4096];
+          const auto n = ::read(fd, buf, sizeof buf);
+          if (n <= 0) return std::string();
+          pending.append(buf, static_cast<std::size_t>(n));
+        }
+      };
+      auto send = [&](const std::string& c) {
+        const auto text = "{\"execute\": \"" + c + "\"}\n";
+        return ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+      };
+      if (!line().empty() && send("qmp_capabilities") && !line().empty() && send(command)) {
+        answer = line();
+      }
+    }
+    ::close(fd);
+    return answer;
+  }
+
  private:
   static std::vector<std::string> args(const vm_options& o) {
     const std::string dir = image_dir();
@@ -73,6 +119,9 @@ class test_vm {
     if (!o.disk.empty()) {
       a.insert(a.end(), {"-drive", "file=" + o.disk + ",format=raw,if=virtio,cache=unsafe"});
     }
+    if (!o.qmp_path.empty()) {
+      a.insert(a.end(), {"-qmp", "unix:" + o.qmp_path + ",server=on,wait=off"});
+    }
     if (!o.cdrom.empty()) {
       a.insert(a.end(), {"-drive", "file=" + o.cdrom + ",media=cdrom,readonly=on,if=ide"});
     }
@@ -80,6 +129,7 @@ class test_vm {
   }
 
   child_process qemu_;
+  std::string qmp_path_;
 };
 
 }  // namespace qxa::test

@@ -18,12 +18,14 @@
 #include "support/daemon.hpp"
 #include "support/fake_host.hpp"
 #include "support/pinger.hpp"
+#include "support/poll.hpp"
 #include "support/process.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace std::chrono_literals;
 using qxa::test::child_process;
 using qxa::test::connect_now;
+using qxa::test::eventually;
 using qxa::test::fake_host;
 using qxa::test::run_on;
 using qxa::test::temp_dir;
@@ -298,7 +300,10 @@ TEST_CASE("the guest installs the agent from the ISO on a CD-ROM and the host re
   CHECK(json::parse(info.out)["os"]["kernel_release"] == test_vm::kernel_release());
 }
 
-TEST_CASE("qx-agent time --set puts a guest clock that is far behind right", "[vm]") {
+TEST_CASE(
+    "a guest clock left far behind: qx-agent time --set puts it right, and qx-agentd does "
+    "by itself once told to",
+    "[vm]") {
   temp_dir vms, run;
   test_vm vm({.memory_mb = 512,
               .socket_path = vms / "guest7.agent.sock",
@@ -306,8 +311,10 @@ TEST_CASE("qx-agent time --set puts a guest clock that is far behind right", "[v
   REQUIRE(vm.wait_booted());
   vm.command("qxa-run date -u -s '2001-01-01 00:00:00' >/dev/null");  // a guest that slept long
   REQUIRE(vm.console_has("QXA-RAN status=0", 30s));
-  auto daemon = start_daemon(vms, run);
-  REQUIRE(daemon->wait_for_log("vm guest7: handshaking -> ready", 30s));
+  // First with the daemon's own correction off: the operator's command alone.
+  auto daemon = qxa::test::start_daemon(vms, run, "300ms", "1s", "[clock]\nsync = false\n");
+  REQUIRE(eventually([&] { return vm_status(run, "guest7")["state"] == "ready"; }, 30s));
+  REQUIRE(eventually([&] { return vm_status(run, "guest7")["clock_offset_ms"] < -1e11; }, 10s));
   auto before = run_cli({"--json", "--control-socket", run / "ctl.sock", "time", "guest7"});
   REQUIRE(before.status == 0);
   CHECK(json::parse(before.out)["offset_ms"].get<double>() < -1e11);  // years behind
@@ -318,6 +325,56 @@ TEST_CASE("qx-agent time --set puts a guest clock that is far behind right", "[v
   WARN(fmt::format("guest clock offset after --set: {:.1f} ms", after["offset_ms"].get<double>()));
   CHECK(std::abs(after["offset_ms"].get<double>()) < 2000);
   CHECK(vm.console_has("audit: op=time-set session=", 10s));
+  CHECK(vm_status(run, "guest7")["clock_corrections"] == 0);
+
+  // The guest falls an hour behind again (as after a long pause); the daemon is reloaded with
+  // its correction on (the shipped default) and sets the clock by itself, once.
+  vm.command("qxa-run date -u -s \"@$(( $(date +%s) - 3600 ))\" >/dev/null");
+  REQUIRE(vm.console_has("QXA-RAN status=0", 30s, 2));
+  run.write("qx-agentd.toml", qxa::test::daemon_config_text("300ms", "1s"));
+  daemon->signal(SIGHUP);
+  REQUIRE(eventually([&] { return vm_status(run, "guest7")["clock_corrections"] == 1; }, 30s));
+  auto now = run_cli({"--json", "--control-socket", run / "ctl.sock", "time", "guest7"});
+  REQUIRE(now.status == 0);
+  WARN(fmt::format("guest clock offset after the daemon set it: {:.1f} ms",
+                   json::parse(now.out)["offset_ms"].get<double>()));
+  CHECK(std::abs(json::parse(now.out)["offset_ms"].get<double>()) < 2000);
+  const auto s = vm_status(run, "guest7");
+  CHECK(s["clock_correction_failures"] == 0);
+  CHECK(std::abs(s["clock_offset_ms"].get<double>()) < 2000);
+  CHECK(vm.console_has("audit: op=time-set session=", 10s, 2));
+}
+
+TEST_CASE("a VM paused for seconds comes back with its clock behind, and qx-agentd sets it",
+          "[vm]") {
+  temp_dir vms, run;
+  test_vm vm({.memory_mb = 512,
+              .socket_path = vms / "guest12.agent.sock",
+              .kernel_args = "qxa.interval=1s",
+              .qmp_path = run / "qmp.sock"});
+  REQUIRE(vm.wait_booted());
+  auto daemon = start_daemon(vms, run);  // the shipped clock settings: max_offset 2 s
+  REQUIRE(eventually([&] { return vm_status(run, "guest12")["state"] == "ready"; }, 30s));
+  REQUIRE(eventually([&] { return vm_status(run, "guest12")["rtt_ms"] > 0; }, 10s));
+  CHECK(std::abs(vm_status(run, "guest12")["clock_offset_ms"].get<double>()) < 2000);
+
+  // The VM stops, as for a snapshot or the last phase of a migration: its clocks stop with it.
+  REQUIRE(vm.qmp("stop").find("return") != std::string::npos);
+  REQUIRE(eventually([&] { return vm_status(run, "guest12")["state"] == "unresponsive"; }, 10s));
+  std::this_thread::sleep_for(6s);  // the pause itself, not a wait for something to happen
+  REQUIRE(vm.qmp("cont").find("return") != std::string::npos);
+
+  REQUIRE(eventually([&] { return vm_status(run, "guest12")["clock_corrections"] == 1; }, 30s));
+  const auto s = vm_status(run, "guest12");
+  CHECK(s["state"] == "ready");
+  CHECK(s["clock_correction_failures"] == 0);
+  CHECK(std::abs(s["clock_offset_ms"].get<double>()) < 2000);
+  auto now = run_cli({"--json", "--control-socket", run / "ctl.sock", "time", "guest12"});
+  REQUIRE(now.status == 0);
+  WARN(fmt::format("guest clock offset after the pause and the daemon's correction: {:.1f} ms",
+                   json::parse(now.out)["offset_ms"].get<double>()));
+  CHECK(std::abs(json::parse(now.out)["offset_ms"].get<double>()) < 2000);
+  CHECK(daemon->wait_for_log("vm guest12: the guest's clock was -", 1s));
 }
 
 TEST_CASE("qx-agent hostname renames the guest, now and in /etc/hostname", "[vm]") {

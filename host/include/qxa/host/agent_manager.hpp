@@ -26,6 +26,7 @@
 #include "quantix/agent/v1/control.pb.h"
 #include "qxa/common/async.hpp"
 #include "qxa/host/agent_client.hpp"
+#include "qxa/host/clock_sync.hpp"
 
 namespace qxa::host {
 
@@ -36,6 +37,7 @@ struct manager_options {
   std::chrono::nanoseconds reconnect_initial = std::chrono::milliseconds(100);
   std::chrono::nanoseconds reconnect_max = std::chrono::seconds(30);
   std::chrono::nanoseconds rescan_interval = std::chrono::seconds(10);
+  clock_sync_options clock;
   client_options client;
 };
 
@@ -73,7 +75,8 @@ class agent_manager : public std::enable_shared_from_this<agent_manager> {
   std::optional<common::error_info> start();
   /// Closes every connection and stops watching.
   void stop();
-  /// Replaces the timing options (SIGHUP); applies from each VM's next heartbeat or reconnect.
+  /// Replaces the timing and clock options (SIGHUP); applies from each VM's next heartbeat or
+  /// reconnect.
   void update_timing(const manager_options& options);
 
   /// A snapshot of one VM (`vm` non-empty) or of all.
@@ -107,6 +110,12 @@ class agent_manager : public std::enable_shared_from_this<agent_manager> {
   void spawn_vm_loop(const std::shared_ptr<vm_record>& vm);
   asio::awaitable<void> vm_loop(std::shared_ptr<vm_record> vm);
   asio::awaitable<void> heartbeat(std::shared_ptr<vm_record> vm, std::shared_ptr<agent_client> c);
+  /// Feeds an answered heartbeat to the VM's clock_sync and sets the guest's clock when it
+  /// says so.
+  asio::awaitable<void> check_clock(std::shared_ptr<vm_record> vm, std::shared_ptr<agent_client> c,
+                                    std::int64_t guest_unix_ns,
+                                    std::chrono::system_clock::time_point sent_at,
+                                    std::chrono::nanoseconds rtt);
   asio::awaitable<void> pump_events(std::shared_ptr<vm_record> vm, std::shared_ptr<agent_client> c);
   /// Changes a VM's state and logs the change (at debug level when `quiet`: the same failure
   /// again, while retrying).

@@ -1,0 +1,20 @@
+// SPDX-License-Identifier: MIT
+#include "qxa/host/clock_sync.hpp"
+
+namespace qxa::host {
+
+std::optional<std::chrono::nanoseconds> clock_sync::observe(std::int64_t guest_unix_ns,
+                                                            std::int64_t host_unix_ns,
+                                                            std::chrono::nanoseconds rtt,
+                                                            steady::time_point now) {
+  if (guest_unix_ns == 0) return std::nullopt;     // an agent that does not send its time
+  if (rtt > opt_.max_offset) return std::nullopt;  // the offset is not known well enough
+  offset_ = std::chrono::nanoseconds(guest_unix_ns - host_unix_ns);
+  if (!opt_.enabled) return std::nullopt;
+  if (offset_ <= opt_.max_offset && offset_ >= -opt_.max_offset) return std::nullopt;
+  if (last_attempt_ && now - *last_attempt_ < opt_.min_interval) return std::nullopt;
+  last_attempt_ = now;
+  return rtt / 2;
+}
+
+}  // namespace qxa::host
