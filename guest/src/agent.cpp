@@ -9,6 +9,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include "qxa/common/log.hpp"
+#include "qxa/guest/log_text.hpp"
 #include "qxa/guest/session.hpp"
 
 namespace qxa::guest {
@@ -140,7 +141,7 @@ asio::awaitable<int> agent::telemetry_loop() {
     }
     ++failures;
     last_error = ec;
-    common::log_warning("telemetry write failed ({}/{}): {}", failures, opt.failure_limit,
+    common::log_warning("{}: {}", log_text::telemetry_write_failed(failures, opt.failure_limit),
                         ec.message());
     if (failures >= opt.failure_limit) {
       common::log_error(

@@ -135,7 +135,7 @@ TEST_CASE("49 failed writes, then the host drains: the count resets and the agen
     // Pings answered into a socket nobody reads fill it quickly; telemetry stalls behind them.
     for (int i = 0; i < 20000; ++i) (void)co_await host.request(host.ping());
   });
-  REQUIRE(agent.wait_for_log("telemetry write failed (49/50)", 60s));
+  REQUIRE(agent.wait_for_log(qxa::guest::log_text::telemetry_write_failed(49, 50), 60s));
   // The 50th write fails one telemetry period (300 ms) after the 49th failure is logged, unless
   // the host has drained the 20,000 pongs ahead of it by then. Read them straight off the stream,
   // without a timer per message (about 15 ms on an idle machine, ten times that with a timer

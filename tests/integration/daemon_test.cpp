@@ -29,6 +29,7 @@
 #include "support/poll.hpp"
 #include "support/process.hpp"
 #include "support/shipped.hpp"
+#include "support/status.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace std::chrono_literals;
@@ -80,7 +81,8 @@ TEST_CASE("qx-agentd with 20 agents: kill, restart, stop and continue one of the
   std::vector<std::unique_ptr<child_process>> agents;
   for (int i = 0; i < 20; ++i) agents.push_back(start_agent(vms, fmt::format("vm{:02}", i)));
   auto daemon = start_daemon(vms, run);
-  REQUIRE(daemon->wait_for_log("-> ready", 10s, 20));
+  const std::string ctl = run / "ctl.sock";
+  REQUIRE(qxa::test::wait_all_ready(ctl, 20, 10s));
   {
     const auto s = states(status_json(run));
     REQUIRE(s.size() == 20);
@@ -91,9 +93,11 @@ TEST_CASE("qx-agentd with 20 agents: kill, restart, stop and continue one of the
          std::filesystem::perms::group_read | std::filesystem::perms::group_write));
 
   // SIGKILL: the socket closes, the reader ends, the VM leaves ready at once.
+  const auto vm07_session = qxa::test::ready_session(ctl, "vm07");
+  REQUIRE_FALSE(vm07_session.empty());
   const auto t0 = std::chrono::steady_clock::now();
   agents[7]->signal(SIGKILL);
-  REQUIRE(daemon->wait_for_log("vm vm07: ready -> connecting", 1s));
+  REQUIRE(qxa::test::wait_vm_state(ctl, "vm07", "connecting", 1s));
   CHECK(std::chrono::steady_clock::now() - t0 < 1s);
   auto ping = run_cli({"--control-socket", run / "ctl.sock", "ping", "vm07"});
   CHECK(ping.status == 69);  // unavailable, as the README says; 75 is for a call cut short
@@ -109,19 +113,18 @@ TEST_CASE("qx-agentd with 20 agents: kill, restart, stop and continue one of the
   CHECK(other.status == 0);
 
   // Restarted, it is ready again within 2 s.
-  const auto ready_before = daemon->count_in_log("vm vm07: handshaking -> ready");
   const auto t1 = std::chrono::steady_clock::now();
   agents[7] = start_agent(vms, "vm07");
-  REQUIRE(daemon->wait_for_log("vm vm07: handshaking -> ready", 2s, ready_before + 1));
+  REQUIRE_FALSE(qxa::test::wait_new_session(ctl, "vm07", vm07_session, 2s).empty());
   CHECK(std::chrono::steady_clock::now() - t1 < 2s);
   CHECK(run_cli({"--control-socket", run / "ctl.sock", "ping", "vm07"}).status == 0);
 
   // SIGSTOP: the socket stays open, only the heartbeat notices.
   agents[3]->signal(SIGSTOP);
-  REQUIRE(daemon->wait_for_log("vm vm03: ready -> unresponsive", 3s));
+  REQUIRE(qxa::test::wait_vm_state(ctl, "vm03", "unresponsive", 3s));
   CHECK(states(status_json(run))["vm03"] == "unresponsive");
   agents[3]->signal(SIGCONT);
-  REQUIRE(daemon->wait_for_log("vm vm03: unresponsive -> ready", 3s));
+  REQUIRE(qxa::test::wait_vm_state(ctl, "vm03", "ready", 3s));
   CHECK(daemon->count_in_log("vm vm03: ready -> unresponsive") == 1);  // logged once
 
   // A VM whose socket disappears is dropped.
@@ -472,7 +475,7 @@ TEST_CASE("hostile guests cannot make qx-agentd grow or stop serving the other V
   auto good = start_agent(vms, "good");
   hostile_guests hostile(vms);
   auto daemon = start_daemon(vms, run);
-  REQUIRE(daemon->wait_for_log("vm good: handshaking -> ready", 5s));
+  REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "good", "ready", 5s));
   // For five seconds, the good VM keeps answering while the others misbehave.
   int pings = 0, ok = 0;
   double worst_ms = 0;
@@ -599,8 +602,8 @@ TEST_CASE("qx-agentd serves Prometheus metrics that promtool accepts, with each 
   child_process daemon({QXA_AGENTD_PATH, "--config", config, "--socket-dir", vms.path(),
                         "--control-socket", run / "ctl.sock"});
   REQUIRE(daemon.wait_for_log("metrics on http://127.0.0.1:", 10s));
-  REQUIRE(daemon.wait_for_log("vm alpha: handshaking -> ready", 10s));
-  REQUIRE(daemon.wait_for_log("vm beta: handshaking -> ready", 10s));
+  REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "alpha", "ready", 10s));
+  REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "beta", "ready", 10s));
   const auto log = daemon.log();
   const auto at =
       log.find("metrics on http://127.0.0.1:") + std::strlen("metrics on http://127.0.0.1:");
@@ -613,10 +616,12 @@ TEST_CASE("qx-agentd serves Prometheus metrics that promtool accepts, with each 
            body.find("qxa_guest_memory_total_bytes{vm=\"alpha\"}") != std::string::npos &&
            body.find("qxa_guest_memory_total_bytes{vm=\"beta\"}") != std::string::npos;
   };
-  for (int i = 0; i < 100 && !settled(); ++i) {
-    std::this_thread::sleep_for(50ms);
-    std::tie(status, body) = http(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-  }
+  qxa::test::eventually(
+      [&] {
+        std::tie(status, body) = http(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        return settled();
+      },
+      5s, 50ms);
   CHECK(status == "HTTP/1.1 200 OK");
   CHECK_THAT(body, Catch::Contains("qxa_vm_state{vm=\"alpha\",state=\"ready\"} 1"));
   CHECK_THAT(body, Catch::Contains("qxa_vm_state{vm=\"beta\",state=\"ready\"} 1"));
@@ -682,20 +687,25 @@ TEST_CASE("a real Prometheus server scrapes qx-agentd and sees each VM's state",
   REQUIRE(prometheus.wait_for_log("Server is ready to receive web requests", 60s));
   // Ask Prometheus until its scrapes show both VMs ready (with a deadline).
   std::set<std::string> ready;
-  for (int i = 0; i < 300 && ready.size() < 2; ++i) {
-    auto [status, body] = http(web_port,
-                               "GET /api/v1/query?query=qxa_vm_state%3D%3D1 HTTP/1.1\r\nHost: "
-                               "x\r\nConnection: close\r\n\r\n");
-    if (status == "HTTP/1.1 200 OK") {
-      const auto j = json::parse(body, nullptr, false);
-      if (!j.is_discarded() && j["status"] == "success") {
-        for (const auto& r : j["data"]["result"]) {
-          if (r["metric"]["state"] == "ready") ready.insert(r["metric"]["vm"].get<std::string>());
+  qxa::test::eventually(
+      [&] {
+        auto [status, body] = http(web_port,
+                                   "GET /api/v1/query?query=qxa_vm_state%3D%3D1 HTTP/1.1\r\nHost: "
+                                   "x\r\nConnection: close\r\n\r\n");
+        if (status == "HTTP/1.1 200 OK") {
+          const auto j = json::parse(body, nullptr, false);
+          if (!j.is_discarded() && j["status"] == "success") {
+            const auto& results = j["data"]["result"];
+            for (const auto& r : results) {
+              if (r["metric"]["state"] == "ready") {
+                ready.insert(r["metric"]["vm"].get<std::string>());
+              }
+            }
+          }
         }
-      }
-    }
-    if (ready.size() < 2) std::this_thread::sleep_for(100ms);
-  }
+        return ready.size() >= 2;
+      },
+      30s, 100ms);
   CHECK(ready == std::set<std::string>{"alpha", "beta"});
   prometheus.signal(SIGTERM);
   prometheus.wait_exit(20s);
@@ -715,8 +725,8 @@ TEST_CASE(
   child_process daemon({QXA_AGENTD_PATH, "--config", config, "--socket-dir", vms.path(),
                         "--control-socket", run / "ctl.sock"});
   REQUIRE(daemon.wait_for_log("metrics on http://127.0.0.1:", 10s));
-  REQUIRE(daemon.wait_for_log("vm good: handshaking -> ready", 10s));
-  REQUIRE(daemon.wait_for_log("vm wide: handshaking -> ready", 10s));
+  REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "good", "ready", 10s));
+  REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "wide", "ready", 10s));
   const std::string ctl = run / "ctl.sock";
 
   // For five seconds the liar keeps reconnecting and lying: every ping to the good VM is

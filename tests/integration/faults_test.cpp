@@ -19,8 +19,10 @@
 #include "support/fake_host.hpp"
 #include "support/fault_proxy.hpp"
 #include "support/files.hpp"
+#include "support/poll.hpp"
 #include "support/process.hpp"
 #include "support/run.hpp"
+#include "support/status.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace std::chrono_literals;
@@ -66,12 +68,7 @@ json status_of(const temp_dir& run, const std::string& vm) {
 
 /// Polls the daemon's status until the VM is ready again (a reconnect after damage).
 bool becomes_ready(const temp_dir& run, const std::string& vm) {
-  const auto until = std::chrono::steady_clock::now() + 15s;
-  while (status_of(run, vm)["state"] != "ready") {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(20ms);
-  }
-  return true;
+  return qxa::test::wait_vm_state(run / "ctl.sock", vm, "ready", 15s);
 }
 
 pb::Envelope ping_request() {
@@ -162,7 +159,7 @@ TEST_CASE(
   relayed_vm vm(agents, vms, "noisy");
   write_random_file(agents / "data.bin", 64u << 10);
   auto daemon = qxa::test::start_daemon(vms, run, "250ms", "1s");
-  REQUIRE(daemon->wait_for_log("vm noisy: handshaking -> ready", 10s));
+  REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "noisy", "ready", 10s));
 
   vm.relay.garbage = true;
   const auto noisy = drive(run, "noisy", 4000ms, 8, 2000ms, agents / "data.bin");
@@ -199,7 +196,7 @@ TEST_CASE("every frame in 1-byte writes, both ways: output and files arrive inta
   relayed_vm vm(agents, vms, "slow");
   write_random_file(agents / "data.bin", 256u << 10);
   auto daemon = qxa::test::start_daemon(vms, run, "500ms", "2s");
-  REQUIRE(daemon->wait_for_log("vm slow: handshaking -> ready", 10s));
+  REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "slow", "ready", 10s));
   vm.relay.byte_writes = true;
   const std::string ctl = run / "ctl.sock";
   auto down = qxa::test::run_command({cli_bin, "--json", "--control-socket", ctl, "cp",
@@ -234,14 +231,16 @@ TEST_CASE("a truncated frame followed by a close, 20 times: each new connection 
   temp_dir agents, vms, run;
   relayed_vm vm(agents, vms, "cut");
   auto daemon = qxa::test::start_daemon(vms, run, "100ms", "1s");
-  REQUIRE(daemon->wait_for_log("vm cut: handshaking -> ready", 10s));
+  REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "cut", "ready", 10s));
   const std::string ctl = run / "ctl.sock";
   double worst_recovery_ms = 0;
   for (int i = 1; i <= 20; ++i) {
     INFO("cycle " << i);
+    const auto session = qxa::test::ready_session(ctl, "cut");
+    REQUIRE_FALSE(session.empty());
     vm.relay.truncate_and_close = true;  // the next chunk either way: a heartbeat, telemetry
     const auto cut_at = std::chrono::steady_clock::now();
-    REQUIRE(daemon->wait_for_log("vm cut: handshaking -> ready", 10s, i + 1));
+    REQUIRE_FALSE(qxa::test::wait_new_session(ctl, "cut", session, 10s).empty());
     worst_recovery_ms = std::max(worst_recovery_ms, std::chrono::duration<double, std::milli>(
                                                         std::chrono::steady_clock::now() - cut_at)
                                                         .count());
@@ -273,25 +272,20 @@ std::uintmax_t upload_in_progress(pid_t agent) {
 
 /// Waits (polling, with a deadline) until the agent's upload has grown past `bytes`.
 bool upload_reaches(pid_t agent, std::uintmax_t bytes) {
-  const auto until = std::chrono::steady_clock::now() + 30s;
-  while (upload_in_progress(agent) < bytes) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(2ms);
-  }
-  return true;
+  return qxa::test::eventually([&] { return upload_in_progress(agent) >= bytes; }, 30s, 2ms);
 }
 
 /// Waits (polling, with a deadline) until a file in `dir` has grown past `bytes`.
 bool largest_file_reaches(const std::string& dir, std::uintmax_t bytes) {
-  const auto until = std::chrono::steady_clock::now() + 30s;
-  for (;;) {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(dir, ec)) {
-      if (fs::file_size(e.path(), ec) >= bytes && !ec) return true;
-    }
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(1ms);
-  }
+  return qxa::test::eventually(
+      [&] {
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(dir, ec)) {
+          if (fs::file_size(e.path(), ec) >= bytes && !ec) return true;
+        }
+        return false;
+      },
+      30s, 1ms);
 }
 
 std::size_t entries(const std::string& dir) {
@@ -311,7 +305,8 @@ TEST_CASE(
   auto agent = qxa::test::start_agent(socket, "200ms");
   fault_proxy relay(vms / "vm.agent.sock", socket);
   auto daemon = qxa::test::start_daemon(vms, run, "250ms", "1s");
-  REQUIRE(daemon->wait_for_log("vm vm: handshaking -> ready", 10s));
+  REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "vm", "ready", 10s));
+  auto session = qxa::test::ready_session(ctl, "vm");
   const auto source = host_files / "source.bin";
   write_random_file(source, 64u << 20);
 
@@ -327,7 +322,8 @@ TEST_CASE(
 
   // Download: killed while the host is writing.
   agent = qxa::test::start_agent(socket, "200ms");
-  REQUIRE(daemon->wait_for_log("vm vm: handshaking -> ready", 10s, 2));
+  session = qxa::test::wait_new_session(ctl, "vm", session, 10s);
+  REQUIRE_FALSE(session.empty());
   fs::copy_file(source, guest_files / "served.bin");
   fs::create_directory(host_files / "in");
   child_process down({cli_bin, "--control-socket", ctl, "cp", "vm:" + (guest_files / "served.bin"),
@@ -342,7 +338,7 @@ TEST_CASE(
 
   // The restarted agent (the service manager's job) serves the upload again, whole.
   agent = qxa::test::start_agent(socket, "200ms");
-  REQUIRE(daemon->wait_for_log("vm vm: handshaking -> ready", 10s, 3));
+  REQUIRE_FALSE(qxa::test::wait_new_session(ctl, "vm", session, 10s).empty());
   auto again = qxa::test::run_command({cli_bin, "--json", "--control-socket", ctl, "cp", source,
                                        "vm:" + (guest_files / "copy.bin")},
                                       120s);
@@ -364,7 +360,7 @@ TEST_CASE(
   for (int i = 1; i <= 5; ++i) {
     INFO("cycle " << i);
     auto daemon = qxa::test::start_daemon(vms, run, "250ms", "1s");
-    REQUIRE(daemon->wait_for_log("vm vm: handshaking -> ready", 10s));
+    REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "vm", "ready", 10s));
     child_process up({cli_bin, "--control-socket", run / "ctl.sock", "cp", source,
                       "vm:" + (guest_files / "copy.bin")});
     REQUIRE(upload_reaches(agent->pid(), 8u << 20));
@@ -377,7 +373,7 @@ TEST_CASE(
     CHECK(entries(guest_files.path()) == 0);
   }
   auto daemon = qxa::test::start_daemon(vms, run, "250ms", "1s");
-  REQUIRE(daemon->wait_for_log("vm vm: handshaking -> ready", 10s));
+  REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "vm", "ready", 10s));
   auto last = qxa::test::run_command({cli_bin, "--control-socket", run / "ctl.sock", "cp", source,
                                       "vm:" + (guest_files / "copy.bin")},
                                      120s);
@@ -442,7 +438,7 @@ TEST_CASE(
     temp_dir vms, run;
     auto agent = qxa::test::start_agent(vms / "vm.agent.sock", "200ms");
     auto daemon = qxa::test::start_daemon(vms, run, "250ms", "2s");
-    REQUIRE(daemon->wait_for_log("vm vm: handshaking -> ready", 10s));
+    REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "vm", "ready", 10s));
     asio::io_context io;
     control_calls calls(qxa::test::connect_now(io, run / "ctl.sock"));
     const auto start = std::chrono::steady_clock::now();

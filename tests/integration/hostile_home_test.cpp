@@ -20,6 +20,7 @@
 #include "support/process.hpp"
 #include "support/run.hpp"
 #include "support/shipped.hpp"
+#include "support/status.hpp"
 #include "support/stuck_fuse.hpp"
 #include "support/temp_dir.hpp"
 
@@ -138,7 +139,7 @@ TEST_CASE(
   hostile_guest g;
   temp_dir run;
   auto daemon = qxa::test::start_daemon(g.vms, run, "500ms", "1s");
-  REQUIRE(daemon->wait_for_log("vm alicevm: handshaking -> ready", 10s));
+  REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "alicevm", "ready", 10s));
   const std::string ctl = run / "ctl.sock";
   const auto cli = [&](std::vector<std::string> args) {
     args.insert(args.begin(), {cli_bin, "--control-socket", ctl});

@@ -17,6 +17,7 @@
 
 #include "qxa/host/agent_client.hpp"
 #include "support/files.hpp"
+#include "support/poll.hpp"
 #include "support/process.hpp"
 #include "support/run.hpp"
 #include "support/shipped.hpp"
@@ -77,26 +78,21 @@ std::size_t processes_running(const std::vector<std::string>& argv) {
 // Waits (with a deadline) until `n` processes run `argv`: a killed process takes a moment to
 // die, a started one to exec.
 bool processes_become(const std::vector<std::string>& argv, std::size_t n) {
-  const auto until = std::chrono::steady_clock::now() + 5s;
-  while (processes_running(argv) != n) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
+  return qxa::test::eventually([&] { return processes_running(argv) == n; }, 5s, 5ms);
 }
 bool processes_gone(const std::vector<std::string>& argv) { return processes_become(argv, 0); }
 
 // Waits (with a deadline) for a file whose name starts with `prefix` to show up in `dir`.
 bool wait_for_file(const std::string& dir, const std::string& prefix,
                    std::chrono::steady_clock::duration timeout) {
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    for (const auto& e : std::filesystem::directory_iterator(dir)) {
-      if (e.path().filename().string().starts_with(prefix)) return true;
-    }
-    std::this_thread::sleep_for(1ms);
-  }
-  return false;
+  return qxa::test::eventually(
+      [&] {
+        for (const auto& e : std::filesystem::directory_iterator(dir)) {
+          if (e.path().filename().string().starts_with(prefix)) return true;
+        }
+        return false;
+      },
+      timeout, 1ms);
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include "support/fault_proxy.hpp"
 #include "support/process.hpp"
 #include "support/run.hpp"
+#include "support/status.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace std::chrono_literals;
@@ -130,7 +131,7 @@ TEST_CASE(
                                                    sockets.back(), 100 + i));
   }
   auto daemon = qxa::test::start_daemon(vms, run, "500ms", "2s");
-  REQUIRE(daemon->wait_for_log(": handshaking -> ready", 20s, agents_n));
+  REQUIRE(qxa::test::wait_all_ready(run / "ctl.sock", agents_n, 20s));
 
   asio::io_context io;
   control_calls calls(qxa::test::connect_now(io, run / "ctl.sock"));

@@ -20,6 +20,7 @@
 #include "support/pinger.hpp"
 #include "support/poll.hpp"
 #include "support/process.hpp"
+#include "support/status.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace std::chrono_literals;
@@ -67,7 +68,7 @@ TEST_CASE("on the real channel: handshake, ping, telemetry of the VM and info", 
               .kernel_args = "qxa.interval=1s"});
   REQUIRE(vm.wait_booted());
   auto daemon = start_daemon(vms, run);
-  REQUIRE(daemon->wait_for_log("vm guest1: handshaking -> ready", 30s));
+  REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "guest1", "ready", 30s));
 
   auto ping = run_cli({"--control-socket", run / "ctl.sock", "ping", "guest1"});
   CHECK(ping.status == 0);
@@ -114,12 +115,12 @@ TEST_CASE("an agent killed inside the VM: unresponsive, then ready again with a 
               .kernel_args = "qxa.interval=1s qxa.restart_delay=2"});
   REQUIRE(vm.wait_booted());
   auto daemon = start_daemon(vms, run);
-  REQUIRE(daemon->wait_for_log("vm guest2: handshaking -> ready", 30s));
+  REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "guest2", "ready", 30s));
   const auto before = vm_status(run, "guest2");
 
   vm.command("qxa-kill-agent");
   REQUIRE(vm.console_has("QXA-KILLED", 10s));
-  REQUIRE(daemon->wait_for_log("vm guest2: ready -> unresponsive", 10s));
+  REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "guest2", "unresponsive", 10s));
   REQUIRE(vm.console_has("QXA-AGENT-EXIT status=137", 10s));  // what the supervisor saw
   REQUIRE(daemon->wait_for_log("new session with the restarted agent", 30s));
   const auto after = vm_status(run, "guest2");
@@ -161,7 +162,7 @@ TEST_CASE("qx-agentd killed and restarted five times: same agent, no stale reque
     }  // closed here, with requests possibly still in the guest's buffer
 
     auto daemon = start_daemon(vms, run);
-    REQUIRE(daemon->wait_for_log("vm guest3: handshaking -> ready", 30s));
+    REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "guest3", "ready", 30s));
     auto ping = run_cli({"--control-socket", run / "ctl.sock", "ping", "guest3"});
     CHECK(ping.status == 0);
     const auto status = vm_status(run, "guest3");
@@ -349,32 +350,32 @@ TEST_CASE("a VM paused for seconds comes back with its clock behind, and qx-agen
           "[vm]") {
   temp_dir vms, run;
   test_vm vm({.memory_mb = 512,
-              .socket_path = vms / "guest12.agent.sock",
+              .socket_path = vms / "guest13.agent.sock",
               .kernel_args = "qxa.interval=1s",
               .qmp_path = run / "qmp.sock"});
   REQUIRE(vm.wait_booted());
   auto daemon = start_daemon(vms, run);  // the shipped clock settings: max_offset 2 s
-  REQUIRE(eventually([&] { return vm_status(run, "guest12")["state"] == "ready"; }, 30s));
-  REQUIRE(eventually([&] { return vm_status(run, "guest12")["rtt_ms"] > 0; }, 10s));
-  CHECK(std::abs(vm_status(run, "guest12")["clock_offset_ms"].get<double>()) < 2000);
+  REQUIRE(eventually([&] { return vm_status(run, "guest13")["state"] == "ready"; }, 30s));
+  REQUIRE(eventually([&] { return vm_status(run, "guest13")["rtt_ms"] > 0; }, 10s));
+  CHECK(std::abs(vm_status(run, "guest13")["clock_offset_ms"].get<double>()) < 2000);
 
   // The VM stops, as for a snapshot or the last phase of a migration: its clocks stop with it.
   REQUIRE(vm.qmp("stop").find("return") != std::string::npos);
-  REQUIRE(eventually([&] { return vm_status(run, "guest12")["state"] == "unresponsive"; }, 10s));
+  REQUIRE(eventually([&] { return vm_status(run, "guest13")["state"] == "unresponsive"; }, 10s));
   std::this_thread::sleep_for(6s);  // the pause itself, not a wait for something to happen
   REQUIRE(vm.qmp("cont").find("return") != std::string::npos);
 
-  REQUIRE(eventually([&] { return vm_status(run, "guest12")["clock_corrections"] == 1; }, 30s));
-  const auto s = vm_status(run, "guest12");
+  REQUIRE(eventually([&] { return vm_status(run, "guest13")["clock_corrections"] == 1; }, 30s));
+  const auto s = vm_status(run, "guest13");
   CHECK(s["state"] == "ready");
   CHECK(s["clock_correction_failures"] == 0);
   CHECK(std::abs(s["clock_offset_ms"].get<double>()) < 2000);
-  auto now = run_cli({"--json", "--control-socket", run / "ctl.sock", "time", "guest12"});
+  auto now = run_cli({"--json", "--control-socket", run / "ctl.sock", "time", "guest13"});
   REQUIRE(now.status == 0);
   WARN(fmt::format("guest clock offset after the pause and the daemon's correction: {:.1f} ms",
                    json::parse(now.out)["offset_ms"].get<double>()));
   CHECK(std::abs(json::parse(now.out)["offset_ms"].get<double>()) < 2000);
-  CHECK(daemon->wait_for_log("vm guest12: the guest's clock was -", 1s));
+  CHECK(daemon->wait_for_log("vm guest13: the guest's clock was -", 1s));
 }
 
 TEST_CASE("qx-agent hostname renames the guest, now and in /etc/hostname", "[vm]") {
@@ -384,7 +385,7 @@ TEST_CASE("qx-agent hostname renames the guest, now and in /etc/hostname", "[vm]
               .kernel_args = "qxa.interval=1s"});
   REQUIRE(vm.wait_booted());
   auto daemon = start_daemon(vms, run);
-  REQUIRE(daemon->wait_for_log("vm guest8: handshaking -> ready", 30s));
+  REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "guest8", "ready", 30s));
   auto set = run_cli({"--control-socket", run / "ctl.sock", "hostname", "guest8", "renamed-vm"});
   INFO(set.err);
   REQUIRE(set.status == 0);
@@ -410,7 +411,7 @@ TEST_CASE(
               .kernel_args = "qxa.interval=1s"});
   REQUIRE(vm.wait_booted());
   auto daemon = start_daemon(vms, run);
-  REQUIRE(daemon->wait_for_log("vm guest9: handshaking -> ready", 30s));
+  REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "guest9", "ready", 30s));
   const std::string ctl = run / "ctl.sock";
   // The password travels on standard input only.
   auto set = qxa::test::run_command({"/bin/sh", "-c",
@@ -478,7 +479,7 @@ TEST_CASE("qx-agent shutdown --delay and reboot: the reply first, then the guest
                 .kernel_args = "qxa.interval=1s"});
     REQUIRE(vm.wait_booted());
     auto daemon = start_daemon(vms, run);
-    REQUIRE(daemon->wait_for_log("vm guest11: handshaking -> ready", 30s));
+    REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "guest11", "ready", 30s));
     std::vector<std::string> args = {"--control-socket", run / "ctl.sock", verb, "guest11"};
     if (verb == "shutdown") args.insert(args.end(), {"--delay", "3"});
     auto r = run_cli(args);
@@ -518,7 +519,7 @@ TEST_CASE(
   // (The quotes keep the marker out of the echoed command line.)
   REQUIRE(vm.console_has("QXA-MOUNTED", 30s));
   auto daemon = start_daemon(vms, run);
-  REQUIRE(daemon->wait_for_log("vm guest10: handshaking -> ready", 30s));
+  REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "guest10", "ready", 30s));
   const std::string ctl = run / "ctl.sock";
   auto ping_ms = [&] {
     auto p = run_cli({"--json", "--control-socket", ctl, "ping", "guest10"});
@@ -599,12 +600,12 @@ TEST_CASE(
     CHECK(r["frozen"] == true);
     CHECK(std::abs(r["lease_expires_unix_ms"].get<std::int64_t>() - lease0) < 500);  // not moved
   }
-  bool capped = false;
-  for (int i = 0; i < 60 && !capped; ++i) {
-    auto st = run_cli({"--json", "--control-socket", ctl, "freeze", "guest10", "--status"});
-    capped = st.status == 0 && json::parse(st.out)["thawed_by"] == "lease";
-    if (!capped) std::this_thread::sleep_for(500ms);
-  }
+  const bool capped = eventually(
+      [&] {
+        auto st = run_cli({"--json", "--control-socket", ctl, "freeze", "guest10", "--status"});
+        return st.status == 0 && json::parse(st.out)["thawed_by"] == "lease";
+      },
+      30s, 500ms);
   const double held =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - first).count();
   WARN(fmt::format("renewed with 60 s leases, the freeze ended after {:.1f} s (max_frozen 20 s)",
@@ -647,11 +648,11 @@ TEST_CASE(
     "[vm]") {
   temp_dir vms, run, local;
   test_vm vm({.memory_mb = 512,
-              .socket_path = vms / "guest12.agent.sock",
+              .socket_path = vms / "guest13.agent.sock",
               .kernel_args = "qxa.interval=1s"});
   REQUIRE(vm.wait_booted());
   auto daemon = start_daemon(vms, run);
-  REQUIRE(daemon->wait_for_log("vm guest12: handshaking -> ready", 30s));
+  REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "guest13", "ready", 30s));
   const std::string ctl = run / "ctl.sock";
   const auto cli = [&](std::vector<std::string> args) {
     args.insert(args.begin(), {"--control-socket", ctl});
@@ -671,16 +672,16 @@ TEST_CASE(
                "/srv/decoys away && ln -s /srv/decoys/target file-link && ln -s "
                "/srv/decoys/secret secret-link && mkdir ok",
            "QXA-PLANTED");
-  qxa::test::pinger pings(cli_bin, ctl, "guest12");
+  qxa::test::pinger pings(cli_bin, ctl, "guest13");
 
   // ssh-key: the link at the name an older agent used for its temporary changes nothing.
-  auto add = cli({"ssh-key", "guest12", "add", "alice", key1});
+  auto add = cli({"ssh-key", "guest13", "add", "alice", key1});
   INFO(add.err);
   CHECK(add.status == 0);
-  auto list = cli({"--json", "ssh-key", "guest12", "list", "alice"});
+  auto list = cli({"--json", "ssh-key", "guest13", "list", "alice"});
   REQUIRE(list.status == 0);
   CHECK(json::parse(list.out)["keys"] == json::array({key2, key1}));
-  auto remove = cli({"ssh-key", "guest12", "remove", "alice", key2});
+  auto remove = cli({"ssh-key", "guest13", "remove", "alice", key2});
   CHECK(remove.status == 0);
   CHECK(remove.out == key1 + "\n");
 
@@ -689,22 +690,22 @@ TEST_CASE(
   for (const std::string to :
        {"/home/alice/away/target", "/home/alice/away/new", "/home/alice/file-link"}) {
     INFO(to);
-    auto r = cli({"cp", payload, "guest12:" + to});
+    auto r = cli({"cp", payload, "guest13:" + to});
     CHECK(r.status == 1);
   }
-  CHECK(cli({"cp", payload, "guest12:/home/alice/ok/placed"}).status == 0);
+  CHECK(cli({"cp", payload, "guest13:/home/alice/ok/placed"}).status == 0);
   // cp from her home: no FIFO, device or link is read.
   for (const std::string from : {"fifo", "zero", "secret-link"}) {
     INFO(from);
-    auto r = cli({"cp", "guest12:/home/alice/" + from, local / from});
+    auto r = cli({"cp", "guest13:/home/alice/" + from, local / from});
     CHECK(r.status == 1);
     CHECK(r.took < 15s);
   }
   // exec --user alice is alice.
-  auto id = cli({"exec", "guest12", "--user", "alice", "--", "id", "-u"});
+  auto id = cli({"exec", "guest13", "--user", "alice", "--", "id", "-u"});
   CHECK(id.status == 0);
   CHECK(id.out == "1000\n");
-  auto secret = cli({"exec", "guest12", "--user", "alice", "--", "cat", "/srv/decoys/secret"});
+  auto secret = cli({"exec", "guest13", "--user", "alice", "--", "cat", "/srv/decoys/secret"});
   CHECK(secret.status != 0);
   CHECK(secret.out.find("decoy") == std::string::npos);
 
@@ -714,11 +715,11 @@ TEST_CASE(
         "rm .ssh/authorized_keys && ln -s /dev/zero .ssh/authorized_keys",
         "rm .ssh/authorized_keys && ln -s /srv/decoys/secret .ssh/authorized_keys"}) {
     as_alice(vm, plant, "QXA-REPLANTED-" + std::to_string(plant.size()));
-    auto r = cli({"ssh-key", "guest12", "list", "alice"});
+    auto r = cli({"ssh-key", "guest13", "list", "alice"});
     CHECK(r.status == 1);
     CHECK_THAT(r.err, Catch::Contains("not a regular file"));
     CHECK(r.took < 15s);
-    auto a = cli({"ssh-key", "guest12", "add", "alice", key2});
+    auto a = cli({"ssh-key", "guest13", "add", "alice", key2});
     CHECK(a.status == 1);
   }
   pings.stop();

@@ -3,6 +3,7 @@
 // The agent writes them from here, and the tests read them from here.
 #pragma once
 
+#include <string>
 #include <string_view>
 
 namespace qxa::guest::log_text {
@@ -13,5 +14,9 @@ inline constexpr std::string_view before_hello = "received before any Hello";
 inline constexpr std::string_view stale_request = "refused stale request";
 /// An audit line's outcome for an operation the local policy refused.
 inline constexpr std::string_view audit_refused = "outcome=refused";
+/// The start of the warning for a failed telemetry write: "telemetry write failed (N/LIMIT)".
+inline std::string telemetry_write_failed(unsigned n, unsigned limit) {
+  return "telemetry write failed (" + std::to_string(n) + "/" + std::to_string(limit) + ")";
+}
 
 }  // namespace qxa::guest::log_text
