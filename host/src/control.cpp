@@ -1,27 +1,9 @@
 // SPDX-License-Identifier: MIT
 #include "qxa/host/control.hpp"
 
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <asio/bind_cancellation_slot.hpp>
-#include <asio/cancellation_signal.hpp>
-#include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
-#include <asio/experimental/as_tuple.hpp>
-#include <asio/experimental/awaitable_operators.hpp>
-#include <asio/steady_timer.hpp>
-#include <asio/use_awaitable.hpp>
-#include <map>
-
-#include "qxa/common/async.hpp"
-#include "qxa/common/log.hpp"
-
 namespace qxa::host {
 
 using common::errc;
-using common::result;
-using namespace asio::experimental::awaitable_operators;
 
 pb::ErrorCode wire_code(std::error_code ec) noexcept {
   if (ec == errc::unavailable) return pb::ERROR_CODE_UNAVAILABLE;
@@ -36,6 +18,25 @@ pb::ErrorCode wire_code(std::error_code ec) noexcept {
     return pb::ERROR_CODE_RESOURCE_EXHAUSTED;
   }
   return pb::ERROR_CODE_INTERNAL;
+}
+
+std::error_code local_code(pb::ErrorCode code) noexcept {
+  switch (code) {
+    case pb::ERROR_CODE_UNAVAILABLE:
+      return make_error_code(errc::unavailable);
+    case pb::ERROR_CODE_CONNECTION_LOST:
+      return make_error_code(errc::connection_lost);
+    case pb::ERROR_CODE_TIMEOUT:
+      return make_error_code(errc::request_timeout);
+    case pb::ERROR_CODE_TOO_MANY_REQUESTS:
+      return make_error_code(errc::too_many_requests);
+    case pb::ERROR_CODE_INVALID_ARGUMENT:
+      return make_error_code(errc::invalid_argument);
+    case pb::ERROR_CODE_CANCELLED:
+      return make_error_code(errc::cancelled);
+    default:
+      return make_error_code(errc::remote_error);
+  }
 }
 
 }  // namespace qxa::host

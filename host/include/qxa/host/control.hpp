@@ -22,5 +22,8 @@ inline constexpr const char* default_control_socket = "/run/quantix-kvm/qx-agent
 
 /// The error code carried on the wire for a local error.
 pb::ErrorCode wire_code(std::error_code ec) noexcept;
+/// The local error for a code from the wire (the daemon's answer to a control request):
+/// wire_code's inverse where there is one, remote_error otherwise.
+std::error_code local_code(pb::ErrorCode code) noexcept;
 
 }  // namespace qxa::host

@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: MIT
+// qx-agent's parts: its options, exit statuses and output helpers, the table of verbs, and the
+// verbs that do more than one request (exec, cp). The program is main.cpp; it reaches agents
+// through qxa::host::agent_access, via the daemon or straight to one VM's socket.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <asio/awaitable.hpp>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "quantix/agent/v1/control.pb.h"
+#include "qxa/common/error.hpp"
+#include "qxa/host/agent_access.hpp"
+
+namespace qxa::cli {
+
+namespace pb = ::quantix::agent::v1;
+using json = nlohmann::ordered_json;
+
+// Exit statuses, as --help and the README give them.
+inline constexpr int exit_ok = 0;
+inline constexpr int exit_remote = 1;  ///< the agent answered with an error
+inline constexpr int exit_usage = 2;
+inline constexpr int exit_unavailable = 69;
+inline constexpr int exit_tempfail = 75;      ///< timeout or connection lost
+inline constexpr int exit_interrupted = 130;  ///< 128 + SIGINT, as a shell reports it
+
+/// Everything the command line says; each verb reads its part.
+struct options {
+  bool json = false;
+  std::string control_socket;
+  std::string connect;
+  std::string verb;
+  std::string vm;
+  std::string timeout_text = "10s";  // parsed into timeout
+  std::chrono::nanoseconds timeout = std::chrono::seconds(10);
+  bool timeout_given = false;
+  bool watch = false;  // telemetry
+  bool set_time = false;
+  std::string new_hostname;
+  // exec
+  std::vector<std::string> argv;
+  bool shell = false;
+  bool send_stdin = false;
+  std::string user;  // exec, passwd, ssh-key
+  std::string cwd;
+  std::vector<std::string> env;
+  // cp
+  std::string source, destination;
+  bool create_parents = false;
+  // shutdown, reboot
+  std::uint32_t delay_seconds = 0;
+  bool halt = false;
+  // freeze
+  std::string lease_text = "60s";  // parsed into lease
+  std::chrono::nanoseconds lease{0};
+  std::vector<std::string> mounts;
+  bool freeze_status = false;
+  // passwd, ssh-key
+  bool crypted = false;
+  std::string key_action, key;
+};
+
+/// A verb that ends the program with `status`, saying `message` on standard error.
+struct failure {
+  int status;
+  std::string message;
+};
+
+int status_for(std::error_code ec);
+int status_for(pb::ErrorCode code);
+/// Prints the failure; returns its status.
+int report(const failure& f);
+/// The one reply check: a local or daemon error, or an agent's refusal, as a failure; nothing
+/// when the reply is the answer asked for.
+std::optional<failure> failed(const common::result<pb::Envelope>& reply);
+
+/// What a one-shot verb's printer knows of its round trip.
+struct round_trip {
+  std::chrono::system_clock::time_point sent_at;
+  double ms = 0;
+};
+
+/// One verb of qx-agent. A verb is either one request and its reply (`request`, `text` and
+/// optionally `to_json`: the reply body's JSON otherwise), or does more (`run`).
+struct verb {
+  const char* name;
+  const char* help;
+  bool takes_vm = true;
+  /// Its own arguments and flags, after the VM.
+  void (*arguments)(CLI::App& sub, options& o) = nullptr;
+  common::result<pb::Envelope> (*request)(const options& o) = nullptr;
+  void (*text)(const options& o, const pb::Envelope& reply, const round_trip& rt) = nullptr;
+  json (*to_json)(const options& o, const pb::Envelope& reply, const round_trip& rt) = nullptr;
+  asio::awaitable<int> (*run)(host::agent_access& access, const options& o) = nullptr;
+};
+
+/// Every verb, in the order --help lists them.
+const std::vector<verb>& verbs();
+
+/// Runs a one-shot verb: its request, the reply check, its output.
+asio::awaitable<int> one_shot(const verb& v, host::agent_access& access, const options& o);
+
+// The verbs that do more than one request and its reply.
+asio::awaitable<int> run_exec(host::agent_access& access, const options& o);
+asio::awaitable<int> run_cp(host::agent_access& access, const options& o);
+
+// ---- output ------------------------------------------------------------------------------
+
+/// Text from a guest for a terminal: control characters come out escaped, so a hostname or a
+/// file name cannot retitle the terminal, clear it or move the cursor.
+std::string shown(std::string_view text);
+std::string human_bytes(std::uint64_t bytes);
+/// "42s", "3m5s", ... since `since_unix_ms`; "-" for 0.
+std::string human_age(std::int64_t since_unix_ms);
+std::int64_t now_unix_ms();
+/// Writes `j` to standard output (`indent` -1: one line); text that is not UTF-8 (a local path,
+/// say) is written with U+FFFD in its place.
+void print_json(const json& j, int indent = -1);
+
+void print_status_table(const pb::StatusReport& report);
+void print_info(const pb::Info& info);
+void print_telemetry(const pb::Telemetry& t);
+void print_freeze(const pb::FreezeStatus& f);
+/// A VM's status as JSON: its message, with the session id in hex and what dates from when.
+json status_json(const pb::VmStatus& s);
+
+// ---- local I/O -----------------------------------------------------------------------------
+
+/// Writes all of `data`; false (errno set) on a write error.
+bool write_out(int fd, std::string_view data);
+std::string read_all_stdin();
+
+/// After an interruption, what the cancellation queued (the cancel for the guest) is written
+/// before the program ends, for at most this long.
+inline constexpr auto settle_time = std::chrono::seconds(2);
+
+}  // namespace qxa::cli

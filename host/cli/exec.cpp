@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: MIT
+// qx-agent exec: a command in the guest, its output live, its exit status as ours.
+#include <unistd.h>
+
+#include <asio/this_coro.hpp>
+#include <cstring>
+
+#include "cli.hpp"
+#include "qxa/host/json.hpp"
+
+namespace qxa::cli {
+
+asio::awaitable<int> run_exec(host::agent_access& access, const options& o) {
+  pb::Envelope request;
+  auto* e = request.mutable_exec_request();
+  if (o.shell) {
+    std::string line;
+    for (const auto& a : o.argv) line += (line.empty() ? "" : " ") + a;
+    e->set_shell_command(line);
+  } else {
+    for (const auto& a : o.argv) e->add_argv(a);
+  }
+  for (const auto& kv : o.env) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      co_return report({exit_usage, fmt::format("--env {}: expected NAME=VALUE", kv)});
+    }
+    (*e->mutable_env())[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  e->set_working_directory(o.cwd);
+  e->set_user(o.user);
+  if (o.send_stdin) e->set_stdin(read_all_stdin());
+  const auto command_timeout = o.timeout_given ? o.timeout : std::chrono::seconds(60);
+  e->set_timeout_ms(static_cast<std::uint32_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(command_timeout).count()));
+  e->set_stream_output(true);
+
+  host::call_options call;
+  call.timeout = command_timeout + std::chrono::seconds(15);  // from the last output
+  call.on_progress = [&](const pb::Envelope& partial) {
+    if (!partial.has_exec_output()) return;
+    const auto& out = partial.exec_output();
+    write_out(out.stream() == pb::ExecOutput::STREAM_STDERR ? STDERR_FILENO : STDOUT_FILENO,
+              out.data());
+  };
+  auto r = co_await access.call(o.vm, std::move(request), std::move(call));
+  if (!r && r.code() == common::errc::cancelled) {
+    std::fprintf(stderr, "qx-agent: interrupted: the command is stopped in the guest\n");
+    co_await asio::this_coro::reset_cancellation_state();
+    co_await access.flush(settle_time);
+    co_return exit_interrupted;
+  }
+  if (auto f = failed(r)) co_return report(*f);
+  const auto& x = r->exec_result();
+  if (o.json) {
+    // On standard error: standard output is the command's.
+    std::cerr << host::to_json(x).dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+  }
+  if (x.stdout_truncated() || x.stderr_truncated()) {
+    std::fprintf(stderr,
+                 "qx-agent: output truncated by the guest's limit (stdout %llu bytes, stderr "
+                 "%llu bytes produced)\n",
+                 static_cast<unsigned long long>(x.stdout_bytes()),
+                 static_cast<unsigned long long>(x.stderr_bytes()));
+  }
+  if (x.timed_out()) {
+    co_return report(
+        {exit_tempfail,
+         fmt::format(
+             "the command timed out after {} ms and was killed",
+             std::chrono::duration_cast<std::chrono::milliseconds>(command_timeout).count())});
+  }
+  if (x.has_signal()) {
+    std::fprintf(stderr, "qx-agent: the command was killed by signal %d (%s)\n", x.signal(),
+                 ::strsignal(x.signal()));
+    co_return 128 + x.signal();
+  }
+  co_return x.exit_code();
+}
+
+}  // namespace qxa::cli

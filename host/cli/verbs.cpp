@@ -1,0 +1,369 @@
+// SPDX-License-Identifier: MIT
+// The table of qx-agent's verbs: each one's arguments, request and output in one entry.
+#include <ctime>
+
+#include "cli.hpp"
+#include "qxa/common/envelope.hpp"
+#include "qxa/host/json.hpp"
+
+namespace qxa::cli {
+
+using common::errc;
+using common::result;
+
+namespace {
+
+std::int64_t unix_ns(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+result<pb::Envelope> usage(std::string message) {
+  return result<pb::Envelope>{errc::invalid_argument, std::move(message)};
+}
+
+// ---- status and telemetry --watch: more than one request and its reply ----------------------
+
+asio::awaitable<int> run_status(host::agent_access& access, const options& o) {
+  auto r = co_await access.status(o.vm);
+  if (!r) co_return report({status_for(r.code()), r.error().describe()});
+  if (o.json) {
+    json vms = json::array();
+    for (const auto& s : r->vms()) vms.push_back(status_json(s));
+    print_json({{"daemon_version", r->daemon_version()}, {"vms", vms}}, 2);
+  } else {
+    print_status_table(*r);
+  }
+  co_return exit_ok;
+}
+
+asio::awaitable<int> run_telemetry(host::agent_access& access, const options& o);
+
+// ---- the guest's clock ------------------------------------------------------------------
+
+/// The guest's clock minus this host's: the guest read it about half way through the round trip.
+double clock_offset_ms(const pb::TimeReply& t, const round_trip& rt) {
+  const auto host_ns =
+      unix_ns(rt.sent_at + std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                               std::chrono::duration<double, std::milli>(rt.ms / 2)));
+  return static_cast<double>(t.unix_ns() - host_ns) / 1e6;
+}
+
+void print_time(const options&, const pb::Envelope& reply, const round_trip& rt) {
+  const auto& t = reply.time_reply();
+  const std::time_t secs = static_cast<std::time_t>(t.unix_ns() / 1'000'000'000);
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  std::printf("guest clock %04d-%02d-%02dT%02d:%02d:%02d.%03lldZ, %+.3f ms from this host%s\n",
+              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+              static_cast<long long>((t.unix_ns() / 1'000'000) % 1000), clock_offset_ms(t, rt),
+              t.was_set() ? " (just set)" : "");
+}
+
+// ---- requests built from the command line -------------------------------------------------
+
+result<pb::Envelope> power_request(const options& o) {
+  pb::Envelope e;
+  auto* p = e.mutable_power_request();
+  p->set_action(o.verb == "reboot" ? pb::PowerRequest::ACTION_REBOOT
+                : o.halt           ? pb::PowerRequest::ACTION_HALT
+                                   : pb::PowerRequest::ACTION_POWEROFF);
+  p->set_delay_seconds(o.delay_seconds);
+  return e;
+}
+
+result<pb::Envelope> passwd_request(const options& o) {
+  std::string password = read_all_stdin();
+  while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
+    password.pop_back();
+  }
+  if (password.empty()) return usage("passwd: give the password on standard input");
+  pb::Envelope e;
+  auto* p = e.mutable_password_request();
+  p->set_user(o.user);
+  p->set_password(password);
+  p->set_crypted(o.crypted);
+  ::explicit_bzero(password.data(), password.size());
+  return e;
+}
+
+result<pb::Envelope> ssh_key_request(const options& o) {
+  pb::Envelope e;
+  auto* k = e.mutable_ssh_keys_request();
+  k->set_user(o.user);
+  if (o.key_action == "list") {
+    k->set_action(pb::SshKeysRequest::ACTION_LIST);
+    return e;
+  }
+  k->set_action(o.key_action == "add" ? pb::SshKeysRequest::ACTION_ADD
+                                      : pb::SshKeysRequest::ACTION_REMOVE);
+  const std::string keys = o.key == "-" || o.key.empty() ? read_all_stdin() : o.key;
+  std::string_view rest = keys;
+  while (!rest.empty()) {
+    const auto nl = rest.find('\n');
+    const auto line = rest.substr(0, nl);
+    if (!line.empty()) k->add_keys(std::string(line));
+    if (nl == std::string_view::npos) break;
+    rest.remove_prefix(nl + 1);
+  }
+  if (k->keys_size() == 0) return usage("ssh-key: give a KEY, or keys on standard input");
+  return e;
+}
+
+std::vector<verb> make_table() {
+  std::vector<verb> t;
+  t.push_back(
+      {.name = "status",
+       .help = "state of every VM (or one), as a table or JSON",
+       .takes_vm = false,
+       .arguments = [](CLI::App& s, options& o) { s.add_option("VM", o.vm, "only this VM"); },
+       .run = run_status});
+  t.push_back({.name = "ping",
+               .help = "round trip to a VM's agent",
+               .request = [](const options&) -> result<pb::Envelope> {
+                 pb::Envelope e;
+                 e.mutable_ping()->set_nonce(static_cast<std::uint64_t>(now_unix_ms()));
+                 return e;
+               },
+               .text =
+                   [](const options& o, const pb::Envelope&, const round_trip& rt) {
+                     std::printf("pong from %s in %.2f ms\n", shown(o.vm).c_str(), rt.ms);
+                   },
+               .to_json =
+                   [](const options& o, const pb::Envelope&, const round_trip& rt) {
+                     return json{{"vm", o.vm}, {"rtt_ms", rt.ms}};
+                   }});
+  t.push_back({.name = "info",
+               .help = "the agent's view of its guest: OS, kernel, hostname, agent",
+               .request = [](const options&) -> result<pb::Envelope> {
+                 pb::Envelope e;
+                 e.mutable_info_request();
+                 return e;
+               },
+               .text = [](const options&, const pb::Envelope& r,
+                          const round_trip&) { print_info(r.info()); }});
+  t.push_back({.name = "telemetry",
+               .help = "a telemetry sample, or follow the pushed ones",
+               .arguments =
+                   [](CLI::App& s, options& o) {
+                     s.add_flag("--watch", o.watch, "follow pushed telemetry until interrupted");
+                   },
+               .request = [](const options&) -> result<pb::Envelope> {
+                 pb::Envelope e;
+                 e.mutable_telemetry_request();
+                 return e;
+               },
+               .text = [](const options&, const pb::Envelope& r,
+                          const round_trip&) { print_telemetry(r.telemetry()); },
+               .run = run_telemetry});
+  t.push_back(
+      {.name = "time",
+       .help = "the guest's clock and its offset from this host",
+       .arguments =
+           [](CLI::App& s, options& o) {
+             s.add_flag("--set", o.set_time, "set the guest's clock to this host's UTC time");
+           },
+       .request = [](const options& o) -> result<pb::Envelope> {
+         pb::Envelope e;
+         e.mutable_time_request()->set_set(o.set_time);
+         if (o.set_time) {
+           e.mutable_time_request()->set_set_unix_ns(unix_ns(std::chrono::system_clock::now()));
+         }
+         return e;
+       },
+       .text = print_time,
+       .to_json =
+           [](const options&, const pb::Envelope& r, const round_trip& rt) {
+             auto j = host::to_json(r.time_reply());
+             j["offset_ms"] = clock_offset_ms(r.time_reply(), rt);
+             return j;
+           }});
+  t.push_back({.name = "hostname",
+               .help = "set the guest's hostname (now and in /etc/hostname)",
+               .arguments =
+                   [](CLI::App& s, options& o) {
+                     s.add_option("NAME", o.new_hostname, "the new hostname")->required();
+                   },
+               .request = [](const options& o) -> result<pb::Envelope> {
+                 pb::Envelope e;
+                 e.mutable_hostname_request()->set_name(o.new_hostname);
+                 return e;
+               },
+               .text =
+                   [](const options& o, const pb::Envelope& r, const round_trip&) {
+                     const auto& h = r.hostname_reply();
+                     std::printf("hostname of %s is now %s%s\n", shown(o.vm).c_str(),
+                                 shown(h.hostname()).c_str(),
+                                 h.persisted() ? "" : " (not written to /etc/hostname)");
+                   }});
+  t.push_back(
+      {.name = "exec",
+       .help = "run a command in the guest, its output live; exits with the command's "
+               "status",
+       .arguments =
+           [](CLI::App& s, options& o) {
+             s.add_option("ARGV", o.argv, "the program and its arguments (after --)")->required();
+             s.add_flag("--shell", o.shell, "run ARGV joined by spaces as a /bin/sh -c line");
+             s.add_option("--user", o.user, "run as this user, with their groups, HOME and USER");
+             s.add_option("--cwd", o.cwd, "working directory (default: the user's home)");
+             // One value per --env: a vector option would otherwise take every word
+             // that follows, the VM's name included.
+             s.add_option("--env", o.env, "NAME=VALUE added to the environment (repeatable)")
+                 ->allow_extra_args(false);
+             s.add_flag("--stdin", o.send_stdin,
+                        "send this program's standard input to the command");
+           },
+       .run = run_exec});
+  t.push_back({.name = "cp",
+               .help = "copy a file to or from a guest: cp VM:PATH LOCAL or cp LOCAL VM:PATH",
+               .takes_vm = false,
+               .arguments =
+                   [](CLI::App& s, options& o) {
+                     s.add_option("SOURCE", o.source, "VM:PATH or a local file")->required();
+                     s.add_option("DESTINATION", o.destination, "LOCAL or VM:PATH")->required();
+                     s.add_flag("--parents", o.create_parents,
+                                "create missing directories in the guest");
+                   },
+               .run = run_cp});
+  for (const char* power : {"shutdown", "reboot"}) {
+    const bool off = std::string_view(power) == "shutdown";
+    t.push_back({.name = power,
+                 .help = off ? "power the guest off (the reply comes first)"
+                             : "reboot the guest (the reply comes first)",
+                 .arguments = off ? +[](CLI::App& s, options& o) {
+                   s.add_flag("--halt", o.halt, "halt instead of powering off");
+                   s.add_option("--delay", o.delay_seconds, "seconds to wait first")
+                       ->capture_default_str();
+                 }
+                                  : +[](CLI::App& s, options& o) {
+                                      s.add_option("--delay", o.delay_seconds,
+                                                   "seconds to wait first")
+                                          ->capture_default_str();
+                                    },
+                 .request = power_request,
+                 .text = [](const options& o, const pb::Envelope& r, const round_trip&) {
+                   std::printf("%s: '%s' runs in %u s\n", shown(o.vm).c_str(),
+                               shown(r.power_reply().method()).c_str(), o.delay_seconds);
+                 }});
+  }
+  t.push_back({.name = "freeze",
+               .help = "freeze the guest's filesystems for a snapshot, as a lease that must be "
+                       "renewed (run freeze again) or it thaws by itself",
+               .arguments =
+                   [](CLI::App& s, options& o) {
+                     s.add_option("--lease", o.lease_text, "thaw by itself after this long")
+                         ->capture_default_str();
+                     s.add_option("--mount", o.mounts, "only this mount point (repeatable)")
+                         ->allow_extra_args(false);
+                     s.add_flag("--status", o.freeze_status,
+                                "only report whether the guest is frozen");
+                   },
+               .request = [](const options& o) -> result<pb::Envelope> {
+                 pb::Envelope e;
+                 if (o.freeze_status) {
+                   e.mutable_freeze_status_request();
+                   return e;
+                 }
+                 auto* f = e.mutable_freeze_request();
+                 for (const auto& m : o.mounts) f->add_mount_points(m);
+                 f->set_lease_ms(static_cast<std::uint32_t>(
+                     std::chrono::duration_cast<std::chrono::milliseconds>(o.lease).count()));
+                 return e;
+               },
+               .text = [](const options&, const pb::Envelope& r,
+                          const round_trip&) { print_freeze(r.freeze_status()); }});
+  t.push_back({.name = "thaw",
+               .help = "thaw the guest's filesystems",
+               .request = [](const options&) -> result<pb::Envelope> {
+                 pb::Envelope e;
+                 e.mutable_thaw_request();
+                 return e;
+               },
+               .text = [](const options&, const pb::Envelope& r,
+                          const round_trip&) { print_freeze(r.freeze_status()); }});
+  t.push_back({.name = "passwd",
+               .help = "set a user's password, read from standard input",
+               .arguments =
+                   [](CLI::App& s, options& o) {
+                     s.add_option("USER", o.user, "the user")->required();
+                     s.add_flag("--crypted", o.crypted, "the input is already a crypt(3) hash");
+                   },
+               .request = passwd_request,
+               .text =
+                   [](const options& o, const pb::Envelope&, const round_trip&) {
+                     std::printf("password of %s set\n", shown(o.user).c_str());
+                   }});
+  t.push_back({.name = "ssh-key",
+               .help = "add, remove or list a user's SSH authorized keys",
+               .arguments =
+                   [](CLI::App& s, options& o) {
+                     s.add_option("ACTION", o.key_action, "add, remove or list")
+                         ->required()
+                         ->check(CLI::IsMember({"add", "remove", "list"}));
+                     s.add_option("USER", o.user, "the user")->required();
+                     s.add_option("KEY", o.key,
+                                  "the public key line (- or none: read from standard input)");
+                   },
+               .request = ssh_key_request,
+               .text =
+                   [](const options& o, const pb::Envelope& r, const round_trip&) {
+                     const auto& k = r.ssh_keys_reply();
+                     if (o.key_action != "list")
+                       std::fprintf(stderr, "%u keys changed\n", k.changed());
+                     for (const auto& key : k.keys()) std::printf("%s\n", shown(key).c_str());
+                   },
+               // Keys are bytes on the wire (a comment need not be UTF-8) and text here, where
+               // protobuf's printer would give base64.
+               .to_json =
+                   [](const options&, const pb::Envelope& r, const round_trip&) {
+                     const auto& k = r.ssh_keys_reply();
+                     return json{
+                         {"keys", std::vector<std::string>(k.keys().begin(), k.keys().end())},
+                         {"changed", k.changed()}};
+                   }});
+  return t;
+}
+
+asio::awaitable<int> run_telemetry(host::agent_access& access, const options& o) {
+  if (!o.watch) {
+    for (const auto& v : verbs()) {
+      if (std::string_view(v.name) == "telemetry") co_return co_await one_shot(v, access, o);
+    }
+  }
+  auto ended = co_await access.watch(o.vm, [&](const pb::Telemetry& t) {
+    if (o.json) {
+      print_json(host::to_json(t));
+    } else {
+      print_telemetry(t);
+    }
+  });
+  if (ended.code == errc::cancelled) co_return exit_ok;  // Ctrl-C is how a watch ends
+  co_return report({status_for(ended.code), ended.describe()});
+}
+
+}  // namespace
+
+const std::vector<verb>& verbs() {
+  static const std::vector<verb> table = make_table();
+  return table;
+}
+
+asio::awaitable<int> one_shot(const verb& v, host::agent_access& access, const options& o) {
+  auto request = v.request(o);
+  if (!request) co_return report({exit_usage, request.error().message});
+  round_trip rt{.sent_at = std::chrono::system_clock::now()};
+  const auto t0 = std::chrono::steady_clock::now();
+  auto reply = co_await access.call(o.vm, std::move(request.value()), o.timeout);
+  rt.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (auto f = failed(reply)) co_return report(*f);
+  if (!o.json) {
+    v.text(o, *reply, rt);
+  } else if (v.to_json) {
+    print_json(v.to_json(o, *reply, rt));
+  } else {
+    // The reply's body, as protobuf prints it.
+    print_json(host::to_json(*reply)[common::body_name(*reply)], 2);
+  }
+  co_return exit_ok;
+}
+
+}  // namespace qxa::cli
