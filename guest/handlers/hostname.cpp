@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "qxa/common/log.hpp"
+#include "qxa/common/text.hpp"
 #include "qxa/guest/fs.hpp"
 #include "qxa/guest/handlers.hpp"
 
@@ -28,7 +29,7 @@ asio::awaitable<pb::Envelope> hostname(request_context ctx, pb::Envelope request
   common::log_info("audit: op=hostname session={:016x} outcome=ok name={}{}", ctx.session_id, name,
                    failed ? " (not persisted: " + failed->message + ")" : "");
   pb::Envelope reply;
-  reply.mutable_hostname_reply()->set_hostname(read_hostname());
+  reply.mutable_hostname_reply()->set_hostname(common::to_utf8(read_hostname()));
   reply.mutable_hostname_reply()->set_persisted(!failed);
   co_return reply;
 }

@@ -14,10 +14,10 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 
 #include "qxa/common/log.hpp"
+#include "qxa/common/parse.hpp"
 #include "qxa/common/text.hpp"
 #include "qxa/guest/accounts.hpp"
 #include "qxa/guest/fs.hpp"
@@ -91,12 +91,7 @@ constexpr std::size_t max_authorized_keys_bytes = 1u << 20;
 
 std::vector<std::string> split_lines(std::string_view text) {
   std::vector<std::string> lines;
-  while (!text.empty()) {
-    const auto nl = text.find('\n');
-    lines.emplace_back(text.substr(0, nl));
-    if (nl == std::string_view::npos) break;
-    text.remove_prefix(nl + 1);
-  }
+  common::for_each_line(text, [&](std::string_view line) { lines.emplace_back(line); });
   return lines;
 }
 
@@ -367,8 +362,8 @@ asio::awaitable<pb::Envelope> ssh_keys(request_context ctx, pb::Envelope request
     failure = "the ssh-key helper gave no answer";
   }
   if (!failure) {
-    const auto n = lines.front().substr(8);
-    std::from_chars(n.data(), n.data() + n.size(), changed);
+    changed =
+        common::to_number<std::uint32_t>(std::string_view(lines.front()).substr(8)).value_or(0);
     lines.erase(lines.begin());
   }
   if (req.action() != pb::SshKeysRequest::ACTION_LIST || failure) {

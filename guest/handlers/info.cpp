@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: MIT
+#include "qxa/common/text.hpp"
 #include "qxa/common/version.hpp"
 #include "qxa/guest/handlers.hpp"
 
@@ -7,8 +8,8 @@ namespace qxa::guest::handlers {
 pb::Info make_info(const agent_state& state) {
   pb::Info info;
   info.set_software_version(common::software_version);
-  *info.mutable_os() = read_os_info();
-  info.set_hostname(read_hostname());
+  *info.mutable_os() = to_proto(read_os_info());
+  info.set_hostname(common::to_utf8(read_hostname()));
   info.set_boot_id(state.boot_id);
   if (auto text = read_file("/proc/uptime")) {
     if (auto up = parse_uptime(*text)) info.set_uptime_seconds(*up);

@@ -4,41 +4,21 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <fstream>
 #include <sstream>
+
+#include "qxa/common/parse.hpp"
 
 namespace qxa::guest {
 
 namespace {
 
-std::vector<std::string_view> split(std::string_view line, char sep) {
-  std::vector<std::string_view> out;
-  for (;;) {
-    const auto at = line.find(sep);
-    out.push_back(line.substr(0, at));
-    if (at == std::string_view::npos) return out;
-    line.remove_prefix(at + 1);
-  }
-}
-
+/// Calls `fn` for the lines of a passwd or group file that are not comments.
 template <typename Fn>
-void for_each_line(std::string_view text, Fn fn) {
-  while (!text.empty()) {
-    const auto end = text.find('\n');
-    auto line = text.substr(0, end);
+void for_each_entry(std::string_view text, Fn fn) {
+  common::for_each_line(text, [&](std::string_view line) {
     if (!line.empty() && line.front() != '#') fn(line);
-    if (end == std::string_view::npos) break;
-    text.remove_prefix(end + 1);
-  }
-}
-
-template <typename T>
-std::optional<T> number(std::string_view s) {
-  T v{};
-  const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc{} || p != s.data() + s.size() || s.empty()) return std::nullopt;
-  return v;
+  });
 }
 
 std::string slurp(const std::string& path) {
@@ -52,25 +32,25 @@ std::string slurp(const std::string& path) {
 
 std::optional<account> find_account(std::string_view name, std::string_view passwd_text,
                                     std::string_view group_text) {
-  const auto wanted_uid = number<uid_t>(name);
+  const auto wanted_uid = common::to_number<uid_t>(name);
   std::optional<account> found;
-  for_each_line(passwd_text, [&](std::string_view line) {
+  for_each_entry(passwd_text, [&](std::string_view line) {
     if (found) return;
-    const auto f = split(line, ':');  // name:password:uid:gid:gecos:home:shell
+    const auto f = common::split(line, ':');  // name:password:uid:gid:gecos:home:shell
     if (f.size() < 7) return;
-    const auto uid = number<uid_t>(f[2]);
-    const auto gid = number<gid_t>(f[3]);
+    const auto uid = common::to_number<uid_t>(f[2]);
+    const auto gid = common::to_number<gid_t>(f[3]);
     if (!uid || !gid) return;
     if (f[0] != name && !(wanted_uid && *wanted_uid == *uid)) return;
     found = account{std::string(f[0]), *uid, *gid, std::string(f[5]), std::string(f[6]), {*gid}};
   });
   if (!found) return std::nullopt;
-  for_each_line(group_text, [&](std::string_view line) {
-    const auto f = split(line, ':');  // name:password:gid:member,member
+  for_each_entry(group_text, [&](std::string_view line) {
+    const auto f = common::split(line, ':');  // name:password:gid:member,member
     if (f.size() < 4) return;
-    const auto gid = number<gid_t>(f[2]);
+    const auto gid = common::to_number<gid_t>(f[2]);
     if (!gid) return;
-    for (auto member : split(f[3], ',')) {
+    for (auto member : common::split(f[3], ',')) {
       if (member == found->name &&
           std::find(found->groups.begin(), found->groups.end(), *gid) == found->groups.end()) {
         found->groups.push_back(*gid);

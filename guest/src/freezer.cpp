@@ -20,6 +20,7 @@
 
 #include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/common/parse.hpp"
 #include "qxa/common/text.hpp"
 #include "qxa/guest/process.hpp"
 
@@ -411,13 +412,9 @@ asio::awaitable<void> freezer::recover() {
     co_return;
   }
   std::vector<std::string> mounts;
-  std::string_view rest = *text;
-  while (!rest.empty()) {
-    const auto nl = rest.find('\n');
-    if (nl > 0) mounts.emplace_back(rest.substr(0, nl));
-    if (nl == std::string_view::npos) break;
-    rest.remove_prefix(nl + 1);
-  }
+  common::for_each_line(*text, [&](std::string_view line) {
+    if (!line.empty()) mounts.emplace_back(line);
+  });
   common::log_warning("an earlier agent left {} filesystems frozen: thawing them first",
                       mounts.size());
   for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) {

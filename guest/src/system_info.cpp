@@ -1,7 +1,4 @@
 // SPDX-License-Identifier: MIT
-// Over 500 lines: every reader of the guest's state (/proc, /sys, os-release, mounts, network
-// interfaces) and its mapping to protobuf are still together. Issue 14 splits them into readers
-// that return plain structs and one mapping, with one set of text helpers.
 #include "qxa/guest/system_info.hpp"
 
 #include <arpa/inet.h>
@@ -17,58 +14,27 @@
 
 #include <algorithm>
 #include <bit>
-#include <charconv>
-#include <chrono>
+#include <cerrno>
 #include <cstring>
 #include <unordered_map>
 #include <unordered_set>
 
-#include "qxa/common/text.hpp"
+#include "qxa/common/parse.hpp"
 #include "qxa/guest/fs.hpp"
 
 namespace qxa::guest {
+
+using common::for_each_line;
+using common::next_field;
+using common::to_number;
+using common::trim;
+
 namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\n'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n'))
-    s.remove_suffix(1);
-  return s;
-}
-
-// Splits off the next whitespace-separated field.
-std::string_view next_field(std::string_view& s) {
-  std::size_t i = 0;
-  while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
-  std::size_t j = i;
-  while (j < s.size() && s[j] != ' ' && s[j] != '\t' && s[j] != '\n') ++j;
-  const auto field = s.substr(i, j - i);
-  s.remove_prefix(j);
-  return field;
-}
-
-template <typename T>
-std::optional<T> to_number(std::string_view s) {
-  T v{};
-  const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
-  return v;
-}
-
-std::optional<double> to_double(std::string_view s) {
-  // from_chars for double is in libstdc++ 11+, which Debian 12 has.
-  double v{};
-  const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc()) return std::nullopt;
-  return v;
-}
 
 std::uint64_t read_u64(const std::string& path, std::uint64_t fallback = 0) {
   auto text = read_file(path);
   if (!text) return fallback;
-  auto v = to_number<std::uint64_t>(trim(*text));
-  return v.value_or(fallback);
+  return to_number<std::uint64_t>(trim(*text)).value_or(fallback);
 }
 
 // Filesystems that are not storage a hypervisor cares about.
@@ -81,17 +47,6 @@ bool is_pseudo_fs(std::string_view t) {
       "overlay",     "aufs",          "squashfs", "nfsd",       "fuse.lxcfs", "fuse.gvfsd-fuse",
       "fuse.portal", "fuse.snapfuse", "zram",     "cpuset",     "none"};
   return pseudo.contains(t);
-}
-
-std::optional<disk_usage> statvfs_usage(const std::string& path) {
-  struct statvfs s {};
-  if (::statvfs(path.c_str(), &s) != 0) return std::nullopt;
-  const std::uint64_t frag = s.f_frsize ? s.f_frsize : s.f_bsize;
-  disk_usage u;
-  u.total = s.f_blocks * frag;
-  u.used = (s.f_blocks - s.f_bfree) * frag;
-  u.available = s.f_bavail * frag;
-  return u;
 }
 
 std::string unquote(std::string_view v) {
@@ -129,22 +84,27 @@ std::optional<std::string> read_file(const std::string& path) {
   return out;
 }
 
+std::optional<disk_usage> statvfs_usage(const std::string& path) {
+  struct statvfs s {};
+  if (::statvfs(path.c_str(), &s) != 0) return std::nullopt;
+  const std::uint64_t frag = s.f_frsize ? s.f_frsize : s.f_bsize;
+  disk_usage u;
+  u.total = s.f_blocks * frag;
+  u.used = (s.f_blocks - s.f_bfree) * frag;
+  u.available = s.f_bavail * frag;
+  return u;
+}
+
 std::optional<cpu_times> parse_proc_stat(std::string_view text) {
   cpu_times t;
   bool have_aggregate = false;
-  while (!text.empty()) {
-    const auto nl = text.find('\n');
-    std::string_view line = text.substr(0, nl);
-    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
-    if (!line.starts_with("cpu")) {
-      if (have_aggregate) break;  // the cpu lines come first
-      continue;
-    }
+  for_each_line(text, [&](std::string_view line) {
+    if (!line.starts_with("cpu")) return;  // the cpu lines come first; the rest is cheap to skip
     std::string_view rest = line;
     const auto label = next_field(rest);
     if (label != "cpu") {
       ++t.cpu_count;
-      continue;
+      return;
     }
     std::uint64_t v[8] = {};
     for (auto& x : v) {
@@ -156,7 +116,7 @@ std::optional<cpu_times> parse_proc_stat(std::string_view text) {
     t.busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
     t.total = t.busy + v[3] + v[4];
     have_aggregate = true;
-  }
+  });
   if (!have_aggregate) return std::nullopt;
   return t;
 }
@@ -168,55 +128,51 @@ double cpu_percent(const cpu_times& before, const cpu_times& after) noexcept {
   return std::clamp(100.0 * busy / total, 0.0, 100.0);
 }
 
-bool parse_meminfo(std::string_view text, pb::Memory& memory, pb::SwapSpace& swap) {
+std::optional<memory_info> parse_meminfo(std::string_view text) {
   std::optional<std::uint64_t> total, available, free_, buffers, cached, swap_total, swap_free;
-  while (!text.empty()) {
-    const auto nl = text.find('\n');
-    std::string_view line = text.substr(0, nl);
-    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+  for_each_line(text, [&](std::string_view line) {
     const auto colon = line.find(':');
-    if (colon == std::string_view::npos) continue;
+    if (colon == std::string_view::npos) return;
     const auto key = line.substr(0, colon);
     std::string_view rest = line.substr(colon + 1);
     const auto value = to_number<std::uint64_t>(next_field(rest));
-    if (!value) continue;
+    if (!value) return;
     const std::uint64_t bytes = next_field(rest) == "kB" ? *value * 1024 : *value;
-    if (key == "MemTotal")
+    if (key == "MemTotal") {
       total = bytes;
-    else if (key == "MemAvailable")
+    } else if (key == "MemAvailable") {
       available = bytes;
-    else if (key == "MemFree")
+    } else if (key == "MemFree") {
       free_ = bytes;
-    else if (key == "Buffers")
+    } else if (key == "Buffers") {
       buffers = bytes;
-    else if (key == "Cached")
+    } else if (key == "Cached") {
       cached = bytes;
-    else if (key == "SwapTotal")
+    } else if (key == "SwapTotal") {
       swap_total = bytes;
-    else if (key == "SwapFree")
+    } else if (key == "SwapFree") {
       swap_free = bytes;
-  }
-  if (!total) return false;
-  memory.set_total_bytes(*total);
-  memory.set_free_bytes(free_.value_or(0));
-  memory.set_buffers_bytes(buffers.value_or(0));
-  memory.set_cached_bytes(cached.value_or(0));
-  // Kernels before 3.14 have no MemAvailable: estimate it as free + buffers + cache.
-  const std::uint64_t avail =
-      available.value_or(free_.value_or(0) + buffers.value_or(0) + cached.value_or(0));
-  memory.set_available_bytes(std::min(avail, *total));
-  memory.set_used_bytes(*total - memory.available_bytes());
-  swap.set_total_bytes(swap_total.value_or(0));
-  swap.set_free_bytes(std::min(swap_free.value_or(0), swap.total_bytes()));
-  swap.set_used_bytes(swap.total_bytes() - swap.free_bytes());
-  return true;
+    }
+  });
+  if (!total) return std::nullopt;
+  memory_info m;
+  m.total = *total;
+  m.free = free_.value_or(0);
+  m.buffers = buffers.value_or(0);
+  m.cached = cached.value_or(0);
+  m.available = std::min(available.value_or(m.free + m.buffers + m.cached), m.total);
+  m.used = m.total - m.available;
+  m.swap_total = swap_total.value_or(0);
+  m.swap_free = std::min(swap_free.value_or(0), m.swap_total);
+  m.swap_used = m.swap_total - m.swap_free;
+  return m;
 }
 
 std::optional<load_average> parse_loadavg(std::string_view text) {
   load_average l;
-  auto a = to_double(next_field(text));
-  auto b = to_double(next_field(text));
-  auto c = to_double(next_field(text));
+  auto a = to_number<double>(next_field(text));
+  auto b = to_number<double>(next_field(text));
+  auto c = to_number<double>(next_field(text));
   if (!a || !b || !c) return std::nullopt;
   l.load1 = *a;
   l.load5 = *b;
@@ -224,7 +180,9 @@ std::optional<load_average> parse_loadavg(std::string_view text) {
   return l;
 }
 
-std::optional<double> parse_uptime(std::string_view text) { return to_double(next_field(text)); }
+std::optional<double> parse_uptime(std::string_view text) {
+  return to_number<double>(next_field(text));
+}
 
 std::string decode_mount_path(std::string_view escaped) {
   std::string out;
@@ -246,10 +204,7 @@ std::string decode_mount_path(std::string_view escaped) {
 
 std::vector<mount_entry> parse_mountinfo(std::string_view text) {
   std::vector<mount_entry> out;
-  while (!text.empty()) {
-    const auto nl = text.find('\n');
-    std::string_view line = text.substr(0, nl);
-    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+  for_each_line(text, [&](std::string_view line) {
     // id parent major:minor root mount_point options [optional...] - fstype source super_options
     std::string_view rest = line;
     const auto id = next_field(rest);
@@ -262,11 +217,11 @@ std::vector<mount_entry> parse_mountinfo(std::string_view text) {
     do {
       f = next_field(rest);
     } while (!f.empty() && f != "-");
-    if (f != "-") continue;
+    if (f != "-") return;
     const auto fs_type = next_field(rest);
     const auto source = next_field(rest);
     const auto colon = devno.find(':');
-    if (mount_point.empty() || fs_type.empty() || colon == std::string_view::npos) continue;
+    if (mount_point.empty() || fs_type.empty() || colon == std::string_view::npos) return;
     mount_entry m;
     m.id = to_number<std::uint64_t>(id).value_or(0);
     m.major = to_number<std::uint32_t>(devno.substr(0, colon)).value_or(0);
@@ -277,7 +232,7 @@ std::vector<mount_entry> parse_mountinfo(std::string_view text) {
     m.device = decode_mount_path(source);
     m.read_only = options == "ro" || options.starts_with("ro,");
     out.push_back(std::move(m));
-  }
+  });
   return out;
 }
 
@@ -301,24 +256,25 @@ std::vector<mount_entry> select_disks(const std::vector<mount_entry>& mounts) {
   return out;
 }
 
-void parse_os_release(std::string_view text, pb::OsInfo& os) {
-  while (!text.empty()) {
-    const auto nl = text.find('\n');
-    std::string_view line = trim(text.substr(0, nl));
-    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+os_identity parse_os_release(std::string_view text) {
+  os_identity os;
+  for_each_line(text, [&](std::string_view raw) {
+    const auto line = trim(raw);
     const auto eq = line.find('=');
-    if (line.empty() || line.front() == '#' || eq == std::string_view::npos) continue;
+    if (line.empty() || line.front() == '#' || eq == std::string_view::npos) return;
     const auto key = line.substr(0, eq);
-    const auto value = unquote(line.substr(eq + 1));
-    if (key == "NAME")
-      os.set_name(common::to_utf8(value));
-    else if (key == "VERSION_ID")
-      os.set_version(common::to_utf8(value));
-    else if (key == "ID")
-      os.set_id(common::to_utf8(value));
-    else if (key == "PRETTY_NAME")
-      os.set_pretty_name(common::to_utf8(value));
-  }
+    auto value = unquote(line.substr(eq + 1));
+    if (key == "NAME") {
+      os.name = std::move(value);
+    } else if (key == "VERSION_ID") {
+      os.version = std::move(value);
+    } else if (key == "ID") {
+      os.id = std::move(value);
+    } else if (key == "PRETTY_NAME") {
+      os.pretty_name = std::move(value);
+    }
+  });
+  return os;
 }
 
 std::vector<address_entry> list_addresses() {
@@ -334,7 +290,7 @@ std::vector<address_entry> list_addresses() {
       sockaddr_in addr{};
       std::memcpy(&addr, a->ifa_addr, sizeof addr);
       ::inet_ntop(AF_INET, &addr.sin_addr, text, sizeof text);
-      e.family = pb::IpAddress::FAMILY_IPV4;
+      e.family = ip_family::ipv4;
       if (a->ifa_netmask) {
         sockaddr_in mask{};
         std::memcpy(&mask, a->ifa_netmask, sizeof mask);
@@ -344,7 +300,7 @@ std::vector<address_entry> list_addresses() {
       sockaddr_in6 addr{};
       std::memcpy(&addr, a->ifa_addr, sizeof addr);
       ::inet_ntop(AF_INET6, &addr.sin6_addr, text, sizeof text);
-      e.family = pb::IpAddress::FAMILY_IPV6;
+      e.family = ip_family::ipv6;
       if (a->ifa_netmask) {
         sockaddr_in6 mask{};
         std::memcpy(&mask, a->ifa_netmask, sizeof mask);
@@ -361,38 +317,9 @@ std::vector<address_entry> list_addresses() {
   return out;
 }
 
-telemetry_sampler::telemetry_sampler(sampler_sources sources) : src_(std::move(sources)) {
-  if (!src_.usage) src_.usage = statvfs_usage;
-  if (!src_.addresses) src_.addresses = [] { return std::vector<address_entry>{}; };
-  if (auto text = read_file(src_.proc_root + "/stat")) last_cpu_ = parse_proc_stat(*text);
-}
-
-void telemetry_sampler::sample_memory(pb::Telemetry& t) const {
-  if (auto text = read_file(src_.proc_root + "/meminfo")) {
-    parse_meminfo(*text, *t.mutable_memory(), *t.mutable_swap());
-  }
-}
-
-void telemetry_sampler::sample_disks(pb::Telemetry& t) const {
-  auto text = read_file(src_.proc_root + "/self/mountinfo");
-  if (!text) return;
-  for (const auto& m : select_disks(parse_mountinfo(*text))) {
-    auto usage = src_.usage(m.mount_point);
-    if (!usage || usage->total == 0) continue;
-    auto* d = t.add_disks();
-    // Names of the system go into protobuf strings, which must be UTF-8.
-    d->set_mount_point(common::to_utf8(m.mount_point));
-    d->set_device(common::to_utf8(m.device));
-    d->set_fs_type(common::to_utf8(m.fs_type));
-    d->set_total_bytes(usage->total);
-    d->set_used_bytes(usage->used);
-    d->set_available_bytes(usage->available);
-    d->set_read_only(m.read_only);
-  }
-}
-
-void telemetry_sampler::sample_interfaces(pb::Telemetry& t) const {
-  const std::string net = src_.sys_root + "/class/net";
+std::vector<interface_entry> read_interfaces(const std::string& sys_root,
+                                             const std::vector<address_entry>& addresses) {
+  const std::string net = sys_root + "/class/net";
   std::vector<std::string> names;
   if (DIR* dir = ::opendir(net.c_str())) {
     while (const dirent* e = ::readdir(dir)) {
@@ -402,107 +329,61 @@ void telemetry_sampler::sample_interfaces(pb::Telemetry& t) const {
     ::closedir(dir);
   }
   std::sort(names.begin(), names.end());
-
-  std::unordered_map<std::string, std::vector<const address_entry*>> by_interface;
-  const auto addresses = src_.addresses();
+  std::unordered_map<std::string_view, std::vector<const address_entry*>> by_interface;
   by_interface.reserve(names.size());
   for (const auto& a : addresses) by_interface[a.interface].push_back(&a);
 
-  constexpr std::uint64_t iff_loopback = 0x8;
+  constexpr std::uint64_t iff_up = 0x1, iff_loopback = 0x8;
+  std::vector<interface_entry> out;
   for (const auto& name : names) {
     const std::string dir = net + "/" + name;
-    auto flags_text = read_file(dir + "/flags");
     std::uint64_t flags = 0;
-    if (flags_text) {
-      auto s = trim(*flags_text);
+    if (auto text = read_file(dir + "/flags")) {
+      auto s = trim(*text);
       if (s.starts_with("0x")) s.remove_prefix(2);
-      std::from_chars(s.data(), s.data() + s.size(), flags, 16);
+      flags = to_number<std::uint64_t>(s, 16).value_or(0);
     }
     if (flags & iff_loopback) continue;
-    auto* i = t.add_interfaces();
-    i->set_name(common::to_utf8(name));
-    if (auto mac = read_file(dir + "/address")) i->set_mac(common::to_utf8(trim(*mac)));
-    if (auto state = read_file(dir + "/operstate")) {
-      i->set_oper_state(common::to_utf8(trim(*state)));
-    }
+    interface_entry i;
+    i.name = name;
+    if (auto mac = read_file(dir + "/address")) i.mac = trim(*mac);
+    if (auto state = read_file(dir + "/operstate")) i.oper_state = trim(*state);
     // "unknown" is what virtual links without carrier detection report while they pass traffic.
-    i->set_link_up(i->oper_state() == "up" || (i->oper_state() == "unknown" && (flags & 0x1)));
-    i->set_mtu(static_cast<std::uint32_t>(read_u64(dir + "/mtu")));
+    i.link_up = i.oper_state == "up" || (i.oper_state == "unknown" && (flags & iff_up));
+    i.mtu = static_cast<std::uint32_t>(read_u64(dir + "/mtu"));
     const std::string stats = dir + "/statistics/";
-    i->set_rx_bytes(read_u64(stats + "rx_bytes"));
-    i->set_rx_packets(read_u64(stats + "rx_packets"));
-    i->set_rx_errors(read_u64(stats + "rx_errors"));
-    i->set_tx_bytes(read_u64(stats + "tx_bytes"));
-    i->set_tx_packets(read_u64(stats + "tx_packets"));
-    i->set_tx_errors(read_u64(stats + "tx_errors"));
+    i.rx_bytes = read_u64(stats + "rx_bytes");
+    i.rx_packets = read_u64(stats + "rx_packets");
+    i.rx_errors = read_u64(stats + "rx_errors");
+    i.tx_bytes = read_u64(stats + "tx_bytes");
+    i.tx_packets = read_u64(stats + "tx_packets");
+    i.tx_errors = read_u64(stats + "tx_errors");
     if (auto it = by_interface.find(name); it != by_interface.end()) {
-      for (const auto* a : it->second) {
-        auto* ip = i->add_addresses();
-        ip->set_family(a->family);
-        ip->set_address(common::to_utf8(a->address));
-        ip->set_prefix_length(a->prefix_length);
-      }
+      for (const auto* a : it->second) i.addresses.push_back(*a);
     }
+    out.push_back(std::move(i));
   }
+  return out;
 }
 
-pb::Telemetry telemetry_sampler::sample() {
-  pb::Telemetry t;
-  t.set_sample_unix_ms(std::chrono::duration_cast<std::chrono::milliseconds>(
-                           std::chrono::system_clock::now().time_since_epoch())
-                           .count());
-  if (auto text = read_file(src_.proc_root + "/stat")) {
-    if (auto now = parse_proc_stat(*text)) {
-      if (last_cpu_) t.set_cpu_percent(cpu_percent(*last_cpu_, *now));
-      t.set_cpu_count(now->cpu_count);
-      last_cpu_ = now;
-    }
-  }
-  if (auto text = read_file(src_.proc_root + "/loadavg")) {
-    if (auto l = parse_loadavg(*text)) {
-      t.set_load1(l->load1);
-      t.set_load5(l->load5);
-      t.set_load15(l->load15);
-    }
-  }
-  if (auto text = read_file(src_.proc_root + "/uptime")) {
-    if (auto u = parse_uptime(*text)) t.set_uptime_seconds(*u);
-  }
-  sample_memory(t);
-  std::uint32_t processes = 0;
-  if (DIR* dir = ::opendir(src_.proc_root.c_str())) {
-    while (const dirent* e = ::readdir(dir)) {
-      if (e->d_name[0] >= '1' && e->d_name[0] <= '9') ++processes;
-    }
-    ::closedir(dir);
-  }
-  t.set_process_count(processes);
-  t.set_hostname(read_hostname(src_.proc_root));
-  sample_disks(t);
-  sample_interfaces(t);
-  return t;
-}
-
-pb::OsInfo read_os_info(const std::string& etc_root) {
-  pb::OsInfo os;
+os_identity read_os_info(const std::string& etc_root) {
   auto text = read_file(etc_root + "/os-release");
   if (!text) text = read_file("/usr/lib/os-release");
-  if (text) parse_os_release(*text, os);
+  os_identity os = text ? parse_os_release(*text) : os_identity{};
   utsname u{};
   if (::uname(&u) == 0) {
-    os.set_kernel_release(common::to_utf8(u.release));
-    os.set_kernel_version(common::to_utf8(u.version));
-    os.set_architecture(common::to_utf8(u.machine));
+    os.kernel_release = u.release;
+    os.kernel_version = u.version;
+    os.architecture = u.machine;
+    if (os.name.empty()) os.name = u.sysname;
   }
-  if (os.name().empty()) os.set_name(common::to_utf8(u.sysname));
   return os;
 }
 
 std::string read_hostname(const std::string& proc_root) {
-  if (auto text = read_file(proc_root + "/sys/kernel/hostname"))
-    return common::to_utf8(trim(*text));
+  if (auto text = read_file(proc_root + "/sys/kernel/hostname")) return std::string(trim(*text));
   char buf[256] = {};
-  if (::gethostname(buf, sizeof buf - 1) == 0) return common::to_utf8(buf);
+  if (::gethostname(buf, sizeof buf - 1) == 0) return buf;
   return {};
 }
 
@@ -511,6 +392,17 @@ std::string read_boot_id(const std::string& proc_root) {
     return std::string(trim(*text));
   }
   return {};
+}
+
+std::uint32_t count_processes(const std::string& proc_root) {
+  std::uint32_t n = 0;
+  if (DIR* dir = ::opendir(proc_root.c_str())) {
+    while (const dirent* e = ::readdir(dir)) {
+      if (e->d_name[0] >= '1' && e->d_name[0] <= '9') ++n;
+    }
+    ::closedir(dir);
+  }
+  return n;
 }
 
 process_usage read_self_usage() {
@@ -537,10 +429,6 @@ process_usage read_self_usage() {
   }
   return u;
 }
-
-}  // namespace qxa::guest
-
-namespace qxa::guest {
 
 bool valid_hostname(std::string_view name) noexcept {
   if (name.empty() || name.size() > 253) return false;

@@ -4,6 +4,7 @@
 
 #include "cli.hpp"
 #include "qxa/common/envelope.hpp"
+#include "qxa/common/parse.hpp"
 #include "qxa/host/json.hpp"
 
 namespace qxa::cli {
@@ -97,14 +98,9 @@ result<pb::Envelope> ssh_key_request(const options& o) {
   k->set_action(o.key_action == "add" ? pb::SshKeysRequest::ACTION_ADD
                                       : pb::SshKeysRequest::ACTION_REMOVE);
   const std::string keys = o.key == "-" || o.key.empty() ? read_all_stdin() : o.key;
-  std::string_view rest = keys;
-  while (!rest.empty()) {
-    const auto nl = rest.find('\n');
-    const auto line = rest.substr(0, nl);
+  common::for_each_line(keys, [&](std::string_view line) {
     if (!line.empty()) k->add_keys(std::string(line));
-    if (nl == std::string_view::npos) break;
-    rest.remove_prefix(nl + 1);
-  }
+  });
   if (k->keys_size() == 0) return usage("ssh-key: give a KEY, or keys on standard input");
   return e;
 }

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 
+#include "qxa/guest/telemetry_sampler.hpp"
 #include "support/temp_dir.hpp"
 
 namespace qg = qxa::guest;
@@ -66,7 +67,7 @@ qg::sampler_sources fixture_sources(const temp_dir& d, std::vector<qg::address_e
   return s;
 }
 
-qg::address_entry addr(const std::string& ifname, pb::IpAddress::Family f, const std::string& a,
+qg::address_entry addr(const std::string& ifname, qg::ip_family f, const std::string& a,
                        std::uint32_t prefix) {
   return {ifname, f, a, prefix};
 }
@@ -74,25 +75,30 @@ qg::address_entry addr(const std::string& ifname, pb::IpAddress::Family f, const
 }  // namespace
 
 TEST_CASE("meminfo gives memory and swap in bytes", "[guest]") {
-  pb::Memory m;
-  pb::SwapSpace s;
-  REQUIRE(qg::parse_meminfo(meminfo_fixture, m, s));
-  CHECK(m.total_bytes() == 2048ull << 20);
-  CHECK(m.available_bytes() == 1024ull << 20);
-  CHECK(m.used_bytes() == 1024ull << 20);
-  CHECK(m.free_bytes() == 512ull << 20);
-  CHECK(m.buffers_bytes() == 64ull << 20);
-  CHECK(m.cached_bytes() == 256ull << 20);
-  CHECK(s.total_bytes() == 1024ull << 20);
-  CHECK(s.used_bytes() == 256ull << 20);
+  const auto m = qg::parse_meminfo(meminfo_fixture);
+  REQUIRE(m);
+  CHECK(m->total == 2048ull << 20);
+  CHECK(m->available == 1024ull << 20);
+  CHECK(m->used == 1024ull << 20);
+  CHECK(m->free == 512ull << 20);
+  CHECK(m->buffers == 64ull << 20);
+  CHECK(m->cached == 256ull << 20);
+  CHECK(m->swap_total == 1024ull << 20);
+  CHECK(m->swap_used == 256ull << 20);
 
   SECTION("an old kernel without MemAvailable gets an estimate") {
-    pb::Memory m2;
-    REQUIRE(qg::parse_meminfo(
-        "MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 50 kB\nCached: 200 kB\n", m2, s));
-    CHECK(m2.available_bytes() == 350 * 1024);
+    const auto old =
+        qg::parse_meminfo("MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 50 kB\nCached: 200 kB\n");
+    REQUIRE(old);
+    CHECK(old->available == 350 * 1024);
   }
-  SECTION("no MemTotal is a failure") { CHECK_FALSE(qg::parse_meminfo("MemFree: 1 kB\n", m, s)); }
+  SECTION("no MemTotal is a failure") { CHECK_FALSE(qg::parse_meminfo("MemFree: 1 kB\n")); }
+  SECTION("more free swap than swap is clamped") {
+    const auto odd = qg::parse_meminfo("MemTotal: 10 kB\nSwapTotal: 5 kB\nSwapFree: 9 kB\n");
+    REQUIRE(odd);
+    CHECK(odd->swap_free == 5 * 1024);
+    CHECK(odd->swap_used == 0);
+  }
 }
 
 TEST_CASE("CPU percent comes from the delta between two /proc/stat readings", "[guest]") {
@@ -156,14 +162,14 @@ TEST_CASE("the sampler reads interfaces with no address, IPv6 only and many addr
   write_interface(d, "eth1", "0x1003", "52:54:00:00:00:02", "up", 9000);
   write_interface(d, "eth2", "0x1002", "52:54:00:00:00:03", "down", 1500);
   std::vector<qg::address_entry> addrs = {
-      addr("lo", pb::IpAddress::FAMILY_IPV4, "127.0.0.1", 8),
-      addr("eth1", pb::IpAddress::FAMILY_IPV6, "fd00::2", 64),
-      addr("eth1", pb::IpAddress::FAMILY_IPV6, "fe80::5054:ff:fe00:2", 64),
+      addr("lo", qg::ip_family::ipv4, "127.0.0.1", 8),
+      addr("eth1", qg::ip_family::ipv6, "fd00::2", 64),
+      addr("eth1", qg::ip_family::ipv6, "fe80::5054:ff:fe00:2", 64),
   };
   for (int i = 1; i <= 5; ++i)
-    addrs.push_back(addr("eth2", pb::IpAddress::FAMILY_IPV4, fmt::format("10.0.{}.1", i), 24));
+    addrs.push_back(addr("eth2", qg::ip_family::ipv4, fmt::format("10.0.{}.1", i), 24));
   for (int i = 1; i <= 5; ++i)
-    addrs.push_back(addr("eth2", pb::IpAddress::FAMILY_IPV6, fmt::format("fd00:{}::1", i), 48));
+    addrs.push_back(addr("eth2", qg::ip_family::ipv6, fmt::format("fd00:{}::1", i), 48));
 
   qg::telemetry_sampler sampler(fixture_sources(d, addrs));
   const auto t = sampler.sample();
@@ -224,8 +230,8 @@ TEST_CASE("3000 interfaces and 500 mounts are sampled in time linear in their nu
     for (int i = 0; i < interfaces; ++i) {
       const std::string name = fmt::format("veth{}", i);
       write_interface(d, name, "0x1003", "52:54:00:00:00:01", "up", 1500);
-      addrs.push_back(addr(name, pb::IpAddress::FAMILY_IPV4, "10.0.0.1", 24));
-      addrs.push_back(addr(name, pb::IpAddress::FAMILY_IPV6, "fd00::1", 64));
+      addrs.push_back(addr(name, qg::ip_family::ipv4, "10.0.0.1", 24));
+      addrs.push_back(addr(name, qg::ip_family::ipv6, "fd00::1", 64));
     }
     qg::telemetry_sampler sampler(fixture_sources(d, addrs));
     double best = 1e9;
@@ -267,16 +273,19 @@ TEST_CASE("one real sample of this machine is complete", "[guest]") {
   for (const auto& i : t.interfaces()) CHECK(i.name() != "lo");
 }
 
-TEST_CASE("os-release values are unquoted", "[guest]") {
-  pb::OsInfo os;
-  qg::parse_os_release(
+TEST_CASE("os-release values are unquoted, and names that are not UTF-8 made so on the wire",
+          "[guest]") {
+  auto os = qg::parse_os_release(
       "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME='Debian GNU/Linux'\n"
-      "VERSION_ID=\"12\"\nID=debian\n# comment\n",
-      os);
-  CHECK(os.pretty_name() == "Debian GNU/Linux 12 (bookworm)");
-  CHECK(os.name() == "Debian GNU/Linux");
-  CHECK(os.version() == "12");
-  CHECK(os.id() == "debian");
+      "VERSION_ID=\"12\"\nID=debian\n# comment\n");
+  CHECK(os.pretty_name == "Debian GNU/Linux 12 (bookworm)");
+  CHECK(os.name == "Debian GNU/Linux");
+  CHECK(os.version == "12");
+  CHECK(os.id == "debian");
+  os.name = "Bad\xff";
+  const auto wire = qg::to_proto(os);
+  CHECK(wire.name() == "Bad\\xff");
+  CHECK(wire.pretty_name() == "Debian GNU/Linux 12 (bookworm)");
 }
 
 TEST_CASE("hostnames are checked against RFC 1123", "[guest]") {

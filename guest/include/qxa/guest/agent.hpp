@@ -14,7 +14,7 @@
 #include "qxa/guest/freezer.hpp"
 #include "qxa/guest/policy.hpp"
 #include "qxa/guest/port.hpp"
-#include "qxa/guest/system_info.hpp"
+#include "qxa/guest/telemetry_sampler.hpp"
 #include "qxa/guest/uploads.hpp"
 
 namespace qxa::guest {

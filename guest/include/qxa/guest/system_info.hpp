@@ -1,21 +1,17 @@
 // SPDX-License-Identifier: MIT
-// Reusable readers of the guest's own state: pure parsers over the text of /proc and /sys files,
-// and small wrappers that read them. Handlers and the telemetry sampler build on these.
+// Readers of the guest's own state, as plain structs: pure parsers over the text of /proc,
+// /sys and /etc files, and small readers around them. Nothing here knows the wire: names keep
+// the bytes the system gave (they need not be UTF-8); telemetry_sampler.hpp maps them to
+// protobuf, in one place (the split osquery makes between getting and generating).
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "quantix/agent/v1/agent.pb.h"
-#include "quantix/agent/v1/telemetry.pb.h"
-
 namespace qxa::guest {
-
-namespace pb = ::quantix::agent::v1;
 
 /// Reads a small (pseudo-)file whole. Empty optional when it cannot be opened or read.
 std::optional<std::string> read_file(const std::string& path);
@@ -33,8 +29,14 @@ std::optional<cpu_times> parse_proc_stat(std::string_view text);
 /// Share of busy time between two readings, 0..100; 0 when no time passed.
 double cpu_percent(const cpu_times& before, const cpu_times& after) noexcept;
 
-/// /proc/meminfo into Memory and SwapSpace (bytes). False when MemTotal is missing.
-bool parse_meminfo(std::string_view text, pb::Memory& memory, pb::SwapSpace& swap);
+/// Memory and swap, in bytes.
+struct memory_info {
+  std::uint64_t total = 0, available = 0, used = 0, free = 0, buffers = 0, cached = 0;
+  std::uint64_t swap_total = 0, swap_free = 0, swap_used = 0;
+};
+/// /proc/meminfo; nothing when MemTotal is missing. A kernel before 3.14 has no MemAvailable:
+/// it is estimated as free + buffers + cache.
+std::optional<memory_info> parse_meminfo(std::string_view text);
 
 struct load_average {
   double load1 = 0, load5 = 0, load15 = 0;
@@ -61,62 +63,63 @@ std::vector<mount_entry> parse_mountinfo(std::string_view text);
 
 /// Keeps the mounts that are real storage: drops pseudo and memory filesystems (proc, sysfs,
 /// cgroup, tmpfs, overlay, ...) and those a process or server answers for (FUSE, network:
-/// their statfs can hang), and keeps one
-/// entry per filesystem (bind mounts of the same device collapse to the first whole mount).
-/// Linear in the number of mounts.
+/// their statfs can hang), and keeps one entry per filesystem (bind mounts of the same device
+/// collapse to the first whole mount). Linear in the number of mounts.
 std::vector<mount_entry> select_disks(const std::vector<mount_entry>& mounts);
 
-/// os-release (NAME, VERSION_ID, ID, PRETTY_NAME) into OsInfo; quotes and escapes removed.
-void parse_os_release(std::string_view text, pb::OsInfo& os);
+/// What the system says it is: os-release and uname.
+struct os_identity {
+  std::string name, version, id, pretty_name;                // os-release
+  std::string kernel_release, kernel_version, architecture;  // uname
+};
+/// os-release (NAME, VERSION_ID, ID, PRETTY_NAME); quotes and escapes removed.
+os_identity parse_os_release(std::string_view text);
 
-// ---- Interfaces --------------------------------------------------------------------------
+// ---- Disks and interfaces ------------------------------------------------------------------
+
+struct disk_usage {
+  std::uint64_t total = 0, used = 0, available = 0;
+};
+/// statvfs of a mount point.
+std::optional<disk_usage> statvfs_usage(const std::string& path);
+
+struct disk_entry {
+  mount_entry mount;
+  disk_usage usage;
+};
+
+enum class ip_family { ipv4, ipv6 };
 
 struct address_entry {
   std::string interface;
-  pb::IpAddress::Family family = pb::IpAddress::FAMILY_UNSPECIFIED;
+  ip_family family = ip_family::ipv4;
   std::string address;
   std::uint32_t prefix_length = 0;
 };
 /// Every IPv4 and IPv6 address of every interface (getifaddrs).
 std::vector<address_entry> list_addresses();
 
-// ---- The sampler -------------------------------------------------------------------------
-
-struct disk_usage {
-  std::uint64_t total = 0, used = 0, available = 0;
+struct interface_entry {
+  std::string name, mac, oper_state;
+  bool link_up = false;
+  std::uint32_t mtu = 0;
+  std::uint64_t rx_bytes = 0, rx_packets = 0, rx_errors = 0;
+  std::uint64_t tx_bytes = 0, tx_packets = 0, tx_errors = 0;
+  std::vector<address_entry> addresses;
 };
+/// The interfaces under `sys_root`/class/net but the loopback, by name, each with its addresses
+/// among `addresses`.
+std::vector<interface_entry> read_interfaces(const std::string& sys_root,
+                                             const std::vector<address_entry>& addresses);
 
-struct sampler_sources {
-  std::string proc_root = "/proc";
-  std::string sys_root = "/sys";
-  /// Where addresses come from; tests substitute a list.
-  std::function<std::vector<address_entry>()> addresses = list_addresses;
-  /// statvfs of a mount point; tests substitute one.
-  std::function<std::optional<disk_usage>(const std::string&)> usage;
-};
+// ---- The system and this process -----------------------------------------------------------
 
-/// Takes telemetry samples. CPU % is the delta since the previous sample (the first sample
-/// measures from construction). Not thread-safe.
-class telemetry_sampler {
- public:
-  explicit telemetry_sampler(sampler_sources sources = {});
-
-  /// A full sample; the caller sets the sequence number.
-  pb::Telemetry sample();
-
-  void sample_memory(pb::Telemetry& t) const;
-  void sample_disks(pb::Telemetry& t) const;
-  void sample_interfaces(pb::Telemetry& t) const;
-
- private:
-  sampler_sources src_;
-  std::optional<cpu_times> last_cpu_;
-};
-
-/// OS identity of the running system: os-release plus uname.
-pb::OsInfo read_os_info(const std::string& etc_root = "/etc");
+/// OS identity of the running system: os-release (from `etc_root`, else /usr/lib) plus uname.
+os_identity read_os_info(const std::string& etc_root = "/etc");
 std::string read_hostname(const std::string& proc_root = "/proc");
 std::string read_boot_id(const std::string& proc_root = "/proc");
+/// Entries of `proc_root` that are processes.
+std::uint32_t count_processes(const std::string& proc_root = "/proc");
 
 /// A valid DNS hostname (RFC 1123): dot-separated labels of letters, digits and hyphens, 1 to
 /// 63 characters each, not starting or ending with a hyphen, 253 characters at most.

@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: MIT
+// The telemetry sampler, and the one place where what system_info.hpp reads becomes protobuf.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "quantix/agent/v1/agent.pb.h"
+#include "quantix/agent/v1/telemetry.pb.h"
+#include "qxa/guest/system_info.hpp"
+
+namespace qxa::guest {
+
+namespace pb = ::quantix::agent::v1;
+
+/// One reading of the whole system.
+struct system_sample {
+  std::int64_t unix_ms = 0;
+  std::optional<double> cpu_percent;  ///< since the previous sample
+  std::uint32_t cpu_count = 0;
+  std::optional<load_average> load;
+  std::optional<double> uptime_seconds;
+  std::optional<memory_info> memory;
+  std::uint32_t processes = 0;
+  std::string hostname;
+  std::vector<disk_entry> disks;
+  std::vector<interface_entry> interfaces;
+};
+
+struct sampler_sources {
+  std::string proc_root = "/proc";
+  std::string sys_root = "/sys";
+  /// Where addresses come from; tests substitute a list.
+  std::function<std::vector<address_entry>()> addresses = list_addresses;
+  /// statvfs of a mount point; tests substitute one.
+  std::function<std::optional<disk_usage>(const std::string&)> usage = statvfs_usage;
+};
+
+/// Takes samples. CPU % is the delta since the previous sample (the first sample measures from
+/// construction). Not thread-safe.
+class telemetry_sampler {
+ public:
+  explicit telemetry_sampler(sampler_sources sources = {});
+
+  system_sample take();
+  /// take(), as the wire has it; the caller sets the sequence number.
+  pb::Telemetry sample() { return to_proto(take()); }
+
+  static pb::Telemetry to_proto(const system_sample& s);
+
+ private:
+  std::vector<disk_entry> disks() const;
+
+  sampler_sources src_;
+  std::optional<cpu_times> last_cpu_;
+};
+
+/// The identity as the wire has it (names made UTF-8).
+pb::OsInfo to_proto(const os_identity& os);
+
+}  // namespace qxa::guest

@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: MIT
+#include "qxa/guest/telemetry_sampler.hpp"
+
+#include <chrono>
+
+#include "qxa/common/text.hpp"
+
+namespace qxa::guest {
+
+using common::to_utf8;
+
+telemetry_sampler::telemetry_sampler(sampler_sources sources) : src_(std::move(sources)) {
+  if (!src_.usage) src_.usage = statvfs_usage;
+  if (!src_.addresses) src_.addresses = [] { return std::vector<address_entry>{}; };
+  if (auto text = read_file(src_.proc_root + "/stat")) last_cpu_ = parse_proc_stat(*text);
+}
+
+std::vector<disk_entry> telemetry_sampler::disks() const {
+  std::vector<disk_entry> out;
+  auto text = read_file(src_.proc_root + "/self/mountinfo");
+  if (!text) return out;
+  for (auto& m : select_disks(parse_mountinfo(*text))) {
+    auto usage = src_.usage(m.mount_point);
+    if (!usage || usage->total == 0) continue;
+    out.push_back({std::move(m), *usage});
+  }
+  return out;
+}
+
+system_sample telemetry_sampler::take() {
+  system_sample s;
+  s.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  std::chrono::system_clock::now().time_since_epoch())
+                  .count();
+  if (auto text = read_file(src_.proc_root + "/stat")) {
+    if (auto now = parse_proc_stat(*text)) {
+      if (last_cpu_) s.cpu_percent = cpu_percent(*last_cpu_, *now);
+      s.cpu_count = now->cpu_count;
+      last_cpu_ = now;
+    }
+  }
+  if (auto text = read_file(src_.proc_root + "/loadavg")) s.load = parse_loadavg(*text);
+  if (auto text = read_file(src_.proc_root + "/uptime")) s.uptime_seconds = parse_uptime(*text);
+  if (auto text = read_file(src_.proc_root + "/meminfo")) s.memory = parse_meminfo(*text);
+  s.processes = count_processes(src_.proc_root);
+  s.hostname = read_hostname(src_.proc_root);
+  s.disks = disks();
+  s.interfaces = read_interfaces(src_.sys_root, src_.addresses());
+  return s;
+}
+
+// ---- To the wire: the one place. Names of the system go into protobuf strings, which must
+// be UTF-8 (a peer cannot parse a message that holds anything else).
+
+pb::Telemetry telemetry_sampler::to_proto(const system_sample& s) {
+  pb::Telemetry t;
+  t.set_sample_unix_ms(s.unix_ms);
+  if (s.cpu_percent) t.set_cpu_percent(*s.cpu_percent);
+  t.set_cpu_count(s.cpu_count);
+  if (s.load) {
+    t.set_load1(s.load->load1);
+    t.set_load5(s.load->load5);
+    t.set_load15(s.load->load15);
+  }
+  if (s.uptime_seconds) t.set_uptime_seconds(*s.uptime_seconds);
+  if (const auto& m = s.memory) {
+    auto* mem = t.mutable_memory();
+    mem->set_total_bytes(m->total);
+    mem->set_available_bytes(m->available);
+    mem->set_used_bytes(m->used);
+    mem->set_free_bytes(m->free);
+    mem->set_buffers_bytes(m->buffers);
+    mem->set_cached_bytes(m->cached);
+    auto* swap = t.mutable_swap();
+    swap->set_total_bytes(m->swap_total);
+    swap->set_free_bytes(m->swap_free);
+    swap->set_used_bytes(m->swap_used);
+  }
+  t.set_process_count(s.processes);
+  t.set_hostname(to_utf8(s.hostname));
+  for (const auto& d : s.disks) {
+    auto* disk = t.add_disks();
+    disk->set_mount_point(to_utf8(d.mount.mount_point));
+    disk->set_device(to_utf8(d.mount.device));
+    disk->set_fs_type(to_utf8(d.mount.fs_type));
+    disk->set_total_bytes(d.usage.total);
+    disk->set_used_bytes(d.usage.used);
+    disk->set_available_bytes(d.usage.available);
+    disk->set_read_only(d.mount.read_only);
+  }
+  for (const auto& i : s.interfaces) {
+    auto* nic = t.add_interfaces();
+    nic->set_name(to_utf8(i.name));
+    nic->set_mac(to_utf8(i.mac));
+    nic->set_oper_state(to_utf8(i.oper_state));
+    nic->set_link_up(i.link_up);
+    nic->set_mtu(i.mtu);
+    nic->set_rx_bytes(i.rx_bytes);
+    nic->set_rx_packets(i.rx_packets);
+    nic->set_rx_errors(i.rx_errors);
+    nic->set_tx_bytes(i.tx_bytes);
+    nic->set_tx_packets(i.tx_packets);
+    nic->set_tx_errors(i.tx_errors);
+    for (const auto& a : i.addresses) {
+      auto* ip = nic->add_addresses();
+      ip->set_family(a.family == ip_family::ipv6 ? pb::IpAddress::FAMILY_IPV6
+                                                 : pb::IpAddress::FAMILY_IPV4);
+      ip->set_address(to_utf8(a.address));
+      ip->set_prefix_length(a.prefix_length);
+    }
+  }
+  return t;
+}
+
+pb::OsInfo to_proto(const os_identity& os) {
+  pb::OsInfo o;
+  o.set_name(to_utf8(os.name));
+  o.set_version(to_utf8(os.version));
+  o.set_id(to_utf8(os.id));
+  o.set_pretty_name(to_utf8(os.pretty_name));
+  o.set_kernel_release(to_utf8(os.kernel_release));
+  o.set_kernel_version(to_utf8(os.kernel_version));
+  o.set_architecture(to_utf8(os.architecture));
+  return o;
+}
+
+}  // namespace qxa::guest
