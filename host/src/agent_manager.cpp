@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Over 500 lines because it holds the whole life of a VM in one place: discovery (inotify and
-// rescans), the connection loop with its backoff and states, heartbeats, events, counters and
-// the status snapshot. The next split (issue 14) moves the per-VM state machine out, without
-// I/O, like the client's dispatch.
+// The manager's I/O: the socket directory (inotify and rescans), each VM's connection loop,
+// heartbeats and events. What they mean for a VM's status is vm_state's to decide.
 #include "qxa/host/agent_manager.hpp"
 
 #include <dirent.h>
@@ -33,8 +31,6 @@ using namespace asio::experimental::awaitable_operators;
 namespace {
 
 constexpr std::string_view socket_suffix = ".agent.sock";
-// A connection that lasted this long was healthy: the reconnect backoff starts over after it.
-constexpr auto stable_connection = std::chrono::seconds(10);
 
 std::int64_t now_unix_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -44,10 +40,6 @@ std::int64_t now_unix_ms() {
 
 std::int64_t unix_ns(std::chrono::system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-}
-
-double to_ms(std::chrono::steady_clock::duration d) {
-  return std::chrono::duration<double, std::milli>(d).count();
 }
 
 std::chrono::nanoseconds with_jitter(std::chrono::nanoseconds d) {
@@ -65,42 +57,40 @@ std::string vm_name_of(std::string_view file_name) {
   return std::string(file_name.substr(0, file_name.size() - socket_suffix.size()));
 }
 
-const char* to_string(pb::VmState state) noexcept {
-  switch (state) {
-    case pb::VM_STATE_ABSENT:
-      return "absent";
-    case pb::VM_STATE_CONNECTING:
-      return "connecting";
-    case pb::VM_STATE_HANDSHAKING:
-      return "handshaking";
-    case pb::VM_STATE_READY:
-      return "ready";
-    case pb::VM_STATE_UNRESPONSIVE:
-      return "unresponsive";
-    case pb::VM_STATE_STALE_SOCKET:
-      return "stale-socket";
-    default:
-      return "unknown";
-  }
-}
-
 // ---- agent_manager ------------------------------------------------------------------------
 
 struct agent_manager::vm_record {
-  vm_record(const asio::any_io_executor& ex, const clock_sync_options& c) : wake(ex), clock(c) {}
+  vm_record(const asio::any_io_executor& ex, const std::string& vm, const std::string& socket,
+            const manager_options& o)
+      : name(vm),
+        path(socket),
+        state(vm, socket, {o.reconnect_initial, o.reconnect_max}),
+        wake(ex),
+        clock(o.clock) {}
   std::string name;
   std::string path;
-  pb::VmStatus status;
+  vm_state state;
   std::shared_ptr<agent_client> client;
   common::async_event wake;  // the socket reappeared: retry now
   bool present = true;
   bool retry_now = false;
-  std::uint64_t attempts = 0;  // connection attempts, across restarts of its loop
   std::vector<std::weak_ptr<telemetry_feed>> watchers;
-  client_stats prior;  // counters of earlier connections
-  vm_metrics figures;  // histogram and request counters (status is filled on demand)
-  clock_sync clock;    // across connections: a migrated guest arrives on a new one
+  clock_sync clock;  // across connections: a migrated guest arrives on a new one
+
+  [[nodiscard]] pb::VmStatus status() const {
+    return state.status(client ? client->stats() : client_stats{});
+  }
 };
+
+namespace {
+
+/// Logs a VM's change of state (at debug level when it is the same failure again).
+void log_change(const std::string& vm, const std::optional<state_change>& c) {
+  if (!c) return;
+  common::log(c->quiet ? common::log_level::debug : common::log_level::info, "{}", c->text(vm));
+}
+
+}  // namespace
 
 std::shared_ptr<agent_manager> agent_manager::create(asio::any_io_executor ex,
                                                      manager_options options) {
@@ -166,7 +156,10 @@ void agent_manager::update_timing(const manager_options& o) {
   opt_.reconnect_max = o.reconnect_max;
   opt_.rescan_interval = o.rescan_interval;
   opt_.clock = o.clock;
-  for (auto& [name, vm] : vms_) vm->clock.set_options(o.clock);
+  for (auto& [name, vm] : vms_) {
+    vm->clock.set_options(o.clock);
+    vm->state.set_backoff({o.reconnect_initial, o.reconnect_max});
+  }
 }
 
 asio::awaitable<void> agent_manager::watch_directory() {
@@ -243,12 +236,8 @@ void agent_manager::socket_appeared(const std::string& file_name) {
     it->second->wake.notify_all();
     return;
   }
-  auto rec = std::make_shared<vm_record>(ex_, opt_.clock);
-  rec->name = vm;
-  rec->path = path;
-  rec->status.set_vm(vm);
-  rec->status.set_socket_path(path);
-  set_state(*rec, pb::VM_STATE_CONNECTING);
+  auto rec = std::make_shared<vm_record>(ex_, vm, path, opt_);
+  log_change(vm, rec->state.discovered(now_unix_ms()));
   vms_.emplace(vm, rec);
   common::log_info("vm {}: socket appeared at {}", vm, path);
   spawn_vm_loop(rec);
@@ -260,9 +249,8 @@ void agent_manager::spawn_vm_loop(const std::shared_ptr<vm_record>& vm) {
     auto self = weak.lock();
     if (!self || !self->running_ || !vm->present) return;
     if (vm->client) vm->client->close("internal error (logged)");
-    self->retire_client(*vm);
-    vm->status.set_last_error("internal error in the daemon (logged); starting over");
-    self->set_state(*vm, pb::VM_STATE_CONNECTING, "internal error (logged)");
+    retire_client(*vm);
+    log_change(vm->name, vm->state.internal_error(now_unix_ms()));
     auto t = std::make_shared<asio::steady_timer>(self->ex_);
     t->expires_after(with_jitter(self->opt_.reconnect_initial));
     t->async_wait([weak, vm, t](std::error_code) {
@@ -286,7 +274,7 @@ void agent_manager::socket_vanished(const std::string& file_name) {
   auto rec = it->second;
   vms_.erase(it);
   rec->present = false;
-  set_state(*rec, pb::VM_STATE_ABSENT);
+  log_change(vm, rec->state.removed(now_unix_ms()));
   if (rec->client) rec->client->close("socket removed");
   rec->wake.notify_all();
   for (auto& w : rec->watchers) {
@@ -294,119 +282,47 @@ void agent_manager::socket_vanished(const std::string& file_name) {
   }
 }
 
-void agent_manager::set_state(vm_record& vm, pb::VmState state, const std::string& why,
-                              bool quiet) {
-  if (vm.status.state() == state) return;  // logged once per change, not per heartbeat
-  const auto old = vm.status.state();
-  const auto now = now_unix_ms();
-  vm.status.set_state(state);
-  vm.status.set_state_since_unix_ms(now);
-  if (state == pb::VM_STATE_READY) {
-    vm.status.set_not_ready_since_unix_ms(0);
-    vm.status.set_last_seen_unix_ms(now);
-  } else if (vm.status.not_ready_since_unix_ms() == 0) {
-    vm.status.set_not_ready_since_unix_ms(now);
-  }
-  if (old == pb::VM_STATE_UNSPECIFIED) return;
-  const auto level = quiet ? common::log_level::debug : common::log_level::info;
-  if (why.empty()) {
-    common::log(level, "vm {}: {} -> {}", vm.name, to_string(old), to_string(state));
-  } else {
-    common::log(level, "vm {}: {} -> {} ({})", vm.name, to_string(old), to_string(state), why);
-  }
-}
-
-namespace {
-
-// The counters a VM's status reports, summed over its connections.
-void add_counters(client_stats& into, const client_stats& c) {
-  into.timeouts += c.timeouts;
-  into.bad_frames += c.bad_frames;
-  into.unknown_replies += c.unknown_replies;
-  into.sessions += c.sessions;
-  into.trimmed += c.trimmed;
-}
-
-}  // namespace
-
 void agent_manager::retire_client(vm_record& vm) {
-  if (vm.client) add_counters(vm.prior, vm.client->stats());
+  if (vm.client) vm.state.retire(vm.client->stats());
   vm.client.reset();
-  refresh_counters(vm);
-}
-
-void agent_manager::refresh_counters(vm_record& vm) const {
-  client_stats s = vm.prior;
-  if (vm.client) add_counters(s, vm.client->stats());
-  vm.status.set_timeouts(s.timeouts);
-  vm.status.set_bad_frames(s.bad_frames);
-  vm.status.set_unknown_replies(s.unknown_replies);
-  vm.status.set_sessions(s.sessions);
-  vm.status.set_guest_data_trimmed(s.trimmed);
 }
 
 asio::awaitable<void> agent_manager::vm_loop(std::shared_ptr<vm_record> vm) {
-  auto backoff = opt_.reconnect_initial;
-  // Waits for the backoff, or less when the socket is recreated; doubles the next one.
+  // Waits for the backoff, or less when the socket is recreated.
   auto back_off = [&]() -> asio::awaitable<void> {
     asio::steady_timer t(ex_);
-    t.expires_after(with_jitter(backoff));
+    t.expires_after(with_jitter(vm->state.next_backoff()));
     if (!vm->retry_now) co_await (t.async_wait(asio::use_awaitable) || vm->wake.wait());
     vm->retry_now = false;
-    backoff = std::min(backoff * 2, opt_.reconnect_max);
   };
   while (vm->present && running_) {
-    // Every attempt after the VM's first counts, whatever ends it: a refused connect, a
-    // handshake timeout, a lost connection.
-    if (vm->attempts++ > 0) vm->status.set_reconnects(vm->status.reconnects() + 1);
-    // While attempts keep failing the same way, the state changes they make are logged once.
-    const bool retrying = !vm->status.last_error().empty();
+    vm->state.attempt_started();
     auto client = agent_client::create(ex_, vm->path, opt_.client);
     vm->client = client;
     auto ec = co_await client->open();
     if (!ec && vm->present && running_) {
-      set_state(*vm, pb::VM_STATE_HANDSHAKING, {}, retrying);
+      log_change(vm->name, vm->state.accepted(now_unix_ms()));
       ec = co_await client->handshake();
     }
     if (!vm->present || !running_) co_return;
     if (ec) {
       retire_client(*vm);
-      // A socket file nobody listens on: the QEMU that made it is gone. Reported as such and
-      // retried at the backoff (a new QEMU replaces the file, which wakes us at once).
-      const bool refused = ec == asio::error::connection_refused;
-      const std::string why =
-          refused ? "connection refused: nothing listens on the socket (its QEMU has exited?)"
-                  : ec.message();
-      const bool same = why == vm->status.last_error();
-      vm->status.set_last_error(why);
-      set_state(*vm, refused ? pb::VM_STATE_STALE_SOCKET : pb::VM_STATE_CONNECTING, why, same);
+      log_change(vm->name, vm->state.attempt_failed(ec, ec == asio::error::connection_refused,
+                                                    now_unix_ms()));
       co_await back_off();
       continue;
     }
     const auto connected_at = std::chrono::steady_clock::now();
     vm->retry_now = false;
-    const auto& hello = client->hello();
-    vm->status.set_agent_version(hello.software_version());
-    *vm->status.mutable_os() = hello.os();
-    vm->status.set_hostname(hello.hostname());
-    vm->status.set_session_id(client->session_id());
-    vm->status.set_agent_pid(hello.agent_pid());
-    vm->status.set_last_error("");
-    set_state(*vm, pb::VM_STATE_READY);
+    log_change(vm->name, vm->state.connected(client->hello(), client->session_id(), now_unix_ms()));
     co_await (heartbeat(vm, client) || pump_events(vm, client));
-    vm->status.set_last_error(client->end_reason());
     retire_client(*vm);
     if (!vm->present || !running_) co_return;
-    set_state(*vm, pb::VM_STATE_CONNECTING, "connection lost: " + client->end_reason());
-    vm->status.set_rtt_ms(0);  // the last round trip is no longer current
-    // A connection that ended soon after it began (a guest that breaks the protocol, say, and
-    // gets closed for it) is not retried at once: one guest must not keep the daemon busy
-    // reconnecting. One that lasted is retried now, with the backoff back at its start.
-    if (std::chrono::steady_clock::now() - connected_at >= stable_connection) {
-      backoff = opt_.reconnect_initial;
-    } else {
-      co_await back_off();
-    }
+    bool wait_first = false;
+    log_change(vm->name, vm->state.connection_ended(client->end_reason(),
+                                                    std::chrono::steady_clock::now() - connected_at,
+                                                    now_unix_ms(), wait_first));
+    if (wait_first) co_await back_off();
   }
 }
 
@@ -425,27 +341,13 @@ asio::awaitable<void> agent_manager::heartbeat(std::shared_ptr<vm_record> vm,
     auto r = co_await c->request(std::move(ping), opt_.heartbeat_timeout);
     if (r && r->has_pong()) {
       const auto round_trip = std::chrono::steady_clock::now() - t0;
-      const double rtt = to_ms(round_trip);
-      vm->status.set_rtt_ms(rtt);
-      vm->status.set_last_seen_unix_ms(now_unix_ms());
-      auto& f = vm->figures;
-      const auto bucket = std::lower_bound(rtt_buckets.begin(), rtt_buckets.end(), rtt / 1000.0);
-      if (bucket != rtt_buckets.end()) ++f.rtt_bucket_counts[bucket - rtt_buckets.begin()];
-      ++f.rtt_count;
-      f.rtt_sum_seconds += rtt / 1000.0;
-      set_state(*vm, pb::VM_STATE_READY,
-                vm->status.state() == pb::VM_STATE_UNRESPONSIVE ? "heartbeat answered again" : "");
+      log_change(vm->name, vm->state.heartbeat_answered(round_trip, now_unix_ms()));
       co_await check_clock(vm, c, r->pong().unix_ns(), sent_at, round_trip);
     } else if (r.code() == errc::request_timeout) {
-      set_state(
-          *vm, pb::VM_STATE_UNRESPONSIVE,
-          fmt::format("no heartbeat reply within {} ms",
-                      std::chrono::duration_cast<std::chrono::milliseconds>(opt_.heartbeat_timeout)
-                          .count()));
+      log_change(vm->name, vm->state.heartbeat_missed(opt_.heartbeat_timeout, now_unix_ms()));
     } else if (!c->is_connected()) {
       co_return;
     }
-    refresh_counters(*vm);
   }
 }
 
@@ -457,7 +359,7 @@ asio::awaitable<void> agent_manager::check_clock(std::shared_ptr<vm_record> vm,
   const auto lead = vm->clock.observe(guest_unix_ns, unix_ns(sent_at + rtt / 2), rtt,
                                       std::chrono::steady_clock::now());
   const auto offset_ms = static_cast<double>(vm->clock.offset().count()) / 1e6;
-  vm->status.set_clock_offset_ms(offset_ms);
+  vm->state.clock_observed(offset_ms);
   if (!lead) co_return;
   pb::Envelope set;
   set.mutable_time_request()->set_set(true);
@@ -466,9 +368,9 @@ asio::awaitable<void> agent_manager::check_clock(std::shared_ptr<vm_record> vm,
   const auto t0 = std::chrono::steady_clock::now();
   auto r = co_await c->request(std::move(set), opt_.heartbeat_timeout);
   if (r && r->has_time_reply() && r->time_reply().was_set()) {
-    vm->status.set_clock_corrections(vm->status.clock_corrections() + 1);
+    vm->state.clock_set(true);
     const auto round_trip = std::chrono::steady_clock::now() - t0;
-    vm->status.set_clock_offset_ms(
+    vm->state.clock_observed(
         static_cast<double>(r->time_reply().unix_ns() - unix_ns(set_at + round_trip / 2)) / 1e6);
     common::log_info(
         "vm {}: the guest's clock was {:+.0f} ms off (a pause or a migration); set "
@@ -476,7 +378,7 @@ asio::awaitable<void> agent_manager::check_clock(std::shared_ptr<vm_record> vm,
         vm->name, offset_ms);
     co_return;
   }
-  vm->status.set_clock_correction_failures(vm->status.clock_correction_failures() + 1);
+  vm->state.clock_set(false);
   std::string why = !r               ? r.error().describe()
                     : r->has_error() ? r->error().message()
                                      : "the agent did not set it";
@@ -491,27 +393,16 @@ asio::awaitable<void> agent_manager::pump_events(std::shared_ptr<vm_record> vm,
     if (!e) co_return;
     if (e->has_telemetry()) {
       const auto& t = e->telemetry();
-      *vm->status.mutable_last_telemetry() = t;
-      vm->status.set_last_telemetry_unix_ms(now_unix_ms());
-      if (!t.hostname().empty()) vm->status.set_hostname(t.hostname());
-      vm->status.clear_ip_addresses();
-      for (const auto& i : t.interfaces()) {
-        for (const auto& a : i.addresses()) {
-          vm->status.add_ip_addresses(fmt::format("{}/{}", a.address(), a.prefix_length()));
-        }
-      }
+      vm->state.telemetry(t, now_unix_ms());
       std::erase_if(vm->watchers, [&](const std::weak_ptr<telemetry_feed>& w) {
         auto f = w.lock();
         if (f) f->push(t);
         return !f;
       });
     } else if (e->has_agent_ready()) {
-      set_state(*vm, pb::VM_STATE_HANDSHAKING, "the agent restarted");
+      log_change(vm->name, vm->state.agent_restarted(now_unix_ms()));
     } else if (e->has_hello_ack()) {
-      vm->status.set_session_id(c->session_id());
-      vm->status.set_agent_pid(e->hello_ack().agent_pid());
-      vm->status.set_agent_version(e->hello_ack().software_version());
-      set_state(*vm, pb::VM_STATE_READY, "new session with the restarted agent");
+      log_change(vm->name, vm->state.new_session(e->hello_ack(), c->session_id(), now_unix_ms()));
     }
   }
 }
@@ -522,8 +413,7 @@ pb::StatusReport agent_manager::status(const std::string& vm) const {
   report.set_socket_dir(opt_.socket_dir);
   for (const auto& [name, rec] : vms_) {
     if (!vm.empty() && name != vm) continue;
-    refresh_counters(*rec);
-    *report.add_vms() = rec->status;
+    *report.add_vms() = rec->status();
   }
   return report;
 }
@@ -544,13 +434,12 @@ asio::awaitable<result<pb::Envelope>> agent_manager::call(const std::string& vm,
     // runs is connection_lost).
     co_return result<pb::Envelope>{
         errc::unavailable,
-        fmt::format("vm {} is {}{}", vm, to_string(rec->status.state()),
-                    rec->status.last_error().empty() ? "" : ": " + rec->status.last_error())};
+        fmt::format("vm {} is {}{}", vm, to_string(rec->state.state()),
+                    rec->state.last_error().empty() ? "" : ": " + rec->state.last_error())};
   }
   std::string op = common::body_name(request);
   if (op.ends_with("_request")) op.resize(op.size() - 8);
   auto r = co_await client->request(std::move(request), std::move(options));
-  refresh_counters(*rec);
   std::string outcome = "ok";
   if (!r) {
     outcome = r.code() == errc::request_timeout ? "timeout"
@@ -559,7 +448,7 @@ asio::awaitable<result<pb::Envelope>> agent_manager::call(const std::string& vm,
   } else if (r->has_error()) {
     outcome = r->error().code() == pb::ERROR_CODE_PERMISSION_DENIED ? "refused" : "error";
   }
-  ++rec->figures.requests[{op, outcome}];
+  rec->state.request_done(op, outcome);
   co_return r;
 }
 
@@ -567,9 +456,7 @@ std::vector<vm_metrics> agent_manager::metrics() const {
   std::vector<vm_metrics> out;
   out.reserve(vms_.size());
   for (const auto& [name, rec] : vms_) {
-    refresh_counters(*rec);
-    out.push_back(rec->figures);
-    out.back().status = rec->status;
+    out.push_back(rec->state.metrics(rec->client ? rec->client->stats() : client_stats{}));
   }
   return out;
 }

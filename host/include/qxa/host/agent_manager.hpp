@@ -27,6 +27,7 @@
 #include "qxa/common/async.hpp"
 #include "qxa/host/agent_client.hpp"
 #include "qxa/host/clock_sync.hpp"
+#include "qxa/host/vm_state.hpp"
 
 namespace qxa::host {
 
@@ -43,7 +44,6 @@ struct manager_options {
 
 /// Name of the VM whose socket file this is ("web1.agent.sock" -> "web1"), or empty.
 std::string vm_name_of(std::string_view file_name);
-const char* to_string(pb::VmState state) noexcept;
 
 /// A bounded feed of one VM's telemetry for one watcher; the oldest sample is dropped when the
 /// watcher falls behind.
@@ -51,20 +51,6 @@ const char* to_string(pb::VmState state) noexcept;
 using telemetry_feed = common::event_queue<pb::Telemetry>;
 /// Samples a watcher may fall behind by.
 inline constexpr std::size_t telemetry_feed_depth = 8;
-
-/// Bucket upper bounds of the heartbeat round-trip histogram, in seconds.
-inline constexpr std::array<double, 12> rtt_buckets = {
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0};
-
-/// What the metrics endpoint shows of one VM.
-struct vm_metrics {
-  pb::VmStatus status;  ///< state, counters, last telemetry
-  std::array<std::uint64_t, rtt_buckets.size()> rtt_bucket_counts{};  ///< not cumulative
-  std::uint64_t rtt_count = 0;
-  double rtt_sum_seconds = 0;
-  /// Requests forwarded to the VM by operation (body name) and outcome.
-  std::map<std::pair<std::string, std::string>, std::uint64_t> requests;
-};
 
 class agent_manager : public std::enable_shared_from_this<agent_manager> {
  public:
@@ -117,12 +103,8 @@ class agent_manager : public std::enable_shared_from_this<agent_manager> {
                                     std::chrono::system_clock::time_point sent_at,
                                     std::chrono::nanoseconds rtt);
   asio::awaitable<void> pump_events(std::shared_ptr<vm_record> vm, std::shared_ptr<agent_client> c);
-  /// Changes a VM's state and logs the change (at debug level when `quiet`: the same failure
-  /// again, while retrying).
-  void set_state(vm_record& vm, pb::VmState state, const std::string& why = {}, bool quiet = false);
-  void refresh_counters(vm_record& vm) const;
   /// Folds a finished connection's counters into the VM's totals and drops the client.
-  void retire_client(vm_record& vm);
+  static void retire_client(vm_record& vm);
 
   asio::any_io_executor ex_;
   manager_options opt_;
