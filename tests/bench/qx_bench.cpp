@@ -30,6 +30,8 @@
 #include <thread>
 #include <vector>
 
+#include "bench_io.hpp"
+#include "qga_peer.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/sha256.hpp"
 #include "qxa/host/agent_client.hpp"
@@ -37,142 +39,10 @@
 
 namespace qh = qxa::host;
 namespace pb = quantix::agent::v1;
-using json = nlohmann::ordered_json;
-using clock_type = std::chrono::steady_clock;
 using namespace std::chrono_literals;
-
-extern char** environ;
+using namespace qxa::bench;  // qx-bench's own helpers (bench_io.hpp, qga_peer.hpp)
 
 namespace {
-
-struct settings {
-  bool smoke = false;
-  std::string json_path;
-  std::string agent = QXA_AGENT_PATH;
-  std::string qemu_ga = "/usr/sbin/qemu-ga";
-  int pings = 2000;
-  int rate_requests = 20000;
-  std::size_t file_bytes = 64u << 20;
-  int execs = 50;
-  std::chrono::seconds idle{30};  ///< window for the idle CPU figure
-  std::string plot_path;
-};
-
-[[noreturn]] void die(const std::string& why) {
-  std::fprintf(stderr, "qx-bench: %s\n", why.c_str());
-  std::exit(1);
-}
-
-double ms_since(clock_type::time_point t0) {
-  return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
-}
-
-struct latency {
-  std::vector<double> ms;
-  double pct(double p) {
-    std::sort(ms.begin(), ms.end());
-    return ms.empty() ? 0 : ms[std::min(ms.size() - 1, static_cast<std::size_t>(p * ms.size()))];
-  }
-};
-
-// ---- sockets and processes ----------------------------------------------------------------
-
-int connect_unix(const std::string& path, std::chrono::seconds wait = 10s) {
-  const auto until = clock_type::now() + wait;
-  for (;;) {
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return fd;
-    ::close(fd);
-    if (clock_type::now() > until) die("cannot connect to " + path);
-    std::this_thread::sleep_for(20ms);  // the server is starting
-  }
-}
-
-int listen_unix(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, 4) != 0) {
-    die("cannot listen on " + path);
-  }
-  return fd;
-}
-
-bool write_all(int fd, const void* p, std::size_t n) {
-  auto* c = static_cast<const char*>(p);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, c, n);
-    if (w <= 0) return false;
-    c += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
-}
-
-bool read_all(int fd, void* p, std::size_t n) {
-  auto* c = static_cast<char*>(p);
-  while (n > 0) {
-    const ssize_t r = ::read(fd, c, n);
-    if (r <= 0) return false;
-    c += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
-}
-
-struct child {
-  pid_t pid = -1;
-  explicit child(std::vector<std::string> argv) {
-    std::vector<char*> args;
-    for (auto& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    if (::posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ) != 0) {
-      die("cannot start " + argv[0]);
-    }
-    posix_spawn_file_actions_destroy(&fa);
-  }
-  ~child() {
-    if (pid <= 0) return;
-    ::kill(pid, SIGTERM);
-    // qemu-ga 7.2 sometimes hangs on SIGTERM after guest-exec (a futex wait in its exit path):
-    // give it 5 s, then SIGKILL.
-    for (int i = 0; i < 500; ++i) {
-      if (::waitpid(pid, nullptr, WNOHANG) == pid) return;
-      std::this_thread::sleep_for(10ms);
-    }
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-  }
-};
-
-std::size_t rss_kib(pid_t pid, const char* field) {
-  std::ifstream in(fmt::format("/proc/{}/status", pid));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.starts_with(field)) return std::stoul(line.substr(std::strlen(field)));
-  }
-  return 0;
-}
-
-double cpu_seconds(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/stat", pid));
-  std::string stat((std::istreambuf_iterator<char>(in)), {});
-  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
-  std::string field;
-  unsigned long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14) utime = std::stoul(field);
-    if (i == 15) stime = std::stoul(field);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
-}
 
 // ---- the floor: a raw unix-socket echo and sink ------------------------------------------
 
@@ -350,86 +220,6 @@ asio::awaitable<void> measure_ours(const settings& s, const std::string& dir,
   co_await idle.async_wait(asio::use_awaitable);
   f.idle_cpu_percent = (cpu_seconds(agent_pid) - cpu0) / (ms_since(i0) / 1000) * 100;
   c->close();
-}
-
-// ---- qemu-guest-agent -------------------------------------------------------------------
-
-class qga_client {
- public:
-  explicit qga_client(const std::string& path) : fd_(connect_unix(path)) {}
-  ~qga_client() { ::close(fd_); }
-  json call(const json& request) {
-    const auto text = request.dump() + "\n";
-    write_all(fd_, text.data(), text.size());
-    for (;;) {
-      const auto nl = buf_.find('\n');
-      if (nl != std::string::npos) {
-        auto line = buf_.substr(0, nl);
-        buf_.erase(0, nl + 1);
-        if (line.find_first_not_of(" \r\t") == std::string::npos) continue;
-        auto j = json::parse(line);
-        if (j.contains("error")) die("qemu-ga: " + j["error"].dump());
-        return j["return"];
-      }
-      char chunk[1 << 16];
-      const ssize_t r = ::read(fd_, chunk, sizeof chunk);
-      if (r <= 0) die("qemu-ga closed the connection");
-      buf_.append(chunk, static_cast<std::size_t>(r));
-    }
-  }
-
- private:
-  int fd_;
-  std::string buf_;
-};
-
-struct qga_figures {
-  latency rtt, exec;
-  double read_mib_s = 0, idle_cpu_percent = 0;
-  std::size_t idle_rss_kib = 0, peak_rss_kib = 0;
-};
-
-qga_figures measure_qga(const settings& s, const std::string& dir, const std::string& file,
-                        pid_t pid) {
-  qga_client q(dir + "/qga.sock");
-  qga_figures f;
-  for (int i = 0; i < s.pings; ++i) {
-    const auto t0 = clock_type::now();
-    q.call({{"execute", "guest-ping"}});
-    f.rtt.ms.push_back(ms_since(t0));
-  }
-  f.idle_rss_kib = rss_kib(pid, "VmRSS:");
-  const auto t0 = clock_type::now();
-  const auto handle =
-      q.call({{"execute", "guest-file-open"}, {"arguments", {{"path", file}, {"mode", "r"}}}});
-  std::size_t got = 0;
-  for (;;) {
-    auto r = q.call(
-        {{"execute", "guest-file-read"}, {"arguments", {{"handle", handle}, {"count", 4u << 20}}}});
-    got += r["count"].get<std::size_t>();
-    if (r["eof"].get<bool>() || r["count"].get<std::size_t>() == 0) break;
-  }
-  q.call({{"execute", "guest-file-close"}, {"arguments", {{"handle", handle}}}});
-  if (got != s.file_bytes) die("qemu-ga read a different size");
-  f.read_mib_s = static_cast<double>(got) / (1 << 20) / (ms_since(t0) / 1000);
-  f.peak_rss_kib = rss_kib(pid, "VmHWM:");
-  for (int i = 0; i < s.execs; ++i) {
-    const auto e0 = clock_type::now();
-    auto started = q.call({{"execute", "guest-exec"},
-                           {"arguments", {{"path", "/bin/true"}, {"capture-output", true}}}});
-    // As libvirt does: poll guest-exec-status until the process has exited.
-    for (;;) {
-      auto st =
-          q.call({{"execute", "guest-exec-status"}, {"arguments", {{"pid", started["pid"]}}}});
-      if (st["exited"].get<bool>()) break;
-    }
-    f.exec.ms.push_back(ms_since(e0));
-  }
-  const double cpu0 = cpu_seconds(pid);
-  const auto i0 = clock_type::now();
-  std::this_thread::sleep_for(s.idle);  // idle with a client attached
-  f.idle_cpu_percent = (cpu_seconds(pid) - cpu0) / (ms_since(i0) / 1000) * 100;
-  return f;
 }
 
 // ---- the fleet: qx-agentd with N simulated guests ----------------------------------------

@@ -176,7 +176,8 @@ TEST_CASE("both Debian packages build with their dependencies, conffiles and fil
   auto hi = sh("dpkg-deb -I '" + host + "'");
   REQUIRE(hi.status == 0);
   CHECK_THAT(hi.out, Catch::Contains("Package: qx-agentd"));
-  // The full protobuf runtime (qx-agent prints --json with its reflection), found by dpkg-shlibdeps.
+  // The full protobuf runtime (qx-agent prints --json with its reflection), found by
+  // dpkg-shlibdeps.
   CHECK_THAT(hi.out, Catch::Contains("Depends: systemd, ") && Catch::Contains("libprotobuf32 "));
   CHECK_THAT(hi.out, Catch::Contains("conffiles") && Catch::Contains("postinst") &&
                          Catch::Contains("prerm") && Catch::Contains("postrm"));

@@ -25,6 +25,11 @@ inline std::unique_ptr<child_process> start_agent(const std::string& socket,
   REQUIRE(started);
   return a;
 }
+
+/// The real agent of VM `vm`, on the socket qx-agentd looks for in `vms`.
+inline std::unique_ptr<child_process> start_vm_agent(const temp_dir& vms, const std::string& vm) {
+  return start_agent(vms / (vm + ".agent.sock"));
+}
 #endif
 
 /// qx-agentd watching the directory `vms`, with its config and control socket (`ctl.sock`) in
@@ -55,6 +60,18 @@ inline std::unique_ptr<child_process> start_daemon(const temp_dir& vms, const te
                                                    const std::string& heartbeat_timeout,
                                                    const std::string& more_config = {}) {
   return start_daemon(vms.path(), run, heartbeat_interval, heartbeat_timeout, more_config);
+}
+
+/// qx-agentd with quick heartbeats (250 ms, 400 ms to answer): state changes show in well
+/// under a second.
+inline std::unique_ptr<child_process> start_quick_daemon(const temp_dir& vms, const temp_dir& run) {
+  return start_daemon(vms, run, "250ms", "400ms");
+}
+
+/// qx-agentd for VMs under TCG: heartbeats a little slower than on the host alone.
+inline std::unique_ptr<child_process> start_daemon_for_vms(const temp_dir& vms,
+                                                           const temp_dir& run) {
+  return start_daemon(vms, run, "300ms", "1s");
 }
 
 }  // namespace qxa::test

@@ -17,12 +17,17 @@
 
 namespace qxa::test {
 
-using namespace std::chrono_literals;
+// Duration literals for the test helpers' defaults (declarations, not a using-directive).
+using std::chrono_literals::operator""h;
+using std::chrono_literals::operator""min;
+using std::chrono_literals::operator""s;
+using std::chrono_literals::operator""ms;
+using std::chrono_literals::operator""us;
 using unix_socket = asio::local::stream_protocol::socket;
 
 /// Runs `make(io)` to completion, failing the test when it takes longer than `deadline`.
 template <typename Make>
-void run_async(Make&& make, std::chrono::steady_clock::duration deadline = 20s) {
+void run_async(Make&& make, std::chrono::steady_clock::duration deadline = std::chrono::seconds(20)) {
   asio::io_context io;
   bool done = false;
   std::exception_ptr error;

@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: MIT
+// qx-bench's settings and its plumbing: unix sockets, child processes and what /proc says of
+// them, latency figures.
+#pragma once
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace qxa::bench {
+
+using clock_type = std::chrono::steady_clock;
+
+struct settings {
+  bool smoke = false;
+  std::string json_path;
+  std::string agent = QXA_AGENT_PATH;
+  std::string qemu_ga = "/usr/sbin/qemu-ga";
+  int pings = 2000;
+  int rate_requests = 20000;
+  std::size_t file_bytes = 64u << 20;
+  int execs = 50;
+  std::chrono::seconds idle{30};  ///< window for the idle CPU figure
+  std::string plot_path;
+};
+
+[[noreturn]] inline void die(const std::string& why) {
+  std::fprintf(stderr, "qx-bench: %s\n", why.c_str());
+  std::exit(1);
+}
+
+inline double ms_since(clock_type::time_point t0) {
+  return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+}
+
+struct latency {
+  std::vector<double> ms;
+  double pct(double p) {
+    std::sort(ms.begin(), ms.end());
+    return ms.empty() ? 0 : ms[std::min(ms.size() - 1, static_cast<std::size_t>(p * ms.size()))];
+  }
+};
+
+// ---- sockets and processes ----------------------------------------------------------------
+
+inline int connect_unix(const std::string& path,
+                        std::chrono::seconds wait = std::chrono::seconds(10)) {
+  const auto until = clock_type::now() + wait;
+  for (;;) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return fd;
+    ::close(fd);
+    if (clock_type::now() > until) die("cannot connect to " + path);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the server is starting
+  }
+}
+
+inline int listen_unix(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, 4) != 0) {
+    die("cannot listen on " + path);
+  }
+  return fd;
+}
+
+inline bool write_all(int fd, const void* p, std::size_t n) {
+  auto* c = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, c, n);
+    if (w <= 0) return false;
+    c += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+inline bool read_all(int fd, void* p, std::size_t n) {
+  auto* c = static_cast<char*>(p);
+  while (n > 0) {
+    const ssize_t r = ::read(fd, c, n);
+    if (r <= 0) return false;
+    c += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+struct child {
+  pid_t pid = -1;
+  explicit child(std::vector<std::string> argv) {
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    if (::posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ) != 0) {
+      die("cannot start " + argv[0]);
+    }
+    posix_spawn_file_actions_destroy(&fa);
+  }
+  ~child() {
+    if (pid <= 0) return;
+    ::kill(pid, SIGTERM);
+    // qemu-ga 7.2 sometimes hangs on SIGTERM after guest-exec (a futex wait in its exit path):
+    // give it 5 s, then SIGKILL.
+    for (int i = 0; i < 500; ++i) {
+      if (::waitpid(pid, nullptr, WNOHANG) == pid) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
+};
+
+inline std::size_t rss_kib(pid_t pid, const char* field) {
+  std::ifstream in(fmt::format("/proc/{}/status", pid));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.starts_with(field)) return std::stoul(line.substr(std::strlen(field)));
+  }
+  return 0;
+}
+
+inline double cpu_seconds(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string stat((std::istreambuf_iterator<char>(in)), {});
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  unsigned long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stoul(field);
+    if (i == 15) stime = std::stoul(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+}  // namespace qxa::bench

@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: MIT
+// The real qx-agent, run by tests as an operator would.
+#pragma once
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "support/process.hpp"
+
+namespace qxa::test {
+
+#ifdef QXA_CLI_PATH
+/// Runs qx-agent with `args`: its exit status, output and time.
+inline command_result run_cli(
+    std::vector<std::string> args,
+    std::chrono::steady_clock::duration timeout = std::chrono::seconds(60)) {
+  args.insert(args.begin(), QXA_CLI_PATH);
+  return run_command(std::move(args), timeout);
+}
+
+/// `qx-agent --json status` through the daemon at `control_socket`; fails the test when it
+/// does not answer.
+inline nlohmann::json daemon_status(const std::string& control_socket) {
+  auto r = run_cli({"--json", "--control-socket", control_socket, "status"});
+  REQUIRE(r.status == 0);
+  return nlohmann::json::parse(r.out);
+}
+
+/// The daemon's status of one VM; fails the test when the VM is not listed.
+inline nlohmann::json required_vm_status(const std::string& control_socket, const std::string& vm) {
+  auto r = run_cli({"--json", "--control-socket", control_socket, "status", vm});
+  REQUIRE(r.status == 0);
+  auto j = nlohmann::json::parse(r.out);
+  REQUIRE(j["vms"].size() == 1);
+  return j["vms"][0];
+}
+
+/// VM name -> state, from a status.
+inline std::map<std::string, std::string> vm_states(const nlohmann::json& status) {
+  std::map<std::string, std::string> out;
+  const auto& vms = status["vms"];
+  for (const auto& vm : vms) out[vm["vm"]] = vm["state"];
+  return out;
+}
+#endif
+
+}  // namespace qxa::test
