@@ -9,6 +9,7 @@
 #include <ctime>
 #include <mutex>
 
+#include "qxa/common/posix.hpp"
 #include "qxa/common/text.hpp"
 
 namespace qxa::common {
@@ -17,18 +18,6 @@ namespace {
 std::mutex& output_mutex() {
   static std::mutex m;
   return m;
-}
-
-void write_all(int fd, const char* p, std::size_t n) noexcept {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return;  // nowhere left to report a logging failure
-    }
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
 }
 
 // What protobuf reports comes from parsing a peer's message (a string field that is not UTF-8,
@@ -141,7 +130,7 @@ void logger::emit(log_level level, std::string_view line) {
   if (sink_) {
     sink_(level, line);
   } else {
-    write_all(STDERR_FILENO, line.data(), line.size());
+    (void)write_all(STDERR_FILENO, line);  // nowhere left to report a logging failure
   }
 }
 

@@ -18,6 +18,7 @@
 
 #include "qxa/common/log.hpp"
 #include "qxa/common/parse.hpp"
+#include "qxa/common/posix.hpp"
 #include "qxa/common/text.hpp"
 #include "qxa/guest/accounts.hpp"
 #include "qxa/guest/fs.hpp"
@@ -95,21 +96,13 @@ std::vector<std::string> split_lines(std::string_view text) {
   return lines;
 }
 
-bool write_text(int fd, std::string_view text) {
-  while (!text.empty()) {
-    const ssize_t n = ::write(fd, text.data(), text.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    text.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
+using common::write_all;
 
 }  // namespace
 
 int run_ssh_keys_helper(const std::string& home, int in, int out, int err) {
   auto fail = [&](const std::string& why) {
-    (void)write_text(err, why);
+    (void)write_all(err, why);
     return 1;
   };
   ::umask(077);
@@ -174,7 +167,7 @@ int run_ssh_keys_helper(const std::string& home, int in, int out, int err) {
   }
   std::string answer = fmt::format("changed {}\n", changed);
   for (const auto& l : lines) answer += l + "\n";
-  return write_text(out, answer) ? 0 : 1;
+  return write_all(out, answer) ? 0 : 1;
 }
 
 }  // namespace qxa::guest

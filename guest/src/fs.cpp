@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "qxa/common/posix.hpp"
 #include "qxa/guest/system_info.hpp"
 
 namespace qxa::guest {
@@ -118,19 +119,7 @@ std::string random_suffix() {
   return fmt::format("{:016x}", r);
 }
 
-std::error_code last_error() { return {errno, std::system_category()}; }
-
-bool write_fully(int fd, std::string_view data) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
+using common::last_error;
 
 // Root's, or (for tests that run unprivileged) the agent's own.
 bool trusted_owner(uid_t uid) { return uid == 0 || uid == ::geteuid(); }
@@ -328,7 +317,7 @@ std::error_code replace_file_at(int dir, const std::string& name, std::string_vi
     if (!temp.empty()) ::unlinkat(dir, temp.c_str(), 0);
     return ec;
   };
-  if (!write_fully(file.get(), content)) return fail(last_error());
+  if (!common::write_all(file.get(), content)) return fail(last_error());
   if (owner && ::fchown(file.get(), owner->uid, owner->gid) != 0) return fail(last_error());
   if (::fchmod(file.get(), mode) != 0 || ::fsync(file.get()) != 0) return fail(last_error());
   if (temp.empty()) {

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "qxa/common/log.hpp"
+#include "qxa/common/posix.hpp"
 
 namespace qxa::guest {
 
@@ -17,19 +18,8 @@ using common::errc;
 
 namespace {
 
-std::error_code last_error() { return {errno, std::system_category()}; }
-
-bool write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
+using common::last_error;
+using common::write_all;
 
 // ".NAME.qxa-0123456789abcdef": hidden, recognisably ours, and not guessable in advance.
 std::string hidden_name(const std::string& name) {

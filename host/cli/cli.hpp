@@ -131,8 +131,6 @@ json status_json(const pb::VmStatus& s);
 
 // ---- local I/O -----------------------------------------------------------------------------
 
-/// Writes all of `data`; false (errno set) on a write error.
-bool write_out(int fd, std::string_view data);
 std::string read_all_stdin();
 
 /// After an interruption, what the cancellation queued (the cancel for the guest) is written

@@ -13,6 +13,7 @@
 
 #include "cli.hpp"
 #include "qxa/common/async.hpp"
+#include "qxa/common/posix.hpp"
 #include "qxa/common/sha256.hpp"
 
 namespace qxa::cli {
@@ -99,7 +100,7 @@ asio::awaitable<int> run_download(host::agent_access& b, const options& o, const
       write_error = fmt::format("chunk at offset {} after {} bytes", c.offset(), received);
       return;
     }
-    if (!write_out(out.fd, c.data())) {
+    if (!common::write_all(out.fd, c.data())) {
       write_error = fmt::format("cannot write {}: {}", out.temp, std::strerror(errno));
       return;
     }

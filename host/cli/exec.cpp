@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "cli.hpp"
+#include "qxa/common/posix.hpp"
 #include "qxa/host/json.hpp"
 
 namespace qxa::cli {
@@ -40,8 +41,8 @@ asio::awaitable<int> run_exec(host::agent_access& access, const options& o) {
   call.on_progress = [&](const pb::Envelope& partial) {
     if (!partial.has_exec_output()) return;
     const auto& out = partial.exec_output();
-    write_out(out.stream() == pb::ExecOutput::STREAM_STDERR ? STDERR_FILENO : STDOUT_FILENO,
-              out.data());
+    common::write_all(out.stream() == pb::ExecOutput::STREAM_STDERR ? STDERR_FILENO : STDOUT_FILENO,
+                      out.data());
   };
   auto r = co_await access.call(o.vm, std::move(request), std::move(call));
   if (!r && r.code() == common::errc::cancelled) {

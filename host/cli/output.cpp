@@ -209,18 +209,6 @@ void print_freeze(const pb::FreezeStatus& f) {
   for (const auto& e : f.hook_errors()) std::printf("  hook: %s\n", shown(e).c_str());
 }
 
-bool write_out(int fd, std::string_view data) {
-  while (!data.empty()) {
-    const ssize_t w = ::write(fd, data.data(), data.size());
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data.remove_prefix(static_cast<std::size_t>(w));
-  }
-  return true;
-}
-
 std::string read_all_stdin() {
   std::string data;
   char buf[65536];
