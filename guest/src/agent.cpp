@@ -58,7 +58,8 @@ agent::~agent() = default;
 
 asio::awaitable<int> agent::run() {
   common::log_info(
-      "agent started on port {} (telemetry every {} ms, write deadline {} ms)", port_->describe(),
+      "{} on port {} (telemetry every {} ms, write deadline {} ms)", log_text::started,
+      port_->describe(),
       std::chrono::duration_cast<std::chrono::milliseconds>(state_->options.telemetry_interval)
           .count(),
       std::chrono::duration_cast<std::chrono::milliseconds>(state_->options.write_timeout).count());
@@ -130,7 +131,7 @@ asio::awaitable<int> agent::telemetry_loop() {
     if (!ec) {
       ++state_->telemetry_sent;
       if (failures > 0) {
-        common::log_info("telemetry delivered again after {} consecutive failures", failures);
+        common::log_info("{}", log_text::telemetry_recovered(failures));
       }
       failures = 0;
       continue;

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "qxa/common/log.hpp"
+#include "qxa/guest/log_text.hpp"
 
 namespace qxa::guest {
 
@@ -78,7 +79,7 @@ class device_port final : public port {
           if (err != last_errno) {
             // Logged once per kind of failure, not once per retry.
             if (err == EBUSY) {
-              common::log_warning("port {}: busy (another process has it open); retrying", path_);
+              common::log_warning("port {}: {}", path_, log_text::port_busy);
             } else if (err == ENOENT || err == ENXIO || err == ENODEV) {
               common::log_info("port {}: not present ({}); waiting for it", path_,
                                std::strerror(err));

@@ -12,6 +12,7 @@
 #include "qxa/common/log.hpp"
 #include "qxa/common/version.hpp"
 #include "qxa/guest/handlers.hpp"
+#include "qxa/guest/log_text.hpp"
 
 namespace qxa::guest {
 
@@ -40,17 +41,16 @@ asio::awaitable<void> session::run() {
     if (!received) {
       const auto& st = stream_->stats();
       const auto& dec = stream_->decoding();
-      common::log_info(
-          "host connection ended: {}; {} frames in, {} out, {} damaged, {} garbage bytes",
-          received.error().describe(), st.frames_received, st.frames_sent, dec.damaged_frames,
-          dec.garbage_bytes);
+      common::log_info("{}: {}; {} frames in, {} out, {} damaged, {} garbage bytes",
+                       log_text::host_gone, received.error().describe(), st.frames_received,
+                       st.frames_sent, dec.damaged_frames, dec.garbage_bytes);
       break;
     }
     handle(std::move(received.value()));
   }
   cancel_all("the host connection ended");
   if (auto n = state_.uploads->abort_session(gate_.session())) {
-    common::log_info("{} unfinished file uploads discarded", n);
+    common::log_info("{} {}", n, log_text::uploads_discarded);
   }
   stream_->close(make_error_code(common::errc::connection_lost));
 }
@@ -181,7 +181,8 @@ void session::cancel(std::uint64_t request_id, std::uint64_t target) {
   auto it = running_.find(target);
   pb::Envelope body;
   body.mutable_cancel_reply()->set_found(it != running_.end());
-  if (it != running_.end()) it->second->stop("the host cancelled it");
+  if (it != running_.end())
+    it->second->stop(log_text::host_cancelled.data());  // a literal: NUL-terminated
   reply(request_id, std::move(body));
 }
 
@@ -236,12 +237,13 @@ void session::answer_hello(const pb::Envelope& request, const request_gate::open
   if (opened.replaced != 0) {
     cancel_all("the host opened a new session");
     state_.uploads->abort_session(opened.replaced);
-    common::log_info("session {:016x} started by host {} (protocol {}), replacing session {:016x}",
-                     id, hello.software_version(), hello.protocol_version(), opened.replaced);
+    common::log_info("session {:016x} {} {} (protocol {}), replacing session {:016x}", id,
+                     log_text::session_started, hello.software_version(), hello.protocol_version(),
+                     opened.replaced);
   } else if (opened.repeated) {
     common::log_debug("Hello repeated for session {:016x}", id);
   } else {
-    common::log_info("session {:016x} started by host {} (protocol {})", id,
+    common::log_info("session {:016x} {} {} (protocol {})", id, log_text::session_started,
                      hello.software_version(), hello.protocol_version());
   }
   if (!opened.repeated) ++state_.sessions;  // a repeated Hello is the same session

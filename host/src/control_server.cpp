@@ -215,7 +215,11 @@ asio::awaitable<void> control_server::serve_call(std::shared_ptr<connection> con
   auto r = co_await manager_->call(call.vm(), call.request(), std::move(options));
   conn->calls.erase(id);
   if (!r) {
-    answer(*stream, error_message(id, wire_code(r.code()), r.error().describe()));
+    // The code travels on its own: the text is the message alone when the client can tell the
+    // code again from the wire's (else "... (unavailable) (unavailable)" once it describes it).
+    const auto& e = r.error();
+    const bool round_trip = local_code(wire_code(e.code)) == e.code && !e.message.empty();
+    answer(*stream, error_message(id, wire_code(e.code), round_trip ? e.message : e.describe()));
     co_return;
   }
   pb::ControlMessage reply;

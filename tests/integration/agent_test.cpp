@@ -70,7 +70,7 @@ TEST_CASE(
   const auto sock = dir / "agent.sock";
   child_process agent(agent_args("unix-listen:" + sock,
                                  {"--telemetry-interval", "10ms", "--write-timeout", "20ms"}));
-  REQUIRE(agent.wait_for_log("agent started", 10s));
+  REQUIRE(agent.wait_for_log(qxa::guest::log_text::started, 10s));
   asio::io_context io;
   fake_host<unix_socket> host(connect_now(io, sock));
   run_on(io, [&]() -> awaitable<void> { co_await host.handshake(); });
@@ -92,7 +92,7 @@ TEST_CASE("a host that reads slowly but keeps up never counts a failure", "[inte
   const auto sock = dir / "agent.sock";
   child_process agent(agent_args("unix-listen:" + sock,
                                  {"--telemetry-interval", "20ms", "--write-timeout", "500ms"}));
-  REQUIRE(agent.wait_for_log("agent started", 10s));
+  REQUIRE(agent.wait_for_log(qxa::guest::log_text::started, 10s));
   asio::io_context io;
   qxa::common::stream_options small_reads;
   small_reads.read_buffer_size = 256;  // many small reads
@@ -127,7 +127,7 @@ TEST_CASE("49 failed writes, then the host drains: the count resets and the agen
   const auto sock = dir / "agent.sock";
   child_process agent(agent_args("unix-listen:" + sock,
                                  {"--telemetry-interval", "300ms", "--write-timeout", "150ms"}));
-  REQUIRE(agent.wait_for_log("agent started", 10s));
+  REQUIRE(agent.wait_for_log(qxa::guest::log_text::started, 10s));
   asio::io_context io;
   fake_host<unix_socket> host(connect_now(io, sock));
   run_on(io, [&]() -> awaitable<void> {
@@ -152,7 +152,7 @@ TEST_CASE("49 failed writes, then the host drains: the count resets and the agen
       },
       10s);
   INFO(agent.log());
-  CHECK(agent.wait_for_log("telemetry delivered again after 49 consecutive failures", 5s));
+  CHECK(agent.wait_for_log(qxa::guest::log_text::telemetry_recovered(49), 5s));
   CHECK(agent.count_in_log("(50/50)") == 0);
   CHECK(agent.running());
 }
@@ -162,7 +162,7 @@ TEST_CASE("a host that disconnects and reconnects 20 times gets a handshake ever
   temp_dir dir;
   const auto sock = dir / "agent.sock";
   child_process agent(agent_args("unix-listen:" + sock, {"--telemetry-interval", "50ms"}));
-  REQUIRE(agent.wait_for_log("agent started", 10s));
+  REQUIRE(agent.wait_for_log(qxa::guest::log_text::started, 10s));
   asio::io_context io;
   std::set<std::uint64_t> sessions;
   for (int round = 0; round < 20; ++round) {
@@ -180,7 +180,7 @@ TEST_CASE("a host that disconnects and reconnects 20 times gets a handshake ever
     host.stream().close();
   }
   CHECK(sessions.size() == 20);
-  CHECK(agent.wait_for_log("started by host", 5s, 20));
+  CHECK(agent.wait_for_log(qxa::guest::log_text::session_started, 5s, 20));
   CHECK(agent.running());
 }
 
@@ -189,7 +189,7 @@ TEST_CASE("a request stamped with an earlier session is refused with a structure
   temp_dir dir;
   const auto sock = dir / "agent.sock";
   child_process agent(agent_args("unix-listen:" + sock, {"--telemetry-interval", "1h"}));
-  REQUIRE(agent.wait_for_log("agent started", 10s));
+  REQUIRE(agent.wait_for_log(qxa::guest::log_text::started, 10s));
   asio::io_context io;
   fake_host<unix_socket> host(connect_now(io, sock));
   run_on(io, [&]() -> awaitable<void> {
@@ -247,7 +247,7 @@ TEST_CASE("with no host on a device-like port the agent waits without spinning a
     });
     host.stream().close();  // closes the master: the host is gone
   }
-  REQUIRE(agent.wait_for_log("host connection ended", 5s));
+  REQUIRE(agent.wait_for_log(qxa::guest::log_text::host_gone, 5s));
   const double cpu_before = qxa::test::process_cpu_seconds(agent.pid());
   // The measurement window itself: the agent must neither exit nor burn CPU for 10 s.
   REQUIRE_FALSE(agent.wait_exit(10s).has_value());
@@ -289,7 +289,7 @@ TEST_CASE("a port another process holds (EBUSY) is retried until it is free",
                 {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"});
   }
   child_process agent(args);
-  REQUIRE(agent.wait_for_log("busy (another process has it open); retrying", 10s));
+  REQUIRE(agent.wait_for_log(qxa::guest::log_text::port_busy, 10s));
   REQUIRE(::ioctl(holder, TIOCNXCL) == 0);  // the other process lets go
   asio::io_context io;
   fake_host<asio::posix::stream_descriptor> host(asio::posix::stream_descriptor(io, pty.master));
@@ -310,7 +310,7 @@ TEST_CASE("SIGTERM and SIGINT end the agent with status 0 within a second",
   for (int signo : {SIGTERM, SIGINT}) {
     SECTION(signo == SIGTERM ? "SIGTERM while a host is connected" : "SIGINT with no host") {
       child_process agent(agent_args("unix-listen:" + sock, {"--telemetry-interval", "10ms"}));
-      REQUIRE(agent.wait_for_log("agent started", 10s));
+      REQUIRE(agent.wait_for_log(qxa::guest::log_text::started, 10s));
       asio::io_context io;
       std::optional<fake_host<unix_socket>> host;
       if (signo == SIGTERM) {
@@ -371,7 +371,7 @@ TEST_CASE("the unix-listen socket is 0600 whatever the umask", "[integration][gu
   std::string line = "umask 000; exec";
   for (const auto& a : args) line += " '" + a + "'";
   child_process agent({"/bin/sh", "-c", line});
-  REQUIRE(agent.wait_for_log("agent started", 10s));
+  REQUIRE(agent.wait_for_log(qxa::guest::log_text::started, 10s));
   struct stat st {};
   REQUIRE(::stat(sock.c_str(), &st) == 0);
   CHECK(S_ISSOCK(st.st_mode));
@@ -396,7 +396,7 @@ TEST_CASE("the agent's idle memory with a host attached stays small",
   temp_dir dir;
   const auto sock = dir / "agent.sock";
   child_process agent(agent_args("unix-listen:" + sock, {"--telemetry-interval", "100ms"}));
-  REQUIRE(agent.wait_for_log("agent started", 10s));
+  REQUIRE(agent.wait_for_log(qxa::guest::log_text::started, 10s));
   asio::io_context io;
   fake_host<unix_socket> host(connect_now(io, sock));
   run_on(io, [&]() -> awaitable<void> {
@@ -425,7 +425,7 @@ TEST_CASE("a request the guest's policy refuses gets an error naming the rule, a
   const auto sock = dir / "agent.sock";
   const auto config = dir.write("agent.toml", "[policy]\nblock = [\"telemetry\"]\n");
   child_process agent({agent_path, "--config", config, "--port", "unix-listen:" + sock});
-  REQUIRE(agent.wait_for_log("agent started", 10s));
+  REQUIRE(agent.wait_for_log(qxa::guest::log_text::started, 10s));
   asio::io_context io;
   fake_host<unix_socket> host(connect_now(io, sock));
   run_on(io, [&]() -> awaitable<void> {

@@ -14,6 +14,7 @@
 #include <set>
 #include <thread>
 
+#include "qxa/guest/log_text.hpp"
 #include "support/control_calls.hpp"
 #include "support/daemon.hpp"
 #include "support/fake_host.hpp"
@@ -369,7 +370,7 @@ TEST_CASE(
     const auto status = up.wait_exit(15s);
     REQUIRE(status.has_value());
     CHECK(*status != 0);
-    REQUIRE(agent->wait_for_log("unfinished file uploads discarded", 10s, i));
+    REQUIRE(agent->wait_for_log(qxa::guest::log_text::uploads_discarded, 10s, i));
     CHECK(entries(guest_files.path()) == 0);
   }
   auto daemon = qxa::test::start_daemon(vms, run, "250ms", "1s");

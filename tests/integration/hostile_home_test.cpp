@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "qxa/guest/log_text.hpp"
 #include "support/daemon.hpp"
 #include "support/pinger.hpp"
 #include "support/process.hpp"
@@ -89,7 +90,7 @@ struct hostile_guest {
         t.path(), QXA_AGENT_PATH, qxa::test::shipped_agent_config, vms);
     agent = std::make_unique<child_process>(std::vector<std::string>{
         "/usr/bin/unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script});
-    const bool started = agent->wait_for_log("agent started", 10s);
+    const bool started = agent->wait_for_log(qxa::guest::log_text::started, 10s);
     INFO(agent->log());
     REQUIRE(started);
   }

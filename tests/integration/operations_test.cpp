@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "qxa/guest/log_text.hpp"
 #include "qxa/host/agent_client.hpp"
 #include "support/files.hpp"
 #include "support/poll.hpp"
@@ -44,7 +45,7 @@ struct agent_under_test {
       : socket(dir / "agent.sock"),
         process({agent_bin, "--config", config, "--port", "unix-listen:" + socket,
                  "--telemetry-interval", "1s"}) {
-    REQUIRE(process.wait_for_log("agent started", 10s));
+    REQUIRE(process.wait_for_log(qxa::guest::log_text::started, 10s));
   }
   qxa::test::command_result cli(std::vector<std::string> args,
                                 std::chrono::steady_clock::duration timeout = 60s) {
@@ -130,7 +131,8 @@ TEST_CASE("qx-agent exec: exit codes, signals, output that shows up live, and in
   const auto status = live.wait_exit(10s);
   REQUIRE(status.has_value());
   CHECK(*status == 130);
-  CHECK(agent.process.wait_for_log("cancelled: the host cancelled it", 5s));
+  CHECK(agent.process.wait_for_log(
+      "cancelled: " + std::string(qxa::guest::log_text::host_cancelled), 5s));
   // Killed and reaped (no zombie either).
   CHECK(processes_gone({"sleep", "101"}));
 }
@@ -229,7 +231,7 @@ TEST_CASE("a copy cut short by killing either side leaves no file at the destina
         {cli_bin, "--connect", agent.socket, "cp", source, "-:" + (dir / "guest/again")});
     REQUIRE(agent.process.wait_for_log("outcome=opened", 10s));
     cp.signal(SIGKILL);
-    CHECK(agent.process.wait_for_log("unfinished file uploads discarded", 10s));
+    CHECK(agent.process.wait_for_log(qxa::guest::log_text::uploads_discarded, 10s));
     CHECK_FALSE(std::filesystem::exists(dir / "guest/again"));
     for (const auto& e : std::filesystem::directory_iterator(dir / "guest")) {
       CHECK_FALSE(e.path().filename().string().starts_with(".again.qxa-"));
@@ -254,7 +256,8 @@ TEST_CASE("Ctrl-C during a copy either way or a telemetry watch: nothing left be
     REQUIRE(status.has_value());
     CHECK(*status == 130);
     CHECK(std::filesystem::is_empty(dir / "host"));
-    CHECK(agent.process.wait_for_log("(file-read) cancelled: the host cancelled it", 10s));
+    CHECK(agent.process.wait_for_log(
+        "(file-read) cancelled: " + std::string(qxa::guest::log_text::host_cancelled), 10s));
   }
   {
     // An upload: aborted in the guest before the program ends.

@@ -9,6 +9,9 @@
 #include "support/process.hpp"
 #include "support/shipped.hpp"
 #include "support/temp_dir.hpp"
+#ifdef QXA_AGENT_PATH  // tests that run the agent wait on its log texts
+#include "qxa/guest/log_text.hpp"
+#endif
 
 namespace qxa::test {
 
@@ -20,7 +23,7 @@ inline std::unique_ptr<child_process> start_agent(const std::string& socket,
   auto a = std::make_unique<child_process>(std::vector<std::string>{
       QXA_AGENT_PATH, "--config", qxa::test::shipped_agent_config, "--port",
       "unix-listen:" + socket, "--telemetry-interval", telemetry_interval});
-  const bool started = a->wait_for_log("agent started", std::chrono::seconds(10));
+  const bool started = a->wait_for_log(qxa::guest::log_text::started, std::chrono::seconds(10));
   INFO(a->log());
   REQUIRE(started);
   return a;

@@ -21,6 +21,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -154,7 +155,7 @@ class child_process {
   [[nodiscard]] bool running() { return !wait_exit(std::chrono::milliseconds(0)).has_value(); }
 
   /// Waits until standard error holds `needle` at least `times` times.
-  bool wait_for_log(const std::string& needle, clock::duration timeout, std::size_t times = 1) {
+  bool wait_for_log(std::string_view needle, clock::duration timeout, std::size_t times = 1) {
     std::unique_lock lock(m_);
     return cv_.wait_for(lock, timeout, [&] {
       return count_locked(err_, needle) >= times || err_eof_;
@@ -167,7 +168,7 @@ class child_process {
     return cv_.wait_for(lock, timeout, [&] { return out_.find(needle) != std::string::npos; });
   }
 
-  std::size_t count_in_log(const std::string& needle) {
+  std::size_t count_in_log(std::string_view needle) {
     std::lock_guard lock(m_);
     return count_locked(err_, needle);
   }
@@ -189,7 +190,7 @@ class child_process {
   }
 
  private:
-  static std::size_t count_locked(const std::string& text, const std::string& needle) {
+  static std::size_t count_locked(const std::string& text, std::string_view needle) {
     std::size_t n = 0;
     for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
     return n;

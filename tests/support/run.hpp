@@ -27,7 +27,8 @@ using unix_socket = asio::local::stream_protocol::socket;
 
 /// Runs `make(io)` to completion, failing the test when it takes longer than `deadline`.
 template <typename Make>
-void run_async(Make&& make, std::chrono::steady_clock::duration deadline = std::chrono::seconds(20)) {
+void run_async(Make&& make,
+               std::chrono::steady_clock::duration deadline = std::chrono::seconds(20)) {
   asio::io_context io;
   bool done = false;
   std::exception_ptr error;
