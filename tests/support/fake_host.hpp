@@ -40,23 +40,6 @@ inline unix_socket connect_now(asio::io_context& io, const std::string& path) {
   return s;
 }
 
-/// Runs `make()` on an io_context that outlives it, so that sockets made in the test scope stay
-/// open (and unread) between steps; fails the test when the step misses its deadline.
-template <typename Make>
-void run_on(asio::io_context& io, Make&& make, std::chrono::steady_clock::duration deadline = 60s) {
-  bool done = false;
-  std::exception_ptr error;
-  io.restart();
-  asio::co_spawn(io, make(), [&](std::exception_ptr e) {
-    done = true;
-    error = e;
-    io.stop();
-  });
-  io.run_for(deadline);
-  if (!done) FAIL("the step did not finish within its deadline");
-  if (error) std::rethrow_exception(error);
-}
-
 /// Waits for `op` or throws when `timeout` passes first.
 template <typename T>
 asio::awaitable<T> with_deadline(asio::awaitable<T> op, std::chrono::steady_clock::duration timeout,

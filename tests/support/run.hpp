@@ -25,21 +25,32 @@ using std::chrono_literals::operator""ms;
 using std::chrono_literals::operator""us;
 using unix_socket = asio::local::stream_protocol::socket;
 
-/// Runs `make(io)` to completion, failing the test when it takes longer than `deadline`.
+/// Runs `make()` on an io_context that outlives it, so that sockets made in the test scope stay
+/// open (and unread) between steps; fails the test when the step misses its deadline.
 template <typename Make>
-void run_async(Make&& make,
-               std::chrono::steady_clock::duration deadline = std::chrono::seconds(20)) {
-  asio::io_context io;
+void run_on(asio::io_context& io, Make&& make,
+            std::chrono::steady_clock::duration deadline = std::chrono::seconds(60)) {
   bool done = false;
   std::exception_ptr error;
-  asio::co_spawn(io, make(io), [&](std::exception_ptr e) {
+  io.restart();
+  asio::co_spawn(io, make(), [&](std::exception_ptr e) {
     done = true;
     error = e;
     io.stop();
   });
   io.run_for(deadline);
-  if (!done) FAIL("the test did not finish within its deadline");
+  if (!done) FAIL("the step did not finish within its deadline");
   if (error) std::rethrow_exception(error);
+}
+
+/// Runs `make(io)` to completion on an io_context of its own, failing the test when it takes
+/// longer than `deadline`.
+template <typename Make>
+void run_async(Make&& make,
+               std::chrono::steady_clock::duration deadline = std::chrono::seconds(20)) {
+  asio::io_context io;
+  run_on(
+      io, [&] { return make(io); }, deadline);
 }
 
 inline std::pair<unix_socket, unix_socket> socket_pair(asio::io_context& io) {
