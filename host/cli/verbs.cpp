@@ -5,6 +5,7 @@
 #include "cli.hpp"
 #include "qxa/common/envelope.hpp"
 #include "qxa/common/parse.hpp"
+#include "qxa/host/clock_sync.hpp"
 #include "qxa/host/json.hpp"
 
 namespace qxa::cli {
@@ -41,12 +42,11 @@ asio::awaitable<int> run_telemetry(host::agent_access& access, const options& o)
 
 // ---- the guest's clock ------------------------------------------------------------------
 
-/// The guest's clock minus this host's: the guest read it about half way through the round trip.
+/// The guest's clock minus this host's, as of the time request's round trip.
 double clock_offset_ms(const pb::TimeReply& t, const round_trip& rt) {
-  const auto host_ns =
-      unix_ns(rt.sent_at + std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                               std::chrono::duration<double, std::milli>(rt.ms / 2)));
-  return static_cast<double>(t.unix_ns() - host_ns) / 1e6;
+  return host::clock_offset_ms(t.unix_ns(), rt.sent_at,
+                               std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::duration<double, std::milli>(rt.ms)));
 }
 
 void print_time(const options&, const pb::Envelope& reply, const round_trip& rt) {

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include "qxa/host/clock_sync.hpp"
 #include "qxa/host/control_client.hpp"
 
 namespace qxa::host {
@@ -147,10 +148,7 @@ class direct_access final : public agent_access {
       const auto rtt = std::chrono::steady_clock::now() - t0;
       s->set_rtt_ms(std::chrono::duration<double, std::milli>(rtt).count());
       if (r->pong().unix_ns() != 0) {
-        const auto host_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                 (sent_at + rtt / 2).time_since_epoch())
-                                 .count();
-        s->set_clock_offset_ms(static_cast<double>(r->pong().unix_ns() - host_ns) / 1e6);
+        s->set_clock_offset_ms(clock_offset_ms(r->pong().unix_ns(), sent_at, rtt));
       }
     } else {
       s->set_not_ready_since_unix_ms(now_ms());

@@ -356,7 +356,7 @@ asio::awaitable<void> agent_manager::check_clock(std::shared_ptr<vm_record> vm,
                                                  std::int64_t guest_unix_ns,
                                                  std::chrono::system_clock::time_point sent_at,
                                                  std::chrono::nanoseconds rtt) {
-  const auto lead = vm->clock.observe(guest_unix_ns, unix_ns(sent_at + rtt / 2), rtt,
+  const auto lead = vm->clock.observe(guest_unix_ns, midpoint_unix_ns(sent_at, rtt), rtt,
                                       std::chrono::steady_clock::now());
   const auto offset_ms = static_cast<double>(vm->clock.offset().count()) / 1e6;
   vm->state.clock_observed(offset_ms);
@@ -369,9 +369,8 @@ asio::awaitable<void> agent_manager::check_clock(std::shared_ptr<vm_record> vm,
   auto r = co_await c->request(std::move(set), opt_.heartbeat_timeout);
   if (r && r->has_time_reply() && r->time_reply().was_set()) {
     vm->state.clock_set(true);
-    const auto round_trip = std::chrono::steady_clock::now() - t0;
     vm->state.clock_observed(
-        static_cast<double>(r->time_reply().unix_ns() - unix_ns(set_at + round_trip / 2)) / 1e6);
+        clock_offset_ms(r->time_reply().unix_ns(), set_at, std::chrono::steady_clock::now() - t0));
     common::log_info(
         "vm {}: the guest's clock was {:+.0f} ms off (a pause or a migration); set "
         "to this host's",

@@ -3,6 +3,19 @@
 
 namespace qxa::host {
 
+std::int64_t midpoint_unix_ns(std::chrono::system_clock::time_point sent_at,
+                              std::chrono::nanoseconds rtt) noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             (sent_at + std::chrono::duration_cast<std::chrono::system_clock::duration>(rtt / 2))
+                 .time_since_epoch())
+      .count();
+}
+
+double clock_offset_ms(std::int64_t guest_unix_ns, std::chrono::system_clock::time_point sent_at,
+                       std::chrono::nanoseconds rtt) noexcept {
+  return static_cast<double>(guest_unix_ns - midpoint_unix_ns(sent_at, rtt)) / 1e6;
+}
+
 std::optional<std::chrono::nanoseconds> clock_sync::observe(std::int64_t guest_unix_ns,
                                                             std::int64_t host_unix_ns,
                                                             std::chrono::nanoseconds rtt,

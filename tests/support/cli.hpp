@@ -30,15 +30,6 @@ inline nlohmann::json daemon_status(const std::string& control_socket) {
   return nlohmann::json::parse(r.out);
 }
 
-/// The daemon's status of one VM; fails the test when the VM is not listed.
-inline nlohmann::json required_vm_status(const std::string& control_socket, const std::string& vm) {
-  auto r = run_cli({"--json", "--control-socket", control_socket, "status", vm});
-  REQUIRE(r.status == 0);
-  auto j = nlohmann::json::parse(r.out);
-  REQUIRE(j["vms"].size() == 1);
-  return j["vms"][0];
-}
-
 /// VM name -> state, from a status.
 inline std::map<std::string, std::string> vm_states(const nlohmann::json& status) {
   std::map<std::string, std::string> out;

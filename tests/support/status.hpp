@@ -7,20 +7,27 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "support/cli.hpp"
 #include "support/poll.hpp"
-#include "support/process.hpp"
 
 namespace qxa::test {
 
 #ifdef QXA_CLI_PATH
 /// The daemon's status object of `vm`, or null when it does not list the VM or cannot answer.
 inline nlohmann::json vm_status(const std::string& control_socket, const std::string& vm) {
-  auto r = run_command({QXA_CLI_PATH, "--json", "--control-socket", control_socket, "status", vm},
-                       std::chrono::seconds(10));
+  auto r = run_cli({"--json", "--control-socket", control_socket, "status", vm},
+                   std::chrono::seconds(10));
   if (r.status != 0) return nullptr;
   auto j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object() || !j["vms"].is_array() || j["vms"].size() != 1) return nullptr;
   return j["vms"][0];
+}
+
+/// The daemon's status object of `vm`; fails the test when it is not listed.
+inline nlohmann::json required_vm_status(const std::string& control_socket, const std::string& vm) {
+  auto s = vm_status(control_socket, vm);
+  REQUIRE(s.is_object());
+  return s;
 }
 
 /// Waits until the daemon reports `vm` in `state` ("ready", "unresponsive", ...).
@@ -61,8 +68,8 @@ inline bool wait_all_ready(const std::string& control_socket, std::size_t count,
                            std::chrono::steady_clock::duration timeout) {
   return eventually(
       [&] {
-        auto r = run_command({QXA_CLI_PATH, "--json", "--control-socket", control_socket, "status"},
-                             std::chrono::seconds(10));
+        auto r = run_cli({"--json", "--control-socket", control_socket, "status"},
+                         std::chrono::seconds(10));
         if (r.status != 0) return false;
         const auto j = nlohmann::json::parse(r.out, nullptr, false);
         if (!j.is_object() || !j["vms"].is_array() || j["vms"].size() < count) return false;

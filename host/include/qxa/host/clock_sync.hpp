@@ -26,6 +26,15 @@ struct clock_sync_options {
   std::chrono::nanoseconds min_interval = std::chrono::seconds(60);
 };
 
+/// The host's clock, in ns since the epoch, half way through a round trip of `rtt` sent at
+/// `sent_at`: about when the guest read its clock to answer.
+std::int64_t midpoint_unix_ns(std::chrono::system_clock::time_point sent_at,
+                              std::chrono::nanoseconds rtt) noexcept;
+
+/// The guest's clock (`guest_unix_ns`, read to answer that round trip) minus the host's, in ms.
+double clock_offset_ms(std::int64_t guest_unix_ns, std::chrono::system_clock::time_point sent_at,
+                       std::chrono::nanoseconds rtt) noexcept;
+
 class clock_sync {
  public:
   using steady = std::chrono::steady_clock;
