@@ -12,6 +12,7 @@
 
 #include "qxa/common/duration.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/common/systemd.hpp"
 #include "qxa/common/version.hpp"
 #include "qxa/guest/agent.hpp"
 #include "qxa/guest/config.hpp"
@@ -25,7 +26,7 @@ namespace {
 constexpr int exit_usage = 2;
 
 int usage_error(const std::string& message) {
-  std::fprintf(stderr, "quantix-kvm-agent: %s\n", message.c_str());
+  qc::print_startup_error("quantix-kvm-agent", message);
   return exit_usage;
 }
 
@@ -114,6 +115,7 @@ int main(int argc, char** argv) {
   signals.async_wait([&](std::error_code ec, int signo) {
     if (ec) return;
     qc::log_info("received {}, exiting", signo == SIGTERM ? "SIGTERM" : "SIGINT");
+    qc::sd_notify("STOPPING=1");
     status = 0;
     // A freeze must not outlive the agent.
     asio::co_spawn(io, agent->prepare_exit(), [&](std::exception_ptr) { io.stop(); });
@@ -126,6 +128,9 @@ int main(int argc, char** argv) {
     status = result;
     io.stop();
   });
+  // Under systemd (Type=notify) the start is complete once the port is open: a configuration or
+  // port error fails `systemctl start` itself instead of a service that dies after it.
+  qc::sd_notify("READY=1");
   io.run();
   agent.reset();  // closes the port and removes a unix-listen socket file
   return status;

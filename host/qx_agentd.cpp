@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: MIT
 // qx-agentd: one connection per VM agent socket, heartbeats, reconnects, and a control socket.
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -15,6 +13,7 @@
 #include <optional>
 
 #include "qxa/common/log.hpp"
+#include "qxa/common/systemd.hpp"
 #include "qxa/common/version.hpp"
 #include "qxa/host/agent_manager.hpp"
 #include "qxa/host/control_server.hpp"
@@ -25,36 +24,6 @@ namespace qc = qxa::common;
 namespace qh = qxa::host;
 
 namespace {
-
-// The systemd notification protocol: one datagram to $NOTIFY_SOCKET. It is small and stable, so
-// it is written here rather than linking libsystemd into the daemon.
-void sd_notify(const char* state) {
-  const char* path = std::getenv("NOTIFY_SOCKET");
-  if (path == nullptr || (path[0] != '/' && path[0] != '@')) return;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  const std::size_t len = std::strlen(path);
-  if (len >= sizeof addr.sun_path) return;
-  std::memcpy(addr.sun_path, path, len);
-  if (path[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
-  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return;
-  ::sendto(fd, state, std::strlen(state), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr),
-           static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len));
-  ::close(fd);
-}
-
-// WATCHDOG_USEC is for us only when WATCHDOG_PID is unset or ours.
-std::optional<std::chrono::microseconds> watchdog_interval() {
-  const char* usec = std::getenv("WATCHDOG_USEC");
-  if (usec == nullptr) return std::nullopt;
-  if (const char* pid = std::getenv("WATCHDOG_PID"); pid && std::atoi(pid) != ::getpid()) {
-    return std::nullopt;
-  }
-  const long long v = std::atoll(usec);
-  if (v <= 0) return std::nullopt;
-  return std::chrono::microseconds(v);
-}
 
 int fail(const std::string& message, int status = 1) {
   qc::log_error("{}", message);
@@ -111,7 +80,7 @@ int main(int argc, char** argv) {
   };
   qh::daemon_config config;
   if (auto err = load(config)) {
-    std::fprintf(stderr, "qx-agentd: %s\n", err->message.c_str());
+    qc::print_startup_error("qx-agentd", err->message);
     return 2;
   }
   qc::logger::instance().set_level(config.log_level);
@@ -145,13 +114,13 @@ int main(int argc, char** argv) {
   }
   qc::log_info("qx-agentd {} ready: vm sockets in {}, control socket {}", qc::software_version,
                config.manager.socket_dir, config.control_socket);
-  sd_notify("READY=1\nSTATUS=serving");
+  qc::sd_notify("READY=1\nSTATUS=serving");
 
   asio::steady_timer watchdog(io);
   std::function<void()> kick;
-  if (auto interval = watchdog_interval()) {
+  if (auto interval = qc::sd_watchdog_interval()) {
     kick = [&, half = *interval / 2] {
-      sd_notify("WATCHDOG=1");
+      qc::sd_notify("WATCHDOG=1");
       watchdog.expires_after(half);
       watchdog.async_wait([&](std::error_code ec) {
         if (!ec) kick();
@@ -164,7 +133,7 @@ int main(int argc, char** argv) {
   stop_signals.async_wait([&](std::error_code ec, int signo) {
     if (ec) return;
     qc::log_info("received {}, shutting down", signo == SIGTERM ? "SIGTERM" : "SIGINT");
-    sd_notify("STOPPING=1");
+    qc::sd_notify("STOPPING=1");
     if (metrics) metrics->stop();
     control->stop();
     manager->stop();
@@ -175,7 +144,7 @@ int main(int argc, char** argv) {
   std::function<void()> on_hup = [&] {
     reload_signal.async_wait([&](std::error_code ec, int) {
       if (ec) return;
-      sd_notify("RELOADING=1");
+      qc::sd_notify("RELOADING=1");
       qh::daemon_config fresh;
       if (auto err = load(fresh)) {
         qc::log_error("reload refused, keeping the running configuration: {}", err->message);
@@ -188,7 +157,7 @@ int main(int argc, char** argv) {
         }
         qc::log_info("configuration reloaded from {}", config_path);
       }
-      sd_notify("READY=1");
+      qc::sd_notify("READY=1");
       on_hup();
     });
   };

@@ -12,6 +12,7 @@ qxa_packages=(
   clang libclang-rt-14-dev
   # the test VM and the demo
   qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils zstd kmod util-linux e2fsprogs
+  mmdebstrap dpkg-dev
   # packaging: the agent ISO and its checks; promtool checks the metrics
   xorriso systemd prometheus
   # the benchmark's peer and its plot

@@ -246,7 +246,10 @@ void session::answer_hello(const pb::Envelope& request, const request_gate::open
     common::log_info("session {:016x} {} {} (protocol {})", id, log_text::session_started,
                      hello.software_version(), hello.protocol_version());
   }
-  if (!opened.repeated) ++state_.sessions;  // a repeated Hello is the same session
+  if (!opened.repeated) {
+    ++state_.sessions;  // a repeated Hello is the same session
+    told_stale_ = 0;
+  }
   const pb::Info info = handlers::make_info(state_);
   pb::Envelope reply;
   auto* ack = reply.mutable_hello_ack();
@@ -267,14 +270,19 @@ void session::answer_hello(const pb::Envelope& request, const request_gate::open
 void session::refuse(const pb::Envelope& request, const request_gate::refuse& no) {
   using reason = request_gate::reason;
   switch (no.why) {
+    // Both come from a host that is gone: its heartbeats and calls wait in the port while
+    // no agent reads (a restart, a reboot) or arrive after its successor's Hello. Expected, so
+    // not a warning: the first of each kind in a session is told, the rest only at debug.
     case reason::no_session:
-      common::log_warning("refused request {} ({}) {}", request.request_id(),
-                          common::body_name(request), log_text::before_hello);
+      common::log(told_before_hello_++ == 0 ? common::log_level::info : common::log_level::debug,
+                  "refused request {} ({}) {}; further ones until a Hello are logged at debug",
+                  request.request_id(), common::body_name(request), log_text::before_hello);
       break;
     case reason::stale_session:
-      common::log_warning("{} {} ({}) of session {:016x}; the current session is {:016x}",
-                          log_text::stale_request, request.request_id(), common::body_name(request),
-                          request.session_id(), gate_.session());
+      common::log(told_stale_++ == 0 ? common::log_level::info : common::log_level::debug,
+                  "{} {} ({}) of session {:016x}; the current session is {:016x}",
+                  log_text::stale_request, request.request_id(), common::body_name(request),
+                  request.session_id(), gate_.session());
       break;
     case reason::policy:
       // One audit line per refused operation, in the journal.

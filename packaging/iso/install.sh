@@ -103,9 +103,17 @@ if [ "$start" = 1 ]; then
     systemd)
       systemctl daemon-reload
       udevadm control --reload 2>/dev/null || true
+      udevadm trigger --subsystem-match=virtio-ports --action=add 2>/dev/null || true
       if [ -e /dev/virtio-ports/org.quantix.agent.0 ]; then
-        systemctl restart quantix-kvm-agent.service
-        say "started (systemd)"
+        # The unit is Type=notify: restart returns once the agent has opened the port, and
+        # fails when it cannot start (a bad configuration, the port held by another process).
+        if systemctl restart quantix-kvm-agent.service && systemctl is-active --quiet quantix-kvm-agent.service; then
+          say "started (systemd): quantix-kvm-agent.service is active"
+        else
+          echo "install.sh: installed, but quantix-kvm-agent.service did not start:" >&2
+          journalctl -u quantix-kvm-agent.service -n 5 -o cat --no-pager >&2 2>/dev/null || true
+          exit 1
+        fi
       else
         say "installed; the agent starts when the org.quantix.agent.0 port appears"
       fi ;;

@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: MIT
-// Boots the test guest (packaging/vm) under QEMU with TCG: the agent channel on a unix socket,
+// Boots a test guest (packaging/vm) under QEMU with TCG: the agent channel on a unix socket,
 // the serial console on the process's standard output, and console commands on its input.
+// Two guests speak the same console protocol (markers starting with "QXA-"):
+// - busybox: Debian's kernel and a busybox initramfs whose /init runs the agent itself;
+// - debian: a Debian 12 root filesystem with systemd, booted with the host's kernel and
+//   initramfs, with no agent until a test installs one as users do.
 #pragma once
 
 #include <sys/socket.h>
@@ -16,15 +20,26 @@
 
 namespace qxa::test {
 
+enum class guest_kind { busybox, debian };
+
 struct vm_options {
+  guest_kind guest = guest_kind::busybox;
   int memory_mb = 1024;
   std::string socket_path = {};  // the agent channel: QEMU listens here
   std::string kernel_args = {};  // appended: qxa.interval=..., qxa.restart_delay=...
   std::string mac = "52:54:00:12:34:56";
   std::string ip = "192.0.2.10/24";  // documentation range, on a NIC wired to nothing
   std::string cdrom = {};            // an ISO to attach as a CD-ROM
-  std::string disk = {};             // a raw image to attach as /dev/vda
+  std::string disk = {};             // a raw image: /dev/vda (busybox), /dev/vdb (debian)
   std::string qmp_path = {};         // a QMP socket, for test_vm::qmp
+  bool allow_reboot = false;         // without it QEMU exits when the guest reboots
+  std::string incoming = {};         // a migration to load: "exec:cat FILE"
+};
+
+/// What a command run on the guest's console printed, and its exit status.
+struct console_result {
+  int status = -1;  // -1: no answer in time
+  std::string out;
 };
 
 inline std::string read_text(const std::string& path) {
@@ -49,6 +64,7 @@ class test_vm {
   }
 
   static std::string image_dir() { return QXA_VM_IMAGE_DIR; }
+  static std::string debian_image() { return QXA_DEBIAN_IMAGE_DIR "/debian-guest.img"; }
   static std::string kernel_release() { return read_text(image_dir() + "/kernel-release"); }
 
   /// Waits for the guest's /init to report that it is up.
@@ -62,12 +78,33 @@ class test_vm {
   std::size_t console_count(const std::string& needle) { return qemu_.count_in_output(needle); }
   std::string console() { return qemu_.output(); }
   void command(const std::string& line) { qemu_.write_stdin(line + "\n"); }
+
+  /// Runs a shell command in the guest (as root, through the console) and returns what it
+  /// printed (standard output and error, carriage returns removed) once it has finished.
+  console_result run(const std::string& shell_command,
+                     child_process::clock::duration timeout = std::chrono::seconds(60)) {
+    const auto n = std::to_string(++commands_);
+    // The markers are split by "" in what is typed, so that an echo of the line never matches.
+    const std::string begin = "QXA-OUT-" + n + "-BEGIN", end = "QXA-OUT-" + n + "-END";
+    command("qxa-run echo QXA-OUT\"\"-" + n + "-BEGIN; ( " + shell_command +
+            " ) 2>&1; echo \"QXA-OUT\"\"-" + n + "-END status=$? QXA-OUT\"\"-" + n + "-DONE\"");
+    console_result r;
+    if (!console_has("QXA-OUT-" + n + "-DONE", timeout)) return r;
+    std::string text = console();
+    std::erase(text, '\r');
+    const auto b = text.find(begin + "\n");
+    const auto e = text.find(end + " status=");
+    if (b == std::string::npos || e == std::string::npos || e < b) return r;
+    r.out = text.substr(b + begin.size() + 1, e - b - begin.size() - 1);
+    r.status = std::atoi(text.c_str() + e + end.size() + 8);
+    return r;
+  }
   child_process& process() { return qemu_; }
 
   /// Runs one QMP command ("stop", "cont") on the VM's QMP socket (vm_options::qmp_path) and
   /// returns QEMU's answer to it: a line with "return" on success, "error" otherwise, or empty
   /// when QEMU did not answer within 10 s.
-  std::string qmp(const std::string& command) const {
+  std::string qmp(const std::string& command, const std::string& arguments = {}) const {
     const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
@@ -93,7 +130,10 @@ class test_vm {
         }
       };
       auto send = [&](const std::string& c) {
-        const auto text = "{\"execute\": \"" + c + "\"}\n";
+        const auto text = "{\"execute\": \"" + c + "\"" +
+                          (c == command && !arguments.empty() ? ", \"arguments\": " + arguments
+                                                              : std::string()) +
+                          "}\n";
         return ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
       };
       if (!line().empty() && send("qmp_capabilities") && !line().empty() && send(command)) {
@@ -107,15 +147,28 @@ class test_vm {
  private:
   static std::vector<std::string> args(const vm_options& o) {
     const std::string dir = image_dir();
-    std::string append = "console=ttyS0 quiet panic=-1 qxa.ip=" + o.ip + " " + o.kernel_args;
+    const bool debian = o.guest == guest_kind::debian;
+    // The Debian guest: the host's initramfs mounts the image (a throwaway overlay of it, so
+    // that every test starts pristine) and starts its systemd.
+    std::string append = debian ? "console=ttyS0 root=/dev/vda rw quiet panic=-1 " + o.kernel_args
+                                : "console=ttyS0 quiet panic=-1 qxa.ip=" + o.ip + " " +
+                                      o.kernel_args;
+    const std::string initrd =
+        debian ? "/boot/initrd.img-" + kernel_release() : dir + "/initrd.cpio.gz";
     std::vector<std::string> a = {
-        QXA_QEMU_PATH, "-machine", "q35", "-accel", "tcg", "-m", std::to_string(o.memory_mb),
-        "-nographic", "-no-reboot", "-nic", "none", "-kernel", dir + "/kernel", "-initrd",
-        dir + "/initrd.cpio.gz", "-append", append, "-device", "virtio-serial-pci", "-chardev",
+        QXA_QEMU_PATH, "-machine", "q35", "-accel", "tcg,tb-size=256", "-m",
+        std::to_string(o.memory_mb), "-nographic", "-nic", "none", "-kernel", dir + "/kernel",
+        "-initrd", initrd, "-append", append, "-device", "virtio-serial-pci", "-chardev",
         "socket,id=agent0,path=" + o.socket_path + ",server=on,wait=off", "-device",
         "virtserialport,chardev=agent0,name=org.quantix.agent.0",
         // A NIC wired to an empty hub: the guest has an interface, and no traffic leaves.
         "-netdev", "hubport,id=n0,hubid=0", "-device", "virtio-net-pci,netdev=n0,mac=" + o.mac};
+    if (!o.allow_reboot) a.push_back("-no-reboot");
+    if (debian) {
+      a.insert(a.end(),
+               {"-drive", "file=" + debian_image() + ",format=raw,if=virtio,snapshot=on"});
+    }
+    if (!o.incoming.empty()) a.insert(a.end(), {"-incoming", o.incoming});
     if (!o.disk.empty()) {
       a.insert(a.end(), {"-drive", "file=" + o.disk + ",format=raw,if=virtio,cache=unsafe"});
     }
@@ -130,6 +183,7 @@ class test_vm {
 
   child_process qemu_;
   std::string qmp_path_;
+  int commands_ = 0;
 };
 
 }  // namespace qxa::test

@@ -81,6 +81,9 @@ class session : public std::enable_shared_from_this<session> {
   std::shared_ptr<guest_stream> stream_;
   request_gate gate_;
   std::map<std::uint64_t, std::shared_ptr<stopper>> running_;
+  // Refusals of a gone host's leftovers so far: the first is logged at info, the rest at debug.
+  std::size_t told_before_hello_ = 0;
+  std::size_t told_stale_ = 0;
 };
 
 }  // namespace qxa::guest
