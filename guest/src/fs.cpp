@@ -344,9 +344,14 @@ result<unique_fd> open_trusted_directory(const std::string& path, bool create) {
   }
   if (create) {
     // Each missing level is made by root, 0755; the walk below judges what was there already.
+    // Only a missing level: mkdir() of one that exists still waits for write access to its
+    // parent's filesystem, forever when that filesystem is frozen (the state file's /run lives
+    // under a frozen /).
     std::string at;
     for (const auto& c : path_components(path).value_or(std::vector<std::string>{})) {
       at += "/" + c;
+      struct stat st {};
+      if (::lstat(at.c_str(), &st) == 0) continue;
       if (::mkdir(at.c_str(), 0755) != 0 && errno != EEXIST) {
         return sys_error(errno, fmt::format("cannot create {}: {}", at, std::strerror(errno)));
       }

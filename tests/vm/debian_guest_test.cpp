@@ -14,10 +14,12 @@
 #include "support/cli.hpp"
 #include "support/daemon.hpp"
 #include "support/fake_host.hpp"
+#include "support/files.hpp"
 #include "support/poll.hpp"
 #include "support/process.hpp"
 #include "support/status.hpp"
 #include "support/temp_dir.hpp"
+#include "qxa/guest/log_text.hpp"
 #include "support/vm.hpp"
 
 using namespace std::chrono_literals;
@@ -182,4 +184,203 @@ TEST_CASE(
   INFO(left.out);
   CHECK(left.out.empty());
   REQUIRE(wait_vm_state(ctl, "deb1", "unresponsive", 60s));
+}
+
+namespace {
+
+// The guest's package from CPack, on an ISO of its own (the guest reads it from its CD-ROM).
+std::string package_iso(const temp_dir& dir) {
+  const auto build = qxa::test::run_command(
+      {"/bin/sh", "-c",
+       fmt::format("cd '{}' && cpack -G DEB -B '{}' >/dev/null && mkdir -p '{}' && "
+                   "cp '{}'/quantix-kvm-agent_*.deb '{}'/ && xorriso -report_about SORRY -as "
+                   "mkisofs -quiet -R -J -o '{}' '{}'",
+                   QXA_BINARY_DIR, dir / "cpack", dir / "media", dir / "cpack", dir / "media",
+                   dir / "packages.iso", dir / "media")},
+      120s);
+  INFO(build.out << build.err);
+  REQUIRE(build.status == 0);
+  return dir / "packages.iso";
+}
+
+// Every path on the guest's root filesystem but those that change by themselves (logs, caches,
+// dpkg's and systemd's own state), sorted, into FILE.
+std::string list_files(const std::string& file) {
+  return "find / -xdev \\( -path /var/log -o -path /var/cache -o -path /var/lib/dpkg -o -path "
+         "/var/lib/apt -o -path /var/lib/systemd -o -path /media -o -path /tmp -o -path /root "
+         "\\) -prune -o -print | sort > " +
+         file;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "Debian guest: the agent's Debian package with dpkg -i runs the shipped unit; apt-get purge "
+    "leaves the filesystem as it was",
+    "[vm][debian]") {
+  temp_dir vms, run, packages;
+  const std::string ctl = run / "ctl.sock";
+  auto vm = boot_debian(vms / "deb2.agent.sock", package_iso(packages));
+  mount_cdrom(*vm);
+  REQUIRE(vm->run(list_files("/run/before")).status == 0);
+
+  const auto install = vm->run("dpkg -i /media/cdrom/quantix-kvm-agent_*.deb", 120s);
+  INFO(install.out);
+  REQUIRE(install.status == 0);
+  REQUIRE(wait_unit_state(*vm, "active"));
+  CHECK(vm->run("systemctl is-enabled " + unit).out == "enabled\n");
+  CHECK(property(*vm, "NRestarts") == "0");
+  auto daemon = start_daemon_for_vms(vms, run);
+  REQUIRE(wait_vm_state(ctl, "deb2", "ready", 60s));
+  CHECK(run_cli({"--control-socket", ctl, "ping", "deb2"}).status == 0);
+  const auto lines = journal(*vm);
+  CHECK(priority_of(lines, "agent started on port /dev/virtio-ports/org.quantix.agent.0") == 6);
+
+  const auto purge = vm->run("apt-get purge -y quantix-kvm-agent", 120s);
+  INFO(purge.out);
+  REQUIRE(purge.status == 0);
+  CHECK(vm->run("pidof quantix-kvm-agent").status != 0);
+  CHECK(vm->run("systemctl list-unit-files --no-legend 'quantix*'").out.empty());
+  REQUIRE(vm->run(list_files("/run/after")).status == 0);
+  const auto diff = vm->run("diff /run/before /run/after");
+  INFO(diff.out);
+  CHECK(diff.status == 0);
+  REQUIRE(wait_vm_state(ctl, "deb2", "unresponsive", 60s));
+}
+
+TEST_CASE(
+    "Debian guest: systemd restarts the agent after SIGKILL and after it exits 75 under a host "
+    "that stopped reading",
+    "[vm][debian]") {
+  temp_dir vms, run;
+  const std::string ctl = run / "ctl.sock";
+  const std::string sock = vms / "deb3.agent.sock";
+  auto vm = boot_debian(sock, QXA_AGENT_ISO);
+  mount_cdrom(*vm);
+  // Short telemetry settings in a drop-in: the shipped unit otherwise.
+  const auto install = vm->run(
+      "mkdir -p /etc/systemd/system/" + unit + ".d && printf '[Service]\\nExecStart=\\n"
+      "ExecStart=/usr/sbin/quantix-kvm-agent --telemetry-interval 20ms --write-timeout 20ms\\n' "
+      "> /etc/systemd/system/" + unit + ".d/fast.conf && sh /media/cdrom/install.sh", 120s);
+  INFO(install.out);
+  REQUIRE(install.status == 0);
+  {
+    auto daemon = start_daemon_for_vms(vms, run);
+    REQUIRE(wait_vm_state(ctl, "deb3", "ready", 60s));
+    const auto before = qxa::test::required_vm_status(ctl, "deb3");
+    REQUIRE(vm->run("kill -KILL $(systemctl show -p MainPID --value " + unit + ")").status == 0);
+    const auto now =
+        qxa::test::wait_new_session(ctl, "deb3", before["session_id"].get<std::string>(), 60s);
+    REQUIRE(!now.empty());
+    CHECK(qxa::test::required_vm_status(ctl, "deb3")["agent_pid"] != before["agent_pid"]);
+    CHECK(property(*vm, "NRestarts") == "1");
+    daemon->signal(SIGKILL);
+    REQUIRE(daemon->wait_exit(10s).has_value());
+  }
+
+  // A host that handshakes, then never reads: the agent's writes fail 50 times, it exits 75,
+  // and systemd starts it again.
+  const auto pid = property(*vm, "MainPID");
+  {
+    asio::io_context io;
+    qxa::test::fake_host<qxa::test::unix_socket> host(qxa::test::connect_now(io, sock));
+    qxa::test::run_on(io, [&]() -> asio::awaitable<void> { co_await host.handshake(30s); });
+    const auto exited = vm->run(
+        "for i in $(seq 1200); do [ \"$(systemctl show -p NRestarts --value " + unit +
+            ")\" = 2 ] && exit 0; sleep 0.1; done; exit 1",
+        150s);
+    CHECK(exited.status == 0);
+  }
+  const auto lines = journal(*vm);
+  CHECK(priority_of(lines, qxa::guest::log_text::telemetry_write_failed(50, 50)) == 4);
+  const auto status = vm->run("journalctl -u " + unit + " -o cat --no-pager | grep -c 'status=75'");
+  CHECK(status.out != "0\n");
+  REQUIRE(wait_unit_state(*vm, "active"));
+  CHECK(property(*vm, "MainPID") != pid);
+}
+
+TEST_CASE(
+    "Debian guest: hostname, passwd, ssh-key, exec --user, cp both ways and a freeze of a second "
+    "disk through the unit as shipped",
+    "[vm][debian]") {
+  temp_dir vms, run, files;
+  const std::string ctl = run / "ctl.sock";
+  const std::string disk = files / "data.img";
+  REQUIRE(qxa::test::run_command({"/sbin/mkfs.ext4", "-q", "-F", disk, "32M"}, 60s).status == 0);
+  auto vm = boot_debian(vms / "deb4.agent.sock", QXA_AGENT_ISO, disk);
+  mount_cdrom(*vm);
+  REQUIRE(vm->run("sh /media/cdrom/install.sh && mkdir -p /mnt/data && mount /dev/vdb /mnt/data",
+                  120s)
+              .status == 0);
+  auto daemon = start_daemon_for_vms(vms, run);
+  REQUIRE(wait_vm_state(ctl, "deb4", "ready", 60s));
+  auto cli = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--control-socket", ctl});
+    auto r = run_cli(args);
+    INFO(r.err);
+    return r;
+  };
+
+  REQUIRE(cli({"hostname", "deb4", "renamed-deb"}).status == 0);
+  CHECK(vm->run("hostname; cat /etc/hostname").out == "renamed-deb\nrenamed-deb\n");
+
+  const auto passwd = qxa::test::run_command(
+      {"/bin/sh", "-c",
+       "printf 'S3cret-Pa55\\n' | " QXA_CLI_PATH " --control-socket " + ctl + " passwd deb4 alice"},
+      60s);
+  INFO(passwd.err);
+  REQUIRE(passwd.status == 0);
+  // crypt(3) of the password with the stored hash as its setting gives the hash back, whatever
+  // the method (perl-base is essential in Debian).
+  const auto check = vm->run(
+      "perl -e 'print crypt($ARGV[0], $ARGV[1]) eq $ARGV[1] ? \"match\" : \"differ\"' "
+      "S3cret-Pa55 \"$(getent shadow alice | cut -d: -f2)\"; getent shadow alice | cut -c1-12");
+  CHECK_THAT(check.out, Catch::StartsWith("match"));
+
+  const std::string key =
+      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl one@host";
+  REQUIRE(cli({"ssh-key", "deb4", "add", "alice", key}).status == 0);
+  CHECK(vm->run("stat -c '%a %U' /home/alice/.ssh /home/alice/.ssh/authorized_keys; "
+                "cat /home/alice/.ssh/authorized_keys")
+            .out == "700 alice\n600 alice\n" + key + "\n");
+
+  const auto id = cli({"exec", "deb4", "--user", "alice", "--", "id", "-un"});
+  CHECK(id.status == 0);
+  CHECK(id.out == "alice\n");
+  const auto systemctl = cli({"exec", "deb4", "--", "systemctl", "is-active", unit});
+  CHECK(systemctl.out == "active\n");
+
+  const std::string up = files / "up.bin", down = files / "down.bin";
+  qxa::test::write_random_file(up, 200000);
+  const auto digest = qxa::test::file_sha256(up);
+  REQUIRE(cli({"cp", up, "deb4:/home/alice/up.bin"}).status == 0);
+  CHECK(vm->run("sha256sum < /home/alice/up.bin").out == digest + "  -\n");
+  REQUIRE(cli({"cp", "deb4:/home/alice/up.bin", down}).status == 0);
+  CHECK(qxa::test::file_sha256(down) == digest);
+
+  const auto frozen = cli({"--json", "freeze", "deb4", "--lease", "60s"});
+  INFO(frozen.err);
+  REQUIRE(frozen.status == 0);
+  bool data_frozen = false;
+  const auto freeze_reply = json::parse(frozen.out);
+  for (const auto& m : freeze_reply["mounts"]) {
+    data_frozen |= m["mount_point"] == "/mnt/data" && m["ok"] == true;
+  }
+  CHECK(data_frozen);
+  // A write into the frozen filesystem waits until the thaw (uninterruptibly: in the
+  // background, so that the console stays free).
+  REQUIRE(vm->run("(echo one > /mnt/data/one; touch /run/wrote-one) &").status == 0);
+  CHECK(cli({"ping", "deb4"}).status == 0);
+  CHECK(vm->run("sleep 2; test -e /run/wrote-one").status == 1);
+  REQUIRE(cli({"thaw", "deb4"}).status == 0);
+  CHECK(vm->run("for i in $(seq 100); do test -e /run/wrote-one && break; sleep 0.1; done; "
+                "cat /mnt/data/one")
+            .out == "one\n");
+  // The audit lines, held while frozen, reached the journal after the thaw.
+  const auto lines = journal(*vm);
+  for (const std::string op :
+       {"hostname", "password", "ssh-key", "exec", "file-write", "file-read", "freeze", "thaw"}) {
+    INFO(op);
+    CHECK(priority_of(lines, "audit: op=" + op + " session=") >= 5);
+  }
 }
