@@ -104,8 +104,8 @@ bool wait_unit_state(test_vm& vm, const std::string& state) {
 }  // namespace
 
 TEST_CASE(
-    "Debian guest: install.sh from the ISO starts the shipped unit and config under systemd; a "
-    "bad config fails once, at error priority; uninstall.sh removes all but the config",
+    "Debian guest: install.sh from the ISO starts the shipped unit and config under systemd, a "
+    "bad config fails once at error priority, uninstall.sh removes all but the config",
     "[vm][debian]") {
   temp_dir vms, run;
   const std::string ctl = run / "ctl.sock";
@@ -215,8 +215,8 @@ std::string list_files(const std::string& file) {
 }  // namespace
 
 TEST_CASE(
-    "Debian guest: the agent's Debian package with dpkg -i runs the shipped unit; apt-get purge "
-    "leaves the filesystem as it was",
+    "Debian guest: the agent's Debian package installed with dpkg -i runs the shipped unit, and "
+    "apt-get purge leaves the filesystem as it was",
     "[vm][debian]") {
   temp_dir vms, run, packages;
   const std::string ctl = run / "ctl.sock";
