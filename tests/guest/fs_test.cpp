@@ -4,7 +4,12 @@
 #include "qxa/guest/fs.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -12,7 +17,9 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <thread>
 
+#include "support/process.hpp"
 #include "support/stuck_fuse.hpp"
 #include "support/temp_dir.hpp"
 
@@ -222,4 +229,41 @@ TEST_CASE("a walk does not step into a FUSE filesystem that never answers, and a
   CHECK_FALSE(read);
   // Beside it, the rest of the directory is as usable as ever.
   CHECK(qg::read_regular_file(root.get(), "file", 100).value() == "f");
+}
+
+TEST_CASE(
+    "a trusted directory whose levels all exist opens on a frozen filesystem without waiting "
+    "for the thaw",
+    "[unit][guest][fs]") {
+  REQUIRE(::geteuid() == 0);  // a mount namespace and a loop mount of its own
+  temp_dir t;
+  REQUIRE(::chmod(t.path().c_str(), 0755) == 0);
+  const std::string image = t / "fs.img", mnt = t / "mnt";
+  fs::create_directories(mnt);
+  const auto mkfs = qxa::test::run_command({"/sbin/mkfs.ext4", "-q", "-F", image, "16M"}, 60s);
+  REQUIRE(mkfs.status == 0);
+  // In a child with a mount namespace of its own: mkdir() of a directory that exists waits for
+  // write access to its parent's filesystem, forever while that filesystem is frozen (the
+  // agent's state file lives in /run, under a frozen / on most guests).
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (::unshare(CLONE_NEWNS) != 0) ::_exit(10);
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) ::_exit(11);
+    if (std::system(("mount -o loop '" + image + "' '" + mnt + "'").c_str()) != 0) ::_exit(12);
+    fs::create_directories(mnt + "/a/b");
+    const int fd = ::open(mnt.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || ::ioctl(fd, FIFREEZE, 0) != 0) ::_exit(13);
+    std::promise<bool> opened;
+    auto result = opened.get_future();
+    std::thread walker([&] { opened.set_value(bool(qg::open_trusted_directory(mnt + "/a/b", true))); });
+    const bool finished = result.wait_for(10s) == std::future_status::ready;
+    ::ioctl(fd, FITHAW, 0);  // releases a walker that waited
+    walker.join();
+    ::_exit(!finished ? 1 : result.get() ? 0 : 2);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);  // 1: it waited for the thaw
 }

@@ -11,6 +11,7 @@
 
 #include "qxa/guest/log_text.hpp"
 #include "support/fake_host.hpp"
+#include "support/notify.hpp"
 #include "support/process.hpp"
 #include "support/shipped.hpp"
 #include "support/temp_dir.hpp"
@@ -445,4 +446,42 @@ TEST_CASE("a request the guest's policy refuses gets an error naming the rule, a
   });
   CHECK(agent.wait_for_log("audit: op=telemetry session=", 5s));
   CHECK(agent.wait_for_log("outcome=refused rule=policy.block", 5s));
+}
+
+TEST_CASE(
+    "under systemd the agent is ready once its port is open, says when it stops, and a start-up "
+    "error reaches the journal as an error without a readiness",
+    "[integration][guest]") {
+  temp_dir dir;
+  qxa::test::notify_listener notify(dir / "notify.sock");
+  const std::string notify_env = "NOTIFY_SOCKET=" + (dir / "notify.sock");
+  {
+    child_process agent(agent_args("unix-listen:" + (dir / "agent.sock")), {notify_env});
+    REQUIRE(notify.wait_for("READY=1", 10000ms));
+    CHECK(std::filesystem::exists(dir / "agent.sock"));  // open before it said so
+    agent.signal(SIGTERM);
+    CHECK(notify.wait_for("STOPPING=1", 5000ms));
+    CHECK(agent.wait_exit(5s) == 0);
+  }
+  // With standard error on the journal, fatal start-up errors carry the error priority.
+  const std::string journal_env = "JOURNAL_STREAM=8:12345";
+  const auto bad = dir.write("bad.toml", "bogus_key = 1\n");
+  child_process bad_config({agent_path, "--config", bad, "--port", "unix-listen:" + (dir / "a")},
+                           {notify_env, journal_env});
+  CHECK(bad_config.wait_exit(10s) == 2);
+  bad_config.drain();
+  CHECK_THAT(bad_config.log(), Catch::StartsWith("<3>quantix-kvm-agent: ") &&
+                                   Catch::Contains("bogus_key"));
+  child_process bad_port(agent_args("unix-listen:" + (dir / "missing/dir/agent.sock")),
+                         {notify_env, journal_env});
+  CHECK(bad_port.wait_exit(10s) == 1);
+  bad_port.drain();
+  CHECK_THAT(bad_port.log(), Catch::StartsWith("<3>"));
+  // Both exited: a readiness they had sent would be waiting on the socket already.
+  CHECK_FALSE(notify.wait_for("READY=1", 1ms));
+  // Without the journal, the same message is plain.
+  child_process plain({agent_path, "--config", bad, "--port", "unix-listen:" + (dir / "a")});
+  CHECK(plain.wait_exit(10s) == 2);
+  plain.drain();
+  CHECK_THAT(plain.log(), Catch::StartsWith("quantix-kvm-agent: "));
 }

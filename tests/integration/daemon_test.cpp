@@ -29,6 +29,7 @@
 #include "support/cli.hpp"
 #include "support/hostile.hpp"
 #include "support/poll.hpp"
+#include "support/notify.hpp"
 #include "support/process.hpp"
 #include "support/shipped.hpp"
 #include "support/status.hpp"
@@ -282,45 +283,11 @@ TEST_CASE("qx-agentd refuses unusable directories and configs with a clear error
   CHECK_THAT(no_run_dir.log(), Catch::Contains("cannot listen on control socket"));
 }
 
-namespace {
-
-// Receives systemd notifications the way the service manager does: datagrams on a socket.
-struct notify_listener {
-  explicit notify_listener(const std::string& path) : path_(path) {
-    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  }
-  ~notify_listener() { ::close(fd_); }
-
-  // Waits for a datagram containing `needle`; false when `timeout` passes first.
-  bool wait_for(const std::string& needle, std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) return false;
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
-      char buf[512];
-      const auto n = ::recv(fd_, buf, sizeof buf, 0);
-      if (n > 0 && std::string(buf, static_cast<std::size_t>(n)).find(needle) != std::string::npos)
-        return true;
-    }
-  }
-
-  std::string path_;
-  int fd_ = -1;
-};
-
-}  // namespace
 
 TEST_CASE("qx-agentd tells systemd it is ready, alive and stopping, and reloads on SIGHUP",
           "[integration][host]") {
   temp_dir vms, run;
-  notify_listener notify(run / "notify.sock");
+  qxa::test::notify_listener notify(run / "notify.sock");
   const auto config = run.write("qx-agentd.toml", "[heartbeat]\ninterval = \"1s\"\n");
   child_process daemon({daemon_bin, "--config", config, "--socket-dir", vms.path(),
                         "--control-socket", run / "ctl.sock"},
@@ -341,4 +308,14 @@ TEST_CASE("qx-agentd tells systemd it is ready, alive and stopping, and reloads 
   daemon.signal(SIGTERM);
   CHECK(notify.wait_for("STOPPING=1", 5000ms));
   CHECK(daemon.wait_exit(5s) == 0);
+
+  // A configuration it cannot start with: an error in the journal, and no readiness.
+  child_process bad({daemon_bin, "--config", config, "--socket-dir", vms.path(),
+                     "--control-socket", run / "ctl.sock"},
+                    {"NOTIFY_SOCKET=" + (run / "notify.sock"), "JOURNAL_STREAM=8:12345"});
+  CHECK(bad.wait_exit(10s) == 2);
+  bad.drain();
+  CHECK_THAT(bad.log(), Catch::StartsWith("<3>qx-agentd: ") &&
+                            Catch::Contains("unknown key 'heartbeat.intervall'"));
+  CHECK_FALSE(notify.wait_for("READY=1", 1ms));
 }

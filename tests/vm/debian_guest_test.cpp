@@ -152,6 +152,10 @@ TEST_CASE(
   CHECK(vm->run("sleep 5").status == 0);  // two restart intervals: nothing may happen
   CHECK(property(*vm, "NRestarts") == restarts);
   CHECK(vm->run("systemctl is-failed " + unit).out == "failed\n");
+  // install.sh run again keeps that configuration, and says the agent did not start, and why.
+  const auto reinstall = vm->run("sh /media/cdrom/install.sh", 120s);
+  CHECK(reinstall.status == 1);
+  CHECK_THAT(reinstall.out, Catch::Contains("did not start") && Catch::Contains("bogus_key"));
   // Fixed: it starts again, and the host finds it.
   const auto session = qxa::test::vm_status(ctl, "deb1").value("session_id", "");
   REQUIRE(vm->run("cp /root/agent.toml /etc/quantix-kvm/agent.toml && systemctl restart " + unit)
