@@ -34,6 +34,7 @@ struct vm_options {
   std::string qmp_path = {};         // a QMP socket, for test_vm::qmp
   bool allow_reboot = false;         // without it QEMU exits when the guest reboots
   std::string incoming = {};         // a migration to load: "exec:cat FILE"
+  bool agent_port = true;            // false: the port is hot-plugged later (through QMP)
 };
 
 /// What a command run on the guest's console printed, and its exit status.
@@ -158,11 +159,13 @@ class test_vm {
     std::vector<std::string> a = {
         QXA_QEMU_PATH, "-machine", "q35", "-accel", "tcg,tb-size=256", "-m",
         std::to_string(o.memory_mb), "-nographic", "-nic", "none", "-kernel", dir + "/kernel",
-        "-initrd", initrd, "-append", append, "-device", "virtio-serial-pci", "-chardev",
-        "socket,id=agent0,path=" + o.socket_path + ",server=on,wait=off", "-device",
-        "virtserialport,chardev=agent0,name=org.quantix.agent.0",
+        "-initrd", initrd, "-append", append, "-device", "virtio-serial-pci,id=vser0",
         // A NIC wired to an empty hub: the guest has an interface, and no traffic leaves.
         "-netdev", "hubport,id=n0,hubid=0", "-device", "virtio-net-pci,netdev=n0,mac=" + o.mac};
+    if (o.agent_port) {
+      a.insert(a.end(), {"-chardev", "socket,id=agent0,path=" + o.socket_path + ",server=on,wait=off",
+                         "-device", "virtserialport,chardev=agent0,name=org.quantix.agent.0"});
+    }
     if (!o.allow_reboot) a.push_back("-no-reboot");
     if (debian) {
       a.insert(a.end(),

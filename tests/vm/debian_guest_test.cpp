@@ -388,3 +388,82 @@ TEST_CASE(
     CHECK(priority_of(lines, "audit: op=" + op + " session=") >= 5);
   }
 }
+
+TEST_CASE(
+    "Debian guest: qx-agent reboot goes through systemd, and the agent is back by itself with a "
+    "new boot and session",
+    "[vm][debian]") {
+  temp_dir vms, run;
+  const std::string ctl = run / "ctl.sock";
+  test_vm vm({.guest = guest_kind::debian,
+              .memory_mb = 512,
+              .socket_path = vms / "deb5.agent.sock",
+              .cdrom = QXA_AGENT_ISO,
+              .allow_reboot = true});
+  REQUIRE(vm.wait_booted(180s));
+  mount_cdrom(vm);
+  REQUIRE(vm.run("sh /media/cdrom/install.sh", 120s).status == 0);
+  auto daemon = start_daemon_for_vms(vms, run);
+  REQUIRE(wait_vm_state(ctl, "deb5", "ready", 60s));
+  const auto before = qxa::test::required_vm_status(ctl, "deb5");
+  const auto info_before = run_cli({"--json", "--control-socket", ctl, "info", "deb5"});
+  REQUIRE(info_before.status == 0);
+
+  const auto reboot = run_cli({"--control-socket", ctl, "reboot", "deb5"});
+  INFO(reboot.err);
+  REQUIRE(reboot.status == 0);
+  CHECK_THAT(reboot.out, Catch::Contains("systemctl"));
+  REQUIRE(vm.console_has("QXA-VM-READY", 240s, 2));
+  const auto now =
+      qxa::test::wait_new_session(ctl, "deb5", before["session_id"].get<std::string>(), 120s);
+  REQUIRE(!now.empty());
+  const auto info_after = run_cli({"--json", "--control-socket", ctl, "info", "deb5"});
+  REQUIRE(info_after.status == 0);
+  CHECK(json::parse(info_after.out)["boot_id"] != json::parse(info_before.out)["boot_id"]);
+  CHECK(vm.process().running());
+  // Enabled: the unit came up by itself at boot, bound to the port's device.
+  CHECK(vm.run("systemctl is-active " + unit).out == "active\n");
+  CHECK(vm.run("systemctl show -p NRestarts --value " + unit).out == "0\n");
+}
+
+TEST_CASE(
+    "Debian guest: the port hot-plugged after install starts the agent through the shipped udev "
+    "rule, and unplugging it stops the agent",
+    "[vm][debian]") {
+  temp_dir vms, run;
+  const std::string ctl = run / "ctl.sock";
+  const std::string sock = vms / "deb6.agent.sock";
+  test_vm vm({.guest = guest_kind::debian,
+              .memory_mb = 512,
+              .socket_path = sock,
+              .cdrom = QXA_AGENT_ISO,
+              .qmp_path = run / "qmp.sock",
+              .agent_port = false});
+  REQUIRE(vm.wait_booted(180s));
+  mount_cdrom(vm);
+  const auto install = vm.run("sh /media/cdrom/install.sh", 120s);
+  INFO(install.out);
+  REQUIRE(install.status == 0);
+  CHECK_THAT(install.out, Catch::Contains("starts when the org.quantix.agent.0 port appears"));
+  CHECK(vm.run("systemctl is-active " + unit).out == "inactive\n");
+
+  const auto chardev = vm.qmp(
+      "chardev-add",
+      fmt::format(R"({{"id": "agent0", "backend": {{"type": "socket", "data": {{"addr": {{"type":
+          "unix", "data": {{"path": "{}"}}}}, "server": true, "wait": false}}}}}})",
+                  sock));
+  REQUIRE(chardev.find("return") != std::string::npos);
+  const auto plug = vm.qmp("device_add", R"({"driver": "virtserialport", "bus": "vser0.0",
+      "chardev": "agent0", "name": "org.quantix.agent.0", "id": "agentport"})");
+  INFO(plug);
+  REQUIRE(plug.find("return") != std::string::npos);
+  REQUIRE(wait_unit_state(vm, "active"));
+  auto daemon = start_daemon_for_vms(vms, run);
+  REQUIRE(wait_vm_state(ctl, "deb6", "ready", 60s));
+  CHECK(run_cli({"--control-socket", ctl, "ping", "deb6"}).status == 0);
+
+  REQUIRE(vm.qmp("device_del", R"({"id": "agentport"})").find("return") != std::string::npos);
+  REQUIRE(wait_unit_state(vm, "inactive"));
+  CHECK(vm.run("pidof quantix-kvm-agent").status != 0);
+  CHECK(property(vm, "NRestarts") == "0");  // stopped with its device, not crashed and restarted
+}
