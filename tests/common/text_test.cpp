@@ -20,7 +20,7 @@ TEST_CASE("UTF-8 is told from what only looks like it", "[common]") {
   CHECK(qc::is_utf8("nul \0 inside"s));
 }
 
-TEST_CASE("to_utf8 keeps valid text and writes stray bytes as \\xNN", "[common]") {
+TEST_CASE("to_utf8 keeps valid text and writes each stray byte as a hex escape", "[common]") {
   CHECK(qc::to_utf8("caf\xC3\xA9") == "caf\xC3\xA9");
   CHECK(qc::to_utf8("a\xFF"
                     "b") == "a\\xffb");

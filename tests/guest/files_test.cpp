@@ -129,7 +129,7 @@ TEST_CASE("an upload replacing a file keeps its mode", "[unit][guest][files]") {
   CHECK(slurp(target) == "new");
 }
 
-TEST_CASE("file-read streams a file with its SHA-256; stat and a paged listing describe it",
+TEST_CASE("file-read streams a file with its SHA-256, and stat and a paged listing describe it",
           "[unit][guest][files]") {
   temp_dir dir;
   std::string content(300'000, '\0');

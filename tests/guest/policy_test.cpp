@@ -56,7 +56,7 @@ TEST_CASE("exec can be turned off and limited to listed programs", "[guest]") {
   CHECK(strict.check_program(d / "innocent")->rule == "policy.exec_allow");
 }
 
-TEST_CASE("a path is under a root by its components; '.' and '..' are refused", "[guest]") {
+TEST_CASE("a path is under a root by its components, and '.' and '..' are refused", "[guest]") {
   temp_dir d;
   std::filesystem::create_directories(d / "share/sub");
   std::filesystem::create_directories(d / "real");

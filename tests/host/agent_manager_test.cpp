@@ -96,7 +96,7 @@ TEST_CASE("an exception in one VM's connection is contained: the others go on, i
   });
 }
 
-TEST_CASE("a guest whose clock a pause left 30 s behind has it set once; counted and shown",
+TEST_CASE("a guest whose clock a pause left 30 s behind has it set once, counted and shown",
           "[host][clock]") {
   temp_dir dir;
   run_async([&](asio::io_context& io) -> awaitable<void> {
