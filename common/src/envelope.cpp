@@ -97,6 +97,10 @@ const char* body_name(const pb::Envelope& envelope) noexcept {
       return "freeze_status_request";
     case pb::Envelope::kFreezeStatus:
       return "freeze_status";
+    case pb::Envelope::kTrimRequest:
+      return "trim_request";
+    case pb::Envelope::kTrimReply:
+      return "trim_reply";
     case pb::Envelope::kPasswordRequest:
       return "password_request";
     case pb::Envelope::kPasswordReply:

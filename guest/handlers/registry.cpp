@@ -35,6 +35,8 @@ constexpr std::array entries = {
     handler_entry{pb::Envelope::kThawRequest, "thaw", &thaw, own_deadline, while_frozen},
     handler_entry{pb::Envelope::kFreezeStatusRequest, "freeze-status", &freeze_status,
                   !own_deadline, while_frozen},
+    // Trims take minutes: the request carries its own deadline.
+    handler_entry{pb::Envelope::kTrimRequest, "fstrim", &fstrim, own_deadline},
     handler_entry{pb::Envelope::kPasswordRequest, "password", &password},
     handler_entry{pb::Envelope::kSshKeysRequest, "ssh-key", &ssh_keys},
 };

@@ -67,25 +67,10 @@ pb::MountOutcome thaw_outcome(const std::string& mount_point, int err) {
 
 common::result<std::vector<mount_entry>> freeze_order(const std::vector<mount_entry>& mounts,
                                                       const std::vector<std::string>& wanted) {
-  using R = common::result<std::vector<mount_entry>>;
-  std::vector<mount_entry> order;
-  for (const auto& m : select_disks(mounts)) {
-    if (m.read_only) continue;  // nothing to flush, and FIFREEZE would fail
-    if (answered_elsewhere(m.fs_type)) continue;
-    if (!wanted.empty() && std::find(wanted.begin(), wanted.end(), m.mount_point) == wanted.end()) {
-      continue;
-    }
-    order.push_back(m);
-  }
-  for (const auto& w : wanted) {
-    if (std::none_of(order.begin(), order.end(),
-                     [&](const mount_entry& m) { return m.mount_point == w; })) {
-      return R{errc::invalid_argument, fmt::format("{} is not a freezable mount point", w)};
-    }
-  }
+  auto order = writable_disks(mounts, wanted, "freezable");
   // Later mounts sit on top of earlier ones: freeze them first.
-  std::reverse(order.begin(), order.end());
-  return R{std::move(order)};
+  if (order) std::reverse(order->begin(), order->end());
+  return order;
 }
 
 // ---- thaw_guard -----------------------------------------------------------------------------

@@ -256,6 +256,28 @@ std::vector<mount_entry> select_disks(const std::vector<mount_entry>& mounts) {
   return out;
 }
 
+common::result<std::vector<mount_entry>> writable_disks(const std::vector<mount_entry>& mounts,
+                                                        const std::vector<std::string>& wanted,
+                                                        std::string_view what) {
+  using R = common::result<std::vector<mount_entry>>;
+  std::vector<mount_entry> out;
+  for (auto& m : select_disks(mounts)) {
+    if (m.read_only) continue;  // nothing to flush or discard
+    if (!wanted.empty() && std::find(wanted.begin(), wanted.end(), m.mount_point) == wanted.end()) {
+      continue;
+    }
+    out.push_back(std::move(m));
+  }
+  for (const auto& w : wanted) {
+    if (std::none_of(out.begin(), out.end(),
+                     [&](const mount_entry& m) { return m.mount_point == w; })) {
+      return R{common::errc::invalid_argument,
+               w + " is not a " + std::string(what) + " mount point"};
+    }
+  }
+  return R{std::move(out)};
+}
+
 os_identity parse_os_release(std::string_view text) {
   os_identity os;
   for_each_line(text, [&](std::string_view raw) {

@@ -60,6 +60,8 @@ struct options {
   std::chrono::nanoseconds lease{0};
   std::vector<std::string> mounts;
   bool freeze_status = false;
+  // fstrim
+  std::string trim_minimum_text = "0";
   // passwd, ssh-key
   bool crypted = false;
   std::string key_action, key;
@@ -97,13 +99,18 @@ struct verb {
   void (*text)(const options& o, const pb::Envelope& reply, const round_trip& rt) = nullptr;
   json (*to_json)(const options& o, const pb::Envelope& reply, const round_trip& rt) = nullptr;
   asio::awaitable<int> (*run)(host::agent_access& access, const options& o) = nullptr;
+  /// The exit status for an answer (a one-shot verb's partial success); exit_ok when absent.
+  int (*status)(const pb::Envelope& reply) = nullptr;
 };
 
 /// Every verb, in the order --help lists them.
 const std::vector<verb>& verbs();
 
 /// Runs a one-shot verb: its request, the reply check, its output.
-asio::awaitable<int> one_shot(const verb& v, host::agent_access& access, const options& o);
+/// `wait` replaces --timeout as the time to wait for the answer (a verb whose request carries a
+/// deadline of its own).
+asio::awaitable<int> one_shot(const verb& v, host::agent_access& access, const options& o,
+                              std::optional<std::chrono::nanoseconds> wait = std::nullopt);
 
 // The verbs that do more than one request and its reply.
 asio::awaitable<int> run_exec(host::agent_access& access, const options& o);
@@ -126,6 +133,7 @@ void print_status_table(const pb::StatusReport& report);
 void print_info(const pb::Info& info);
 void print_telemetry(const pb::Telemetry& t);
 void print_freeze(const pb::FreezeStatus& f);
+void print_trim(const pb::TrimReply& t);
 /// A VM's status as JSON: its message, with the session id in hex and what dates from when.
 json status_json(const pb::VmStatus& s);
 

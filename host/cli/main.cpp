@@ -75,6 +75,9 @@ int main(int argc, char** argv) {
     if (std::string_view(v.name) == "exec") {
       // Its own default: a command may run longer than an answer takes.
       sub->add_option("--timeout", o.timeout_text, "kill the command after this long [60s]");
+    } else if (std::string_view(v.name) == "fstrim") {
+      sub->add_option("--timeout", o.timeout_text,
+                      "start no further filesystem after this long [10m]");
     } else if (std::string_view(v.name) != "status") {
       sub->add_option("--timeout", o.timeout_text, "how long to wait for the answer")
           ->capture_default_str();

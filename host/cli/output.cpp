@@ -209,6 +209,19 @@ void print_freeze(const pb::FreezeStatus& f) {
   for (const auto& e : f.hook_errors()) std::printf("  hook: %s\n", shown(e).c_str());
 }
 
+void print_trim(const pb::TrimReply& t) {
+  for (const auto& m : t.mounts()) {
+    if (m.ok()) {
+      std::printf("%-24s trimmed %s in %.1f s\n", shown(m.mount_point()).c_str(),
+                  human_bytes(m.trimmed_bytes()).c_str(), m.duration_ms() / 1000.0);
+    } else {
+      std::printf("%-24s %s%s\n", shown(m.mount_point()).c_str(), m.skipped() ? "skipped: " : "",
+                  shown(m.error()).c_str());
+    }
+  }
+  if (t.mounts_size() == 0) std::printf("no writable disk filesystem to trim\n");
+}
+
 std::string read_all_stdin() {
   std::string data;
   char buf[65536];

@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The table of qx-agent's verbs: each one's arguments, request and output in one entry.
+#include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <ctime>
 
 #include "cli.hpp"
@@ -58,6 +61,59 @@ void print_time(const options&, const pb::Envelope& reply, const round_trip& rt)
               tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
               static_cast<long long>((t.unix_ns() / 1'000'000) % 1000), clock_offset_ms(t, rt),
               t.was_set() ? " (just set)" : "");
+}
+
+// ---- fstrim: a request with a deadline of its own -------------------------------------------
+
+/// How long the guest may go on starting filesystems: --timeout when given, else 10 minutes.
+std::chrono::nanoseconds trim_deadline(const options& o) {
+  return o.timeout_given ? o.timeout : std::chrono::minutes(10);
+}
+
+/// "0", "4096", "64K", "1M", "1G" (binary units).
+std::optional<std::uint64_t> parse_size(std::string_view text) {
+  std::uint64_t unit = 1;
+  if (!text.empty()) {
+    switch (text.back()) {
+      case 'K':
+        unit = 1ull << 10;
+        break;
+      case 'M':
+        unit = 1ull << 20;
+        break;
+      case 'G':
+        unit = 1ull << 30;
+        break;
+      default:
+        break;
+    }
+    if (unit != 1) text.remove_suffix(1);
+  }
+  auto n = common::to_number<std::uint64_t>(text);
+  if (!n || *n > UINT64_MAX / unit) return std::nullopt;
+  return *n * unit;
+}
+
+result<pb::Envelope> trim_request(const options& o) {
+  const auto minimum = parse_size(o.trim_minimum_text);
+  if (!minimum) {
+    return usage("fstrim: --minimum: not a size: '" + o.trim_minimum_text + "' (say 0, 64K, 1M)");
+  }
+  pb::Envelope e;
+  auto* t = e.mutable_trim_request();
+  for (const auto& m : o.mounts) t->add_mount_points(m);
+  t->set_minimum_bytes(*minimum);
+  t->set_timeout_ms(static_cast<std::uint32_t>(std::min<std::int64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(trim_deadline(o)).count(),
+      UINT32_MAX)));
+  return e;
+}
+
+asio::awaitable<int> run_fstrim(host::agent_access& access, const options& o) {
+  // The filesystem being trimmed at the deadline finishes first: wait a while longer for it.
+  const auto& v = *std::find_if(verbs().begin(), verbs().end(),
+                                [](const verb& x) { return std::string_view(x.name) == "fstrim"; });
+  co_return co_await one_shot(v, access, o, trim_deadline(o) + std::chrono::minutes(2));
 }
 
 // ---- requests built from the command line -------------------------------------------------
@@ -276,6 +332,28 @@ std::vector<verb> make_table() {
                },
                .text = [](const options&, const pb::Envelope& r,
                           const round_trip&) { print_freeze(r.freeze_status()); }});
+  t.push_back({.name = "fstrim",
+               .help = "discard the unused blocks of the guest's filesystems (FITRIM), so that a "
+                       "thin-provisioned disk gives them back",
+               .arguments =
+                   [](CLI::App& s, options& o) {
+                     s.add_option("--mount", o.mounts, "only this mount point (repeatable)")
+                         ->allow_extra_args(false);
+                     s.add_option("--minimum", o.trim_minimum_text,
+                                  "leave free extents smaller than this (bytes, or with K, M, G)")
+                         ->capture_default_str();
+                   },
+               .request = trim_request,
+               .text = [](const options&, const pb::Envelope& r,
+                          const round_trip&) { print_trim(r.trim_reply()); },
+               .run = run_fstrim,
+               .status =
+                   [](const pb::Envelope& r) {
+                     for (const auto& m : r.trim_reply().mounts()) {
+                       if (!m.ok() && !m.skipped()) return exit_remote;
+                     }
+                     return exit_ok;
+                   }});
   t.push_back({.name = "passwd",
                .help = "set a user's password, read from standard input",
                .arguments =
@@ -343,12 +421,13 @@ const std::vector<verb>& verbs() {
   return table;
 }
 
-asio::awaitable<int> one_shot(const verb& v, host::agent_access& access, const options& o) {
+asio::awaitable<int> one_shot(const verb& v, host::agent_access& access, const options& o,
+                              std::optional<std::chrono::nanoseconds> wait) {
   auto request = v.request(o);
   if (!request) co_return report({exit_usage, request.error().message});
   round_trip rt{.sent_at = std::chrono::system_clock::now()};
   const auto t0 = std::chrono::steady_clock::now();
-  auto reply = co_await access.call(o.vm, std::move(request.value()), o.timeout);
+  auto reply = co_await access.call(o.vm, std::move(request.value()), wait.value_or(o.timeout));
   rt.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (auto f = failed(reply)) co_return report(*f);
   if (!o.json) {
@@ -359,7 +438,7 @@ asio::awaitable<int> one_shot(const verb& v, host::agent_access& access, const o
     // The reply's body, as protobuf prints it.
     print_json(host::to_json(*reply)[common::body_name(*reply)], 2);
   }
-  co_return exit_ok;
+  co_return v.status ? v.status(*reply) : exit_ok;
 }
 
 }  // namespace qxa::cli

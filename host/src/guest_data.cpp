@@ -215,6 +215,26 @@ std::string cap_guest_message(pb::Envelope& message, const guest_data_limits& li
       r.name(a->mutable_boot_id());
       break;
     }
+    case pb::Envelope::kFreezeStatus: {
+      auto* f = message.mutable_freeze_status();
+      r.count(f->mutable_mounts(), r.limits.max_disks, "mounts");
+      for (auto& m : *f->mutable_mounts()) {
+        r.name(m.mutable_mount_point());
+        r.name(m.mutable_error());
+      }
+      r.count(f->mutable_hook_errors(), r.limits.max_disks, "hook errors");
+      r.name(f->mutable_thawed_by());
+      break;
+    }
+    case pb::Envelope::kTrimReply: {
+      auto* t = message.mutable_trim_reply();
+      r.count(t->mutable_mounts(), r.limits.max_disks, "mounts");
+      for (auto& m : *t->mutable_mounts()) {
+        r.name(m.mutable_mount_point());
+        r.name(m.mutable_error());
+      }
+      break;
+    }
     case pb::Envelope::kError: {
       auto* e = message.mutable_error();
       if (e->message().size() > limits.max_error_bytes) {

@@ -4,8 +4,8 @@
 #include "qxa/guest/fs.hpp"
 
 #include <fcntl.h>
-#include <sched.h>
 #include <linux/fs.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -256,7 +256,8 @@ TEST_CASE(
     if (fd < 0 || ::ioctl(fd, FIFREEZE, 0) != 0) ::_exit(13);
     std::promise<bool> opened;
     auto result = opened.get_future();
-    std::thread walker([&] { opened.set_value(bool(qg::open_trusted_directory(mnt + "/a/b", true))); });
+    std::thread walker(
+        [&] { opened.set_value(bool(qg::open_trusted_directory(mnt + "/a/b", true))); });
     const bool finished = result.wait_for(10s) == std::future_status::ready;
     ::ioctl(fd, FITHAW, 0);  // releases a walker that waited
     walker.join();

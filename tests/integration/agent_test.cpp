@@ -470,8 +470,8 @@ TEST_CASE(
                            {notify_env, journal_env});
   CHECK(bad_config.wait_exit(10s) == 2);
   bad_config.drain();
-  CHECK_THAT(bad_config.log(), Catch::StartsWith("<3>quantix-kvm-agent: ") &&
-                                   Catch::Contains("bogus_key"));
+  CHECK_THAT(bad_config.log(),
+             Catch::StartsWith("<3>quantix-kvm-agent: ") && Catch::Contains("bogus_key"));
   child_process bad_port(agent_args("unix-listen:" + (dir / "missing/dir/agent.sock")),
                          {notify_env, journal_env});
   CHECK(bad_port.wait_exit(10s) == 1);

@@ -28,8 +28,8 @@
 #include "qxa/common/message_stream.hpp"
 #include "support/cli.hpp"
 #include "support/hostile.hpp"
-#include "support/poll.hpp"
 #include "support/notify.hpp"
+#include "support/poll.hpp"
 #include "support/process.hpp"
 #include "support/shipped.hpp"
 #include "support/status.hpp"
@@ -283,7 +283,6 @@ TEST_CASE("qx-agentd refuses unusable directories and configs with a clear error
   CHECK_THAT(no_run_dir.log(), Catch::Contains("cannot listen on control socket"));
 }
 
-
 TEST_CASE("qx-agentd tells systemd it is ready, alive and stopping, and reloads on SIGHUP",
           "[integration][host]") {
   temp_dir vms, run;
@@ -310,8 +309,8 @@ TEST_CASE("qx-agentd tells systemd it is ready, alive and stopping, and reloads 
   CHECK(daemon.wait_exit(5s) == 0);
 
   // A configuration it cannot start with: an error in the journal, and no readiness.
-  child_process bad({daemon_bin, "--config", config, "--socket-dir", vms.path(),
-                     "--control-socket", run / "ctl.sock"},
+  child_process bad({daemon_bin, "--config", config, "--socket-dir", vms.path(), "--control-socket",
+                     run / "ctl.sock"},
                     {"NOTIFY_SOCKET=" + (run / "notify.sock"), "JOURNAL_STREAM=8:12345"});
   CHECK(bad.wait_exit(10s) == 2);
   bad.drain();

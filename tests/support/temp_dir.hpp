@@ -9,11 +9,12 @@
 
 namespace qxa::test {
 
-/// A fresh directory under /tmp, removed with everything in it at the end of the scope.
+/// A fresh directory under /tmp (or `parent`), removed with everything in it at the end of the
+/// scope.
 class temp_dir {
  public:
-  temp_dir() {
-    std::string tmpl = "/tmp/qxa-test-XXXXXX";
+  explicit temp_dir(const std::string& parent = "/tmp") {
+    std::string tmpl = parent + "/qxa-test-XXXXXX";
     if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
     path_ = tmpl;
   }

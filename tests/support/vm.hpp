@@ -131,10 +131,10 @@ class test_vm {
         }
       };
       auto send = [&](const std::string& c) {
-        const auto text = "{\"execute\": \"" + c + "\"" +
-                          (c == command && !arguments.empty() ? ", \"arguments\": " + arguments
-                                                              : std::string()) +
-                          "}\n";
+        const auto text =
+            "{\"execute\": \"" + c + "\"" +
+            (c == command && !arguments.empty() ? ", \"arguments\": " + arguments : std::string()) +
+            "}\n";
         return ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
       };
       if (!line().empty() && send("qmp_capabilities") && !line().empty() && send(command)) {
@@ -151,9 +151,9 @@ class test_vm {
     const bool debian = o.guest == guest_kind::debian;
     // The Debian guest: the host's initramfs mounts the image (a throwaway overlay of it, so
     // that every test starts pristine) and starts its systemd.
-    std::string append = debian ? "console=ttyS0 root=/dev/vda rw quiet panic=-1 " + o.kernel_args
-                                : "console=ttyS0 quiet panic=-1 qxa.ip=" + o.ip + " " +
-                                      o.kernel_args;
+    std::string append = debian
+                             ? "console=ttyS0 root=/dev/vda rw quiet panic=-1 " + o.kernel_args
+                             : "console=ttyS0 quiet panic=-1 qxa.ip=" + o.ip + " " + o.kernel_args;
     const std::string initrd =
         debian ? "/boot/initrd.img-" + kernel_release() : dir + "/initrd.cpio.gz";
     std::vector<std::string> a = {
@@ -163,17 +163,19 @@ class test_vm {
         // A NIC wired to an empty hub: the guest has an interface, and no traffic leaves.
         "-netdev", "hubport,id=n0,hubid=0", "-device", "virtio-net-pci,netdev=n0,mac=" + o.mac};
     if (o.agent_port) {
-      a.insert(a.end(), {"-chardev", "socket,id=agent0,path=" + o.socket_path + ",server=on,wait=off",
-                         "-device", "virtserialport,chardev=agent0,name=org.quantix.agent.0"});
+      a.insert(a.end(),
+               {"-chardev", "socket,id=agent0,path=" + o.socket_path + ",server=on,wait=off",
+                "-device", "virtserialport,chardev=agent0,name=org.quantix.agent.0"});
     }
     if (!o.allow_reboot) a.push_back("-no-reboot");
     if (debian) {
-      a.insert(a.end(),
-               {"-drive", "file=" + debian_image() + ",format=raw,if=virtio,snapshot=on"});
+      a.insert(a.end(), {"-drive", "file=" + debian_image() + ",format=raw,if=virtio,snapshot=on"});
     }
     if (!o.incoming.empty()) a.insert(a.end(), {"-incoming", o.incoming});
     if (!o.disk.empty()) {
-      a.insert(a.end(), {"-drive", "file=" + o.disk + ",format=raw,if=virtio,cache=unsafe"});
+      // discard=unmap: a guest's trim punches holes in the image file.
+      a.insert(a.end(),
+               {"-drive", "file=" + o.disk + ",format=raw,if=virtio,cache=unsafe,discard=unmap"});
     }
     if (!o.qmp_path.empty()) {
       a.insert(a.end(), {"-qmp", "unix:" + o.qmp_path + ",server=on,wait=off"});

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "qxa/guest/log_text.hpp"
 #include "support/cli.hpp"
 #include "support/daemon.hpp"
 #include "support/fake_host.hpp"
@@ -19,7 +20,6 @@
 #include "support/process.hpp"
 #include "support/status.hpp"
 #include "support/temp_dir.hpp"
-#include "qxa/guest/log_text.hpp"
 #include "support/vm.hpp"
 
 using namespace std::chrono_literals;
@@ -48,9 +48,9 @@ std::unique_ptr<test_vm> boot_debian(const std::string& socket, const std::strin
   const bool booted = vm->wait_booted(180s);
   INFO(vm->console());
   REQUIRE(booted);
-  WARN(fmt::format("the Debian guest reached its console in {:.1f} s",
-                   std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
-                       .count()));
+  WARN(fmt::format(
+      "the Debian guest reached its console in {:.1f} s",
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()));
   return vm;
 }
 
@@ -142,7 +142,8 @@ TEST_CASE(
   // systemd does not restart the agent every 2 s.
   const auto bad = vm->run(
       "cp /etc/quantix-kvm/agent.toml /root/agent.toml && "
-      "echo 'bogus_key = 1' >> /etc/quantix-kvm/agent.toml && systemctl restart " + unit);
+      "echo 'bogus_key = 1' >> /etc/quantix-kvm/agent.toml && systemctl restart " +
+      unit);
   CHECK(bad.status != 0);
   REQUIRE(wait_unit_state(*vm, "failed"));
   CHECK(property(*vm, "ExecMainStatus") == "2");
@@ -262,10 +263,13 @@ TEST_CASE(
   auto vm = boot_debian(sock, QXA_AGENT_ISO);
   mount_cdrom(*vm);
   // Short telemetry settings in a drop-in: the shipped unit otherwise.
-  const auto install = vm->run(
-      "mkdir -p /etc/systemd/system/" + unit + ".d && printf '[Service]\\nExecStart=\\n"
-      "ExecStart=/usr/sbin/quantix-kvm-agent --telemetry-interval 20ms --write-timeout 20ms\\n' "
-      "> /etc/systemd/system/" + unit + ".d/fast.conf && sh /media/cdrom/install.sh", 120s);
+  const auto install = vm->run("mkdir -p /etc/systemd/system/" + unit +
+                                   ".d && printf '[Service]\\nExecStart=\\n"
+                                   "ExecStart=/usr/sbin/quantix-kvm-agent --telemetry-interval "
+                                   "20ms --write-timeout 20ms\\n' "
+                                   "> /etc/systemd/system/" +
+                                   unit + ".d/fast.conf && sh /media/cdrom/install.sh",
+                               120s);
   INFO(install.out);
   REQUIRE(install.status == 0);
   {
@@ -289,10 +293,10 @@ TEST_CASE(
     asio::io_context io;
     qxa::test::fake_host<qxa::test::unix_socket> host(qxa::test::connect_now(io, sock));
     qxa::test::run_on(io, [&]() -> asio::awaitable<void> { co_await host.handshake(30s); });
-    const auto exited = vm->run(
-        "for i in $(seq 1200); do [ \"$(systemctl show -p NRestarts --value " + unit +
-            ")\" = 2 ] && exit 0; sleep 0.1; done; exit 1",
-        150s);
+    const auto exited =
+        vm->run("for i in $(seq 1200); do [ \"$(systemctl show -p NRestarts --value " + unit +
+                    ")\" = 2 ] && exit 0; sleep 0.1; done; exit 1",
+                150s);
     CHECK(exited.status == 0);
   }
   const auto lines = journal(*vm);
@@ -313,9 +317,9 @@ TEST_CASE(
   REQUIRE(qxa::test::run_command({"/sbin/mkfs.ext4", "-q", "-F", disk, "32M"}, 60s).status == 0);
   auto vm = boot_debian(vms / "deb4.agent.sock", QXA_AGENT_ISO, disk);
   mount_cdrom(*vm);
-  REQUIRE(vm->run("sh /media/cdrom/install.sh && mkdir -p /mnt/data && mount /dev/vdb /mnt/data",
-                  120s)
-              .status == 0);
+  REQUIRE(
+      vm->run("sh /media/cdrom/install.sh && mkdir -p /mnt/data && mount /dev/vdb /mnt/data", 120s)
+          .status == 0);
   auto daemon = start_daemon_for_vms(vms, run);
   REQUIRE(wait_vm_state(ctl, "deb4", "ready", 60s));
   auto cli = [&](std::vector<std::string> args) {

@@ -101,19 +101,18 @@ TEST_CASE(
   const std::string ctl = run / "ctl.sock";
   const std::string sock = vms / "life2.agent.sock";
   const std::string image = state / "migration.bin";
-  auto source = std::make_unique<test_vm>(qxa::test::vm_options{
-      .memory_mb = 512,
-      .socket_path = sock,
-      .kernel_args = "qxa.interval=1s",
-      .qmp_path = run / "qmp-source.sock"});
+  auto source =
+      std::make_unique<test_vm>(qxa::test::vm_options{.memory_mb = 512,
+                                                      .socket_path = sock,
+                                                      .kernel_args = "qxa.interval=1s",
+                                                      .qmp_path = run / "qmp-source.sock"});
   REQUIRE(source->wait_booted());
   auto daemon = start_daemon_for_vms(vms, run);
   REQUIRE(wait_vm_state(ctl, "life2", "ready", 30s));
   const auto before = info_of(ctl, "life2");
   const auto session = required_vm_status(ctl, "life2")["session_id"].get<std::string>();
 
-  const auto migrate =
-      source->qmp("migrate", fmt::format(R"({{"uri": "exec:cat > {}"}})", image));
+  const auto migrate = source->qmp("migrate", fmt::format(R"({{"uri": "exec:cat > {}"}})", image));
   REQUIRE(migrate.find("return") != std::string::npos);
   REQUIRE(eventually(
       [&] { return source->qmp("query-migrate").find("\"completed\"") != std::string::npos; },
@@ -142,8 +141,7 @@ TEST_CASE(
   CHECK(exec.out == test_vm::kernel_release() + "\n");
   // The guest's clock stood still for the downtime: qx-agentd set it.
   REQUIRE(eventually(
-      [&] { return required_vm_status(ctl, "life2")["clock_corrections"].get<int>() >= 1; },
-      60s));
+      [&] { return required_vm_status(ctl, "life2")["clock_corrections"].get<int>() >= 1; }, 60s));
   CHECK(std::abs(required_vm_status(ctl, "life2")["clock_offset_ms"].get<double>()) < 2000);
 }
 
@@ -154,8 +152,8 @@ TEST_CASE(
   temp_dir vms, run;
   const std::string ctl = run / "ctl.sock";
   const std::string sock = vms / "life3.agent.sock";
-  auto vm = std::make_unique<test_vm>(
-      qxa::test::vm_options{.memory_mb = 512, .socket_path = sock, .kernel_args = "qxa.interval=1s"});
+  auto vm = std::make_unique<test_vm>(qxa::test::vm_options{
+      .memory_mb = 512, .socket_path = sock, .kernel_args = "qxa.interval=1s"});
   REQUIRE(vm->wait_booted());
   auto daemon = start_daemon_for_vms(vms, run);
   REQUIRE(wait_vm_state(ctl, "life3", "ready", 30s));
@@ -194,8 +192,8 @@ TEST_CASE(
   auto daemon = start_daemon_for_vms(vms, run);
   REQUIRE(wait_vm_state(ctl, "life4", "ready", 30s));
   const double ready_after = seconds_since(started);
-  REQUIRE(eventually(
-      [&] { return required_vm_status(ctl, "life4").contains("last_telemetry"); }, 30s));
+  REQUIRE(
+      eventually([&] { return required_vm_status(ctl, "life4").contains("last_telemetry"); }, 30s));
   const auto status = required_vm_status(ctl, "life4");
   const auto info = info_of(ctl, "life4");
   const double cpu = info["agent_cpu_seconds"].get<double>();

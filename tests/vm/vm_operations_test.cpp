@@ -3,6 +3,7 @@
 // guest's clock, hostname, users' passwords and keys, power, filesystem freezes, and a hostile
 // user inside the guest.
 #include <fmt/format.h>
+#include <sys/stat.h>
 
 #include <asio/io_context.hpp>
 #include <asio/local/stream_protocol.hpp>
@@ -492,4 +493,70 @@ TEST_CASE(
       vm.console_has("QXA-CHECK decoy-target decoy-secret 0:0:644 0:0:600 0 0 "
                      "alice:symbolic link root:regular file QXA-END",
                      30s));
+}
+
+namespace {
+
+// The bytes a file has on the host's disk (its holes excluded).
+std::uint64_t allocated_bytes(const std::string& path) {
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  return static_cast<std::uint64_t>(st.st_blocks) * 512;
+}
+
+}  // namespace
+
+TEST_CASE("qx-agent fstrim gives a deleted file's blocks back: the disk image shrinks on the host",
+          "[vm]") {
+  temp_dir vms, run, disk;
+  const std::string image = disk / "data.img";
+  REQUIRE(qxa::test::run_command({"/sbin/mkfs.ext4", "-q", "-F", image, "64M"}, 60s).status == 0);
+  test_vm vm({.memory_mb = 512,
+              .socket_path = vms / "guest14.agent.sock",
+              .kernel_args = "qxa.interval=1s",
+              .disk = image});
+  REQUIRE(vm.wait_booted());
+  const auto empty = allocated_bytes(image);
+  auto wrote = vm.run(
+      "mkdir -p /mnt/data && mount -t ext4 /dev/vda /mnt/data && "
+      "dd if=/dev/urandom of=/mnt/data/big bs=1M count=24 2>/dev/null && sync && "
+      "rm /mnt/data/big && sync");
+  INFO(wrote.out);
+  REQUIRE(wrote.status == 0);
+  const auto deleted = allocated_bytes(image);
+  CHECK(deleted >= empty + (20u << 20));  // deleting gave nothing back by itself
+
+  auto daemon = start_daemon_for_vms(vms, run);
+  REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "guest14", "ready", 30s));
+  const std::string ctl = run / "ctl.sock";
+  auto trim =
+      run_cli({"--json", "--control-socket", ctl, "fstrim", "guest14", "--mount", "/mnt/data"});
+  INFO(trim.err);
+  REQUIRE(trim.status == 0);
+  const auto reply = json::parse(trim.out);
+  REQUIRE(reply["mounts"].size() == 1);
+  CHECK(reply["mounts"][0]["mount_point"] == "/mnt/data");
+  CHECK(reply["mounts"][0]["ok"] == true);
+  CHECK(reply["mounts"][0]["trimmed_bytes"].get<std::uint64_t>() >= (20u << 20));
+  const auto trimmed = allocated_bytes(image);
+  WARN(fmt::format("image allocation: {} KiB empty, {} KiB after the delete, {} KiB after fstrim",
+                   empty >> 10, deleted >> 10, trimmed >> 10));
+  CHECK(trimmed + (16u << 20) <= deleted);
+
+  // The text form, for every writable disk filesystem (the busybox guest has that one).
+  auto text = run_cli({"--control-socket", ctl, "fstrim", "guest14"});
+  CHECK(text.status == 0);
+  CHECK_THAT(text.out, Catch::StartsWith("/mnt/data") && Catch::Contains("trimmed"));
+  // Refused while frozen, and for what is not a writable disk.
+  REQUIRE(run_cli({"--control-socket", ctl, "freeze", "guest14"}).status == 0);
+  auto frozen = run_cli({"--control-socket", ctl, "fstrim", "guest14"});
+  CHECK(frozen.status == 1);
+  CHECK_THAT(frozen.err, Catch::Contains("frozen"));
+  REQUIRE(run_cli({"--control-socket", ctl, "thaw", "guest14"}).status == 0);
+  auto proc = run_cli({"--control-socket", ctl, "fstrim", "guest14", "--mount", "/proc"});
+  CHECK(proc.status == 1);
+  CHECK_THAT(proc.err, Catch::Contains("/proc is not a trimmable mount point"));
+  auto size = run_cli({"--control-socket", ctl, "fstrim", "guest14", "--minimum", "lots"});
+  CHECK(size.status == 2);
+  CHECK(vm.console_has("audit: op=fstrim session=", 10s));
 }

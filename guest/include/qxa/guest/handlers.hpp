@@ -72,6 +72,7 @@ asio::awaitable<pb::Envelope> power(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> freeze(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> thaw(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> freeze_status(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> fstrim(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> password(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> ssh_keys(request_context ctx, pb::Envelope request);
 

@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "qxa/common/error.hpp"
+
 namespace qxa::guest {
 
 /// Reads a small (pseudo-)file whole. Empty optional when it cannot be opened or read.
@@ -66,6 +68,14 @@ std::vector<mount_entry> parse_mountinfo(std::string_view text);
 /// their statfs can hang), and keeps one entry per filesystem (bind mounts of the same device
 /// collapse to the first whole mount). Linear in the number of mounts.
 std::vector<mount_entry> select_disks(const std::vector<mount_entry>& mounts);
+
+/// The writable disk filesystems of `mounts` (select_disks without the read-only ones), in
+/// mount order, only those of `wanted` when it is not empty: what freeze and trim act on. An
+/// entry of `wanted` that is not one of them is an error saying it is "not a `what` mount
+/// point".
+common::result<std::vector<mount_entry>> writable_disks(const std::vector<mount_entry>& mounts,
+                                                        const std::vector<std::string>& wanted,
+                                                        std::string_view what);
 
 /// What the system says it is: os-release and uname.
 struct os_identity {

@@ -1,0 +1,146 @@
+// SPDX-License-Identifier: MIT
+// fstrim: FITRIM on the guest's writable disk filesystems, so that a thin-provisioned disk gives
+// their free blocks back to the host.
+//
+// A trim can take minutes and the kernel cannot stop one half way, so it runs on a thread of its
+// own, one filesystem after the other, and tells the request's coroutine through a pipe when it
+// is done: the agent's event loop never waits on it. A cancelled request (or one past its
+// deadline) lets the filesystem being trimmed finish and starts no other. One trim at a time:
+// a second one is refused while the first, or its thread, still runs.
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/use_awaitable.hpp>
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <memory>
+#include <thread>
+
+#include "qxa/common/log.hpp"
+#include "qxa/common/posix.hpp"
+#include "qxa/guest/fs.hpp"
+#include "qxa/guest/handlers.hpp"
+#include "qxa/guest/system_info.hpp"
+
+namespace qxa::guest::handlers {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+constexpr auto default_trim_timeout = std::chrono::minutes(10);
+
+std::atomic<bool> trim_running{false};
+
+// What the trimming thread and the request share; the last of the two to let go ends the trim.
+struct trim_work {
+  std::vector<mount_entry> mounts;
+  std::uint64_t minimum_bytes = 0;
+  clock::time_point deadline;
+  std::atomic<bool> stop{false};
+  std::atomic<bool> done{false};
+  std::vector<pb::TrimOutcome> outcomes;  // the thread's until `done`
+  unique_fd wake;                         // the pipe's write end: one byte when done
+
+  ~trim_work() { trim_running = false; }
+};
+
+pb::TrimOutcome trim_one(const mount_entry& m, std::uint64_t minimum_bytes) {
+  pb::TrimOutcome o;
+  o.set_mount_point(m.mount_point);
+  const auto t0 = clock::now();
+  unique_fd fd(::open(m.mount_point.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  int err = 0;
+  fstrim_range range{0, ULLONG_MAX, minimum_bytes};
+  if (!fd) {
+    err = errno;
+  } else if (::ioctl(fd.get(), FITRIM, &range) != 0) {
+    err = errno;
+  }
+  o.set_duration_ms(static_cast<std::uint32_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - t0).count()));
+  if (err == 0) {
+    o.set_ok(true);
+    o.set_trimmed_bytes(range.len);  // the kernel writes back how much it discarded
+  } else if (err == EOPNOTSUPP || err == ENOTTY) {
+    o.set_skipped(true);
+    o.set_error("not supported: the filesystem or its disk cannot discard");
+  } else {
+    o.set_error(std::strerror(err));
+  }
+  return o;
+}
+
+void run_trims(const std::shared_ptr<trim_work>& w) {
+  for (const auto& m : w->mounts) {
+    if (w->stop || clock::now() >= w->deadline) {
+      pb::TrimOutcome o;
+      o.set_mount_point(m.mount_point);
+      o.set_error(w->stop ? "not trimmed: the request was cancelled"
+                          : "not trimmed: the request's deadline passed");
+      w->outcomes.push_back(std::move(o));
+      continue;
+    }
+    w->outcomes.push_back(trim_one(m, w->minimum_bytes));
+  }
+  w->done.store(true, std::memory_order_release);
+  (void)common::write_all(w->wake.get(), "x");
+}
+
+}  // namespace
+
+asio::awaitable<pb::Envelope> fstrim(request_context ctx, pb::Envelope request) {
+  const auto& req = request.trim_request();
+  auto text = read_file(ctx.state.options.freeze.mountinfo);
+  if (!text) co_return error_reply(pb::ERROR_CODE_UNAVAILABLE, "cannot read the mount table");
+  auto mounts = writable_disks(parse_mountinfo(*text),
+                               {req.mount_points().begin(), req.mount_points().end()}, "trimmable");
+  if (!mounts) co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT, mounts.error().message);
+  if (trim_running.exchange(true)) {
+    co_return error_reply(pb::ERROR_CODE_FAILED_PRECONDITION, "a trim is already running");
+  }
+  auto work = std::make_shared<trim_work>();
+  work->mounts = std::move(mounts.value());
+  work->minimum_bytes = req.minimum_bytes();
+  work->deadline =
+      clock::now() +
+      (req.timeout_ms() > 0
+           ? std::chrono::milliseconds(req.timeout_ms())
+           : std::chrono::duration_cast<std::chrono::milliseconds>(default_trim_timeout));
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+    co_return system_error(errno, "cannot start the trim");
+  }
+  work->wake = unique_fd(pipe_fds[1]);
+  asio::posix::stream_descriptor woken(co_await asio::this_coro::executor, pipe_fds[0]);
+  std::thread([work] { run_trims(work); }).detach();
+  // However this coroutine ends (the host cancelled, the session ended), the thread starts no
+  // further filesystem.
+  struct stop_on_exit {
+    std::shared_ptr<trim_work> w;
+    ~stop_on_exit() { w->stop = true; }
+  } stopper{work};
+  while (!work->done.load(std::memory_order_acquire)) {
+    co_await woken.async_wait(asio::posix::descriptor_base::wait_read, asio::use_awaitable);
+  }
+
+  pb::Envelope reply;
+  std::uint64_t total = 0;
+  std::size_t failed = 0;
+  for (auto& o : work->outcomes) {
+    total += o.trimmed_bytes();
+    failed += o.ok() || o.skipped() ? 0 : 1;
+    *reply.mutable_trim_reply()->add_mounts() = std::move(o);
+  }
+  common::log_info(
+      "audit: op=fstrim session={:016x} request={} outcome={} filesystems={} "
+      "trimmed_bytes={}",
+      ctx.session_id, ctx.request_id, failed == 0 ? "ok" : "partial", work->mounts.size(), total);
+  co_return reply;
+}
+
+}  // namespace qxa::guest::handlers
