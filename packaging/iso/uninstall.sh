@@ -41,5 +41,6 @@ rmdir "$root/var/lib/quantix-kvm-agent" "$root/var/lib" "$root/var" 2>/dev/null 
 
 if [ -z "$root" ] && [ -d /run/systemd/system ]; then
   systemctl daemon-reload
+  udevadm control --reload 2>/dev/null || true  # forget the removed rule now
 fi
 echo "uninstall.sh: removed quantix-kvm-agent; /etc/quantix-kvm/agent.toml is kept"
