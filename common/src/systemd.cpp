@@ -9,6 +9,7 @@
 #include <cstring>
 #include <string>
 
+#include "qxa/common/log.hpp"
 #include "qxa/common/posix.hpp"
 
 namespace qxa::common {
@@ -42,8 +43,7 @@ std::optional<std::chrono::microseconds> sd_watchdog_interval() noexcept {
 }
 
 void print_startup_error(std::string_view program, std::string_view message) noexcept {
-  const char* journal = std::getenv("JOURNAL_STREAM");
-  std::string line = journal != nullptr && *journal != '\0' ? "<3>" : "";
+  std::string line = logger::instance().journal_prefix() ? "<3>" : "";
   line.append(program).append(": ").append(message).append("\n");
   (void)write_all(STDERR_FILENO, line);
 }

@@ -36,14 +36,12 @@ namespace {
 
 const std::string unit = "quantix-kvm-agent.service";
 
-// A Debian guest booted to its console, with `cdrom` attached.
-std::unique_ptr<test_vm> boot_debian(const std::string& socket, const std::string& cdrom,
-                                     const std::string& disk = {}) {
-  auto vm = std::make_unique<test_vm>(qxa::test::vm_options{.guest = guest_kind::debian,
-                                                            .memory_mb = 512,
-                                                            .socket_path = socket,
-                                                            .cdrom = cdrom,
-                                                            .disk = disk});
+// A Debian guest booted to its console (its kind and memory are set here; the rest is the
+// test's).
+std::unique_ptr<test_vm> boot_debian(qxa::test::vm_options o) {
+  o.guest = guest_kind::debian;
+  o.memory_mb = 512;
+  auto vm = std::make_unique<test_vm>(o);
   const auto started = std::chrono::steady_clock::now();
   const bool booted = vm->wait_booted(180s);
   INFO(vm->console());
@@ -109,7 +107,7 @@ TEST_CASE(
     "[vm][debian]") {
   temp_dir vms, run;
   const std::string ctl = run / "ctl.sock";
-  auto vm = boot_debian(vms / "deb1.agent.sock", QXA_AGENT_ISO);
+  auto vm = boot_debian({.socket_path = vms / "deb1.agent.sock", .cdrom = QXA_AGENT_ISO});
   mount_cdrom(*vm);
   const auto install = vm->run("sh /media/cdrom/install.sh", 120s);
   INFO(install.out);
@@ -225,7 +223,7 @@ TEST_CASE(
     "[vm][debian]") {
   temp_dir vms, run, packages;
   const std::string ctl = run / "ctl.sock";
-  auto vm = boot_debian(vms / "deb2.agent.sock", package_iso(packages));
+  auto vm = boot_debian({.socket_path = vms / "deb2.agent.sock", .cdrom = package_iso(packages)});
   mount_cdrom(*vm);
   REQUIRE(vm->run(list_files("/run/before")).status == 0);
 
@@ -260,7 +258,7 @@ TEST_CASE(
   temp_dir vms, run;
   const std::string ctl = run / "ctl.sock";
   const std::string sock = vms / "deb3.agent.sock";
-  auto vm = boot_debian(sock, QXA_AGENT_ISO);
+  auto vm = boot_debian({.socket_path = sock, .cdrom = QXA_AGENT_ISO});
   mount_cdrom(*vm);
   // Short telemetry settings in a drop-in: the shipped unit otherwise.
   const auto install = vm->run("mkdir -p /etc/systemd/system/" + unit +
@@ -315,7 +313,8 @@ TEST_CASE(
   const std::string ctl = run / "ctl.sock";
   const std::string disk = files / "data.img";
   REQUIRE(qxa::test::run_command({"/sbin/mkfs.ext4", "-q", "-F", disk, "32M"}, 60s).status == 0);
-  auto vm = boot_debian(vms / "deb4.agent.sock", QXA_AGENT_ISO, disk);
+  auto vm =
+      boot_debian({.socket_path = vms / "deb4.agent.sock", .cdrom = QXA_AGENT_ISO, .disk = disk});
   mount_cdrom(*vm);
   REQUIRE(
       vm->run("sh /media/cdrom/install.sh && mkdir -p /mnt/data && mount /dev/vdb /mnt/data", 120s)
@@ -399,14 +398,10 @@ TEST_CASE(
     "[vm][debian]") {
   temp_dir vms, run;
   const std::string ctl = run / "ctl.sock";
-  test_vm vm({.guest = guest_kind::debian,
-              .memory_mb = 512,
-              .socket_path = vms / "deb5.agent.sock",
-              .cdrom = QXA_AGENT_ISO,
-              .allow_reboot = true});
-  REQUIRE(vm.wait_booted(180s));
-  mount_cdrom(vm);
-  REQUIRE(vm.run("sh /media/cdrom/install.sh", 120s).status == 0);
+  auto vm = boot_debian(
+      {.socket_path = vms / "deb5.agent.sock", .cdrom = QXA_AGENT_ISO, .allow_reboot = true});
+  mount_cdrom(*vm);
+  REQUIRE(vm->run("sh /media/cdrom/install.sh", 120s).status == 0);
   auto daemon = start_daemon_for_vms(vms, run);
   REQUIRE(wait_vm_state(ctl, "deb5", "ready", 60s));
   const auto before = qxa::test::required_vm_status(ctl, "deb5");
@@ -417,17 +412,17 @@ TEST_CASE(
   INFO(reboot.err);
   REQUIRE(reboot.status == 0);
   CHECK_THAT(reboot.out, Catch::Contains("systemctl"));
-  REQUIRE(vm.console_has("QXA-VM-READY", 240s, 2));
+  REQUIRE(vm->console_has("QXA-VM-READY", 240s, 2));
   const auto now =
       qxa::test::wait_new_session(ctl, "deb5", before["session_id"].get<std::string>(), 120s);
   REQUIRE(!now.empty());
   const auto info_after = run_cli({"--json", "--control-socket", ctl, "info", "deb5"});
   REQUIRE(info_after.status == 0);
   CHECK(json::parse(info_after.out)["boot_id"] != json::parse(info_before.out)["boot_id"]);
-  CHECK(vm.process().running());
+  CHECK(vm->process().running());
   // Enabled: the unit came up by itself at boot, bound to the port's device.
-  CHECK(vm.run("systemctl is-active " + unit).out == "active\n");
-  CHECK(vm.run("systemctl show -p NRestarts --value " + unit).out == "0\n");
+  CHECK(vm->run("systemctl is-active " + unit).out == "active\n");
+  CHECK(vm->run("systemctl show -p NRestarts --value " + unit).out == "0\n");
 }
 
 TEST_CASE(
@@ -437,37 +432,34 @@ TEST_CASE(
   temp_dir vms, run;
   const std::string ctl = run / "ctl.sock";
   const std::string sock = vms / "deb6.agent.sock";
-  test_vm vm({.guest = guest_kind::debian,
-              .memory_mb = 512,
-              .socket_path = sock,
-              .cdrom = QXA_AGENT_ISO,
-              .qmp_path = run / "qmp.sock",
-              .agent_port = false});
-  REQUIRE(vm.wait_booted(180s));
-  mount_cdrom(vm);
-  const auto install = vm.run("sh /media/cdrom/install.sh", 120s);
+  auto vm = boot_debian({.socket_path = sock,
+                         .cdrom = QXA_AGENT_ISO,
+                         .qmp_path = run / "qmp.sock",
+                         .agent_port = false});
+  mount_cdrom(*vm);
+  const auto install = vm->run("sh /media/cdrom/install.sh", 120s);
   INFO(install.out);
   REQUIRE(install.status == 0);
   CHECK_THAT(install.out, Catch::Contains("starts when the org.quantix.agent.0 port appears"));
-  CHECK(vm.run("systemctl is-active " + unit).out == "inactive\n");
+  CHECK(vm->run("systemctl is-active " + unit).out == "inactive\n");
 
-  const auto chardev = vm.qmp(
+  const auto chardev = vm->qmp(
       "chardev-add",
       fmt::format(R"({{"id": "agent0", "backend": {{"type": "socket", "data": {{"addr": {{"type":
           "unix", "data": {{"path": "{}"}}}}, "server": true, "wait": false}}}}}})",
                   sock));
   REQUIRE(chardev.find("return") != std::string::npos);
-  const auto plug = vm.qmp("device_add", R"({"driver": "virtserialport", "bus": "vser0.0",
+  const auto plug = vm->qmp("device_add", R"({"driver": "virtserialport", "bus": "vser0.0",
       "chardev": "agent0", "name": "org.quantix.agent.0", "id": "agentport"})");
   INFO(plug);
   REQUIRE(plug.find("return") != std::string::npos);
-  REQUIRE(wait_unit_state(vm, "active"));
+  REQUIRE(wait_unit_state(*vm, "active"));
   auto daemon = start_daemon_for_vms(vms, run);
   REQUIRE(wait_vm_state(ctl, "deb6", "ready", 60s));
   CHECK(run_cli({"--control-socket", ctl, "ping", "deb6"}).status == 0);
 
-  REQUIRE(vm.qmp("device_del", R"({"id": "agentport"})").find("return") != std::string::npos);
-  REQUIRE(wait_unit_state(vm, "inactive"));
-  CHECK(vm.run("pidof quantix-kvm-agent").status != 0);
-  CHECK(property(vm, "NRestarts") == "0");  // stopped with its device, not crashed and restarted
+  REQUIRE(vm->qmp("device_del", R"({"id": "agentport"})").find("return") != std::string::npos);
+  REQUIRE(wait_unit_state(*vm, "inactive"));
+  CHECK(vm->run("pidof quantix-kvm-agent").status != 0);
+  CHECK(property(*vm, "NRestarts") == "0");  // stopped with its device, not crashed and restarted
 }

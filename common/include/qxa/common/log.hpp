@@ -36,6 +36,8 @@ class logger {
   void set_sink(sink_fn sink);
   /// Forces or disables the journal prefix; by default it follows JOURNAL_STREAM.
   void set_journal_prefix(bool on) noexcept { journal_ = on; }
+  /// Whether lines carry the journal's priority prefix (standard error is the journal).
+  [[nodiscard]] bool journal_prefix() const noexcept { return journal_; }
 
   void write(log_level level, std::string_view message);
 
