@@ -57,6 +57,10 @@ const char* body_name(const pb::Envelope& envelope) noexcept {
       return "cancel_request";
     case pb::Envelope::kCancelReply:
       return "cancel_reply";
+    case pb::Envelope::kUsersRequest:
+      return "users_request";
+    case pb::Envelope::kUsersReply:
+      return "users_reply";
     case pb::Envelope::kExecRequest:
       return "exec_request";
     case pb::Envelope::kExecOutput:
@@ -85,6 +89,14 @@ const char* body_name(const pb::Envelope& envelope) noexcept {
       return "dir_list_request";
     case pb::Envelope::kDirList:
       return "dir_list";
+    case pb::Envelope::kMkdirRequest:
+      return "mkdir_request";
+    case pb::Envelope::kRemoveRequest:
+      return "remove_request";
+    case pb::Envelope::kMoveRequest:
+      return "move_request";
+    case pb::Envelope::kFileChangeReply:
+      return "file_change_reply";
     case pb::Envelope::kPowerRequest:
       return "power_request";
     case pb::Envelope::kPowerReply:

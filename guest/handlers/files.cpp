@@ -21,6 +21,7 @@
 #include "qxa/guest/fs.hpp"
 #include "qxa/guest/handlers.hpp"
 #include "qxa/guest/uploads.hpp"
+#include "file_paths.hpp"
 
 namespace qxa::guest::handlers {
 
@@ -52,6 +53,8 @@ void fill_stat(pb::FileStat& out, const std::string& name, const node_info& st, 
   }
 }
 
+}  // namespace
+
 pb::Envelope from_error(const common::error_info& e) {
   if (e.code == common::errc::invalid_argument) {
     return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT, e.message);
@@ -63,14 +66,6 @@ pb::Envelope from_error(const common::error_info& e) {
                       e.message);
 }
 
-// A path placed under its root and walked to its directory.
-struct placed {
-  unique_fd dir;     ///< O_PATH descriptor of the directory holding `name`
-  std::string name;  ///< empty when the path is the root itself
-};
-
-// The refusal or error a walk ended with, for the host: a link on the path is a refusal under
-// the roots' rule (with the real path, which the host may ask for instead).
 pb::Envelope walk_failure(const request_context& ctx, const char* op, const std::string& path,
                           local_policy::access mode, const common::error_info& e) {
   if (e.code == std::errc::too_many_symbolic_link_levels) {
@@ -90,17 +85,17 @@ pb::Envelope walk_failure(const request_context& ctx, const char* op, const std:
 }
 
 std::variant<placed, pb::Envelope> place(const request_context& ctx, const char* op,
-                                         const std::string& path, local_policy::access mode) {
+                                         const std::string& path, local_policy::access mode,
+                                         bool create_parents) {
   local_policy::located where;
   if (auto no = ctx.state.options.policy.locate(path, mode, where)) return refused(ctx, op, *no);
   unique_fd root(::open(where.root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!root) return system_error(errno, "cannot open the root " + where.root);
-  auto walked = walk_beneath(root.get(), where.relative, false, where.root);
+  auto walked = walk_beneath(root.get(), where.relative, create_parents, where.root);
   if (!walked) return walk_failure(ctx, op, path, mode, walked.error());
   return placed{std::move(walked->dir), std::move(walked->name)};
 }
 
-// The node a placed path names (the root itself when it has no name), opened as itself.
 common::result<std::pair<unique_fd, node_info>> node_of(const placed& p) {
   if (p.name.empty()) {
     unique_fd self(::fcntl(p.dir.get(), F_DUPFD_CLOEXEC, 0));
@@ -110,8 +105,6 @@ common::result<std::pair<unique_fd, node_info>> node_of(const placed& p) {
   }
   return open_node(p.dir.get(), p.name);
 }
-
-}  // namespace
 
 asio::awaitable<pb::Envelope> file_read(request_context ctx, pb::Envelope request) {
   const auto& req = request.file_read_request();

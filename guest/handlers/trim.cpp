@@ -3,8 +3,7 @@
 // their free blocks back to the host.
 //
 // A trim can take minutes and the kernel cannot stop one half way, so it runs on a thread of its
-// own, one filesystem after the other, and tells the request's coroutine through a pipe when it
-// is done: the agent's event loop never waits on it. A cancelled request (or one past its
+// own (own_thread.hpp), one filesystem after the other. A cancelled request (or one past its
 // deadline) lets the filesystem being trimmed finish and starts no other. One trim at a time:
 // a second one is refused while the first, or its thread, still runs.
 #include <fcntl.h>
@@ -12,19 +11,16 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include <asio/posix/stream_descriptor.hpp>
-#include <asio/use_awaitable.hpp>
 #include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstring>
 #include <memory>
-#include <thread>
 
 #include "qxa/common/log.hpp"
-#include "qxa/common/posix.hpp"
 #include "qxa/guest/fs.hpp"
 #include "qxa/guest/handlers.hpp"
+#include "qxa/guest/own_thread.hpp"
 #include "qxa/guest/system_info.hpp"
 
 namespace qxa::guest::handlers {
@@ -36,17 +32,15 @@ constexpr auto default_trim_timeout = std::chrono::minutes(10);
 
 std::atomic<bool> trim_running{false};
 
-// What the trimming thread and the request share; the last of the two to let go ends the trim.
-struct trim_work {
+// What the trimming thread and the request share.
+struct trim_work final : thread_work {
   std::vector<mount_entry> mounts;
   std::uint64_t minimum_bytes = 0;
   clock::time_point deadline;
-  std::atomic<bool> stop{false};
-  std::atomic<bool> done{false};
-  std::vector<pb::TrimOutcome> outcomes;  // the thread's until `done`
-  unique_fd wake;                         // the pipe's write end: one byte when done
+  std::vector<pb::TrimOutcome> outcomes;  // the thread's until it is done
 
-  ~trim_work() { trim_running = false; }
+  ~trim_work() override { trim_running = false; }
+  void run() override;
 };
 
 pb::TrimOutcome trim_one(const mount_entry& m, std::uint64_t minimum_bytes) {
@@ -75,20 +69,18 @@ pb::TrimOutcome trim_one(const mount_entry& m, std::uint64_t minimum_bytes) {
   return o;
 }
 
-void run_trims(const std::shared_ptr<trim_work>& w) {
-  for (const auto& m : w->mounts) {
-    if (w->stop || clock::now() >= w->deadline) {
+void trim_work::run() {
+  for (const auto& m : mounts) {
+    if (stop || clock::now() >= deadline) {
       pb::TrimOutcome o;
       o.set_mount_point(m.mount_point);
-      o.set_error(w->stop ? "not trimmed: the request was cancelled"
-                          : "not trimmed: the request's deadline passed");
-      w->outcomes.push_back(std::move(o));
+      o.set_error(stop ? "not trimmed: the request was cancelled"
+                       : "not trimmed: the request's deadline passed");
+      outcomes.push_back(std::move(o));
       continue;
     }
-    w->outcomes.push_back(trim_one(m, w->minimum_bytes));
+    outcomes.push_back(trim_one(m, minimum_bytes));
   }
-  w->done.store(true, std::memory_order_release);
-  (void)common::write_all(w->wake.get(), "x");
 }
 
 }  // namespace
@@ -111,21 +103,8 @@ asio::awaitable<pb::Envelope> fstrim(request_context ctx, pb::Envelope request) 
       (req.timeout_ms() > 0
            ? std::chrono::milliseconds(req.timeout_ms())
            : std::chrono::duration_cast<std::chrono::milliseconds>(default_trim_timeout));
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) != 0) {
-    co_return system_error(errno, "cannot start the trim");
-  }
-  work->wake = unique_fd(pipe_fds[1]);
-  asio::posix::stream_descriptor woken(co_await asio::this_coro::executor, pipe_fds[0]);
-  std::thread([work] { run_trims(work); }).detach();
-  // However this coroutine ends (the host cancelled, the session ended), the thread starts no
-  // further filesystem.
-  struct stop_on_exit {
-    std::shared_ptr<trim_work> w;
-    ~stop_on_exit() { w->stop = true; }
-  } stopper{work};
-  while (!work->done.load(std::memory_order_acquire)) {
-    co_await woken.async_wait(asio::posix::descriptor_base::wait_read, asio::use_awaitable);
+  if (auto ec = co_await run_on_own_thread(work)) {
+    co_return system_error(ec.value(), "cannot start the trim");
   }
 
   pb::Envelope reply;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "qxa/guest/fs.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/random.h>
@@ -413,6 +414,116 @@ std::optional<error_info> write_trusted_file(const std::string& path, std::strin
     return error_info{ec, fmt::format("cannot write {}: {}", path, ec.message())};
   }
   return std::nullopt;
+}
+
+namespace {
+
+class tree_remover {
+ public:
+  tree_remover(const std::atomic<bool>& stop, std::size_t max_depth)
+      : stop_(stop), max_depth_(max_depth) {}
+
+  tree_removal result() && { return std::move(out_); }
+
+  /// Removes the directory `name` in `parent` (reached as `where`) with all it holds. False
+  /// when something was left in place (out_.failure says the first thing).
+  bool remove_directory(int parent, const std::string& name, const std::string& where,
+                        std::size_t depth) {
+    auto seen = statx_of(parent, name.c_str(), 0);
+    if (!seen) return fail(seen.code().value(), where, seen.error().message);
+    if (depth == 0) {
+      top_ = *seen;
+      auto up = statx_of(parent, "", AT_EMPTY_PATH);
+      if (!up || !same_mount(*up, top_)) {
+        return fail(EBUSY, where, "a filesystem is mounted there; it is not removed");
+      }
+    }
+    if (!same_mount(*seen, top_)) {
+      return fail(EXDEV, where, "another filesystem is mounted there; it is left in place");
+    }
+    if (depth >= max_depth_) {
+      return fail(ELOOP, where, fmt::format("deeper than {} levels; left in place", max_depth_));
+    }
+    unique_fd fd(
+        ::openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+    if (!fd) return fail(errno, where, std::strerror(errno));
+    // The directory opened is the one looked at: a rename in between cannot slip another in.
+    auto opened = statx_of(fd.get(), "", AT_EMPTY_PATH);
+    if (!opened || opened->info.ino != seen->info.ino || opened->info.dev != seen->info.dev ||
+        !same_mount(*opened, top_)) {
+      return fail(EAGAIN, where, "it changed while being removed; left in place");
+    }
+    DIR* d = ::fdopendir(fd.get());
+    if (d == nullptr) return fail(errno, where, std::strerror(errno));
+    (void)fd.release();
+    struct closer {
+      DIR* d;
+      ~closer() { ::closedir(d); }
+    } close_at_end{d};
+    // Entries removed while a directory is read may make the reading skip others on some
+    // filesystems: read it again while a pass removes something.
+    for (int pass = 0; pass < 4; ++pass) {
+      bool removed_some = false;
+      for (;;) {
+        errno = 0;
+        const dirent* e = ::readdir(d);
+        if (e == nullptr) {
+          if (errno != 0) return fail(errno, where, std::strerror(errno));
+          break;
+        }
+        if (stop_) return fail(ECANCELED, where, "the request ended; the rest is left in place");
+        const std::string entry = e->d_name;
+        if (entry == "." || entry == "..") continue;
+        const std::string entry_where = where + "/" + entry;
+        unsigned char type = e->d_type;
+        if (type == DT_UNKNOWN) {
+          auto n = statx_of(::dirfd(d), entry.c_str(), 0);
+          if (!n) continue;  // gone meanwhile
+          type = S_ISDIR(n->info.mode) ? DT_DIR : DT_REG;
+        }
+        if (type == DT_DIR) {
+          if (remove_directory(::dirfd(d), entry, entry_where, depth + 1)) removed_some = true;
+          if (stop_) return false;
+        } else if (::unlinkat(::dirfd(d), entry.c_str(), 0) == 0) {
+          ++out_.removed;
+          removed_some = true;
+        } else if (errno == EISDIR) {
+          // A directory now where a file was: taken as a directory.
+          if (remove_directory(::dirfd(d), entry, entry_where, depth + 1)) removed_some = true;
+        } else if (errno != ENOENT) {
+          fail(errno, entry_where, std::strerror(errno));
+        }
+      }
+      if (::unlinkat(parent, name.c_str(), AT_REMOVEDIR) == 0) {
+        ++out_.removed;
+        return true;
+      }
+      if (errno != ENOTEMPTY || !removed_some) break;
+      ::rewinddir(d);
+    }
+    const int err = errno;
+    return fail(err, where, err == ENOTEMPTY ? "entries are left in it" : std::strerror(err));
+  }
+
+ private:
+  bool fail(int err, const std::string& where, const std::string& why) {
+    if (!out_.failure) out_.failure = sys_error(err, fmt::format("'{}': {}", where, why));
+    return false;
+  }
+
+  const std::atomic<bool>& stop_;
+  std::size_t max_depth_;
+  statx_node top_;
+  tree_removal out_;
+};
+
+}  // namespace
+
+tree_removal remove_tree(int dir, const std::string& name, const std::atomic<bool>& stop,
+                         const std::string& label, std::size_t max_depth) {
+  tree_remover r(stop, max_depth);
+  r.remove_directory(dir, name, label, 0);
+  return std::move(r).result();
 }
 
 }  // namespace qxa::guest

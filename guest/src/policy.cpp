@@ -99,12 +99,20 @@ bool dangerous_env_name(std::string_view name) noexcept {
   return false;
 }
 
+std::string_view operation_family(std::string_view operation) noexcept {
+  for (std::string_view change : {"file-mkdir", "file-remove", "file-move"}) {
+    if (operation == change) return "file-write";
+  }
+  return operation;
+}
+
 std::optional<refusal> local_policy::check_operation(std::string_view operation) const {
   if (operation == "ping") return std::nullopt;
-  if (!allow.empty() && !contains(allow, operation)) {
+  const auto family = operation_family(operation);
+  if (!allow.empty() && !contains(allow, operation) && !contains(allow, family)) {
     return refusal{"policy.allow", fmt::format("'{}' is not in the guest's allow-list", operation)};
   }
-  if (contains(block, operation)) {
+  if (contains(block, operation) || contains(block, family)) {
     return refusal{"policy.block", fmt::format("'{}' is blocked by the guest's policy", operation)};
   }
   if (operation == "exec" && !exec) {

@@ -41,6 +41,7 @@ struct options {
   bool timeout_given = false;
   bool watch = false;  // telemetry
   bool set_time = false;
+  bool slew = false;
   std::string new_hostname;
   // exec
   std::vector<std::string> argv;
@@ -60,6 +61,12 @@ struct options {
   std::chrono::nanoseconds lease{0};
   std::vector<std::string> mounts;
   bool freeze_status = false;
+  // stat, ls, mkdir, rm, mv (mv's second path is `destination`; mkdir --parents is
+  // create_parents)
+  std::string path;
+  bool long_list = false;
+  std::string mode_text;
+  bool recursive = false, force = false, replace = false;
   // fstrim
   std::string trim_minimum_text = "0";
   // passwd, ssh-key
@@ -115,6 +122,21 @@ asio::awaitable<int> one_shot(const verb& v, host::agent_access& access, const o
 // The verbs that do more than one request and its reply.
 asio::awaitable<int> run_exec(host::agent_access& access, const options& o);
 asio::awaitable<int> run_cp(host::agent_access& access, const options& o);
+asio::awaitable<int> run_ls(host::agent_access& access, const options& o);
+asio::awaitable<int> run_rm(host::agent_access& access, const options& o);
+
+// The file verbs' requests and printers (files.cpp).
+common::result<pb::Envelope> stat_request(const options& o);
+common::result<pb::Envelope> mkdir_request(const options& o);
+common::result<pb::Envelope> rm_request(const options& o);
+common::result<pb::Envelope> mv_request(const options& o);
+void print_stat(const options& o, const pb::Envelope& reply, const round_trip& rt);
+void print_mkdir(const options& o, const pb::Envelope& reply, const round_trip& rt);
+void print_rm(const options& o, const pb::Envelope& reply, const round_trip& rt);
+void print_mv(const options& o, const pb::Envelope& reply, const round_trip& rt);
+/// A file's description as JSON: names as text (and in base64 too when not UTF-8), the mode in
+/// octal.
+json file_json(const pb::FileStat& s);
 
 // ---- output ------------------------------------------------------------------------------
 

@@ -78,6 +78,10 @@ int main(int argc, char** argv) {
     } else if (std::string_view(v.name) == "fstrim") {
       sub->add_option("--timeout", o.timeout_text,
                       "start no further filesystem after this long [10m]");
+    } else if (std::string_view(v.name) == "rm") {
+      sub->add_option("--timeout", o.timeout_text,
+                      "how long to wait for the answer [60s]; the guest stops a removal after "
+                      "its request timeout (30 s unless configured)");
     } else if (std::string_view(v.name) != "status") {
       sub->add_option("--timeout", o.timeout_text, "how long to wait for the answer")
           ->capture_default_str();

@@ -52,6 +52,13 @@ double clock_offset_ms(const pb::TimeReply& t, const round_trip& rt) {
                                    std::chrono::duration<double, std::milli>(rt.ms)));
 }
 
+/// "UTC+01:00"
+std::string utc_offset_text(std::int32_t seconds) {
+  const char sign = seconds < 0 ? '-' : '+';
+  const auto a = seconds < 0 ? -static_cast<std::int64_t>(seconds) : seconds;
+  return fmt::format("UTC{}{:02}:{:02}", sign, a / 3600, a / 60 % 60);
+}
+
 void print_time(const options&, const pb::Envelope& reply, const round_trip& rt) {
   const auto& t = reply.time_reply();
   const std::time_t secs = static_cast<std::time_t>(t.unix_ns() / 1'000'000'000);
@@ -60,7 +67,36 @@ void print_time(const options&, const pb::Envelope& reply, const round_trip& rt)
   std::printf("guest clock %04d-%02d-%02dT%02d:%02d:%02d.%03lldZ, %+.3f ms from this host%s\n",
               tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
               static_cast<long long>((t.unix_ns() / 1'000'000) % 1000), clock_offset_ms(t, rt),
-              t.was_set() ? " (just set)" : "");
+              !t.was_set() ? ""
+              : t.slewed() ? " (being slewed)"
+                           : " (just set)");
+  std::printf("time zone  %s (%s, %s)\n", t.timezone().empty() ? "unknown" : shown(t.timezone()).c_str(),
+              shown(t.timezone_abbreviation()).c_str(),
+              utc_offset_text(t.utc_offset_seconds()).c_str());
+  if (t.was_set()) {
+    std::printf("%s %+.3f ms; hardware clock %s\n", t.slewed() ? "slewing" : "stepped",
+                static_cast<double>(-t.offset_ns()) / 1e6,
+                t.rtc_written() ? "written" : ("not written: " + shown(t.rtc_error())).c_str());
+  }
+}
+
+void print_users(const options&, const pb::Envelope& reply, const round_trip&) {
+  const auto& u = reply.users_reply();
+  if (u.sessions_size() == 0) {
+    std::printf("nobody is logged in\n");
+    return;
+  }
+  std::printf("%-16s %-12s %-17s %-24s %s\n", "USER", "TERMINAL", "LOGIN (UTC)", "FROM", "PID");
+  for (const auto& s : u.sessions()) {
+    const std::time_t at = static_cast<std::time_t>(s.login_unix_ms() / 1000);
+    std::tm tm{};
+    ::gmtime_r(&at, &tm);
+    char when[32];
+    std::strftime(when, sizeof when, "%Y-%m-%d %H:%M", &tm);
+    std::printf("%-16s %-12s %-17s %-24s %u\n", shown(s.user()).c_str(),
+                shown(s.terminal()).c_str(), when, s.host().empty() ? "-" : shown(s.host()).c_str(),
+                s.pid());
+  }
 }
 
 // ---- fstrim: a request with a deadline of its own -------------------------------------------
@@ -209,14 +245,19 @@ std::vector<verb> make_table() {
                .run = run_telemetry});
   t.push_back(
       {.name = "time",
-       .help = "the guest's clock and its offset from this host",
+       .help = "the guest's clock, its offset from this host, and its time zone",
        .arguments =
            [](CLI::App& s, options& o) {
-             s.add_flag("--set", o.set_time, "set the guest's clock to this host's UTC time");
+             s.add_flag("--set", o.set_time,
+                        "set the guest's clock (and its hardware clock) to this host's UTC time");
+             s.add_flag("--slew", o.slew,
+                        "with --set: slew an offset of at most 500 ms instead of stepping");
            },
        .request = [](const options& o) -> result<pb::Envelope> {
          pb::Envelope e;
+         if (o.slew && !o.set_time) return usage("time: --slew goes with --set");
          e.mutable_time_request()->set_set(o.set_time);
+         e.mutable_time_request()->set_slew(o.slew);
          if (o.set_time) {
            e.mutable_time_request()->set_set_unix_ns(unix_ns(std::chrono::system_clock::now()));
          }
@@ -229,6 +270,15 @@ std::vector<verb> make_table() {
              j["offset_ms"] = clock_offset_ms(r.time_reply(), rt);
              return j;
            }});
+  t.push_back({.name = "users",
+               .help = "who is logged in to the guest (utmp): user, terminal, login time, from "
+                       "where",
+               .request = [](const options&) -> result<pb::Envelope> {
+                 pb::Envelope e;
+                 e.mutable_users_request();
+                 return e;
+               },
+               .text = print_users});
   t.push_back({.name = "hostname",
                .help = "set the guest's hostname (now and in /etc/hostname)",
                .arguments =
@@ -276,6 +326,62 @@ std::vector<verb> make_table() {
                                 "create missing directories in the guest");
                    },
                .run = run_cp});
+  t.push_back({.name = "stat",
+               .help = "describe a file in the guest (a link as itself)",
+               .arguments =
+                   [](CLI::App& s, options& o) {
+                     s.add_option("PATH", o.path, "absolute path in the guest")->required();
+                   },
+               .request = stat_request,
+               .text = print_stat,
+               .to_json = [](const options&, const pb::Envelope& r,
+                             const round_trip&) { return file_json(r.file_stat()); }});
+  t.push_back({.name = "ls",
+               .help = "list a directory in the guest, every entry (dot files too), sorted",
+               .arguments =
+                   [](CLI::App& s, options& o) {
+                     s.add_option("PATH", o.path, "absolute path of a directory")->required();
+                     s.add_flag("-l,--long", o.long_list,
+                                "type and mode, owner, size, modification time (UTC)");
+                   },
+               .run = run_ls});
+  t.push_back({.name = "mkdir",
+               .help = "make a directory in the guest",
+               .arguments =
+                   [](CLI::App& s, options& o) {
+                     s.add_option("PATH", o.path, "absolute path of the new directory")
+                         ->required();
+                     s.add_flag("-p,--parents", o.create_parents,
+                                "make missing parents too; a directory already there is no error");
+                     s.add_option("--mode", o.mode_text, "permission bits in octal [0755]");
+                   },
+               .request = mkdir_request,
+               .text = print_mkdir});
+  t.push_back({.name = "rm",
+               .help = "remove a file, a link or an empty directory in the guest; -r: a "
+                       "directory with all it holds, on its own filesystem only",
+               .arguments =
+                   [](CLI::App& s, options& o) {
+                     s.add_option("PATH", o.path, "absolute path in the guest")->required();
+                     s.add_flag("-r,--recursive", o.recursive,
+                                "a directory and everything in it (never crossing a mount)");
+                     s.add_flag("-f,--force", o.force, "nothing at PATH is no error");
+                   },
+               .request = rm_request,
+               .text = print_rm,
+               .run = run_rm});
+  t.push_back({.name = "mv",
+               .help = "rename a file or directory within one guest filesystem",
+               .arguments =
+                   [](CLI::App& s, options& o) {
+                     s.add_option("FROM", o.path, "absolute path in the guest")->required();
+                     s.add_option("TO", o.destination,
+                                  "its new absolute path (ending in '/': into that directory)")
+                         ->required();
+                     s.add_flag("--replace", o.replace, "replace what TO names");
+                   },
+               .request = mv_request,
+               .text = print_mv});
   for (const char* power : {"shutdown", "reboot"}) {
     const bool off = std::string_view(power) == "shutdown";
     t.push_back({.name = power,

@@ -226,6 +226,23 @@ std::string cap_guest_message(pb::Envelope& message, const guest_data_limits& li
       r.name(f->mutable_thawed_by());
       break;
     }
+    case pb::Envelope::kTimeReply: {
+      auto* t = message.mutable_time_reply();
+      r.name(t->mutable_timezone());
+      r.name(t->mutable_timezone_abbreviation());
+      r.name(t->mutable_rtc_error());
+      break;
+    }
+    case pb::Envelope::kUsersReply: {
+      auto* u = message.mutable_users_reply();
+      r.count(u->mutable_sessions(), r.limits.max_sessions, "login sessions");
+      for (auto& s : *u->mutable_sessions()) {
+        r.name(s.mutable_user());
+        r.name(s.mutable_terminal());
+        r.name(s.mutable_host());
+      }
+      break;
+    }
     case pb::Envelope::kTrimReply: {
       auto* t = message.mutable_trim_reply();
       r.count(t->mutable_mounts(), r.limits.max_disks, "mounts");

@@ -46,7 +46,7 @@ mkdir -p "$out/debs"
 started=$(date +%s)
 
 # The packages: what a small server guest has, plus what the tests use in it.
-packages=systemd-sysv,udev,dbus,util-linux,e2fsprogs,kmod,procps,iproute2,passwd,login,psmisc,less
+packages=systemd-sysv,udev,dbus,util-linux,e2fsprogs,kmod,procps,iproute2,passwd,login,psmisc,less,tzdata
 
 # Where they come from: the cached packages when they cover the list (no network), otherwise
 # the mirrors apt is configured with on this machine.

@@ -90,6 +90,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           "too many capabilities");
   }
   if (e.has_info()) check_os(e.info().os());
+  if (e.has_users_reply()) {
+    check(static_cast<std::size_t>(e.users_reply().sessions_size()) <= limits.max_sessions,
+          "too many login sessions");
+    for (const auto& s : e.users_reply().sessions()) {
+      check_name(s.user());
+      check_name(s.terminal());
+      check_name(s.host());
+    }
+  }
+  if (e.has_time_reply()) {
+    check_name(e.time_reply().timezone());
+    check_name(e.time_reply().rtc_error());
+  }
   if (e.has_error()) check(e.error().message().size() <= limits.max_error_bytes, "a long error");
   const std::string once = e.SerializeAsString();
   check(qh::cap_guest_message(e, limits).empty(), "a capped message was capped again");

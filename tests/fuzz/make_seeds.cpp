@@ -97,6 +97,22 @@ std::vector<std::pair<std::string, pb::Envelope>> requests() {
   add("ssh-list-root").mutable_ssh_keys_request()->set_user("root");
   add("list-tmp").mutable_dir_list_request()->set_path("/tmp");
   add("stat-odd").mutable_file_stat_request()->set_path("/tmp/\xc3(");
+  {
+    auto* m = add("mkdir").mutable_mkdir_request();
+    m->set_path("/tmp/made/deeper");
+    m->set_parents(true);
+    m->set_mode(0700);
+  }
+  {
+    auto* m = add("mv").mutable_move_request();
+    m->set_from("/tmp/made");
+    m->set_to("/home/alice/moved");
+  }
+  {
+    auto* rm = add("rm-r").mutable_remove_request();
+    rm->set_path("/home/alice");
+    rm->set_recursive(true);
+  }
   add("cancel").mutable_cancel_request()->set_request_id(3);
   {
     auto& h = add("hello-again");
@@ -128,6 +144,13 @@ void guest_dispatch(const fs::path& dir) {
       qxa::fuzz::append_record(seed, request_flags, serialize(find(n)));
     }
     write(dir, "seq-upload", seed);
+  }
+  {
+    bytes seed;
+    for (const char* n : {"mkdir", "mv", "rm-r", "list-tmp"}) {
+      qxa::fuzz::append_record(seed, request_flags, serialize(find(n)));
+    }
+    write(dir, "seq-file-changes", seed);
   }
   {
     bytes seed;
@@ -257,6 +280,16 @@ void guest_data(const fs::path& dir) {
   i.mutable_info()->set_hostname("guest");
   i.mutable_info()->mutable_os()->set_kernel_version(std::string(129, 'k'));
   write(dir, "info", serialize(i));
+  pb::Envelope u;
+  for (int n = 0; n < 300; ++n) {
+    auto* s = u.mutable_users_reply()->add_sessions();
+    s->set_user("user" + std::to_string(n));
+    s->set_host(std::string(200, 'h'));
+  }
+  write(dir, "users", serialize(u));
+  pb::Envelope tz;
+  tz.mutable_time_reply()->set_timezone(std::string(300, 'z'));
+  write(dir, "time", serialize(tz));
 }
 
 // Paths for fuzz_path_walk: an options byte (1: make missing directories, 2: absolute), then

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +25,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace qxa::fuzz {
@@ -68,6 +70,11 @@ inline void enter_sandbox(const std::vector<std::string>& keep) {
   if (::mount("/proc", (root + "/proc").c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
     sandbox_fail("bind /proc");
   }
+  // Each kept path is bound at its own path, and every directory above it in the tmpfs is made
+  // a mount point of its own first (bound onto itself): a fuzzed rename or removal (mv, rm -r)
+  // of an ancestor then fails with EBUSY instead of taking the corpora out of libFuzzer's reach.
+  std::vector<std::pair<fs::path, std::string>> binds;
+  std::vector<std::string> ancestors;
   for (const auto& k : keep) {
     std::error_code ec;
     fs::path p = fs::absolute(k, ec);
@@ -76,6 +83,19 @@ inline void enter_sandbox(const std::vector<std::string>& keep) {
     if (p.empty() || !fs::exists(p, ec)) continue;
     const std::string inside = root + p.string();
     fs::create_directories(inside, ec);
+    binds.emplace_back(p, inside);
+    for (fs::path a = p.parent_path(); a.has_relative_path(); a = a.parent_path()) {
+      ancestors.push_back(root + a.string());
+    }
+  }
+  std::sort(ancestors.begin(), ancestors.end());  // a parent before its children
+  ancestors.erase(std::unique(ancestors.begin(), ancestors.end()), ancestors.end());
+  for (const auto& a : ancestors) {
+    if (::mount(a.c_str(), a.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+      sandbox_fail("bind " + a + " onto itself");
+    }
+  }
+  for (const auto& [p, inside] : binds) {
     if (::mount(p.c_str(), inside.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
       sandbox_fail("bind " + p.string());
     }

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include "guest/ops_test_support.hpp"
+#include "qxa/guest/clock.hpp"
 
 using namespace std::chrono_literals;
 using qxa::test::handler_bench;
@@ -37,6 +38,11 @@ TEST_CASE("time reads the guest clock without setting it", "[unit][guest]") {
           std::chrono::nanoseconds(r.time_reply().unix_ns())));
   CHECK(ns >= before - 1ms);
   CHECK(ns <= after + 1ms);
+  // The zone this machine is in, as the C library and /etc say.
+  const auto tz = qxa::guest::read_timezone();
+  CHECK(r.time_reply().timezone() == tz.name);
+  CHECK(r.time_reply().utc_offset_seconds() == tz.utc_offset_seconds);
+  CHECK_FALSE(r.time_reply().timezone().empty());
 }
 
 TEST_CASE("operations answer bad input with a clear error, touching nothing", "[unit][guest]") {

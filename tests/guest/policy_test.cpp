@@ -36,6 +36,28 @@ TEST_CASE("with both lists the allow-list applies first, then the block-list", "
   CHECK_FALSE(only_block.check_operation("info"));
 }
 
+TEST_CASE("file-write in a list stands for mkdir, rm and mv as well", "[guest]") {
+  qg::local_policy blocked;
+  blocked.block = {"file-write"};
+  for (const char* change : {"file-write", "file-mkdir", "file-remove", "file-move"}) {
+    INFO(change);
+    auto no = blocked.check_operation(change);
+    REQUIRE(no);
+    CHECK(no->rule == "policy.block");
+  }
+  CHECK_FALSE(blocked.check_operation("file-read"));
+  qg::local_policy allowed;
+  allowed.allow = {"file-write"};
+  CHECK_FALSE(allowed.check_operation("file-remove"));
+  CHECK(allowed.check_operation("file-read"));
+  // Each one alone, too.
+  qg::local_policy no_rm;
+  no_rm.block = {"file-remove"};
+  CHECK(no_rm.check_operation("file-remove"));
+  CHECK_FALSE(no_rm.check_operation("file-write"));
+  CHECK_FALSE(no_rm.check_operation("file-move"));
+}
+
 TEST_CASE("exec can be turned off and limited to listed programs", "[guest]") {
   qg::local_policy p;
   p.exec = false;

@@ -344,6 +344,84 @@ TEST_CASE(
   CHECK(no_exec.process.wait_for_log("outcome=refused rule=policy.exec", 5s));
 }
 
+TEST_CASE("qx-agent stat, ls, mkdir, mv and rm manage the guest's files, as text and JSON",
+          "[integration][ops]") {
+  temp_dir dir;
+  agent_under_test agent(dir);
+  const auto g = dir / "g";
+  auto r = agent.cli({"mkdir", "-", g + "/a/b", "--parents", "--mode", "0700"});
+  REQUIRE(r.status == 0);
+  CHECK(r.out == g + "/a/b: made\n");
+  r = agent.cli({"--json", "stat", "-", g + "/a/b"});
+  REQUIRE(r.status == 0);
+  auto j = json::parse(r.out);
+  CHECK(j["type"] == "directory");
+  CHECK(j["mode"] == "0700");
+  CHECK(agent.cli({"mkdir", "-", g + "/a/b"}).status == 1);
+  CHECK(agent.cli({"mkdir", "-p", "-", g + "/a/b"}).out == g + "/a/b: already a directory\n");
+
+  // 2,500 entries: more than a page of the guest's listing. Names a terminal must not obey,
+  // and one that is not UTF-8, among them.
+  for (int i = 0; i < 2500; ++i) dir.write(fmt::format("g/many/f{:04}", i), "x");
+  dir.write("g/names/\x1b[2Jclear", "e");
+  dir.write("g/names/latin1-\xe9", "l");
+  r = agent.cli({"ls", "-", g + "/many"});
+  REQUIRE(r.status == 0);
+  CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 2500);
+  CHECK(r.out.starts_with("f0000\nf0001\n"));
+  CHECK(r.out.ends_with("f2499\n"));
+  r = agent.cli({"ls", "-l", "-", g + "/names"});
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find('\x1b') == std::string::npos);
+  CHECK_THAT(r.out, Catch::StartsWith("-rw-r--r--") && Catch::Contains("\\e[2Jclear"));
+  r = agent.cli({"--json", "ls", "-", g + "/names"});
+  REQUIRE(r.status == 0);
+  j = json::parse(r.out);
+  REQUIRE(j["entries"].size() == 2);
+  CHECK(j["entries"][0]["path"] == "\x1b[2Jclear");
+  CHECK_FALSE(j["entries"][0].contains("path_base64"));
+  CHECK(j["entries"][1]["path_base64"] == "bGF0aW4xLek=");  // "latin1-\xe9"
+  CHECK(j["entries"][1]["size"] == 1);
+
+  // mv: into a directory, never over a file unless asked.
+  dir.write("g/one", "1");
+  dir.write("g/two", "2");
+  r = agent.cli({"mv", "-", g + "/one", g + "/a/"});
+  REQUIRE(r.status == 0);
+  CHECK(std::filesystem::exists(g + "/a/one"));
+  r = agent.cli({"mv", "-", g + "/two", g + "/a/one"});
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Catch::Contains("exists"));
+  CHECK(agent.cli({"mv", "--replace", "-", g + "/two", g + "/a/one"}).status == 0);
+  CHECK(qxa::test::read_proc_file(g + "/a/one") == "2");
+
+  // rm: a directory with entries only with -r; -f for what is not there.
+  r = agent.cli({"rm", "-", g + "/a"});
+  CHECK(r.status == 1);
+  CHECK(std::filesystem::exists(g + "/a/one"));
+  r = agent.cli({"rm", "-r", "-", g + "/a"});
+  REQUIRE(r.status == 0);
+  CHECK(r.out == g + "/a: removed (3 entries)\n");
+  CHECK(agent.cli({"rm", "-", g + "/a"}).status == 1);
+  CHECK(agent.cli({"rm", "-f", "-", g + "/a"}).out == g + "/a: not there\n");
+  r = agent.cli({"--json", "rm", "-r", "-", g + "/many"});
+  REQUIRE(r.status == 0);
+  CHECK(json::parse(r.out)["removed"] == 2501);
+  CHECK(agent.process.wait_for_log("audit: op=file-remove session=", 5s));
+
+  // A guest that blocks file-write blocks all of these.
+  temp_dir other;
+  agent_under_test strict(other, other.write("agent.toml", "[policy]\nblock = [\"file-write\"]\n"));
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"rm", "-r", "-", g}, {"mkdir", "-", g + "/new"},
+        {"mv", "-", g + "/names", g + "/moved"}}) {
+    r = strict.cli(args);
+    CHECK(r.status == 1);
+    CHECK_THAT(r.err, Catch::Contains("(rule policy.block)"));
+  }
+  CHECK(std::filesystem::exists(g + "/names"));
+}
+
 TEST_CASE("qx-agent freeze --status reports a thawed guest", "[integration][ops]") {
   temp_dir dir;
   agent_under_test agent(dir);

@@ -24,6 +24,7 @@
 
 using namespace std::chrono_literals;
 using qxa::test::console_result;
+using qxa::test::eventually;
 using qxa::test::guest_kind;
 using qxa::test::run_cli;
 using qxa::test::start_daemon_for_vms;
@@ -306,8 +307,8 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "Debian guest: hostname, passwd, ssh-key, exec --user, cp both ways and a freeze of a second "
-    "disk through the unit as shipped",
+    "Debian guest: hostname, passwd, ssh-key, exec --user, cp both ways, a freeze of a second "
+    "disk, users, the time zone, mkdir, mv and rm -r through the unit as shipped",
     "[vm][debian]") {
   temp_dir vms, run, files;
   const std::string ctl = run / "ctl.sock";
@@ -383,10 +384,54 @@ TEST_CASE(
   CHECK(vm->run("for i in $(seq 100); do test -e /run/wrote-one && break; sleep 0.1; done; "
                 "cat /mnt/data/one")
             .out == "one\n");
+
+  // A login on a terminal (login -f on a pseudo-terminal, as sshd or a console would) shows in
+  // users; the time zone set the Debian way shows in time.
+  REQUIRE(vm->run("(sleep 120 | script -qfc 'login -f alice' /dev/null >/dev/null 2>&1 &) ; "
+                  "ln -sf /usr/share/zoneinfo/Asia/Kolkata /etc/localtime")
+              .status == 0);
+  REQUIRE(eventually(
+      [&] {
+        const auto u = cli({"--json", "users", "deb4"});
+        return u.status == 0 && json::parse(u.out)["sessions"].size() == 1;
+      },
+      30s));
+  const auto users = json::parse(cli({"--json", "users", "deb4"}).out)["sessions"][0];
+  CHECK(users["user"] == "alice");
+  CHECK_THAT(users["terminal"].get<std::string>(), Catch::StartsWith("pts/"));
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  CHECK(std::abs(users["login_unix_ms"].get<double>() - static_cast<double>(now_ms)) < 120e3);
+  CHECK_THAT(cli({"users", "deb4"}).out, Catch::Contains("alice"));
+  const auto time = json::parse(cli({"--json", "time", "deb4"}).out);
+  CHECK(time["timezone"] == "Asia/Kolkata");
+  CHECK(time["timezone_abbreviation"] == "IST");
+  CHECK(time["utc_offset_seconds"] == 19800);
+  CHECK_THAT(cli({"time", "deb4"}).out, Catch::Contains("Asia/Kolkata (IST, UTC+05:30)"));
+
+  // mkdir, mv and rm -r in a home whose owner planted a link to /etc and a deep tree: what the
+  // link points to stays, the rest goes.
+  REQUIRE(vm->run("su alice -c 'mkdir -p ~/tree/a/b && ln -s /etc ~/tree/a/etc-link && "
+                  "touch ~/tree/a/b/f'")
+              .status == 0);
+  REQUIRE(cli({"mkdir", "deb4", "/home/alice/made/deeper", "--parents", "--mode", "0750"}).status ==
+          0);
+  CHECK(vm->run("stat -c '%a %U' /home/alice/made/deeper").out == "750 root\n");
+  REQUIRE(cli({"mv", "deb4", "/home/alice/made", "/home/alice/tree/"}).status == 0);
+  const auto listed = cli({"ls", "deb4", "/home/alice/tree"});
+  CHECK(listed.out == "a\nmade\n");
+  const auto removed = cli({"--json", "rm", "-r", "deb4", "/home/alice/tree"});
+  REQUIRE(removed.status == 0);
+  CHECK(json::parse(removed.out)["removed"] == 7);
+  CHECK(vm->run("! test -e /home/alice/tree && test -s /etc/passwd && test -d /etc/systemd")
+            .status == 0);
+
   // The audit lines, held while frozen, reached the journal after the thaw.
   const auto lines = journal(*vm);
   for (const std::string op :
-       {"hostname", "password", "ssh-key", "exec", "file-write", "file-read", "freeze", "thaw"}) {
+       {"hostname", "password", "ssh-key", "exec", "file-write", "file-read", "freeze", "thaw",
+        "file-mkdir", "file-move", "file-remove"}) {
     INFO(op);
     CHECK(priority_of(lines, "audit: op=" + op + " session=") >= 5);
   }

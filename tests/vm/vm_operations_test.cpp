@@ -70,8 +70,30 @@ TEST_CASE(
   CHECK(after["was_set"] == true);
   WARN(fmt::format("guest clock offset after --set: {:.1f} ms", after["offset_ms"].get<double>()));
   CHECK(std::abs(after["offset_ms"].get<double>()) < 2000);
+  CHECK(after["slewed"] == false);
+  CHECK(after["offset_ns"].get<double>() < -1e17);  // over 3 years behind
   CHECK(vm.console_has("audit: op=time-set session=", 10s));
   CHECK(required_vm_status(run / "ctl.sock", "guest7")["clock_corrections"] == 0);
+  // The hardware clock was written with it: the next boot starts from the right time.
+  CHECK(after["rtc_written"] == true);
+  const auto rtc = vm.run("cat /sys/class/rtc/rtc0/since_epoch", 30s);
+  REQUIRE(rtc.status == 0);
+  const auto host_now = std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+  CHECK(std::abs(std::stoll(rtc.out) - host_now) < 30);
+  // The busybox guest has no zone configured: UTC.
+  CHECK(after["timezone"] == "UTC");
+  CHECK(after["utc_offset_seconds"] == 0);
+  // Now a few milliseconds off at most: --slew slews instead of stepping.
+  auto slew = run_cli(
+      {"--json", "--control-socket", run / "ctl.sock", "time", "guest7", "--set", "--slew"});
+  REQUIRE(slew.status == 0);
+  const auto slewed = json::parse(slew.out);
+  CHECK(slewed["slewed"] == true);
+  CHECK(std::abs(slewed["offset_ns"].get<double>()) <= 500e6);
+  CHECK(vm.console_has("audit: op=time-set session=", 10s, 2));
+  CHECK(vm.console_has("outcome=ok slew_ms=", 10s));
 
   // The guest falls an hour behind again (as after a long pause); the daemon is reloaded with
   // its correction on (the shipped default) and sets the clock by itself, once.
@@ -90,7 +112,7 @@ TEST_CASE(
   const auto s = required_vm_status(run / "ctl.sock", "guest7");
   CHECK(s["clock_correction_failures"] == 0);
   CHECK(std::abs(s["clock_offset_ms"].get<double>()) < 2000);
-  CHECK(vm.console_has("audit: op=time-set session=", 10s, 2));
+  CHECK(vm.console_has("audit: op=time-set session=", 10s, 3));
 }
 
 TEST_CASE("a VM paused for seconds comes back with its clock behind, and qx-agentd sets it",

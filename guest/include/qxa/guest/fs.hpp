@@ -28,7 +28,9 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -143,6 +145,22 @@ std::optional<common::error_info> write_trusted_file(const std::string& path,
                                                      std::string_view content, mode_t mode,
                                                      std::optional<file_owner> owner = std::nullopt,
                                                      bool create_directory = false);
+
+/// What remove_tree() did.
+struct tree_removal {
+  std::uint64_t removed = 0;                  ///< entries removed, directories included
+  std::optional<common::error_info> failure;  ///< the first thing left in place, and why
+};
+
+/// Removes the directory `name` in `dir` and everything beneath it, like `rm -r
+/// --one-file-system`, by descriptor: each directory is opened from its parent's descriptor with
+/// O_NOFOLLOW and checked to be the one just looked at, each entry is removed by name from its
+/// directory's descriptor, and a symbolic link is removed, never followed. A directory on
+/// another mount (a mount point, a bind mount) is not entered and is left in place, as is
+/// whatever cannot be removed; the rest goes. Stops (with ECANCELED) as soon as `stop` is set,
+/// and (with ELOOP) below `max_depth` levels: each level holds a descriptor.
+tree_removal remove_tree(int dir, const std::string& name, const std::atomic<bool>& stop,
+                         const std::string& label, std::size_t max_depth = 256);
 
 /// "DIR" and "NAME" of "DIR/NAME" ("/" and "NAME" for "/NAME"); the path must be absolute.
 std::pair<std::string, std::string> split_parent(const std::string& path);

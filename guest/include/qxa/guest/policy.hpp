@@ -4,7 +4,9 @@
 //
 // Operations: an allow-list alone means only those; a block-list alone removes those; both
 // apply the allow-list, then the block-list (as qemu-guest-agent does). "ping" is always
-// allowed: it is the heartbeat.
+// allowed: it is the heartbeat. "file-write" stands for every change to the guest's files: a list
+// that names it names file-mkdir, file-remove and file-move too, so a guest that blocked
+// uploads before these existed does not let the host remove or rename its files now.
 //
 // Paths: a path is under a root when the root's components are its first components ("/a/bc"
 // is not under "/a/b"); "." and ".." are refused. The file operations then walk from the root's
@@ -66,6 +68,10 @@ struct local_policy {
     return locate(path, mode, ignored);
   }
 };
+
+/// The operation a list entry covers `operation` by as well: "file-write" for the file changes,
+/// the operation itself otherwise.
+[[nodiscard]] std::string_view operation_family(std::string_view operation) noexcept;
 
 /// Environment variables that change what a program loads, runs or trusts (the dynamic
 /// loader's, shells' and interpreters'): never set by the host under exec_allow.
