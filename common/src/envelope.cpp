@@ -121,6 +121,10 @@ const char* body_name(const pb::Envelope& envelope) noexcept {
       return "ssh_keys_request";
     case pb::Envelope::kSshKeysReply:
       return "ssh_keys_reply";
+    case pb::Envelope::kHotplugRequest:
+      return "hotplug_request";
+    case pb::Envelope::kHotplugReply:
+      return "hotplug_reply";
     case pb::Envelope::BODY_NOT_SET:
       return "empty";
   }

@@ -43,6 +43,7 @@ constexpr std::array entries = {
     handler_entry{pb::Envelope::kTrimRequest, "fstrim", &fstrim, own_deadline},
     handler_entry{pb::Envelope::kPasswordRequest, "password", &password},
     handler_entry{pb::Envelope::kSshKeysRequest, "ssh-key", &ssh_keys},
+    handler_entry{pb::Envelope::kHotplugRequest, "hotplug", &hotplug},
 };
 }  // namespace
 

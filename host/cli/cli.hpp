@@ -67,6 +67,8 @@ struct options {
   bool long_list = false;
   std::string mode_text;
   bool recursive = false, force = false, replace = false;
+  // hotplug: cpuN, memoryN
+  std::vector<std::string> online, offline;
   // fstrim
   std::string trim_minimum_text = "0";
   // passwd, ssh-key

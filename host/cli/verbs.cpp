@@ -152,6 +152,81 @@ asio::awaitable<int> run_fstrim(host::agent_access& access, const options& o) {
   co_return co_await one_shot(v, access, o, trim_deadline(o) + std::chrono::minutes(2));
 }
 
+// ---- hotplug ---------------------------------------------------------------------------------
+
+/// "cpu3" or "memory40" into a change.
+std::optional<pb::HotplugChange> hotplug_change(std::string_view name, bool online) {
+  pb::HotplugChange c;
+  c.set_online(online);
+  for (const auto& [prefix, kind] :
+       {std::pair{std::string_view("cpu"), pb::HotplugChange::KIND_CPU},
+        std::pair{std::string_view("memory"), pb::HotplugChange::KIND_MEMORY_BLOCK}}) {
+    if (!name.starts_with(prefix)) continue;
+    auto id = common::to_number<std::uint64_t>(name.substr(prefix.size()));
+    if (!id) return std::nullopt;
+    c.set_kind(kind);
+    c.set_id(*id);
+    return c;
+  }
+  return std::nullopt;
+}
+
+result<pb::Envelope> hotplug_request(const options& o) {
+  pb::Envelope e;
+  auto* r = e.mutable_hotplug_request();
+  for (const auto& [names, online] : {std::pair{&o.online, true}, std::pair{&o.offline, false}}) {
+    for (const auto& n : *names) {
+      auto c = hotplug_change(n, online);
+      if (!c) return usage("hotplug: '" + n + "' is not a CPU or memory block (say cpu3, memory40)");
+      *r->add_changes() = *c;
+    }
+  }
+  return e;
+}
+
+/// "0-3,6,8-9" for ids.
+std::string id_ranges(const std::vector<std::uint64_t>& ids) {
+  std::string out;
+  for (std::size_t i = 0; i < ids.size();) {
+    std::size_t j = i;
+    while (j + 1 < ids.size() && ids[j + 1] == ids[j] + 1) ++j;
+    if (!out.empty()) out += ',';
+    out += j == i ? fmt::format("{}", ids[i]) : fmt::format("{}-{}", ids[i], ids[j]);
+    i = j + 1;
+  }
+  return out.empty() ? "none" : out;
+}
+
+void print_units(const char* what, const google::protobuf::RepeatedPtrField<pb::HotplugUnit>& units,
+                 const std::string& size) {
+  std::vector<std::uint64_t> online, offline, fixed;
+  for (const auto& u : units) {
+    (u.online() ? online : offline).push_back(u.id());
+    if (u.online() && !u.can_offline()) fixed.push_back(u.id());
+  }
+  std::printf("%-7s %zu%s: online %s; offline %s; cannot go offline %s\n", what,
+              static_cast<std::size_t>(units.size()), size.c_str(), id_ranges(online).c_str(),
+              id_ranges(offline).c_str(), id_ranges(fixed).c_str());
+}
+
+void print_hotplug(const options&, const pb::Envelope& reply, const round_trip&) {
+  const auto& r = reply.hotplug_reply();
+  for (const auto& o : r.outcomes()) {
+    const auto name = fmt::format(
+        "{}{}", o.change().kind() == pb::HotplugChange::KIND_CPU ? "cpu" : "memory", o.change().id());
+    if (o.ok()) {
+      std::printf("%s: %s\n", name.c_str(), o.change().online() ? "online" : "offline");
+    } else {
+      std::printf("%s: %s\n", name.c_str(), shown(o.error()).c_str());
+    }
+  }
+  print_units("cpus", r.cpus(), "");
+  print_units("memory", r.memory_blocks(),
+              r.memory_block_bytes() > 0
+                  ? fmt::format(" blocks of {}", human_bytes(r.memory_block_bytes()))
+                  : std::string(" blocks"));
+}
+
 // ---- requests built from the command line -------------------------------------------------
 
 result<pb::Envelope> power_request(const options& o) {
@@ -457,6 +532,26 @@ std::vector<verb> make_table() {
                    [](const pb::Envelope& r) {
                      for (const auto& m : r.trim_reply().mounts()) {
                        if (!m.ok() && !m.skipped()) return exit_remote;
+                     }
+                     return exit_ok;
+                   }});
+  t.push_back({.name = "hotplug",
+               .help = "the guest's vCPUs and memory blocks, online or offline; bring them online "
+                       "or offline",
+               .arguments =
+                   [](CLI::App& s, options& o) {
+                     s.add_option("--online", o.online, "bring cpuN or memoryN online (repeatable)")
+                         ->allow_extra_args(false);
+                     s.add_option("--offline", o.offline,
+                                  "take cpuN or memoryN offline (repeatable)")
+                         ->allow_extra_args(false);
+                   },
+               .request = hotplug_request,
+               .text = print_hotplug,
+               .status =
+                   [](const pb::Envelope& r) {
+                     for (const auto& o : r.hotplug_reply().outcomes()) {
+                       if (!o.ok()) return exit_remote;
                      }
                      return exit_ok;
                    }});

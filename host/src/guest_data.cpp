@@ -243,6 +243,14 @@ std::string cap_guest_message(pb::Envelope& message, const guest_data_limits& li
       }
       break;
     }
+    case pb::Envelope::kHotplugReply: {
+      auto* h = message.mutable_hotplug_reply();
+      r.count(h->mutable_cpus(), r.limits.max_hotplug_units, "vCPUs");
+      r.count(h->mutable_memory_blocks(), r.limits.max_hotplug_units, "memory blocks");
+      r.count(h->mutable_outcomes(), r.limits.max_hotplug_units, "hotplug outcomes");
+      for (auto& o : *h->mutable_outcomes()) r.name(o.mutable_error());
+      break;
+    }
     case pb::Envelope::kTrimReply: {
       auto* t = message.mutable_trim_reply();
       r.count(t->mutable_mounts(), r.limits.max_disks, "mounts");

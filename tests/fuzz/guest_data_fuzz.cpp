@@ -99,6 +99,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       check_name(s.host());
     }
   }
+  if (e.has_hotplug_reply()) {
+    for (const auto& o : e.hotplug_reply().outcomes()) check_name(o.error());
+  }
   if (e.has_time_reply()) {
     check_name(e.time_reply().timezone());
     check_name(e.time_reply().rtc_error());

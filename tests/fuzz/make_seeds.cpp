@@ -113,6 +113,14 @@ std::vector<std::pair<std::string, pb::Envelope>> requests() {
     rm->set_path("/home/alice");
     rm->set_recursive(true);
   }
+  add("users").mutable_users_request();
+  add("hotplug").mutable_hotplug_request();
+  {
+    auto* c = add("hotplug-online").mutable_hotplug_request()->add_changes();
+    c->set_kind(pb::HotplugChange::KIND_CPU);
+    c->set_id(1);
+    c->set_online(true);
+  }
   add("cancel").mutable_cancel_request()->set_request_id(3);
   {
     auto& h = add("hello-again");
@@ -290,6 +298,9 @@ void guest_data(const fs::path& dir) {
   pb::Envelope tz;
   tz.mutable_time_reply()->set_timezone(std::string(300, 'z'));
   write(dir, "time", serialize(tz));
+  pb::Envelope hp;
+  for (int n = 0; n < 100; ++n) hp.mutable_hotplug_reply()->add_outcomes()->set_error(std::string(300, 'e'));
+  write(dir, "hotplug", serialize(hp));
 }
 
 // Paths for fuzz_path_walk: an options byte (1: make missing directories, 2: absolute), then

@@ -35,6 +35,7 @@ struct vm_options {
   bool allow_reboot = false;         // without it QEMU exits when the guest reboots
   std::string incoming = {};         // a migration to load: "exec:cat FILE"
   bool agent_port = true;            // false: the port is hot-plugged later (through QMP)
+  int max_cpus = 1;                  // more: one vCPU at boot, room to hot-plug the rest
 };
 
 /// What a command run on the guest's console printed, and its exit status.
@@ -167,6 +168,7 @@ class test_vm {
                {"-chardev", "socket,id=agent0,path=" + o.socket_path + ",server=on,wait=off",
                 "-device", "virtserialport,chardev=agent0,name=org.quantix.agent.0"});
     }
+    if (o.max_cpus > 1) a.insert(a.end(), {"-smp", "1,maxcpus=" + std::to_string(o.max_cpus)});
     if (!o.allow_reboot) a.push_back("-no-reboot");
     if (debian) {
       a.insert(a.end(), {"-drive", "file=" + debian_image() + ",format=raw,if=virtio,snapshot=on"});

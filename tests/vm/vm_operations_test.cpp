@@ -582,3 +582,73 @@ TEST_CASE("qx-agent fstrim gives a deleted file's blocks back: the disk image sh
   CHECK(size.status == 2);
   CHECK(vm.console_has("audit: op=fstrim session=", 10s));
 }
+
+TEST_CASE("a vCPU hot-plugged through QEMU's monitor is brought online by qx-agent hotplug",
+          "[vm]") {
+  temp_dir vms, run;
+  test_vm vm({.memory_mb = 512,
+              .socket_path = vms / "guest21.agent.sock",
+              .qmp_path = run / "qmp.sock",
+              .max_cpus = 2});
+  REQUIRE(vm.wait_booted());
+  auto daemon = start_daemon_for_vms(vms, run);
+  REQUIRE(eventually(
+      [&] { return required_vm_status(run / "ctl.sock", "guest21")["state"] == "ready"; }, 30s));
+  auto hotplug = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--json", "--control-socket", run / "ctl.sock", "hotplug",
+                               "guest21"});
+    return run_cli(args);
+  };
+  auto r = hotplug({});
+  REQUIRE(r.status == 0);
+  auto j = json::parse(r.out);
+  REQUIRE(j["cpus"].size() == 1);
+  CHECK(j["cpus"][0]["online"] == true);
+  // The memory the guest was given, in blocks the kernel can online and offline.
+  const auto block = j["memory_block_bytes"].get<std::uint64_t>();
+  CHECK(block > 0);
+  std::uint64_t online_bytes = 0;
+  for (const auto& b : j["memory_blocks"]) online_bytes += b["online"] == true ? block : 0;
+  CHECK(online_bytes >= 384ull << 20);
+  CHECK(online_bytes <= 512ull << 20);
+
+  // A second vCPU, plugged as a hypervisor does: the guest sees it, offline.
+  // QEMU names the slot the vCPU goes in: its type and its socket, core and thread ids.
+  const auto slots = json::parse(vm.qmp("query-hotpluggable-cpus"));
+  INFO(slots.dump());
+  json plug;
+  for (const auto& slot : slots["return"]) {
+    if (slot.contains("qom-path")) continue;  // plugged already
+    plug = slot["props"];
+    plug["driver"] = slot["type"];
+    plug["id"] = "vcpu1";
+  }
+  REQUIRE(plug.is_object());
+  const auto added = vm.qmp("device_add", plug.dump());
+  INFO(added);
+  REQUIRE(added.find("return") != std::string::npos);
+  REQUIRE(eventually(
+      [&] {
+        const auto l = hotplug({});
+        return l.status == 0 && json::parse(l.out)["cpus"].size() == 2;
+      },
+      30s));
+  CHECK(json::parse(hotplug({}).out)["cpus"][1]["online"] == false);
+  r = hotplug({"--online", "cpu1"});
+  REQUIRE(r.status == 0);
+  j = json::parse(r.out);
+  CHECK(j["outcomes"][0]["ok"] == true);
+  CHECK(j["cpus"][1]["online"] == true);
+  CHECK(vm.run("cat /sys/devices/system/cpu/online", 30s).out == "0-1\n");
+  CHECK(vm.console_has("audit: op=hotplug session=", 10s));
+
+  // Offline again; the boot CPU cannot go: exit status 1 and the reason.
+  r = hotplug({"--offline", "cpu1", "--offline", "cpu0"});
+  CHECK(r.status == 1);
+  j = json::parse(r.out);
+  CHECK(j["outcomes"][0]["ok"] == true);
+  CHECK(j["outcomes"][1]["ok"] == false);
+  CHECK(vm.run("cat /sys/devices/system/cpu/online", 30s).out == "0\n");
+  const auto text = run_cli({"--control-socket", run / "ctl.sock", "hotplug", "guest21"});
+  CHECK_THAT(text.out, Catch::Contains("cpus    2: online 0; offline 1; cannot go offline 0"));
+}

@@ -37,10 +37,11 @@ struct agent_options {
   std::chrono::nanoseconds request_timeout = std::chrono::seconds(30);
   /// The agent's own program, run as a user for the work in that user's home (ssh-key).
   std::string helper_program = "/proc/self/exe";
-  /// The hardware clock `time --set` writes, and the login records `users` reads (tests point
-  /// them elsewhere).
+  /// The hardware clock `time --set` writes, the login records `users` reads and sysfs, where
+  /// hotplug works (tests point them elsewhere).
   std::string rtc_device = "/dev/rtc0";
   std::string utmp_path = "/var/run/utmp";
+  std::string sys_root = "/sys";
   /// What the host may ask of this guest.
   local_policy policy;
   freeze_options freeze;

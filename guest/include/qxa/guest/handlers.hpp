@@ -79,6 +79,7 @@ asio::awaitable<pb::Envelope> freeze_status(request_context ctx, pb::Envelope re
 asio::awaitable<pb::Envelope> fstrim(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> password(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> ssh_keys(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> hotplug(request_context ctx, pb::Envelope request);
 
 /// An Error reply for a refusal by the local policy, with its audit line.
 pb::Envelope refused(const request_context& ctx, const char* op, const refusal& why);
