@@ -12,6 +12,8 @@ qxa_packages=(
   clang libclang-rt-14-dev
   # the test VM and the demo
   qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils zstd kmod util-linux e2fsprogs
+  # network namespaces for the agent's network view (ip netns)
+  iproute2
   mmdebstrap dpkg-dev
   # packaging: the agent ISO and its checks; promtool checks the metrics
   xorriso systemd prometheus

@@ -61,6 +61,10 @@ const char* body_name(const pb::Envelope& envelope) noexcept {
       return "users_request";
     case pb::Envelope::kUsersReply:
       return "users_reply";
+    case pb::Envelope::kNetworkRequest:
+      return "network_request";
+    case pb::Envelope::kNetworkReply:
+      return "network_reply";
     case pb::Envelope::kExecRequest:
       return "exec_request";
     case pb::Envelope::kExecOutput:

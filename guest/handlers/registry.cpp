@@ -24,6 +24,7 @@ constexpr std::array entries = {
     handler_entry{pb::Envelope::kTimeRequest, "time", &time},
     handler_entry{pb::Envelope::kHostnameRequest, "hostname", &hostname},
     handler_entry{pb::Envelope::kUsersRequest, "users", &users, !own_deadline, while_frozen},
+    handler_entry{pb::Envelope::kNetworkRequest, "network", &network, !own_deadline, while_frozen},
     handler_entry{pb::Envelope::kExecRequest, "exec", &exec, own_deadline},
     handler_entry{pb::Envelope::kFileReadRequest, "file-read", &file_read, own_deadline},
     handler_entry{pb::Envelope::kFileWriteOpen, "file-write", &file_write},

@@ -41,6 +41,10 @@ agent::agent(asio::any_io_executor ex, agent_options options, std::unique_ptr<po
                              .count(),
       .pid = static_cast<std::uint32_t>(::getpid()),
   });
+  sampler_sources sources;
+  sources.exclude_interfaces = state_->options.exclude_interfaces;
+  sources.primary_interface = state_->options.primary_interface;
+  state_->sampler = telemetry_sampler{std::move(sources)};
   state_->freeze = std::make_shared<freezer>(ex_, state_->options.freeze);
   state_->uploads = std::make_shared<upload_table>();
 }

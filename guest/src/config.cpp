@@ -25,6 +25,8 @@ std::optional<common::error_info> apply(common::config_reader& r, agent_config& 
   r.get_duration("telemetry.interval", a.telemetry_interval, std::chrono::milliseconds(1));
   r.get_duration("telemetry.write_timeout", a.write_timeout, std::chrono::milliseconds(1));
   r.get("telemetry.failure_limit", a.failure_limit, 1, 1'000'000);
+  r.get("telemetry.exclude_interfaces", a.exclude_interfaces);
+  r.get("telemetry.primary_interface", a.primary_interface);
   r.get("limits.max_inflight_requests", a.max_inflight_requests, 1, 65'536);
   r.get("limits.max_frame_size", a.max_frame_size, 4096, 256u << 20);
   r.get_duration("limits.request_timeout", a.request_timeout, std::chrono::milliseconds(1));

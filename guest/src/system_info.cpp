@@ -21,6 +21,7 @@
 
 #include "qxa/common/parse.hpp"
 #include "qxa/guest/fs.hpp"
+#include "qxa/guest/network.hpp"
 
 namespace qxa::guest {
 
@@ -300,6 +301,7 @@ os_identity parse_os_release(std::string_view text) {
 }
 
 std::vector<address_entry> list_addresses() {
+  if (auto from_netlink = netlink_addresses()) return std::move(*from_netlink);
   std::vector<address_entry> out;
   ifaddrs* list = nullptr;
   if (::getifaddrs(&list) != 0) return out;

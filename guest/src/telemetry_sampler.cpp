@@ -12,6 +12,7 @@ using common::to_utf8;
 telemetry_sampler::telemetry_sampler(sampler_sources sources) : src_(std::move(sources)) {
   if (!src_.usage) src_.usage = statvfs_usage;
   if (!src_.addresses) src_.addresses = [] { return std::vector<address_entry>{}; };
+  if (!src_.routes) src_.routes = [] { return std::vector<route_entry>{}; };
   if (auto text = read_file(src_.proc_root + "/stat")) last_cpu_ = parse_proc_stat(*text);
 }
 
@@ -25,6 +26,15 @@ std::vector<disk_entry> telemetry_sampler::disks() const {
     out.push_back({std::move(m), *usage});
   }
   return out;
+}
+
+std::vector<interface_entry> telemetry_sampler::interfaces(std::string& primary) const {
+  auto all = read_interfaces(src_.sys_root, src_.addresses());
+  std::erase_if(all, [&](const interface_entry& i) {
+    return excluded_interface(i.name, src_.exclude_interfaces);
+  });
+  primary = primary_address(all, src_.routes(), src_.primary_interface);
+  return all;
 }
 
 system_sample telemetry_sampler::take() {
@@ -45,7 +55,7 @@ system_sample telemetry_sampler::take() {
   s.processes = count_processes(src_.proc_root);
   s.hostname = read_hostname(src_.proc_root);
   s.disks = disks();
-  s.interfaces = read_interfaces(src_.sys_root, src_.addresses());
+  s.interfaces = interfaces(s.primary_address);
   return s;
 }
 
@@ -107,8 +117,10 @@ pb::Telemetry telemetry_sampler::to_proto(const system_sample& s) {
                                                  : pb::IpAddress::FAMILY_IPV4);
       ip->set_address(to_utf8(a.address));
       ip->set_prefix_length(a.prefix_length);
+      ip->set_dynamic(a.dynamic);
     }
   }
+  t.set_primary_address(to_utf8(s.primary_address));
   return t;
 }
 

@@ -158,6 +158,8 @@ void print_info(const pb::Info& info);
 void print_telemetry(const pb::Telemetry& t);
 void print_freeze(const pb::FreezeStatus& f);
 void print_trim(const pb::TrimReply& t);
+void print_interfaces(const google::protobuf::RepeatedPtrField<pb::Interface>& interfaces);
+void print_network(const pb::NetworkReply& n);
 /// A VM's status as JSON: its message, with the session id in hex and what dates from when.
 json status_json(const pb::VmStatus& s);
 

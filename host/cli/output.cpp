@@ -181,17 +181,44 @@ void print_telemetry(const pb::Telemetry& t) {
                 shown(d.device()).c_str(), shown(d.fs_type()).c_str(),
                 human_bytes(d.used_bytes()).c_str(), human_bytes(d.total_bytes()).c_str());
   }
-  for (const auto& i : t.interfaces()) {
+  print_interfaces(t.interfaces());
+  if (!t.primary_address().empty()) {
+    std::printf("  primary address %s\n", shown(t.primary_address()).c_str());
+  }
+  std::fflush(stdout);
+}
+
+void print_interfaces(const google::protobuf::RepeatedPtrField<pb::Interface>& interfaces) {
+  for (const auto& i : interfaces) {
     std::string addrs;
     for (const auto& a : i.addresses()) {
-      addrs += fmt::format("{}{}/{}", addrs.empty() ? "" : " ", a.address(), a.prefix_length());
+      addrs += fmt::format("{}{}/{}{}", addrs.empty() ? "" : " ", a.address(), a.prefix_length(),
+                           a.dynamic() ? " (dynamic)" : "");
     }
     std::printf("  net     %-10s %s %-4s mtu %u  rx %s tx %s  %s\n", shown(i.name()).c_str(),
                 shown(i.mac()).c_str(), i.link_up() ? "up" : "down", i.mtu(),
                 human_bytes(i.rx_bytes()).c_str(), human_bytes(i.tx_bytes()).c_str(),
                 shown(addrs).c_str());
   }
-  std::fflush(stdout);
+}
+
+void print_network(const pb::NetworkReply& n) {
+  print_interfaces(n.interfaces());
+  std::printf("  primary address %s\n",
+              n.primary_address().empty() ? "none" : shown(n.primary_address()).c_str());
+  for (const auto& r : n.routes()) {
+    std::printf("  route   %-20s %s%s dev %s%s metric %u\n", shown(r.destination()).c_str(),
+                r.gateway().empty() ? "" : "via ", shown(r.gateway()).c_str(),
+                shown(r.interface()).c_str(),
+                r.source().empty() ? "" : (" src " + shown(r.source())).c_str(), r.metric());
+  }
+  std::string dns, search, excluded;
+  for (const auto& s : n.dns_servers()) dns += (dns.empty() ? "" : " ") + shown(s);
+  for (const auto& s : n.search_domains()) search += (search.empty() ? "" : " ") + shown(s);
+  for (const auto& s : n.excluded_patterns()) excluded += (excluded.empty() ? "" : " ") + shown(s);
+  std::printf("  dns     %s%s%s\n", dns.empty() ? "none" : dns.c_str(),
+              search.empty() ? "" : "  search ", search.c_str());
+  if (!excluded.empty()) std::printf("  not shown: interfaces %s\n", excluded.c_str());
 }
 
 void print_freeze(const pb::FreezeStatus& f) {

@@ -345,6 +345,15 @@ std::vector<verb> make_table() {
              j["offset_ms"] = clock_offset_ms(r.time_reply(), rt);
              return j;
            }});
+  t.push_back({.name = "network",
+               .help = "the guest's interfaces (DHCP or static), primary address, routes and DNS",
+               .request = [](const options&) -> result<pb::Envelope> {
+                 pb::Envelope e;
+                 e.mutable_network_request();
+                 return e;
+               },
+               .text = [](const options&, const pb::Envelope& r,
+                          const round_trip&) { print_network(r.network_reply()); }});
   t.push_back({.name = "users",
                .help = "who is logged in to the guest (utmp): user, terminal, login time, from "
                        "where",

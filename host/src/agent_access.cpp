@@ -5,6 +5,7 @@
 
 #include "qxa/host/clock_sync.hpp"
 #include "qxa/host/control_client.hpp"
+#include "qxa/host/vm_state.hpp"
 
 namespace qxa::host {
 
@@ -158,11 +159,7 @@ class direct_access final : public agent_access {
     if (auto t = co_await client_->request(tr, std::chrono::seconds(3)); t && t->has_telemetry()) {
       *s->mutable_last_telemetry() = t->telemetry();
       s->set_last_telemetry_unix_ms(now_ms());
-      for (const auto& i : t->telemetry().interfaces()) {
-        for (const auto& a : i.addresses()) {
-          s->add_ip_addresses(fmt::format("{}/{}", a.address(), a.prefix_length()));
-        }
-      }
+      set_ip_addresses(*s, t->telemetry());
     }
     co_return report;
   }

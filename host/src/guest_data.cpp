@@ -95,6 +95,7 @@ pb::Telemetry known_only(const pb::Telemetry& in) {
       oa->set_family(a.family());
       oa->set_address(a.address());
       oa->set_prefix_length(a.prefix_length());
+      oa->set_dynamic(a.dynamic());
     }
     o->set_link_up(i.link_up());
     o->set_oper_state(i.oper_state());
@@ -107,6 +108,7 @@ pb::Telemetry known_only(const pb::Telemetry& in) {
     o->set_tx_errors(i.tx_errors());
   }
   out.set_cpu_count(in.cpu_count());
+  out.set_primary_address(in.primary_address());
   return out;
 }
 
@@ -154,6 +156,7 @@ void cap_capabilities(google::protobuf::RepeatedPtrField<std::string>* caps, tri
 
 void cap_telemetry(pb::Telemetry& t, trim_report& r) {
   r.name(t.mutable_hostname());
+  r.name(t.mutable_primary_address());
   r.count(t.mutable_disks(), r.limits.max_disks, "disks");
   for (auto& d : *t.mutable_disks()) {
     r.name(d.mutable_mount_point());
@@ -240,6 +243,34 @@ std::string cap_guest_message(pb::Envelope& message, const guest_data_limits& li
         r.name(s.mutable_user());
         r.name(s.mutable_terminal());
         r.name(s.mutable_host());
+      }
+      break;
+    }
+    case pb::Envelope::kNetworkReply: {
+      auto* n = message.mutable_network_reply();
+      r.count(n->mutable_interfaces(), r.limits.max_interfaces, "interfaces");
+      std::size_t addresses_left = r.limits.max_addresses;
+      for (auto& i : *n->mutable_interfaces()) {
+        r.name(i.mutable_name());
+        r.name(i.mutable_mac());
+        r.name(i.mutable_oper_state());
+        r.count(i.mutable_addresses(),
+                std::min(r.limits.max_addresses_per_interface, addresses_left), "addresses");
+        addresses_left -= static_cast<std::size_t>(i.addresses_size());
+        for (auto& a : *i.mutable_addresses()) r.name(a.mutable_address());
+      }
+      r.name(n->mutable_primary_address());
+      r.count(n->mutable_routes(), r.limits.max_routes, "routes");
+      for (auto& route : *n->mutable_routes()) {
+        for (auto* s : {route.mutable_destination(), route.mutable_gateway(),
+                        route.mutable_interface(), route.mutable_source()}) {
+          r.name(s);
+        }
+      }
+      for (auto* list : {n->mutable_dns_servers(), n->mutable_search_domains(),
+                         n->mutable_excluded_patterns()}) {
+        r.count(list, r.limits.max_resolver_entries, "resolver entries");
+        for (auto& s : *list) r.name(&s);
       }
       break;
     }

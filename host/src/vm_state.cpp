@@ -179,12 +179,7 @@ void vm_state::telemetry(const pb::Telemetry& t, std::int64_t now_ms) {
   *status_.mutable_last_telemetry() = t;
   status_.set_last_telemetry_unix_ms(now_ms);
   if (!t.hostname().empty()) status_.set_hostname(t.hostname());
-  status_.clear_ip_addresses();
-  for (const auto& i : t.interfaces()) {
-    for (const auto& a : i.addresses()) {
-      status_.add_ip_addresses(fmt::format("{}/{}", a.address(), a.prefix_length()));
-    }
-  }
+  set_ip_addresses(status_, t);
 }
 
 void vm_state::clock_set(bool ok) {
@@ -200,5 +195,17 @@ void vm_state::request_done(const std::string& operation, const std::string& out
 }
 
 void vm_state::retire(const client_stats& finished) { add_counters(prior_, finished); }
+
+void set_ip_addresses(pb::VmStatus& status, const pb::Telemetry& t) {
+  status.clear_ip_addresses();
+  for (const bool primary : {true, false}) {
+    for (const auto& i : t.interfaces()) {
+      for (const auto& a : i.addresses()) {
+        if ((a.address() == t.primary_address()) != primary) continue;
+        status.add_ip_addresses(fmt::format("{}/{}", a.address(), a.prefix_length()));
+      }
+    }
+  }
+}
 
 }  // namespace qxa::host

@@ -99,6 +99,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       check_name(s.host());
     }
   }
+  if (e.has_network_reply()) {
+    const auto& n = e.network_reply();
+    check(static_cast<std::size_t>(n.routes_size()) <= limits.max_routes, "too many routes");
+    check(static_cast<std::size_t>(n.dns_servers_size()) <= limits.max_resolver_entries,
+          "too many DNS servers");
+    check_name(n.primary_address());
+    for (const auto& r : n.routes()) check_name(r.interface());
+  }
+  if (e.has_telemetry()) check_name(e.telemetry().primary_address());
   if (e.has_hotplug_reply()) {
     for (const auto& o : e.hotplug_reply().outcomes()) check_name(o.error());
   }

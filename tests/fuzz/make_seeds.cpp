@@ -114,6 +114,7 @@ std::vector<std::pair<std::string, pb::Envelope>> requests() {
     rm->set_recursive(true);
   }
   add("users").mutable_users_request();
+  add("network").mutable_network_request();
   add("hotplug").mutable_hotplug_request();
   {
     auto* c = add("hotplug-online").mutable_hotplug_request()->add_changes();
@@ -301,6 +302,16 @@ void guest_data(const fs::path& dir) {
   pb::Envelope hp;
   for (int n = 0; n < 100; ++n) hp.mutable_hotplug_reply()->add_outcomes()->set_error(std::string(300, 'e'));
   write(dir, "hotplug", serialize(hp));
+  pb::Envelope net;
+  auto* nr = net.mutable_network_reply();
+  for (int n = 0; n < 100; ++n) {
+    auto* route = nr->add_routes();
+    route->set_destination("10." + std::to_string(n) + ".0.0/16");
+    route->set_interface(std::string(200, 'i'));
+    nr->add_dns_servers("192.0.2." + std::to_string(n));
+  }
+  nr->set_primary_address(std::string(300, 'p'));
+  write(dir, "network", serialize(net));
 }
 
 // Paths for fuzz_path_walk: an options byte (1: make missing directories, 2: absolute), then

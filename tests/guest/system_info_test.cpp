@@ -64,6 +64,13 @@ qg::sampler_sources fixture_sources(const temp_dir& d, std::vector<qg::address_e
   s.usage = [](const std::string&) -> std::optional<qg::disk_usage> {
     return qg::disk_usage{1000, 400, 500};
   };
+  s.routes = [] {
+    qg::route_entry r;
+    r.destination = "0.0.0.0/0";
+    r.gateway = "10.0.1.254";
+    r.interface = "eth2";
+    return std::vector<qg::route_entry>{r};
+  };
   return s;
 }
 
@@ -161,7 +168,11 @@ TEST_CASE("the sampler reads interfaces with no address, IPv6 only and many addr
   write_interface(d, "eth0", "0x1003", "52:54:00:00:00:01", "up", 1500);
   write_interface(d, "eth1", "0x1003", "52:54:00:00:00:02", "up", 9000);
   write_interface(d, "eth2", "0x1002", "52:54:00:00:00:03", "down", 1500);
+  // Plumbing the default patterns leave out.
+  write_interface(d, "docker0", "0x1003", "02:42:00:00:00:01", "up", 1500);
+  write_interface(d, "veth1234", "0x1003", "02:42:00:00:00:02", "up", 1500);
   std::vector<qg::address_entry> addrs = {
+      addr("docker0", qg::ip_family::ipv4, "172.17.0.1", 16),
       addr("lo", qg::ip_family::ipv4, "127.0.0.1", 8),
       addr("eth1", qg::ip_family::ipv6, "fd00::2", 64),
       addr("eth1", qg::ip_family::ipv6, "fe80::5054:ff:fe00:2", 64),
@@ -170,10 +181,14 @@ TEST_CASE("the sampler reads interfaces with no address, IPv6 only and many addr
     addrs.push_back(addr("eth2", qg::ip_family::ipv4, fmt::format("10.0.{}.1", i), 24));
   for (int i = 1; i <= 5; ++i)
     addrs.push_back(addr("eth2", qg::ip_family::ipv6, fmt::format("fd00:{}::1", i), 48));
+  addrs[2].dynamic = true;  // fd00::2, from a router advertisement
 
   qg::telemetry_sampler sampler(fixture_sources(d, addrs));
   const auto t = sampler.sample();
-  REQUIRE(t.interfaces_size() == 3);  // loopback left out
+  REQUIRE(t.interfaces_size() == 3);  // loopback, docker0 and the veth left out
+  CHECK(t.primary_address() == "10.0.1.1");  // the default route's interface's first
+  CHECK(t.interfaces(1).addresses(0).dynamic());
+  CHECK_FALSE(t.interfaces(2).addresses(0).dynamic());
   const auto& eth0 = t.interfaces(0);
   CHECK(eth0.name() == "eth0");
   CHECK(eth0.mac() == "52:54:00:00:00:01");
@@ -228,7 +243,7 @@ TEST_CASE("3000 interfaces and 500 mounts are sampled in time linear in their nu
     write_proc(d, mountinfo);
     std::vector<qg::address_entry> addrs;
     for (int i = 0; i < interfaces; ++i) {
-      const std::string name = fmt::format("veth{}", i);
+      const std::string name = fmt::format("ens{}", i);
       write_interface(d, name, "0x1003", "52:54:00:00:00:01", "up", 1500);
       addrs.push_back(addr(name, qg::ip_family::ipv4, "10.0.0.1", 24));
       addrs.push_back(addr(name, qg::ip_family::ipv6, "fd00::1", 64));

@@ -12,6 +12,8 @@
 #include <asio/steady_timer.hpp>
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -420,6 +422,92 @@ TEST_CASE("qx-agent stat, ls, mkdir, mv and rm manage the guest's files, as text
     CHECK_THAT(r.err, Catch::Contains("(rule policy.block)"));
   }
   CHECK(std::filesystem::exists(g + "/names"));
+}
+
+namespace {
+
+/// A network namespace with a LAN interface (a static and a dynamic address, a default route),
+/// a veth peer and a docker bridge, and a resolv.conf of its own (`ip netns exec` puts
+/// /etc/netns/NAME/resolv.conf in place of /etc/resolv.conf). Removed at the end of the scope.
+struct network_namespace {
+  network_namespace() : name(fmt::format("qxa-test-{}", ::getpid())) {
+    for (const auto& step : std::vector<std::vector<std::string>>{
+             {"netns", "add", name},
+             {"-n", name, "link", "add", "lan0", "type", "veth", "peer", "name", "veth9"},
+             {"-n", name, "link", "set", "lan0", "up"},
+             {"-n", name, "link", "set", "veth9", "up"},
+             {"-n", name, "addr", "add", "10.9.8.7/24", "dev", "lan0"},
+             {"-n", name, "addr", "add", "10.9.9.9/24", "dev", "lan0", "valid_lft", "300",
+              "preferred_lft", "300"},
+             {"-n", name, "route", "add", "default", "via", "10.9.8.1"},
+             {"-n", name, "link", "add", "docker0", "type", "bridge"},
+             {"-n", name, "addr", "add", "172.17.0.1/16", "dev", "docker0"},
+             {"-n", name, "link", "set", "docker0", "up"}}) {
+      std::vector<std::string> argv = {"/sbin/ip"};
+      argv.insert(argv.end(), step.begin(), step.end());
+      const auto r = qxa::test::run_command(argv, 10s);
+      INFO(r.err);
+      REQUIRE(r.status == 0);
+    }
+    std::filesystem::create_directories(etc());
+    std::ofstream(etc() + "/resolv.conf") << "nameserver 10.9.8.53\nsearch example.test lab.test\n";
+  }
+  ~network_namespace() {
+    (void)qxa::test::run_command({"/sbin/ip", "netns", "del", name}, 10s);
+    std::error_code ec;
+    std::filesystem::remove_all(etc(), ec);
+  }
+  [[nodiscard]] std::string etc() const { return "/etc/netns/" + name; }
+  std::string name;
+};
+
+}  // namespace
+
+TEST_CASE("in a network namespace: qx-agent network shows static and dynamic addresses, the "
+          "default route, DNS and the primary address, and leaves veth and docker out",
+          "[integration][ops]") {
+  REQUIRE(::geteuid() == 0);  // making a network namespace
+  network_namespace ns;
+  temp_dir dir;
+  const auto socket = dir / "agent.sock";
+  child_process agent({"/sbin/ip", "netns", "exec", ns.name, agent_bin, "--config",
+                       qxa::test::shipped_agent_config, "--port", "unix-listen:" + socket});
+  REQUIRE(agent.wait_for_log(qxa::guest::log_text::started, 10s));
+  auto cli = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {cli_bin, "--connect", socket});
+    return qxa::test::run_command(std::move(args), 30s);
+  };
+  auto r = cli({"--json", "network", "-"});
+  REQUIRE(r.status == 0);
+  const auto n = json::parse(r.out);
+  REQUIRE(n["interfaces"].size() == 1);  // lan0 only: veth9 and docker0 left out
+  const auto& lan = n["interfaces"][0];
+  CHECK(lan["name"] == "lan0");
+  std::map<std::string, bool> dynamic;
+  for (const auto& a : lan["addresses"]) dynamic[a["address"]] = a["dynamic"];
+  CHECK(dynamic.at("10.9.8.7") == false);
+  CHECK(dynamic.at("10.9.9.9") == true);
+  CHECK(n["primary_address"] == "10.9.8.7");
+  bool default_route = false;
+  for (const auto& route : n["routes"]) {
+    CHECK(route["interface"] == "lan0");  // none of the left-out interfaces' routes
+    default_route |= route["destination"] == "0.0.0.0/0" && route["gateway"] == "10.9.8.1";
+  }
+  CHECK(default_route);
+  CHECK(n["dns_servers"] == json::array({"10.9.8.53"}));
+  CHECK(n["search_domains"] == json::array({"example.test", "lab.test"}));
+  CHECK(n["excluded_patterns"] == json::array({"docker*", "veth*", "cni*"}));
+  r = cli({"network", "-"});
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.out, Catch::Contains("10.9.9.9/24 (dynamic)") &&
+                        Catch::Contains("route   0.0.0.0/0            via 10.9.8.1 dev lan0") &&
+                        Catch::Contains("dns     10.9.8.53  search example.test lab.test"));
+  // Telemetry says the same: the interfaces left out, the primary address.
+  r = cli({"--json", "telemetry", "-"});
+  REQUIRE(r.status == 0);
+  const auto t = json::parse(r.out);
+  CHECK(t["primary_address"] == "10.9.8.7");
+  CHECK(t["interfaces"].size() == 1);
 }
 
 TEST_CASE("qx-agent freeze --status reports a thawed guest", "[integration][ops]") {

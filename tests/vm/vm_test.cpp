@@ -41,7 +41,8 @@ using qxa::test::required_vm_status;
 using qxa::test::run_cli;
 using qxa::test::start_daemon_for_vms;
 
-TEST_CASE("on the real channel: handshake, ping, telemetry of the VM and info", "[vm]") {
+TEST_CASE("on the real channel: handshake, ping, telemetry of the VM, info and the network view",
+          "[vm]") {
   temp_dir vms, run;
   test_vm vm({.memory_mb = 1024,
               .socket_path = vms / "guest1.agent.sock",
@@ -84,6 +85,24 @@ TEST_CASE("on the real channel: handshake, ping, telemetry of the VM and info", 
   const auto status = required_vm_status(run / "ctl.sock", "guest1");
   CHECK(status["state"] == "ready");
   CHECK(status["os"]["kernel_release"] == test_vm::kernel_release());
+
+  // The network view: a default route and a resolver set in the guest, as DHCP would.
+  REQUIRE(vm.run("ip route add default via 192.0.2.1 && echo nameserver 192.0.2.53 > "
+                 "/etc/resolv.conf",
+                 30s)
+              .status == 0);
+  auto n = run_cli({"--json", "--control-socket", run / "ctl.sock", "network", "guest1"});
+  REQUIRE(n.status == 0);
+  const auto network = json::parse(n.out);
+  CHECK(network["primary_address"] == "192.0.2.10");
+  bool default_route = false;
+  for (const auto& r : network["routes"]) {
+    default_route |= r["destination"] == "0.0.0.0/0" && r["gateway"] == "192.0.2.1" &&
+                     r["interface"] == "eth0";
+  }
+  CHECK(default_route);
+  CHECK(network["dns_servers"] == json::array({"192.0.2.53"}));
+  CHECK(network["interfaces"][0]["addresses"][0]["dynamic"] == false);  // set by hand: static
 }
 
 TEST_CASE("an agent killed inside the VM: unresponsive, then ready again with a new session",

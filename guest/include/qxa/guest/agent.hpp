@@ -12,6 +12,7 @@
 
 #include "qxa/common/frame.hpp"
 #include "qxa/guest/freezer.hpp"
+#include "qxa/guest/network.hpp"
 #include "qxa/guest/policy.hpp"
 #include "qxa/guest/port.hpp"
 #include "qxa/guest/telemetry_sampler.hpp"
@@ -42,6 +43,10 @@ struct agent_options {
   std::string rtc_device = "/dev/rtc0";
   std::string utmp_path = "/var/run/utmp";
   std::string sys_root = "/sys";
+  /// Interfaces left out of telemetry and the network view (shell patterns), and the one whose
+  /// address is the primary one (empty: the default route's).
+  std::vector<std::string> exclude_interfaces = default_excluded_interfaces();
+  std::string primary_interface;
   /// What the host may ask of this guest.
   local_policy policy;
   freeze_options freeze;

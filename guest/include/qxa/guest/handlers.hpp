@@ -64,6 +64,7 @@ asio::awaitable<pb::Envelope> telemetry(request_context ctx, pb::Envelope reques
 asio::awaitable<pb::Envelope> time(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> hostname(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> users(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> network(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> exec(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> file_read(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> file_write(request_context ctx, pb::Envelope request);

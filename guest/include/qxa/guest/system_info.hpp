@@ -105,8 +105,10 @@ struct address_entry {
   ip_family family = ip_family::ipv4;
   std::string address;
   std::uint32_t prefix_length = 0;
+  bool dynamic = false;  ///< configured with a lifetime (DHCP, SLAAC): see network.hpp
 };
-/// Every IPv4 and IPv6 address of every interface (getifaddrs).
+/// Every IPv4 and IPv6 address of every interface: from rtnetlink (network.hpp), which says
+/// which are dynamic, or getifaddrs where rtnetlink cannot be used.
 std::vector<address_entry> list_addresses();
 
 struct interface_entry {

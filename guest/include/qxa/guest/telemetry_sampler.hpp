@@ -9,6 +9,7 @@
 
 #include "quantix/agent/v1/agent.pb.h"
 #include "quantix/agent/v1/telemetry.pb.h"
+#include "qxa/guest/network.hpp"
 #include "qxa/guest/system_info.hpp"
 
 namespace qxa::guest {
@@ -26,7 +27,8 @@ struct system_sample {
   std::uint32_t processes = 0;
   std::string hostname;
   std::vector<disk_entry> disks;
-  std::vector<interface_entry> interfaces;
+  std::vector<interface_entry> interfaces;  ///< without the excluded ones
+  std::string primary_address;
 };
 
 struct sampler_sources {
@@ -36,6 +38,12 @@ struct sampler_sources {
   std::function<std::vector<address_entry>()> addresses = list_addresses;
   /// statvfs of a mount point; tests substitute one.
   std::function<std::optional<disk_usage>(const std::string&)> usage = statvfs_usage;
+  /// The main routing table, for the primary address; tests substitute one.
+  std::function<std::vector<route_entry>()> routes = [] { return read_routes(); };
+  /// Interfaces the host is not told about (shell patterns), and the one whose address is the
+  /// primary one (empty: the default route's).
+  std::vector<std::string> exclude_interfaces = default_excluded_interfaces();
+  std::string primary_interface;
 };
 
 /// Takes samples. CPU % is the delta since the previous sample (the first sample measures from
@@ -45,6 +53,9 @@ class telemetry_sampler {
   explicit telemetry_sampler(sampler_sources sources = {});
 
   system_sample take();
+  /// The interfaces, their addresses and the primary address, as take() has them.
+  std::vector<interface_entry> interfaces(std::string& primary) const;
+  [[nodiscard]] const sampler_sources& sources() const noexcept { return src_; }
   /// take(), as the wire has it; the caller sets the sequence number.
   pb::Telemetry sample() { return to_proto(take()); }
 

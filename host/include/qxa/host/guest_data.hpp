@@ -22,6 +22,8 @@ struct guest_data_limits {
   std::size_t max_name_bytes = 128;  ///< hostnames, mount points, devices, OS fields, versions
   std::size_t max_capabilities = 64;
   std::size_t max_sessions = 256;    ///< logged-in users
+  std::size_t max_routes = 64;
+  std::size_t max_resolver_entries = 8;  ///< DNS servers, search domains
   std::size_t max_hotplug_units = 65536;  ///< vCPUs, memory blocks (1 TiB in 16 MiB blocks)
   std::size_t max_error_bytes = 4096;  ///< the message of an Error reply
 };

@@ -116,4 +116,8 @@ class vm_state {
   std::chrono::nanoseconds backoff_;
 };
 
+/// The addresses a VM's status shows, from its telemetry: "address/prefix", the guest's primary
+/// address first (what a status table shows when it has room for one).
+void set_ip_addresses(pb::VmStatus& status, const pb::Telemetry& t);
+
 }  // namespace qxa::host
