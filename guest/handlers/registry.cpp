@@ -102,6 +102,11 @@ pb::Envelope system_error(int err, const std::string& what) {
     case EEXIST:
       code = pb::ERROR_CODE_ALREADY_EXISTS;
       break;
+    case EBUSY:
+    case ENOTEMPTY:
+    case EXDEV:
+      code = pb::ERROR_CODE_FAILED_PRECONDITION;
+      break;
     case ENOTDIR:
     case EISDIR:
     case EINVAL:

@@ -441,6 +441,14 @@ class tree_remover {
     if (!same_mount(*seen, top_)) {
       return fail(EXDEV, where, "another filesystem is mounted there; it is left in place");
     }
+    if (depth > 0 && !S_ISDIR(seen->info.mode)) {
+      // Read as a directory, now something else (a link put in its place): removed as itself.
+      if (::unlinkat(parent, name.c_str(), 0) == 0) {
+        ++out_.removed;
+        return true;
+      }
+      return errno == ENOENT ? true : fail(errno, where, std::strerror(errno));
+    }
     if (depth >= max_depth_) {
       return fail(ELOOP, where, fmt::format("deeper than {} levels; left in place", max_depth_));
     }
