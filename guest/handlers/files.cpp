@@ -62,8 +62,10 @@ pb::Envelope from_error(const common::error_info& e) {
   if (e.code == common::errc::too_many_requests) {
     return error_reply(pb::ERROR_CODE_RESOURCE_EXHAUSTED, e.message);
   }
-  return system_error(e.code.category() == std::system_category() ? e.code.value() : EIO,
-                      e.message);
+  // The message already says what the system said: only the code comes from the errno.
+  return error_reply(
+      error_code_for(e.code.category() == std::system_category() ? e.code.value() : EIO),
+      e.message);
 }
 
 pb::Envelope walk_failure(const request_context& ctx, const char* op, const std::string& path,

@@ -88,7 +88,7 @@ pb::Envelope refused(const request_context& ctx, const char* op, const refusal& 
   return e;
 }
 
-pb::Envelope system_error(int err, const std::string& what) {
+pb::ErrorCode error_code_for(int err) noexcept {
   pb::ErrorCode code = pb::ERROR_CODE_INTERNAL;
   switch (err) {
     case ENOENT:
@@ -123,7 +123,11 @@ pb::Envelope system_error(int err, const std::string& what) {
     default:
       break;
   }
-  return error_reply(code, fmt::format("{}: {}", what, std::strerror(err)));
+  return code;
+}
+
+pb::Envelope system_error(int err, const std::string& what) {
+  return error_reply(error_code_for(err), fmt::format("{}: {}", what, std::strerror(err)));
 }
 
 }  // namespace qxa::guest::handlers

@@ -176,6 +176,8 @@ TEST_CASE("rm removes a file, a link as itself and an empty directory, and one w
   r = call(&handlers::remove_path, rm_request(dir / "gone"));
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_NOT_FOUND);
+  // The system's reason once, not twice.
+  CHECK_THAT(r.error().message(), Catch::EndsWith("gone: No such file or directory"));
   for (const auto* path : {"gone", "nowhere/gone"}) {
     r = call(&handlers::remove_path, rm_request(dir / path, false, true));
     REQUIRE(r.has_file_change_reply());

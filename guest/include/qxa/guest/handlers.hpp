@@ -86,6 +86,8 @@ asio::awaitable<pb::Envelope> hotplug(request_context ctx, pb::Envelope request)
 pb::Envelope refused(const request_context& ctx, const char* op, const refusal& why);
 /// An Error reply for a failed system call (errno `err`), mapped to the nearest code.
 pb::Envelope system_error(int err, const std::string& what);
+/// The code of an Error reply for a failed system call (errno `err`).
+pb::ErrorCode error_code_for(int err) noexcept;
 
 /// The Info body, also used to fill HelloAck.
 pb::Info make_info(const agent_state& state);
