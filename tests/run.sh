@@ -49,9 +49,10 @@ if [[ "${1:-}" == "--sanitize" ]]; then
   tsan_dir="$root/build-tsan"
   configure "$tsan_dir" -DQXA_SANITIZE=thread -DQXA_VM_TESTS=OFF -DQXA_BUILD_BENCHMARKS=OFF \
     -DQXA_FUZZ=OFF
-  cmake --build "$tsan_dir" --parallel "$jobs" --target qxa_unit_tests
+  cmake --build "$tsan_dir" --parallel "$jobs" --target qxa_host_unit_tests
   echo "run.sh: host-client tests under ThreadSanitizer"
-  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 "$tsan_dir/tests/qxa_unit_tests" "[host]"
+  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 "$tsan_dir/tests/qxa_host_unit_tests" \
+    "[host]"
   exit 0
 fi
 
