@@ -1,4 +1,7 @@
 // SPDX-License-Identifier: MIT
+// Every rule for touching files as root among hostile users lives here, in one file on purpose
+// (walks, trusted directories, replacement, tree removal share statx_of and the mount checks);
+// fs.hpp says what each rule is.
 #include "qxa/guest/fs.hpp"
 
 #include <dirent.h>

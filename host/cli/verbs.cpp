@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
-// The table of qx-agent's verbs: each one's arguments, request and output in one entry.
+// The table of qx-agent's verbs: each one's arguments, request and output in one entry. Long
+// because it is the one table --help and the README follow; verbs that do more than a request
+// and its reply (exec, cp, the file verbs) live in files of their own.
 #include <algorithm>
 #include <climits>
 #include <cstdint>

@@ -154,6 +154,23 @@ void cap_capabilities(google::protobuf::RepeatedPtrField<std::string>* caps, tri
   for (auto& c : *caps) r.name(&c);
 }
 
+// Telemetry's and the network view's interfaces: their count, their addresses (per interface
+// and in all), their names.
+void cap_interfaces(google::protobuf::RepeatedPtrField<pb::Interface>* interfaces,
+                    trim_report& r) {
+  r.count(interfaces, r.limits.max_interfaces, "interfaces");
+  std::size_t addresses_left = r.limits.max_addresses;
+  for (auto& i : *interfaces) {
+    r.name(i.mutable_name());
+    r.name(i.mutable_mac());
+    r.name(i.mutable_oper_state());
+    r.count(i.mutable_addresses(), std::min(r.limits.max_addresses_per_interface, addresses_left),
+            "addresses");
+    addresses_left -= static_cast<std::size_t>(i.addresses_size());
+    for (auto& a : *i.mutable_addresses()) r.name(a.mutable_address());
+  }
+}
+
 void cap_telemetry(pb::Telemetry& t, trim_report& r) {
   r.name(t.mutable_hostname());
   r.name(t.mutable_primary_address());
@@ -163,17 +180,7 @@ void cap_telemetry(pb::Telemetry& t, trim_report& r) {
     r.name(d.mutable_device());
     r.name(d.mutable_fs_type());
   }
-  r.count(t.mutable_interfaces(), r.limits.max_interfaces, "interfaces");
-  std::size_t addresses_left = r.limits.max_addresses;
-  for (auto& i : *t.mutable_interfaces()) {
-    r.name(i.mutable_name());
-    r.name(i.mutable_mac());
-    r.name(i.mutable_oper_state());
-    r.count(i.mutable_addresses(), std::min(r.limits.max_addresses_per_interface, addresses_left),
-            "addresses");
-    addresses_left -= static_cast<std::size_t>(i.addresses_size());
-    for (auto& a : *i.mutable_addresses()) r.name(a.mutable_address());
-  }
+  cap_interfaces(t.mutable_interfaces(), r);
 }
 
 }  // namespace
@@ -248,17 +255,7 @@ std::string cap_guest_message(pb::Envelope& message, const guest_data_limits& li
     }
     case pb::Envelope::kNetworkReply: {
       auto* n = message.mutable_network_reply();
-      r.count(n->mutable_interfaces(), r.limits.max_interfaces, "interfaces");
-      std::size_t addresses_left = r.limits.max_addresses;
-      for (auto& i : *n->mutable_interfaces()) {
-        r.name(i.mutable_name());
-        r.name(i.mutable_mac());
-        r.name(i.mutable_oper_state());
-        r.count(i.mutable_addresses(),
-                std::min(r.limits.max_addresses_per_interface, addresses_left), "addresses");
-        addresses_left -= static_cast<std::size_t>(i.addresses_size());
-        for (auto& a : *i.mutable_addresses()) r.name(a.mutable_address());
-      }
+      cap_interfaces(n->mutable_interfaces(), r);
       r.name(n->mutable_primary_address());
       r.count(n->mutable_routes(), r.limits.max_routes, "routes");
       for (auto& route : *n->mutable_routes()) {

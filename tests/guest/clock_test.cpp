@@ -11,8 +11,6 @@
 #include "qxa/guest/clock.hpp"
 #include "support/temp_dir.hpp"
 
-using qxa::test::handler_bench;
-using qxa::test::run_async;
 using qxa::test::temp_dir;
 namespace pb = quantix::agent::v1;
 namespace qg = qxa::guest;
@@ -89,13 +87,9 @@ TEST_CASE("the users handler reports the sessions whose login process still runs
                             record(USER_PROCESS, "ghost", "pts/9", "", 4000, 0x3ffffff0));
   qg::agent_options o;
   o.utmp_path = utmp;
-  pb::Envelope reply;
-  run_async([&](asio::io_context& io) -> asio::awaitable<void> {
-    handler_bench bench(io.get_executor(), o);
-    pb::Envelope request;
-    request.mutable_users_request();
-    reply = co_await qg::handlers::users(bench.context(), request);
-  });
+  pb::Envelope request;
+  request.mutable_users_request();
+  auto reply = qxa::test::call_handler(&qg::handlers::users, request, o);
   REQUIRE(reply.has_users_reply());
   REQUIRE(reply.users_reply().sessions_size() == 1);  // the ghost's process is gone
   const auto& s = reply.users_reply().sessions(0);
@@ -106,12 +100,7 @@ TEST_CASE("the users handler reports the sessions whose login process still runs
   CHECK(s.pid() == static_cast<std::uint32_t>(::getpid()));
 
   o.utmp_path = dir / "none";  // no utmp at all: nobody logged in
-  run_async([&](asio::io_context& io) -> asio::awaitable<void> {
-    handler_bench bench(io.get_executor(), o);
-    pb::Envelope request;
-    request.mutable_users_request();
-    reply = co_await qg::handlers::users(bench.context(), request);
-  });
+  reply = qxa::test::call_handler(&qg::handlers::users, request, o);
   REQUIRE(reply.has_users_reply());
   CHECK(reply.users_reply().sessions_size() == 0);
 }

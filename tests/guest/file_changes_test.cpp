@@ -12,8 +12,6 @@
 #include "qxa/guest/fs.hpp"
 #include "support/temp_dir.hpp"
 
-using qxa::test::handler_bench;
-using qxa::test::run_async;
 using qxa::test::temp_dir;
 namespace fs = std::filesystem;
 namespace pb = quantix::agent::v1;
@@ -23,12 +21,7 @@ namespace handlers = qxa::guest::handlers;
 namespace {
 
 pb::Envelope call(handlers::handler_fn fn, pb::Envelope request, qg::agent_options o = {}) {
-  pb::Envelope reply;
-  run_async([&](asio::io_context& io) -> asio::awaitable<void> {
-    handler_bench bench(io.get_executor(), o);
-    reply = co_await fn(bench.context(), request);
-  });
-  return reply;
+  return qxa::test::call_handler(fn, std::move(request), std::move(o));
 }
 
 pb::Envelope mkdir_request(const std::string& path, std::uint32_t mode = 0, bool parents = false) {

@@ -38,12 +38,7 @@ std::vector<std::string> names_in(const std::string& dir) {
 }
 
 pb::Envelope call(handlers::handler_fn fn, pb::Envelope request, qg::agent_options o = {}) {
-  pb::Envelope reply;
-  run_async([&](asio::io_context& io) -> asio::awaitable<void> {
-    handler_bench bench(io.get_executor(), o);
-    reply = co_await fn(bench.context(), request);
-  });
-  return reply;
+  return qxa::test::call_handler(fn, std::move(request), std::move(o));
 }
 
 }  // namespace

@@ -25,4 +25,15 @@ struct handler_bench {
   qg::agent_state state;
 };
 
+/// Runs one handler on a bench with `options`, to its reply.
+inline pb::Envelope call_handler(qg::handlers::handler_fn fn, pb::Envelope request,
+                                 qg::agent_options options = {}) {
+  pb::Envelope reply;
+  run_async([&](asio::io_context& io) -> asio::awaitable<void> {
+    handler_bench bench(io.get_executor(), options);
+    reply = co_await fn(bench.context(), request);
+  });
+  return reply;
+}
+
 }  // namespace qxa::test
