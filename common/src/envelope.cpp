@@ -117,6 +117,10 @@ const char* body_name(const pb::Envelope& envelope) noexcept {
       return "trim_request";
     case pb::Envelope::kTrimReply:
       return "trim_reply";
+    case pb::Envelope::kDisksRequest:
+      return "disks_request";
+    case pb::Envelope::kDisksReply:
+      return "disks_reply";
     case pb::Envelope::kPasswordRequest:
       return "password_request";
     case pb::Envelope::kPasswordReply:

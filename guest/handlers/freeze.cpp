@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
 // freeze, thaw and freeze-status: the wire side of the freezer (see freezer.hpp).
+#include <algorithm>
 #include <asio/co_spawn.hpp>
 #include <optional>
 
 #include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/message_stream.hpp"
+#include "qxa/guest/block_devices.hpp"
 #include "qxa/guest/freezer.hpp"
 #include "qxa/guest/handlers.hpp"
 
@@ -42,6 +44,16 @@ asio::awaitable<freeze_result> to_completion(asio::awaitable<freeze_result> op) 
   co_return std::move(*state->outcome);
 }
 
+// The writable disk filesystems on the disks with these serials.
+common::result<std::vector<std::string>> mounts_on_serials(
+    const request_context& ctx, const std::vector<std::string>& serials) {
+  auto text = read_file(ctx.state.options.freeze.mountinfo);
+  if (!text) return {common::errc::unavailable, "cannot read the mount table"};
+  auto writable = writable_disks(parse_mountinfo(*text), {}, "freezable");
+  if (!writable) return writable.error();
+  return mounts_on_disks(writable.value(), read_block_devices(ctx.state.options.sys_root), serials);
+}
+
 pb::Envelope status_reply(pb::FreezeStatus s) {
   pb::Envelope reply;
   *reply.mutable_freeze_status() = std::move(s);
@@ -54,8 +66,25 @@ asio::awaitable<pb::Envelope> freeze(request_context ctx, pb::Envelope request) 
   const auto& req = request.freeze_request();
   auto& f = *ctx.state.freeze;
   const bool renewal = f.frozen();
-  auto r = co_await to_completion(f.freeze({req.mount_points().begin(), req.mount_points().end()},
-                                           std::chrono::milliseconds(req.lease_ms())));
+  std::vector<std::string> mount_points(req.mount_points().begin(), req.mount_points().end());
+  if (req.disk_serials_size() > 0 && !renewal) {
+    auto on_disks = mounts_on_serials(ctx, {req.disk_serials().begin(), req.disk_serials().end()});
+    if (!on_disks) {
+      common::log_info("audit: op=freeze session={:016x} request={} outcome=failed {}",
+                       ctx.session_id, ctx.request_id, on_disks.error().message);
+      co_return error_reply(on_disks.code() == common::errc::invalid_argument
+                                ? pb::ERROR_CODE_INVALID_ARGUMENT
+                                : pb::ERROR_CODE_UNAVAILABLE,
+                            on_disks.error().message);
+    }
+    for (auto& m : on_disks.value()) {
+      if (std::find(mount_points.begin(), mount_points.end(), m) == mount_points.end()) {
+        mount_points.push_back(std::move(m));
+      }
+    }
+  }
+  auto r = co_await to_completion(
+      f.freeze(std::move(mount_points), std::chrono::milliseconds(req.lease_ms())));
   // While frozen, this line is held in memory and written after the thaw.
   common::log_info("audit: op=freeze session={:016x} request={} outcome={}{}", ctx.session_id,
                    ctx.request_id, r ? (renewal ? "renewed" : "frozen") : "failed",

@@ -42,6 +42,7 @@ constexpr std::array entries = {
                   !own_deadline, while_frozen},
     // Trims take minutes: the request carries its own deadline.
     handler_entry{pb::Envelope::kTrimRequest, "fstrim", &fstrim, own_deadline},
+    handler_entry{pb::Envelope::kDisksRequest, "disks", &disks, !own_deadline, while_frozen},
     handler_entry{pb::Envelope::kPasswordRequest, "password", &password},
     handler_entry{pb::Envelope::kSshKeysRequest, "ssh-key", &ssh_keys},
     handler_entry{pb::Envelope::kHotplugRequest, "hotplug", &hotplug},

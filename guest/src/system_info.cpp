@@ -103,15 +103,19 @@ std::optional<cpu_times> parse_proc_stat(std::string_view text) {
     if (!line.starts_with("cpu")) return;  // the cpu lines come first; the rest is cheap to skip
     std::string_view rest = line;
     const auto label = next_field(rest);
-    if (label != "cpu") {
-      ++t.cpu_count;
-      return;
-    }
     std::uint64_t v[8] = {};
     for (auto& x : v) {
       auto f = next_field(rest);
       if (f.empty()) break;
       x = to_number<std::uint64_t>(f).value_or(0);
+    }
+    if (label != "cpu") {
+      ++t.cpu_count;
+      const auto id = to_number<std::uint32_t>(label.substr(3));
+      if (id && t.cpus.size() < max_reported_cpus) {
+        t.cpus.push_back({*id, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]});
+      }
+      return;
     }
     // user nice system idle iowait irq softirq steal (guest time is already inside user).
     t.busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
@@ -120,6 +124,46 @@ std::optional<cpu_times> parse_proc_stat(std::string_view text) {
   });
   if (!have_aggregate) return std::nullopt;
   return t;
+}
+
+std::vector<disk_io_entry> parse_diskstats(std::string_view text) {
+  std::vector<disk_io_entry> out;
+  for_each_line(text, [&](std::string_view line) {
+    std::string_view rest = line;
+    const auto major = to_number<std::uint32_t>(next_field(rest));
+    const auto minor = to_number<std::uint32_t>(next_field(rest));
+    const auto name = next_field(rest);
+    // Then: reads merged sectors ms, writes merged sectors ms, in flight, io ms, weighted ms,
+    // and (since 4.18) discards merged sectors ms.
+    std::uint64_t v[15] = {};
+    std::size_t n = 0;
+    for (; n < std::size(v); ++n) {
+      const auto f = next_field(rest);
+      if (f.empty()) break;
+      const auto x = to_number<std::uint64_t>(f);
+      if (!x) return;
+      v[n] = *x;
+    }
+    if (!major || !minor || name.empty() || n < 11) return;
+    disk_io_entry e;
+    e.major = *major;
+    e.minor = *minor;
+    e.name = std::string(name);
+    e.reads = v[0];
+    e.read_sectors = v[2];
+    e.read_ms = v[3];
+    e.writes = v[4];
+    e.write_sectors = v[6];
+    e.write_ms = v[7];
+    e.in_flight = v[8];
+    e.io_ms = v[9];
+    if (n >= 15) {
+      e.discards = v[11];
+      e.discard_sectors = v[13];
+    }
+    out.push_back(std::move(e));
+  });
+  return out;
 }
 
 double cpu_percent(const cpu_times& before, const cpu_times& after) noexcept {

@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: MIT
 #include "qxa/guest/telemetry_sampler.hpp"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 
 #include "qxa/common/text.hpp"
 
@@ -28,6 +32,28 @@ std::vector<disk_entry> telemetry_sampler::disks() const {
   return out;
 }
 
+std::vector<disk_io_entry> telemetry_sampler::disk_io() const {
+  std::vector<disk_io_entry> out;
+  auto text = read_file(src_.proc_root + "/diskstats");
+  if (!text) return out;
+  for (auto& e : parse_diskstats(*text)) {
+    if (out.size() >= max_disk_io) break;
+    // Whole disks only (partitions and mappings add up to theirs), and no idle loop or ram
+    // device: a guest has dozens of those.
+    const bool idle = e.reads == 0 && e.writes == 0;
+    if (idle &&
+        (e.name.starts_with("loop") || e.name.starts_with("ram") || e.name.starts_with("zram"))) {
+      continue;
+    }
+    if (e.name.find('/') != std::string::npos ||
+        !read_file(src_.sys_root + "/block/" + e.name + "/dev")) {
+      continue;
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
 std::vector<interface_entry> telemetry_sampler::interfaces(std::string& primary) const {
   auto all = read_interfaces(src_.sys_root, src_.addresses());
   std::erase_if(all, [&](const interface_entry& i) {
@@ -46,7 +72,8 @@ system_sample telemetry_sampler::take() {
     if (auto now = parse_proc_stat(*text)) {
       if (last_cpu_) s.cpu_percent = cpu_percent(*last_cpu_, *now);
       s.cpu_count = now->cpu_count;
-      last_cpu_ = now;
+      s.cpus = now->cpus;
+      last_cpu_ = std::move(now);
     }
   }
   if (auto text = read_file(src_.proc_root + "/loadavg")) s.load = parse_loadavg(*text);
@@ -56,6 +83,7 @@ system_sample telemetry_sampler::take() {
   s.hostname = read_hostname(src_.proc_root);
   s.disks = disks();
   s.interfaces = interfaces(s.primary_address);
+  s.disk_io = disk_io();
   return s;
 }
 
@@ -121,6 +149,37 @@ pb::Telemetry telemetry_sampler::to_proto(const system_sample& s) {
     }
   }
   t.set_primary_address(to_utf8(s.primary_address));
+  for (const auto& d : s.disk_io) {
+    auto* io = t.add_disk_io();
+    io->set_name(to_utf8(d.name));
+    io->set_reads(d.reads);
+    io->set_read_bytes(d.read_sectors * 512);
+    io->set_read_ms(d.read_ms);
+    io->set_writes(d.writes);
+    io->set_written_bytes(d.write_sectors * 512);
+    io->set_write_ms(d.write_ms);
+    io->set_discards(d.discards);
+    io->set_discarded_bytes(d.discard_sectors * 512);
+    io->set_io_ms(d.io_ms);
+    io->set_in_flight(static_cast<std::uint32_t>(std::min<std::uint64_t>(d.in_flight, UINT32_MAX)));
+  }
+  // /proc/stat counts in USER_HZ ticks (100 a second on every Linux architecture we run on).
+  static const long ticks = ::sysconf(_SC_CLK_TCK);
+  const auto ms = [](std::uint64_t jiffies) {
+    return ticks > 0 ? jiffies * 1000 / static_cast<std::uint64_t>(ticks) : jiffies * 10;
+  };
+  for (const auto& c : s.cpus) {
+    auto* cpu = t.add_cpus();
+    cpu->set_cpu(c.cpu);
+    cpu->set_user_ms(ms(c.user));
+    cpu->set_nice_ms(ms(c.nice));
+    cpu->set_system_ms(ms(c.system));
+    cpu->set_idle_ms(ms(c.idle));
+    cpu->set_iowait_ms(ms(c.iowait));
+    cpu->set_irq_ms(ms(c.irq));
+    cpu->set_softirq_ms(ms(c.softirq));
+    cpu->set_steal_ms(ms(c.steal));
+  }
   return t;
 }
 

@@ -60,6 +60,7 @@ struct options {
   std::string lease_text = "60s";  // parsed into lease
   std::chrono::nanoseconds lease{0};
   std::vector<std::string> mounts;
+  std::vector<std::string> disk_serials;
   bool freeze_status = false;
   // stat, ls, mkdir, rm, mv (mv's second path is `destination`; mkdir --parents is
   // create_parents)
@@ -158,6 +159,7 @@ void print_info(const pb::Info& info);
 void print_telemetry(const pb::Telemetry& t);
 void print_freeze(const pb::FreezeStatus& f);
 void print_trim(const pb::TrimReply& t);
+void print_disks(const pb::DisksReply& d);
 void print_interfaces(const google::protobuf::RepeatedPtrField<pb::Interface>& interfaces);
 void print_network(const pb::NetworkReply& n);
 /// A VM's status as JSON: its message, with the session id in hex and what dates from when.

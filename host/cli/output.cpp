@@ -181,6 +181,12 @@ void print_telemetry(const pb::Telemetry& t) {
                 shown(d.device()).c_str(), shown(d.fs_type()).c_str(),
                 human_bytes(d.used_bytes()).c_str(), human_bytes(d.total_bytes()).c_str());
   }
+  for (const auto& d : t.disk_io()) {
+    std::printf("  io      %-10s read %s in %llu, written %s in %llu, busy %.1f s since boot\n",
+                shown(d.name()).c_str(), human_bytes(d.read_bytes()).c_str(),
+                static_cast<unsigned long long>(d.reads()), human_bytes(d.written_bytes()).c_str(),
+                static_cast<unsigned long long>(d.writes()), d.io_ms() / 1000.0);
+  }
   print_interfaces(t.interfaces());
   if (!t.primary_address().empty()) {
     std::printf("  primary address %s\n", shown(t.primary_address()).c_str());
@@ -247,6 +253,38 @@ void print_trim(const pb::TrimReply& t) {
     }
   }
   if (t.mounts_size() == 0) std::printf("no writable disk filesystem to trim\n");
+}
+
+void print_disks(const pb::DisksReply& d) {
+  for (const auto& fs : d.filesystems()) {
+    const double used = fs.total_bytes() > 0 ? 100.0 * static_cast<double>(fs.used_bytes()) /
+                                                   static_cast<double>(fs.total_bytes())
+                                             : 0.0;
+    std::string disks;
+    for (const auto& name : fs.disks()) disks += (disks.empty() ? "" : ",") + shown(name);
+    std::printf(
+        "%-24s %-6s %10s %3.0f%% used%s  on %s%s%s\n", shown(fs.mount_point()).c_str(),
+        shown(fs.fs_type()).c_str(), human_bytes(fs.total_bytes()).c_str(), used,
+        fs.read_only() ? " ro" : "",
+        fs.device().empty() ? shown(fs.source()).c_str() : shown(fs.device()).c_str(),
+        disks.empty() || (fs.disks_size() == 1 && fs.disks(0) == fs.device()) ? "" : " < ",
+        disks.empty() || (fs.disks_size() == 1 && fs.disks(0) == fs.device()) ? "" : disks.c_str());
+  }
+  if (d.filesystems_size() > 0) std::printf("\n");
+  std::printf("%-10s %-9s %10s  %-12s %-7s %-14s %-9s %s\n", "DEVICE", "KIND", "SIZE", "ON", "BUS",
+              "PCI", "SCSI", "SERIAL/NAME");
+  for (const auto& b : d.devices()) {
+    std::string parents;
+    for (const auto& p : b.parents()) parents += (parents.empty() ? "" : ",") + shown(p);
+    const bool disk = b.kind() == "disk";
+    std::printf("%-10s %-9s %10s  %-12s %-7s %-14s %-9s %s%s\n", shown(b.name()).c_str(),
+                shown(b.kind()).c_str(), human_bytes(b.size_bytes()).c_str(),
+                parents.empty() ? "-" : parents.c_str(),
+                disk && !b.bus().empty() ? shown(b.bus()).c_str() : "-",
+                disk && !b.pci_path().empty() ? shown(b.pci_path()).c_str() : "-",
+                disk && !b.scsi_address().empty() ? shown(b.scsi_address()).c_str() : "-",
+                shown(disk ? b.serial() : b.alias()).c_str(), b.read_only() ? " (read-only)" : "");
+  }
 }
 
 std::string read_all_stdin() {

@@ -72,9 +72,9 @@ void print_time(const options&, const pb::Envelope& reply, const round_trip& rt)
               !t.was_set() ? ""
               : t.slewed() ? " (being slewed)"
                            : " (just set)");
-  std::printf("time zone  %s (%s, %s)\n", t.timezone().empty() ? "unknown" : shown(t.timezone()).c_str(),
-              shown(t.timezone_abbreviation()).c_str(),
-              utc_offset_text(t.utc_offset_seconds()).c_str());
+  std::printf(
+      "time zone  %s (%s, %s)\n", t.timezone().empty() ? "unknown" : shown(t.timezone()).c_str(),
+      shown(t.timezone_abbreviation()).c_str(), utc_offset_text(t.utc_offset_seconds()).c_str());
   if (t.was_set()) {
     std::printf("%s %+.3f ms; hardware clock %s\n", t.slewed() ? "slewing" : "stepped",
                 static_cast<double>(-t.offset_ns()) / 1e6,
@@ -179,7 +179,8 @@ result<pb::Envelope> hotplug_request(const options& o) {
   for (const auto& [names, online] : {std::pair{&o.online, true}, std::pair{&o.offline, false}}) {
     for (const auto& n : *names) {
       auto c = hotplug_change(n, online);
-      if (!c) return usage("hotplug: '" + n + "' is not a CPU or memory block (say cpu3, memory40)");
+      if (!c)
+        return usage("hotplug: '" + n + "' is not a CPU or memory block (say cpu3, memory40)");
       *r->add_changes() = *c;
     }
   }
@@ -214,8 +215,9 @@ void print_units(const char* what, const google::protobuf::RepeatedPtrField<pb::
 void print_hotplug(const options&, const pb::Envelope& reply, const round_trip&) {
   const auto& r = reply.hotplug_reply();
   for (const auto& o : r.outcomes()) {
-    const auto name = fmt::format(
-        "{}{}", o.change().kind() == pb::HotplugChange::KIND_CPU ? "cpu" : "memory", o.change().id());
+    const auto name =
+        fmt::format("{}{}", o.change().kind() == pb::HotplugChange::KIND_CPU ? "cpu" : "memory",
+                    o.change().id());
     if (o.ok()) {
       std::printf("%s: %s\n", name.c_str(), o.change().online() ? "online" : "offline");
     } else {
@@ -435,8 +437,7 @@ std::vector<verb> make_table() {
                .help = "make a directory in the guest",
                .arguments =
                    [](CLI::App& s, options& o) {
-                     s.add_option("PATH", o.path, "absolute path of the new directory")
-                         ->required();
+                     s.add_option("PATH", o.path, "absolute path of the new directory")->required();
                      s.add_flag("-p,--parents", o.create_parents,
                                 "make missing parents too; a directory already there is no error");
                      s.add_option("--mode", o.mode_text, "permission bits in octal [0755]");
@@ -498,6 +499,9 @@ std::vector<verb> make_table() {
                          ->capture_default_str();
                      s.add_option("--mount", o.mounts, "only this mount point (repeatable)")
                          ->allow_extra_args(false);
+                     s.add_option("--disk", o.disk_serials,
+                                  "only the filesystems on the disk with this serial (repeatable)")
+                         ->allow_extra_args(false);
                      s.add_flag("--status", o.freeze_status,
                                 "only report whether the guest is frozen");
                    },
@@ -509,6 +513,7 @@ std::vector<verb> make_table() {
                  }
                  auto* f = e.mutable_freeze_request();
                  for (const auto& m : o.mounts) f->add_mount_points(m);
+                 for (const auto& d : o.disk_serials) f->add_disk_serials(d);
                  f->set_lease_ms(static_cast<std::uint32_t>(
                      std::chrono::duration_cast<std::chrono::milliseconds>(o.lease).count()));
                  return e;
@@ -524,6 +529,16 @@ std::vector<verb> make_table() {
                },
                .text = [](const options&, const pb::Envelope& r,
                           const round_trip&) { print_freeze(r.freeze_status()); }});
+  t.push_back({.name = "disks",
+               .help = "the guest's filesystems and the block devices beneath each, down to the "
+                       "virtual disks with their bus address and serial",
+               .request = [](const options&) -> result<pb::Envelope> {
+                 pb::Envelope e;
+                 e.mutable_disks_request();
+                 return e;
+               },
+               .text = [](const options&, const pb::Envelope& r,
+                          const round_trip&) { print_disks(r.disks_reply()); }});
   t.push_back({.name = "fstrim",
                .help = "discard the unused blocks of the guest's filesystems (FITRIM), so that a "
                        "thin-provisioned disk gives them back",

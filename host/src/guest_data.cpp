@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <unordered_set>
+
 #include "qxa/common/text.hpp"
 
 namespace qxa::host {
@@ -109,6 +111,32 @@ pb::Telemetry known_only(const pb::Telemetry& in) {
   }
   out.set_cpu_count(in.cpu_count());
   out.set_primary_address(in.primary_address());
+  for (const auto& d : in.disk_io()) {
+    auto* o = out.add_disk_io();
+    o->set_name(d.name());
+    o->set_reads(d.reads());
+    o->set_read_bytes(d.read_bytes());
+    o->set_writes(d.writes());
+    o->set_written_bytes(d.written_bytes());
+    o->set_discards(d.discards());
+    o->set_discarded_bytes(d.discarded_bytes());
+    o->set_io_ms(d.io_ms());
+    o->set_in_flight(d.in_flight());
+    o->set_read_ms(d.read_ms());
+    o->set_write_ms(d.write_ms());
+  }
+  for (const auto& c : in.cpus()) {
+    auto* o = out.add_cpus();
+    o->set_cpu(c.cpu());
+    o->set_user_ms(c.user_ms());
+    o->set_nice_ms(c.nice_ms());
+    o->set_system_ms(c.system_ms());
+    o->set_idle_ms(c.idle_ms());
+    o->set_iowait_ms(c.iowait_ms());
+    o->set_irq_ms(c.irq_ms());
+    o->set_softirq_ms(c.softirq_ms());
+    o->set_steal_ms(c.steal_ms());
+  }
   return out;
 }
 
@@ -156,8 +184,7 @@ void cap_capabilities(google::protobuf::RepeatedPtrField<std::string>* caps, tri
 
 // Telemetry's and the network view's interfaces: their count, their addresses (per interface
 // and in all), their names.
-void cap_interfaces(google::protobuf::RepeatedPtrField<pb::Interface>* interfaces,
-                    trim_report& r) {
+void cap_interfaces(google::protobuf::RepeatedPtrField<pb::Interface>* interfaces, trim_report& r) {
   r.count(interfaces, r.limits.max_interfaces, "interfaces");
   std::size_t addresses_left = r.limits.max_addresses;
   for (auto& i : *interfaces) {
@@ -171,6 +198,23 @@ void cap_interfaces(google::protobuf::RepeatedPtrField<pb::Interface>* interface
   }
 }
 
+// Keeps the first of the items with the same key: a guest that repeats a disk or CPU would
+// otherwise give /metrics two series with the same labels.
+template <typename Repeated, typename Key>
+void drop_repeats(Repeated* items, Key key, const char* what, trim_report& r) {
+  std::unordered_set<std::string> seen;
+  int kept = 0;
+  for (int i = 0; i < items->size(); ++i) {
+    if (!seen.insert(key(items->Get(i))).second) continue;
+    if (kept != i) items->SwapElements(kept, i);
+    ++kept;
+  }
+  if (const int n = items->size() - kept; n > 0) {
+    items->DeleteSubrange(kept, n);
+    r.dropped += fmt::format("{}{} repeated {}", r.dropped.empty() ? "" : "; ", n, what);
+  }
+}
+
 void cap_telemetry(pb::Telemetry& t, trim_report& r) {
   r.name(t.mutable_hostname());
   r.name(t.mutable_primary_address());
@@ -180,7 +224,18 @@ void cap_telemetry(pb::Telemetry& t, trim_report& r) {
     r.name(d.mutable_device());
     r.name(d.mutable_fs_type());
   }
+  drop_repeats(
+      t.mutable_disks(), [](const pb::Disk& d) { return d.mount_point() + '\0' + d.device(); },
+      "disks", r);
   cap_interfaces(t.mutable_interfaces(), r);
+  r.count(t.mutable_disk_io(), r.limits.max_disk_io, "disk I/O counters");
+  for (auto& d : *t.mutable_disk_io()) r.name(d.mutable_name());
+  drop_repeats(
+      t.mutable_disk_io(), [](const pb::DiskIo& d) { return d.name(); }, "disk I/O counters", r);
+  r.count(t.mutable_cpus(), r.limits.max_cpus, "CPU times");
+  drop_repeats(
+      t.mutable_cpus(), [](const pb::CpuTime& c) { return std::to_string(c.cpu()); }, "CPU times",
+      r);
 }
 
 }  // namespace
@@ -277,6 +332,29 @@ std::string cap_guest_message(pb::Envelope& message, const guest_data_limits& li
       r.count(h->mutable_memory_blocks(), r.limits.max_hotplug_units, "memory blocks");
       r.count(h->mutable_outcomes(), r.limits.max_hotplug_units, "hotplug outcomes");
       for (auto& o : *h->mutable_outcomes()) r.name(o.mutable_error());
+      break;
+    }
+    case pb::Envelope::kDisksReply: {
+      auto* d = message.mutable_disks_reply();
+      r.count(d->mutable_filesystems(), r.limits.max_block_devices, "filesystems");
+      for (auto& fs : *d->mutable_filesystems()) {
+        for (auto* s : {fs.mutable_mount_point(), fs.mutable_fs_type(), fs.mutable_source(),
+                        fs.mutable_device()}) {
+          r.name(s);
+        }
+        r.count(fs.mutable_disks(), r.limits.max_chain_devices, "disks of a filesystem");
+        for (auto& disk : *fs.mutable_disks()) r.name(&disk);
+      }
+      r.count(d->mutable_devices(), r.limits.max_block_devices, "block devices");
+      for (auto& b : *d->mutable_devices()) {
+        for (auto* s : {b.mutable_name(), b.mutable_kind(), b.mutable_alias(), b.mutable_bus(),
+                        b.mutable_pci_path(), b.mutable_scsi_address(), b.mutable_serial(),
+                        b.mutable_model(), b.mutable_vendor(), b.mutable_wwn()}) {
+          r.name(s);
+        }
+        r.count(b.mutable_parents(), r.limits.max_chain_devices, "parents of a block device");
+        for (auto& p : *b.mutable_parents()) r.name(&p);
+      }
       break;
     }
     case pb::Envelope::kTrimReply: {

@@ -3,7 +3,9 @@
 
 #include <fmt/format.h>
 
+#include <cstdint>
 #include <iterator>
+#include <utility>
 
 #include "qxa/common/text.hpp"
 
@@ -154,6 +156,41 @@ std::string render_metrics(const std::vector<vm_metrics>& vms) {
            [](const pb::Disk& d) { return d.total_bytes(); });
   per_disk("qxa_guest_disk_used_bytes", "Used bytes of a guest filesystem.",
            [](const pb::Disk& d) { return d.used_bytes(); });
+  // Counters since the guest booted: a guest's reboot resets them, as Prometheus expects.
+  auto per_disk_io = [&](const char* name, const char* help, auto value) {
+    w.family(name, "counter", help);
+    for (const auto& v : vms) {
+      for (const auto& d : v.status.last_telemetry().disk_io()) {
+        w.sample(name, fmt::format("vm=\"{}\",disk=\"{}\"", label(v.status.vm()), label(d.name())),
+                 value(d));
+      }
+    }
+  };
+  per_disk_io("qxa_guest_disk_reads_total", "Reads a guest disk completed.",
+              [](const pb::DiskIo& d) { return d.reads(); });
+  per_disk_io("qxa_guest_disk_read_bytes_total", "Bytes read from a guest disk.",
+              [](const pb::DiskIo& d) { return d.read_bytes(); });
+  per_disk_io("qxa_guest_disk_writes_total", "Writes a guest disk completed.",
+              [](const pb::DiskIo& d) { return d.writes(); });
+  per_disk_io("qxa_guest_disk_written_bytes_total", "Bytes written to a guest disk.",
+              [](const pb::DiskIo& d) { return d.written_bytes(); });
+  per_disk_io("qxa_guest_disk_io_seconds_total", "Time a guest disk spent doing I/O.",
+              [](const pb::DiskIo& d) { return d.io_ms() / 1000.0; });
+  w.family("qxa_guest_cpu_seconds_total", "counter", "Time each guest CPU spent in each mode.");
+  for (const auto& v : vms) {
+    for (const auto& c : v.status.last_telemetry().cpus()) {
+      const std::pair<const char*, std::uint64_t> modes[] = {
+          {"user", c.user_ms()},       {"nice", c.nice_ms()},     {"system", c.system_ms()},
+          {"idle", c.idle_ms()},       {"iowait", c.iowait_ms()}, {"irq", c.irq_ms()},
+          {"softirq", c.softirq_ms()}, {"steal", c.steal_ms()}};
+      for (const auto& [mode, ms] : modes) {
+        w.sample(
+            "qxa_guest_cpu_seconds_total",
+            fmt::format("vm=\"{}\",cpu=\"{}\",mode=\"{}\"", label(v.status.vm()), c.cpu(), mode),
+            static_cast<double>(ms) / 1000.0);
+      }
+    }
+  }
   return std::move(w.text);
 }
 

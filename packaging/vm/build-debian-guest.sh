@@ -45,8 +45,9 @@ fi
 mkdir -p "$out/debs"
 started=$(date +%s)
 
-# The packages: what a small server guest has, plus what the tests use in it.
-packages=systemd-sysv,udev,dbus,util-linux,e2fsprogs,kmod,procps,iproute2,passwd,login,psmisc,less,tzdata
+# The packages: what a small server guest has, plus what the tests use in it (lvm2: a
+# filesystem on LVM on a partition, for the disks view).
+packages=systemd-sysv,udev,dbus,util-linux,e2fsprogs,kmod,procps,iproute2,passwd,login,psmisc,less,tzdata,lvm2
 
 # Where they come from: the cached packages when they cover the list (no network), otherwise
 # the mirrors apt is configured with on this machine.
@@ -128,8 +129,9 @@ UNIT
 mods="$out/modules.list"
 # The host kernel's modules the guest needs after the initramfs (which has virtio_blk and
 # ext4): the agent's port, the CD-ROM with the agent ISO, the NIC, FUSE, the automounter
-# systemd asks for; with their dependencies.
-for m in virtio_console virtio_net sr_mod isofs ahci ata_piix fuse virtio_rng autofs4; do
+# systemd asks for, device mapper (LVM) and a virtio-scsi disk; with their dependencies.
+for m in virtio_console virtio_net sr_mod isofs ahci ata_piix fuse virtio_rng autofs4 dm_mod \
+  virtio_scsi sd_mod; do
   modprobe -S "$release" --show-depends "$m" 2>/dev/null | awk '$1 == "insmod" { print $2 }'
 done | sort -u > "$mods"
 

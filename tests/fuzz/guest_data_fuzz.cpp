@@ -6,6 +6,7 @@
 // in any name.
 #include <cstdint>
 #include <cstdlib>
+#include <set>
 #include <string>
 
 #include "quantix/agent/v1/agent.pb.h"
@@ -77,9 +78,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       for (const auto& a : i.addresses()) check_name(a.address());
     }
     check(addresses <= limits.max_addresses, "too many addresses");
+    check(static_cast<std::size_t>(t.disk_io_size()) <= limits.max_disk_io,
+          "too many disk counters");
+    check(static_cast<std::size_t>(t.cpus_size()) <= limits.max_cpus, "too many CPU times");
+    std::set<std::string> disk_names;
+    for (const auto& d : t.disk_io()) {
+      check_name(d.name());
+      check(disk_names.insert(d.name()).second, "a disk's counters twice");
+    }
+    std::set<std::uint32_t> cpus;
+    for (const auto& c : t.cpus()) check(cpus.insert(c.cpu()).second, "a CPU's times twice");
     // What one guest's telemetry can add to a status report, whatever it sent (unknown fields
-    // included: they are dropped).
-    check(t.ByteSizeLong() < 40'000, "a capped telemetry sample is large");
+    // included: they are dropped): at most about 40 kB of disks and interfaces, 25 kB of CPU
+    // times and 16 kB of disk counters.
+    check(t.ByteSizeLong() < 85'000, "a capped telemetry sample is large");
   }
   if (e.has_hello_ack()) {
     const auto& h = e.hello_ack();
@@ -110,6 +122,27 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (e.has_telemetry()) check_name(e.telemetry().primary_address());
   if (e.has_hotplug_reply()) {
     for (const auto& o : e.hotplug_reply().outcomes()) check_name(o.error());
+  }
+  if (e.has_disks_reply()) {
+    const auto& d = e.disks_reply();
+    check(static_cast<std::size_t>(d.filesystems_size()) <= limits.max_block_devices,
+          "too many filesystems");
+    check(static_cast<std::size_t>(d.devices_size()) <= limits.max_block_devices,
+          "too many block devices");
+    for (const auto& fs : d.filesystems()) {
+      check_name(fs.mount_point());
+      check_name(fs.source());
+      check(static_cast<std::size_t>(fs.disks_size()) <= limits.max_chain_devices,
+            "too many disks under a filesystem");
+      for (const auto& n : fs.disks()) check_name(n);
+    }
+    for (const auto& b : d.devices()) {
+      check_name(b.name());
+      check_name(b.serial());
+      check_name(b.pci_path());
+      check(static_cast<std::size_t>(b.parents_size()) <= limits.max_chain_devices,
+            "too many parents");
+    }
   }
   if (e.has_time_reply()) {
     check_name(e.time_reply().timezone());

@@ -116,6 +116,12 @@ std::vector<std::pair<std::string, pb::Envelope>> requests() {
   add("users").mutable_users_request();
   add("network").mutable_network_request();
   add("hotplug").mutable_hotplug_request();
+  add("disks").mutable_disks_request();
+  {
+    auto* f = add("freeze-serial").mutable_freeze_request();
+    f->add_disk_serials("qx-data");
+    f->set_lease_ms(1000);
+  }
   {
     auto* c = add("hotplug-online").mutable_hotplug_request()->add_changes();
     c->set_kind(pb::HotplugChange::KIND_CPU);
@@ -299,8 +305,27 @@ void guest_data(const fs::path& dir) {
   pb::Envelope tz;
   tz.mutable_time_reply()->set_timezone(std::string(300, 'z'));
   write(dir, "time", serialize(tz));
+  pb::Envelope dr;
+  auto* disks = dr.mutable_disks_reply();
+  for (int n = 0; n < 300; ++n) {
+    auto* b = disks->add_devices();
+    b->set_name("sd" + std::to_string(n));
+    b->set_serial(std::string(200, 's'));
+    b->add_parents("sd" + std::to_string(n + 1));
+    auto* fs = disks->add_filesystems();
+    fs->set_mount_point("/mnt/" + std::to_string(n));
+    fs->add_disks("sd" + std::to_string(n));
+  }
+  write(dir, "disks", serialize(dr));
+  pb::Envelope io;
+  for (int n = 0; n < 100; ++n) {
+    io.mutable_telemetry()->add_disk_io()->set_name("vd" + std::to_string(n % 70));
+    io.mutable_telemetry()->add_cpus()->set_cpu(static_cast<std::uint32_t>(n % 50));
+  }
+  write(dir, "telemetry-io", serialize(io));
   pb::Envelope hp;
-  for (int n = 0; n < 100; ++n) hp.mutable_hotplug_reply()->add_outcomes()->set_error(std::string(300, 'e'));
+  for (int n = 0; n < 100; ++n)
+    hp.mutable_hotplug_reply()->add_outcomes()->set_error(std::string(300, 'e'));
   write(dir, "hotplug", serialize(hp));
   pb::Envelope net;
   auto* nr = net.mutable_network_reply();

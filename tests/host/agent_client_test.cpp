@@ -348,6 +348,42 @@ TEST_CASE("telemetry from a guest is capped when it arrives", "[host]") {
   CHECK(qh::cap_telemetry(fine, limits).empty());
 }
 
+TEST_CASE("disk I/O and CPU times from a guest are capped, and a repeated disk or CPU kept once",
+          "[host]") {
+  pb::Telemetry t;
+  for (int i = 0; i < 1000; ++i) t.add_disk_io()->set_name("vd" + std::to_string(i % 10));
+  for (int i = 0; i < 5000; ++i) t.add_cpus()->set_cpu(static_cast<std::uint32_t>(i % 300));
+  t.add_disks()->set_mount_point("/");
+  t.add_disks()->set_mount_point("/");  // two series with the same labels in /metrics
+  const auto cut = qh::cap_telemetry(t);
+  CHECK_THAT(cut, Catch::Contains("936 disk I/O counters over the limit of 64"));
+  CHECK_THAT(cut, Catch::Contains("54 repeated disk I/O counters"));
+  CHECK_THAT(cut, Catch::Contains("4744 CPU times over the limit of 256"));
+  CHECK_THAT(cut, Catch::Contains("1 repeated disks"));
+  CHECK(t.disk_io_size() == 10);
+  CHECK(t.disk_io(9).name() == "vd9");
+  CHECK(t.cpus_size() == 256);
+  CHECK(t.cpus(255).cpu() == 255);
+  CHECK(t.disks_size() == 1);
+
+  // A disks reply: its lists and names.
+  pb::Envelope e;
+  auto* d = e.mutable_disks_reply();
+  for (int i = 0; i < 1000; ++i) {
+    auto* b = d->add_devices();
+    b->set_name("sd" + std::to_string(i));
+    b->set_serial(std::string(10'000, 's'));
+    for (int p = 0; p < 100; ++p) b->add_parents("x");
+  }
+  for (int i = 0; i < 300; ++i) d->add_filesystems()->set_mount_point(std::string(1000, 'm'));
+  const auto cut2 = qh::cap_guest_message(e);
+  CHECK_THAT(cut2, Catch::Contains("744 block devices over the limit of 256"));
+  CHECK_THAT(cut2, Catch::Contains("44 filesystems over the limit of 256"));
+  CHECK(e.disks_reply().devices(0).serial().size() == 128);
+  CHECK(e.disks_reply().devices(0).parents_size() == 64);
+  CHECK(e.ByteSizeLong() < 300'000);
+}
+
 TEST_CASE("the host keeps only the fields it knows of a guest's telemetry, and all of those",
           "[host]") {
   // Every field set: a copy that forgot one would change the bytes.
@@ -396,6 +432,29 @@ TEST_CASE("the host keeps only the fields it knows of a guest's telemetry, and a
   a->set_address("fe80::1");
   a->set_prefix_length(64);
   full.set_cpu_count(27);
+  full.set_primary_address("fe80::1");
+  auto* io = full.add_disk_io();
+  io->set_name("vda");
+  io->set_reads(28);
+  io->set_read_bytes(29);
+  io->set_writes(30);
+  io->set_written_bytes(31);
+  io->set_discards(32);
+  io->set_discarded_bytes(33);
+  io->set_io_ms(34);
+  io->set_in_flight(35);
+  io->set_read_ms(36);
+  io->set_write_ms(37);
+  auto* cpu = full.add_cpus();
+  cpu->set_cpu(3);
+  cpu->set_user_ms(38);
+  cpu->set_nice_ms(39);
+  cpu->set_system_ms(40);
+  cpu->set_idle_ms(41);
+  cpu->set_iowait_ms(42);
+  cpu->set_irq_ms(43);
+  cpu->set_softirq_ms(44);
+  cpu->set_steal_ms(45);
   pb::Telemetry copy = full;
   CHECK(qh::cap_telemetry(copy).empty());
   CHECK(copy.SerializeAsString() == full.SerializeAsString());

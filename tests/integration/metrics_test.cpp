@@ -80,6 +80,12 @@ TEST_CASE("qx-agentd serves Prometheus metrics that promtool accepts, with each 
                        "qxa_requests_total{vm=\"alpha\",operation=\"ping\",outcome=\"ok\"} 1"));
   CHECK_THAT(body, Catch::Contains("qxa_heartbeat_rtt_seconds_bucket{vm=\"beta\",le=\"+Inf\"}"));
   CHECK_THAT(body, Catch::Contains("qxa_guest_memory_total_bytes{vm=\"alpha\"}"));
+  // Each CPU's times from the agent's /proc/stat, in every mode; the disk counters' families.
+  CHECK_THAT(body,
+             Catch::Contains("qxa_guest_cpu_seconds_total{vm=\"alpha\",cpu=\"0\",mode=\"idle\"}"));
+  CHECK_THAT(body,
+             Catch::Contains("qxa_guest_cpu_seconds_total{vm=\"beta\",cpu=\"0\",mode=\"steal\"}"));
+  CHECK_THAT(body, Catch::Contains("# TYPE qxa_guest_disk_read_bytes_total counter"));
   CHECK(body.find("qxa_heartbeat_rtt_seconds_count{vm=\"beta\"} 0") == std::string::npos);
   const auto file = run.write("metrics.txt", body);
   auto lint = qxa::test::run_command({"/bin/sh", "-c", "promtool check metrics < " + file}, 30s);

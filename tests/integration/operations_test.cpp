@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
@@ -15,6 +16,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "qxa/guest/log_text.hpp"
@@ -414,9 +416,9 @@ TEST_CASE("qx-agent stat, ls, mkdir, mv and rm manage the guest's files, as text
   // A guest that blocks file-write blocks all of these.
   temp_dir other;
   agent_under_test strict(other, other.write("agent.toml", "[policy]\nblock = [\"file-write\"]\n"));
-  for (const std::vector<std::string>& args :
-       {std::vector<std::string>{"rm", "-r", "-", g}, {"mkdir", "-", g + "/new"},
-        {"mv", "-", g + "/names", g + "/moved"}}) {
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"rm", "-r", "-", g},
+                                               {"mkdir", "-", g + "/new"},
+                                               {"mv", "-", g + "/names", g + "/moved"}}) {
     r = strict.cli(args);
     CHECK(r.status == 1);
     CHECK_THAT(r.err, Catch::Contains("(rule policy.block)"));
@@ -463,9 +465,10 @@ struct network_namespace {
 
 }  // namespace
 
-TEST_CASE("in a network namespace: qx-agent network shows static and dynamic addresses, the "
-          "default route, DNS and the primary address, and leaves veth and docker out",
-          "[integration][ops]") {
+TEST_CASE(
+    "in a network namespace: qx-agent network shows static and dynamic addresses, the "
+    "default route, DNS and the primary address, and leaves veth and docker out",
+    "[integration][ops]") {
   REQUIRE(::geteuid() == 0);  // making a network namespace
   network_namespace ns;
   temp_dir dir;
@@ -520,6 +523,51 @@ TEST_CASE("qx-agent freeze --status reports a thawed guest", "[integration][ops]
   CHECK(j["lease_expires_unix_ms"] == 0);
   r = agent.cli({"freeze", "--status", "-"});
   CHECK(r.out == "thawed\n");
+}
+
+TEST_CASE(
+    "qx-agent disks maps this machine's filesystems to its block devices, as text and JSON, "
+    "and freeze --disk refuses a serial no disk has",
+    "[integration][ops]") {
+  temp_dir dir;
+  agent_under_test agent(dir);
+  auto r = agent.cli({"--json", "disks", "-"});
+  REQUIRE(r.status == 0);
+  const auto j = json::parse(r.out);
+  REQUIRE(j["devices"].is_array());
+  std::set<std::string> devices;
+  for (const auto& d : j["devices"]) devices.insert(d["name"].get<std::string>());
+  // Every filesystem's device and disks are listed devices, and its disks are disks.
+  std::string root_device;
+  for (const auto& fs : j["filesystems"]) {
+    const auto device = fs["device"].get<std::string>();
+    if (fs["mount_point"] == "/") root_device = device;
+    if (device.empty()) continue;
+    CHECK(devices.count(device) == 1);
+    CHECK_FALSE(fs["disks"].empty());
+    for (const auto& disk : fs["disks"]) {
+      for (const auto& d : j["devices"]) {
+        if (d["name"] == disk) CHECK(d["kind"] == "disk");
+      }
+    }
+  }
+  // The root filesystem's device is the one sysfs names for its device number.
+  struct stat st {};
+  REQUIRE(::stat("/", &st) == 0);
+  const auto sys = fmt::format("/sys/dev/block/{}:{}", major(st.st_dev), minor(st.st_dev));
+  std::error_code ec;
+  if (const auto real = std::filesystem::canonical(sys, ec); !ec) {
+    CHECK(root_device == real.filename().string());
+    r = agent.cli({"disks", "-"});
+    REQUIRE(r.status == 0);
+    CHECK_THAT(r.out, Catch::Contains("DEVICE     KIND"));
+    CHECK_THAT(r.out, Catch::Contains(" on " + root_device));
+  } else {
+    CHECK(root_device.empty());  // a root with no block device (overlay, tmpfs): none claimed
+  }
+  r = agent.cli({"freeze", "--disk", "no-such-serial", "-"});
+  CHECK(r.status == 1);  // the agent's refusal
+  CHECK_THAT(r.err, Catch::Contains("no disk has the serial no-such-serial"));
 }
 
 TEST_CASE("a ping never waits behind a long exec or a file transfer on the same connection",

@@ -11,10 +11,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "support/process.hpp"
 
@@ -22,20 +24,30 @@ namespace qxa::test {
 
 enum class guest_kind { busybox, debian };
 
+/// A disk with a serial at a fixed PCI slot: on virtio-blk, or alone on a virtio-scsi
+/// controller in that slot (target 1, LUN 0).
+struct vm_disk {
+  std::string file;  // a raw image
+  std::string serial;
+  int pci_slot = 0;  // on the root bus: PCI address 0000:00:<slot>.0
+  bool scsi = false;
+};
+
 struct vm_options {
   guest_kind guest = guest_kind::busybox;
   int memory_mb = 1024;
   std::string socket_path = {};  // the agent channel: QEMU listens here
   std::string kernel_args = {};  // appended: qxa.interval=..., qxa.restart_delay=...
   std::string mac = "52:54:00:12:34:56";
-  std::string ip = "192.0.2.10/24";  // documentation range, on a NIC wired to nothing
-  std::string cdrom = {};            // an ISO to attach as a CD-ROM
-  std::string disk = {};             // a raw image: /dev/vda (busybox), /dev/vdb (debian)
-  std::string qmp_path = {};         // a QMP socket, for test_vm::qmp
-  bool allow_reboot = false;         // without it QEMU exits when the guest reboots
-  std::string incoming = {};         // a migration to load: "exec:cat FILE"
-  bool agent_port = true;            // false: the port is hot-plugged later (through QMP)
-  int max_cpus = 1;                  // more: one vCPU at boot, room to hot-plug the rest
+  std::string ip = "192.0.2.10/24";        // documentation range, on a NIC wired to nothing
+  std::string cdrom = {};                  // an ISO to attach as a CD-ROM
+  std::string disk = {};                   // a raw image: /dev/vda (busybox), /dev/vdb (debian)
+  std::string qmp_path = {};               // a QMP socket, for test_vm::qmp
+  bool allow_reboot = false;               // without it QEMU exits when the guest reboots
+  std::string incoming = {};               // a migration to load: "exec:cat FILE"
+  bool agent_port = true;                  // false: the port is hot-plugged later (through QMP)
+  int max_cpus = 1;                        // more: one vCPU at boot, room to hot-plug the rest
+  std::vector<vm_disk> serial_disks = {};  // after `disk`
 };
 
 /// What a command run on the guest's console printed, and its exit status.
@@ -179,6 +191,20 @@ class test_vm {
       a.insert(a.end(),
                {"-drive", "file=" + o.disk + ",format=raw,if=virtio,cache=unsafe,discard=unmap"});
     }
+    for (std::size_t i = 0; i < o.serial_disks.size(); ++i) {
+      const auto& d = o.serial_disks[i];
+      const auto id = "serialdisk" + std::to_string(i);
+      const auto addr = ",addr=0x" + to_hex(d.pci_slot);
+      a.insert(a.end(),
+               {"-drive", "if=none,id=" + id + ",file=" + d.file + ",format=raw,cache=unsafe"});
+      if (d.scsi) {
+        a.insert(a.end(), {"-device", "virtio-scsi-pci,id=scsi" + id + addr, "-device",
+                           "scsi-hd,bus=scsi" + id + ".0,scsi-id=1,lun=0,drive=" + id +
+                               ",serial=" + d.serial});
+      } else {
+        a.insert(a.end(), {"-device", "virtio-blk-pci,drive=" + id + ",serial=" + d.serial + addr});
+      }
+    }
     if (!o.qmp_path.empty()) {
       a.insert(a.end(), {"-qmp", "unix:" + o.qmp_path + ",server=on,wait=off"});
     }
@@ -186,6 +212,12 @@ class test_vm {
       a.insert(a.end(), {"-drive", "file=" + o.cdrom + ",media=cdrom,readonly=on,if=ide"});
     }
     return a;
+  }
+
+  static std::string to_hex(int n) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "%x", n);
+    return buf;
   }
 
   child_process qemu_;

@@ -8,6 +8,8 @@
 #include <asio/io_context.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -98,6 +100,32 @@ bool wait_unit_state(test_vm& vm, const std::string& state) {
       unit, state, unit));
   INFO(r.out);
   return r.status == 0;
+}
+
+// A sparse raw disk of `mib` MiB with an MBR holding one partition of `type` from 1 MiB to the
+// end (what fdisk would write; the host has no fdisk).
+void write_partitioned_disk(const std::string& path, unsigned mib, unsigned char type) {
+  std::string mbr(512, '\0');
+  const std::uint32_t start = 2048, sectors = mib * 2048 - start;
+  auto put32 = [&](std::size_t at, std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) mbr[at + i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  };
+  mbr[446 + 4] = static_cast<char>(type);
+  put32(446 + 8, start);
+  put32(446 + 12, sectors);
+  mbr[510] = static_cast<char>(0x55);
+  mbr[511] = static_cast<char>(0xaa);
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(mbr.data(), static_cast<std::streamsize>(mbr.size()));
+  out.close();
+  std::filesystem::resize_file(path, std::uintmax_t{mib} << 20);
+}
+
+const json* with(const json& list, const std::string& key, const std::string& value) {
+  for (const auto& e : list) {
+    if (e.value(key, std::string()) == value) return &e;
+  }
+  return nullptr;
 }
 
 }  // namespace
@@ -308,18 +336,35 @@ TEST_CASE(
 
 TEST_CASE(
     "Debian guest: hostname, passwd, ssh-key, exec --user, cp both ways, a freeze of a second "
-    "disk, users, the time zone, mkdir, mv and rm -r through the unit as shipped",
+    "disk, users, the time zone, mkdir, mv and rm -r, and disks mapped to QEMU's serials and "
+    "PCI slots (LVM on a partition, virtio-scsi) with a freeze by serial, through the unit as "
+    "shipped",
     "[vm][debian]") {
   temp_dir vms, run, files;
   const std::string ctl = run / "ctl.sock";
   const std::string disk = files / "data.img";
   REQUIRE(qxa::test::run_command({"/sbin/mkfs.ext4", "-q", "-F", disk, "32M"}, 60s).status == 0);
-  auto vm =
-      boot_debian({.socket_path = vms / "deb4.agent.sock", .cdrom = QXA_AGENT_ISO, .disk = disk});
+  // Beside the data disk (no serial): a virtio disk with an LVM partition in slot 0x11, and a
+  // virtio-scsi disk in slot 0x12.
+  const std::string lvm_disk = files / "lvm.img", scsi_disk = files / "scsi.img";
+  write_partitioned_disk(lvm_disk, 64, 0x8e);
+  write_partitioned_disk(scsi_disk, 16, 0x83);
+  auto vm = boot_debian(
+      {.socket_path = vms / "deb4.agent.sock",
+       .cdrom = QXA_AGENT_ISO,
+       .disk = disk,
+       .serial_disks = {{lvm_disk, "qx-lvm", 0x11, false}, {scsi_disk, "qx-scsi", 0x12, true}}});
   mount_cdrom(*vm);
   REQUIRE(
       vm->run("sh /media/cdrom/install.sh && mkdir -p /mnt/data && mount /dev/vdb /mnt/data", 120s)
           .status == 0);
+  const auto lvm = vm->run(
+      "set -e; d=/dev/disk/by-id/virtio-qx-lvm-part1; udevadm settle; pvcreate -q $d; "
+      "vgcreate -q qxvg $d; lvcreate -q -y -n data -L 24M qxvg; mkfs.ext4 -q /dev/qxvg/data; "
+      "mkdir -p /mnt/lv; mount /dev/qxvg/data /mnt/lv",
+      120s);
+  INFO(lvm.out);
+  REQUIRE(lvm.status == 0);
   auto daemon = start_daemon_for_vms(vms, run);
   REQUIRE(wait_vm_state(ctl, "deb4", "ready", 60s));
   auto cli = [&](std::vector<std::string> args) {
@@ -385,6 +430,70 @@ TEST_CASE(
                 "cat /mnt/data/one")
             .out == "one\n");
 
+  // The disks as QEMU was told: serials, PCI slots, the SCSI target, and the chain from the
+  // LVM volume through its partition to its disk.
+  const auto disks_out = cli({"--json", "disks", "deb4"});
+  REQUIRE(disks_out.status == 0);
+  const auto disks = json::parse(disks_out.out);
+  INFO(disks.dump(1));
+  const auto* lvm_dev = with(disks["devices"], "serial", "qx-lvm");
+  const auto* scsi_dev = with(disks["devices"], "serial", "qx-scsi");
+  REQUIRE(lvm_dev != nullptr);
+  REQUIRE(scsi_dev != nullptr);
+  CHECK((*lvm_dev)["kind"] == "disk");
+  CHECK((*lvm_dev)["bus"] == "virtio");
+  CHECK((*lvm_dev)["pci_path"] == "0000:00:11.0");
+  CHECK((*lvm_dev)["size_bytes"] == 64u << 20);
+  CHECK((*scsi_dev)["bus"] == "scsi");
+  CHECK((*scsi_dev)["pci_path"] == "0000:00:12.0");
+  CHECK_THAT((*scsi_dev)["scsi_address"].get<std::string>(), Catch::EndsWith(":0:1:0"));
+  CHECK((*scsi_dev)["vendor"] == "QEMU");
+  const auto* lv_fs = with(disks["filesystems"], "mount_point", "/mnt/lv");
+  REQUIRE(lv_fs != nullptr);
+  CHECK((*lv_fs)["disks"] == json::array({(*lvm_dev)["name"]}));
+  const auto* lv = with(disks["devices"], "name", (*lv_fs)["device"].get<std::string>());
+  REQUIRE(lv != nullptr);
+  CHECK((*lv)["kind"] == "lvm");
+  CHECK((*lv)["alias"] == "qxvg-data");
+  REQUIRE((*lv)["parents"].size() == 1);
+  const auto* part = with(disks["devices"], "name", (*lv)["parents"][0].get<std::string>());
+  REQUIRE(part != nullptr);
+  CHECK((*part)["kind"] == "partition");
+  CHECK((*part)["partition"] == 1);
+  CHECK((*part)["parents"] == json::array({(*lvm_dev)["name"]}));
+  const auto* data_fs = with(disks["filesystems"], "mount_point", "/mnt/data");
+  REQUIRE(data_fs != nullptr);
+  CHECK((*data_fs)["disks"] == json::array({(*data_fs)["device"]}));
+  const auto* root_fs = with(disks["filesystems"], "mount_point", "/");
+  REQUIRE(root_fs != nullptr);
+  CHECK_FALSE((*root_fs)["device"].get<std::string>().empty());
+  CHECK_THAT(cli({"disks", "deb4"}).out, Catch::Contains("/mnt/lv"));
+
+  // A freeze by serial freezes what is on that disk and nothing else: /mnt/data takes writes.
+  const auto by_serial = cli({"--json", "freeze", "deb4", "--disk", "qx-lvm", "--lease", "60s"});
+  REQUIRE(by_serial.status == 0);
+  const auto by_serial_mounts = json::parse(by_serial.out)["mounts"];
+  REQUIRE(by_serial_mounts.size() == 1);
+  CHECK(by_serial_mounts[0]["mount_point"] == "/mnt/lv");
+  CHECK(by_serial_mounts[0]["ok"] == true);
+  CHECK(vm->run("echo two > /mnt/data/two && cat /mnt/data/two", 20s).out == "two\n");
+  REQUIRE(vm->run("(echo lv > /mnt/lv/lv; touch /run/wrote-lv) &").status == 0);
+  CHECK(vm->run("sleep 2; test -e /run/wrote-lv").status == 1);
+  REQUIRE(cli({"thaw", "deb4"}).status == 0);
+  CHECK(vm->run("for i in $(seq 100); do test -e /run/wrote-lv && break; sleep 0.1; done; "
+                "cat /mnt/lv/lv")
+            .out == "lv\n");
+  const auto nothing = cli({"freeze", "deb4", "--disk", "qx-scsi"});
+  CHECK(nothing.status == 1);
+  CHECK_THAT(nothing.err, Catch::Contains("qx-scsi holds no writable filesystem"));
+  // Telemetry counts the disks' I/O and the CPU's times.
+  const auto telemetry = json::parse(cli({"--json", "telemetry", "deb4"}).out);
+  const auto* lvm_io = with(telemetry["disk_io"], "name", (*lvm_dev)["name"].get<std::string>());
+  REQUIRE(lvm_io != nullptr);
+  CHECK((*lvm_io)["written_bytes"].get<std::uint64_t>() > 0);
+  REQUIRE(telemetry["cpus"].size() == 1);
+  CHECK(telemetry["cpus"][0]["idle_ms"].get<std::uint64_t>() > 0);
+
   // A login on a terminal (login -f on a pseudo-terminal, as sshd or a console would) shows in
   // users; the time zone set the Debian way shows in time.
   REQUIRE(vm->run("(sleep 120 | script -qfc 'login -f alice' /dev/null >/dev/null 2>&1 &) ; "
@@ -424,14 +533,14 @@ TEST_CASE(
   const auto removed = cli({"--json", "rm", "-r", "deb4", "/home/alice/tree"});
   REQUIRE(removed.status == 0);
   CHECK(json::parse(removed.out)["removed"] == 7);
-  CHECK(vm->run("! test -e /home/alice/tree && test -s /etc/passwd && test -d /etc/systemd")
-            .status == 0);
+  CHECK(
+      vm->run("! test -e /home/alice/tree && test -s /etc/passwd && test -d /etc/systemd").status ==
+      0);
 
   // The audit lines, held while frozen, reached the journal after the thaw.
   const auto lines = journal(*vm);
-  for (const std::string op :
-       {"hostname", "password", "ssh-key", "exec", "file-write", "file-read", "freeze", "thaw",
-        "file-mkdir", "file-move", "file-remove"}) {
+  for (const std::string op : {"hostname", "password", "ssh-key", "exec", "file-write", "file-read",
+                               "freeze", "thaw", "file-mkdir", "file-move", "file-remove"}) {
     INFO(op);
     CHECK(priority_of(lines, "audit: op=" + op + " session=") >= 5);
   }

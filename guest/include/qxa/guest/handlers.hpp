@@ -78,6 +78,7 @@ asio::awaitable<pb::Envelope> freeze(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> thaw(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> freeze_status(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> fstrim(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> disks(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> password(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> ssh_keys(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> hotplug(request_context ctx, pb::Envelope request);

@@ -20,13 +20,35 @@ std::optional<std::string> read_file(const std::string& path);
 
 // ---- /proc parsers: text in, values out --------------------------------------------------
 
-/// Aggregate CPU jiffies from the first line of /proc/stat.
+/// One CPU's jiffies by mode, from its cpuN line of /proc/stat.
+struct cpu_mode_times {
+  std::uint32_t cpu = 0;
+  std::uint64_t user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0,
+                steal = 0;
+};
+/// CPUs whose times are reported one by one at most.
+inline constexpr std::size_t max_reported_cpus = 256;
+
+/// Aggregate CPU jiffies from the first line of /proc/stat, and each CPU's.
 struct cpu_times {
   std::uint64_t busy = 0;   // user + nice + system + irq + softirq + steal
   std::uint64_t total = 0;  // busy + idle + iowait
   std::uint32_t cpu_count = 0;
+  std::vector<cpu_mode_times> cpus;  ///< the first max_reported_cpus, in the file's order
 };
 std::optional<cpu_times> parse_proc_stat(std::string_view text);
+
+/// One line of /proc/diskstats: counts and sectors (of 512 bytes) since boot.
+struct disk_io_entry {
+  std::uint32_t major = 0, minor = 0;
+  std::string name;
+  std::uint64_t reads = 0, read_sectors = 0, read_ms = 0;
+  std::uint64_t writes = 0, write_sectors = 0, write_ms = 0;
+  std::uint64_t in_flight = 0, io_ms = 0;
+  std::uint64_t discards = 0, discard_sectors = 0;  // kernels since 4.18
+};
+/// /proc/diskstats; malformed lines are skipped.
+std::vector<disk_io_entry> parse_diskstats(std::string_view text);
 
 /// Share of busy time between two readings, 0..100; 0 when no time passed.
 double cpu_percent(const cpu_times& before, const cpu_times& after) noexcept;

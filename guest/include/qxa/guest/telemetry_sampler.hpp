@@ -29,7 +29,12 @@ struct system_sample {
   std::vector<disk_entry> disks;
   std::vector<interface_entry> interfaces;  ///< without the excluded ones
   std::string primary_address;
+  std::vector<disk_io_entry> disk_io;  ///< whole disks, at most max_disk_io
+  std::vector<cpu_mode_times> cpus;    ///< at most max_reported_cpus
 };
+
+/// Disks whose I/O counters telemetry carries at most.
+inline constexpr std::size_t max_disk_io = 64;
 
 struct sampler_sources {
   std::string proc_root = "/proc";
@@ -63,6 +68,7 @@ class telemetry_sampler {
 
  private:
   std::vector<disk_entry> disks() const;
+  std::vector<disk_io_entry> disk_io() const;
 
   sampler_sources src_;
   std::optional<cpu_times> last_cpu_;

@@ -21,11 +21,15 @@ struct guest_data_limits {
   std::size_t max_addresses = 64;    ///< over all interfaces
   std::size_t max_name_bytes = 128;  ///< hostnames, mount points, devices, OS fields, versions
   std::size_t max_capabilities = 64;
-  std::size_t max_sessions = 256;    ///< logged-in users
+  std::size_t max_sessions = 256;  ///< logged-in users
   std::size_t max_routes = 64;
-  std::size_t max_resolver_entries = 8;  ///< DNS servers, search domains
+  std::size_t max_resolver_entries = 8;   ///< DNS servers, search domains
   std::size_t max_hotplug_units = 65536;  ///< vCPUs, memory blocks (1 TiB in 16 MiB blocks)
-  std::size_t max_error_bytes = 4096;  ///< the message of an Error reply
+  std::size_t max_disk_io = 64;           ///< disks with I/O counters in telemetry
+  std::size_t max_cpus = 256;             ///< CPUs with their times in telemetry
+  std::size_t max_block_devices = 256;    ///< filesystems and block devices in a disks reply
+  std::size_t max_chain_devices = 64;     ///< a device's parents, a filesystem's disks
+  std::size_t max_error_bytes = 4096;     ///< the message of an Error reply
 };
 
 /// Caps a message from a guest in place: its telemetry, HelloAck, Info or Error body (other
