@@ -105,6 +105,10 @@ const char* body_name(const pb::Envelope& envelope) noexcept {
       return "power_request";
     case pb::Envelope::kPowerReply:
       return "power_reply";
+    case pb::Envelope::kSuspendRequest:
+      return "suspend_request";
+    case pb::Envelope::kSuspendReply:
+      return "suspend_reply";
     case pb::Envelope::kFreezeRequest:
       return "freeze_request";
     case pb::Envelope::kThawRequest:

@@ -22,6 +22,7 @@ pb::Info make_info(const agent_state& state) {
   for (const auto& name : capabilities()) info.add_capabilities(name);
   info.set_telemetry_sent(state.telemetry_sent);
   info.set_sessions(state.sessions);
+  if (state.last_resume) *info.mutable_last_resume() = *state.last_resume;
   return info;
 }
 

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
-// power: poweroff, reboot or halt after an optional delay in seconds. The reply goes out
-// first; the action runs later through the guest's own service manager (systemctl when
-// systemd runs, else the poweroff / reboot / halt commands), so that services stop cleanly.
-#include <sys/stat.h>
+// power: poweroff, reboot or halt after an optional delay in seconds. The power hooks run
+// first (their outcomes go in the reply; a failed one does not stop the action: a guest must
+// not refuse a shutdown because a script failed), then the reply goes out; the action runs
+// later through the guest's own service manager (systemctl when systemd runs, else the
+// poweroff / reboot / halt commands), so that services stop cleanly.
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
@@ -56,10 +57,8 @@ asio::awaitable<pb::Envelope> power(request_context ctx, pb::Envelope request) {
   if (action == nullptr) {
     co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT, "say poweroff, reboot or halt");
   }
-  struct stat run_systemd {};
-  const bool systemd =
-      ::stat("/run/systemd/system", &run_systemd) == 0 && S_ISDIR(run_systemd.st_mode);
-  auto command = power_command(action, systemd, spawn_options{}.path);
+  auto command = power_command(action, systemd_running(ctx.state.options.power.systemd_dir),
+                               spawn_options{}.path);
   if (command.empty()) {
     co_return error_reply(pb::ERROR_CODE_NOT_SUPPORTED,
                           fmt::format("no systemctl and no {} command in this guest", action));
@@ -72,6 +71,12 @@ asio::awaitable<pb::Envelope> power(request_context ctx, pb::Envelope request) {
       "delay={}s method='{}'",
       ctx.session_id, ctx.request_id, action, req.delay_seconds(), method);
   auto ex = co_await asio::this_coro::executor;
+  pb::Envelope reply;
+  for (const auto& o : co_await run_hooks(ex, ctx.state.options.power.hooks_dir, action,
+                                          ctx.state.options.power.hook_timeout)) {
+    if (!o.ok) common::log_warning("{}", describe(o));
+    *reply.mutable_power_reply()->add_hooks() = hook_to_proto(o);
+  }
   asio::co_spawn(
       ex,
       [](asio::any_io_executor on, std::vector<std::string> argv, std::chrono::seconds wait,
@@ -99,7 +104,6 @@ asio::awaitable<pb::Envelope> power(request_context ctx, pb::Envelope request) {
         }
       }(ex, command, delay, ctx.owner),
       common::contained("a scheduled power action"));
-  pb::Envelope reply;
   reply.mutable_power_reply()->set_method(method);
   reply.mutable_power_reply()->set_at_unix_ms(
       std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -35,7 +35,10 @@ constexpr std::array entries = {
     handler_entry{pb::Envelope::kMkdirRequest, "file-mkdir", &make_directory},
     handler_entry{pb::Envelope::kRemoveRequest, "file-remove", &remove_path},
     handler_entry{pb::Envelope::kMoveRequest, "file-move", &move_path},
-    handler_entry{pb::Envelope::kPowerRequest, "power", &power},
+    // The power hooks run before the reply, each bounded by power.hook_timeout: cutting them
+    // off at limits.request_timeout would leave a hook's work half done and the action unrun.
+    handler_entry{pb::Envelope::kPowerRequest, "power", &power, own_deadline},
+    handler_entry{pb::Envelope::kSuspendRequest, "suspend", &suspend, own_deadline},
     handler_entry{pb::Envelope::kFreezeRequest, "freeze", &freeze, own_deadline, while_frozen},
     handler_entry{pb::Envelope::kThawRequest, "thaw", &thaw, own_deadline, while_frozen},
     handler_entry{pb::Envelope::kFreezeStatusRequest, "freeze-status", &freeze_status,

@@ -37,6 +37,8 @@ std::optional<common::error_info> apply(common::config_reader& r, agent_config& 
   r.get_duration("freeze.max_lease", f.max_lease, std::chrono::milliseconds(100));
   r.get_duration("freeze.max_frozen", f.max_frozen, std::chrono::milliseconds(100));
   r.get("freeze.state_file", f.state_file);
+  r.get("power.hooks_dir", a.power.hooks_dir);
+  r.get_duration("power.hook_timeout", a.power.hook_timeout, std::chrono::milliseconds(1));
   r.get_duration("port_tuning.host_poll_interval", a.port_tuning.host_poll_interval,
                  std::chrono::milliseconds(1));
   auto& p = a.policy;

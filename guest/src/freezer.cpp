@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include "qxa/guest/freezer.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
@@ -22,6 +21,7 @@
 #include "qxa/common/log.hpp"
 #include "qxa/common/parse.hpp"
 #include "qxa/common/text.hpp"
+#include "qxa/guest/hooks.hpp"
 #include "qxa/guest/process.hpp"
 
 namespace qxa::guest {
@@ -179,70 +179,11 @@ pb::FreezeStatus freezer::status() const {
 }
 
 asio::awaitable<std::vector<std::string>> freezer::run_hooks(const char* phase) {
-  std::vector<std::string> errors;
-  std::vector<std::string> hooks;
-  auto dir = open_trusted_directory(opt_.hooks_dir);
-  if (!dir) {
-    // No hooks directory is the usual case; one that others may write to is never used.
-    if (dir.code() != std::errc::no_such_file_or_directory) {
-      errors.push_back(
-          fmt::format("{}: not used: {}", common::to_utf8(opt_.hooks_dir), dir.error().message));
-    }
-    co_return errors;
-  }
-  if (auto listing = open_directory(dir->get())) {
-    if (DIR* d = ::fdopendir(listing->release())) {
-      while (const dirent* e = ::readdir(d)) {
-        const std::string name = e->d_name;
-        if (name.front() == '.') continue;
-        struct stat st {};
-        if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-            !S_ISREG(st.st_mode) || (st.st_mode & 0111) == 0) {
-          continue;  // not a hook: a link, a directory, a file that is not executable
-        }
-        if ((st.st_uid != 0 && st.st_uid != ::geteuid()) || (st.st_mode & 022) != 0) {
-          errors.push_back(
-              fmt::format("{}/{}: not run: it must be root's and writable by nobody "
-                          "else (uid {}, mode {:o})",
-                          common::to_utf8(opt_.hooks_dir), common::to_utf8(name), st.st_uid,
-                          st.st_mode & 07777));
-          continue;
-        }
-        hooks.push_back(opt_.hooks_dir + "/" + name);
-      }
-      ::closedir(d);
-    }
-  }
-  std::sort(hooks.begin(), hooks.end());
   // Freeze hooks run in name order, thaw hooks in reverse: a hook wraps what comes after it.
-  if (std::strcmp(phase, "thaw") == 0) std::reverse(hooks.begin(), hooks.end());
-  for (const auto& hook : hooks) {
-    spawn_options o;
-    o.argv = {hook, phase};
-    o.env = {"PATH=" + o.path};
-    auto child = child_process::spawn(ex_, o);
-    const auto shown = common::to_utf8(hook);
-    if (!child) {
-      errors.push_back(fmt::format("{} {}: {}", shown, phase, child.error().message));
-      continue;
-    }
-    auto& c = *child.value();
-    asio::steady_timer t(ex_);
-    t.expires_after(opt_.hook_timeout);
-    auto r = co_await (c.wait() || t.async_wait(asio::use_awaitable));
-    if (r.index() == 1) {
-      c.kill_group(SIGKILL);
-      errors.push_back(fmt::format(
-          "{} {}: timed out after {} ms", shown, phase,
-          std::chrono::duration_cast<std::chrono::milliseconds>(opt_.hook_timeout).count()));
-      continue;
-    }
-    const auto st = std::get<0>(r);
-    if (st.signal != 0 || st.code != 0) {
-      errors.push_back(fmt::format("{} {}: {} {}", shown, phase,
-                                   st.signal != 0 ? "killed by signal" : "exit status",
-                                   st.signal != 0 ? st.signal : st.code));
-    }
+  std::vector<std::string> errors;
+  for (const auto& o : co_await guest::run_hooks(ex_, opt_.hooks_dir, phase, opt_.hook_timeout,
+                                                 std::strcmp(phase, "thaw") == 0)) {
+    if (!o.ok) errors.push_back(describe(o));
   }
   co_return errors;
 }

@@ -103,6 +103,7 @@ std::string_view operation_family(std::string_view operation) noexcept {
   for (std::string_view change : {"file-mkdir", "file-remove", "file-move"}) {
     if (operation == change) return "file-write";
   }
+  if (operation == "suspend") return "power";
   return operation;
 }
 

@@ -56,6 +56,7 @@ struct options {
   // shutdown, reboot
   std::uint32_t delay_seconds = 0;
   bool halt = false;
+  std::string suspend_mode = "ram";
   // freeze
   std::string lease_text = "60s";  // parsed into lease
   std::chrono::nanoseconds lease{0};
@@ -156,6 +157,7 @@ void print_json(const json& j, int indent = -1);
 
 void print_status_table(const pb::StatusReport& report);
 void print_info(const pb::Info& info);
+void print_hooks(const google::protobuf::RepeatedPtrField<pb::HookOutcome>& hooks);
 void print_telemetry(const pb::Telemetry& t);
 void print_freeze(const pb::FreezeStatus& f);
 void print_trim(const pb::TrimReply& t);

@@ -164,6 +164,21 @@ void print_info(const pb::Info& i) {
   std::string caps;
   for (const auto& c : i.capabilities()) caps += (caps.empty() ? "" : ", ") + c;
   std::printf("handles:   %s\n", shown(caps).c_str());
+  if (i.has_last_resume()) {
+    const auto& r = i.last_resume();
+    std::printf("resume:    %s, %s after %.1f s asleep (suspended to %s)\n",
+                human_age(r.resumed_unix_ms()).c_str(),
+                r.error().empty() ? "woke" : ("failed: " + shown(r.error())).c_str(),
+                r.slept_seconds(), shown(r.mode()).c_str());
+    print_hooks(r.hooks());
+  }
+}
+
+void print_hooks(const google::protobuf::RepeatedPtrField<pb::HookOutcome>& hooks) {
+  for (const auto& h : hooks) {
+    std::printf("  hook %s %s: %s (%.1f s)\n", shown(h.hook()).c_str(), shown(h.phase()).c_str(),
+                h.ok() ? "ok" : shown(h.error()).c_str(), h.duration_ms() / 1000.0);
+  }
 }
 
 void print_telemetry(const pb::Telemetry& t) {

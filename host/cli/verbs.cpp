@@ -488,8 +488,32 @@ std::vector<verb> make_table() {
                  .text = [](const options& o, const pb::Envelope& r, const round_trip&) {
                    std::printf("%s: '%s' runs in %u s\n", shown(o.vm).c_str(),
                                shown(r.power_reply().method()).c_str(), o.delay_seconds);
+                   print_hooks(r.power_reply().hooks());
                  }});
   }
+  t.push_back({.name = "suspend",
+               .help = "suspend the guest to RAM, to disk or both (it wakes when the hypervisor "
+                       "wakes it: QMP system_wakeup, virsh dompmwakeup)",
+               .arguments =
+                   [](CLI::App& s, options& o) {
+                     s.add_option("--mode", o.suspend_mode, "ram, disk (hibernate) or hybrid")
+                         ->check(CLI::IsMember({"ram", "disk", "hybrid"}))
+                         ->capture_default_str();
+                   },
+               .request = [](const options& o) -> result<pb::Envelope> {
+                 pb::Envelope e;
+                 e.mutable_suspend_request()->set_mode(
+                     o.suspend_mode == "disk"     ? pb::SuspendRequest::MODE_DISK
+                     : o.suspend_mode == "hybrid" ? pb::SuspendRequest::MODE_HYBRID
+                                                  : pb::SuspendRequest::MODE_RAM);
+                 return e;
+               },
+               .text =
+                   [](const options& o, const pb::Envelope& r, const round_trip&) {
+                     std::printf("%s: suspending (%s)\n", shown(o.vm).c_str(),
+                                 shown(r.suspend_reply().method()).c_str());
+                     print_hooks(r.suspend_reply().hooks());
+                   }});
   t.push_back({.name = "freeze",
                .help = "freeze the guest's filesystems for a snapshot, as a lease that must be "
                        "renewed (run freeze again) or it thaws by itself",

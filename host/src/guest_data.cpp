@@ -198,6 +198,15 @@ void cap_interfaces(google::protobuf::RepeatedPtrField<pb::Interface>* interface
   }
 }
 
+void cap_hooks(google::protobuf::RepeatedPtrField<pb::HookOutcome>* hooks, trim_report& r) {
+  r.count(hooks, r.limits.max_hooks, "hook outcomes");
+  for (auto& h : *hooks) {
+    r.name(h.mutable_hook());
+    r.name(h.mutable_phase());
+    r.name(h.mutable_error());
+  }
+}
+
 // Keeps the first of the items with the same key: a guest that repeats a disk or CPU would
 // otherwise give /metrics two series with the same labels.
 template <typename Repeated, typename Key>
@@ -267,6 +276,12 @@ std::string cap_guest_message(pb::Envelope& message, const guest_data_limits& li
     case pb::Envelope::kInfo: {
       auto* i = message.mutable_info();
       keep_known(i->mutable_os(), r);
+      if (i->has_last_resume()) {
+        auto* resume = i->mutable_last_resume();
+        r.name(resume->mutable_mode());
+        r.name(resume->mutable_error());
+        cap_hooks(resume->mutable_hooks(), r);
+      }
       r.name(i->mutable_software_version());
       r.name(i->mutable_hostname());
       r.name(i->mutable_boot_id());
@@ -357,6 +372,14 @@ std::string cap_guest_message(pb::Envelope& message, const guest_data_limits& li
       }
       break;
     }
+    case pb::Envelope::kPowerReply:
+      r.name(message.mutable_power_reply()->mutable_method());
+      cap_hooks(message.mutable_power_reply()->mutable_hooks(), r);
+      break;
+    case pb::Envelope::kSuspendReply:
+      r.name(message.mutable_suspend_reply()->mutable_method());
+      cap_hooks(message.mutable_suspend_reply()->mutable_hooks(), r);
+      break;
     case pb::Envelope::kTrimReply: {
       auto* t = message.mutable_trim_reply();
       r.count(t->mutable_mounts(), r.limits.max_disks, "mounts");

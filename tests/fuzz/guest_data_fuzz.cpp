@@ -144,6 +144,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             "too many parents");
     }
   }
+  for (const auto* hooks :
+       {&e.power_reply().hooks(), &e.suspend_reply().hooks(), &e.info().last_resume().hooks()}) {
+    check(static_cast<std::size_t>(hooks->size()) <= limits.max_hooks, "too many hook outcomes");
+    for (const auto& h : *hooks) {
+      check_name(h.hook());
+      check_name(h.error());
+    }
+  }
   if (e.has_time_reply()) {
     check_name(e.time_reply().timezone());
     check_name(e.time_reply().rtc_error());

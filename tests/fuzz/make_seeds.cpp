@@ -117,6 +117,7 @@ std::vector<std::pair<std::string, pb::Envelope>> requests() {
   add("network").mutable_network_request();
   add("hotplug").mutable_hotplug_request();
   add("disks").mutable_disks_request();
+  add("suspend-disk").mutable_suspend_request()->set_mode(pb::SuspendRequest::MODE_DISK);
   {
     auto* f = add("freeze-serial").mutable_freeze_request();
     f->add_disk_serials("qx-data");
@@ -317,6 +318,13 @@ void guest_data(const fs::path& dir) {
     fs->add_disks("sd" + std::to_string(n));
   }
   write(dir, "disks", serialize(dr));
+  pb::Envelope pw;
+  for (int n = 0; n < 100; ++n) {
+    auto* hook = pw.mutable_power_reply()->add_hooks();
+    hook->set_hook("/etc/quantix-kvm/power-hook.d/" + std::string(200, 'h'));
+    hook->set_error(std::string(300, 'e'));
+  }
+  write(dir, "power-hooks", serialize(pw));
   pb::Envelope io;
   for (int n = 0; n < 100; ++n) {
     io.mutable_telemetry()->add_disk_io()->set_name("vd" + std::to_string(n % 70));

@@ -384,6 +384,28 @@ TEST_CASE("disk I/O and CPU times from a guest are capped, and a repeated disk o
   CHECK(e.ByteSizeLong() < 300'000);
 }
 
+TEST_CASE("power hook outcomes from a guest are capped in power, suspend and info replies",
+          "[host]") {
+  for (int which = 0; which < 3; ++which) {
+    pb::Envelope e;
+    google::protobuf::RepeatedPtrField<pb::HookOutcome>* hooks =
+        which == 0   ? e.mutable_power_reply()->mutable_hooks()
+        : which == 1 ? e.mutable_suspend_reply()->mutable_hooks()
+                     : e.mutable_info()->mutable_last_resume()->mutable_hooks();
+    for (int i = 0; i < 1000; ++i) {
+      auto* h = hooks->Add();
+      h->set_hook(std::string(5000, 'h'));
+      h->set_error(std::string(5000, 'e'));
+    }
+    const auto cut = qh::cap_guest_message(e);
+    INFO(which);
+    CHECK_THAT(cut, Catch::Contains("936 hook outcomes over the limit of 64"));
+    CHECK(hooks->size() == 64);
+    CHECK(hooks->Get(0).hook().size() == 128);
+    CHECK(hooks->Get(63).error().size() == 128);
+  }
+}
+
 TEST_CASE("the host keeps only the fields it knows of a guest's telemetry, and all of those",
           "[host]") {
   // Every field set: a copy that forgot one would change the bytes.

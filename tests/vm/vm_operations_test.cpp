@@ -39,6 +39,12 @@ using qxa::test::start_daemon_for_vms;
 
 namespace {
 
+// Installs a power hook in the guest that says on the console, and in a log, what it ran for.
+const std::string power_hook_install =
+    "mkdir -p /etc/quantix-kvm/power-hook.d && printf '#!/bin/sh\\necho \"QXA-HOOK $1\" > "
+    "/dev/console\\necho $1 >> /run/power-hooks.log\\n' > "
+    "/etc/quantix-kvm/power-hook.d/10-note && chmod 755 /etc/quantix-kvm/power-hook.d/10-note";
+
 const std::string cli_bin = QXA_CLI_PATH;
 
 }  // namespace
@@ -246,6 +252,45 @@ TEST_CASE(
   CHECK_THAT(bad.err, Catch::Contains("not an SSH public key line"));
 }
 
+TEST_CASE(
+    "qx-agent suspend: hibernation refused without swap, then to RAM after the power "
+    "hooks, the machine asleep in ACPI S3 as QEMU reports it",
+    "[vm]") {
+  // The wake-up is not part of this test: under TCG here, QEMU's system_wakeup leaves the
+  // machine running but the guest never returns from S3 (with or without the agent, on q35 and
+  // on pc). The resume half (hooks, Info.last_resume) is the unit test "a suspend runs the
+  // suspend hooks, replies, sleeps through /sys/power, then runs the resume hooks...".
+  temp_dir vms, run;
+  const std::string ctl = run / "ctl.sock";
+  test_vm vm({.memory_mb = 512,
+              .socket_path = vms / "guest14.agent.sock",
+              .kernel_args = "qxa.interval=1s",
+              .qmp_path = run / "qmp.sock"});
+  REQUIRE(vm.wait_booted());
+  REQUIRE(vm.run(power_hook_install).status == 0);
+  auto daemon = start_daemon_for_vms(vms, run);
+  REQUIRE(qxa::test::wait_vm_state(ctl, "guest14", "ready", 30s));
+
+  const auto disk = run_cli({"--control-socket", ctl, "suspend", "guest14", "--mode", "disk"});
+  CHECK(disk.status == 1);
+  CHECK_THAT(disk.err, Catch::Contains("the guest cannot hibernate: no swap is active"));
+  CHECK(vm.console_count("QXA-HOOK suspend") == 0);  // refused before any hook
+
+  CHECK(vm.qmp("query-status").find("\"running\"") != std::string::npos);
+  const auto ram = run_cli({"--control-socket", ctl, "suspend", "guest14"});
+  INFO(ram.err);
+  REQUIRE(ram.status == 0);
+  CHECK_THAT(ram.out, Catch::Contains("suspending (echo mem > /sys/power/state)"));
+  CHECK_THAT(ram.out, Catch::Contains("hook /etc/quantix-kvm/power-hook.d/10-note suspend: ok"));
+  CHECK(vm.console_has("QXA-HOOK suspend", 1s));
+  // QEMU says the machine is asleep (ACPI S3), and qx-agentd stops hearing from it.
+  CHECK(qxa::test::eventually(
+      [&] { return vm.qmp("query-status").find("\"suspended\"") != std::string::npos; }, 60s,
+      100ms));
+  CHECK(qxa::test::wait_vm_state(ctl, "guest14", "unresponsive", 60s));
+  CHECK(vm.console_count("QXA-HOOK resume") == 0);
+}
+
 TEST_CASE("qx-agent shutdown --delay and reboot: the reply first, then the guest acts", "[vm]") {
   for (const std::string verb : {"shutdown", "reboot"}) {
     INFO(verb);
@@ -254,6 +299,8 @@ TEST_CASE("qx-agent shutdown --delay and reboot: the reply first, then the guest
                 .socket_path = vms / "guest11.agent.sock",
                 .kernel_args = "qxa.interval=1s"});
     REQUIRE(vm.wait_booted());
+    // A power hook, as an administrator installs one: it runs before the action, with it named.
+    REQUIRE(vm.run(power_hook_install).status == 0);
     auto daemon = start_daemon_for_vms(vms, run);
     REQUIRE(qxa::test::wait_vm_state(run / "ctl.sock", "guest11", "ready", 30s));
     std::vector<std::string> args = {"--control-socket", run / "ctl.sock", verb, "guest11"};
@@ -264,6 +311,9 @@ TEST_CASE("qx-agent shutdown --delay and reboot: the reply first, then the guest
     const auto replied = std::chrono::steady_clock::now();
     const std::string action = verb == "shutdown" ? "poweroff" : "reboot";
     CHECK_THAT(r.out, Catch::Contains("/usr/local/sbin/" + action));
+    CHECK_THAT(r.out,
+               Catch::Contains("hook /etc/quantix-kvm/power-hook.d/10-note " + action + ": ok"));
+    CHECK(vm.console_has("QXA-HOOK " + action, 1s));  // before the reply
     REQUIRE(vm.console_has("QXA-POWER " + action, 60s));
     const double waited =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - replied).count();
@@ -595,8 +645,8 @@ TEST_CASE("a vCPU hot-plugged through QEMU's monitor is brought online by qx-age
   REQUIRE(eventually(
       [&] { return required_vm_status(run / "ctl.sock", "guest21")["state"] == "ready"; }, 30s));
   auto hotplug = [&](std::vector<std::string> args) {
-    args.insert(args.begin(), {"--json", "--control-socket", run / "ctl.sock", "hotplug",
-                               "guest21"});
+    args.insert(args.begin(),
+                {"--json", "--control-socket", run / "ctl.sock", "hotplug", "guest21"});
     return run_cli(args);
   };
   auto r = hotplug({});

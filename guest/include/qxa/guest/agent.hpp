@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "qxa/common/frame.hpp"
@@ -23,6 +24,14 @@ namespace qxa::guest {
 /// Exit status after too many consecutive telemetry failures (EX_TEMPFAIL): the service manager
 /// restarts the agent with a clean state.
 inline constexpr int exit_telemetry_failed = 75;
+
+/// Power hooks: run before poweroff, reboot, halt and suspend, and after resume.
+struct power_options {
+  std::string hooks_dir = "/etc/quantix-kvm/power-hook.d";
+  std::chrono::nanoseconds hook_timeout = std::chrono::seconds(30);
+  /// Where systemd, when it is the service manager, says so (tests point elsewhere).
+  std::string systemd_dir = "/run/systemd/system";
+};
 
 struct agent_options {
   port_spec port;
@@ -50,6 +59,7 @@ struct agent_options {
   /// What the host may ask of this guest.
   local_policy policy;
   freeze_options freeze;
+  power_options power;
 };
 
 class session;
@@ -66,6 +76,10 @@ struct agent_state {
   std::uint64_t sessions = 0;  // handshakes completed
   std::shared_ptr<freezer> freeze = nullptr;
   std::shared_ptr<upload_table> uploads = nullptr;
+  /// A suspend runs from its request until the resume hooks ran after the wake-up.
+  bool suspending = false;
+  /// How the last suspend that returned went (Info.last_resume).
+  std::optional<pb::ResumeRecord> last_resume = std::nullopt;
 
   [[nodiscard]] bool frozen() const noexcept;
 };

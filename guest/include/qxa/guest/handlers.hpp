@@ -12,6 +12,7 @@
 
 #include "quantix/agent/v1/agent.pb.h"
 #include "qxa/guest/agent.hpp"
+#include "qxa/guest/hooks.hpp"
 
 namespace qxa::guest::handlers {
 
@@ -74,6 +75,7 @@ asio::awaitable<pb::Envelope> make_directory(request_context ctx, pb::Envelope r
 asio::awaitable<pb::Envelope> remove_path(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> move_path(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> power(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> suspend(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> freeze(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> thaw(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> freeze_status(request_context ctx, pb::Envelope request);
@@ -82,6 +84,11 @@ asio::awaitable<pb::Envelope> disks(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> password(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> ssh_keys(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> hotplug(request_context ctx, pb::Envelope request);
+
+/// A power hook's run as the wire has it.
+pb::HookOutcome hook_to_proto(const hook_outcome& o);
+/// Whether systemd is the guest's service manager (`dir`: /run/systemd/system).
+bool systemd_running(const std::string& dir);
 
 /// An Error reply for a refusal by the local policy, with its audit line.
 pb::Envelope refused(const request_context& ctx, const char* op, const refusal& why);

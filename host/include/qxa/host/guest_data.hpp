@@ -29,6 +29,7 @@ struct guest_data_limits {
   std::size_t max_cpus = 256;             ///< CPUs with their times in telemetry
   std::size_t max_block_devices = 256;    ///< filesystems and block devices in a disks reply
   std::size_t max_chain_devices = 64;     ///< a device's parents, a filesystem's disks
+  std::size_t max_hooks = 64;             ///< power hook outcomes in one reply
   std::size_t max_error_bytes = 4096;     ///< the message of an Error reply
 };
 
