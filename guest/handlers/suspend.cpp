@@ -136,7 +136,17 @@ asio::awaitable<pb::Envelope> suspend(request_context ctx, pb::Envelope request)
   if (state.suspending) {
     co_return error_reply(pb::ERROR_CODE_FAILED_PRECONDITION, "a suspend is already under way");
   }
+  // Until the sleep is handed on: a request cancelled while its hooks run (the host went
+  // away) must not leave the guest refusing every later suspend.
+  struct under_way {
+    bool& flag;
+    bool handed_on = false;
+    ~under_way() {
+      if (!handed_on) flag = false;
+    }
+  };
   state.suspending = true;
+  under_way guard{state.suspending};
   auto command =
       suspend_command(mode, systemd_running(state.options.power.systemd_dir), spawn_options{}.path);
   std::string method;
@@ -163,7 +173,6 @@ asio::awaitable<pb::Envelope> suspend(request_context ctx, pb::Envelope request)
                                             state.options.power.hook_timeout, true)) {
       if (!o.ok) common::log_warning("{}", describe(o));
     }
-    state.suspending = false;
     common::log_info("audit: op=suspend session={:016x} request={} mode={} outcome=failed {}",
                      ctx.session_id, ctx.request_id, mode_name(mode), failed);
     co_return error_reply(pb::ERROR_CODE_FAILED_PRECONDITION, "a suspend hook failed: " + failed);
@@ -174,6 +183,7 @@ asio::awaitable<pb::Envelope> suspend(request_context ctx, pb::Envelope request)
       ctx.session_id, ctx.request_id, mode_name(mode), method);
   asio::co_spawn(ex, sleep_and_wake(state, mode, std::move(command), ctx.owner),
                  common::contained("a suspend"));
+  guard.handed_on = true;
   co_return reply;
 }
 

@@ -6,6 +6,9 @@
 
 #include <sys/stat.h>
 
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/co_spawn.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <catch2/catch.hpp>
@@ -169,6 +172,39 @@ TEST_CASE("a suspend hook that fails stops the suspend, and the resume hooks und
   CHECK_THAT(disk_reply.error().message(), Catch::Contains("cannot hibernate"));
   CHECK(no_mode_reply.error().code() == pb::ERROR_CODE_INVALID_ARGUMENT);
   CHECK(slurp(b.log) == "note suspend\nnote resume\n");
+}
+
+TEST_CASE("a suspend cancelled while its hooks run leaves no suspend under way and no sleep",
+          "[unit][guest][power]") {
+  power_bench b("freeze mem disk");
+  b.dir.write("hooks/20-slow", "#!/bin/sh\nexec sleep 30\n");
+  REQUIRE(::chmod((b.dir / "hooks/20-slow").c_str(), 0755) == 0);
+  pb::Envelope request;
+  request.mutable_suspend_request()->set_mode(pb::SuspendRequest::MODE_RAM);
+  const auto started = std::chrono::steady_clock::now();
+  run_async([&](asio::io_context& io) -> asio::awaitable<void> {
+    handler_bench bench(io.get_executor(), b.options);
+    bench.state.sampler = sampler_at(b.dir / "proc");
+    asio::cancellation_signal cancel;
+    bool ended = false;
+    asio::co_spawn(io, qg::handlers::suspend(bench.context(), request),
+                   asio::bind_cancellation_slot(
+                       cancel.slot(), [&](std::exception_ptr, pb::Envelope) { ended = true; }));
+    asio::steady_timer t(io);
+    t.expires_after(std::chrono::milliseconds(300));  // the slow hook is running by then
+    co_await t.async_wait(asio::use_awaitable);
+    CHECK(bench.state.suspending);
+    cancel.emit(asio::cancellation_type::terminal);
+    for (int i = 0; i < 500 && !ended; ++i) {
+      t.expires_after(std::chrono::milliseconds(10));
+      co_await t.async_wait(asio::use_awaitable);
+    }
+    CHECK(ended);
+    CHECK_FALSE(bench.state.suspending);  // a later suspend is not refused
+    CHECK_FALSE(bench.state.last_resume);
+  });
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(10));
+  CHECK(slurp(b.dir / "sys/power/state") == "freeze mem disk\n");  // never asleep
 }
 
 TEST_CASE("hooks run in name order or in reverse, each killed at its timeout, and only root's",
