@@ -1,4 +1,8 @@
 // SPDX-License-Identifier: MIT
+// One file for the readers of system_info.hpp: small parsers of /proc, /sys and /etc text that
+// share the same few helpers (read_u64, unquote, the pseudo-filesystem list). Each part is
+// short and independent; splitting them would spread those helpers across files for no gain.
+// Readers with logic of their own live apart (network.cpp, block_devices.cpp, clock.cpp).
 #include "qxa/guest/system_info.hpp"
 
 #include <arpa/inet.h>
