@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MIT
 #include "qxa/common/async.hpp"
 
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
 #include <exception>
 #include <typeinfo>
 
@@ -20,6 +23,12 @@ void log_contained(const std::string& what, std::exception_ptr e) noexcept {
   } catch (...) {
     // Logging itself failed (out of memory): nothing more can be said.
   }
+}
+
+asio::awaitable<void> sleep_for(std::chrono::nanoseconds d) {
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  t.expires_after(d);
+  co_await t.async_wait(asio::use_awaitable);
 }
 
 }  // namespace qxa::common

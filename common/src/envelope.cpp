@@ -71,6 +71,16 @@ const char* body_name(const pb::Envelope& envelope) noexcept {
       return "exec_output";
     case pb::Envelope::kExecResult:
       return "exec_result";
+    case pb::Envelope::kJob:
+      return "job";
+    case pb::Envelope::kJobsRequest:
+      return "jobs_request";
+    case pb::Envelope::kJobsReply:
+      return "jobs_reply";
+    case pb::Envelope::kAttachRequest:
+      return "attach_request";
+    case pb::Envelope::kKillJobRequest:
+      return "kill_job_request";
     case pb::Envelope::kFileReadRequest:
       return "file_read_request";
     case pb::Envelope::kFileChunk:

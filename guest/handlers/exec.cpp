@@ -3,6 +3,7 @@
 // timeout. stdout and stderr are read concurrently (so a chatty child never blocks on a full
 // pipe), each up to a cap; streamed to the host as ExecOutput while the process runs when the
 // request asks. On timeout or cancellation the whole process group is killed and reaped.
+// A detached exec is checked the same way and handed to the job table (jobs.cpp).
 #include <signal.h>
 #include <unistd.h>
 
@@ -96,37 +97,42 @@ asio::awaitable<void> collect(child_process& child, output_sink& out, output_sin
 constexpr const char* default_search_path =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-}  // namespace
+// What a request asks to run, checked against the policy: the program, its environment, user
+// and directory. Nothing when it may run; the refusal's reply otherwise.
+struct prepared {
+  spawn_options spawn;
+  std::string program;  // the path it runs as, for the audit
+  std::string user;
+};
 
-asio::awaitable<pb::Envelope> exec(request_context ctx, pb::Envelope request) {
-  const auto& req = request.exec_request();
+std::optional<pb::Envelope> prepare(const request_context& ctx, const pb::ExecRequest& req,
+                                    prepared& p) {
   const auto& policy = ctx.state.options.policy;
-  spawn_options o;
+  spawn_options& o = p.spawn;
   if (!req.shell_command().empty()) {
     if (req.argv_size() > 0) {
-      co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT,
-                            "give argv or a shell command, not both");
+      return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT, "give argv or a shell command, not both");
     }
     o.argv = {"/bin/sh", "-c", req.shell_command()};
   } else {
     o.argv.assign(req.argv().begin(), req.argv().end());
   }
   if (o.argv.empty() || o.argv[0].empty()) {
-    co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT, "no program given");
+    return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT, "no program given");
   }
   // Arguments and the environment reach the program as C strings: a NUL would cut one short
   // without a word.
   const auto has_nul = [](const std::string& t) { return t.find('\0') != std::string::npos; };
   for (const auto& a : o.argv) {
-    if (has_nul(a)) co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT, "an argument has a NUL");
+    if (has_nul(a)) return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT, "an argument has a NUL");
   }
   // The user: their uid, groups, HOME and USER.
   std::optional<account> user;
   if (!req.user().empty()) {
     user = lookup_account(req.user());
     if (!user) {
-      co_return error_reply(pb::ERROR_CODE_NOT_FOUND,
-                            fmt::format("no user '{}' in /etc/passwd", req.user()));
+      return error_reply(pb::ERROR_CODE_NOT_FOUND,
+                         fmt::format("no user '{}' in /etc/passwd", req.user()));
     }
     o.user = user;
   }
@@ -135,10 +141,10 @@ asio::awaitable<pb::Envelope> exec(request_context ctx, pb::Envelope request) {
   // (check_env): the host cannot turn an allowed program into another through it.
   for (const auto& [k, v] : req.env()) {
     if (k.empty() || k.find('=') != std::string::npos || has_nul(k) || has_nul(v)) {
-      co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT,
-                            fmt::format("bad environment variable '{}'", common::printable(k)));
+      return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT,
+                         fmt::format("bad environment variable '{}'", common::printable(k)));
     }
-    if (auto no = policy.check_env(k)) co_return refused(ctx, "exec", *no);
+    if (auto no = policy.check_env(k)) return refused(ctx, "exec", *no);
   }
   o.path = default_search_path;
   if (auto it = req.env().find("PATH"); it != req.env().end()) o.path = it->second;
@@ -159,10 +165,25 @@ asio::awaitable<pb::Envelope> exec(request_context ctx, pb::Envelope request) {
   if (req.working_directory().empty() && ::access(o.working_directory.c_str(), X_OK) != 0) {
     o.working_directory = "/";
   }
-  const std::string program = find_program(o.argv[0], o.path);
-  if (auto no = policy.check_program(program.empty() ? o.argv[0] : program)) {
-    co_return refused(ctx, "exec", *no);
+  p.program = find_program(o.argv[0], o.path);
+  if (auto no = policy.check_program(p.program.empty() ? o.argv[0] : p.program)) {
+    return refused(ctx, "exec", *no);
   }
+  if (p.program.empty()) p.program = o.argv[0];
+  p.user = who->name;
+  return std::nullopt;
+}
+
+}  // namespace
+
+asio::awaitable<pb::Envelope> exec(request_context ctx, pb::Envelope request) {
+  const auto& req = request.exec_request();
+  const auto& policy = ctx.state.options.policy;
+  prepared p;
+  if (auto no = prepare(ctx, req, p)) co_return std::move(*no);
+  if (req.detach()) co_return start_job(ctx, req, p.spawn, p.program, p.user);
+  const auto& o = p.spawn;
+  const auto& program = p.program;
 
   auto ex = co_await asio::this_coro::executor;
   const auto started = std::chrono::steady_clock::now();
@@ -170,7 +191,7 @@ asio::awaitable<pb::Envelope> exec(request_context ctx, pb::Envelope request) {
   if (!spawned) {
     common::log_info("audit: op=exec session={:016x} request={} outcome=failed program={} user={}",
                      ctx.session_id, ctx.request_id, common::log_value(o.argv[0]),
-                     common::log_value(who->name));
+                     common::log_value(p.user));
     const auto& e = spawned.error();
     co_return error_reply(e.code == common::errc::invalid_argument ? pb::ERROR_CODE_NOT_FOUND
                                                                    : pb::ERROR_CODE_INTERNAL,
@@ -181,7 +202,7 @@ asio::awaitable<pb::Envelope> exec(request_context ctx, pb::Envelope request) {
       "audit: op=exec session={:016x} request={} outcome=started program={} pid={} "
       "user={}",
       ctx.session_id, ctx.request_id, common::log_value(program), child.pid(),
-      common::log_value(who->name));
+      common::log_value(p.user));
 
   // Output beyond the cap is dropped; a reply that is not streamed must fit in one frame.
   std::uint64_t cap = policy.max_output_bytes;

@@ -26,6 +26,13 @@ constexpr std::array entries = {
     handler_entry{pb::Envelope::kUsersRequest, "users", &users, !own_deadline, while_frozen},
     handler_entry{pb::Envelope::kNetworkRequest, "network", &network, !own_deadline, while_frozen},
     handler_entry{pb::Envelope::kExecRequest, "exec", &exec, own_deadline},
+    // Jobs touch no file: listed, attached to and killed while frozen too. An attach follows a
+    // job for as long as it runs.
+    handler_entry{pb::Envelope::kJobsRequest, "job-list", &job_list, !own_deadline, while_frozen},
+    handler_entry{pb::Envelope::kAttachRequest, "job-attach", &job_attach, own_deadline,
+                  while_frozen},
+    handler_entry{pb::Envelope::kKillJobRequest, "job-kill", &job_kill, !own_deadline,
+                  while_frozen},
     handler_entry{pb::Envelope::kFileReadRequest, "file-read", &file_read, own_deadline},
     handler_entry{pb::Envelope::kFileWriteOpen, "file-write", &file_write},
     handler_entry{pb::Envelope::kFileWriteChunk, "file-write", &file_write},

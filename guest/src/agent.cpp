@@ -47,11 +47,19 @@ agent::agent(asio::any_io_executor ex, agent_options options, std::unique_ptr<po
   state_->sampler = telemetry_sampler{std::move(sources)};
   state_->freeze = std::make_shared<freezer>(ex_, state_->options.freeze);
   state_->uploads = std::make_shared<upload_table>();
+  state_->jobs = std::make_shared<job_table>(ex_, job_limits_of(state_->options));
+}
+
+job_limits job_limits_of(const agent_options& options) {
+  return {.max_jobs = options.policy.max_jobs,
+          .max_output_bytes = options.policy.max_job_output_bytes,
+          .keep_finished = options.keep_finished_jobs};
 }
 
 bool agent_state::frozen() const noexcept { return freeze && freeze->frozen(); }
 
 asio::awaitable<void> agent::prepare_exit() {
+  state_->jobs->kill_all();
   if (state_->frozen()) {
     common::log_warning("exiting while filesystems are frozen: thawing them first");
     (void)co_await state_->freeze->thaw("agent exit");

@@ -104,6 +104,11 @@ std::string_view operation_family(std::string_view operation) noexcept {
     if (operation == change) return "file-write";
   }
   if (operation == "suspend") return "power";
+  // Listing, attaching to and killing jobs reach what exec started: a guest that turned exec
+  // off or blocked it turned them off too.
+  for (std::string_view job_op : {"job-list", "job-attach", "job-kill"}) {
+    if (operation == job_op) return "exec";
+  }
   return operation;
 }
 
@@ -116,7 +121,7 @@ std::optional<refusal> local_policy::check_operation(std::string_view operation)
   if (contains(block, operation) || contains(block, family)) {
     return refusal{"policy.block", fmt::format("'{}' is blocked by the guest's policy", operation)};
   }
-  if (operation == "exec" && !exec) {
+  if (family == "exec" && !exec) {
     return refusal{"policy.exec", "exec is turned off in the guest's policy"};
   }
   return std::nullopt;

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <thread>
 
+#include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/guest/log_text.hpp"
 
@@ -55,12 +56,6 @@ std::string port_spec::to_string() const {
 
 namespace {
 
-asio::awaitable<void> sleep_for(std::chrono::nanoseconds d) {
-  asio::steady_timer t(co_await asio::this_coro::executor);
-  t.expires_after(d);
-  co_await t.async_wait(asio::use_awaitable);
-}
-
 class device_port final : public port {
  public:
   device_port(asio::any_io_executor ex, std::string path, port_options o)
@@ -88,7 +83,7 @@ class device_port final : public port {
             }
             last_errno = err;
           }
-          co_await sleep_for(backoff);
+          co_await common::sleep_for(backoff);
           backoff = std::min(backoff * 2, opt_.retry_max);
           continue;
         }
@@ -115,7 +110,7 @@ class device_port final : public port {
       }
       // Host absent: read() would return 0 at once and poll() would not block, so wait on a
       // timer instead of spinning.
-      co_await sleep_for(opt_.host_poll_interval);
+      co_await common::sleep_for(opt_.host_poll_interval);
     }
   }
 
@@ -197,7 +192,7 @@ class unix_listen_port final : public port {
       }
       // Out of descriptors and the like: wait rather than spin.
       common::log_error("port unix-listen:{}: accept failed: {}", path_, ec.message());
-      co_await sleep_for(opt_.retry_max);
+      co_await common::sleep_for(opt_.retry_max);
     }
   }
 

@@ -213,7 +213,10 @@ asio::awaitable<bool> session::send_progress(std::uint64_t stamped, std::uint64_
 }
 
 asio::awaitable<bool> handlers::request_context::progress(pb::Envelope body) const {
-  if (!owner) co_return true;
+  if (!owner) {
+    if (on_progress) on_progress(body);
+    co_return true;
+  }
   co_return co_await owner->send_progress(session_id, request_id, std::move(body));
 }
 

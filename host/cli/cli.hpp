@@ -50,6 +50,11 @@ struct options {
   std::string user;  // exec, passwd, ssh-key
   std::string cwd;
   std::vector<std::string> env;
+  bool detach = false;
+  // jobs: attach, kill
+  std::uint64_t job = 0;
+  bool no_follow = false;
+  std::string signal_text = "TERM";
   // cp
   std::string source, destination;
   bool create_parents = false;
@@ -128,6 +133,14 @@ asio::awaitable<int> run_exec(host::agent_access& access, const options& o);
 asio::awaitable<int> run_cp(host::agent_access& access, const options& o);
 asio::awaitable<int> run_ls(host::agent_access& access, const options& o);
 asio::awaitable<int> run_rm(host::agent_access& access, const options& o);
+asio::awaitable<int> run_attach(host::agent_access& access, const options& o);
+
+// The job verbs' printers (jobs.cpp).
+void print_job_started(const options& o, const pb::Job& j);
+void print_jobs(const pb::JobsReply& r);
+void print_job_killed(const options& o, const pb::Job& j);
+/// "TERM", "SIGKILL", "9": the signal's number.
+common::result<int> parse_signal(const std::string& text);
 
 // The file verbs' requests and printers (files.cpp).
 common::result<pb::Envelope> stat_request(const options& o);

@@ -31,6 +31,22 @@ asio::awaitable<int> run_exec(host::agent_access& access, const options& o) {
   e->set_working_directory(o.cwd);
   e->set_user(o.user);
   if (o.send_stdin) e->set_stdin(read_all_stdin());
+  if (o.detach) {
+    // A job has no time limit unless one is given; the reply comes at once.
+    e->set_detach(true);
+    if (o.timeout_given) {
+      e->set_timeout_ms(static_cast<std::uint32_t>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(o.timeout).count()));
+    }
+    auto r = co_await access.call(o.vm, std::move(request), std::chrono::seconds(15));
+    if (auto f = failed(r)) co_return report(*f);
+    if (o.json) {
+      print_json(host::to_json(r->job()));
+    } else {
+      print_job_started(o, r->job());
+    }
+    co_return exit_ok;
+  }
   const auto command_timeout = o.timeout_given ? o.timeout : std::chrono::seconds(60);
   e->set_timeout_ms(static_cast<std::uint32_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(command_timeout).count()));

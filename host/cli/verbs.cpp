@@ -401,8 +401,49 @@ std::vector<verb> make_table() {
                  ->allow_extra_args(false);
              s.add_flag("--stdin", o.send_stdin,
                         "send this program's standard input to the command");
+             s.add_flag("--detach", o.detach,
+                        "start it as a job that outlives this program and the host's connection "
+                        "(no time limit unless --timeout); prints the job's id");
            },
        .run = run_exec});
+  t.push_back({.name = "jobs",
+               .help = "the guest's detached jobs: running, and ended ones still kept",
+               .request = [](const options&) -> result<pb::Envelope> {
+                 pb::Envelope e;
+                 e.mutable_jobs_request();
+                 return e;
+               },
+               .text = [](const options&, const pb::Envelope& r,
+                          const round_trip&) { print_jobs(r.jobs_reply()); }});
+  t.push_back({.name = "attach",
+               .help = "a job's output kept so far, then live until it ends; exits with the "
+                       "job's status (Ctrl-C leaves the job running)",
+               .arguments =
+                   [](CLI::App& s, options& o) {
+                     s.add_option("JOB", o.job, "the job's id (see jobs)")->required();
+                     s.add_flag("--no-follow", o.no_follow,
+                                "print the output kept so far and stop");
+                   },
+               .run = run_attach});
+  t.push_back({.name = "kill",
+               .help = "send a signal to a job's process group",
+               .arguments =
+                   [](CLI::App& s, options& o) {
+                     s.add_option("JOB", o.job, "the job's id (see jobs)")->required();
+                     s.add_option("--signal", o.signal_text,
+                                  "TERM, KILL, INT, HUP, ... or a number")
+                         ->capture_default_str();
+                   },
+               .request = [](const options& o) -> result<pb::Envelope> {
+                 const auto signal = parse_signal(o.signal_text);
+                 if (!signal) return usage("kill: " + signal.error().message);
+                 pb::Envelope e;
+                 e.mutable_kill_job_request()->set_job(o.job);
+                 e.mutable_kill_job_request()->set_signal(*signal);
+                 return e;
+               },
+               .text = [](const options& o, const pb::Envelope& r,
+                          const round_trip&) { print_job_killed(o, r.job()); }});
   t.push_back({.name = "cp",
                .help = "copy a file to or from a guest: cp VM:PATH LOCAL or cp LOCAL VM:PATH",
                .takes_vm = false,

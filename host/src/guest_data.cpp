@@ -207,6 +207,25 @@ void cap_hooks(google::protobuf::RepeatedPtrField<pb::HookOutcome>* hooks, trim_
   }
 }
 
+// A job's command line: its entries, and their bytes in all.
+void cap_job(pb::Job& j, trim_report& r) {
+  r.count(j.mutable_argv(), r.limits.max_job_args, "arguments of a job");
+  std::size_t left = r.limits.max_command_bytes;
+  bool cut = false;
+  for (auto& a : *j.mutable_argv()) {
+    if (a.size() > left) {
+      a.resize(common::utf8_prefix(a, left).size());
+      cut = true;
+    }
+    left -= a.size();
+  }
+  if (cut) {
+    r.dropped += fmt::format("{}job {}'s command cut to {} bytes", r.dropped.empty() ? "" : "; ",
+                             j.id(), r.limits.max_command_bytes);
+  }
+  r.name(j.mutable_user());
+}
+
 // Keeps the first of the items with the same key: a guest that repeats a disk or CPU would
 // otherwise give /metrics two series with the same labels.
 template <typename Repeated, typename Key>
@@ -370,6 +389,15 @@ std::string cap_guest_message(pb::Envelope& message, const guest_data_limits& li
         r.count(b.mutable_parents(), r.limits.max_chain_devices, "parents of a block device");
         for (auto& p : *b.mutable_parents()) r.name(&p);
       }
+      break;
+    }
+    case pb::Envelope::kJob:
+      cap_job(*message.mutable_job(), r);
+      break;
+    case pb::Envelope::kJobsReply: {
+      auto* jobs = message.mutable_jobs_reply()->mutable_jobs();
+      r.count(jobs, r.limits.max_jobs, "jobs");
+      for (auto& j : *jobs) cap_job(j, r);
       break;
     }
     case pb::Envelope::kPowerReply:

@@ -152,6 +152,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       check_name(h.error());
     }
   }
+  for (const auto* job : [&] {
+         std::vector<const pb::Job*> all;
+         if (e.has_job()) all.push_back(&e.job());
+         for (const auto& j : e.jobs_reply().jobs()) all.push_back(&j);
+         return all;
+       }()) {
+    check(static_cast<std::size_t>(job->argv_size()) <= limits.max_job_args, "too many arguments");
+    std::size_t command = 0;
+    for (const auto& a : job->argv()) command += a.size();
+    check(command <= limits.max_command_bytes, "a long command line");
+    check_name(job->user());
+  }
+  check(static_cast<std::size_t>(e.jobs_reply().jobs_size()) <= limits.max_jobs, "too many jobs");
   if (e.has_time_reply()) {
     check_name(e.time_reply().timezone());
     check_name(e.time_reply().rtc_error());

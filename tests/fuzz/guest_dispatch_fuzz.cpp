@@ -22,10 +22,10 @@
 #include <set>
 #include <vector>
 
-#include "qxa/guest/handlers.hpp"
 #include "fuzz_input.hpp"
 #include "qxa/common/frame.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/guest/handlers.hpp"
 #include "qxa/guest/identity.hpp"
 #include "qxa/guest/session.hpp"
 #include "sandbox.hpp"
@@ -151,12 +151,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   state.freeze = std::make_shared<qg::freezer>(io.get_executor(), state.options.freeze);
   state.uploads = std::make_shared<qg::upload_table>();
   state.options.request_timeout = std::chrono::seconds(2);
+  state.jobs = std::make_shared<qg::job_table>(io.get_executor(), qg::job_limits_of(state.options));
   auto stream = qg::guest_stream::create(std::move(agent_end));
   auto s = std::make_shared<qg::session>(state, stream);
   bool ended = false;
   asio::co_spawn(io, s->run(), [&](std::exception_ptr e) {
     if (e) std::rethrow_exception(e);
     ended = true;
+    state.jobs->kill_all();  // as the agent does before it exits: detached jobs end with it
     // As the agent does before it exits; the lease would thaw too, but only after a minute.
     if (state.frozen()) {
       asio::co_spawn(

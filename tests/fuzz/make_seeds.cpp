@@ -117,6 +117,23 @@ std::vector<std::pair<std::string, pb::Envelope>> requests() {
   add("network").mutable_network_request();
   add("hotplug").mutable_hotplug_request();
   add("disks").mutable_disks_request();
+  {
+    auto* x = add("exec-detach").mutable_exec_request();
+    x->set_shell_command("echo job");
+    x->set_detach(true);
+  }
+  add("jobs").mutable_jobs_request();
+  {
+    auto* a = add("attach").mutable_attach_request();
+    a->set_job(1);
+    a->set_follow(true);
+    a->set_stdout_from(2);
+  }
+  {
+    auto* k = add("kill-job").mutable_kill_job_request();
+    k->set_job(1);
+    k->set_signal(9);
+  }
   add("suspend-disk").mutable_suspend_request()->set_mode(pb::SuspendRequest::MODE_DISK);
   {
     auto* f = add("freeze-serial").mutable_freeze_request();
@@ -335,6 +352,14 @@ void guest_data(const fs::path& dir) {
   for (int n = 0; n < 100; ++n)
     hp.mutable_hotplug_reply()->add_outcomes()->set_error(std::string(300, 'e'));
   write(dir, "hotplug", serialize(hp));
+  pb::Envelope jobs;
+  for (int n = 0; n < 100; ++n) {
+    auto* j = jobs.mutable_jobs_reply()->add_jobs();
+    j->set_id(static_cast<std::uint64_t>(n));
+    for (int a = 0; a < 30; ++a) j->add_argv(std::string(200, 'a'));
+    j->set_user(std::string(200, 'u'));
+  }
+  write(dir, "jobs", serialize(jobs));
   pb::Envelope net;
   auto* nr = net.mutable_network_reply();
   for (int n = 0; n < 100; ++n) {

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Runs guest handlers directly, without a session: progress is dropped (no owner).
+// Runs guest handlers directly, without a session: progress goes to the context's on_progress,
+// or nowhere.
 #pragma once
 
 #include <asio/io_context.hpp>
@@ -18,6 +19,7 @@ struct handler_bench {
     state.options = std::move(options);
     state.freeze = std::make_shared<qg::freezer>(ex, state.options.freeze);
     state.uploads = std::make_shared<qg::upload_table>();
+    state.jobs = std::make_shared<qg::job_table>(ex, qg::job_limits_of(state.options));
   }
   qg::handlers::request_context context(std::uint64_t request_id = 1) {
     return {state, 0x5e55, request_id, nullptr};

@@ -406,6 +406,40 @@ TEST_CASE("power hook outcomes from a guest are capped in power, suspend and inf
   }
 }
 
+TEST_CASE("job lists and jobs from a guest are capped: their count, arguments and command lines",
+          "[host]") {
+  pb::Envelope list;
+  for (int i = 0; i < 2000; ++i) {
+    auto* j = list.mutable_jobs_reply()->add_jobs();
+    j->set_id(static_cast<std::uint64_t>(i));
+    j->add_argv("sh");
+    j->set_user(std::string(300, 'u'));
+  }
+  auto cut = qh::cap_guest_message(list);
+  CHECK_THAT(cut, Catch::Contains("976 jobs over the limit of 1024"));
+  CHECK(list.jobs_reply().jobs_size() == 1024);
+  CHECK(list.jobs_reply().jobs(1023).user().size() == 128);
+
+  pb::Envelope one;
+  one.mutable_job()->set_id(7);
+  for (int i = 0; i < 1000; ++i) one.mutable_job()->add_argv(std::string(100, 'a'));
+  cut = qh::cap_guest_message(one);
+  CHECK_THAT(cut, Catch::Contains("744 arguments of a job over the limit of 256"));
+  CHECK_THAT(cut, Catch::Contains("job 7's command cut to 4096 bytes"));
+  std::size_t total = 0;
+  for (const auto& a : one.job().argv()) total += a.size();
+  CHECK(total == 4096);
+  CHECK(one.job().argv(40).size() == 96);  // 40 whole ones, then what is left
+  CHECK(one.job().argv(41).empty());
+
+  pb::Envelope fine;
+  fine.mutable_job()->add_argv("/bin/sh");
+  fine.mutable_job()->add_argv("-c");
+  fine.mutable_job()->add_argv(std::string(3000, 'x'));
+  CHECK(qh::cap_guest_message(fine).empty());
+  CHECK(fine.job().argv(2).size() == 3000);
+}
+
 TEST_CASE("the host keeps only the fields it knows of a guest's telemetry, and all of those",
           "[host]") {
   // Every field set: a copy that forgot one would change the bytes.

@@ -25,6 +25,7 @@
 #include "support/vm.hpp"
 
 using namespace std::chrono_literals;
+using qxa::test::child_process;
 using qxa::test::console_result;
 using qxa::test::eventually;
 using qxa::test::guest_kind;
@@ -337,8 +338,8 @@ TEST_CASE(
 TEST_CASE(
     "Debian guest: hostname, passwd, ssh-key, exec --user, cp both ways, a freeze of a second "
     "disk, users, the time zone, mkdir, mv and rm -r, and disks mapped to QEMU's serials and "
-    "PCI slots (LVM on a partition, virtio-scsi) with a freeze by serial, through the unit as "
-    "shipped",
+    "PCI slots (LVM on a partition, virtio-scsi) with a freeze by serial, and a detached job "
+    "that outlives qx-agentd, through the unit as shipped",
     "[vm][debian]") {
   temp_dir vms, run, files;
   const std::string ctl = run / "ctl.sock";
@@ -537,10 +538,44 @@ TEST_CASE(
       vm->run("! test -e /home/alice/tree && test -s /etc/passwd && test -d /etc/systemd").status ==
       0);
 
+  // A detached job as alice outlives qx-agentd: killed while an attach follows the job and
+  // started again, the daemon attaches anew and gets the whole output and the exit status.
+  const auto job =
+      json::parse(cli({"--json", "exec", "--detach", "deb4", "--user", "alice", "--", "sh", "-c",
+                       "id -un; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo done >&2; exit 5"})
+                      .out);
+  const auto job_id = std::to_string(job["id"].get<std::uint64_t>());
+  {
+    child_process follower({QXA_CLI_PATH, "--control-socket", ctl, "attach", "deb4", job_id}, {},
+                           true);
+    CHECK(follower.wait_for_output("alice", 60s));
+    daemon->signal(SIGKILL);
+    REQUIRE(daemon->wait_exit(10s).has_value());
+    const auto cut = follower.wait_exit(30s);
+    REQUIRE(cut.has_value());
+    CHECK(*cut != 0);
+  }
+  daemon = start_daemon_for_vms(vms, run);
+  REQUIRE(wait_vm_state(ctl, "deb4", "ready", 60s));
+  const auto jobs = json::parse(cli({"--json", "jobs", "deb4"}).out)["jobs"];
+  REQUIRE(jobs.size() == 1);
+  CHECK(jobs[0]["user"] == "alice");
+  CHECK(jobs[0]["finished"] == false);
+  // The job runs in the agent's service, as alice.
+  const std::string proc = "/proc/" + std::to_string(jobs[0]["pid"].get<int>());
+  CHECK(vm->run("stat -c %U " + proc + "; grep -c " + unit + " " + proc + "/cgroup").out ==
+        "alice\n1\n");
+  REQUIRE(vm->run("touch /tmp/go").status == 0);
+  const auto attached = cli({"attach", "deb4", job_id});
+  CHECK(attached.status == 5);
+  CHECK(attached.out == "alice\n");
+  CHECK_THAT(attached.err, Catch::Contains("done\n"));
+
   // The audit lines, held while frozen, reached the journal after the thaw.
   const auto lines = journal(*vm);
-  for (const std::string op : {"hostname", "password", "ssh-key", "exec", "file-write", "file-read",
-                               "freeze", "thaw", "file-mkdir", "file-move", "file-remove"}) {
+  for (const std::string op :
+       {"hostname", "password", "ssh-key", "exec", "file-write", "file-read", "freeze", "thaw",
+        "file-mkdir", "file-move", "file-remove", "job-attach"}) {
     INFO(op);
     CHECK(priority_of(lines, "audit: op=" + op + " session=") >= 5);
   }

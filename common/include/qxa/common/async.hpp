@@ -101,6 +101,9 @@ class event_queue {
   bool finished_ = false;
 };
 
+/// Completes after `d` (cancellable: then throws operation_aborted).
+asio::awaitable<void> sleep_for(std::chrono::nanoseconds d);
+
 /// Logs an exception that ended a coroutine, naming the coroutine. Defined in log.cpp.
 void log_contained(const std::string& what, std::exception_ptr e) noexcept;
 

@@ -13,6 +13,7 @@
 
 #include "qxa/common/frame.hpp"
 #include "qxa/guest/freezer.hpp"
+#include "qxa/guest/jobs.hpp"
 #include "qxa/guest/network.hpp"
 #include "qxa/guest/policy.hpp"
 #include "qxa/guest/port.hpp"
@@ -60,6 +61,8 @@ struct agent_options {
   local_policy policy;
   freeze_options freeze;
   power_options power;
+  /// How long a finished detached job's status and output tail are kept.
+  std::chrono::nanoseconds keep_finished_jobs = std::chrono::hours(1);
 };
 
 class session;
@@ -76,6 +79,7 @@ struct agent_state {
   std::uint64_t sessions = 0;  // handshakes completed
   std::shared_ptr<freezer> freeze = nullptr;
   std::shared_ptr<upload_table> uploads = nullptr;
+  std::shared_ptr<job_table> jobs = nullptr;
   /// A suspend runs from its request until the resume hooks ran after the wake-up.
   bool suspending = false;
   /// How the last suspend that returned went (Info.last_resume).
@@ -83,6 +87,9 @@ struct agent_state {
 
   [[nodiscard]] bool frozen() const noexcept;
 };
+
+/// The job table's limits as the options set them.
+job_limits job_limits_of(const agent_options& options);
 
 class agent {
  public:

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <asio/awaitable.hpp>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -13,6 +14,7 @@
 #include "quantix/agent/v1/agent.pb.h"
 #include "qxa/guest/agent.hpp"
 #include "qxa/guest/hooks.hpp"
+#include "qxa/guest/process.hpp"
 
 namespace qxa::guest::handlers {
 
@@ -21,7 +23,8 @@ struct request_context {
   agent_state& state;
   std::uint64_t session_id;
   std::uint64_t request_id = 0;
-  std::shared_ptr<session> owner;  ///< null in unit tests: progress is then dropped
+  std::shared_ptr<session> owner;  ///< null in unit tests: progress then goes to on_progress
+  std::function<void(const pb::Envelope&)> on_progress = nullptr;
 
   /// Sends a partial reply (more = true) to this request, first waiting while the session's
   /// write queue holds much bulk data (the host reads at its pace; small replies go first).
@@ -67,6 +70,9 @@ asio::awaitable<pb::Envelope> hostname(request_context ctx, pb::Envelope request
 asio::awaitable<pb::Envelope> users(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> network(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> exec(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> job_list(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> job_attach(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> job_kill(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> file_read(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> file_write(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> file_stat(request_context ctx, pb::Envelope request);
@@ -84,6 +90,13 @@ asio::awaitable<pb::Envelope> disks(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> password(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> ssh_keys(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> hotplug(request_context ctx, pb::Envelope request);
+
+/// Starts a detached exec, already checked against the policy, as a job: its Job, or why not.
+pb::Envelope start_job(const request_context& ctx, const pb::ExecRequest& request,
+                       const spawn_options& spawn, const std::string& program,
+                       const std::string& user);
+/// A job as the wire has it.
+pb::Job job_to_proto(const job& j, const agent_state& state);
 
 /// A power hook's run as the wire has it.
 pb::HookOutcome hook_to_proto(const hook_outcome& o);

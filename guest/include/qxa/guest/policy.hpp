@@ -47,6 +47,8 @@ struct local_policy {
   std::uint64_t max_output_bytes = 16u << 20;  ///< per stream of one exec
   std::uint64_t max_file_bytes = 1ull << 32;   ///< one file read or written
   std::uint32_t max_chunk_bytes = 1u << 20;    ///< one chunk of a file transfer
+  std::uint32_t max_jobs = 16;                 ///< detached jobs running (and records kept)
+  std::uint64_t max_job_output_bytes = 256u << 10;  ///< a job's output ring, per stream
 
   [[nodiscard]] std::optional<refusal> check_operation(std::string_view operation) const;
   /// `program` as given; a relative name is checked against the allow-list by its base name
@@ -70,7 +72,7 @@ struct local_policy {
 };
 
 /// The operation a list entry covers `operation` by as well: "file-write" for the file changes,
-/// the operation itself otherwise.
+/// "power" for suspend, "exec" for the job operations, the operation itself otherwise.
 [[nodiscard]] std::string_view operation_family(std::string_view operation) noexcept;
 
 /// Environment variables that change what a program loads, runs or trusts (the dynamic

@@ -30,6 +30,9 @@ struct guest_data_limits {
   std::size_t max_block_devices = 256;    ///< filesystems and block devices in a disks reply
   std::size_t max_chain_devices = 64;     ///< a device's parents, a filesystem's disks
   std::size_t max_hooks = 64;             ///< power hook outcomes in one reply
+  std::size_t max_jobs = 1024;            ///< jobs in a jobs reply (the agent allows 1024)
+  std::size_t max_job_args = 256;         ///< a job's argv entries
+  std::size_t max_command_bytes = 4096;   ///< a job's argv, all entries together
   std::size_t max_error_bytes = 4096;     ///< the message of an Error reply
 };
 
