@@ -24,6 +24,13 @@ using namespace qxa::cli;
 namespace qc = qxa::common;
 namespace qh = qxa::host;
 
+// The verbs whose answer comes after the guest's power hooks ran, each bounded there by
+// power.hook_timeout (30 s unless configured): the default wait is longer than --timeout's.
+bool power_verb(std::string_view name) {
+  return name == "shutdown" || name == "reboot" || name == "suspend";
+}
+constexpr auto power_wait = std::chrono::minutes(5);
+
 asio::awaitable<int> run(const verb& v, const options& o) {
   auto ex = co_await asio::this_coro::executor;
   qh::client_options direct;
@@ -32,6 +39,8 @@ asio::awaitable<int> run(const verb& v, const options& o) {
                                   : qh::straight_to(ex, o.connect, direct);
   if (auto err = co_await access->open()) co_return report({exit_unavailable, err->message});
   if (v.run) co_return co_await v.run(*access, o);
+  if (power_verb(v.name) && !o.timeout_given)
+    co_return co_await one_shot(v, *access, o, power_wait);
   co_return co_await one_shot(v, *access, o);
 }
 
@@ -74,7 +83,15 @@ int main(int argc, char** argv) {
     if (v.arguments) v.arguments(*sub, o);
     if (std::string_view(v.name) == "exec") {
       // Its own default: a command may run longer than an answer takes.
-      sub->add_option("--timeout", o.timeout_text, "kill the command after this long [60s]");
+      sub->add_option("--timeout", o.timeout_text,
+                      "kill the command after this long [60s; with --detach: no limit]");
+    } else if (power_verb(v.name)) {
+      sub->add_option("--timeout", o.timeout_text,
+                      "how long to wait for the answer [5m: the guest's power hooks run first]");
+    } else if (std::string_view(v.name) == "attach") {
+      sub->add_option("--timeout", o.timeout_text,
+                      "give up when the guest has said nothing for this long [30s]; a quiet "
+                      "job's state comes every 5 s");
     } else if (std::string_view(v.name) == "fstrim") {
       sub->add_option("--timeout", o.timeout_text,
                       "start no further filesystem after this long [10m]");

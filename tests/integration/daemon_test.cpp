@@ -248,8 +248,15 @@ TEST_CASE("qx-agent says clearly when the daemon or agent is not there, and chec
   // exec's --timeout has its own default, and its help says which.
   auto exec_help = run_cli({"exec", "--help"});
   CHECK(exec_help.status == 0);
-  CHECK_THAT(exec_help.out, Catch::Contains("kill the command after this long [60s]"));
+  CHECK_THAT(exec_help.out,
+             Catch::Contains("kill the command after this long [60s; with --detach: no limit]"));
   CHECK_THAT(exec_help.out, !Catch::Contains("=10s"));
+  // So do the power verbs': the guest's power hooks run before the answer.
+  for (const char* verb : {"shutdown", "reboot", "suspend"}) {
+    auto power_help = run_cli({verb, "--help"});
+    CHECK(power_help.status == 0);
+    CHECK_THAT(power_help.out, Catch::Contains("[5m: the guest's power hooks run first]"));
+  }
 }
 
 TEST_CASE("qx-agentd refuses unusable directories and configs with a clear error",

@@ -267,7 +267,13 @@ TEST_CASE(
               .kernel_args = "qxa.interval=1s",
               .qmp_path = run / "qmp.sock"});
   REQUIRE(vm.wait_booted());
-  REQUIRE(vm.run(power_hook_install).status == 0);
+  // A second hook takes longer before a suspend than qx-agent's usual 10 s wait for an answer:
+  // the suspend verb waits for the hooks.
+  REQUIRE(vm.run(power_hook_install +
+                 " && printf '#!/bin/sh\\n[ \"$1\" = suspend ] && sleep 12\\n"
+                 "exit 0\\n' > /etc/quantix-kvm/power-hook.d/20-slow && chmod 755 "
+                 "/etc/quantix-kvm/power-hook.d/20-slow")
+              .status == 0);
   auto daemon = start_daemon_for_vms(vms, run);
   REQUIRE(qxa::test::wait_vm_state(ctl, "guest14", "ready", 30s));
 
@@ -282,6 +288,7 @@ TEST_CASE(
   REQUIRE(ram.status == 0);
   CHECK_THAT(ram.out, Catch::Contains("suspending (echo mem > /sys/power/state)"));
   CHECK_THAT(ram.out, Catch::Contains("hook /etc/quantix-kvm/power-hook.d/10-note suspend: ok"));
+  CHECK_THAT(ram.out, Catch::Contains("hook /etc/quantix-kvm/power-hook.d/20-slow suspend: ok"));
   CHECK(vm.console_has("QXA-HOOK suspend", 1s));
   // QEMU says the machine is asleep (ACPI S3), and qx-agentd stops hearing from it.
   CHECK(qxa::test::eventually(
