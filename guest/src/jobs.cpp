@@ -30,6 +30,11 @@ void output_ring::append(std::string_view data) {
   }
   if (buf_.size() < cap_) {  // still growing: begin() is at index 0
     const std::size_t take = std::min(cap_ - buf_.size(), data.size());
+    // Grown by doubling, but never past the ring's size: a vector's own growth could reserve
+    // nearly twice that.
+    if (buf_.capacity() < buf_.size() + take) {
+      buf_.reserve(std::min(cap_, std::max(buf_.capacity() * 2, buf_.size() + take)));
+    }
     buf_.insert(buf_.end(), data.begin(), data.begin() + static_cast<std::ptrdiff_t>(take));
     size_ = buf_.size();
     data.remove_prefix(take);

@@ -101,6 +101,17 @@ TEST_CASE("a job's output ring keeps the newest bytes, with offsets that count e
   r.append("ab");
   CHECK(r.read(41, 100) == std::pair<std::uint64_t, std::string>{42, "23456789ab"});
 
+  // Its memory grows with what it holds, up to its size and no further.
+  qg::output_ring big(100'000);
+  big.append(std::string(10, 'a'));
+  CHECK(big.memory() < 1000);
+  for (int i = 0; i < 300; ++i) {
+    big.append(std::string(999, 'b'));
+    CHECK(big.memory() <= 100'000);
+  }
+  CHECK(big.memory() == 100'000);
+  CHECK(big.read(0, 1'000'000).second.size() == 100'000);
+
   qg::output_ring none(0);  // keeps nothing, still counts
   none.append("hello");
   CHECK(none.end() == 5);

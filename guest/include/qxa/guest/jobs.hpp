@@ -41,6 +41,8 @@ class output_ring {
   [[nodiscard]] std::pair<std::uint64_t, std::string> read(std::uint64_t offset,
                                                            std::size_t max) const;
   [[nodiscard]] std::size_t capacity() const noexcept { return cap_; }
+  /// The bytes it holds in memory: never more than capacity().
+  [[nodiscard]] std::size_t memory() const noexcept { return buf_.capacity(); }
 
  private:
   std::size_t cap_;
