@@ -12,7 +12,6 @@
 #include <asio/read.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
-#include <asio/write.hpp>
 
 #include "qxa/common/log.hpp"
 #include "qxa/common/text.hpp"
@@ -63,17 +62,6 @@ asio::awaitable<void> pump(asio::posix::stream_descriptor& pipe, output_sink& si
   }
 }
 
-asio::awaitable<void> feed(asio::posix::stream_descriptor& pipe, std::string data) {
-  if (!data.empty()) {
-    auto [ec, n] = co_await asio::async_write(pipe, asio::buffer(data),
-                                              asio::experimental::as_tuple(asio::use_awaitable));
-    (void)ec;  // a child that does not read its stdin is not an error
-    (void)n;
-  }
-  std::error_code ignored;
-  pipe.close(ignored);  // end of input
-}
-
 // Kills the process group at the timeout; descendants that left the group may still hold the
 // pipes, so they get a moment before the reading stops.
 asio::awaitable<void> watchdog(child_process& child, std::chrono::nanoseconds timeout,
@@ -90,7 +78,7 @@ asio::awaitable<void> watchdog(child_process& child, std::chrono::nanoseconds ti
 asio::awaitable<void> collect(child_process& child, output_sink& out, output_sink& err,
                               std::string input, const request_context& ctx, exit_status& status) {
   co_await (pump(child.stdout_pipe(), out, ctx) && pump(child.stderr_pipe(), err, ctx) &&
-            feed(child.stdin_pipe(), std::move(input)));
+            feed_stdin(child.stdin_pipe(), std::move(input)));
   status = co_await child.wait();
 }
 

@@ -9,7 +9,6 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
-#include <asio/write.hpp>
 #include <cstring>
 
 #include "qxa/common/async.hpp"
@@ -95,15 +94,6 @@ asio::awaitable<void> pump(asio::posix::stream_descriptor& pipe, job& j, output_
   }
 }
 
-asio::awaitable<void> feed(asio::posix::stream_descriptor& pipe, std::string data) {
-  if (!data.empty()) {
-    (void)co_await asio::async_write(pipe, asio::buffer(data),
-                                     asio::experimental::as_tuple(asio::use_awaitable));
-  }
-  std::error_code ignored;
-  pipe.close(ignored);
-}
-
 // Descendants that left the job's process group may hold its pipes after it ended; they get
 // this long before the reading stops and the job counts as ended.
 constexpr auto pipe_grace = std::chrono::seconds(2);
@@ -174,7 +164,7 @@ asio::awaitable<void> job_table::run(std::shared_ptr<job> j, std::string input,
   auto output = [&]() -> asio::awaitable<void> {
     co_await (pump(child.stdout_pipe(), *j, j->out_, &job::notify) &&
               pump(child.stderr_pipe(), *j, j->err_, &job::notify) &&
-              feed(child.stdin_pipe(), std::move(input)));
+              feed_stdin(child.stdin_pipe(), std::move(input)));
   };
   auto exit_then_grace = [&]() -> asio::awaitable<void> {
     (void)co_await child.wait();

@@ -276,16 +276,17 @@ asio::awaitable<void> drain(asio::posix::stream_descriptor& pipe, captured_outpu
   }
 }
 
-asio::awaitable<void> give(asio::posix::stream_descriptor& pipe, std::string input) {
+}  // namespace
+
+asio::awaitable<void> feed_stdin(asio::posix::stream_descriptor& pipe, std::string input) {
   if (!input.empty()) {
+    // A child that does not read its stdin is not an error.
     (void)co_await asio::async_write(pipe, asio::buffer(input),
                                      asio::experimental::as_tuple(asio::use_awaitable));
   }
   std::error_code ignored;
-  pipe.close(ignored);
+  pipe.close(ignored);  // end of input
 }
-
-}  // namespace
 
 asio::awaitable<finished_child> run_to_end(child_process& child, std::string input, std::size_t cap,
                                            std::chrono::nanoseconds timeout) {
@@ -295,7 +296,7 @@ asio::awaitable<finished_child> run_to_end(child_process& child, std::string inp
   deadline.expires_after(timeout);
   auto r = co_await ((drain(child.stdout_pipe(), done.out, cap) &&
                       drain(child.stderr_pipe(), done.err, cap) &&
-                      give(child.stdin_pipe(), std::move(input))) ||
+                      feed_stdin(child.stdin_pipe(), std::move(input))) ||
                      deadline.async_wait(asio::use_awaitable));
   if (r.index() == 1) {
     done.timed_out = true;

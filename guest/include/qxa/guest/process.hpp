@@ -70,6 +70,10 @@ class child_process {
   std::optional<exit_status> status_;
 };
 
+/// Writes `input` to a child's stdin (a child that does not read it is no error), then closes
+/// it: the child sees the end of its input.
+asio::awaitable<void> feed_stdin(asio::posix::stream_descriptor& pipe, std::string input);
+
 /// Reads a whole pipe, keeping at most `cap` bytes; the rest is read and dropped so that the
 /// writer never blocks. Returns the bytes kept and the total the pipe delivered.
 struct captured_output {
