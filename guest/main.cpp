@@ -17,6 +17,7 @@
 #include "qxa/guest/agent.hpp"
 #include "qxa/guest/config.hpp"
 #include "qxa/guest/identity.hpp"
+#include "qxa/guest/upgrade.hpp"
 
 namespace qc = qxa::common;
 namespace qg = qxa::guest;
@@ -37,6 +38,12 @@ int main(int argc, char** argv) {
   // option for people: it does what the user running it could do anyway.
   if (argc == 3 && argv[1] == qg::ssh_keys_helper_argument) {
     return qg::run_ssh_keys_helper(argv[2], STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO);
+  }
+  // The previous binary, started by an upgrade to roll it back unless it is confirmed
+  // (upgrade.hpp): not an option for people either.
+  if (argc == 3 && argv[1] == qg::upgrade_guard_argument) {
+    std::signal(SIGPIPE, SIG_IGN);
+    return qg::run_upgrade_guard(argv[2]);
   }
   CLI::App app{
       "Quantix KVM guest agent: serves the host over the virtio-serial port "

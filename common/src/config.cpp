@@ -201,6 +201,16 @@ void config_reader::get(std::string_view key, bool& out) {
   }
 }
 
+void config_reader::get(std::string_view key, std::optional<bool>& out) {
+  if (!table_->at_path(key)) {
+    known_.emplace(key);
+    return;
+  }
+  bool value = false;
+  get(key, value);
+  out = value;
+}
+
 void config_reader::get(std::string_view key, std::int64_t& out, std::int64_t min,
                         std::int64_t max) {
   known_.emplace(key);

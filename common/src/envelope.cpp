@@ -147,6 +147,14 @@ const char* body_name(const pb::Envelope& envelope) noexcept {
       return "hotplug_request";
     case pb::Envelope::kHotplugReply:
       return "hotplug_reply";
+    case pb::Envelope::kUpgradeRequest:
+      return "upgrade_request";
+    case pb::Envelope::kUpgradeConfirmRequest:
+      return "upgrade_confirm_request";
+    case pb::Envelope::kUpgradeStatusRequest:
+      return "upgrade_status_request";
+    case pb::Envelope::kUpgradeStatus:
+      return "upgrade_status";
     case pb::Envelope::BODY_NOT_SET:
       return "empty";
   }

@@ -15,13 +15,14 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "file_paths.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/sha256.hpp"
 #include "qxa/common/text.hpp"
 #include "qxa/guest/fs.hpp"
 #include "qxa/guest/handlers.hpp"
+#include "qxa/guest/upgrade.hpp"
 #include "qxa/guest/uploads.hpp"
-#include "file_paths.hpp"
 
 namespace qxa::guest::handlers {
 
@@ -179,11 +180,54 @@ asio::awaitable<pb::Envelope> file_read(request_context ctx, pb::Envelope reques
   co_return reply;
 }
 
+namespace {
+
+// A new agent binary for an upgrade: staged beside the running one whatever the write roots
+// say, so it is the upgrade switch that allows it; the file is the agent's, mode 0700.
+pb::Envelope stage_upgrade(const request_context& ctx, const pb::FileWriteOpen& req) {
+  const auto& policy = ctx.state.options.policy;
+  if (auto no = policy.check_operation("upgrade")) return refused(ctx, "file-write", *no);
+  if (req.expected_size() > policy.max_file_bytes) {
+    return refused(ctx, "file-write",
+                   refusal{"policy.max_file_bytes",
+                           fmt::format("{} bytes is more than the guest's limit of {}",
+                                       req.expected_size(), policy.max_file_bytes)});
+  }
+  auto binary = agent_binary(ctx.state.options.upgrade.binary);
+  if (!binary) return error_reply(pb::ERROR_CODE_FAILED_PRECONDITION, binary.error().message);
+  const auto staged = staged_binary(*binary);
+  const auto slash = staged.rfind('/');
+  if (auto bad = check_trusted_directory(slash == 0 ? "/" : staged.substr(0, slash))) {
+    return error_reply(pb::ERROR_CODE_PERMISSION_DENIED, bad->message);
+  }
+  upload_request u{.root = slash == 0 ? "/" : staged.substr(0, slash),
+                   .relative = staged.substr(slash + 1),
+                   .mode = 0700,
+                   .owner = file_owner{::geteuid(), ::getegid()}};
+  auto handle = ctx.state.uploads->open(ctx.session_id, u);
+  if (!handle) {
+    return error_reply(error_code_for(handle.code().value()),
+                       "cannot stage " + staged + ": " + handle.error().message);
+  }
+  common::log_info(
+      "audit: op=file-write session={:016x} request={} outcome=opened handle={} path={} "
+      "(a new agent binary)",
+      ctx.session_id, ctx.request_id, *handle, common::log_value(staged));
+  pb::Envelope reply;
+  reply.mutable_file_write_reply()->set_handle(*handle);
+  return reply;
+}
+
+}  // namespace
+
 asio::awaitable<pb::Envelope> file_write(request_context ctx, pb::Envelope request) {
   auto& uploads = *ctx.state.uploads;
   const auto& policy = ctx.state.options.policy;
   pb::Envelope reply;
   auto* r = reply.mutable_file_write_reply();
+  if (request.has_file_write_open() && request.file_write_open().agent_upgrade()) {
+    co_return stage_upgrade(ctx, request.file_write_open());
+  }
   if (request.has_file_write_open()) {
     const auto& req = request.file_write_open();
     local_policy::located where;

@@ -56,6 +56,11 @@ constexpr std::array entries = {
     handler_entry{pb::Envelope::kPasswordRequest, "password", &password},
     handler_entry{pb::Envelope::kSshKeysRequest, "ssh-key", &ssh_keys},
     handler_entry{pb::Envelope::kHotplugRequest, "hotplug", &hotplug},
+    // The confirmation writes the upgrade's record: not while frozen either.
+    handler_entry{pb::Envelope::kUpgradeRequest, "upgrade", &upgrade},
+    handler_entry{pb::Envelope::kUpgradeConfirmRequest, "upgrade", &upgrade},
+    handler_entry{pb::Envelope::kUpgradeStatusRequest, "upgrade-status", &upgrade_status,
+                  !own_deadline, while_frozen},
 };
 }  // namespace
 

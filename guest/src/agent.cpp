@@ -8,6 +8,7 @@
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/guest/log_text.hpp"
 #include "qxa/guest/session.hpp"
@@ -76,12 +77,42 @@ asio::awaitable<int> agent::run() {
           .count(),
       std::chrono::duration_cast<std::chrono::milliseconds>(state_->options.write_timeout).count());
   co_await state_->freeze->recover();  // a freeze an earlier agent made and did not undo
-  auto outcome = co_await (serve_hosts() || telemetry_loop());
+  note_pending_upgrade();
+  auto outcome = co_await (serve_hosts() || telemetry_loop() || exit_when_asked());
   co_await prepare_exit();
   if (current_) current_->stream().close();
   port_->close();
   if (outcome.index() == 1) co_return std::get<1>(outcome);
+  if (outcome.index() == 2) co_return std::get<2>(outcome);
   co_return 1;  // the port failed for good
+}
+
+asio::awaitable<int> agent::exit_when_asked() {
+  common::async_event asked(ex_);
+  bool now = false;
+  state_->exit_now = [&] {
+    now = true;
+    asked.notify_all();
+  };
+  struct forget {  // the callback refers to this frame: gone with it, however it ends
+    agent_state& state;
+    ~forget() { state.exit_now = nullptr; }
+  } forget_callback{*state_};
+  while (!now) co_await asked.wait();
+  common::log_info("exiting with status {} to make way for the upgraded binary",
+                   state_->exit_after_reply.value_or(0));
+  co_return state_->exit_after_reply.value_or(0);
+}
+
+void agent::note_pending_upgrade() const {
+  auto r = read_upgrade_record(state_->options.upgrade.state_dir);
+  if (!r || r->state != upgrade_state::pending) return;
+  if (runs_inode(::getpid(), r->device, r->inode)) {
+    common::log_info(
+        "running the upgraded binary ({} from {}): the host confirms it, or the "
+        "previous one is put back",
+        r->to_version, r->from_version);
+  }
 }
 
 asio::awaitable<void> agent::serve_hosts() {

@@ -45,6 +45,7 @@ std::optional<common::error_info> apply(common::config_reader& r, agent_config& 
   r.get("policy.allow", p.allow);
   r.get("policy.block", p.block);
   r.get("policy.exec", p.exec);
+  r.get("policy.upgrade", p.upgrade);
   r.get("policy.exec_allow", p.exec_allow);
   r.get("policy.exec_env_allow", p.exec_env_allow);
   r.get("policy.read_roots", p.read_roots);
@@ -63,6 +64,14 @@ std::optional<common::error_info> apply(common::config_reader& r, agent_config& 
   r.get("policy.max_job_output_bytes", job_output, 0, std::int64_t{1} << 30);
   p.max_job_output_bytes = static_cast<std::uint64_t>(job_output);
   r.get_duration("jobs.keep_finished", a.keep_finished_jobs, std::chrono::milliseconds(0));
+  r.get("upgrade.state_dir", a.upgrade.state_dir);
+  r.get_duration("upgrade.confirm_within", a.upgrade.confirm_within, min_confirm_within);
+  if (a.upgrade.confirm_within > max_confirm_within) {
+    r.fail("upgrade.confirm_within", "must be at most 1h");
+  }
+  if (a.upgrade.state_dir.empty() || a.upgrade.state_dir.front() != '/') {
+    r.fail("upgrade.state_dir", "must be an absolute path");
+  }
   for (const auto* list : {&p.read_roots, &p.write_roots, &p.exec_allow}) {
     const char* key = list == &p.read_roots    ? "policy.read_roots"
                       : list == &p.write_roots ? "policy.write_roots"

@@ -109,6 +109,7 @@ std::string_view operation_family(std::string_view operation) noexcept {
   for (std::string_view job_op : {"job-list", "job-attach", "job-kill"}) {
     if (operation == job_op) return "exec";
   }
+  if (operation == "upgrade-status") return "upgrade";
   return operation;
 }
 
@@ -123,6 +124,13 @@ std::optional<refusal> local_policy::check_operation(std::string_view operation)
   }
   if (family == "exec" && !exec) {
     return refusal{"policy.exec", "exec is turned off in the guest's policy"};
+  }
+  if (family == "upgrade" && !upgrades_allowed()) {
+    return refusal{"policy.upgrade",
+                   upgrade.has_value()
+                       ? "upgrading the agent is turned off in the guest's policy"
+                       : "upgrading the agent runs a new binary as root, and exec is limited in "
+                         "the guest's policy: policy.upgrade = true allows it"};
   }
   return std::nullopt;
 }

@@ -172,9 +172,14 @@ asio::awaitable<void> session::execute(const handlers::handler_entry& entry, pb:
     // Never hand an answer to a session that did not ask.
     common::log_info("reply to request {} ({}) dropped: session {:016x} has ended", id, entry.name,
                      stamped);
-    co_return;
+  } else {
+    reply(id, std::move(answer), may_overtake);
   }
-  reply(id, std::move(answer), may_overtake);
+  if (state_.exit_after_reply && state_.exit_now) {
+    // The host learns what happened before the agent goes (an upgrade).
+    if (current) co_await stream_->flush(std::chrono::seconds(3));
+    if (state_.exit_now) state_.exit_now();
+  }
 }
 
 void session::cancel(std::uint64_t request_id, std::uint64_t target) {

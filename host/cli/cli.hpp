@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <asio/awaitable.hpp>
 #include <chrono>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -81,6 +82,12 @@ struct options {
   // passwd, ssh-key
   bool crypted = false;
   std::string key_action, key;
+  // upgrade
+  std::string binary;
+  bool all = false;
+  std::uint32_t parallel = 4;
+  std::string confirm_within_text = "2m";
+  bool force_upgrade = false;
 };
 
 /// A verb that ends the program with `status`, saying `message` on standard error.
@@ -134,6 +141,22 @@ asio::awaitable<int> run_cp(host::agent_access& access, const options& o);
 asio::awaitable<int> run_ls(host::agent_access& access, const options& o);
 asio::awaitable<int> run_rm(host::agent_access& access, const options& o);
 asio::awaitable<int> run_attach(host::agent_access& access, const options& o);
+
+/// An upload's end (copy.cpp): what went wrong, or the bytes sent and their SHA-256 (raw).
+struct upload_result {
+  std::optional<failure> error;
+  bool interrupted = false;
+  std::uint64_t bytes = 0;
+  std::string sha256;
+};
+/// Sends the file at `fd` (read from its start with pread) as the upload that `open` (a
+/// FileWriteOpen) starts: several chunks in flight, then the close with the SHA-256. Aborted
+/// in the guest when anything fails or the awaiting coroutine is cancelled.
+asio::awaitable<upload_result> upload_file(host::agent_access& b, const std::string& vm, int fd,
+                                           pb::Envelope open, std::chrono::nanoseconds timeout,
+                                           std::function<void(std::uint64_t)> on_progress = {});
+asio::awaitable<int> run_upgrade(host::agent_access& access, const options& o);
+void print_upgrade_status(const options& o, const pb::UpgradeStatus& s);
 
 // The job verbs' printers (jobs.cpp).
 void print_job_started(const options& o, const pb::Job& j);

@@ -166,16 +166,42 @@ asio::awaitable<int> run_upload(host::agent_access& b, const options& o, const s
     co_return report({exit_usage, local + " is not a regular file"});
   }
   if (path.empty() || path.back() == '/') path += local.substr(local.rfind('/') + 1);
-  auto ex = co_await asio::this_coro::executor;
   pb::Envelope open;
   auto* op = open.mutable_file_write_open();
   op->set_path(path);
   op->set_mode(st.st_mode & 0777);
   op->set_create_parents(o.create_parents);
   op->set_expected_size(static_cast<std::uint64_t>(st.st_size));
-  auto opened = co_await b.call(vm, open, o.timeout);
-  if (auto f = failed(opened)) co_return report(*f);
+  progress_meter meter(path, static_cast<std::uint64_t>(st.st_size));
+  auto sent = co_await upload_file(b, vm, fd, std::move(open), o.timeout,
+                                   [&](std::uint64_t done) { meter.update(done); });
+  if (sent.interrupted) co_return exit_interrupted;
+  if (sent.error) co_return report(*sent.error);
+  meter.update(sent.bytes, true);
+  if (o.json) {
+    print_json(
+        {{"path", path}, {"bytes", sent.bytes}, {"sha256", common::sha256::hex(sent.sha256)}});
+  }
+  co_return exit_ok;
+}
+
+}  // namespace
+
+asio::awaitable<upload_result> upload_file(host::agent_access& b, const std::string& vm, int fd,
+                                           pb::Envelope open, std::chrono::nanoseconds timeout,
+                                           std::function<void(std::uint64_t)> on_progress) {
+  upload_result out;
+  auto opened = co_await b.call(vm, std::move(open), timeout);
+  if (!opened && opened.code() == common::errc::cancelled) {
+    out.interrupted = true;
+    co_return out;
+  }
+  if (auto f = failed(opened)) {
+    out.error = f;
+    co_return out;
+  }
   const auto handle = opened->file_write_reply().handle();
+  auto ex = co_await asio::this_coro::executor;
   // Several chunks in flight keep the channel busy; the agent writes them in order.
   constexpr std::size_t chunk_bytes = 512u << 10;
   constexpr int window = 8;
@@ -183,17 +209,16 @@ asio::awaitable<int> run_upload(host::agent_access& b, const options& o, const s
   asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
   auto interrupted = [&] { return cs.cancelled() != asio::cancellation_type::none; };
   common::sha256 digest;
-  progress_meter meter(path, static_cast<std::uint64_t>(st.st_size));
   std::uint64_t offset = 0;
   std::string buf(chunk_bytes, '\0');
   for (;;) {
     while (w->in_flight >= window && !w->error && !interrupted()) co_await w->changed.wait();
     if (w->error || interrupted()) break;
-    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    // pread: several uploads (upgrade --all) may read the same file at once.
+    const ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(offset));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      w->error =
-          failure{exit_remote, fmt::format("cannot read {}: {}", local, std::strerror(errno))};
+      w->error = failure{exit_remote, fmt::format("cannot read: {}", std::strerror(errno))};
       break;
     }
     if (n == 0) break;
@@ -205,36 +230,35 @@ asio::awaitable<int> run_upload(host::agent_access& b, const options& o, const s
     digest.update(buf.data(), static_cast<std::size_t>(n));
     offset += static_cast<std::uint64_t>(n);
     ++w->in_flight;
-    asio::co_spawn(ex, send_chunk(b, vm, std::move(chunk), o.timeout, w),
+    asio::co_spawn(ex, send_chunk(b, vm, std::move(chunk), timeout, w),
                    common::contained("an upload chunk"));
-    meter.update(offset);
+    if (on_progress) on_progress(offset);
   }
   // Interrupted, the chunks in flight still end (they run on their own) and the upload is
   // aborted in the guest; only then does the program end.
-  const bool stopped = interrupted();
-  if (stopped) co_await asio::this_coro::reset_cancellation_state();
+  out.interrupted = interrupted();
+  if (out.interrupted) co_await asio::this_coro::reset_cancellation_state();
   while (w->in_flight > 0) co_await w->changed.wait();
   pb::Envelope close;
   auto* cl = close.mutable_file_write_close();
   cl->set_handle(handle);
   const auto d = digest.finish();
-  if (w->error || stopped) {
+  if (w->error || out.interrupted) {
     cl->set_abort(true);
-    (void)co_await b.call(vm, close, o.timeout);
-    if (stopped) co_return exit_interrupted;
-    co_return report(*w->error);
+    (void)co_await b.call(vm, close, timeout);
+    out.error = w->error;
+    co_return out;
   }
   cl->set_sha256(common::sha256::bytes(d));
-  auto done = co_await b.call(vm, close, std::max(o.timeout, std::chrono::nanoseconds(60s)));
-  if (auto f = failed(done)) co_return report(*f);
-  meter.update(offset, true);
-  if (o.json) {
-    print_json({{"path", path}, {"bytes", offset}, {"sha256", common::sha256::hex(d)}});
+  auto done = co_await b.call(vm, close, std::max(timeout, std::chrono::nanoseconds(60s)));
+  if (auto f = failed(done)) {
+    out.error = f;
+    co_return out;
   }
-  co_return exit_ok;
+  out.bytes = offset;
+  out.sha256 = common::sha256::bytes(d);
+  co_return out;
 }
-
-}  // namespace
 
 asio::awaitable<int> run_cp(host::agent_access& b, const options& o) {
   const auto from = remote_path(o.source);

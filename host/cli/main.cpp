@@ -32,6 +32,12 @@ bool power_verb(std::string_view name) {
 constexpr auto power_wait = std::chrono::minutes(5);
 
 asio::awaitable<int> run(const verb& v, const options& o) {
+  if (std::string_view(v.name) == "upgrade" && !o.connect.empty()) {
+    // The agent restarts: only the daemon reaches the new one again.
+    co_return report({exit_usage,
+                      "upgrade: works through qx-agentd (it waits for the restarted agent), "
+                      "not with --connect"});
+  }
   auto ex = co_await asio::this_coro::executor;
   qh::client_options direct;
   direct.software_version = "qx-agent";

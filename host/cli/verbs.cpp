@@ -686,6 +686,36 @@ std::vector<verb> make_table() {
                          {"keys", std::vector<std::string>(k.keys().begin(), k.keys().end())},
                          {"changed", k.changed()}};
                    }});
+  t.push_back(
+      {.name = "upgrade",
+       .help = "replace a VM's agent (or every ready VM's) with a new binary; the guest puts the "
+               "old one back unless the new agent answers and is confirmed",
+       .takes_vm = false,
+       .arguments =
+           [](CLI::App& s, options& o) {
+             s.add_option("VM", o.vm, "the VM (or --all)");
+             s.add_flag("--all", o.all, "every VM whose agent is ready");
+             s.add_option("--binary", o.binary, "the new static quantix-kvm-agent")->required();
+             s.add_option("--parallel", o.parallel, "with --all: at most this many at once")
+                 ->capture_default_str();
+             s.add_option("--confirm-within", o.confirm_within_text,
+                          "the new agent must answer within this long, or the guest rolls back "
+                          "(10s to 1h)")
+                 ->capture_default_str();
+             s.add_flag("--force", o.force_upgrade,
+                        "upgrade even while detached jobs run (the agent's restart ends them)");
+           },
+       .run = run_upgrade});
+  t.push_back({.name = "upgrade-status",
+               .help = "the agent's last upgrade: pending, confirmed or rolled back, and what "
+                       "runs now",
+               .request = [](const options&) -> result<pb::Envelope> {
+                 pb::Envelope e;
+                 e.mutable_upgrade_status_request();
+                 return e;
+               },
+               .text = [](const options& o, const pb::Envelope& r,
+                          const round_trip&) { print_upgrade_status(o, r.upgrade_status()); }});
   return t;
 }
 

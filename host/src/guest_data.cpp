@@ -417,6 +417,26 @@ std::string cap_guest_message(pb::Envelope& message, const guest_data_limits& li
       }
       break;
     }
+    case pb::Envelope::kUpgradeStatus: {
+      auto* u = message.mutable_upgrade_status();
+      for (auto* s : {u->mutable_token(), u->mutable_from_version(), u->mutable_to_version(),
+                      u->mutable_running_version(), u->mutable_running_sha256()}) {
+        r.name(s);
+      }
+      // Paths and what the guard did: as long as an error message may be.
+      int long_texts = 0;
+      for (auto* s : {u->mutable_binary(), u->mutable_previous(), u->mutable_detail()}) {
+        if (s->size() > limits.max_error_bytes) {
+          s->resize(common::utf8_prefix(*s, limits.max_error_bytes).size());
+          ++long_texts;
+        }
+      }
+      if (long_texts > 0) {
+        r.dropped += fmt::format("{}{} upgrade texts cut to {} bytes",
+                                 r.dropped.empty() ? "" : "; ", long_texts, limits.max_error_bytes);
+      }
+      break;
+    }
     case pb::Envelope::kError: {
       auto* e = message.mutable_error();
       if (e->message().size() > limits.max_error_bytes) {

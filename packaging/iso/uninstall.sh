@@ -37,6 +37,9 @@ while IFS= read -r f; do
   while [ "$d" != / ] && rmdir "$root$d" 2>/dev/null; do d=$(dirname "$d"); done
 done < "$manifest"
 rm -f "$manifest"
+# What upgrades from the host left: the binary they replaced, a staged one, their record.
+rm -f "$root/usr/sbin/quantix-kvm-agent.previous" "$root/usr/sbin/.quantix-kvm-agent.upgrade" \
+  "$root/var/lib/quantix-kvm-agent/upgrade" "$root/var/lib/quantix-kvm-agent/upgrade.new"
 rmdir "$root/var/lib/quantix-kvm-agent" "$root/var/lib" "$root/var" 2>/dev/null || true
 
 if [ -z "$root" ] && [ -d /run/systemd/system ]; then

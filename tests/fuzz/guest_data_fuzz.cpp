@@ -165,6 +165,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check_name(job->user());
   }
   check(static_cast<std::size_t>(e.jobs_reply().jobs_size()) <= limits.max_jobs, "too many jobs");
+  if (e.has_upgrade_status()) {
+    const auto& u = e.upgrade_status();
+    for (const auto* s : {&u.token(), &u.from_version(), &u.to_version(), &u.running_version(),
+                          &u.running_sha256()}) {
+      check_name(*s);
+    }
+    for (const auto* s : {&u.binary(), &u.previous(), &u.detail()}) {
+      check(s->size() <= limits.max_error_bytes, "a long upgrade text");
+    }
+  }
   if (e.has_time_reply()) {
     check_name(e.time_reply().timezone());
     check_name(e.time_reply().rtc_error());

@@ -151,6 +151,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   state.freeze = std::make_shared<qg::freezer>(io.get_executor(), state.options.freeze);
   state.uploads = std::make_shared<qg::upload_table>();
   state.options.request_timeout = std::chrono::seconds(2);
+  // An upgrade stages next to, and swaps, this binary: a path inside the sandbox instead.
+  state.options.upgrade.binary = "/usr/sbin/quantix-kvm-agent";
   state.jobs = std::make_shared<qg::job_table>(io.get_executor(), qg::job_limits_of(state.options));
   auto stream = qg::guest_stream::create(std::move(agent_end));
   auto s = std::make_shared<qg::session>(state, stream);

@@ -146,6 +146,18 @@ std::vector<std::pair<std::string, pb::Envelope>> requests() {
     c->set_id(1);
     c->set_online(true);
   }
+  {
+    auto* o = add("upgrade-upload").mutable_file_write_open();
+    o->set_agent_upgrade(true);
+    o->set_expected_size(4096);
+  }
+  {
+    auto* u = add("upgrade").mutable_upgrade_request();
+    u->set_sha256(std::string(32, 'x'));
+    u->set_confirm_within_ms(10'000);
+  }
+  add("upgrade-confirm").mutable_upgrade_confirm_request()->set_token("0123456789abcdef");
+  add("upgrade-status").mutable_upgrade_status_request();
   add("cancel").mutable_cancel_request()->set_request_id(3);
   {
     auto& h = add("hello-again");
@@ -360,6 +372,13 @@ void guest_data(const fs::path& dir) {
     j->set_user(std::string(200, 'u'));
   }
   write(dir, "jobs", serialize(jobs));
+  pb::Envelope up;
+  auto* us = up.mutable_upgrade_status();
+  us->set_to_version(std::string(300, 'v'));
+  us->set_token(std::string(300, 't'));
+  us->set_binary(std::string(5000, 'b'));
+  us->set_detail(std::string(5000, 'd'));
+  write(dir, "upgrade-status", serialize(up));
   pb::Envelope net;
   auto* nr = net.mutable_network_reply();
   for (int n = 0; n < 100; ++n) {

@@ -136,3 +136,34 @@ TEST_CASE("a TOML syntax error names the line and column", "[guest]") {
   qg::agent_config c;
   CHECK_FALSE(qg::apply_agent_config("[telemetry]\t# tab\r\ninterval = \"1s\"\r\n", "a.toml", c));
 }
+
+TEST_CASE("the upgrade settings: the switch, the record's directory and the confirmation window",
+          "[guest][upgrade]") {
+  qg::agent_config c;
+  REQUIRE_FALSE(qg::apply_agent_config("[policy]\nupgrade = false\n[upgrade]\nstate_dir = "
+                                       "\"/var/lib/qx\"\nconfirm_within = \"5m\"\n",
+                                       "agent.toml", c)
+                    .has_value());
+  CHECK(c.agent.policy.upgrade == false);
+  CHECK(c.agent.upgrade.state_dir == "/var/lib/qx");
+  CHECK(c.agent.upgrade.confirm_within == 5min);
+  // Unset, upgrades follow exec: allowed while exec is on and unrestricted.
+  CHECK(qg::agent_config{}.agent.policy.upgrades_allowed());
+  qg::agent_config limited;
+  REQUIRE_FALSE(
+      qg::apply_agent_config("[policy]\nexec_allow = [\"/bin/true\"]\n", "agent.toml", limited)
+          .has_value());
+  CHECK_FALSE(limited.agent.policy.upgrade.has_value());
+  CHECK_FALSE(limited.agent.policy.upgrades_allowed());
+  CHECK_THAT(limited.agent.policy.check_operation("upgrade")->message,
+             Catch::Contains("policy.upgrade = true allows it"));
+  REQUIRE_FALSE(
+      qg::apply_agent_config("[policy]\nexec = false\nupgrade = true\n", "agent.toml", limited)
+          .has_value());
+  CHECK(limited.agent.policy.upgrades_allowed());
+  CHECK_THAT(error_of("[upgrade]\nconfirm_within = \"5s\"\n"),
+             Catch::Contains("'upgrade.confirm_within' must be at least"));
+  CHECK_THAT(error_of("[upgrade]\nconfirm_within = \"2h\"\n"), Catch::Contains("at most 1h"));
+  CHECK_THAT(error_of("[upgrade]\nstate_dir = \"var/lib\"\n"),
+             Catch::Contains("must be an absolute path"));
+}

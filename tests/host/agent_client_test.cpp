@@ -532,3 +532,22 @@ TEST_CASE("the host keeps only the fields it knows of a guest's telemetry, and a
   CHECK_THAT(cut, Catch::Contains("bytes of unknown fields dropped"));
   CHECK(e.telemetry().SerializeAsString() == full.SerializeAsString());
 }
+
+TEST_CASE(
+    "what a guest says of an upgrade is capped: versions and token as names, paths and "
+    "detail at 4 KiB",
+    "[host]") {
+  pb::Envelope e;
+  auto* u = e.mutable_upgrade_status();
+  u->set_to_version(std::string(300, 'v'));
+  u->set_token(std::string(300, 't'));
+  u->set_binary(std::string(5000, 'b'));
+  u->set_detail(std::string(9000, 'd'));
+  const auto cut = qh::cap_guest_message(e);
+  CHECK_THAT(cut, Catch::Contains("2 upgrade texts cut to 4096 bytes"));
+  CHECK_THAT(cut, Catch::Contains("2 names cut to 128 bytes"));
+  CHECK(u->to_version().size() == 128);
+  CHECK(u->binary().size() == 4096);
+  CHECK(u->detail().size() == 4096);
+  CHECK(qh::cap_guest_message(e).empty());
+}

@@ -652,3 +652,67 @@ TEST_CASE(
   CHECK(vm->run("pidof quantix-kvm-agent").status != 0);
   CHECK(property(*vm, "NRestarts") == "0");  // stopped with its device, not crashed and restarted
 }
+
+TEST_CASE(
+    "Debian guest: qx-agent upgrade under systemd: a new binary is confirmed, then one that does "
+    "not start is rolled back by the guard's own unit and the shipped unit runs the old one again",
+    "[vm][debian]") {
+  temp_dir vms, run, work;
+  const std::string ctl = run / "ctl.sock";
+  auto vm = boot_debian({.socket_path = vms / "deb7.agent.sock", .cdrom = QXA_AGENT_ISO});
+  mount_cdrom(*vm);
+  REQUIRE(vm->run("sh /media/cdrom/install.sh", 120s).status == 0);
+  auto daemon = start_daemon_for_vms(vms, run);
+  REQUIRE(wait_vm_state(ctl, "deb7", "ready", 60s));
+  const auto sha_in_guest = [&] {
+    return vm->run("sha256sum < /usr/sbin/quantix-kvm-agent | cut -c1-64").out;
+  };
+  const auto installed = sha_in_guest();
+
+  // A new binary: the agent with bytes after its end (ELF ignores them), so its digest says
+  // which one runs.
+  const std::string binary = work / "quantix-kvm-agent";
+  std::filesystem::copy_file(QXA_AGENT_PATH, binary);
+  std::ofstream(binary, std::ios::app | std::ios::binary) << "\nan upgraded agent\n";
+  const auto sha_of = [](const std::string& path) {
+    return qxa::test::run_command({"/bin/sh", "-c", "sha256sum < '" + path + "' | cut -c1-64"}, 10s)
+        .out;
+  };
+  const auto before = qxa::test::required_vm_status(ctl, "deb7");
+  auto up = run_cli(
+      {"--control-socket", ctl, "upgrade", "deb7", "--binary", binary, "--confirm-within", "90s"},
+      240s);
+  INFO(up.out << up.err);
+  REQUIRE(up.status == 0);
+  CHECK_THAT(up.out, Catch::Contains("deb7: upgraded"));
+  CHECK(sha_in_guest() == sha_of(binary));
+  CHECK(vm->run("sha256sum < /usr/sbin/quantix-kvm-agent.previous | cut -c1-64").out == installed);
+  CHECK(qxa::test::required_vm_status(ctl, "deb7")["agent_pid"] != before["agent_pid"]);
+  CHECK(vm->run("grep -x state=confirmed /var/lib/quantix-kvm-agent/upgrade").status == 0);
+  // The guard ran in a unit of its own and ended with the confirmation.
+  CHECK(vm->run("for i in $(seq 100); do systemctl list-units --all --no-legend "
+                "'quantix-kvm-agent-upgrade-guard-*' | grep -q running || exit 0; sleep 0.1; "
+                "done; exit 1")
+            .status == 0);
+  CHECK(vm->run("systemctl is-active " + unit).out == "active\n");
+
+  // A binary that does not start: systemd restarts it until the guard puts the last one back.
+  auto broken = run_cli({"--control-socket", ctl, "upgrade", "deb7", "--binary",
+                         QXA_BROKEN_AGENT_PATH, "--confirm-within", "20s"},
+                        240s);
+  INFO(broken.out << broken.err);
+  CHECK(broken.status == 1);
+  CHECK_THAT(broken.err, Catch::Contains("deb7: rolled back to"));
+  REQUIRE(wait_unit_state(*vm, "active"));
+  CHECK(sha_in_guest() == sha_of(binary));
+  CHECK(vm->run("grep -x state=rolled-back /var/lib/quantix-kvm-agent/upgrade").status == 0);
+  const auto guard_log = vm->run(
+      "journalctl -o cat --no-pager -u 'quantix-kvm-agent-upgrade-guard-*' | grep 'was put back'");
+  INFO(guard_log.out);
+  CHECK(guard_log.status == 0);
+  CHECK(
+      vm->run("journalctl -u " + unit + " -o cat --no-pager | grep -q 'this agent does not start'")
+          .status == 0);
+  REQUIRE(wait_vm_state(ctl, "deb7", "ready", 60s));
+  CHECK(run_cli({"--control-socket", ctl, "ping", "deb7"}).status == 0);
+}

@@ -37,6 +37,8 @@ class config_reader {
   // when absent. A value of the wrong type or out of range is recorded as an error.
   void get(std::string_view key, std::string& out);
   void get(std::string_view key, bool& out);
+  /// Set only when the key is present: a setting whose default depends on others.
+  void get(std::string_view key, std::optional<bool>& out);
   void get(std::string_view key, std::int64_t& out, std::int64_t min, std::int64_t max);
   void get(std::string_view key, std::uint32_t& out, std::uint32_t min, std::uint32_t max);
   /// A duration string ("5s", "250ms"), at least `min`.

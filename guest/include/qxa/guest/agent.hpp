@@ -7,6 +7,7 @@
 #include <asio/awaitable.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,6 +19,7 @@
 #include "qxa/guest/policy.hpp"
 #include "qxa/guest/port.hpp"
 #include "qxa/guest/telemetry_sampler.hpp"
+#include "qxa/guest/upgrade.hpp"
 #include "qxa/guest/uploads.hpp"
 
 namespace qxa::guest {
@@ -63,6 +65,7 @@ struct agent_options {
   power_options power;
   /// How long a finished detached job's status and output tail are kept.
   std::chrono::nanoseconds keep_finished_jobs = std::chrono::hours(1);
+  upgrade_options upgrade;
 };
 
 class session;
@@ -84,6 +87,10 @@ struct agent_state {
   bool suspending = false;
   /// How the last suspend that returned went (Info.last_resume).
   std::optional<pb::ResumeRecord> last_resume = std::nullopt;
+  /// Set by a handler whose reply must reach the host before the agent exits with this status
+  /// (an upgrade): the session writes the reply, waits for it to drain, then calls exit_now.
+  std::optional<int> exit_after_reply = std::nullopt;
+  std::function<void()> exit_now = nullptr;
 
   [[nodiscard]] bool frozen() const noexcept;
 };
@@ -107,6 +114,8 @@ class agent {
  private:
   asio::awaitable<void> serve_hosts();
   asio::awaitable<int> telemetry_loop();
+  asio::awaitable<int> exit_when_asked();
+  void note_pending_upgrade() const;
 
   asio::any_io_executor ex_;
   std::unique_ptr<agent_state> state_;

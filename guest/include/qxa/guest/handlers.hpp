@@ -90,6 +90,8 @@ asio::awaitable<pb::Envelope> disks(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> password(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> ssh_keys(request_context ctx, pb::Envelope request);
 asio::awaitable<pb::Envelope> hotplug(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> upgrade(request_context ctx, pb::Envelope request);
+asio::awaitable<pb::Envelope> upgrade_status(request_context ctx, pb::Envelope request);
 
 /// Starts a detached exec, already checked against the policy, as a job: its Job, or why not.
 pb::Envelope start_job(const request_context& ctx, const pb::ExecRequest& request,

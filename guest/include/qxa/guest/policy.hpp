@@ -34,9 +34,15 @@ struct refusal {
 };
 
 struct local_policy {
-  std::vector<std::string> allow;       ///< operations; empty: all
-  std::vector<std::string> block;       ///< operations
-  bool exec = true;                     ///< the exec operation at all
+  std::vector<std::string> allow;  ///< operations; empty: all
+  std::vector<std::string> block;  ///< operations
+  bool exec = true;                ///< the exec operation at all
+  /// The host may replace the agent's binary. Unset: as long as exec is on and unrestricted
+  /// (a new binary runs as root: with exec limited, upgrades must be allowed by name).
+  std::optional<bool> upgrade;
+  [[nodiscard]] bool upgrades_allowed() const noexcept {
+    return upgrade.value_or(exec && exec_allow.empty());
+  }
   std::vector<std::string> exec_allow;  ///< programs (absolute paths); empty: any
   /// Under exec_allow: variables the host may set besides the fixed base.
   std::vector<std::string> exec_env_allow;

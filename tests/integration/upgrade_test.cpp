@@ -1,0 +1,231 @@
+// SPDX-License-Identifier: MIT
+// qx-agent upgrade end to end: the real agent, run from a copy of its binary under a small
+// supervisor loop (what a service manager does: start it again whenever it exits), the real
+// qx-agentd and qx-agent. A working upgrade, one to a binary that does not start (the guard
+// rolls it back), several VMs at once, and the refusals.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "qxa/common/sha256.hpp"
+#include "support/daemon.hpp"
+#include "support/poll.hpp"
+#include "support/process.hpp"
+#include "support/status.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace std::chrono_literals;
+using qxa::test::child_process;
+using qxa::test::temp_dir;
+using json = nlohmann::json;
+
+namespace {
+
+const std::string cli_bin = QXA_CLI_PATH;
+
+qxa::test::command_result cli(const std::string& ctl, std::vector<std::string> args,
+                              std::chrono::steady_clock::duration timeout = 60s) {
+  args.insert(args.begin(), {cli_bin, "--control-socket", ctl});
+  return qxa::test::run_command(std::move(args), timeout);
+}
+
+std::string sha256_of(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  qxa::common::sha256 d;
+  d.update(data);
+  return qxa::common::sha256::hex(d.finish());
+}
+
+// The agent of VM `name` installed in its own directory, restarted whenever it exits.
+struct supervised_agent {
+  supervised_agent(const temp_dir& vms, const std::string& name, const std::string& more_config) {
+    std::filesystem::create_directories(bin);
+    ::chmod(bin.c_str(), 0755);
+    std::filesystem::copy_file(QXA_AGENT_PATH, binary);
+    config = home.write("agent.toml",
+                        "[upgrade]\nstate_dir = \"" + home / "state" + "\"\n" + more_config);
+    const std::string loop =
+        "trap 'kill $pid 2>/dev/null; exit 0' TERM; while :; do \"$0\" --config \"$1\" --port "
+        "\"unix-listen:$2\" --telemetry-interval 1s & pid=$!; wait $pid; sleep 0.2; done";
+    supervisor = std::make_unique<child_process>(std::vector<std::string>{
+        "/bin/sh", "-c", loop, binary, config, vms / (name + ".agent.sock")});
+  }
+  ~supervised_agent() {
+    ::kill(supervisor->pid(), SIGTERM);
+    supervisor->wait_exit(10s);
+  }
+  temp_dir home;
+  const std::string bin = home / "sbin";
+  const std::string binary = bin + "/quantix-kvm-agent";
+  std::string config;
+  std::unique_ptr<child_process> supervisor;
+};
+
+// A copy of the agent's binary that differs from it (bytes after its end, which ELF ignores):
+// a new binary whose SHA-256 shows which one runs.
+std::string new_agent_binary(const temp_dir& dir) {
+  const auto path = dir / "new-quantix-kvm-agent";
+  std::filesystem::copy_file(QXA_AGENT_PATH, path);
+  std::ofstream(path, std::ios::app | std::ios::binary) << "\nan upgraded agent\n";
+  return path;
+}
+
+// Whether a guard for the state directory `dir` runs (its command line names it).
+bool guard_running(const std::string& dir) {
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    std::ifstream in(e.path() / "cmdline", std::ios::binary);
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmdline.find(std::string("--upgrade-guard") + '\0' + dir) != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::uint32_t agent_pid(const std::string& ctl, const std::string& vm) {
+  return qxa::test::required_vm_status(ctl, vm)["agent_pid"].get<std::uint32_t>();
+}
+
+}  // namespace
+
+TEST_CASE(
+    "qx-agent upgrade swaps the agent's binary, the new agent answers and is confirmed, the old "
+    "one is kept as .previous, and the same binary again changes nothing",
+    "[integration][upgrade]") {
+  temp_dir vms, run, work;
+  const std::string ctl = run / "ctl.sock";
+  supervised_agent agent(vms, "vm", "");
+  auto daemon = qxa::test::start_daemon(vms, run, "250ms", "1s");
+  REQUIRE(qxa::test::wait_vm_state(ctl, "vm", "ready", 10s));
+  const auto old_sha = sha256_of(agent.binary);
+  const auto old_pid = agent_pid(ctl, "vm");
+  const auto binary = new_agent_binary(work);
+
+  auto r = cli(ctl, {"--json", "upgrade", "vm", "--binary", binary, "--confirm-within", "20s"});
+  INFO(r.out << r.err << agent.supervisor->log());
+  REQUIRE(r.status == 0);
+  const auto j = json::parse(r.out);
+  CHECK(j["result"] == "upgraded");
+  CHECK(sha256_of(agent.binary) == sha256_of(binary));
+  CHECK(sha256_of(agent.binary + ".previous") == old_sha);
+  CHECK_FALSE(std::filesystem::exists(agent.bin + "/.quantix-kvm-agent.upgrade"));
+  CHECK(agent_pid(ctl, "vm") != old_pid);
+
+  const auto status = cli(ctl, {"--json", "upgrade-status", "vm"});
+  REQUIRE(status.status == 0);
+  const auto s = json::parse(status.out);
+  CHECK(s["state"] == "confirmed");
+  CHECK(s["binary"] == agent.binary);
+  const auto text = cli(ctl, {"upgrade-status", "vm"});
+  CHECK_THAT(text.out, Catch::Contains("confirmed; the previous binary is kept as"));
+  // The guard saw the confirmation and ended.
+  CHECK(qxa::test::eventually([&] { return !guard_running(agent.home / "state"); }, 5s));
+
+  const auto pid = agent_pid(ctl, "vm");
+  auto again = cli(ctl, {"upgrade", "vm", "--binary", binary});
+  CHECK(again.status == 0);
+  CHECK_THAT(again.out, Catch::Contains("unchanged, already runs this binary"));
+  CHECK(agent_pid(ctl, "vm") == pid);
+}
+
+TEST_CASE(
+    "an upgrade to a binary that does not start is rolled back by the guard: the old binary is "
+    "put back and its agent answers again",
+    "[integration][upgrade]") {
+  temp_dir vms, run;
+  const std::string ctl = run / "ctl.sock";
+  supervised_agent agent(vms, "vm", "");
+  auto daemon = qxa::test::start_daemon(vms, run, "250ms", "1s");
+  REQUIRE(qxa::test::wait_vm_state(ctl, "vm", "ready", 10s));
+  const auto old_sha = sha256_of(agent.binary);
+
+  const auto started = std::chrono::steady_clock::now();
+  auto r = cli(ctl, {"upgrade", "vm", "--binary", QXA_BROKEN_AGENT_PATH, "--confirm-within", "10s"},
+               120s);
+  const auto took = std::chrono::steady_clock::now() - started;
+  INFO(r.out << r.err << agent.supervisor->log());
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Catch::Contains("vm: rolled back to") &&
+                        Catch::Contains("no confirmation within the deadline"));
+  CHECK(took >= 10s);  // not before the deadline
+  CHECK(sha256_of(agent.binary) == old_sha);
+  // Meanwhile the broken binary ran, and failed, under the supervisor.
+  CHECK_THAT(agent.supervisor->log(), Catch::Contains("this agent does not start"));
+  REQUIRE(qxa::test::wait_vm_state(ctl, "vm", "ready", 10s));
+  const auto status = cli(ctl, {"--json", "upgrade-status", "vm"});
+  const auto s = json::parse(status.out);
+  CHECK(s["state"] == "rolled-back");
+  CHECK(s["to_version"] == "0.0.0-broken");
+  CHECK(cli(ctl, {"ping", "vm"}).status == 0);
+}
+
+TEST_CASE("qx-agent upgrade --all upgrades every ready VM, at most --parallel at a time",
+          "[integration][upgrade]") {
+  temp_dir vms, run, work;
+  const std::string ctl = run / "ctl.sock";
+  supervised_agent a(vms, "vm-a", ""), b(vms, "vm-b", "");
+  auto daemon = qxa::test::start_daemon(vms, run, "250ms", "1s");
+  REQUIRE(qxa::test::wait_all_ready(ctl, 2, 10s));
+  const auto binary = new_agent_binary(work);
+  auto r = cli(ctl, {"--json", "upgrade", "--all", "--parallel", "1", "--binary", binary});
+  INFO(r.out << r.err);
+  REQUIRE(r.status == 0);
+  const auto j = json::parse(r.out);
+  REQUIRE(j["vms"].size() == 2);
+  for (const auto& v : j["vms"]) CHECK(v["result"] == "upgraded");
+  CHECK(sha256_of(a.binary) == sha256_of(binary));
+  CHECK(sha256_of(b.binary) == sha256_of(binary));
+}
+
+TEST_CASE(
+    "upgrades refused: by policy.upgrade = false (nothing staged), a file that is not a "
+    "program, no VM named, and --connect",
+    "[integration][upgrade]") {
+  temp_dir vms, run, work;
+  const std::string ctl = run / "ctl.sock";
+  supervised_agent agent(vms, "vm", "[policy]\nupgrade = false\n");
+  auto daemon = qxa::test::start_daemon(vms, run, "250ms", "1s");
+  REQUIRE(qxa::test::wait_vm_state(ctl, "vm", "ready", 10s));
+  const auto old_sha = sha256_of(agent.binary);
+
+  auto refused = cli(ctl, {"upgrade", "vm", "--binary", new_agent_binary(work)});
+  CHECK(refused.status == 1);
+  CHECK_THAT(refused.err, Catch::Contains("policy.upgrade"));
+  CHECK(sha256_of(agent.binary) == old_sha);
+  CHECK_FALSE(std::filesystem::exists(agent.bin + "/.quantix-kvm-agent.upgrade"));
+
+  const auto text = work.write("notes.txt", "not a program\n");
+  auto not_elf = cli(ctl, {"upgrade", "vm", "--binary", text});
+  CHECK(not_elf.status == 2);
+  CHECK_THAT(not_elf.err, Catch::Contains("is not an ELF program"));
+  CHECK(cli(ctl, {"upgrade", "--binary", text}).status == 2);
+  CHECK(cli(ctl, {"upgrade", "vm", "--all", "--binary", text}).status == 2);
+  auto direct = qxa::test::run_command(
+      {cli_bin, "--connect", vms / "vm.agent.sock", "upgrade", "vm", "--binary", text}, 30s);
+  CHECK(direct.status == 2);
+  CHECK_THAT(direct.err, Catch::Contains("through qx-agentd"));
+}
+
+TEST_CASE("an upgrade waits for detached jobs (the agent's restart would end them) unless forced",
+          "[integration][upgrade]") {
+  temp_dir vms, run, work;
+  const std::string ctl = run / "ctl.sock";
+  supervised_agent agent(vms, "vm", "");
+  auto daemon = qxa::test::start_daemon(vms, run, "250ms", "1s");
+  REQUIRE(qxa::test::wait_vm_state(ctl, "vm", "ready", 10s));
+  REQUIRE(cli(ctl, {"exec", "--detach", "vm", "--", "sleep", "600"}).status == 0);
+  const auto binary = new_agent_binary(work);
+  auto refused = cli(ctl, {"upgrade", "vm", "--binary", binary});
+  CHECK(refused.status == 1);
+  CHECK_THAT(refused.err, Catch::Contains("1 detached job is running"));
+  CHECK(sha256_of(agent.binary) != sha256_of(binary));
+  auto forced = cli(ctl, {"upgrade", "vm", "--binary", binary, "--force"});
+  INFO(forced.out << forced.err);
+  CHECK(forced.status == 0);
+  CHECK(sha256_of(agent.binary) == sha256_of(binary));
+}
