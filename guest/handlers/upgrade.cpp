@@ -20,6 +20,9 @@ namespace qxa::guest::handlers {
 
 namespace {
 
+// How long past its deadline a pending upgrade holds new ones up (its guard acts at once).
+constexpr std::int64_t guard_grace_ms = 60'000;
+
 std::int64_t epoch_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -149,12 +152,18 @@ asio::awaitable<pb::Envelope> upgrade(request_context ctx, pb::Envelope request)
   if (req.sha256().size() != 32) {
     co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT, "the SHA-256 must be 32 bytes");
   }
-  if (auto last = read_upgrade_record(dir);
-      last && last->state == upgrade_state::pending && last->deadline_unix_ms > epoch_ms()) {
+  // One at a time: until the last one is confirmed or its guard acted (a guard gone with a
+  // reboot never acts: a minute past its deadline the record no longer holds new upgrades up).
+  if (auto last = read_upgrade_record(dir); last && last->state == upgrade_state::pending &&
+                                            epoch_ms() < last->deadline_unix_ms + guard_grace_ms) {
     co_return error_reply(
         pb::ERROR_CODE_FAILED_PRECONDITION,
-        fmt::format("the upgrade to {} waits for its confirmation for {} s more", last->to_version,
-                    (last->deadline_unix_ms - epoch_ms()) / 1000 + 1));
+        fmt::format("the upgrade to {} waits for its confirmation or its rollback (deadline in "
+                    "{} s)",
+                    last->to_version, (last->deadline_unix_ms - epoch_ms()) / 1000));
+  }
+  if (ctx.state.upgrading) {
+    co_return error_reply(pb::ERROR_CODE_FAILED_PRECONDITION, "an upgrade is under way");
   }
   if (const auto jobs = ctx.state.jobs ? ctx.state.jobs->running() : 0; jobs > 0 && !req.force()) {
     co_return error_reply(
@@ -164,6 +173,15 @@ asio::awaitable<pb::Envelope> upgrade(request_context ctx, pb::Envelope request)
                     jobs, jobs == 1 ? " is" : "s are", jobs == 1 ? "it" : "them",
                     jobs == 1 ? "it" : "them", jobs == 1 ? "it" : "them"));
   }
+  // Another upgrade request must not pass the checks above while this one runs its own.
+  ctx.state.upgrading = true;
+  struct under_way {
+    agent_state& state;
+    bool done = false;
+    ~under_way() {
+      if (!done) state.upgrading = false;
+    }
+  } flag{ctx.state};
   auto binary = agent_binary(options.binary);
   if (!binary) co_return upgrade_failed(ctx, binary.error());
   const auto bin_dir = binary->substr(0, std::max<std::size_t>(binary->rfind('/'), 1));
@@ -207,16 +225,20 @@ asio::awaitable<pb::Envelope> upgrade(request_context ctx, pb::Envelope request)
     co_return upgrade_failed(ctx, installed.error());
   }
   std::tie(r.device, r.inode) = *installed;
-  if (auto e = write_upgrade_record(dir, r)) co_return upgrade_failed(ctx, *e);
-  if (auto e = co_await start_guard(r, dir)) {
-    // Without a guard nothing would undo a new binary that does not start: undone now.
+  // Without a record of the new inode, or without a guard, nothing would undo a new binary that
+  // does not start: undone now.
+  auto undo = [&](const common::error_info& e, const std::string& what) {
     std::string detail;
     restore_previous(r, detail);
     r.state = upgrade_state::rolled_back;
-    r.detail = "the guard could not start: " + e->message;
+    r.detail = what + e.message;
     (void)write_upgrade_record(dir, r);
-    co_return upgrade_failed(ctx, {e->code, r.detail});
-  }
+    return upgrade_failed(ctx, {e.code, r.detail});
+  };
+  if (auto e = write_upgrade_record(dir, r))
+    co_return undo(*e, "the record could not be written: ");
+  if (auto e = co_await start_guard(r, dir)) co_return undo(*e, "the guard could not start: ");
+  flag.done = true;  // the agent exits next
   common::log_info(
       "audit: op=upgrade session={:016x} request={} outcome=installed from={} to={} binary={} "
       "guard={}",

@@ -419,7 +419,9 @@ int run_upgrade_guard(const std::string& state_dir) {
     if (std::chrono::steady_clock::now() >= deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
-  auto r = *read_upgrade_record(state_dir);
+  auto current = read_upgrade_record(state_dir);
+  if (!current || current->token != token || current->state != upgrade_state::pending) return 0;
+  auto r = *current;
   std::string detail;
   if (!restore_previous(r, detail)) {
     // Left pending, past its deadline: a new upgrade may replace it.

@@ -181,6 +181,14 @@ TEST_CASE(
     CHECK(again.error().code() == pb::ERROR_CODE_FAILED_PRECONDITION);
     CHECK_THAT(again.error().message(), Catch::Contains("waits for its confirmation"));
 
+    // Nor does one start while another request is between its checks and its reply.
+    REQUIRE(qg::write_upgrade_record(b.options.upgrade.state_dir, qg::upgrade_record{}) ==
+            std::nullopt);
+    bench.state.upgrading = true;
+    auto busy = co_await handlers::upgrade(bench.context(), upgrade_request(digest_of(staged)));
+    CHECK_THAT(busy.error().message(), Catch::Contains("an upgrade is under way"));
+    bench.state.upgrading = false;
+
     auto status = co_await handlers::upgrade_status(bench.context(), {});
     CHECK(status.upgrade_status().running_sha256() == new_sha);
   });

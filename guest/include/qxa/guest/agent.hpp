@@ -91,6 +91,8 @@ struct agent_state {
   /// (an upgrade): the session writes the reply, waits for it to drain, then calls exit_now.
   std::optional<int> exit_after_reply = std::nullopt;
   std::function<void()> exit_now = nullptr;
+  /// An upgrade request is between its checks and its reply.
+  bool upgrading = false;
 
   [[nodiscard]] bool frozen() const noexcept;
 };
