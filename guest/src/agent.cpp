@@ -49,6 +49,13 @@ agent::agent(asio::any_io_executor ex, agent_options options, std::unique_ptr<po
   state_->freeze = std::make_shared<freezer>(ex_, state_->options.freeze);
   state_->uploads = std::make_shared<upload_table>();
   state_->jobs = std::make_shared<job_table>(ex_, job_limits_of(state_->options));
+  // Members, not the frame of exit_when_asked(): that frame may be destroyed after the agent
+  // (with the io_context), and must then touch nothing of it.
+  exit_asked_ = std::make_unique<common::async_event>(ex_);
+  state_->exit_now = [this] {
+    exit_wanted_ = true;
+    exit_asked_->notify_all();
+  };
 }
 
 job_limits job_limits_of(const agent_options& options) {
@@ -88,17 +95,7 @@ asio::awaitable<int> agent::run() {
 }
 
 asio::awaitable<int> agent::exit_when_asked() {
-  common::async_event asked(ex_);
-  bool now = false;
-  state_->exit_now = [&] {
-    now = true;
-    asked.notify_all();
-  };
-  struct forget {  // the callback refers to this frame: gone with it, however it ends
-    agent_state& state;
-    ~forget() { state.exit_now = nullptr; }
-  } forget_callback{*state_};
-  while (!now) co_await asked.wait();
+  while (!exit_wanted_) co_await exit_asked_->wait();
   common::log_info("exiting with status {} to make way for the upgraded binary",
                    state_->exit_after_reply.value_or(0));
   co_return state_->exit_after_reply.value_or(0);

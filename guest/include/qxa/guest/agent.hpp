@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 
+#include "qxa/common/async.hpp"
 #include "qxa/common/frame.hpp"
 #include "qxa/guest/freezer.hpp"
 #include "qxa/guest/jobs.hpp"
@@ -123,6 +124,8 @@ class agent {
   std::unique_ptr<agent_state> state_;
   std::unique_ptr<port> port_;
   std::shared_ptr<session> current_;
+  std::unique_ptr<common::async_event> exit_asked_;
+  bool exit_wanted_ = false;
 };
 
 }  // namespace qxa::guest
