@@ -73,8 +73,14 @@ TEST_CASE("qx-agentd with 20 agents: kill, restart, stop and continue one of the
   REQUIRE_FALSE(vm07_session.empty());
   const auto t0 = std::chrono::steady_clock::now();
   agents[7]->signal(SIGKILL);
-  REQUIRE(qxa::test::wait_vm_state(ctl, "vm07", "connecting", 1s));
-  CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+#ifdef QXA_SANITIZED
+  // Each status poll starts an instrumented qx-agent, which alone takes a good part of 1 s.
+  constexpr auto at_once = 3s;
+#else
+  constexpr auto at_once = 1s;
+#endif
+  REQUIRE(qxa::test::wait_vm_state(ctl, "vm07", "connecting", at_once));
+  CHECK(std::chrono::steady_clock::now() - t0 < at_once);
   auto ping = run_cli({"--control-socket", run / "ctl.sock", "ping", "vm07"});
   CHECK(ping.status == 69);  // unavailable, as the README says; 75 is for a call cut short
   CHECK(ping.took < 1s);
