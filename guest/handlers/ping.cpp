@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include <chrono>
 
+#include "qxa/common/wall_clock.hpp"
 #include "qxa/guest/handlers.hpp"
 
 namespace qxa::guest::handlers {
@@ -8,9 +9,7 @@ namespace qxa::guest::handlers {
 pb::Envelope pong_for(const pb::Envelope& request) {
   pb::Envelope reply;
   reply.mutable_pong()->set_nonce(request.ping().nonce());
-  reply.mutable_pong()->set_unix_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count());
+  reply.mutable_pong()->set_unix_ns(common::unix_ns());
   return reply;
 }
 

@@ -12,6 +12,7 @@
 
 #include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/common/wall_clock.hpp"
 #include "qxa/guest/handlers.hpp"
 #include "qxa/guest/identity.hpp"
 #include "qxa/guest/process.hpp"
@@ -106,9 +107,7 @@ asio::awaitable<pb::Envelope> power(request_context ctx, pb::Envelope request) {
       common::contained("a scheduled power action"));
   reply.mutable_power_reply()->set_method(method);
   reply.mutable_power_reply()->set_at_unix_ms(
-      std::chrono::duration_cast<std::chrono::milliseconds>(
-          (std::chrono::system_clock::now() + delay).time_since_epoch())
-          .count());
+      common::unix_ms(std::chrono::system_clock::now() + delay));
   co_return reply;
 }
 

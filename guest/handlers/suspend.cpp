@@ -14,6 +14,7 @@
 #include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/text.hpp"
+#include "qxa/common/wall_clock.hpp"
 #include "qxa/guest/handlers.hpp"
 #include "qxa/guest/hooks.hpp"
 #include "qxa/guest/own_thread.hpp"
@@ -23,12 +24,6 @@
 namespace qxa::guest::handlers {
 
 namespace {
-
-std::int64_t now_unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // The sysfs write, which returns only after the wake-up, on a thread of its own.
 struct sysfs_suspend final : thread_work {
@@ -50,7 +45,7 @@ asio::awaitable<void> sleep_and_wake(agent_state& state, suspend_mode mode,
 
   pb::ResumeRecord record;
   record.set_mode(std::string(mode_name(mode)));
-  record.set_suspended_unix_ms(now_unix_ms());
+  record.set_suspended_unix_ms(common::unix_ms());
   const double asleep_before = seconds_asleep_so_far();
   if (command.empty()) {
     auto work = std::make_shared<sysfs_suspend>();
@@ -74,7 +69,7 @@ asio::awaitable<void> sleep_and_wake(agent_state& state, suspend_mode mode,
                                    st.signal != 0 ? st.signal : st.code));
     }
   }
-  record.set_resumed_unix_ms(now_unix_ms());
+  record.set_resumed_unix_ms(common::unix_ms());
   record.set_slept_seconds(std::max(0.0, seconds_asleep_so_far() - asleep_before));
   // Resume hooks undo suspend hooks: in reverse order, also when the suspend failed.
   for (const auto& o : co_await run_hooks(ex, state.options.power.hooks_dir, "resume",

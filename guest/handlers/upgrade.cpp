@@ -14,6 +14,7 @@
 #include "qxa/common/sha256.hpp"
 #include "qxa/common/text.hpp"
 #include "qxa/common/version.hpp"
+#include "qxa/common/wall_clock.hpp"
 #include "qxa/guest/handlers.hpp"
 
 namespace qxa::guest::handlers {
@@ -22,12 +23,6 @@ namespace {
 
 // How long past its deadline a pending upgrade holds new ones up (its guard acts at once).
 constexpr std::int64_t guard_grace_ms = 60'000;
-
-std::int64_t epoch_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string new_token() {
   std::array<std::uint8_t, 16> bytes{};
@@ -154,13 +149,14 @@ asio::awaitable<pb::Envelope> upgrade(request_context ctx, pb::Envelope request)
   }
   // One at a time: until the last one is confirmed or its guard acted (a guard gone with a
   // reboot never acts: a minute past its deadline the record no longer holds new upgrades up).
-  if (auto last = read_upgrade_record(dir); last && last->state == upgrade_state::pending &&
-                                            epoch_ms() < last->deadline_unix_ms + guard_grace_ms) {
+  if (auto last = read_upgrade_record(dir);
+      last && last->state == upgrade_state::pending &&
+      common::unix_ms() < last->deadline_unix_ms + guard_grace_ms) {
     co_return error_reply(
         pb::ERROR_CODE_FAILED_PRECONDITION,
         fmt::format("the upgrade to {} waits for its confirmation or its rollback (deadline in "
                     "{} s)",
-                    last->to_version, (last->deadline_unix_ms - epoch_ms()) / 1000));
+                    last->to_version, (last->deadline_unix_ms - common::unix_ms()) / 1000));
   }
   if (ctx.state.upgrading) {
     co_return error_reply(pb::ERROR_CODE_FAILED_PRECONDITION, "an upgrade is under way");
@@ -212,7 +208,7 @@ asio::awaitable<pb::Envelope> upgrade(request_context ctx, pb::Envelope request)
       .previous = *binary + ".previous",
       .unit = systemd_running(ctx.state.options.power.systemd_dir) ? own_systemd_unit() : "",
       .deadline_unix_ms =
-          epoch_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(within).count(),
+          common::unix_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(within).count(),
       .detail = "",
   };
   // Recorded before the swap: a record never misses an installed binary.

@@ -10,6 +10,7 @@
 
 #include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/common/wall_clock.hpp"
 #include "qxa/guest/log_text.hpp"
 #include "qxa/guest/session.hpp"
 
@@ -37,9 +38,7 @@ agent::agent(asio::any_io_executor ex, agent_options options, std::unique_ptr<po
       .options = std::move(options),
       .sampler = telemetry_sampler{},
       .boot_id = read_boot_id(),
-      .started_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count(),
+      .started_unix_ms = common::unix_ms(),
       .pid = static_cast<std::uint32_t>(::getpid()),
   });
   sampler_sources sources;

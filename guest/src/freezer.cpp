@@ -21,6 +21,7 @@
 #include "qxa/common/log.hpp"
 #include "qxa/common/parse.hpp"
 #include "qxa/common/text.hpp"
+#include "qxa/common/wall_clock.hpp"
 #include "qxa/guest/hooks.hpp"
 #include "qxa/guest/process.hpp"
 
@@ -32,9 +33,7 @@ using namespace asio::experimental::awaitable_operators;
 namespace {
 
 std::int64_t unix_ms_after(std::chrono::nanoseconds d) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             (std::chrono::system_clock::now() + d).time_since_epoch())
-      .count();
+  return common::unix_ms(std::chrono::system_clock::now() + d);
 }
 
 /// A directory of the filesystem mounted at `m`, opened without following a link at the end,

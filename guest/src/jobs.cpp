@@ -13,6 +13,7 @@
 
 #include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/common/wall_clock.hpp"
 
 namespace qxa::guest {
 
@@ -64,9 +65,7 @@ job::job(const asio::any_io_executor& ex, std::uint64_t id, job_spec spec, pid_t
       argv_(std::move(spec.argv)),
       user_(std::move(spec.user)),
       pid_(pid),
-      started_unix_ms_(std::chrono::duration_cast<std::chrono::milliseconds>(
-                           std::chrono::system_clock::now().time_since_epoch())
-                           .count()),
+      started_unix_ms_(common::unix_ms()),
       out_(ring_bytes),
       err_(ring_bytes),
       changed_(ex, std::chrono::steady_clock::time_point::max()) {}
@@ -184,9 +183,7 @@ asio::awaitable<void> job_table::run(std::shared_ptr<job> j, std::string input,
   const auto status = co_await child.wait();  // at once, unless only its pipes closed
   j->status_ = status;
   j->ended_at_ = std::chrono::steady_clock::now();
-  j->ended_unix_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::system_clock::now().time_since_epoch())
-                          .count();
+  j->ended_unix_ms_ = common::unix_ms();
   common::log_info("job {} (pid {}) ended: {} {}{} after {:.0f} ms, {} + {} bytes of output",
                    j->id(), j->pid(), status.signal != 0 ? "signal" : "exit",
                    status.signal != 0 ? status.signal : status.code,

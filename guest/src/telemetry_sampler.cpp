@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "qxa/common/text.hpp"
+#include "qxa/common/wall_clock.hpp"
 
 namespace qxa::guest {
 
@@ -65,9 +66,7 @@ std::vector<interface_entry> telemetry_sampler::interfaces(std::string& primary)
 
 system_sample telemetry_sampler::take() {
   system_sample s;
-  s.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                  std::chrono::system_clock::now().time_since_epoch())
-                  .count();
+  s.unix_ms = common::unix_ms();
   if (auto text = read_file(src_.proc_root + "/stat")) {
     if (auto now = parse_proc_stat(*text)) {
       if (last_cpu_) s.cpu_percent = cpu_percent(*last_cpu_, *now);

@@ -19,6 +19,7 @@
 #include "qxa/common/posix.hpp"
 #include "qxa/common/sha256.hpp"
 #include "qxa/common/text.hpp"
+#include "qxa/common/wall_clock.hpp"
 #include "qxa/guest/fs.hpp"
 
 extern char** environ;
@@ -53,12 +54,6 @@ std::string_view state_name(upgrade_state s) {
       break;
   }
   return "none";
-}
-
-std::int64_t unix_now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 std::string directory_of(const std::string& path) {
@@ -403,8 +398,8 @@ int run_upgrade_guard(const std::string& state_dir) {
                    first->to_version, first->deadline_unix_ms);
   // Counted on the monotonic clock from here: the host may set the guest's clock meanwhile.
   const auto deadline =
-      std::chrono::steady_clock::now() +
-      std::chrono::milliseconds(std::max<std::int64_t>(0, first->deadline_unix_ms - unix_now_ms()));
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max<std::int64_t>(
+                                             0, first->deadline_unix_ms - common::unix_ms()));
   for (;;) {
     auto r = read_upgrade_record(state_dir);
     if (!r) {

@@ -15,6 +15,7 @@
 
 #include "quantix/agent/v1/control.pb.h"
 #include "qxa/common/error.hpp"
+#include "qxa/common/wall_clock.hpp"
 #include "qxa/host/agent_access.hpp"
 
 namespace qxa::cli {
@@ -103,6 +104,10 @@ int report(const failure& f);
 /// The one reply check: a local or daemon error, or an agent's refusal, as a failure; nothing
 /// when the reply is the answer asked for.
 std::optional<failure> failed(const common::result<pb::Envelope>& reply);
+/// A request that cannot be made as the command line asks: `message` is the usage error.
+inline common::result<pb::Envelope> usage(std::string message) {
+  return common::result<pb::Envelope>{common::errc::invalid_argument, std::move(message)};
+}
 
 /// What a one-shot verb's printer knows of its round trip.
 struct round_trip {
@@ -186,7 +191,6 @@ std::string shown(std::string_view text);
 std::string human_bytes(std::uint64_t bytes);
 /// "42s", "3m5s", ... since `since_unix_ms`; "-" for 0.
 std::string human_age(std::int64_t since_unix_ms);
-std::int64_t now_unix_ms();
 /// Writes `j` to standard output (`indent` -1: one line); text that is not UTF-8 (a local path,
 /// say) is written with U+FFFD in its place.
 void print_json(const json& j, int indent = -1);

@@ -18,10 +18,6 @@ namespace {
 /// How long rm waits for its answer unless told: longer than the guest's request timeout.
 constexpr std::chrono::seconds rm_wait{60};
 
-result<pb::Envelope> usage(std::string message) {
-  return result<pb::Envelope>{common::errc::invalid_argument, std::move(message)};
-}
-
 char type_letter(pb::FileStat::Type t) {
   switch (t) {
     case pb::FileStat::TYPE_DIRECTORY:

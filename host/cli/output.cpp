@@ -73,15 +73,9 @@ std::string human_bytes(std::uint64_t b) {
   return u == 0 ? fmt::format("{} B", b) : fmt::format("{:.1f} {}", v, units[u]);
 }
 
-std::int64_t now_unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 std::string human_age(std::int64_t since_ms) {
   if (since_ms <= 0) return "-";
-  const auto s = (now_unix_ms() - since_ms) / 1000;
+  const auto s = (common::unix_ms() - since_ms) / 1000;
   if (s < 60) return fmt::format("{}s", s);
   if (s < 3600) return fmt::format("{}m{}s", s / 60, s % 60);
   if (s < 86400) return fmt::format("{}h{}m", s / 3600, (s % 3600) / 60);
@@ -99,9 +93,9 @@ json status_json(const pb::VmStatus& s) {
   // they are what was seen last_seen_age_ms ago.
   j["current"] = s.state() == pb::VM_STATE_READY;
   j["last_seen_age_ms"] =
-      s.last_seen_unix_ms() > 0 ? json(now_unix_ms() - s.last_seen_unix_ms()) : json(nullptr);
+      s.last_seen_unix_ms() > 0 ? json(common::unix_ms() - s.last_seen_unix_ms()) : json(nullptr);
   j["last_telemetry_age_ms"] = s.last_telemetry_unix_ms() > 0
-                                   ? json(now_unix_ms() - s.last_telemetry_unix_ms())
+                                   ? json(common::unix_ms() - s.last_telemetry_unix_ms())
                                    : json(nullptr);
   return j;
 }
@@ -245,7 +239,7 @@ void print_network(const pb::NetworkReply& n) {
 void print_freeze(const pb::FreezeStatus& f) {
   if (f.frozen()) {
     std::printf("frozen; the lease ends in %.1f s unless renewed\n",
-                static_cast<double>(f.lease_expires_unix_ms() - now_unix_ms()) / 1000.0);
+                static_cast<double>(f.lease_expires_unix_ms() - common::unix_ms()) / 1000.0);
   } else {
     std::printf("thawed%s\n",
                 f.thawed_by().empty() ? "" : (" (by " + shown(f.thawed_by()) + ")").c_str());

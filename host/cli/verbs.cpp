@@ -20,14 +20,6 @@ using common::result;
 
 namespace {
 
-std::int64_t unix_ns(std::chrono::system_clock::time_point t) {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-}
-
-result<pb::Envelope> usage(std::string message) {
-  return result<pb::Envelope>{errc::invalid_argument, std::move(message)};
-}
-
 // ---- status and telemetry --watch: more than one request and its reply ----------------------
 
 asio::awaitable<int> run_status(host::agent_access& access, const options& o) {
@@ -288,7 +280,7 @@ std::vector<verb> make_table() {
                .help = "round trip to a VM's agent",
                .request = [](const options&) -> result<pb::Envelope> {
                  pb::Envelope e;
-                 e.mutable_ping()->set_nonce(static_cast<std::uint64_t>(now_unix_ms()));
+                 e.mutable_ping()->set_nonce(static_cast<std::uint64_t>(common::unix_ms()));
                  return e;
                },
                .text =
@@ -322,33 +314,33 @@ std::vector<verb> make_table() {
                .text = [](const options&, const pb::Envelope& r,
                           const round_trip&) { print_telemetry(r.telemetry()); },
                .run = run_telemetry});
-  t.push_back(
-      {.name = "time",
-       .help = "the guest's clock, its offset from this host, and its time zone",
-       .arguments =
-           [](CLI::App& s, options& o) {
-             s.add_flag("--set", o.set_time,
-                        "set the guest's clock (and its hardware clock) to this host's UTC time");
-             s.add_flag("--slew", o.slew,
-                        "with --set: slew an offset of at most 500 ms instead of stepping");
-           },
-       .request = [](const options& o) -> result<pb::Envelope> {
-         pb::Envelope e;
-         if (o.slew && !o.set_time) return usage("time: --slew goes with --set");
-         e.mutable_time_request()->set_set(o.set_time);
-         e.mutable_time_request()->set_slew(o.slew);
-         if (o.set_time) {
-           e.mutable_time_request()->set_set_unix_ns(unix_ns(std::chrono::system_clock::now()));
-         }
-         return e;
-       },
-       .text = print_time,
-       .to_json =
-           [](const options&, const pb::Envelope& r, const round_trip& rt) {
-             auto j = host::to_json(r.time_reply());
-             j["offset_ms"] = clock_offset_ms(r.time_reply(), rt);
-             return j;
-           }});
+  t.push_back({.name = "time",
+               .help = "the guest's clock, its offset from this host, and its time zone",
+               .arguments =
+                   [](CLI::App& s, options& o) {
+                     s.add_flag(
+                         "--set", o.set_time,
+                         "set the guest's clock (and its hardware clock) to this host's UTC time");
+                     s.add_flag("--slew", o.slew,
+                                "with --set: slew an offset of at most 500 ms instead of stepping");
+                   },
+               .request = [](const options& o) -> result<pb::Envelope> {
+                 pb::Envelope e;
+                 if (o.slew && !o.set_time) return usage("time: --slew goes with --set");
+                 e.mutable_time_request()->set_set(o.set_time);
+                 e.mutable_time_request()->set_slew(o.slew);
+                 if (o.set_time) {
+                   e.mutable_time_request()->set_set_unix_ns(common::unix_ns());
+                 }
+                 return e;
+               },
+               .text = print_time,
+               .to_json =
+                   [](const options&, const pb::Envelope& r, const round_trip& rt) {
+                     auto j = host::to_json(r.time_reply());
+                     j["offset_ms"] = clock_offset_ms(r.time_reply(), rt);
+                     return j;
+                   }});
   t.push_back({.name = "network",
                .help = "the guest's interfaces (DHCP or static), primary address, routes and DNS",
                .request = [](const options&) -> result<pb::Envelope> {

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include "qxa/common/wall_clock.hpp"
 #include "qxa/host/clock_sync.hpp"
 #include "qxa/host/control_client.hpp"
 #include "qxa/host/vm_state.hpp"
@@ -14,12 +15,6 @@ using common::error_info;
 using common::result;
 
 namespace {
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 /// The daemon's own answer (not the agent's) as a local error.
 error_info daemon_said(const pb::Error& e) { return {local_code(e.code()), e.message()}; }
@@ -143,8 +138,8 @@ class direct_access final : public agent_access {
     const auto t0 = std::chrono::steady_clock::now();
     auto r = co_await client_->request(ping, std::chrono::seconds(3));
     s->set_state(r ? pb::VM_STATE_READY : pb::VM_STATE_UNRESPONSIVE);
-    s->set_state_since_unix_ms(now_ms());
-    s->set_last_seen_unix_ms(now_ms());  // the handshake just now
+    s->set_state_since_unix_ms(common::unix_ms());
+    s->set_last_seen_unix_ms(common::unix_ms());  // the handshake just now
     if (r && r->has_pong()) {
       const auto rtt = std::chrono::steady_clock::now() - t0;
       s->set_rtt_ms(std::chrono::duration<double, std::milli>(rtt).count());
@@ -152,13 +147,13 @@ class direct_access final : public agent_access {
         s->set_clock_offset_ms(clock_offset_ms(r->pong().unix_ns(), sent_at, rtt));
       }
     } else {
-      s->set_not_ready_since_unix_ms(now_ms());
+      s->set_not_ready_since_unix_ms(common::unix_ms());
     }
     pb::Envelope tr;
     tr.mutable_telemetry_request();
     if (auto t = co_await client_->request(tr, std::chrono::seconds(3)); t && t->has_telemetry()) {
       *s->mutable_last_telemetry() = t->telemetry();
-      s->set_last_telemetry_unix_ms(now_ms());
+      s->set_last_telemetry_unix_ms(common::unix_ms());
       set_ip_addresses(*s, t->telemetry());
     }
     co_return report;

@@ -21,6 +21,7 @@
 #include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/version.hpp"
+#include "qxa/common/wall_clock.hpp"
 
 namespace qxa::host {
 
@@ -31,16 +32,6 @@ using namespace asio::experimental::awaitable_operators;
 namespace {
 
 constexpr std::string_view socket_suffix = ".agent.sock";
-
-std::int64_t now_unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::int64_t unix_ns(std::chrono::system_clock::time_point t) {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-}
 
 std::chrono::nanoseconds with_jitter(std::chrono::nanoseconds d) {
   static std::mt19937 rng{std::random_device{}()};
@@ -237,7 +228,7 @@ void agent_manager::socket_appeared(const std::string& file_name) {
     return;
   }
   auto rec = std::make_shared<vm_record>(ex_, vm, path, opt_);
-  log_change(vm, rec->state.discovered(now_unix_ms()));
+  log_change(vm, rec->state.discovered(common::unix_ms()));
   vms_.emplace(vm, rec);
   common::log_info("vm {}: socket appeared at {}", vm, path);
   spawn_vm_loop(rec);
@@ -250,7 +241,7 @@ void agent_manager::spawn_vm_loop(const std::shared_ptr<vm_record>& vm) {
     if (!self || !self->running_ || !vm->present) return;
     if (vm->client) vm->client->close("internal error (logged)");
     retire_client(*vm);
-    log_change(vm->name, vm->state.internal_error(now_unix_ms()));
+    log_change(vm->name, vm->state.internal_error(common::unix_ms()));
     auto t = std::make_shared<asio::steady_timer>(self->ex_);
     t->expires_after(with_jitter(self->opt_.reconnect_initial));
     t->async_wait([weak, vm, t](std::error_code) {
@@ -274,7 +265,7 @@ void agent_manager::socket_vanished(const std::string& file_name) {
   auto rec = it->second;
   vms_.erase(it);
   rec->present = false;
-  log_change(vm, rec->state.removed(now_unix_ms()));
+  log_change(vm, rec->state.removed(common::unix_ms()));
   if (rec->client) rec->client->close("socket removed");
   rec->wake.notify_all();
   for (auto& w : rec->watchers) {
@@ -301,27 +292,28 @@ asio::awaitable<void> agent_manager::vm_loop(std::shared_ptr<vm_record> vm) {
     vm->client = client;
     auto ec = co_await client->open();
     if (!ec && vm->present && running_) {
-      log_change(vm->name, vm->state.accepted(now_unix_ms()));
+      log_change(vm->name, vm->state.accepted(common::unix_ms()));
       ec = co_await client->handshake();
     }
     if (!vm->present || !running_) co_return;
     if (ec) {
       retire_client(*vm);
       log_change(vm->name, vm->state.attempt_failed(ec, ec == asio::error::connection_refused,
-                                                    now_unix_ms()));
+                                                    common::unix_ms()));
       co_await back_off();
       continue;
     }
     const auto connected_at = std::chrono::steady_clock::now();
     vm->retry_now = false;
-    log_change(vm->name, vm->state.connected(client->hello(), client->session_id(), now_unix_ms()));
+    log_change(vm->name,
+               vm->state.connected(client->hello(), client->session_id(), common::unix_ms()));
     co_await (heartbeat(vm, client) || pump_events(vm, client));
     retire_client(*vm);
     if (!vm->present || !running_) co_return;
     bool wait_first = false;
     log_change(vm->name, vm->state.connection_ended(client->end_reason(),
                                                     std::chrono::steady_clock::now() - connected_at,
-                                                    now_unix_ms(), wait_first));
+                                                    common::unix_ms(), wait_first));
     if (wait_first) co_await back_off();
   }
 }
@@ -335,16 +327,16 @@ asio::awaitable<void> agent_manager::heartbeat(std::shared_ptr<vm_record> vm,
     if (woke.index() == 1 || !c->is_connected()) co_return;
     if (!c->is_ready()) continue;  // re-handshaking after an agent restart
     pb::Envelope ping;
-    ping.mutable_ping()->set_nonce(static_cast<std::uint64_t>(now_unix_ms()));
+    ping.mutable_ping()->set_nonce(static_cast<std::uint64_t>(common::unix_ms()));
     const auto sent_at = std::chrono::system_clock::now();
     const auto t0 = std::chrono::steady_clock::now();
     auto r = co_await c->request(std::move(ping), opt_.heartbeat_timeout);
     if (r && r->has_pong()) {
       const auto round_trip = std::chrono::steady_clock::now() - t0;
-      log_change(vm->name, vm->state.heartbeat_answered(round_trip, now_unix_ms()));
+      log_change(vm->name, vm->state.heartbeat_answered(round_trip, common::unix_ms()));
       co_await check_clock(vm, c, r->pong().unix_ns(), sent_at, round_trip);
     } else if (r.code() == errc::request_timeout) {
-      log_change(vm->name, vm->state.heartbeat_missed(opt_.heartbeat_timeout, now_unix_ms()));
+      log_change(vm->name, vm->state.heartbeat_missed(opt_.heartbeat_timeout, common::unix_ms()));
     } else if (!c->is_connected()) {
       co_return;
     }
@@ -364,7 +356,7 @@ asio::awaitable<void> agent_manager::check_clock(std::shared_ptr<vm_record> vm,
   pb::Envelope set;
   set.mutable_time_request()->set_set(true);
   const auto set_at = std::chrono::system_clock::now();
-  set.mutable_time_request()->set_set_unix_ns(unix_ns(set_at + *lead));
+  set.mutable_time_request()->set_set_unix_ns(common::unix_ns(set_at + *lead));
   const auto t0 = std::chrono::steady_clock::now();
   auto r = co_await c->request(std::move(set), opt_.heartbeat_timeout);
   if (r && r->has_time_reply() && r->time_reply().was_set()) {
@@ -392,16 +384,17 @@ asio::awaitable<void> agent_manager::pump_events(std::shared_ptr<vm_record> vm,
     if (!e) co_return;
     if (e->has_telemetry()) {
       const auto& t = e->telemetry();
-      vm->state.telemetry(t, now_unix_ms());
+      vm->state.telemetry(t, common::unix_ms());
       std::erase_if(vm->watchers, [&](const std::weak_ptr<telemetry_feed>& w) {
         auto f = w.lock();
         if (f) f->push(t);
         return !f;
       });
     } else if (e->has_agent_ready()) {
-      log_change(vm->name, vm->state.agent_restarted(now_unix_ms()));
+      log_change(vm->name, vm->state.agent_restarted(common::unix_ms()));
     } else if (e->has_hello_ack()) {
-      log_change(vm->name, vm->state.new_session(e->hello_ack(), c->session_id(), now_unix_ms()));
+      log_change(vm->name,
+                 vm->state.new_session(e->hello_ack(), c->session_id(), common::unix_ms()));
     }
   }
 }

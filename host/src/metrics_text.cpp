@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "qxa/common/text.hpp"
+#include "qxa/common/wall_clock.hpp"
 
 namespace qxa::host {
 
@@ -121,9 +122,7 @@ std::string render_metrics(const std::vector<vm_metrics>& vms) {
   }
 
   // Guest telemetry: only for VMs that have sent some.
-  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::system_clock::now().time_since_epoch())
-                          .count();
+  const auto now_ms = common::unix_ms();
   auto per_vm = [&](const char* name, const char* help, auto value) {
     w.family(name, "gauge", help);
     for (const auto& v : vms) {
