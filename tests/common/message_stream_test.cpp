@@ -334,10 +334,10 @@ TEST_CASE("bytes cut short by an old connection do not hold back the next frame"
     auto s = make_stream(std::move(a), o);
     auto whole = qc::encode_envelope(blob(1, 5000));
     REQUIRE(whole);
-    std::vector<std::uint8_t> bytes(whole->begin(), whole->begin() + 100);  // cut short
+    std::vector<std::uint8_t> wire(whole->begin(), whole->begin() + 100);  // cut short
     auto good = qc::encode_envelope(ping(2));
-    bytes.insert(bytes.end(), good->begin(), good->end());
-    co_await asio::async_write(b, asio::buffer(bytes), asio::use_awaitable);
+    wire.insert(wire.end(), good->begin(), good->end());
+    co_await asio::async_write(b, asio::buffer(wire), asio::use_awaitable);
     const auto t0 = std::chrono::steady_clock::now();
     auto r = co_await s->receive();
     REQUIRE(r);
@@ -351,12 +351,12 @@ TEST_CASE("frames that do not parse are skipped and counted", "[common]") {
   run_async([](asio::io_context& io) -> awaitable<void> {
     auto [a, b] = socket_pair(io);
     auto s = make_stream(std::move(a));
-    std::vector<std::uint8_t> bytes;
+    std::vector<std::uint8_t> wire;
     const std::uint8_t junk[] = {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01};
-    qc::append_frame(junk, bytes);
+    qc::append_frame(junk, wire);
     auto good = qc::encode_envelope(ping(5));
-    bytes.insert(bytes.end(), good->begin(), good->end());
-    co_await asio::async_write(b, asio::buffer(bytes), asio::use_awaitable);
+    wire.insert(wire.end(), good->begin(), good->end());
+    co_await asio::async_write(b, asio::buffer(wire), asio::use_awaitable);
     auto r = co_await s->receive();
     REQUIRE(r);
     CHECK(r->request_id() == 5);

@@ -17,12 +17,9 @@ namespace fs = std::filesystem;
 namespace pb = quantix::agent::v1;
 namespace qg = qxa::guest;
 namespace handlers = qxa::guest::handlers;
+using qxa::test::call_handler;
 
 namespace {
-
-pb::Envelope call(handlers::handler_fn fn, pb::Envelope request, qg::agent_options o = {}) {
-  return qxa::test::call_handler(fn, std::move(request), std::move(o));
-}
 
 pb::Envelope mkdir_request(const std::string& path, std::uint32_t mode = 0, bool parents = false) {
   pb::Envelope e;
@@ -73,37 +70,38 @@ qg::agent_options rooted_at(const std::string& root) {
 
 }  // namespace
 
-TEST_CASE("mkdir makes a directory with exactly its mode, parents when asked, and says when one "
-          "was there",
-          "[unit][guest][files]") {
+TEST_CASE(
+    "mkdir makes a directory with exactly its mode, parents when asked, and says when one "
+    "was there",
+    "[unit][guest][files]") {
   temp_dir dir;
   const auto old_umask = ::umask(077);  // the mode asked for is the mode made, whatever the umask
-  auto r = call(&handlers::make_directory, mkdir_request(dir / "a/b/c", 0750, true));
+  auto r = call_handler(&handlers::make_directory, mkdir_request(dir / "a/b/c", 0750, true));
   ::umask(old_umask);
   REQUIRE(r.has_file_change_reply());
   CHECK_FALSE(r.file_change_reply().existed());
   CHECK(mode_of(dir / "a/b/c") == 0750);
 
-  r = call(&handlers::make_directory, mkdir_request(dir / "a/b/c", 0, true));
+  r = call_handler(&handlers::make_directory, mkdir_request(dir / "a/b/c", 0, true));
   REQUIRE(r.has_file_change_reply());
   CHECK(r.file_change_reply().existed());
   CHECK(mode_of(dir / "a/b/c") == 0750);  // left as it was
 
-  r = call(&handlers::make_directory, mkdir_request(dir / "a/b/c"));
+  r = call_handler(&handlers::make_directory, mkdir_request(dir / "a/b/c"));
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_ALREADY_EXISTS);
 
   dir.write("file", "f");
-  r = call(&handlers::make_directory, mkdir_request(dir / "file", 0, true));
+  r = call_handler(&handlers::make_directory, mkdir_request(dir / "file", 0, true));
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_ALREADY_EXISTS);
   CHECK_THAT(r.error().message(), Catch::Contains("not a directory"));
 
-  r = call(&handlers::make_directory, mkdir_request(dir / "missing/d"));
+  r = call_handler(&handlers::make_directory, mkdir_request(dir / "missing/d"));
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_NOT_FOUND);
 
-  r = call(&handlers::make_directory, mkdir_request(dir / "d"));
+  r = call_handler(&handlers::make_directory, mkdir_request(dir / "d"));
   REQUIRE(r.has_file_change_reply());
   CHECK(mode_of(dir / "d") == 0755);
 }
@@ -111,35 +109,36 @@ TEST_CASE("mkdir makes a directory with exactly its mode, parents when asked, an
 TEST_CASE("mkdir refuses setid modes unless allowed, bits beyond the mode, and paths through links",
           "[unit][guest][files]") {
   temp_dir dir, outside;
-  auto r = call(&handlers::make_directory, mkdir_request(dir / "s", 02755));
+  auto r = call_handler(&handlers::make_directory, mkdir_request(dir / "s", 02755));
   REQUIRE(r.has_error());
   CHECK(r.error().rule() == "policy.write_setid");
   CHECK_FALSE(fs::exists(dir / "s"));
   qg::agent_options setid;
   setid.policy.write_setid = true;
-  r = call(&handlers::make_directory, mkdir_request(dir / "s", 02755), setid);
+  r = call_handler(&handlers::make_directory, mkdir_request(dir / "s", 02755), setid);
   REQUIRE(r.has_file_change_reply());
   CHECK(mode_of(dir / "s") == 02755);
 
-  r = call(&handlers::make_directory, mkdir_request(dir / "t", 010755));
+  r = call_handler(&handlers::make_directory, mkdir_request(dir / "t", 010755));
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_INVALID_ARGUMENT);
 
   // A user's link on the way leads nowhere: neither the directory nor its parents appear there.
   fs::create_directory_symlink(outside.path(), dir / "link");
-  r = call(&handlers::make_directory, mkdir_request(dir / "link/new/deeper", 0, true));
+  r = call_handler(&handlers::make_directory, mkdir_request(dir / "link/new/deeper", 0, true));
   REQUIRE(r.has_error());
   CHECK(r.error().rule() == "policy.write_roots");
   CHECK(fs::is_empty(outside.path()));
 
-  r = call(&handlers::make_directory, mkdir_request(dir / "x"), rooted_at(dir / "s"));
+  r = call_handler(&handlers::make_directory, mkdir_request(dir / "x"), rooted_at(dir / "s"));
   REQUIRE(r.has_error());
   CHECK(r.error().rule() == "policy.write_roots");
 }
 
-TEST_CASE("rm removes a file, a link as itself and an empty directory, and one with entries only "
-          "when recursive",
-          "[unit][guest][files]") {
+TEST_CASE(
+    "rm removes a file, a link as itself and an empty directory, and one with entries only "
+    "when recursive",
+    "[unit][guest][files]") {
   temp_dir dir, outside;
   const auto target = outside.write("precious", "p");
   dir.write("file", "f");
@@ -147,38 +146,39 @@ TEST_CASE("rm removes a file, a link as itself and an empty directory, and one w
   fs::create_directory(dir / "empty");
   dir.write("full/inside", "i");
 
-  auto r = call(&handlers::remove_path, rm_request(dir / "file"));
+  auto r = call_handler(&handlers::remove_path, rm_request(dir / "file"));
   REQUIRE(r.has_file_change_reply());
   CHECK(r.file_change_reply().removed() == 1);
   CHECK_FALSE(fs::exists(dir / "file"));
 
-  r = call(&handlers::remove_path, rm_request(dir / "link"));
+  r = call_handler(&handlers::remove_path, rm_request(dir / "link"));
   REQUIRE(r.has_file_change_reply());
   CHECK_FALSE(fs::is_symlink(dir / "link"));
   CHECK(fs::exists(target));
 
-  r = call(&handlers::remove_path, rm_request(dir / "empty"));
+  r = call_handler(&handlers::remove_path, rm_request(dir / "empty"));
   REQUIRE(r.has_file_change_reply());
   CHECK_FALSE(fs::exists(dir / "empty"));
 
-  r = call(&handlers::remove_path, rm_request(dir / "full"));
+  r = call_handler(&handlers::remove_path, rm_request(dir / "full"));
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_FAILED_PRECONDITION);
   CHECK(fs::exists(dir / "full/inside"));
 
-  r = call(&handlers::remove_path, rm_request(dir / "gone"));
+  r = call_handler(&handlers::remove_path, rm_request(dir / "gone"));
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_NOT_FOUND);
   // The system's reason once, not twice.
   CHECK_THAT(r.error().message(), Catch::EndsWith("gone: No such file or directory"));
   for (const auto* path : {"gone", "nowhere/gone"}) {
-    r = call(&handlers::remove_path, rm_request(dir / path, false, true));
+    r = call_handler(&handlers::remove_path, rm_request(dir / path, false, true));
     REQUIRE(r.has_file_change_reply());
     CHECK(r.file_change_reply().missing());
   }
 
   // A root of the policy is never removed, however asked.
-  r = call(&handlers::remove_path, rm_request(dir / "full", true, true), rooted_at(dir / "full"));
+  r = call_handler(&handlers::remove_path, rm_request(dir / "full", true, true),
+                   rooted_at(dir / "full"));
   REQUIRE(r.has_error());
   CHECK(r.error().rule() == "policy.write_roots");
   CHECK(fs::exists(dir / "full/inside"));
@@ -189,7 +189,8 @@ TEST_CASE("a recursive rm removes links as links and leaves a mount inside the t
   REQUIRE(::geteuid() == 0);  // mounting one
   temp_dir dir, outside;
   outside.write("keep/me", "k");
-  for (int i = 0; i < 50; ++i) dir.write("tree/d" + std::to_string(i % 5) + "/f" + std::to_string(i), "x");
+  for (int i = 0; i < 50; ++i)
+    dir.write("tree/d" + std::to_string(i % 5) + "/f" + std::to_string(i), "x");
   fs::create_directory_symlink(outside / "keep", dir / "tree/d0/to-outside");
   fs::create_symlink(outside / "keep/me", dir / "tree/d1/to-file");
   ::mkfifo((dir / "tree/fifo").c_str(), 0600);
@@ -197,7 +198,7 @@ TEST_CASE("a recursive rm removes links as links and leaves a mount inside the t
     tmpfs_mount mounted(dir / "tree/d2/mnt");
     { std::ofstream(mounted.path + "/on-the-mount") << "m"; }
 
-    auto r = call(&handlers::remove_path, rm_request(dir / "tree", true));
+    auto r = call_handler(&handlers::remove_path, rm_request(dir / "tree", true));
     REQUIRE(r.has_error());
     CHECK(r.error().code() == pb::ERROR_CODE_FAILED_PRECONDITION);
     CHECK_THAT(r.error().message(), Catch::Contains("mounted there"));
@@ -211,20 +212,19 @@ TEST_CASE("a recursive rm removes links as links and leaves a mount inside the t
     CHECK(left == 3);  // d2, d2/mnt, d2/mnt/on-the-mount
 
     // A mount point itself is not removed, nor what it holds.
-    r = call(&handlers::remove_path, rm_request(mounted.path, true));
+    r = call_handler(&handlers::remove_path, rm_request(mounted.path, true));
     REQUIRE(r.has_error());
     CHECK(fs::exists(mounted.path + "/on-the-mount"));
   }
   // What the links pointed to is untouched.
   CHECK(fs::exists(outside / "keep/me"));
-  auto r = call(&handlers::remove_path, rm_request(dir / "tree", true));
+  auto r = call_handler(&handlers::remove_path, rm_request(dir / "tree", true));
   REQUIRE(r.has_file_change_reply());
   CHECK(r.file_change_reply().removed() == 3);
   CHECK_FALSE(fs::exists(dir / "tree"));
 }
 
-TEST_CASE("a tree removal stops when told to, and below its depth limit",
-          "[unit][guest][files]") {
+TEST_CASE("a tree removal stops when told to, and below its depth limit", "[unit][guest][files]") {
   temp_dir dir;
   dir.write("t/a/b/c/d/e/f/file", "x");
   qg::unique_fd at(::open(dir.path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
@@ -256,32 +256,33 @@ TEST_CASE("mv renames within a filesystem, replaces only when asked, and never a
   temp_dir dir;
   dir.write("a", "A");
   dir.write("b", "B");
-  auto r = call(&handlers::move_path, mv_request(dir / "a", dir / "b"));
+  auto r = call_handler(&handlers::move_path, mv_request(dir / "a", dir / "b"));
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_ALREADY_EXISTS);
   CHECK(fs::exists(dir / "a"));
 
-  r = call(&handlers::move_path, mv_request(dir / "a", dir / "b", true));
+  r = call_handler(&handlers::move_path, mv_request(dir / "a", dir / "b", true));
   REQUIRE(r.has_file_change_reply());
   CHECK_FALSE(fs::exists(dir / "a"));
   CHECK(fs::file_size(dir / "b") == 1);
 
-  r = call(&handlers::move_path, mv_request(dir / "b", dir / "sub/c"));
+  r = call_handler(&handlers::move_path, mv_request(dir / "b", dir / "sub/c"));
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_NOT_FOUND);
 
   tmpfs_mount other(dir / "other");
-  r = call(&handlers::move_path, mv_request(dir / "b", other.path + "/b"));
+  r = call_handler(&handlers::move_path, mv_request(dir / "b", other.path + "/b"));
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_FAILED_PRECONDITION);
   CHECK_THAT(r.error().message(), Catch::Contains("different filesystems"));
   CHECK(fs::exists(dir / "b"));
 
   // Out of the roots, or the root itself: refused.
-  r = call(&handlers::move_path, mv_request(dir / "b", "/etc/b"), rooted_at(dir.path()));
+  r = call_handler(&handlers::move_path, mv_request(dir / "b", "/etc/b"), rooted_at(dir.path()));
   REQUIRE(r.has_error());
   CHECK(r.error().rule() == "policy.write_roots");
-  r = call(&handlers::move_path, mv_request(dir.path(), dir / "elsewhere"), rooted_at(dir.path()));
+  r = call_handler(&handlers::move_path, mv_request(dir.path(), dir / "elsewhere"),
+                   rooted_at(dir.path()));
   REQUIRE(r.has_error());
   CHECK(r.error().rule() == "policy.write_roots");
 }

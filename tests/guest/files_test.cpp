@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MIT
+#include "support/files.hpp"
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,13 +22,10 @@ namespace pb = quantix::agent::v1;
 namespace qg = qxa::guest;
 namespace qc = qxa::common;
 namespace handlers = qxa::guest::handlers;
+using qxa::test::call_handler;
+using qxa::test::file_contents;
 
 namespace {
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
 
 std::vector<std::string> names_in(const std::string& dir) {
   std::vector<std::string> out;
@@ -35,10 +34,6 @@ std::vector<std::string> names_in(const std::string& dir) {
   }
   std::sort(out.begin(), out.end());
   return out;
-}
-
-pb::Envelope call(handlers::handler_fn fn, pb::Envelope request, qg::agent_options o = {}) {
-  return qxa::test::call_handler(fn, std::move(request), std::move(o));
 }
 
 }  // namespace
@@ -70,7 +65,7 @@ TEST_CASE("an upload appears at its path only when committed, with its mode",
   auto done = uploads.commit(7, *h, qc::sha256::bytes(expected.finish()));
   REQUIRE(done);
   CHECK(done->size == 11);
-  CHECK(slurp(target) == "hello world");
+  CHECK(file_contents(target) == "hello world");
   struct stat st {};
   REQUIRE(::stat(target.c_str(), &st) == 0);
   CHECK((st.st_mode & 07777) == 0600);
@@ -121,7 +116,7 @@ TEST_CASE("an upload replacing a file keeps its mode", "[unit][guest][files]") {
   struct stat st {};
   REQUIRE(::stat(target.c_str(), &st) == 0);
   CHECK((st.st_mode & 07777) == 0751);
-  CHECK(slurp(target) == "new");
+  CHECK(file_contents(target) == "new");
 }
 
 TEST_CASE("file-read streams a file with its SHA-256, and stat and a paged listing describe it",
@@ -132,7 +127,7 @@ TEST_CASE("file-read streams a file with its SHA-256, and stat and a paged listi
   const auto path = dir.write("data.bin", content);
   pb::Envelope read;
   read.mutable_file_read_request()->set_path(path);
-  auto r = call(&handlers::file_read, read);
+  auto r = call_handler(&handlers::file_read, read);
   REQUIRE(r.has_file_read_result());
   qc::sha256 h;
   h.update(content);
@@ -141,7 +136,7 @@ TEST_CASE("file-read streams a file with its SHA-256, and stat and a paged listi
 
   pb::Envelope stat;
   stat.mutable_file_stat_request()->set_path(path);
-  r = call(&handlers::file_stat, stat);
+  r = call_handler(&handlers::file_stat, stat);
   REQUIRE(r.has_file_stat());
   CHECK(r.file_stat().type() == pb::FileStat::TYPE_FILE);
   CHECK(r.file_stat().size() == content.size());
@@ -152,7 +147,7 @@ TEST_CASE("file-read streams a file with its SHA-256, and stat and a paged listi
   list.mutable_dir_list_request()->set_limit(2);
   std::vector<std::string> seen;
   for (int page = 0; page < 5; ++page) {
-    r = call(&handlers::dir_list, list);
+    r = call_handler(&handlers::dir_list, list);
     REQUIRE(r.has_dir_list());
     for (const auto& e : r.dir_list().entries()) seen.push_back(e.path());
     if (r.dir_list().next_after().empty()) break;
@@ -178,7 +173,7 @@ TEST_CASE(
   auto refused_read = [&](const std::string& path, const std::string& rule) {
     pb::Envelope read;
     read.mutable_file_read_request()->set_path(path);
-    auto r = call(&handlers::file_read, read, o);
+    auto r = call_handler(&handlers::file_read, read, o);
     REQUIRE(r.has_error());
     CHECK(r.error().code() == pb::ERROR_CODE_PERMISSION_DENIED);
     CHECK(r.error().rule() == rule);
@@ -190,12 +185,12 @@ TEST_CASE(
 
   pb::Envelope write;
   write.mutable_file_write_open()->set_path(inside + "/../outside/new.txt");
-  auto r = call(&handlers::file_write, write, o);
+  auto r = call_handler(&handlers::file_write, write, o);
   REQUIRE(r.has_error());
   CHECK(r.error().rule() == "policy.write_roots");
   write.mutable_file_write_open()->set_path(inside + "/new.txt");
   write.mutable_file_write_open()->set_expected_size(11);
-  r = call(&handlers::file_write, write, o);
+  r = call_handler(&handlers::file_write, write, o);
   REQUIRE(r.has_error());
   CHECK(r.error().rule() == "policy.max_file_bytes");
   CHECK_FALSE(std::filesystem::exists(dir / "outside/new.txt"));
@@ -280,10 +275,10 @@ TEST_CASE("an upload lands only where its path says, never through or over a pla
   REQUIRE(e);
   CHECK(e->rule() == "policy.write_roots");
   CHECK(std::filesystem::is_symlink(dir / "outside/into-root"));
-  CHECK(slurp(decoy) == "untouched");
+  CHECK(file_contents(decoy) == "untouched");
   CHECK(entries_in(dir / "outside") == 2);  // the decoy and the link: nothing new
   CHECK_FALSE(upload(dir / "root/real/fine", "landed", o));
-  CHECK(slurp(dir / "root/real/fine") == "landed");
+  CHECK(file_contents(dir / "root/real/fine") == "landed");
 }
 
 TEST_CASE(
@@ -301,7 +296,7 @@ TEST_CASE(
   std::filesystem::rename(dir / "root/sub", dir / "root/moved");
   std::filesystem::create_symlink(dir / "outside", dir / "root/sub");
   REQUIRE(uploads.commit(1, *h, {}));
-  CHECK(slurp(dir / "root/moved/file") == "data");
+  CHECK(file_contents(dir / "root/moved/file") == "data");
   CHECK(entries_in(dir / "outside") == 0);
 }
 
@@ -325,7 +320,7 @@ TEST_CASE("setuid and setgid modes and other owners are refused unless the polic
   e = upload(setuid, "new", o);
   REQUIRE(e);
   CHECK(e->rule() == "policy.write_setid");
-  CHECK(slurp(setuid) == "old");
+  CHECK(file_contents(setuid) == "old");
   CHECK_FALSE(std::filesystem::exists(dir / "suid"));
   CHECK_FALSE(std::filesystem::exists(dir / "given"));
   o.policy.write_setid = true;
@@ -358,7 +353,7 @@ TEST_CASE("file-read of a FIFO or a link to /dev/zero answers at once, reading n
   }
   pb::Envelope list;
   list.mutable_dir_list_request()->set_path(dir.path());
-  auto r = call(&handlers::dir_list, list);
+  auto r = call_handler(&handlers::dir_list, list);
   REQUIRE(r.has_dir_list());
   CHECK(r.dir_list().entries_size() == 2);  // described from the directory, never opened
 }

@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "qxa/guest/accounts.hpp"
+#include "support/files.hpp"
 #include "support/run.hpp"
 #include "support/temp_dir.hpp"
 
@@ -19,6 +20,7 @@ using qxa::test::temp_dir;
 namespace qg = qxa::guest;
 namespace pb = quantix::agent::v1;
 using namespace std::chrono_literals;
+using qxa::test::file_contents;
 
 namespace {
 
@@ -33,11 +35,6 @@ qg::mount_entry mount(std::string point, std::uint32_t minor, std::string fs = "
   m.minor = minor;
   m.read_only = ro;
   return m;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), {}};
 }
 
 }  // namespace
@@ -90,7 +87,7 @@ TEST_CASE("a freeze that finds nothing to freeze runs the hooks both ways and fa
     CHECK_FALSE(f.frozen());
   });
   // Freeze hooks in name order, thaw hooks in reverse.
-  CHECK(slurp(log) == "db freeze\napp freeze\napp thaw\ndb thaw\n");
+  CHECK(file_contents(log) == "db freeze\napp freeze\napp thaw\ndb thaw\n");
   CHECK_FALSE(std::filesystem::exists(o.state_file));
 }
 
@@ -110,7 +107,7 @@ TEST_CASE("a restarted agent thaws what an earlier one recorded as frozen",
     CHECK(f.status().thawed_by() == "restart");
   });
   CHECK_FALSE(std::filesystem::exists(o.state_file));
-  CHECK(slurp(log) == "db thaw\n");
+  CHECK(file_contents(log) == "db thaw\n");
 }
 
 TEST_CASE("accounts come from passwd and group text, with supplementary groups", "[unit][guest]") {

@@ -19,6 +19,7 @@
 #include <future>
 #include <thread>
 
+#include "support/files.hpp"
 #include "support/process.hpp"
 #include "support/stuck_fuse.hpp"
 #include "support/temp_dir.hpp"
@@ -27,13 +28,9 @@ namespace qg = qxa::guest;
 namespace fs = std::filesystem;
 using qxa::test::temp_dir;
 using namespace std::chrono_literals;
+using qxa::test::file_contents;
 
 namespace {
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
 
 qg::unique_fd open_dir(const std::string& path) {
   qg::unique_fd fd(::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
@@ -151,9 +148,9 @@ TEST_CASE("a file is replaced through a temporary made exclusively, never throug
   fs::create_symlink(decoy, t / "dir/.hostname.qxa-XXXXXX");
   const auto dir = open_dir(t / "dir");
   REQUIRE_FALSE(qg::replace_file_at(dir.get(), "hostname", "guest-1\n", 0640));
-  CHECK(slurp(decoy) == "untouched");
+  CHECK(file_contents(decoy) == "untouched");
   CHECK(fs::is_regular_file(fs::symlink_status(t / "dir/hostname")));
-  CHECK(slurp(t / "dir/hostname") == "guest-1\n");
+  CHECK(file_contents(t / "dir/hostname") == "guest-1\n");
   CHECK((fs::status(t / "dir/hostname").permissions() & fs::perms::all) ==
         (fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read));
   std::size_t entries = 0;
@@ -195,12 +192,12 @@ TEST_CASE("a directory is trusted only when root owns it and nobody else may wri
   CHECK_THAT(users.error().message, Catch::Contains("belongs to uid 1000"));
   // So a file is written there only when nobody else could have swapped what is in it.
   CHECK_FALSE(qg::write_trusted_file(t / "ok/state", "s", 0600));
-  CHECK(slurp(t / "ok/state") == "s");
+  CHECK(file_contents(t / "ok/state") == "s");
   auto refused = qg::write_trusted_file(t / "users/inner/state", "s", 0600);
   REQUIRE(refused);
   CHECK_FALSE(fs::exists(t / "users/inner/state"));
   CHECK_FALSE(qg::write_trusted_file(t / "made/here/state", "m", 0600, std::nullopt, true));
-  CHECK(slurp(t / "made/here/state") == "m");
+  CHECK(file_contents(t / "made/here/state") == "m");
   CHECK(qg::write_trusted_file(t / "missing/state", "m", 0600)->code ==
         std::errc::no_such_file_or_directory);
 }

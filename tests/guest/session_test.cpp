@@ -75,7 +75,7 @@ pb::Envelope request(std::uint64_t id, std::uint64_t session, Body set_body) {
 pb::Envelope info(std::uint64_t id, std::uint64_t session = session_a) {
   return request(id, session, [](pb::Envelope& e) { e.mutable_info_request(); });
 }
-pb::Envelope ping(std::uint64_t id, std::uint64_t session = session_a) {
+pb::Envelope session_ping(std::uint64_t id, std::uint64_t session = session_a) {
   return request(id, session, [](pb::Envelope& e) { e.mutable_ping(); });
 }
 
@@ -99,7 +99,7 @@ TEST_CASE("the gate: replies and events from the host are ignored, all else need
   CHECK(no.why == request_gate::reason::no_session);
   CHECK(no.code == pb::ERROR_CODE_NO_SESSION);
   // Not even a cancel or a ping is served before the Hello.
-  CHECK(as<request_gate::refuse>(gate.on_envelope(ping(2), false)).code ==
+  CHECK(as<request_gate::refuse>(gate.on_envelope(session_ping(2), false)).code ==
         pb::ERROR_CODE_NO_SESSION);
   CHECK(gate.session() == 0);
 }
@@ -171,7 +171,7 @@ TEST_CASE("the gate: unknown, refused by policy, frozen, and over the in-flight 
   auto telemetry = request(5, session_a, [](pb::Envelope& e) { e.mutable_telemetry_request(); });
   CHECK(as<request_gate::run>(gate.on_envelope(telemetry, true)).entry->request ==
         pb::Envelope::kTelemetryRequest);
-  as<request_gate::answer_ping>(gate.on_envelope(ping(6), true));
+  as<request_gate::answer_ping>(gate.on_envelope(session_ping(6), true));
   auto cancel =
       request(7, session_a, [](pb::Envelope& e) { e.mutable_cancel_request()->set_request_id(5); });
   CHECK(as<request_gate::cancel>(gate.on_envelope(cancel, true)).target == 5);
@@ -181,7 +181,7 @@ TEST_CASE("the gate: unknown, refused by policy, frozen, and over the in-flight 
   CHECK(gate.inflight() == 2);
   auto busy = as<request_gate::refuse>(gate.on_envelope(time, false));
   CHECK(busy.code == pb::ERROR_CODE_TOO_MANY_REQUESTS);
-  as<request_gate::answer_ping>(gate.on_envelope(ping(8), false));
+  as<request_gate::answer_ping>(gate.on_envelope(session_ping(8), false));
   gate.finished();
   as<request_gate::run>(gate.on_envelope(time, false));
   gate.finished();

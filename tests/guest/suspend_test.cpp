@@ -16,6 +16,7 @@
 
 #include "guest/ops_test_support.hpp"
 #include "qxa/guest/hooks.hpp"
+#include "support/files.hpp"
 #include "support/temp_dir.hpp"
 
 using qxa::test::handler_bench;
@@ -23,13 +24,9 @@ using qxa::test::run_async;
 using qxa::test::temp_dir;
 namespace pb = quantix::agent::v1;
 namespace qg = qxa::guest;
+using qxa::test::file_contents;
 
 namespace {
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
 
 // A sampler reading the /proc planted here (/proc/swaps).
 qg::telemetry_sampler sampler_at(const std::string& proc) {
@@ -133,8 +130,8 @@ TEST_CASE(
     auto info = co_await qg::handlers::info(bench.context(3), pb::Envelope{});
     CHECK(info.info().last_resume().mode() == "ram");
   });
-  CHECK(slurp(b.dir / "sys/power/state") == "mem");
-  CHECK(slurp(b.log) == "note suspend\nnote resume\n");
+  CHECK(file_contents(b.dir / "sys/power/state") == "mem");
+  CHECK(file_contents(b.log) == "note suspend\nnote resume\n");
 }
 
 TEST_CASE("a suspend hook that fails stops the suspend, and the resume hooks undo it",
@@ -154,8 +151,8 @@ TEST_CASE("a suspend hook that fails stops the suspend, and the resume hooks und
   CHECK(reply.error().code() == pb::ERROR_CODE_FAILED_PRECONDITION);
   CHECK(reply.error().message() ==
         "a suspend hook failed: " + b.dir / "hooks/10-note suspend: exit status 1");
-  CHECK(slurp(b.dir / "sys/power/state") == "freeze mem disk\n");  // never written
-  CHECK(slurp(b.log) == "note suspend\nnote resume\n");
+  CHECK(file_contents(b.dir / "sys/power/state") == "freeze mem disk\n");  // never written
+  CHECK(file_contents(b.log) == "note suspend\nnote resume\n");
 
   // Hibernation without swap, and no mode: refused before any hook runs.
   pb::Envelope disk, no_mode;
@@ -171,7 +168,7 @@ TEST_CASE("a suspend hook that fails stops the suspend, and the resume hooks und
   CHECK(disk_reply.error().code() == pb::ERROR_CODE_FAILED_PRECONDITION);
   CHECK_THAT(disk_reply.error().message(), Catch::Contains("cannot hibernate"));
   CHECK(no_mode_reply.error().code() == pb::ERROR_CODE_INVALID_ARGUMENT);
-  CHECK(slurp(b.log) == "note suspend\nnote resume\n");
+  CHECK(file_contents(b.log) == "note suspend\nnote resume\n");
 }
 
 TEST_CASE("a suspend cancelled while its hooks run leaves no suspend under way and no sleep",
@@ -204,7 +201,7 @@ TEST_CASE("a suspend cancelled while its hooks run leaves no suspend under way a
     CHECK_FALSE(bench.state.last_resume);
   });
   CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(10));
-  CHECK(slurp(b.dir / "sys/power/state") == "freeze mem disk\n");  // never asleep
+  CHECK(file_contents(b.dir / "sys/power/state") == "freeze mem disk\n");  // never asleep
 }
 
 TEST_CASE("hooks run in name order or in reverse, each killed at its timeout, and only root's",
@@ -233,5 +230,5 @@ TEST_CASE("hooks run in name order or in reverse, each killed at its timeout, an
   CHECK(out[1].timed_out);
   CHECK(qg::describe(out[1]) == dir / "hooks/20-slow resume: timed out after 300 ms");
   CHECK(out[2].ok);
-  CHECK(slurp(log) == "slow resume\na resume\n");
+  CHECK(file_contents(log) == "slow resume\na resume\n");
 }

@@ -18,18 +18,9 @@ using namespace std::chrono_literals;
 using asio::awaitable;
 using qxa::test::behaviour;
 using qxa::test::fake_guest;
+using qxa::test::ping_request;
 using qxa::test::run_async;
 using qxa::test::temp_dir;
-
-namespace {
-
-pb::Envelope ping() {
-  pb::Envelope e;
-  e.mutable_ping()->set_nonce(1);
-  return e;
-}
-
-}  // namespace
 
 TEST_CASE(
     "agent_access straight to a socket: a call, a status, and unavailable with nobody "
@@ -42,7 +33,7 @@ TEST_CASE(
     auto access = qh::straight_to(io.get_executor(), dir / "vm.agent.sock");
     const auto opened = co_await access->open();
     REQUIRE_FALSE(opened);
-    auto pong = co_await access->call("-", ping(), 5s);
+    auto pong = co_await access->call("-", ping_request(), 5s);
     REQUIRE(pong);
     CHECK(pong->has_pong());
     auto status = co_await access->status("-");
@@ -85,14 +76,14 @@ TEST_CASE("agent_access through a daemon: a call, and the daemon's refusals as l
     // The VM's first connection may still be on its way: ready within the test's deadline.
     qc::result<pb::Envelope> pong = qc::errc::unavailable;
     while (!pong) {
-      pong = co_await access->call("vm1", ping(), 5s);
+      pong = co_await access->call("vm1", ping_request(), 5s);
       if (!pong) {
         CHECK(pong.code() == qc::errc::unavailable);
         co_await qxa::test::sleep_for(10ms);
       }
     }
     CHECK(pong->has_pong());
-    auto unknown = co_await access->call("vm9", ping(), 5s);
+    auto unknown = co_await access->call("vm9", ping_request(), 5s);
     REQUIRE_FALSE(unknown);
     CHECK(unknown.code() == qc::errc::unavailable);  // the daemon's UNAVAILABLE, mapped back
     CHECK_THAT(unknown.error().message, Catch::Contains("no VM named 'vm9'"));

@@ -26,20 +26,11 @@ using namespace std::chrono_literals;
 using asio::awaitable;
 using qxa::test::behaviour;
 using qxa::test::fake_guest;
+using qxa::test::ping_request;
 using qxa::test::run_async;
 using qxa::test::temp_dir;
 using qxa::test::unix_socket;
 using guest_stream = qxa::test::fake_guest::stream;
-
-namespace {
-
-pb::Envelope ping() {
-  pb::Envelope e;
-  e.mutable_ping()->set_nonce(1);
-  return e;
-}
-
-}  // namespace
 
 TEST_CASE("100 requests in flight when the guest closes all fail with connection_lost at once",
           "[host]") {
@@ -58,7 +49,7 @@ TEST_CASE("100 requests in flight when the guest closes all fail with connection
       asio::co_spawn(
           io,
           [&, client]() -> awaitable<void> {
-            auto r = co_await client->request(ping());
+            auto r = co_await client->request(ping_request());
             if (!r && r.code() == qc::errc::connection_lost)
               ++lost;
             else
@@ -93,14 +84,14 @@ TEST_CASE("is_connected turns false when the reader ends, while the writer still
     co_await client->wait_closed();
     CHECK_FALSE(client->is_connected());
     CHECK(client->end_reason() == "end of file");
-    auto r = co_await client->request(ping());
+    auto r = co_await client->request(ping_request());
     CHECK(r.code() == qc::errc::not_connected);
 
     SECTION("and the next connect to the same path succeeds") {
       auto again = qh::agent_client::create(io.get_executor(), path);
       auto ec2 = co_await again->connect();
       REQUIRE_FALSE(ec2);
-      auto pong = co_await again->request(ping());
+      auto pong = co_await again->request(ping_request());
       REQUIRE(pong);
       CHECK(pong->has_pong());
     }
@@ -116,7 +107,7 @@ TEST_CASE("a guest that stops answering makes requests fail at their deadline", 
     auto ec = co_await client->connect();
     REQUIRE_FALSE(ec);
     const auto t0 = std::chrono::steady_clock::now();
-    auto r = co_await client->request(ping(), 200ms);
+    auto r = co_await client->request(ping_request(), 200ms);
     const auto took = std::chrono::steady_clock::now() - t0;
     CHECK(r.code() == qc::errc::request_timeout);
     CHECK(took >= 200ms);  // never early; how late depends on the machine, not on the client
@@ -181,7 +172,7 @@ TEST_CASE("replies to unknown ids are counted and dropped, frames before the han
     auto client = qh::agent_client::create(io.get_executor(), path);
     auto ec = co_await client->connect();
     REQUIRE_FALSE(ec);
-    auto r = co_await client->request(ping());
+    auto r = co_await client->request(ping_request());
     REQUIRE(r);
     CHECK(r->has_pong());
     CHECK(client->stats().unknown_replies == 1);
@@ -206,7 +197,7 @@ TEST_CASE("a slow event consumer loses old telemetry, never the connection", "[h
     auto ec = co_await client->connect();
     REQUIRE_FALSE(ec);
     // A request after the burst proves the reader got through it without waiting for us.
-    auto r = co_await client->request(ping());
+    auto r = co_await client->request(ping_request());
     REQUIRE(r);
     std::vector<std::uint64_t> seqs;
     while (seqs.size() < 8) {

@@ -17,6 +17,7 @@ using namespace std::chrono_literals;
 using asio::awaitable;
 using qxa::test::behaviour;
 using qxa::test::fake_guest;
+using qxa::test::ping_request;
 using qxa::test::run_async;
 using qxa::test::sleep_for;
 using qxa::test::temp_dir;
@@ -43,12 +44,6 @@ awaitable<std::uint64_t> ready_session(qh::agent_manager& m, const std::string& 
 pb::Envelope exec_request() {
   pb::Envelope e;
   e.mutable_exec_request()->add_argv("/bin/true");
-  return e;
-}
-
-pb::Envelope ping() {
-  pb::Envelope e;
-  e.mutable_ping()->set_nonce(7);
   return e;
 }
 
@@ -81,12 +76,12 @@ TEST_CASE("an exception in one VM's connection is contained: the others go on, i
 
     // The daemon's io_context is still running (run_async would have seen the exception), VM b
     // answers at once, and VM a comes back with a new session.
-    auto pong = co_await m->call("b", ping());
+    auto pong = co_await m->call("b", ping_request(7));
     REQUIRE(pong);
     CHECK(pong->has_pong());
     const auto second = co_await ready_session(*m, "a", first);
     CHECK(second != 0);
-    auto again = co_await m->call("a", ping());
+    auto again = co_await m->call("a", ping_request(7));
     REQUIRE(again);
     CHECK(again->has_pong());
     auto status = m->status("a");

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "qxa/guest/log_text.hpp"
+#include "support/cli.hpp"
 #include "support/control_calls.hpp"
 #include "support/daemon.hpp"
 #include "support/fake_host.hpp"
@@ -28,6 +29,7 @@
 
 using namespace std::chrono_literals;
 using qxa::test::child_process;
+using qxa::test::cli_bin;
 using qxa::test::control_calls;
 using qxa::test::fault_proxy;
 using qxa::test::file_sha256;
@@ -39,8 +41,6 @@ namespace pb = quantix::agent::v1;
 using asio::awaitable;
 
 namespace {
-
-const std::string cli_bin = QXA_CLI_PATH;
 
 /// One VM: its agent listens in `agents`, the relay where the daemon looks (`vms`).
 struct relayed_vm {

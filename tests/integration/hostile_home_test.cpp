@@ -16,6 +16,7 @@
 #include <fstream>
 
 #include "qxa/guest/log_text.hpp"
+#include "support/cli.hpp"
 #include "support/daemon.hpp"
 #include "support/pinger.hpp"
 #include "support/process.hpp"
@@ -27,12 +28,12 @@
 
 using namespace std::chrono_literals;
 using qxa::test::child_process;
+using qxa::test::cli_bin;
 using qxa::test::temp_dir;
 namespace fs = std::filesystem;
 
 namespace {
 
-const std::string cli_bin = QXA_CLI_PATH;
 constexpr uid_t alice = 1000;
 const std::string key1 =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl key1@host";

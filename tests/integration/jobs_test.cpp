@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "support/cli.hpp"
 #include "support/daemon.hpp"
 #include "support/poll.hpp"
 #include "support/process.hpp"
@@ -16,18 +17,12 @@
 
 using namespace std::chrono_literals;
 using qxa::test::child_process;
+using qxa::test::cli_bin;
+using qxa::test::daemon_cli;
 using qxa::test::temp_dir;
 using json = nlohmann::json;
 
 namespace {
-
-const std::string cli_bin = QXA_CLI_PATH;
-
-qxa::test::command_result cli(const std::string& ctl, std::vector<std::string> args,
-                              std::chrono::steady_clock::duration timeout = 30s) {
-  args.insert(args.begin(), {cli_bin, "--control-socket", ctl});
-  return qxa::test::run_command(std::move(args), timeout);
-}
 
 // The real agent of VM "vm" and a qx-agentd that has it ready; `work` for the test's files.
 struct one_vm {
@@ -47,7 +42,7 @@ std::uint64_t number(const json& j) {
 }
 
 json job_in_list(const std::string& ctl, std::uint64_t id) {
-  auto r = cli(ctl, {"--json", "jobs", "vm"});
+  auto r = daemon_cli(ctl, {"--json", "jobs", "vm"});
   REQUIRE(r.status == 0);
   const auto listed = json::parse(r.out);
   for (const auto& j : listed["jobs"]) {
@@ -67,14 +62,14 @@ TEST_CASE(
 
   // The job writes a line, then waits for a file the test makes, then ends with status 3.
   const std::string flag = vm.work / "go";
-  auto started = cli(ctl, {"--json", "exec", "--detach", "vm", "--", "sh", "-c",
-                           "echo started; while [ ! -e " + flag +
-                               " ]; do sleep 0.05; done; echo finishing >&2; exit 3"});
+  auto started = daemon_cli(ctl, {"--json", "exec", "--detach", "vm", "--", "sh", "-c",
+                                  "echo started; while [ ! -e " + flag +
+                                      " ]; do sleep 0.05; done; echo finishing >&2; exit 3"});
   REQUIRE(started.status == 0);
   const auto job = json::parse(started.out);
   const auto id = number(job["id"]);
   CHECK(job.value("finished", false) == false);
-  const auto text_jobs = cli(ctl, {"jobs", "vm"});
+  const auto text_jobs = daemon_cli(ctl, {"jobs", "vm"});
   CHECK_THAT(text_jobs.out, Catch::Contains("running") && Catch::Contains("sh -c"));
 
   // An attach that follows, cut off by the daemon's death.
@@ -108,7 +103,7 @@ TEST_CASE(
   REQUIRE(ended.is_object());
   CHECK(ended.value("finished", false) == true);
   CHECK(ended.value("exit_code", -1) == 3);
-  auto killed = cli(ctl, {"kill", "vm", std::to_string(id)});
+  auto killed = daemon_cli(ctl, {"kill", "vm", std::to_string(id)});
   CHECK(killed.status == 1);
   CHECK_THAT(killed.err, Catch::Contains("has already ended"));
 }
@@ -120,7 +115,8 @@ TEST_CASE(
   one_vm vm;
   const std::string& ctl = vm.ctl;
 
-  auto started = cli(ctl, {"exec", "--detach", "vm", "--", "sh", "-c", "echo up; exec sleep 300"});
+  auto started =
+      daemon_cli(ctl, {"exec", "--detach", "vm", "--", "sh", "-c", "echo up; exec sleep 300"});
   REQUIRE(started.status == 0);
   CHECK_THAT(started.out,
              Catch::Contains("job 1 started in vm") && Catch::Contains("qx-agent attach vm 1"));
@@ -136,24 +132,24 @@ TEST_CASE(
   CHECK(job_in_list(ctl, 1).value("finished", true) == false);
 
   // Without following: what the ring holds, at once.
-  auto tail = cli(ctl, {"attach", "vm", "1", "--no-follow"});
+  auto tail = daemon_cli(ctl, {"attach", "vm", "1", "--no-follow"});
   CHECK(tail.status == 0);
   CHECK(tail.out == "up\n");
 
-  auto bad = cli(ctl, {"kill", "vm", "1", "--signal", "NOPE"});
+  auto bad = daemon_cli(ctl, {"kill", "vm", "1", "--signal", "NOPE"});
   CHECK(bad.status == 2);
   CHECK_THAT(bad.err, Catch::Contains("not a signal"));
-  auto killed = cli(ctl, {"kill", "vm", "1", "--signal", "KILL"});
+  auto killed = daemon_cli(ctl, {"kill", "vm", "1", "--signal", "KILL"});
   CHECK(killed.status == 0);
   CHECK_THAT(killed.out, Catch::Contains("sent SIGKILL to job 1"));
-  auto end = cli(ctl, {"attach", "vm", "1"});
+  auto end = daemon_cli(ctl, {"attach", "vm", "1"});
   CHECK(end.status == 128 + 9);
   CHECK_THAT(end.err, Catch::Contains("killed by signal 9"));
 
-  auto missing = cli(ctl, {"attach", "vm", "42"});
+  auto missing = daemon_cli(ctl, {"attach", "vm", "42"});
   CHECK(missing.status == 1);
   CHECK_THAT(missing.err, Catch::Contains("no job 42"));
-  auto json_jobs = cli(ctl, {"--json", "jobs", "vm"});
+  auto json_jobs = daemon_cli(ctl, {"--json", "jobs", "vm"});
   REQUIRE(json_jobs.status == 0);
   CHECK(number(json::parse(json_jobs.out)["max_jobs"]) == 16);
 }
@@ -162,8 +158,8 @@ TEST_CASE("a quiet job stays attached past the attach's deadline", "[integration
   one_vm vm;
   const std::string& ctl = vm.ctl;
   const std::string flag = vm.work / "go";
-  REQUIRE(cli(ctl, {"exec", "--detach", "vm", "--", "sh", "-c",
-                    "while [ ! -e " + flag + " ]; do sleep 0.05; done; echo done"})
+  REQUIRE(daemon_cli(ctl, {"exec", "--detach", "vm", "--", "sh", "-c",
+                           "while [ ! -e " + flag + " ]; do sleep 0.05; done; echo done"})
               .status == 0);
   // The attach gives up after 7 s without a word from the guest; the job says nothing for 12 s,
   // but the agent sends its state every 5 s.

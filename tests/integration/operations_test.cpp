@@ -21,6 +21,7 @@
 
 #include "qxa/guest/log_text.hpp"
 #include "qxa/host/agent_client.hpp"
+#include "support/cli.hpp"
 #include "support/files.hpp"
 #include "support/poll.hpp"
 #include "support/process.hpp"
@@ -30,6 +31,7 @@
 
 using namespace std::chrono_literals;
 using qxa::test::child_process;
+using qxa::test::cli_bin;
 using qxa::test::file_sha256;
 using qxa::test::temp_dir;
 using qxa::test::write_random_file;
@@ -41,7 +43,6 @@ namespace pb = quantix::agent::v1;
 namespace {
 
 const std::string agent_bin = QXA_AGENT_PATH;
-const std::string cli_bin = QXA_CLI_PATH;
 
 struct agent_under_test {
   explicit agent_under_test(const temp_dir& dir,

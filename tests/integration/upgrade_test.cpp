@@ -11,8 +11,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "qxa/common/sha256.hpp"
+#include "support/cli.hpp"
 #include "support/daemon.hpp"
+#include "support/files.hpp"
 #include "support/poll.hpp"
 #include "support/process.hpp"
 #include "support/status.hpp"
@@ -20,26 +21,13 @@
 
 using namespace std::chrono_literals;
 using qxa::test::child_process;
+using qxa::test::cli_bin;
+using qxa::test::daemon_cli;
+using qxa::test::file_sha256;
 using qxa::test::temp_dir;
 using json = nlohmann::json;
 
 namespace {
-
-const std::string cli_bin = QXA_CLI_PATH;
-
-qxa::test::command_result cli(const std::string& ctl, std::vector<std::string> args,
-                              std::chrono::steady_clock::duration timeout = 60s) {
-  args.insert(args.begin(), {cli_bin, "--control-socket", ctl});
-  return qxa::test::run_command(std::move(args), timeout);
-}
-
-std::string sha256_of(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  qxa::common::sha256 d;
-  d.update(data);
-  return qxa::common::sha256::hex(d.finish());
-}
 
 // The agent of VM `name` installed in its own directory, restarted whenever it exits.
 struct supervised_agent {
@@ -64,6 +52,18 @@ struct supervised_agent {
   const std::string binary = bin + "/quantix-kvm-agent";
   std::string config;
   std::unique_ptr<child_process> supervisor;
+};
+
+// One VM's supervised agent (with `more_config` in its configuration) and a qx-agentd that has
+// it ready; `work` for the test's files.
+struct supervised_vm {
+  explicit supervised_vm(const std::string& more_config = "") : agent(vms, "vm", more_config) {
+    REQUIRE(qxa::test::wait_vm_state(ctl, "vm", "ready", 10s));
+  }
+  temp_dir vms, run, work;
+  const std::string ctl = run / "ctl.sock";
+  supervised_agent agent;
+  std::unique_ptr<child_process> daemon = qxa::test::start_daemon(vms, run, "250ms", "1s");
 };
 
 // A copy of the agent's binary that differs from it (bytes after its end, which ELF ignores):
@@ -97,71 +97,64 @@ TEST_CASE(
     "qx-agent upgrade swaps the agent's binary, the new agent answers and is confirmed, the old "
     "one is kept as .previous, and the same binary again changes nothing",
     "[integration][upgrade]") {
-  temp_dir vms, run, work;
-  const std::string ctl = run / "ctl.sock";
-  supervised_agent agent(vms, "vm", "");
-  auto daemon = qxa::test::start_daemon(vms, run, "250ms", "1s");
-  REQUIRE(qxa::test::wait_vm_state(ctl, "vm", "ready", 10s));
-  const auto old_sha = sha256_of(agent.binary);
-  const auto old_pid = agent_pid(ctl, "vm");
-  const auto binary = new_agent_binary(work);
+  supervised_vm f;
+  const auto old_sha = file_sha256(f.agent.binary);
+  const auto old_pid = agent_pid(f.ctl, "vm");
+  const auto binary = new_agent_binary(f.work);
 
-  auto r = cli(ctl, {"--json", "upgrade", "vm", "--binary", binary, "--confirm-within", "20s"});
-  INFO(r.out << r.err << agent.supervisor->log());
+  auto r =
+      daemon_cli(f.ctl, {"--json", "upgrade", "vm", "--binary", binary, "--confirm-within", "20s"});
+  INFO(r.out << r.err << f.agent.supervisor->log());
   REQUIRE(r.status == 0);
   const auto j = json::parse(r.out);
   CHECK(j["result"] == "upgraded");
-  CHECK(sha256_of(agent.binary) == sha256_of(binary));
-  CHECK(sha256_of(agent.binary + ".previous") == old_sha);
-  CHECK_FALSE(std::filesystem::exists(agent.bin + "/.quantix-kvm-agent.upgrade"));
-  CHECK(agent_pid(ctl, "vm") != old_pid);
+  CHECK(file_sha256(f.agent.binary) == file_sha256(binary));
+  CHECK(file_sha256(f.agent.binary + ".previous") == old_sha);
+  CHECK_FALSE(std::filesystem::exists(f.agent.bin + "/.quantix-kvm-agent.upgrade"));
+  CHECK(agent_pid(f.ctl, "vm") != old_pid);
 
-  const auto status = cli(ctl, {"--json", "upgrade-status", "vm"});
+  const auto status = daemon_cli(f.ctl, {"--json", "upgrade-status", "vm"});
   REQUIRE(status.status == 0);
   const auto s = json::parse(status.out);
   CHECK(s["state"] == "confirmed");
-  CHECK(s["binary"] == agent.binary);
-  const auto text = cli(ctl, {"upgrade-status", "vm"});
+  CHECK(s["binary"] == f.agent.binary);
+  const auto text = daemon_cli(f.ctl, {"upgrade-status", "vm"});
   CHECK_THAT(text.out, Catch::Contains("confirmed; the previous binary is kept as"));
   // The guard saw the confirmation and ended.
-  CHECK(qxa::test::eventually([&] { return !guard_running(agent.home / "state"); }, 5s));
+  CHECK(qxa::test::eventually([&] { return !guard_running(f.agent.home / "state"); }, 5s));
 
-  const auto pid = agent_pid(ctl, "vm");
-  auto again = cli(ctl, {"upgrade", "vm", "--binary", binary});
+  const auto pid = agent_pid(f.ctl, "vm");
+  auto again = daemon_cli(f.ctl, {"upgrade", "vm", "--binary", binary});
   CHECK(again.status == 0);
   CHECK_THAT(again.out, Catch::Contains("unchanged, already runs this binary"));
-  CHECK(agent_pid(ctl, "vm") == pid);
+  CHECK(agent_pid(f.ctl, "vm") == pid);
 }
 
 TEST_CASE(
     "an upgrade to a binary that does not start is rolled back by the guard: the old binary is "
     "put back and its agent answers again",
     "[integration][upgrade]") {
-  temp_dir vms, run;
-  const std::string ctl = run / "ctl.sock";
-  supervised_agent agent(vms, "vm", "");
-  auto daemon = qxa::test::start_daemon(vms, run, "250ms", "1s");
-  REQUIRE(qxa::test::wait_vm_state(ctl, "vm", "ready", 10s));
-  const auto old_sha = sha256_of(agent.binary);
+  supervised_vm f;
+  const auto old_sha = file_sha256(f.agent.binary);
 
   const auto started = std::chrono::steady_clock::now();
-  auto r = cli(ctl, {"upgrade", "vm", "--binary", QXA_BROKEN_AGENT_PATH, "--confirm-within", "10s"},
-               120s);
+  auto r = daemon_cli(
+      f.ctl, {"upgrade", "vm", "--binary", QXA_BROKEN_AGENT_PATH, "--confirm-within", "10s"}, 120s);
   const auto took = std::chrono::steady_clock::now() - started;
-  INFO(r.out << r.err << agent.supervisor->log());
+  INFO(r.out << r.err << f.agent.supervisor->log());
   CHECK(r.status == 1);
   CHECK_THAT(r.err, Catch::Contains("vm: rolled back to") &&
                         Catch::Contains("no confirmation within the deadline"));
   CHECK(took >= 10s);  // not before the deadline
-  CHECK(sha256_of(agent.binary) == old_sha);
+  CHECK(file_sha256(f.agent.binary) == old_sha);
   // Meanwhile the broken binary ran, and failed, under the supervisor.
-  CHECK_THAT(agent.supervisor->log(), Catch::Contains("this agent does not start"));
-  REQUIRE(qxa::test::wait_vm_state(ctl, "vm", "ready", 10s));
-  const auto status = cli(ctl, {"--json", "upgrade-status", "vm"});
+  CHECK_THAT(f.agent.supervisor->log(), Catch::Contains("this agent does not start"));
+  REQUIRE(qxa::test::wait_vm_state(f.ctl, "vm", "ready", 10s));
+  const auto status = daemon_cli(f.ctl, {"--json", "upgrade-status", "vm"});
   const auto s = json::parse(status.out);
   CHECK(s["state"] == "rolled-back");
   CHECK(s["to_version"] == "0.0.0-broken");
-  CHECK(cli(ctl, {"ping", "vm"}).status == 0);
+  CHECK(daemon_cli(f.ctl, {"ping", "vm"}).status == 0);
 }
 
 TEST_CASE("qx-agent upgrade --all upgrades every ready VM, at most --parallel at a time",
@@ -172,60 +165,52 @@ TEST_CASE("qx-agent upgrade --all upgrades every ready VM, at most --parallel at
   auto daemon = qxa::test::start_daemon(vms, run, "250ms", "1s");
   REQUIRE(qxa::test::wait_all_ready(ctl, 2, 10s));
   const auto binary = new_agent_binary(work);
-  auto r = cli(ctl, {"--json", "upgrade", "--all", "--parallel", "1", "--binary", binary});
+  auto r = daemon_cli(ctl, {"--json", "upgrade", "--all", "--parallel", "1", "--binary", binary});
   INFO(r.out << r.err);
   REQUIRE(r.status == 0);
   const auto j = json::parse(r.out);
   REQUIRE(j["vms"].size() == 2);
   for (const auto& v : j["vms"]) CHECK(v["result"] == "upgraded");
-  CHECK(sha256_of(a.binary) == sha256_of(binary));
-  CHECK(sha256_of(b.binary) == sha256_of(binary));
+  CHECK(file_sha256(a.binary) == file_sha256(binary));
+  CHECK(file_sha256(b.binary) == file_sha256(binary));
 }
 
 TEST_CASE(
     "upgrades refused: by policy.upgrade = false (nothing staged), a file that is not a "
     "program, no VM named, and --connect",
     "[integration][upgrade]") {
-  temp_dir vms, run, work;
-  const std::string ctl = run / "ctl.sock";
-  supervised_agent agent(vms, "vm", "[policy]\nupgrade = false\n");
-  auto daemon = qxa::test::start_daemon(vms, run, "250ms", "1s");
-  REQUIRE(qxa::test::wait_vm_state(ctl, "vm", "ready", 10s));
-  const auto old_sha = sha256_of(agent.binary);
+  supervised_vm f("[policy]\nupgrade = false\n");
+  const auto old_sha = file_sha256(f.agent.binary);
 
-  auto refused = cli(ctl, {"upgrade", "vm", "--binary", new_agent_binary(work)});
+  auto refused = daemon_cli(f.ctl, {"upgrade", "vm", "--binary", new_agent_binary(f.work)});
   CHECK(refused.status == 1);
   CHECK_THAT(refused.err, Catch::Contains("policy.upgrade"));
-  CHECK(sha256_of(agent.binary) == old_sha);
-  CHECK_FALSE(std::filesystem::exists(agent.bin + "/.quantix-kvm-agent.upgrade"));
+  CHECK(file_sha256(f.agent.binary) == old_sha);
+  CHECK_FALSE(std::filesystem::exists(f.agent.bin + "/.quantix-kvm-agent.upgrade"));
 
-  const auto text = work.write("notes.txt", "not a program\n");
-  auto not_elf = cli(ctl, {"upgrade", "vm", "--binary", text});
+  const auto text = f.work.write("notes.txt", "not a program\n");
+  auto not_elf = daemon_cli(f.ctl, {"upgrade", "vm", "--binary", text});
   CHECK(not_elf.status == 2);
   CHECK_THAT(not_elf.err, Catch::Contains("is not an ELF program"));
-  CHECK(cli(ctl, {"upgrade", "--binary", text}).status == 2);
-  CHECK(cli(ctl, {"upgrade", "vm", "--all", "--binary", text}).status == 2);
+  CHECK(daemon_cli(f.ctl, {"upgrade", "--binary", text}).status == 2);
+  CHECK(daemon_cli(f.ctl, {"upgrade", "vm", "--all", "--binary", text}).status == 2);
   auto direct = qxa::test::run_command(
-      {cli_bin, "--connect", vms / "vm.agent.sock", "upgrade", "vm", "--binary", text}, 30s);
+      {cli_bin, "--connect", f.vms / "vm.agent.sock", "upgrade", "vm", "--binary", text}, 30s);
   CHECK(direct.status == 2);
   CHECK_THAT(direct.err, Catch::Contains("through qx-agentd"));
 }
 
 TEST_CASE("an upgrade waits for detached jobs (the agent's restart would end them) unless forced",
           "[integration][upgrade]") {
-  temp_dir vms, run, work;
-  const std::string ctl = run / "ctl.sock";
-  supervised_agent agent(vms, "vm", "");
-  auto daemon = qxa::test::start_daemon(vms, run, "250ms", "1s");
-  REQUIRE(qxa::test::wait_vm_state(ctl, "vm", "ready", 10s));
-  REQUIRE(cli(ctl, {"exec", "--detach", "vm", "--", "sleep", "600"}).status == 0);
-  const auto binary = new_agent_binary(work);
-  auto refused = cli(ctl, {"upgrade", "vm", "--binary", binary});
+  supervised_vm f;
+  REQUIRE(daemon_cli(f.ctl, {"exec", "--detach", "vm", "--", "sleep", "600"}).status == 0);
+  const auto binary = new_agent_binary(f.work);
+  auto refused = daemon_cli(f.ctl, {"upgrade", "vm", "--binary", binary});
   CHECK(refused.status == 1);
   CHECK_THAT(refused.err, Catch::Contains("1 detached job is running"));
-  CHECK(sha256_of(agent.binary) != sha256_of(binary));
-  auto forced = cli(ctl, {"upgrade", "vm", "--binary", binary, "--force"});
+  CHECK(file_sha256(f.agent.binary) != file_sha256(binary));
+  auto forced = daemon_cli(f.ctl, {"upgrade", "vm", "--binary", binary, "--force"});
   INFO(forced.out << forced.err);
   CHECK(forced.status == 0);
-  CHECK(sha256_of(agent.binary) == sha256_of(binary));
+  CHECK(file_sha256(f.agent.binary) == file_sha256(binary));
 }

@@ -14,12 +14,23 @@
 namespace qxa::test {
 
 #ifdef QXA_CLI_PATH
+/// The qx-agent under test.
+inline const std::string cli_bin = QXA_CLI_PATH;
+
 /// Runs qx-agent with `args`: its exit status, output and time.
 inline command_result run_cli(
     std::vector<std::string> args,
     std::chrono::steady_clock::duration timeout = std::chrono::seconds(60)) {
-  args.insert(args.begin(), QXA_CLI_PATH);
+  args.insert(args.begin(), cli_bin);
   return run_command(std::move(args), timeout);
+}
+
+/// Runs qx-agent with `args` through the daemon whose control socket is `control_socket`.
+inline command_result daemon_cli(
+    const std::string& control_socket, std::vector<std::string> args,
+    std::chrono::steady_clock::duration timeout = std::chrono::seconds(60)) {
+  args.insert(args.begin(), {"--control-socket", control_socket});
+  return run_cli(std::move(args), timeout);
 }
 
 /// `qx-agent --json status` through the daemon at `control_socket`; fails the test when it

@@ -20,6 +20,13 @@ namespace qxa::test {
 
 namespace pb = ::quantix::agent::v1;
 
+/// A ping request (the request id is the client's to set).
+inline pb::Envelope ping_request(std::uint64_t nonce = 1) {
+  pb::Envelope e;
+  e.mutable_ping()->set_nonce(nonce);
+  return e;
+}
+
 /// The HelloAck a guest answers `hello` with (agent pid 4242).
 inline pb::Envelope hello_ack_for(const pb::Envelope& hello) {
   pb::Envelope ack;

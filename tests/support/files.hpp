@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
-// Files for transfer tests: random content of a given size, and its SHA-256.
+// Files for tests: a file's whole content; random content of a given size, and its SHA-256.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -12,6 +13,12 @@
 #include "qxa/common/sha256.hpp"
 
 namespace qxa::test {
+
+/// The whole content of the file at `path` ("" when it cannot be read).
+inline std::string file_contents(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
 
 /// Writes `size` pseudo-random bytes (the same for the same seed).
 inline void write_random_file(const std::string& path, std::size_t size, std::uint64_t seed = 42) {
