@@ -4,8 +4,9 @@
 # Builds the project and runs the whole test suite. On a fresh Debian 12 machine it first
 # installs the Debian packages that are missing (and only those: a second run installs nothing).
 #
-#   ./tests/run.sh              configure, build (all cores), ctest: unit, integration, VM and
-#                               fuzz tests (the fuzz targets get a build of their own with clang)
+#   ./tests/run.sh              configure, build (all cores), ctest: unit and integration tests,
+#                               then VM and fuzz tests (the fuzz targets get a build of their own
+#                               with clang)
 #   ./tests/run.sh -R PATTERN   extra arguments go to ctest
 #   ./tests/run.sh --sanitize   the unit and integration suites built with AddressSanitizer and
 #                               UndefinedBehaviorSanitizer (in build-asan/), then the host-client
@@ -60,5 +61,12 @@ build_dir="${QXA_BUILD_DIR:-$root/build}"
 configure "$build_dir"
 cmake --build "$build_dir" --parallel "$jobs"
 
+# Two passes. The unit and integration tests first, two at a time (the soak alone). Then the VM
+# tests and the fuzzers, also two at a time: each keeps one core busy (a QEMU with one vCPU under
+# TCG, a fuzzer), so they run beside each other but never beside the tests whose timing they
+# would disturb.
 cd "$build_dir"
-ctest --output-on-failure --parallel "$jobs" --timeout 600 "$@"
+status=0
+ctest --output-on-failure --parallel "$jobs" --timeout 600 -LE 'vm|fuzz' "$@" || status=$?
+ctest --output-on-failure --parallel "$jobs" --timeout 600 -L 'vm|fuzz' "$@" || status=$?
+exit "$status"
