@@ -267,7 +267,13 @@ TEST_CASE(
   CHECK(after->state == qg::upgrade_state::rolled_back);
   CHECK_THAT(after->detail, Catch::Contains("no confirmation"));
 
-  // Something else (a package upgrade) replaced the binary meanwhile: not touched.
+  // Something else (a package upgrade) replaced the new binary meanwhile: not touched. As a
+  // package manager does, the replacement is written beside the new binary and renamed over it
+  // (while the new binary still exists, so its inode number cannot be the new binary's).
+  auto again = qg::install_staged(b.binary, b.stage(agent_script("2.0")), b.binary + ".previous");
+  REQUIRE(again);
+  r.device = again->first;
+  r.inode = again->second;
   const auto replaced = b.bin.write("replacement", agent_script("9.0"));
   REQUIRE(::rename(replaced.c_str(), b.binary.c_str()) == 0);
   const auto theirs = digest_of(b.binary);
