@@ -8,6 +8,7 @@
 #include <fstream>
 #include <set>
 
+#include "support/files.hpp"
 #include "support/process.hpp"
 #include "support/temp_dir.hpp"
 
@@ -184,7 +185,7 @@ TEST_CASE("both Debian packages build with their dependencies, conffiles and fil
   auto hc = sh("dpkg-deb -c '" + host + "'");
   for (const char* f :
        {"./usr/sbin/qx-agentd", "./usr/bin/qx-agent", "./usr/lib/systemd/system/qx-agentd.service",
-        "./etc/quantix-kvm/qx-agentd.toml"}) {
+        "./usr/lib/tmpfiles.d/qx-agentd.conf", "./etc/quantix-kvm/qx-agentd.toml"}) {
     CHECK_THAT(hc.out, Catch::Contains(f));
   }
   CHECK(sh("dpkg-deb -f '" + host + "' Version").out == "0.1.0\n");
@@ -207,6 +208,32 @@ TEST_CASE("both Debian packages build with their dependencies, conffiles and fil
                    fs::file_size(guest)));
 }
 
+TEST_CASE(
+    "the host package's tmpfiles.d entry makes the socket directory, root's and 0755, as "
+    "systemd-tmpfiles does at boot before any VM manager starts a domain",
+    "[integration][packaging]") {
+  temp_dir dir;
+  build_debs(dir.path());
+  const auto root = dir / "root";
+  REQUIRE(sh("dpkg-deb -x '" + only_file(dir.path(), "qx-agentd_") + "' '" + root + "'").status ==
+          0);
+  auto made = sh("systemd-tmpfiles --root='" + root + "' --create '" + root +
+                 "/usr/lib/tmpfiles.d/qx-agentd.conf' 2>&1");
+  INFO(made.out);
+  REQUIRE(made.status == 0);
+  for (const auto& d : {root + "/run/quantix-kvm", root + "/run/quantix-kvm/vms"}) {
+    struct stat st {};
+    REQUIRE(::lstat(d.c_str(), &st) == 0);
+    CHECK(S_ISDIR(st.st_mode));
+    CHECK((st.st_mode & 07777) == 0755);
+    CHECK(st.st_uid == 0);
+  }
+  // The unit makes the same directories, with the same mode, when it starts.
+  const auto unit = qxa::test::file_contents(source + "/packaging/systemd/qx-agentd.service");
+  CHECK_THAT(unit, Catch::Contains("RuntimeDirectory=quantix-kvm quantix-kvm/vms") &&
+                       Catch::Contains("RuntimeDirectoryMode=0755"));
+}
+
 #if QXA_SYSTEM_INSTALL_TEST
 // Registered only where the build was configured with CI set: it changes the machine.
 TEST_CASE("installing the host package and purging it leaves the machine as it was",
@@ -216,16 +243,21 @@ TEST_CASE("installing the host package and purging it leaves the machine as it w
   build_debs(dir.path());
   const auto host = only_file(dir.path(), "qx-agentd_");
   const std::string snapshot =
-      "find /etc /usr/sbin /usr/bin /usr/lib/systemd /lib/systemd /var/lib/systemd "
+      "find /etc /usr/sbin /usr/bin /usr/lib/systemd /usr/lib/tmpfiles.d /lib/systemd "
+      "/var/lib/systemd "
       "-xdev 2>/dev/null | LC_ALL=C sort; dpkg-query -W -f='${Package} ${Status}\\n' | LC_ALL=C "
       "sort";
   const auto before = sh(snapshot).out;
+  // Gone before the install where nothing is in it, so that the install must make it.
+  sh("rmdir /run/quantix-kvm/vms /run/quantix-kvm 2>/dev/null");
   auto install = sh("dpkg -i '" + host + "' 2>&1");
   INFO(install.out);
   REQUIRE(install.status == 0);
   CHECK(fs::exists("/usr/sbin/qx-agentd"));
   CHECK(fs::exists("/etc/quantix-kvm/qx-agentd.toml"));
   CHECK(sh("dpkg-query -W -f='${Status}' qx-agentd").out == "install ok installed");
+  // The postinst made the socket directory at once (tmpfiles.d), without qx-agentd running.
+  CHECK(fs::is_directory("/run/quantix-kvm/vms"));
   auto purge = sh("dpkg --purge qx-agentd 2>&1");
   INFO(purge.out);
   REQUIRE(purge.status == 0);
