@@ -209,6 +209,7 @@ asio::awaitable<pb::Envelope> upgrade(request_context ctx, pb::Envelope request)
       .unit = systemd_running(ctx.state.options.power.systemd_dir) ? own_systemd_unit() : "",
       .deadline_unix_ms =
           common::unix_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(within).count(),
+      .sha256 = common::sha256::hex(req.sha256()),
       .detail = "",
   };
   // Recorded before the swap: a record never misses an installed binary.

@@ -86,9 +86,9 @@ std::string format_upgrade_record(const upgrade_record& r) {
   // Values are one line each: versions and paths with a newline are refused before this.
   return fmt::format(
       "state={}\ntoken={}\nfrom_version={}\nto_version={}\nbinary={}\nprevious={}\nunit={}\n"
-      "deadline_unix_ms={}\ndevice={}\ninode={}\ndetail={}\n",
+      "deadline_unix_ms={}\ndevice={}\ninode={}\nsha256={}\ndetail={}\n",
       state_name(r.state), r.token, r.from_version, r.to_version, r.binary, r.previous, r.unit,
-      r.deadline_unix_ms, r.device, r.inode, r.detail);
+      r.deadline_unix_ms, r.device, r.inode, r.sha256, r.detail);
 }
 
 common::result<upgrade_record> parse_upgrade_record(std::string_view text) {
@@ -133,6 +133,8 @@ common::result<upgrade_record> parse_upgrade_record(std::string_view text) {
       r.unit = value;
     } else if (key == "detail") {
       r.detail = value;
+    } else if (key == "sha256") {
+      r.sha256 = value;
     } else if (key == "deadline_unix_ms") {
       ok = ok && number(value, r.deadline_unix_ms);
     } else if (key == "device") {
@@ -319,7 +321,13 @@ common::result<std::pair<std::uint64_t, std::uint64_t>> install_staged(
 
 bool restore_previous(const upgrade_record& r, std::string& detail) {
   struct stat now {};
-  if (::stat(r.binary.c_str(), &now) != 0 || now.st_dev != r.device || now.st_ino != r.inode) {
+  bool ours =
+      ::stat(r.binary.c_str(), &now) == 0 && now.st_dev == r.device && now.st_ino == r.inode;
+  if (ours && !r.sha256.empty()) {
+    const auto digest = file_sha256(r.binary);
+    ours = digest && common::sha256::hex(*digest) == r.sha256;
+  }
+  if (!ours) {
     detail = fmt::format(
         "not rolled back: {} is no longer the binary the upgrade installed "
         "(something else replaced it)",

@@ -84,6 +84,7 @@ TEST_CASE("an upgrade record keeps every field through its text form, and a dama
                        .deadline_unix_ms = 1796095999986,
                        .device = 65024,
                        .inode = 10952842,
+                       .sha256 = std::string(64, 'a'),
                        .detail = "no confirmation = put back"};
   auto back = qg::parse_upgrade_record(qg::format_upgrade_record(r));
   REQUIRE(back);
@@ -93,6 +94,7 @@ TEST_CASE("an upgrade record keeps every field through its text form, and a dama
   CHECK(back->unit == r.unit);
   CHECK(back->deadline_unix_ms == r.deadline_unix_ms);
   CHECK(back->inode == r.inode);
+  CHECK(back->sha256 == r.sha256);
   CHECK(back->detail == r.detail);  // the first '=' splits; the rest is the value
   CHECK_FALSE(qg::parse_upgrade_record("token=abc\n"));                 // no state
   CHECK_FALSE(qg::parse_upgrade_record("state=pending\ninode=12x\n"));  // not a number
@@ -253,6 +255,7 @@ TEST_CASE(
                        .deadline_unix_ms = 1,
                        .device = installed->first,
                        .inode = installed->second,
+                       .sha256 = qxa::common::sha256::hex(digest_of(b.binary)),
                        .detail = ""};
   const auto dir = b.options.upgrade.state_dir;
   REQUIRE_FALSE(qg::write_upgrade_record(dir, r));
@@ -277,6 +280,17 @@ TEST_CASE(
   const auto replaced = b.bin.write("replacement", agent_script("9.0"));
   REQUIRE(::rename(replaced.c_str(), b.binary.c_str()) == 0);
   const auto theirs = digest_of(b.binary);
+  REQUIRE_FALSE(qg::write_upgrade_record(dir, r));
+  CHECK(qg::run_upgrade_guard(dir) == 1);
+  CHECK(digest_of(b.binary) == theirs);
+  CHECK_THAT(qg::read_upgrade_record(dir)->detail, Catch::Contains("replaced"));
+
+  // A file made after the new binary was removed may get its inode number: the digest tells
+  // them apart (here the record is given the replacement's inode, as such a reuse would).
+  struct stat st {};
+  REQUIRE(::stat(b.binary.c_str(), &st) == 0);
+  r.device = st.st_dev;
+  r.inode = st.st_ino;
   REQUIRE_FALSE(qg::write_upgrade_record(dir, r));
   CHECK(qg::run_upgrade_guard(dir) == 1);
   CHECK(digest_of(b.binary) == theirs);

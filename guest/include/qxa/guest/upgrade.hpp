@@ -62,6 +62,9 @@ struct upgrade_record {
   std::string unit;  ///< the agent's systemd unit; empty: no systemd
   std::int64_t deadline_unix_ms = 0;
   std::uint64_t device = 0, inode = 0;  ///< the new binary's, once installed
+  /// The new binary's SHA-256 in hex: with the inode, what tells it from a file that took its
+  /// place (an inode number freed by its removal can be reused). Empty in older records.
+  std::string sha256;
   std::string detail;
 };
 
