@@ -17,6 +17,7 @@
 #include "qxa/guest/agent.hpp"
 #include "qxa/guest/config.hpp"
 #include "qxa/guest/identity.hpp"
+#include "qxa/guest/qga.hpp"
 #include "qxa/guest/upgrade.hpp"
 
 namespace qc = qxa::common;
@@ -50,7 +51,7 @@ int main(int argc, char** argv) {
       "org.quantix.agent.0.",
       "quantix-kvm-agent"};
   std::string config_path = qg::default_config_path;
-  std::optional<std::string> port, interval, write_timeout, log_level;
+  std::optional<std::string> port, qemu_ga_port, interval, write_timeout, log_level;
   bool version = false;
   auto* config_opt =
       app.add_option("--config", config_path, "configuration file")->capture_default_str();
@@ -58,6 +59,10 @@ int main(int argc, char** argv) {
                  "device path, or unix-listen:PATH to serve one host on a unix socket "
                  "(default " +
                      std::string(qg::default_port_path) + ")");
+  app.add_option("--qemu-ga-port", qemu_ga_port,
+                 "serve the qemu-guest-agent protocol on this device path or unix-listen:PATH, "
+                 "or 'off' (default: [qemu_ga] in the config: its port unless qemu-guest-agent is "
+                 "installed)");
   app.add_option("--telemetry-interval", interval, "how often telemetry is pushed (default 5s)");
   app.add_option("--write-timeout", write_timeout, "deadline for one telemetry write (default 5s)");
   app.add_option("--log-level", log_level,
@@ -85,6 +90,17 @@ int main(int argc, char** argv) {
     auto spec = qg::port_spec::parse(*port);
     if (!spec) return usage_error("--port: " + spec.error().message);
     config.agent.port = *spec;
+  }
+  if (qemu_ga_port) {
+    auto& q = config.agent.qemu_ga;
+    if (*qemu_ga_port == "off") {
+      q.enabled = qg::qemu_ga_options::mode::off;
+    } else {
+      auto spec = qg::port_spec::parse(*qemu_ga_port);
+      if (!spec) return usage_error("--qemu-ga-port: " + spec.error().message);
+      q.port = *spec;
+      q.enabled = qg::qemu_ga_options::mode::on;
+    }
   }
   auto duration_flag = [](const char* name, const std::optional<std::string>& text,
                           std::chrono::nanoseconds& out) -> std::optional<std::string> {
@@ -114,8 +130,22 @@ int main(int argc, char** argv) {
     qc::log_error("{}", port_or.error().describe());
     return 1;
   }
-  auto agent =
-      std::make_unique<qg::agent>(io.get_executor(), config.agent, std::move(port_or.value()));
+  std::unique_ptr<qg::port> qemu_ga;
+  const auto& q = config.agent.qemu_ga;
+  if (q.enabled == qg::qemu_ga_options::mode::on ||
+      (q.enabled == qg::qemu_ga_options::mode::automatic && qg::qga::automatic_mode_serves())) {
+    if (q.port.to_string() == config.agent.port.to_string()) {
+      return usage_error("the qemu-ga port is the native port (" + q.port.to_string() + ")");
+    }
+    auto opened = qg::open_port(io.get_executor(), q.port, config.agent.port_tuning);
+    if (!opened) {
+      qc::log_error("qemu-ga port: {}", opened.error().describe());
+      return 1;
+    }
+    qemu_ga = std::move(opened.value());
+  }
+  auto agent = std::make_unique<qg::agent>(io.get_executor(), config.agent,
+                                           std::move(port_or.value()), std::move(qemu_ga));
 
   int status = 0;
   asio::signal_set signals(io, SIGTERM, SIGINT);

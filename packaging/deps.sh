@@ -17,8 +17,10 @@ qxa_packages=(
   mmdebstrap dpkg-dev
   # packaging: the agent ISO and its checks; promtool checks the metrics
   xorriso systemd prometheus
-  # the benchmark's peer and its plot
+  # the benchmark's peer and its plot; the qemu-ga port's tests compare answers with it
   qemu-guest-agent gnuplot-nox
+  # qx-agentd beside libvirt: a real libvirtd and virsh (tests/vm/libvirt_test.cpp)
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
 )
 
 qxa_install_missing() {

@@ -12,6 +12,7 @@
 #include "qxa/common/log.hpp"
 #include "qxa/common/wall_clock.hpp"
 #include "qxa/guest/log_text.hpp"
+#include "qxa/guest/qga.hpp"
 #include "qxa/guest/session.hpp"
 
 namespace qxa::guest {
@@ -32,8 +33,9 @@ constexpr std::uint32_t telemetry_replace_key = 1;
 
 }  // namespace
 
-agent::agent(asio::any_io_executor ex, agent_options options, std::unique_ptr<port> p)
-    : ex_(std::move(ex)), port_(std::move(p)) {
+agent::agent(asio::any_io_executor ex, agent_options options, std::unique_ptr<port> p,
+             std::unique_ptr<port> qemu_ga)
+    : ex_(std::move(ex)), port_(std::move(p)), qemu_ga_port_(std::move(qemu_ga)) {
   state_ = std::make_unique<agent_state>(agent_state{
       .options = std::move(options),
       .sampler = telemetry_sampler{},
@@ -84,10 +86,12 @@ asio::awaitable<int> agent::run() {
       std::chrono::duration_cast<std::chrono::milliseconds>(state_->options.write_timeout).count());
   co_await state_->freeze->recover();  // a freeze an earlier agent made and did not undo
   note_pending_upgrade();
-  auto outcome = co_await (serve_hosts() || telemetry_loop() || exit_when_asked());
+  auto outcome =
+      co_await (serve_hosts() || telemetry_loop() || exit_when_asked() || serve_qemu_ga());
   co_await prepare_exit();
   if (current_) current_->stream().close();
   port_->close();
+  if (qemu_ga_port_) qemu_ga_port_->close();
   if (outcome.index() == 1) co_return std::get<1>(outcome);
   if (outcome.index() == 2) co_return std::get<2>(outcome);
   co_return 1;  // the port failed for good
@@ -98,6 +102,19 @@ asio::awaitable<int> agent::exit_when_asked() {
   common::log_info("exiting with status {} to make way for the upgraded binary",
                    state_->exit_after_reply.value_or(0));
   co_return state_->exit_after_reply.value_or(0);
+}
+
+asio::awaitable<void> agent::serve_qemu_ga() {
+  if (qemu_ga_port_) {
+    common::log_info("serving the qemu-guest-agent protocol on port {}", qemu_ga_port_->describe());
+    co_await qga::serve(*state_, *qemu_ga_port_, state_->options.qemu_ga);
+  }
+  // Without it (or once it failed for good) the native port goes on: never the end of the agent.
+  asio::steady_timer forever(ex_);
+  for (;;) {
+    forever.expires_at(asio::steady_timer::time_point::max());
+    co_await forever.async_wait(asio::use_awaitable);
+  }
 }
 
 void agent::note_pending_upgrade() const {

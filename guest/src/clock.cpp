@@ -105,6 +105,31 @@ std::optional<std::string> write_hardware_clock(const std::string& device,
   return std::nullopt;
 }
 
+common::result<std::int64_t> read_hardware_clock(const std::string& device, bool local) {
+  unique_fd fd(::open(device.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  if (!fd) {
+    if (errno == ENOENT) return {common::errc::unavailable, "no hardware clock"};
+    return {common::errc::unavailable, device + ": " + std::strerror(errno)};
+  }
+  rtc_time rtc{};
+  if (::ioctl(fd.get(), RTC_RD_TIME, &rtc) != 0) {
+    return {common::errc::unavailable, device + ": " + std::strerror(errno)};
+  }
+  std::tm tm{};
+  tm.tm_sec = rtc.tm_sec;
+  tm.tm_min = rtc.tm_min;
+  tm.tm_hour = rtc.tm_hour;
+  tm.tm_mday = rtc.tm_mday;
+  tm.tm_mon = rtc.tm_mon;
+  tm.tm_year = rtc.tm_year;
+  tm.tm_isdst = -1;
+  const std::time_t t = local ? ::mktime(&tm) : ::timegm(&tm);
+  if (t == static_cast<std::time_t>(-1)) {
+    return {common::errc::unavailable, device + ": the hardware clock holds no valid time"};
+  }
+  return static_cast<std::int64_t>(t);
+}
+
 std::optional<clock_change> set_clock(std::int64_t target_unix_ns, bool slew, int& error) {
   clock_change c;
   c.offset_ns = realtime_ns() - target_unix_ns;

@@ -22,6 +22,30 @@ std::optional<common::error_info> apply(common::config_reader& r, agent_config& 
     r.fail("port", spec.error().message);
   }
   r.get("log_level", config.log_level);
+  auto& q = a.qemu_ga;
+  std::string mode = q.enabled == qemu_ga_options::mode::on    ? "on"
+                     : q.enabled == qemu_ga_options::mode::off ? "off"
+                                                               : "auto";
+  r.get("qemu_ga.mode", mode);
+  if (mode == "on") {
+    q.enabled = qemu_ga_options::mode::on;
+  } else if (mode == "off") {
+    q.enabled = qemu_ga_options::mode::off;
+  } else if (mode == "auto") {
+    q.enabled = qemu_ga_options::mode::automatic;
+  } else {
+    r.fail("qemu_ga.mode", fmt::format("is '{}'; use \"auto\", \"on\" or \"off\"", mode));
+  }
+  std::string qemu_ga_port = q.port.to_string();
+  r.get("qemu_ga.port", qemu_ga_port);
+  if (auto spec = port_spec::parse(qemu_ga_port)) {
+    q.port = *spec;
+  } else {
+    r.fail("qemu_ga.port", spec.error().message);
+  }
+  std::int64_t command_bytes = static_cast<std::int64_t>(q.max_command_bytes);
+  r.get("qemu_ga.max_command_bytes", command_bytes, 4096, std::int64_t{256} << 20);
+  q.max_command_bytes = static_cast<std::size_t>(command_bytes);
   r.get_duration("telemetry.interval", a.telemetry_interval, std::chrono::milliseconds(1));
   r.get_duration("telemetry.write_timeout", a.write_timeout, std::chrono::milliseconds(1));
   r.get("telemetry.failure_limit", a.failure_limit, 1, 1'000'000);

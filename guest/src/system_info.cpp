@@ -339,6 +339,8 @@ os_identity parse_os_release(std::string_view text) {
       os.name = std::move(value);
     } else if (key == "VERSION_ID") {
       os.version = std::move(value);
+    } else if (key == "VERSION") {
+      os.version_name = std::move(value);
     } else if (key == "ID") {
       os.id = std::move(value);
     } else if (key == "PRETTY_NAME") {
@@ -427,9 +429,11 @@ std::vector<interface_entry> read_interfaces(const std::string& sys_root,
     i.rx_bytes = read_u64(stats + "rx_bytes");
     i.rx_packets = read_u64(stats + "rx_packets");
     i.rx_errors = read_u64(stats + "rx_errors");
+    i.rx_dropped = read_u64(stats + "rx_dropped");
     i.tx_bytes = read_u64(stats + "tx_bytes");
     i.tx_packets = read_u64(stats + "tx_packets");
     i.tx_errors = read_u64(stats + "tx_errors");
+    i.tx_dropped = read_u64(stats + "tx_dropped");
     if (auto it = by_interface.find(name); it != by_interface.end()) {
       for (const auto* a : it->second) i.addresses.push_back(*a);
     }

@@ -138,6 +138,8 @@ pb::Telemetry telemetry_sampler::to_proto(const system_sample& s) {
     nic->set_tx_bytes(i.tx_bytes);
     nic->set_tx_packets(i.tx_packets);
     nic->set_tx_errors(i.tx_errors);
+    nic->set_rx_dropped(i.rx_dropped);
+    nic->set_tx_dropped(i.tx_dropped);
     for (const auto& a : i.addresses) {
       auto* ip = nic->add_addresses();
       ip->set_family(a.family == ip_family::ipv6 ? pb::IpAddress::FAMILY_IPV6
@@ -186,6 +188,7 @@ pb::OsInfo to_proto(const os_identity& os) {
   pb::OsInfo o;
   o.set_name(to_utf8(os.name));
   o.set_version(to_utf8(os.version));
+  o.set_version_name(to_utf8(os.version_name));
   o.set_id(to_utf8(os.id));
   o.set_pretty_name(to_utf8(os.pretty_name));
   o.set_kernel_release(to_utf8(os.kernel_release));

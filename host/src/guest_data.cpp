@@ -44,6 +44,7 @@ pb::OsInfo known_only(const pb::OsInfo& in) {
   pb::OsInfo out;
   out.set_name(in.name());
   out.set_version(in.version());
+  out.set_version_name(in.version_name());
   out.set_id(in.id());
   out.set_pretty_name(in.pretty_name());
   out.set_kernel_release(in.kernel_release());
@@ -108,6 +109,8 @@ pb::Telemetry known_only(const pb::Telemetry& in) {
     o->set_tx_bytes(i.tx_bytes());
     o->set_tx_packets(i.tx_packets());
     o->set_tx_errors(i.tx_errors());
+    o->set_rx_dropped(i.rx_dropped());
+    o->set_tx_dropped(i.tx_dropped());
   }
   out.set_cpu_count(in.cpu_count());
   out.set_primary_address(in.primary_address());

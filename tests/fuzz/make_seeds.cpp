@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Writes the seed corpora of the protocol fuzz targets: `qxa_fuzz_seeds DIR` fills
-// DIR/frame_decoder, DIR/guest_dispatch, DIR/host_client, DIR/guest_data and DIR/path_walk
+// DIR/frame_decoder, DIR/guest_dispatch, DIR/host_client, DIR/guest_data, DIR/path_walk and DIR/qga
 // with one file per seed. The config
 // targets' seeds are written by hand (corpus/agent_config, corpus/daemon_config).
 #include <cstdio>
@@ -413,6 +413,26 @@ void path_walk(const fs::path& dir) {
   for (const auto& [name, text] : seeds) write(dir, name, bytes(text.begin(), text.end()));
 }
 
+// Byte streams for fuzz_qga: a piece-size byte, then what a qemu-ga client sends.
+void qga(const fs::path& dir) {
+  const std::vector<std::pair<std::string, std::string>> seeds = {
+      {"ping", "\x01{\"execute\":\"guest-ping\"}\n"},
+      {"sync-delimited",
+       "\x03\xff{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":123}}\n"},
+      {"exec",
+       "\x07{\"execute\":\"guest-exec\",\"arguments\":{\"path\":\"/bin/sh\",\"arg\":["
+       "\"-c\",\"echo \\\"}{\\\"\"],\"capture-output\":true},\"id\":\"a\"}"},
+      {"two-lines", "\x05{\"execute\":\"guest-ping\"}{\"execute\":\"guest-get-time\"}\n[1]\n"},
+      {"garbage", "\x02garbage }\n\"str\" 42 {\"foo\":1}"},
+      {"half-then-reset",
+       "\x04{\"execute\":\"guest-file-read\",\"arg\xff{\"execute\":\"guest-info\"}"},
+      {"nested",
+       "\x09{\"execute\":\"guest-set-vcpus\",\"arguments\":{\"vcpus\":[{\"logical-id\":1,"
+       "\"online\":false}]}}"},
+  };
+  for (const auto& [name, text] : seeds) write(dir, name, bytes(text.begin(), text.end()));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -426,5 +446,6 @@ int main(int argc, char** argv) {
   host_client(root / "host_client");
   guest_data(root / "guest_data");
   path_walk(root / "path_walk");
+  qga(root / "qga");
   return 0;
 }

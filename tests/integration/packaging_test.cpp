@@ -185,7 +185,9 @@ TEST_CASE("both Debian packages build with their dependencies, conffiles and fil
   auto hc = sh("dpkg-deb -c '" + host + "'");
   for (const char* f :
        {"./usr/sbin/qx-agentd", "./usr/bin/qx-agent", "./usr/lib/systemd/system/qx-agentd.service",
-        "./usr/lib/tmpfiles.d/qx-agentd.conf", "./etc/quantix-kvm/qx-agentd.toml"}) {
+        "./usr/lib/tmpfiles.d/qx-agentd.conf", "./etc/quantix-kvm/qx-agentd.toml",
+        "./usr/sbin/qx-libvirt-attach", "./usr/share/quantix-kvm/libvirt/agent-channel.xml",
+        "./usr/share/quantix-kvm/libvirt/qemu-ga-channel.xml"}) {
     CHECK_THAT(hc.out, Catch::Contains(f));
   }
   CHECK(sh("dpkg-deb -f '" + host + "' Version").out == "0.1.0\n");
@@ -244,6 +246,7 @@ TEST_CASE("installing the host package and purging it leaves the machine as it w
   const auto host = only_file(dir.path(), "qx-agentd_");
   const std::string snapshot =
       "find /etc /usr/sbin /usr/bin /usr/lib/systemd /usr/lib/tmpfiles.d /lib/systemd "
+      "/usr/share/quantix-kvm "
       "/var/lib/systemd "
       "-xdev 2>/dev/null | LC_ALL=C sort; dpkg-query -W -f='${Package} ${Status}\\n' | LC_ALL=C "
       "sort";

@@ -204,7 +204,9 @@ TEST_CASE(
       ready_after, cpu, lived, 100 * cpu / lived));
   CHECK(ready_after < 10);  // a bound for a loaded host; the measured figure is above
   CHECK(cpu / lived < 0.02);
-  // The first telemetry the daemon has was sampled after it started, not queued from before.
+  // The first telemetry the daemon has was sampled after it started, not queued from before
+  // (which would be a minute old). The sample's time is the guest's clock, which under TCG on a
+  // busy host falls behind by a second or more in the minute before qx-agentd sets it.
   const auto sampled = status["last_telemetry"]["sample_unix_ms"].get<std::int64_t>();
-  CHECK(sampled >= started_unix_ms - 1000);
+  CHECK(sampled >= started_unix_ms - 10'000);
 }

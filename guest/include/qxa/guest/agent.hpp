@@ -37,6 +37,17 @@ struct power_options {
   std::string systemd_dir = "/run/systemd/system";
 };
 
+/// The qemu-guest-agent protocol on its own port, beside the native one (qga.hpp).
+struct qemu_ga_options {
+  /// automatic: served unless qemu-guest-agent is installed in the guest (the two would fight
+  /// over the port); on: always; off: never.
+  enum class mode { off, on, automatic };
+  mode enabled = mode::automatic;
+  port_spec port = {port_spec::kind::device, "/dev/virtio-ports/org.qemu.guest_agent.0"};
+  /// The longest command read; a longer one is skipped and answered with an error.
+  std::size_t max_command_bytes = 16u << 20;
+};
+
 struct agent_options {
   port_spec port;
   port_options port_tuning;
@@ -67,6 +78,7 @@ struct agent_options {
   /// How long a finished detached job's status and output tail are kept.
   std::chrono::nanoseconds keep_finished_jobs = std::chrono::hours(1);
   upgrade_options upgrade;
+  qemu_ga_options qemu_ga;
 };
 
 class session;
@@ -103,7 +115,9 @@ job_limits job_limits_of(const agent_options& options);
 
 class agent {
  public:
-  agent(asio::any_io_executor ex, agent_options options, std::unique_ptr<port> p);
+  /// `qemu_ga`: the port of the qemu-guest-agent protocol, or null when it is not served.
+  agent(asio::any_io_executor ex, agent_options options, std::unique_ptr<port> p,
+        std::unique_ptr<port> qemu_ga = nullptr);
   ~agent();
 
   /// Runs until the telemetry loop gives up (returns exit_telemetry_failed) or the port fails
@@ -118,11 +132,13 @@ class agent {
   asio::awaitable<void> serve_hosts();
   asio::awaitable<int> telemetry_loop();
   asio::awaitable<int> exit_when_asked();
+  asio::awaitable<void> serve_qemu_ga();
   void note_pending_upgrade() const;
 
   asio::any_io_executor ex_;
   std::unique_ptr<agent_state> state_;
   std::unique_ptr<port> port_;
+  std::unique_ptr<port> qemu_ga_port_;
   std::shared_ptr<session> current_;
   std::unique_ptr<common::async_event> exit_asked_;
   bool exit_wanted_ = false;

@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "qxa/common/error.hpp"
+
 namespace qxa::guest {
 
 struct timezone_info {
@@ -33,6 +35,10 @@ bool hardware_clock_is_local(std::string_view adjtime_text);
 /// `local`. Nothing, or why not ("no hardware clock", ...).
 std::optional<std::string> write_hardware_clock(const std::string& device,
                                                 std::int64_t unix_seconds, bool local);
+
+/// Reads the hardware clock `device` (RTC_RD_TIME), which keeps local time when `local`: the
+/// Unix time in seconds, or why not.
+common::result<std::int64_t> read_hardware_clock(const std::string& device, bool local);
 
 /// The largest offset set_clock() slews rather than steps.
 inline constexpr std::int64_t max_slew_ns = 500'000'000;

@@ -102,6 +102,7 @@ common::result<std::vector<mount_entry>> writable_disks(const std::vector<mount_
 /// What the system says it is: os-release and uname.
 struct os_identity {
   std::string name, version, id, pretty_name;                // os-release
+  std::string version_name;                                  // os-release VERSION: "12 (bookworm)"
   std::string kernel_release, kernel_version, architecture;  // uname
 };
 /// os-release (NAME, VERSION_ID, ID, PRETTY_NAME); quotes and escapes removed.
@@ -139,6 +140,7 @@ struct interface_entry {
   std::uint32_t mtu = 0;
   std::uint64_t rx_bytes = 0, rx_packets = 0, rx_errors = 0;
   std::uint64_t tx_bytes = 0, tx_packets = 0, tx_errors = 0;
+  std::uint64_t rx_dropped = 0, tx_dropped = 0;
   std::vector<address_entry> addresses;
 };
 /// The interfaces under `sys_root`/class/net but the loopback, by name, each with its addresses

@@ -1,0 +1,322 @@
+// SPDX-License-Identifier: MIT
+// The real agent's qemu-guest-agent port, beside the real qemu-guest-agent on the same machine:
+// the same commands get the same answers, field for field, and the same errors.
+#include "support/qga.hpp"
+
+#include <catch2/catch.hpp>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "support/cli.hpp"
+#include "support/process.hpp"
+#include "support/shipped.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace std::chrono_literals;
+using qxa::test::child_process;
+using qxa::test::qga_client;
+using qxa::test::temp_dir;
+using ojson = qga_client::json;
+
+namespace {
+
+const std::string qemu_ga_binary = "/usr/sbin/qemu-ga";
+
+// The agent with its native port and its qemu-ga port on unix sockets in `dir`, and `config`.
+std::unique_ptr<child_process> start_agent_with_qga(const temp_dir& dir,
+                                                    const std::string& config_text = {}) {
+  const auto config =
+      config_text.empty() ? qxa::test::shipped_agent_config : dir.write("agent.toml", config_text);
+  auto agent = std::make_unique<child_process>(std::vector<std::string>{
+      QXA_AGENT_PATH, "--config", config, "--port", "unix-listen:" + (dir / "native.sock"),
+      "--qemu-ga-port", "unix-listen:" + (dir / "ours.sock")});
+  const bool serving = agent->wait_for_log("serving the qemu-guest-agent protocol", 10s);
+  INFO(agent->log());
+  REQUIRE(serving);
+  return agent;
+}
+
+// qemu-guest-agent itself, on a unix socket in `dir`.
+std::unique_ptr<child_process> start_qemu_ga(const temp_dir& dir) {
+  return std::make_unique<child_process>(
+      std::vector<std::string>{qemu_ga_binary, "-m", "unix-listen", "-p", dir / "qga.sock", "-t",
+                               dir.path(), "-f", dir / "qga.pid"});
+}
+
+ojson sorted_by(ojson list, const char* key) {
+  std::sort(list.begin(), list.end(),
+            [&](const ojson& a, const ojson& b) { return a[key] < b[key]; });
+  return list;
+}
+
+// An interface's addresses as a set of "type address/prefix".
+std::set<std::string> addresses_of(const ojson& interface) {
+  std::set<std::string> out;
+  if (!interface.contains("ip-addresses")) return out;
+  for (const auto& a : interface["ip-addresses"]) {
+    out.insert(a["ip-address-type"].get<std::string>() + " " + a["ip-address"].get<std::string>() +
+               "/" + std::to_string(a["prefix"].get<int>()));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("the qemu-ga port answers as qemu-guest-agent does, field for field", "[qga]") {
+  temp_dir dir;
+  auto agent = start_agent_with_qga(dir);
+  auto peer = start_qemu_ga(dir);
+  qga_client ours(dir / "ours.sock"), theirs(dir / "qga.sock");
+  REQUIRE(ours.connected());
+  REQUIRE(theirs.connected());
+
+  // Identical answers.
+  for (const char* command : {"guest-ping", "guest-get-osinfo", "guest-get-host-name",
+                              "guest-get-timezone", "guest-get-users", "guest-fsfreeze-status"}) {
+    INFO(command);
+    const auto a = ours.call(command), b = theirs.call(command);
+    REQUIRE(b.contains("return"));
+    CHECK(a == b);
+  }
+  CHECK(ours.call("guest-sync", {{"id", 1234567890123}}) ==
+        theirs.call("guest-sync", {{"id", 1234567890123}}));
+  CHECK(sorted_by(ours.call("guest-get-vcpus")["return"], "logical-id") ==
+        sorted_by(theirs.call("guest-get-vcpus")["return"], "logical-id"));
+  const auto our_time = ours.call("guest-get-time")["return"].get<std::int64_t>();
+  const auto their_time = theirs.call("guest-get-time")["return"].get<std::int64_t>();
+  CHECK(std::abs(our_time - their_time) < 5'000'000'000);
+
+  // Every interface we list (loopback and the like are left out, as the agent's telemetry is
+  // configured), qemu-ga lists with the same MAC and addresses.
+  const auto our_nics = ours.call("guest-network-get-interfaces")["return"];
+  const auto their_nics = theirs.call("guest-network-get-interfaces")["return"];
+  REQUIRE(our_nics.is_array());
+  CHECK_FALSE(our_nics.empty());
+  for (const auto& nic : our_nics) {
+    INFO(nic.dump());
+    CHECK(nic["statistics"].size() == 8);
+    const auto match = std::find_if(their_nics.begin(), their_nics.end(),
+                                    [&](const ojson& t) { return t["name"] == nic["name"]; });
+    REQUIRE(match != their_nics.end());
+    CHECK(nic["hardware-address"] == (*match)["hardware-address"]);
+    CHECK(addresses_of(nic) == addresses_of(*match));
+  }
+
+  // Filesystems and disks: the same names, types and disk addresses (the byte counts move).
+  const auto our_fs = ours.call("guest-get-fsinfo")["return"];
+  const auto their_fs = theirs.call("guest-get-fsinfo")["return"];
+  for (const auto& fs : our_fs) {
+    INFO(fs.dump());
+    const auto match = std::find_if(their_fs.begin(), their_fs.end(), [&](const ojson& t) {
+      return t["mountpoint"] == fs["mountpoint"];
+    });
+    REQUIRE(match != their_fs.end());
+    CHECK(fs["name"] == (*match)["name"]);
+    CHECK(fs["type"] == (*match)["type"]);
+    REQUIRE(fs["disk"].size() == (*match)["disk"].size());
+    for (std::size_t i = 0; i < fs["disk"].size(); ++i) {
+      for (const char* key : {"pci-controller", "bus-type", "bus", "target", "unit", "dev"}) {
+        CHECK(fs["disk"][i][key] == (*match)["disk"][i][key]);
+      }
+    }
+    const double total = fs["total-bytes"].get<double>();
+    CHECK(std::abs(total - (*match)["total-bytes"].get<double>()) <= total * 0.01);
+  }
+  const auto our_disks = ours.call("guest-get-disks")["return"];
+  const auto their_disks = theirs.call("guest-get-disks")["return"];
+  for (const auto& d : our_disks) {
+    INFO(d.dump());
+    const auto match = std::find_if(their_disks.begin(), their_disks.end(),
+                                    [&](const ojson& t) { return t["name"] == d["name"]; });
+    if (match == their_disks.end()) continue;  // qemu-ga lists only some kinds of device
+    CHECK(d["partition"] == (*match)["partition"]);
+    CHECK(d["dependencies"] == (*match)["dependencies"]);
+    if (match->contains("address")) {
+      for (const char* key : {"pci-controller", "bus-type", "bus", "target", "unit", "dev"}) {
+        CHECK(d["address"][key] == (*match)["address"][key]);
+      }
+    }
+  }
+
+  // The same errors for the same mistakes.
+  for (const std::string bad : {
+           R"({"execute":"guest-nonexistent"})",
+           R"({"execute":"guest-ping","arguments":{"x":1}})",
+           R"({"execute":"guest-sync"})",
+           R"({"execute":"guest-sync","arguments":{"id":1.5}})",
+           R"({"execute":"guest-set-time","arguments":{"time":"99"}})",
+           R"({"execute":"guest-exec-status","arguments":{"pid":1}})",
+           R"({"execute":"guest-ping","arguments":[]})",
+           R"({"execute":5})",
+           R"({"foo":1})",
+           R"([1])",
+           R"({"execute":"guest-ping","id":{"any":["thing"]}})",
+           R"({"execute":"guest-shutdown","arguments":{"mode":"explode"}})",
+       }) {
+    INFO(bad);
+    REQUIRE(ours.send_raw(bad + "\n"));
+    REQUIRE(theirs.send_raw(bad + "\n"));
+    const auto a = qga_client::parse(ours.line()), b = qga_client::parse(theirs.line());
+    REQUIRE(b.is_object());
+    CHECK(a == b);
+  }
+}
+
+TEST_CASE("guest-sync-delimited and 0xFF resynchronise a client as qemu-ga's do", "[qga]") {
+  temp_dir dir;
+  auto agent = start_agent_with_qga(dir);
+  qga_client c(dir / "ours.sock");
+  REQUIRE(c.connected());
+  // Half a command, then the reset marker and a sync: only the sync is answered, after 0xFF.
+  REQUIRE(c.send_raw(R"({"execute":"guest-exec","arguments":{"path":"/bin/tou)"));
+  REQUIRE(
+      c.send_raw("\xff"
+                 R"({"execute":"guest-sync-delimited","arguments":{"id":77}})"
+                 "\n"));
+  CHECK(c.line() == "\xff{\"return\":77}");
+  // Answers keep the order of the commands; an id is echoed.
+  REQUIRE(
+      c.send_raw(R"({"execute":"guest-ping","id":1}{"execute":"guest-sync","arguments":{"id":2}})"
+                 "\n garbage \n"
+                 R"({"execute":"guest-ping","id":"three"})"));
+  CHECK(c.line() == R"({"return":{},"id":1})");
+  CHECK(c.line() == R"({"return":2})");
+  CHECK(c.line().starts_with(R"({"error":{"class":"GenericError","desc":"JSON parse error, )"));
+  CHECK(c.line() == R"({"return":{},"id":"three"})");
+  CHECK(c.line(200ms).empty());  // nothing else
+}
+
+TEST_CASE("the qemu-ga port goes through the guest's policy", "[qga]") {
+  temp_dir dir;
+  auto agent = start_agent_with_qga(dir, "[policy]\nblock = [\"exec\", \"ssh-key\"]\n");
+  qga_client c(dir / "ours.sock");
+  REQUIRE(c.connected());
+  const auto info = c.call("guest-info")["return"];
+  std::map<std::string, bool> enabled;
+  for (const auto& cmd : info["supported_commands"]) {
+    enabled[cmd["name"].get<std::string>()] = cmd["enabled"].get<bool>();
+    CHECK(cmd["success-response"] == (cmd["name"] != "guest-shutdown"));
+  }
+  for (const char* name : {"guest-sync",
+                           "guest-sync-delimited",
+                           "guest-ping",
+                           "guest-info",
+                           "guest-get-osinfo",
+                           "guest-get-host-name",
+                           "guest-get-time",
+                           "guest-set-time",
+                           "guest-get-timezone",
+                           "guest-get-users",
+                           "guest-network-get-interfaces",
+                           "guest-get-fsinfo",
+                           "guest-get-disks",
+                           "guest-fsfreeze-status",
+                           "guest-fsfreeze-freeze",
+                           "guest-fsfreeze-freeze-list",
+                           "guest-fsfreeze-thaw",
+                           "guest-fstrim",
+                           "guest-shutdown",
+                           "guest-exec",
+                           "guest-exec-status",
+                           "guest-set-user-password",
+                           "guest-ssh-get-authorized-keys",
+                           "guest-ssh-add-authorized-keys",
+                           "guest-ssh-remove-authorized-keys",
+                           "guest-get-vcpus",
+                           "guest-get-memory-blocks"}) {
+    INFO(name);
+    CHECK(enabled.contains(name));
+  }
+  CHECK_FALSE(enabled["guest-exec"]);
+  CHECK_FALSE(enabled["guest-exec-status"]);  // the job operations are exec's family
+  CHECK_FALSE(enabled["guest-ssh-get-authorized-keys"]);
+  CHECK(enabled["guest-get-osinfo"]);
+  const auto refused = c.call("guest-exec", {{"path", "/bin/true"}});
+  CHECK(refused["error"]["class"] == "CommandNotFound");
+  CHECK(refused["error"]["desc"].get<std::string>().starts_with(
+      "Command guest-exec has been disabled: "));
+  CHECK(agent->wait_for_log("audit: op=exec port=qemu-ga command=guest-exec outcome=refused", 5s));
+  CHECK(c.call("guest-ssh-get-authorized-keys", {{"username", "root"}})["error"]["class"] ==
+        "CommandNotFound");
+}
+
+TEST_CASE("guest-exec runs a command as a job and guest-exec-status reports it once", "[qga]") {
+  temp_dir dir;
+  auto agent = start_agent_with_qga(dir);
+  qga_client c(dir / "ours.sock");
+  REQUIRE(c.connected());
+  const auto started = c.call("guest-exec", {{"path", "/bin/sh"},
+                                             {"arg", {"-c", "cat; echo err >&2; exit 3"}},
+                                             {"input-data", "aW5wdXQ="},  // "input"
+                                             {"capture-output", true}});
+  REQUIRE(started["return"]["pid"].is_number_integer());
+  const auto pid = started["return"]["pid"];
+  ojson status;
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  do {
+    status = c.call("guest-exec-status", {{"pid", pid}})["return"];
+  } while (status.is_object() && !status["exited"].get<bool>() &&
+           std::chrono::steady_clock::now() < until);
+  INFO(status.dump());
+  REQUIRE(status["exited"] == true);
+  CHECK(status["exitcode"] == 3);
+  CHECK(status["out-data"] == "aW5wdXQ=");
+  CHECK(status["err-data"] == "ZXJyCg==");  // "err\n"
+  // Reported once, as qemu-ga does.
+  CHECK(c.call("guest-exec-status", {{"pid", pid}})["error"]["desc"] == "Invalid parameter 'pid'");
+  // Without capture-output nothing comes back; a signal is told as such.
+  const auto killed =
+      c.call("guest-exec", {{"path", "/bin/sh"}, {"arg", {"-c", "echo lost; kill -9 $$"}}});
+  const auto kpid = killed["return"]["pid"];
+  do {
+    status = c.call("guest-exec-status", {{"pid", kpid}})["return"];
+  } while (status.is_object() && !status["exited"].get<bool>() &&
+           std::chrono::steady_clock::now() < until);
+  CHECK(status == ojson{{"exited", true}, {"signal", 9}});
+  CHECK(c.call("guest-exec", {{"path", "/bin/true"}, {"env", {"NOEQUALS"}}})["error"]["desc"] ==
+        "Invalid parameter 'env': 'NOEQUALS' is not NAME=VALUE");
+}
+
+TEST_CASE(
+    "a hostile qemu-ga client costs the agent nothing it keeps, and the native port "
+    "goes on",
+    "[qga]") {
+  temp_dir dir;
+  auto agent = start_agent_with_qga(dir);
+  {
+    qga_client c(dir / "ours.sock");
+    REQUIRE(c.connected());
+    // 40 MiB in one command, more than the 16 MiB limit: skipped to its end, answered with an
+    // error, and the next command is read.
+    std::string big = R"({"execute":"guest-exec","arguments":{"path":")";
+    big += std::string(40u << 20, 'a');
+    big += R"("}})";
+    REQUIRE(c.send_raw(big + R"({"execute":"guest-sync","arguments":{"id":5}})"));
+    CHECK(c.line() == R"({"error":{"class":"GenericError","desc":"JSON parse error, the command )"
+                      R"(is longer than 16777216 bytes"}})");
+    CHECK(c.line() == R"({"return":5})");
+#ifndef QXA_SANITIZED
+    CHECK(qxa::test::process_peak_rss_bytes(agent->pid()) < (48u << 20));
+#endif
+    // Nesting that would take a recursive parser's stack.
+    REQUIRE(c.send_raw(std::string(100'000, '[') + std::string(100'000, ']') +
+                       R"({"execute":"guest-ping"})"));
+    CHECK(c.line().find("nests deeper than") != std::string::npos);
+    CHECK(c.line() == R"({"return":{}})");
+    // A client that sends and never reads: once an answer waits longer than the write timeout
+    // the agent drops it (its sending then fails), and the native port answers meanwhile.
+    std::string many;
+    for (int i = 0; i < 20'000; ++i) many += R"({"execute":"guest-get-osinfo"})";
+    std::thread sender([&] { c.send_raw(many); });
+    const auto r = qxa::test::run_cli({"--connect", dir / "native.sock", "ping", "-"}, 10s);
+    INFO(r.out);
+    CHECK(r.status == 0);
+    CHECK(agent->wait_for_log(
+        "qemu-ga port: client ended (an answer was not taken within the write timeout)", 30s));
+    sender.join();
+  }
+  qga_client next(dir / "ours.sock");
+  REQUIRE(next.connected());
+  CHECK(next.call("guest-ping") == ojson{{"return", ojson::object()}});
+}

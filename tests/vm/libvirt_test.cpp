@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: MIT
+// qx-agentd beside a real libvirtd: a domain defined with the agent channel of
+// packaging/libvirt, booting the busybox test guest, and the lifecycle operators drive through
+// virsh. Each ends with the VM ready again and exec working, with no manual step. The guest's
+// agent serves the qemu-guest-agent port too, so libvirt's own agent commands work on it.
+#include "support/libvirt.hpp"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "support/cli.hpp"
+#include "support/daemon.hpp"
+#include "support/poll.hpp"
+#include "support/status.hpp"
+#include "support/temp_dir.hpp"
+#include "support/vm.hpp"
+
+using namespace std::chrono_literals;
+using qxa::test::eventually;
+using qxa::test::libvirt_daemon;
+using qxa::test::run_cli;
+using qxa::test::temp_dir;
+using qxa::test::test_vm;
+using qxa::test::wait_vm_state;
+
+namespace {
+
+// A domain booting the busybox test guest (its kernel and initramfs; TCG), with a console log
+// in `dir` and no agent channel yet.
+std::string domain_xml(const std::string& name, const std::string& dir) {
+  const auto images = test_vm::image_dir();
+  return fmt::format(R"(<domain type='qemu'>
+  <name>{0}</name>
+  <memory unit='MiB'>512</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    <kernel>{1}/kernel</kernel>
+    <initrd>{1}/initrd.cpio.gz</initrd>
+    <cmdline>console=ttyS0 quiet panic=-1 qxa.interval=1s</cmdline>
+  </os>
+  <on_reboot>restart</on_reboot>
+  <devices>
+    <serial type='file'><source path='{2}/console.log'/></serial>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+)",
+                     name, images, dir);
+}
+
+// The guest's boot id through the daemon, or "" when exec does not work.
+std::string boot_id(const std::string& ctl, const std::string& vm) {
+  auto r = run_cli(
+      {"--control-socket", ctl, "exec", vm, "--", "/bin/cat", "/proc/sys/kernel/random/boot_id"},
+      30s);
+  if (r.status != 0) return {};
+  while (!r.out.empty() && r.out.back() == '\n') r.out.pop_back();
+  return r.out;
+}
+
+// Waits until the VM is ready and exec works, and returns its boot id.
+std::string ready_boot(const std::string& ctl, const std::string& vm, const std::string& not_this) {
+  std::string id;
+  const bool ok = eventually(
+      [&] {
+        if (!wait_vm_state(ctl, vm, "ready", 1s)) return false;
+        id = boot_id(ctl, vm);
+        return !id.empty() && id != not_this;
+      },
+      180s, 200ms);
+  REQUIRE(ok);
+  return id;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "libvirt: a domain with the agent channel is reached by qx-agentd, and is ready again with "
+    "exec working after virsh reboot, destroy and start, and save and restore",
+    "[vm][libvirt]") {
+  libvirt_daemon libvirt;
+  temp_dir run, dir;
+  ::chmod(dir.path().c_str(), 0755);  // the console log: QEMU runs as libvirt-qemu
+  // Where the shipped channel puts the socket (the host package's tmpfiles.d entry makes it).
+  const std::string vms = "/run/quantix-kvm/vms";
+  std::filesystem::create_directories(vms);
+  const std::string ctl = run / "ctl.sock";
+  const std::string name = fmt::format("qxa-test-{}", ::getpid());
+  auto daemon = qxa::test::start_daemon(vms, run, "300ms", "1s");
+  libvirt.define(name, domain_xml(name, dir.path()));
+  // The channels are added as an operator adds them to an existing domain.
+  const std::vector<std::string> attach = {QXA_SOURCE_DIR "/packaging/libvirt/qx-libvirt-attach",
+                                           "-c", libvirt.uri(), name};
+  auto added = qxa::test::run_command(attach);
+  INFO(added.out << added.err);
+  REQUIRE(added.status == 0);
+  CHECK(added.out.find("org.quantix.agent.0 channel added") != std::string::npos);
+  CHECK(added.out.find("org.qemu.guest_agent.0 channel added") != std::string::npos);
+  added = qxa::test::run_command(attach);  // a second time changes nothing
+  CHECK(added.status == 0);
+  CHECK(added.out.find("already has the org.quantix.agent.0 channel") != std::string::npos);
+  CHECK(libvirt.virsh({"dumpxml", name}).out.find(vms + "/" + name + ".agent.sock") !=
+        std::string::npos);
+  auto started = libvirt.virsh({"start", name});
+  INFO(started.out << started.err << libvirt.log());
+  REQUIRE(started.status == 0);
+  const auto first = ready_boot(ctl, name, "");
+
+  SECTION("libvirt's agent commands reach the same agent on its qemu-ga port") {
+    const auto ping = libvirt.virsh({"qemu-agent-command", name, R"({"execute":"guest-ping"})"});
+    CHECK(ping.out.find(R"({"return":{}})") != std::string::npos);
+    const auto info = libvirt.virsh({"guestinfo", name, "--hostname", "--os"});
+    INFO(info.out << info.err);
+    CHECK(info.status == 0);
+    const auto native = run_cli({"--json", "--control-socket", ctl, "info", name});
+    const auto j = nlohmann::json::parse(native.out);
+    CHECK(info.out.find("hostname            : " + j["hostname"].get<std::string>()) !=
+          std::string::npos);
+    CHECK(info.out.find("os.kernel-release   : " + j["os"]["kernel_release"].get<std::string>()) !=
+          std::string::npos);
+  }
+
+  SECTION("virsh reboot") {
+    const auto r = libvirt.virsh({"reboot", name});
+    INFO(r.out << r.err);
+    REQUIRE(r.status == 0);
+    CHECK(ready_boot(ctl, name, first) != first);
+  }
+
+  SECTION("virsh destroy, then virsh start") {
+    REQUIRE(libvirt.virsh({"destroy", name}).status == 0);
+    // libvirt removes the socket; the daemon drops the VM.
+    CHECK(eventually([&] { return !std::filesystem::exists(vms + "/" + name + ".agent.sock"); },
+                     10s));
+    CHECK(eventually([&] { return qxa::test::vm_status(ctl, name).is_null(); }, 10s));
+    const auto r = libvirt.virsh({"start", name});
+    INFO(r.out << r.err);
+    REQUIRE(r.status == 0);
+    CHECK(ready_boot(ctl, name, first) != first);
+  }
+
+  SECTION("virsh save to a file, then virsh restore: the same boot goes on") {
+    const std::string image = dir / "saved.img";
+    auto r = libvirt.virsh({"save", name, image});
+    INFO(r.out << r.err);
+    REQUIRE(r.status == 0);
+    CHECK(eventually([&] { return qxa::test::vm_status(ctl, name).is_null(); }, 10s));
+    r = libvirt.virsh({"restore", image});
+    INFO(r.out << r.err);
+    REQUIRE(r.status == 0);
+    // The restored guest is the same boot: ready again, exec working, its clock set right.
+    std::string after;
+    REQUIRE(eventually(
+        [&] {
+          after = boot_id(ctl, name);
+          return !after.empty();
+        },
+        120s, 200ms));
+    CHECK(after == first);
+  }
+}
