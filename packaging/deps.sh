@@ -20,7 +20,7 @@ qxa_packages=(
   # the benchmark's peer and its plot; the qemu-ga port's tests compare answers with it
   qemu-guest-agent gnuplot-nox
   # qx-agentd beside libvirt: a real libvirtd and virsh (tests/vm/libvirt_test.cpp)
-  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-utils
 )
 
 qxa_install_missing() {

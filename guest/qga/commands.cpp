@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 
+#include "file_commands.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/version.hpp"
 #include "qxa/guest/agent.hpp"
@@ -626,6 +627,18 @@ constexpr parameter exec_params[] = {{"path", param::string, true},
                                      {"input-data", param::string, false},
                                      {"capture-output", param::boolean, false}};
 constexpr parameter exec_status_params[] = {{"pid", param::integer, true}};
+constexpr parameter file_open_params[] = {{"path", param::string, true},
+                                          {"mode", param::string, false}};
+constexpr parameter handle_params[] = {{"handle", param::integer, true}};
+constexpr parameter file_read_params[] = {{"handle", param::integer, true},
+                                          {"count", param::integer, false}};
+constexpr parameter file_write_params[] = {{"handle", param::integer, true},
+                                           {"buf-b64", param::string, true},
+                                           {"count", param::integer, false}};
+// whence: an integer (0, 1, 2) or "set", "cur", "end" (QAPI's GuestFileWhence).
+constexpr parameter file_seek_params[] = {{"handle", param::integer, true},
+                                          {"offset", param::integer, true},
+                                          {"whence", parameter::type::any, true}};
 
 using B = pb::Envelope;
 const struct command commands[] = {
@@ -650,6 +663,12 @@ const struct command commands[] = {
     {"guest-shutdown", shutdown_params, &shutdown, B::kPowerRequest, false},
     {"guest-exec", exec_params, &exec, B::kExecRequest},
     {"guest-exec-status", exec_status_params, &exec_status, B::kAttachRequest},
+    {"guest-file-open", file_open_params, &file_open, B::kFileReadRequest},
+    {"guest-file-close", handle_params, &file_close},
+    {"guest-file-read", file_read_params, &file_read, B::kFileReadRequest},
+    {"guest-file-write", file_write_params, &file_write, B::kFileWriteOpen},
+    {"guest-file-seek", file_seek_params, &file_seek},
+    {"guest-file-flush", handle_params, &file_flush},
     {"guest-set-user-password", password_params, &set_password, B::kPasswordRequest},
     {"guest-ssh-get-authorized-keys", ssh_get_params, &ssh_get, B::kSshKeysRequest},
     {"guest-ssh-add-authorized-keys", ssh_add_params, &ssh_add, B::kSshKeysRequest},

@@ -46,6 +46,7 @@ std::optional<common::error_info> apply(common::config_reader& r, agent_config& 
   std::int64_t command_bytes = static_cast<std::int64_t>(q.max_command_bytes);
   r.get("qemu_ga.max_command_bytes", command_bytes, 4096, std::int64_t{256} << 20);
   q.max_command_bytes = static_cast<std::size_t>(command_bytes);
+  r.get("qemu_ga.max_open_files", q.max_open_files, 1, 1024);
   r.get_duration("telemetry.interval", a.telemetry_interval, std::chrono::milliseconds(1));
   r.get_duration("telemetry.write_timeout", a.write_timeout, std::chrono::milliseconds(1));
   r.get("telemetry.failure_limit", a.failure_limit, 1, 1'000'000);

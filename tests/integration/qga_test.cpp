@@ -3,12 +3,16 @@
 // the same commands get the same answers, field for field, and the same errors.
 #include "support/qga.hpp"
 
+#include <sys/stat.h>
+
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <thread>
 
 #include "support/cli.hpp"
+#include "support/files.hpp"
 #include "support/process.hpp"
 #include "support/shipped.hpp"
 #include "support/temp_dir.hpp"
@@ -224,7 +228,13 @@ TEST_CASE("the qemu-ga port goes through the guest's policy", "[qga]") {
                            "guest-ssh-add-authorized-keys",
                            "guest-ssh-remove-authorized-keys",
                            "guest-get-vcpus",
-                           "guest-get-memory-blocks"}) {
+                           "guest-get-memory-blocks",
+                           "guest-file-open",
+                           "guest-file-read",
+                           "guest-file-write",
+                           "guest-file-seek",
+                           "guest-file-flush",
+                           "guest-file-close"}) {
     INFO(name);
     CHECK(enabled.contains(name));
   }
@@ -319,4 +329,71 @@ TEST_CASE(
   qga_client next(dir / "ours.sock");
   REQUIRE(next.connected());
   CHECK(next.call("guest-ping") == ojson{{"return", ojson::object()}});
+}
+
+TEST_CASE("guest-file-* read and write files by handle, placed by the native rules", "[qga]") {
+  temp_dir dir, files;
+  const std::string root = files.path();
+  auto agent = start_agent_with_qga(
+      dir, "[policy]\nread_roots = [\"" + root + "\"]\nwrite_roots = [\"" + root + "/out\"]\n");
+  qga_client c(dir / "ours.sock");
+  REQUIRE(c.connected());
+  const auto handle_of = [&](const std::string& path, const std::string& mode) {
+    const auto r = c.call("guest-file-open", {{"path", path}, {"mode", mode}});
+    INFO(r.dump());
+    REQUIRE(r["return"].is_number_integer());
+    return r["return"].get<std::int64_t>();
+  };
+
+  // Write, seek back, read what was written; then append.
+  std::filesystem::create_directories(root + "/out");
+  const auto w = handle_of(root + "/out/data", "w+");
+  CHECK(w >= 1000);
+  CHECK(c.call("guest-file-write", {{"handle", w}, {"buf-b64", "aGVsbG8gd29ybGQ="}})["return"] ==
+        ojson{{"count", 11}, {"eof", false}});
+  CHECK(c.call("guest-file-seek", {{"handle", w}, {"offset", 6}, {"whence", "set"}})["return"] ==
+        ojson{{"position", 6}, {"eof", false}});
+  CHECK(c.call("guest-file-read", {{"handle", w}, {"count", 100}})["return"] ==
+        ojson{{"count", 5}, {"buf-b64", "d29ybGQ="}, {"eof", true}});
+  CHECK(c.call("guest-file-flush", {{"handle", w}})["return"] == ojson::object());
+  CHECK(c.call("guest-file-close", {{"handle", w}})["return"] == ojson::object());
+  CHECK(c.call("guest-file-close", {{"handle", w}})["error"]["desc"] ==
+        "handle '" + std::to_string(w) + "' has not been found");
+  const auto a = handle_of(root + "/out/data", "a");
+  c.call("guest-file-write", {{"handle", a}, {"buf-b64", "IQ=="}, {"count", 1}});
+  c.call("guest-file-close", {{"handle", a}});
+  CHECK(qxa::test::file_contents(root + "/out/data") == "hello world!");
+
+  // Reading in pieces: count bytes at a time, eof at the end.
+  const auto r = handle_of(root + "/out/data", "r");
+  CHECK(c.call("guest-file-read", {{"handle", r}, {"count", 5}})["return"]["buf-b64"] ==
+        "aGVsbG8=");
+  CHECK(c.call("guest-file-seek",
+               {{"handle", r}, {"offset", -1}, {"whence", 2}})["return"]["position"] == 11);
+  CHECK(c.call("guest-file-read", {{"handle", r}})["return"] ==
+        ojson{{"count", 1}, {"buf-b64", "IQ=="}, {"eof", true}});
+  // A handle opened for reading does not write.
+  CHECK(c.call("guest-file-write", {{"handle", r}, {"buf-b64", "IQ=="}})["error"]["desc"] ==
+        "the file was not opened for writing");
+
+  // Outside the roots, through a link, not a regular file, or linked elsewhere: refused, and
+  // nothing is emptied.
+  std::filesystem::create_symlink("/etc", root + "/out/etc");
+  ::mkfifo((root + "/out/fifo").c_str(), 0600);
+  dir.write("outside", "keep");
+  std::filesystem::create_hard_link(dir / "outside", root + "/out/linked");
+  for (const auto& [path, mode] :
+       std::vector<std::pair<std::string, std::string>>{{"/etc/hostname", "r"},
+                                                        {root + "/data-outside-write-root", "w"},
+                                                        {root + "/out/etc/passwd", "r"},
+                                                        {root + "/out/fifo", "w"},
+                                                        {root + "/out/fifo", "r"},
+                                                        {root + "/out/linked", "w"},
+                                                        {root + "/out", "r"},
+                                                        {root + "/out/data", "x"}}) {
+    INFO(path << " " << mode);
+    const auto refused = c.call("guest-file-open", {{"path", path}, {"mode", mode}});
+    CHECK(refused["error"]["class"] == "GenericError");
+  }
+  CHECK(qxa::test::file_contents(dir / "outside") == "keep");
 }

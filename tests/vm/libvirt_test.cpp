@@ -13,6 +13,7 @@
 
 #include "support/cli.hpp"
 #include "support/daemon.hpp"
+#include "support/files.hpp"
 #include "support/poll.hpp"
 #include "support/status.hpp"
 #include "support/temp_dir.hpp"
@@ -29,8 +30,9 @@ using qxa::test::wait_vm_state;
 namespace {
 
 // A domain booting the busybox test guest (its kernel and initramfs; TCG), with a console log
-// in `dir` and no agent channel yet.
-std::string domain_xml(const std::string& name, const std::string& dir) {
+// in `dir`, the qcow2 disk `disk` (vda), a NIC wired to user networking, and no agent channel
+// yet.
+std::string domain_xml(const std::string& name, const std::string& dir, const std::string& disk) {
   const auto images = test_vm::image_dir();
   return fmt::format(R"(<domain type='qemu'>
   <name>{0}</name>
@@ -40,16 +42,25 @@ std::string domain_xml(const std::string& name, const std::string& dir) {
     <type arch='x86_64' machine='q35'>hvm</type>
     <kernel>{1}/kernel</kernel>
     <initrd>{1}/initrd.cpio.gz</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1 qxa.interval=1s</cmdline>
+    <cmdline>console=ttyS0 quiet panic=-1 qxa.interval=1s qxa.ip=192.0.2.10/24</cmdline>
   </os>
   <on_reboot>restart</on_reboot>
   <devices>
     <serial type='file'><source path='{2}/console.log'/></serial>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{3}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='user'>
+      <mac address='52:54:00:12:34:56'/>
+      <model type='virtio'/>
+    </interface>
     <memballoon model='none'/>
   </devices>
 </domain>
 )",
-                     name, images, dir);
+                     name, images, dir, disk);
 }
 
 // The guest's boot id through the daemon, or "" when exec does not work.
@@ -91,7 +102,13 @@ TEST_CASE(
   const std::string ctl = run / "ctl.sock";
   const std::string name = fmt::format("qxa-test-{}", ::getpid());
   auto daemon = qxa::test::start_daemon(vms, run, "300ms", "1s");
-  libvirt.define(name, domain_xml(name, dir.path()));
+  // An ext4 filesystem on a qcow2 disk.
+  const std::string raw = dir / "data.raw", disk = dir / "data.qcow2";
+  REQUIRE(qxa::test::run_command({"/sbin/mkfs.ext4", "-q", "-F", raw, "32M"}).status == 0);
+  REQUIRE(
+      qxa::test::run_command({"/usr/bin/qemu-img", "convert", "-O", "qcow2", raw, disk}).status ==
+      0);
+  libvirt.define(name, domain_xml(name, dir.path(), disk));
   // The channels are added as an operator adds them to an existing domain.
   const std::vector<std::string> attach = {QXA_SOURCE_DIR "/packaging/libvirt/qx-libvirt-attach",
                                            "-c", libvirt.uri(), name};
@@ -110,18 +127,91 @@ TEST_CASE(
   REQUIRE(started.status == 0);
   const auto first = ready_boot(ctl, name, "");
 
-  SECTION("libvirt's agent commands reach the same agent on its qemu-ga port") {
-    const auto ping = libvirt.virsh({"qemu-agent-command", name, R"({"execute":"guest-ping"})"});
-    CHECK(ping.out.find(R"({"return":{}})") != std::string::npos);
-    const auto info = libvirt.virsh({"guestinfo", name, "--hostname", "--os"});
-    INFO(info.out << info.err);
-    CHECK(info.status == 0);
-    const auto native = run_cli({"--json", "--control-socket", ctl, "info", name});
-    const auto j = nlohmann::json::parse(native.out);
-    CHECK(info.out.find("hostname            : " + j["hostname"].get<std::string>()) !=
-          std::string::npos);
-    CHECK(info.out.find("os.kernel-release   : " + j["os"]["kernel_release"].get<std::string>()) !=
-          std::string::npos);
+  SECTION("libvirt's agent commands give the native channel's answers") {
+    const auto native = [&](std::vector<std::string> args) {
+      args.insert(args.begin(), {"--json", "--control-socket", ctl});
+      auto r = run_cli(args, 60s);
+      INFO(r.out << r.err);
+      REQUIRE(r.status == 0);
+      return nlohmann::json::parse(r.out);
+    };
+    const auto virsh = [&](std::vector<std::string> args) {
+      auto r = libvirt.virsh(args);
+      INFO(r.out << r.err);
+      REQUIRE(r.status == 0);
+      return r.out;
+    };
+    // The data disk, mounted as a guest would have it.
+    REQUIRE(run_cli({"--control-socket", ctl, "exec", name, "--", "/bin/mount", "/dev/vda", "/mnt"})
+                .status == 0);
+
+    const auto ping = virsh({"qemu-agent-command", name, R"({"execute":"guest-ping"})"});
+    CHECK(ping.find(R"({"return":{}})") != std::string::npos);
+
+    // guestinfo: the hostname, the OS, the filesystems.
+    const auto info = native({"info", name});
+    const auto guestinfo = virsh({"guestinfo", name, "--hostname", "--os", "--filesystem"});
+    CHECK_THAT(guestinfo,
+               Catch::Contains("hostname            : " + info["hostname"].get<std::string>()));
+    CHECK_THAT(guestinfo, Catch::Contains("os.kernel-release   : " +
+                                          info["os"]["kernel_release"].get<std::string>()));
+    CHECK_THAT(guestinfo, Catch::Contains("fs.0.mountpoint     : /mnt"));
+    CHECK_THAT(guestinfo, Catch::Contains("fs.0.fstype         : ext4"));
+    CHECK_THAT(guestinfo, Catch::Contains("fs.0.disk.0.alias   : vda"));
+
+    // domfsinfo: the same filesystems the native view has, on the domain's disk.
+    const auto disks = native({"disks", name});
+    REQUIRE(disks["filesystems"].size() == 1);
+    CHECK(disks["filesystems"][0]["mount_point"] == "/mnt");
+    const auto fsinfo = virsh({"domfsinfo", name});
+    CHECK_THAT(fsinfo, Catch::Matches("(.|\n)*/mnt +vda +ext4 +vda(.|\n)*"));
+
+    // domifaddr --source agent: the interface and address the native view has.
+    const auto network = native({"network", name});
+    REQUIRE(network["interfaces"].size() >= 1);
+    const auto& nic = network["interfaces"][0];
+    const auto ifaddr = virsh({"domifaddr", name, "--source", "agent"});
+    CHECK_THAT(ifaddr, Catch::Contains(nic["name"].get<std::string>()) &&
+                           Catch::Contains(nic["mac"].get<std::string>()) &&
+                           Catch::Contains("192.0.2.10/24"));
+
+    // domtime: the guest's clock as the native view reads it, and --sync sets it.
+    const auto domtime = virsh({"domtime", name});
+    const auto guest_s = std::stoll(domtime.substr(domtime.find("Time: ") + 6));
+    const auto native_s = native({"time", name})["unix_ns"].get<std::int64_t>() / 1'000'000'000;
+    CHECK(std::abs(guest_s - native_s) <= 5);
+    virsh({"domtime", name, "--sync"});
+
+    // domfsfreeze and domfsthaw: the native view sees the freeze, and its end.
+    // (virsh -q leaves out its "Froze N filesystem(s)".)
+    virsh({"domfsfreeze", name});
+    CHECK(native({"freeze", name, "--status"})["frozen"] == true);
+    virsh({"domfsthaw", name});
+    CHECK(native({"freeze", name, "--status"})["frozen"] == false);
+
+    // A quiesced snapshot of the qcow2 disk: frozen for it, thawed after.
+    const std::string overlay = dir / "overlay.qcow2";
+    virsh({"snapshot-create-as", name, "--disk-only", "--quiesce", "--no-metadata", "--diskspec",
+           "vda,file=" + overlay});
+    CHECK(std::filesystem::exists(overlay));
+    CHECK(native({"freeze", name, "--status"})["frozen"] == false);
+    // The snapshot went through the agent: a freeze, then a thaw, in the guest's log.
+    const auto console = qxa::test::file_contents(dir / "console.log");
+    CHECK_THAT(console, Catch::Contains("audit: op=freeze") && Catch::Contains("audit: op=thaw"));
+
+    // set-user-password: alice's hash changes in the guest.
+    virsh({"set-user-password", name, "alice", "s3cret-from-virsh"});
+    const auto shadow = run_cli(
+        {"--control-socket", ctl, "exec", name, "--", "/bin/grep", "^alice:", "/etc/shadow"});
+    CHECK_THAT(shadow.out, Catch::StartsWith("alice:$"));
+
+    // shutdown --mode agent: the guest powers off through its agent.
+    virsh({"shutdown", name, "--mode", "agent"});
+    CHECK(eventually(
+        [&] {
+          return libvirt.virsh({"domstate", name}).out.find("shut off") != std::string::npos;
+        },
+        60s, 200ms));
   }
 
   SECTION("virsh reboot") {

@@ -46,6 +46,8 @@ struct qemu_ga_options {
   port_spec port = {port_spec::kind::device, "/dev/virtio-ports/org.qemu.guest_agent.0"};
   /// The longest command read; a longer one is skipped and answered with an error.
   std::size_t max_command_bytes = 16u << 20;
+  /// Files open at once through guest-file-open.
+  std::uint32_t max_open_files = 32;
 };
 
 struct agent_options {

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "qxa/guest/agent.hpp"
+#include "qxa/guest/fs.hpp"
 #include "qxa/guest/port.hpp"
 
 namespace qxa::guest::qga {
@@ -136,11 +137,22 @@ struct exec_record {
   bool capture_output = false;
 };
 
+/// A file guest-file-open opened.
+struct open_file {
+  unique_fd fd;
+  std::string path;
+  bool readable = false, writable = false;
+  std::uint64_t read_bytes = 0, written_bytes = 0;  ///< through this handle, for the limit
+};
+
 /// What the commands share across connections (a process started by guest-exec is asked
 /// about by pid, perhaps by the next client, as qemu-ga allows).
 struct context {
   agent_state& state;
   std::map<std::int64_t, exec_record> execs = {};  ///< by pid, until its exit was reported
+  /// Open files by handle (from 1000, as qemu-ga counts): they stay open for the next client.
+  std::map<std::int64_t, open_file> files = {};
+  std::int64_t next_handle = 1000;
   std::uint64_t commands = 0;  ///< commands run, for the request ids of native calls
 };
 

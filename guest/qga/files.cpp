@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: MIT
+// guest-file-open, -read, -write, -seek, -flush and -close: files opened by handle, the way
+// qemu-guest-agent offers them, placed by the native file operations' rules. A path must lie
+// under the policy's read_roots (reading) or write_roots (writing) and is walked from its root
+// without following any link; only a regular file is opened, and one with other hard links is
+// never written in place (a user could have linked a file of root's into a place they write).
+// Reads and writes count against policy.max_file_bytes per handle, and the operations are the
+// native ones for the policy's lists and the frozen state: "file-read" to read, "file-write"
+// to write.
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "../handlers/file_paths.hpp"
+#include "file_commands.hpp"
+#include "qxa/common/log.hpp"
+#include "qxa/guest/log_text.hpp"
+#include "qxa/guest/qga.hpp"
+
+namespace qxa::guest::qga {
+
+namespace {
+
+// The most one guest-file-read returns (a client asks again for more, as it must anyway).
+constexpr std::int64_t max_read_count = 4 << 20;
+// qemu-ga's own limit on `count`, which it refuses beyond.
+constexpr std::int64_t qemu_ga_max_count = 48 << 20;
+
+struct mode_bits {
+  bool read = false, write = false, create = false, truncate = false, append = false;
+};
+
+std::optional<mode_bits> parse_mode(const std::string& m) {
+  // fopen's modes, as qemu-ga takes them; 'b' changes nothing on Linux.
+  std::string s;
+  for (char c : m) {
+    if (c != 'b') s += c;
+  }
+  if (s == "r") return mode_bits{true, false, false, false, false};
+  if (s == "r+") return mode_bits{true, true, false, false, false};
+  if (s == "w") return mode_bits{false, true, true, true, false};
+  if (s == "w+") return mode_bits{true, true, true, true, false};
+  if (s == "a") return mode_bits{false, true, true, false, true};
+  if (s == "a+") return mode_bits{true, true, true, false, true};
+  return std::nullopt;
+}
+
+// The native gate for an operation ("file-read", "file-write"): the policy's lists, the frozen
+// state. The answer when refused.
+std::optional<answer> gate(context& ctx, const command_call& call, pb::Envelope::BodyCase body) {
+  const auto* entry = handlers::find(body);
+  if (auto no = ctx.state.options.policy.check_operation(entry->name)) {
+    common::log_warning("audit: op={} port=qemu-ga command={} {} ({})", entry->name, call.name,
+                        log_text::audit_refused, no->message);
+    return answer::not_found("Command " + call.name + " has been disabled: " + no->message);
+  }
+  if (ctx.state.frozen() && !entry->while_frozen) {
+    return answer::not_found("Command " + call.name +
+                             " has been disabled: the guest's filesystems are frozen");
+  }
+  return std::nullopt;
+}
+
+handlers::request_context native_context(context& ctx) {
+  return handlers::request_context{ctx.state, 0, ++ctx.commands, nullptr, nullptr};
+}
+
+answer from_reply(const pb::Envelope& e) { return answer::generic(e.error().message()); }
+
+open_file* find(context& ctx, const command_call& call) {
+  const auto handle = call.arguments["handle"].get<std::int64_t>();
+  const auto it = ctx.files.find(handle);
+  return it == ctx.files.end() ? nullptr : &it->second;
+}
+
+answer no_handle(const command_call& call) {
+  return answer::generic(
+      fmt::format("handle '{}' has not been found", call.arguments["handle"].get<std::int64_t>()));
+}
+
+}  // namespace
+
+asio::awaitable<answer> file_open(context& ctx, const command_call& call) {
+  const auto path = call.arguments["path"].get<std::string>();
+  const auto mode = parse_mode(call.arguments.value("mode", std::string("r")));
+  if (!mode) co_return answer::generic("Invalid parameter 'mode'");
+  if (auto refused = gate(ctx, call, pb::Envelope::kFileReadRequest); refused && mode->read) {
+    co_return *refused;
+  }
+  if (auto refused = gate(ctx, call, pb::Envelope::kFileWriteOpen); refused && mode->write) {
+    co_return *refused;
+  }
+  if (ctx.files.size() >= ctx.state.options.qemu_ga.max_open_files) {
+    co_return answer::generic(
+        fmt::format("{} files are open already; close one first", ctx.files.size()));
+  }
+  const auto access = mode->write ? local_policy::access::write : local_policy::access::read;
+  const char* op = mode->write ? "file-write" : "file-read";
+  auto rc = native_context(ctx);
+  // Both roots must hold it when it is opened for both.
+  if (mode->read && mode->write) {
+    if (auto no = ctx.state.options.policy.check_path(path, local_policy::access::read)) {
+      co_return from_reply(handlers::refused(rc, "file-read", *no));
+    }
+  }
+  auto where = handlers::place(rc, op, path, access);
+  if (auto* failed = std::get_if<pb::Envelope>(&where)) co_return from_reply(*failed);
+  auto& p = std::get<handlers::placed>(where);
+  if (p.name.empty()) co_return answer::generic(path + " is a directory");
+  int flags = O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK;
+  flags |= mode->read && mode->write ? O_RDWR : mode->write ? O_WRONLY : O_RDONLY;
+  if (mode->create) flags |= O_CREAT;
+  if (mode->append) flags |= O_APPEND;
+  // O_TRUNC waits for the checks below: a file that may not be written is not emptied either.
+  unique_fd fd(::openat(p.dir.get(), p.name.c_str(), flags, 0644));
+  if (!fd) {
+    const int err = errno;
+    if (err == ELOOP) {
+      co_return from_reply(handlers::walk_failure(
+          rc, op, path, access,
+          {std::make_error_code(std::errc::too_many_symbolic_link_levels),
+           fmt::format("'{}' is a symbolic link, which the agent does not follow", path)}));
+    }
+    co_return answer::generic(
+        fmt::format("failed to open file '{}': {}", path, std::strerror(err)));
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    co_return answer::generic(path + " is not a regular file");
+  }
+  if (mode->write && st.st_nlink > 1) {
+    common::log_warning("audit: op=file-write port=qemu-ga path={} outcome=refused has {} links",
+                        common::log_value(path), st.st_nlink);
+    co_return answer::generic(
+        fmt::format("{} has {} hard links: the agent does not write a file that is also elsewhere",
+                    path, st.st_nlink));
+  }
+  if (mode->truncate && ::ftruncate(fd.get(), 0) != 0) {
+    co_return answer::generic(fmt::format("cannot truncate '{}': {}", path, std::strerror(errno)));
+  }
+  // Blocking again: a regular file's reads and writes never wait for a peer.
+  ::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
+  const auto handle = ctx.next_handle++;
+  common::log_info("audit: op={} port=qemu-ga command=guest-file-open path={} mode={} handle={}",
+                   op, common::log_value(path), call.arguments.value("mode", std::string("r")),
+                   handle);
+  ctx.files.emplace(handle, open_file{std::move(fd), path, mode->read, mode->write, 0, 0});
+  co_return answer::ok(handle);
+}
+
+asio::awaitable<answer> file_close(context& ctx, const command_call& call) {
+  auto* f = find(ctx, call);
+  if (f == nullptr) co_return no_handle(call);
+  ctx.files.erase(call.arguments["handle"].get<std::int64_t>());
+  co_return answer::ok(json::object());
+}
+
+asio::awaitable<answer> file_read(context& ctx, const command_call& call) {
+  auto* f = find(ctx, call);
+  if (f == nullptr) co_return no_handle(call);
+  if (auto refused = gate(ctx, call, pb::Envelope::kFileReadRequest)) co_return *refused;
+  const std::int64_t count = call.arguments.value("count", std::int64_t{4096});
+  if (count < 0 || count > qemu_ga_max_count) {
+    co_return answer::generic(fmt::format("value '{}' is invalid for argument count", count));
+  }
+  if (!f->readable) co_return answer::generic("the file was not opened for reading");
+  const auto limit = ctx.state.options.policy.max_file_bytes;
+  std::string data(static_cast<std::size_t>(std::min(count, max_read_count)), '\0');
+  std::size_t got = 0;
+  bool eof = false;
+  while (got < data.size()) {
+    const auto n = ::read(f->fd.get(), data.data() + got, data.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0)
+      co_return answer::generic(fmt::format("failed to read file: {}", std::strerror(errno)));
+    if (n == 0) {
+      eof = true;
+      break;
+    }
+    got += static_cast<std::size_t>(n);
+  }
+  data.resize(got);
+  f->read_bytes += got;
+  if (f->read_bytes > limit) {
+    co_return answer::generic(fmt::format(
+        "more than {} bytes read through this handle, the guest's limit (policy.max_file_bytes)",
+        limit));
+  }
+  co_return answer::ok({{"count", got}, {"buf-b64", to_base64(data)}, {"eof", eof}});
+}
+
+asio::awaitable<answer> file_write(context& ctx, const command_call& call) {
+  auto* f = find(ctx, call);
+  if (f == nullptr) co_return no_handle(call);
+  if (auto refused = gate(ctx, call, pb::Envelope::kFileWriteOpen)) co_return *refused;
+  if (!f->writable) co_return answer::generic("the file was not opened for writing");
+  auto data = from_base64(call.arguments["buf-b64"].get<std::string>());
+  if (!data) co_return answer::generic("Invalid parameter 'buf-b64': not base64");
+  std::int64_t count = static_cast<std::int64_t>(data->size());
+  if (call.arguments.contains("count")) {
+    count = call.arguments["count"].get<std::int64_t>();
+    if (count < 0 || count > static_cast<std::int64_t>(data->size())) {
+      co_return answer::generic(fmt::format("value '{}' is invalid for argument count", count));
+    }
+  }
+  const auto limit = ctx.state.options.policy.max_file_bytes;
+  if (f->written_bytes + static_cast<std::uint64_t>(count) > limit) {
+    co_return answer::generic(
+        fmt::format("more than {} bytes written through this handle, the guest's limit "
+                    "(policy.max_file_bytes)",
+                    limit));
+  }
+  std::size_t done = 0;
+  while (done < static_cast<std::size_t>(count)) {
+    const auto n =
+        ::write(f->fd.get(), data->data() + done, static_cast<std::size_t>(count) - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0)
+      co_return answer::generic(fmt::format("failed to write to file: {}", std::strerror(errno)));
+    done += static_cast<std::size_t>(n);
+  }
+  f->written_bytes += done;
+  co_return answer::ok({{"count", done}, {"eof", false}});
+}
+
+asio::awaitable<answer> file_seek(context& ctx, const command_call& call) {
+  auto* f = find(ctx, call);
+  if (f == nullptr) co_return no_handle(call);
+  const auto& w = call.arguments["whence"];
+  int whence = -1;
+  if (w.is_number_integer()) {
+    const auto v = w.get<std::int64_t>();
+    whence = v == 0 ? SEEK_SET : v == 1 ? SEEK_CUR : v == 2 ? SEEK_END : -1;
+  } else if (w.is_string()) {
+    const auto v = w.get<std::string>();
+    whence = v == "set" ? SEEK_SET : v == "cur" ? SEEK_CUR : v == "end" ? SEEK_END : -1;
+  }
+  if (whence < 0) co_return answer::generic("Invalid parameter 'whence'");
+  const auto position = ::lseek(f->fd.get(), call.arguments["offset"].get<std::int64_t>(), whence);
+  if (position < 0) {
+    co_return answer::generic(fmt::format("failed to seek file: {}", std::strerror(errno)));
+  }
+  co_return answer::ok({{"position", position}, {"eof", false}});
+}
+
+asio::awaitable<answer> file_flush(context& ctx, const command_call& call) {
+  // Writes go straight to the kernel (no buffer in the agent): there is nothing to flush.
+  if (find(ctx, call) == nullptr) co_return no_handle(call);
+  co_return answer::ok(json::object());
+}
+
+}  // namespace qxa::guest::qga
