@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 // The qemu-guest-agent commands: each one checked against its QAPI parameters, turned into the
 // native request of its capability, run through the native handler after the native checks,
-// and answered with the QAPI schema's field names (see qga.hpp).
+// and answered with the QAPI schema's field names (see qga.hpp). One file on purpose: the table
+// at its end and the thirty short translations above it are read together, each translation
+// beside the native request it makes (the file commands, which keep state, are in files.cpp).
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
