@@ -569,6 +569,11 @@ asio::awaitable<answer> exec(context& ctx, const command_call& call) {
   x->set_detach(true);
   QGA_NATIVE(std::move(e));
   const auto& job = r.job();
+  // A client that never asks for a status leaves no record beyond its job's own (kept for
+  // jobs.keep_finished): the records of jobs gone go now.
+  std::erase_if(ctx.execs, [&](const auto& entry) {
+    return ctx.state.jobs->find(entry.second.job) == nullptr;
+  });
   ctx.execs[job.pid()] = exec_record{job.id(), a.value("capture-output", false)};
   co_return answer::ok({{"pid", job.pid()}});
 }
@@ -578,6 +583,11 @@ asio::awaitable<answer> exec_status(context& ctx, const command_call& call) {
   const auto it = ctx.execs.find(pid);
   if (it == ctx.execs.end()) co_return answer::generic("Invalid parameter 'pid'");
   const exec_record record = it->second;
+  if (ctx.state.jobs->find(record.job) == nullptr) {
+    // Its record expired (jobs.keep_finished) before anyone asked.
+    ctx.execs.erase(it);
+    co_return answer::generic("Invalid parameter 'pid'");
+  }
   pb::Envelope e;
   e.mutable_attach_request()->set_job(record.job);
   std::string out, err;

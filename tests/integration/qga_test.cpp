@@ -288,6 +288,25 @@ TEST_CASE("guest-exec runs a command as a job and guest-exec-status reports it o
         "Invalid parameter 'env': 'NOEQUALS' is not NAME=VALUE");
 }
 
+TEST_CASE("a guest-exec whose job record expired before its status was asked is unknown", "[qga]") {
+  temp_dir dir;
+  auto agent = start_agent_with_qga(dir, "[jobs]\nkeep_finished = \"0s\"\n");
+  qga_client c(dir / "ours.sock");
+  REQUIRE(c.connected());
+  const auto pid = c.call("guest-exec", {{"path", "/bin/true"}})["return"]["pid"];
+  REQUIRE(pid.is_number_integer());
+  REQUIRE(agent->wait_for_log("ended: exit 0", 10s));
+  // The job table drops the ended job's record at once; its pid is unknown, as qemu-ga has it.
+  ojson status;
+  REQUIRE(qxa::test::eventually(
+      [&] {
+        status = c.call("guest-exec-status", {{"pid", pid}});
+        return status.contains("error");
+      },
+      10s, 50ms));
+  CHECK(status["error"]["desc"] == "Invalid parameter 'pid'");
+}
+
 TEST_CASE(
     "a hostile qemu-ga client costs the agent nothing it keeps, and the native port "
     "goes on",
