@@ -30,10 +30,6 @@ namespace {
 // What a native call gave: its reply, or the answer that ends the command (a refusal, an error).
 using native_result = std::variant<pb::Envelope, answer>;
 
-std::string disabled(const std::string& command, const std::string& why) {
-  return "Command " + command + " has been disabled: " + why;
-}
-
 // Whether the native operation behind a command may run now, as the native session decides it:
 // the policy's lists, then the frozen state. The reason when not.
 std::optional<std::string> refusal_of(const agent_state& state, const handlers::handler_entry& e) {
@@ -42,17 +38,26 @@ std::optional<std::string> refusal_of(const agent_state& state, const handlers::
   return std::nullopt;
 }
 
+}  // namespace
+
+std::optional<answer> native_refusal(const context& ctx, const command_call& call,
+                                     const handlers::handler_entry& entry) {
+  auto why = refusal_of(ctx.state, entry);
+  if (!why) return std::nullopt;
+  common::log_warning("audit: op={} port=qemu-ga command={} {} ({})", entry.name, call.name,
+                      log_text::audit_refused, *why);
+  return answer::not_found("Command " + call.name + " has been disabled: " + *why);
+}
+
+namespace {
+
 // Runs the native handler for `request` after the native checks, bounded like a native request.
 // `on_progress` receives its partial replies.
 asio::awaitable<native_result> native(context& ctx, const command_call& call, pb::Envelope request,
                                       std::function<void(const pb::Envelope&)> on_progress = {}) {
   const auto* entry = handlers::find(request.body_case());
   if (entry == nullptr) co_return answer::generic("no native handler for " + call.name);
-  if (auto why = refusal_of(ctx.state, *entry)) {
-    common::log_warning("audit: op={} port=qemu-ga command={} {} ({})", entry->name, call.name,
-                        log_text::audit_refused, *why);
-    co_return answer::not_found(disabled(call.name, *why));
-  }
+  if (auto refused = native_refusal(ctx, call, *entry)) co_return *refused;
   handlers::request_context rc{ctx.state, 0, ++ctx.commands, nullptr, std::move(on_progress)};
   auto ex = co_await asio::this_coro::executor;
   asio::steady_timer deadline(ex);

@@ -1,12 +1,20 @@
 // SPDX-License-Identifier: MIT
-// The guest-file-* commands (files.cpp), for the command table (commands.cpp).
+// What commands.cpp and files.cpp share: the native checks, and the guest-file-* commands
+// (files.cpp) for the command table (commands.cpp).
 #pragma once
 
 #include <asio/awaitable.hpp>
 
+#include "qxa/guest/handlers.hpp"
 #include "qxa/guest/qga.hpp"
 
 namespace qxa::guest::qga {
+
+/// The native session's checks for the operation of `entry` (the policy's lists, then the
+/// frozen state): nothing when it may run; else the answer "Command NAME has been disabled:
+/// why", after its audit line.
+std::optional<answer> native_refusal(const context& ctx, const command_call& call,
+                                     const handlers::handler_entry& entry);
 
 asio::awaitable<answer> file_open(context& ctx, const command_call& call);
 asio::awaitable<answer> file_close(context& ctx, const command_call& call);

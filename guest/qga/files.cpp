@@ -49,20 +49,10 @@ std::optional<mode_bits> parse_mode(const std::string& m) {
   return std::nullopt;
 }
 
-// The native gate for an operation ("file-read", "file-write"): the policy's lists, the frozen
-// state. The answer when refused.
-std::optional<answer> gate(context& ctx, const command_call& call, pb::Envelope::BodyCase body) {
-  const auto* entry = handlers::find(body);
-  if (auto no = ctx.state.options.policy.check_operation(entry->name)) {
-    common::log_warning("audit: op={} port=qemu-ga command={} {} ({})", entry->name, call.name,
-                        log_text::audit_refused, no->message);
-    return answer::not_found("Command " + call.name + " has been disabled: " + no->message);
-  }
-  if (ctx.state.frozen() && !entry->while_frozen) {
-    return answer::not_found("Command " + call.name +
-                             " has been disabled: the guest's filesystems are frozen");
-  }
-  return std::nullopt;
+// The native checks for an operation: file-read's or file-write's (see native_refusal).
+std::optional<answer> gate(const context& ctx, const command_call& call,
+                           pb::Envelope::BodyCase body) {
+  return native_refusal(ctx, call, *handlers::find(body));
 }
 
 handlers::request_context native_context(context& ctx) {
@@ -88,11 +78,12 @@ asio::awaitable<answer> file_open(context& ctx, const command_call& call) {
   const auto path = call.arguments["path"].get<std::string>();
   const auto mode = parse_mode(call.arguments.value("mode", std::string("r")));
   if (!mode) co_return answer::generic("Invalid parameter 'mode'");
-  if (auto refused = gate(ctx, call, pb::Envelope::kFileReadRequest); refused && mode->read) {
-    co_return *refused;
+  // Only the operations the mode needs are checked (and audited when refused).
+  if (mode->read) {
+    if (auto refused = gate(ctx, call, pb::Envelope::kFileReadRequest)) co_return *refused;
   }
-  if (auto refused = gate(ctx, call, pb::Envelope::kFileWriteOpen); refused && mode->write) {
-    co_return *refused;
+  if (mode->write) {
+    if (auto refused = gate(ctx, call, pb::Envelope::kFileWriteOpen)) co_return *refused;
   }
   if (ctx.files.size() >= ctx.state.options.qemu_ga.max_open_files) {
     co_return answer::generic(

@@ -35,6 +35,21 @@ std::string field(const char (&f)[N]) {
   return std::string(f, ::strnlen(f, N));
 }
 
+// The calendar fields of a struct tm as an rtc_time, or back (the kernel's rtc_time has the
+// same fields); the daylight-saving flag is left for mktime to find.
+template <typename To, typename From>
+To civil_time(const From& from) {
+  To to{};
+  to.tm_sec = from.tm_sec;
+  to.tm_min = from.tm_min;
+  to.tm_hour = from.tm_hour;
+  to.tm_mday = from.tm_mday;
+  to.tm_mon = from.tm_mon;
+  to.tm_year = from.tm_year;
+  to.tm_isdst = -1;
+  return to;
+}
+
 }  // namespace
 
 std::string timezone_name(std::string_view link, std::string_view timezone_file_text) {
@@ -91,14 +106,7 @@ std::optional<std::string> write_hardware_clock(const std::string& device,
   if ((local ? ::localtime_r(&t, &tm) : ::gmtime_r(&t, &tm)) == nullptr) {
     return std::string("the time does not fit the hardware clock");
   }
-  rtc_time rtc{};
-  rtc.tm_sec = tm.tm_sec;
-  rtc.tm_min = tm.tm_min;
-  rtc.tm_hour = tm.tm_hour;
-  rtc.tm_mday = tm.tm_mday;
-  rtc.tm_mon = tm.tm_mon;
-  rtc.tm_year = tm.tm_year;
-  rtc.tm_isdst = -1;
+  auto rtc = civil_time<rtc_time>(tm);
   if (::ioctl(fd.get(), RTC_SET_TIME, &rtc) != 0) {
     return device + ": " + std::strerror(errno);
   }
@@ -115,14 +123,7 @@ common::result<std::int64_t> read_hardware_clock(const std::string& device, bool
   if (::ioctl(fd.get(), RTC_RD_TIME, &rtc) != 0) {
     return {common::errc::unavailable, device + ": " + std::strerror(errno)};
   }
-  std::tm tm{};
-  tm.tm_sec = rtc.tm_sec;
-  tm.tm_min = rtc.tm_min;
-  tm.tm_hour = rtc.tm_hour;
-  tm.tm_mday = rtc.tm_mday;
-  tm.tm_mon = rtc.tm_mon;
-  tm.tm_year = rtc.tm_year;
-  tm.tm_isdst = -1;
+  auto tm = civil_time<std::tm>(rtc);
   const std::time_t t = local ? ::mktime(&tm) : ::timegm(&tm);
   if (t == static_cast<std::time_t>(-1)) {
     return {common::errc::unavailable, device + ": the hardware clock holds no valid time"};
