@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -17,6 +18,7 @@
 #include <asio/write.hpp>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 
 #include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
@@ -52,24 +54,60 @@ struct pipe_pair {
   }
 };
 
-// Only async-signal-safe calls from here until exec: the agent may have other threads.
-[[noreturn]] void exec_child(const spawn_options& o, const char* path, char* const* argv,
-                             char* const* envp, const gid_t* groups, std::size_t ngroups,
-                             int stdin_fd, int stdout_fd, int stderr_fd, int report_fd) {
-  auto fail = [&](int stage) {
-    const int err[2] = {stage, errno};
-    (void)!::write(report_fd, err, sizeof err);
-    ::_exit(127);
-  };
-  sigset_t all;
-  ::sigemptyset(&all);
-  ::sigprocmask(SIG_SETMASK, &all, nullptr);
-  for (int s : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD}) ::signal(s, SIG_DFL);
-  if (::setsid() < 0) fail(1);  // a session and process group of its own
-  if (::dup2(stdin_fd, 0) < 0 || ::dup2(stdout_fd, 1) < 0 || ::dup2(stderr_fd, 2) < 0) fail(2);
-  // Everything else stays with the agent (the report pipe closes itself on exec).
-  for (int fd = 3; fd < 1024; ++fd) {
-    if (fd != report_fd) ::close(fd);
+// What the child needs, prepared by the parent before the clone: the child shares the agent's
+// memory until it execs, so it allocates nothing and takes no lock.
+struct child_plan {
+  const spawn_options* o;
+  const char* path;
+  char* const* argv;
+  char* const* envp;
+  const gid_t* groups;
+  std::size_t ngroups;
+  int stdin_fd, stdout_fd, stderr_fd;
+  // Written by the child when it cannot exec; read by the parent once the child has gone (the
+  // clone shares memory and the parent sleeps until the child execs or exits).
+  int failed_stage = 0;
+  int failed_errno = 0;
+};
+
+// The handlers the agent installs (asio's signal_set, SIGPIPE ignored): the child has a copy of
+// the table (no CLONE_SIGHAND) and puts each back to its default before unblocking anything.
+constexpr std::size_t kernel_sigset_bytes = _NSIG / 8;
+
+constexpr int reset_signals[] = {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2};
+
+// Runs in the child until execve, on its own small stack, in the agent's memory: only direct
+// system calls. setgroups and setres[ug]id go through syscall(): glibc's wrappers would ask the
+// agent's other threads to change their ids too, which from here would change the agent's.
+// (Not instrumented by AddressSanitizer: the child would write the agent's shadow memory.)
+[[noreturn]] __attribute__((no_sanitize_address)) void child_failed(child_plan& c, int stage) {
+  c.failed_stage = stage;
+  c.failed_errno = errno;
+  ::_exit(127);
+}
+
+__attribute__((no_sanitize_address)) int exec_child(void* arg) {
+  auto& c = *static_cast<child_plan*>(arg);
+  const auto& o = *c.o;
+  for (int s : reset_signals) {
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    ::sigaction(s, &dfl, nullptr);
+  }
+  sigset_t none;
+  ::sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  if (::setsid() < 0) child_failed(c, 1);  // a session and process group of its own
+  if (::dup2(c.stdin_fd, 0) < 0 || ::dup2(c.stdout_fd, 1) < 0 || ::dup2(c.stderr_fd, 2) < 0) {
+    child_failed(c, 2);
+  }
+  // Everything else stays with the agent: one call where the kernel has close_range (5.9),
+  // else each descriptor a default limit allows (the agent opens all of its own close-on-exec).
+#ifdef SYS_close_range
+  if (::syscall(SYS_close_range, 3u, ~0u, 0u) != 0)
+#endif
+  {
+    for (int fd = 3; fd < 1024; ++fd) ::close(fd);
   }
   // The agent runs with an OOM score adjustment that protects it; what it starts does not.
   if (const int oom = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC); oom >= 0) {
@@ -79,15 +117,43 @@ struct pipe_pair {
   if (o.user && (o.user->uid != ::geteuid() || o.user->gid != ::getegid())) {
     // Groups first (it needs root), then the group and user ids, all three of each: nothing
     // of root is left to get back.
-    if (::setgroups(ngroups, groups) != 0) fail(3);
-    if (::setresgid(o.user->gid, o.user->gid, o.user->gid) != 0) fail(3);
-    if (::setresuid(o.user->uid, o.user->uid, o.user->uid) != 0) fail(3);
+    if (::syscall(SYS_setgroups, c.ngroups, c.groups) != 0) child_failed(c, 3);
+    if (::syscall(SYS_setresgid, o.user->gid, o.user->gid, o.user->gid) != 0) child_failed(c, 3);
+    if (::syscall(SYS_setresuid, o.user->uid, o.user->uid, o.user->uid) != 0) child_failed(c, 3);
   }
   // After the switch: the directory is entered as the user, with the user's permissions.
-  if (::chdir(o.working_directory.c_str()) != 0) fail(4);
-  ::execve(path, argv, envp);
-  fail(5);
-  ::_exit(127);  // not reached: fail() exits
+  if (::chdir(o.working_directory.c_str()) != 0) child_failed(c, 4);
+  ::execve(c.path, c.argv, c.envp);
+  child_failed(c, 5);
+}
+
+// Starts the child the way posix_spawn does (clone with CLONE_VM | CLONE_VFORK: no copy of the
+// agent's page tables, the parent waits only until the exec), asking the kernel for a pidfd
+// with it. Returns the pid, or -1 with errno; `pidfd` is -1 where the kernel has no CLONE_PIDFD
+// (before 5.2).
+pid_t clone_child(child_plan& plan, int& pidfd) {
+  // The child's stack: exec_child's frame and the few calls it makes.
+  constexpr std::size_t stack_size = 64u << 10;
+  auto stack = std::make_unique<std::max_align_t[]>(stack_size / sizeof(std::max_align_t));
+  void* top = reinterpret_cast<char*>(stack.get()) + stack_size;
+  // No signal handler of the agent may run in the child while it shares the agent's memory:
+  // everything is blocked across the clone, and the child unblocks after resetting handlers.
+  // (The system call itself: pthread_sigmask leaves the C library's own signals unblocked.)
+  sigset_t all, old;
+  ::sigfillset(&all);
+  ::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, kernel_sigset_bytes);
+  pidfd = -1;
+  constexpr int flags = CLONE_VM | CLONE_VFORK | SIGCHLD;
+  pid_t pid = ::clone(exec_child, top, flags | CLONE_PIDFD, &plan, &pidfd);
+  if (pid < 0 && errno == EINVAL) {
+    pidfd = -1;
+    pid = ::clone(exec_child, top, flags, &plan);
+    if (pid > 0) pidfd = pidfd_open(pid);
+  }
+  const int e = errno;
+  ::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, nullptr, kernel_sigset_bytes);
+  errno = e;
+  return pid;
 }
 
 const char* stage_name(int stage) {
@@ -140,47 +206,35 @@ common::result<std::unique_ptr<child_process>> child_process::spawn(const asio::
   std::vector<gid_t> groups;
   if (o.user) groups = o.user->groups;
 
-  pipe_pair in, out, err, report;
-  if (!in.open() || !out.open() || !err.open() || !report.open()) {
+  pipe_pair in, out, err;
+  if (!in.open() || !out.open() || !err.open()) {
     const int e = errno;
     in.close();
     out.close();
     err.close();
-    report.close();
     return R{std::error_code(e, std::system_category()), "cannot create pipes"};
   }
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    exec_child(o, path.c_str(), argv.data(), envp.data(), groups.data(), groups.size(), in.read,
-               out.write, err.write, report.write);
-  }
-  const int fork_errno = errno;
+  child_plan plan{&o,      path.c_str(), argv.data(), envp.data(), groups.data(), groups.size(),
+                  in.read, out.write,    err.write};
+  int pidfd = -1;
+  const pid_t pid = clone_child(plan, pidfd);
+  const int clone_errno = errno;
   ::close(in.read);
   ::close(out.write);
   ::close(err.write);
-  ::close(report.write);
   if (pid < 0) {
     ::close(in.write);
     ::close(out.read);
     ::close(err.read);
-    ::close(report.read);
-    return R{std::error_code(fork_errno, std::system_category()), "cannot fork"};
+    return R{std::error_code(clone_errno, std::system_category()), "cannot start a process"};
   }
-  // The report pipe closes on a successful exec; otherwise it carries the stage and errno.
-  int failure[2] = {0, 0};
-  ssize_t n;
-  do {
-    n = ::read(report.read, failure, sizeof failure);
-  } while (n < 0 && errno == EINTR);
-  ::close(report.read);
-  const int pidfd = pidfd_open(pid);
   auto child = std::unique_ptr<child_process>(
       new child_process(ex, pid, pidfd, in.write, out.read, err.read));
-  if (n == sizeof failure) {
-    while (!child->try_reap()) ::usleep(1000);  // it is exiting with 127 right now
-    return R{
-        std::error_code(failure[1], std::system_category()),
-        fmt::format("{}: {}: {}", o.argv[0], stage_name(failure[0]), std::strerror(failure[1]))};
+  if (plan.failed_stage != 0) {
+    while (!child->try_reap()) ::usleep(1000);  // it has exited with 127, or is about to
+    return R{std::error_code(plan.failed_errno, std::system_category()),
+             fmt::format("{}: {}: {}", o.argv[0], stage_name(plan.failed_stage),
+                         std::strerror(plan.failed_errno))};
   }
   return R{std::move(child)};
 }

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -140,6 +142,48 @@ TEST_CASE("exec passes stdin, environment and working directory", "[unit][guest]
   REQUIRE(r.has_exec_result());
   const auto who = qg::current_account();
   CHECK(r.exec_result().stdout() == "from the host\nbar baz\n/tmp\n" + who->name + "\n");
+}
+
+TEST_CASE(
+    "a started program holds no descriptor, blocked or ignored signal of the agent's, and "
+    "a start that fails says at which step",
+    "[unit][guest][exec]") {
+  // A descriptor of the agent's without close-on-exec, numbered high, and a signal the agent
+  // blocks and one it ignores while it starts the program.
+  rlimit files{};
+  ::getrlimit(RLIMIT_NOFILE, &files);
+  if (files.rlim_cur < 2048 && files.rlim_max >= 2048) {
+    files.rlim_cur = 2048;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
+  const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  const int held = ::fcntl(null, F_DUPFD, files.rlim_cur > 1500 ? 1500 : 100);
+  ::close(null);
+  REQUIRE(held >= 100);
+  struct sigaction ignore {
+  }, old_pipe{};
+  ignore.sa_handler = SIG_IGN;
+  ::sigaction(SIGPIPE, &ignore, &old_pipe);
+  sigset_t usr1, old_mask;
+  ::sigemptyset(&usr1);
+  ::sigaddset(&usr1, SIGUSR1);
+  ::pthread_sigmask(SIG_BLOCK, &usr1, &old_mask);
+  auto r = run_exec(exec_request(
+      {"sh", "-c",
+       fmt::format("test -e /proc/$$/fd/{} && echo leaked; grep -E '^Sig(Blk|Ign)' /proc/$$/status",
+                   held)}));
+  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  ::sigaction(SIGPIPE, &old_pipe, nullptr);
+  ::close(held);
+  REQUIRE(r.has_exec_result());
+  CHECK(r.exec_result().stdout() == "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+
+  auto req = exec_request({"/bin/true"});
+  req.mutable_exec_request()->set_working_directory("/no/such/directory");
+  r = run_exec(req);
+  REQUIRE(r.has_error());
+  CHECK_THAT(r.error().message(),
+             Catch::Contains("cannot change to the working directory: No such file or directory"));
 }
 
 TEST_CASE("exec as another user runs with that user's uid, groups, HOME and USER",
