@@ -123,6 +123,13 @@ void frame_decoder::compact() {
   }
 }
 
+void frame_decoder::release_if_empty() noexcept {
+  if (release_ != 0 || pos_ != buf_.size()) return;
+  std::vector<std::uint8_t>().swap(buf_);
+  std::vector<std::uint32_t>().swap(chain_);
+  pos_ = 0;
+}
+
 void frame_decoder::skip_garbage(std::size_t n) noexcept {
   pos_ += n;
   stats_.garbage_bytes += n;

@@ -111,6 +111,7 @@ asio::awaitable<std::error_code> agent_client::open() {
   so.close_on_write_timeout = true;  // a guest that does not drain is dead to us
   so.max_garbage_bytes = opt_.max_garbage_bytes;
   so.max_queued_bytes = 16u << 20;
+  so.read_on_demand = true;  // one idle VM holds no read buffer
   // Only receive() calls it, from read_loop, which holds this client.
   so.on_undecodable = [this](std::span<const std::uint8_t> payload) { undecodable(payload); };
   stream_ = agent_stream::create(std::move(socket), so);

@@ -3,6 +3,7 @@
 
 #include <array>
 #include <asio/bind_cancellation_slot.hpp>
+#include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/post.hpp>
 #include <asio/read.hpp>
@@ -115,6 +116,63 @@ TEST_CASE("messages flow both ways over a socketpair", "[common]") {
     }
     CHECK(left->stats().frames_sent == 100);
     CHECK(right->stats().frames_received == 100);
+  });
+}
+
+TEST_CASE(
+    "streams that read on demand share their thread's buffer, lose nothing and hold no "
+    "input memory while idle",
+    "[common]") {
+  run_async([](asio::io_context& io) -> awaitable<void> {
+    qc::stream_options on_demand;
+    on_demand.read_on_demand = true;
+    on_demand.read_buffer_size = 4096;  // frames larger than one read, several frames in one
+    auto [a1, b1] = socket_pair(io);
+    auto [a2, b2] = socket_pair(io);
+    auto send1 = make_stream(std::move(a1)), send2 = make_stream(std::move(a2));
+    auto recv1 = make_stream(std::move(b1), on_demand),
+         recv2 = make_stream(std::move(b2), on_demand);
+    CHECK(recv1->input_capacity() == 0);
+    for (std::uint64_t round = 1; round <= 20; ++round) {
+      // A burst of small frames and one of 300 KiB on each, read in turns: each read of one
+      // stream lands in the buffer the other just used.
+      for (std::uint64_t i = 0; i < 10; ++i) {
+        REQUIRE_FALSE(send1->post(ping(round * 100 + i, 1)));
+        REQUIRE_FALSE(send2->post(ping(round * 100 + i, 2)));
+      }
+      REQUIRE_FALSE(send1->post(blob(round, 300u << 10, 'x')));
+      REQUIRE_FALSE(send2->post(blob(round, 300u << 10, 'y')));
+      for (std::uint64_t i = 0; i < 10; ++i) {
+        auto g1 = co_await recv1->receive();
+        auto g2 = co_await recv2->receive();
+        REQUIRE(g1);
+        REQUIRE(g2);
+        CHECK(g1->request_id() == round * 100 + i);
+        CHECK(g1->ping().nonce() == 1);
+        CHECK(g2->request_id() == round * 100 + i);
+        CHECK(g2->ping().nonce() == 2);
+      }
+      auto big1 = co_await recv1->receive();
+      auto big2 = co_await recv2->receive();
+      REQUIRE(big1);
+      REQUIRE(big2);
+      CHECK(big1->error().message() == std::string(300u << 10, 'x'));
+      CHECK(big2->error().message() == std::string(300u << 10, 'y'));
+    }
+    // Idle: a receive waits for more, and meanwhile the stream holds no input memory.
+    REQUIRE_FALSE(send1->post(ping(7, 7)));
+    auto g = co_await recv1->receive();
+    REQUIRE(g);
+    asio::cancellation_signal stop;
+    asio::co_spawn(
+        io, [r = recv1]() -> awaitable<void> { (void)co_await r->receive(); },
+        asio::bind_cancellation_slot(stop.slot(), asio::detached));
+    // The receive runs up to its wait before these turns of the loop are taken.
+    for (int i = 0; i < 3; ++i) co_await asio::post(io, asio::use_awaitable);
+    CHECK(recv1->input_capacity() == 0);
+    stop.emit(asio::cancellation_type::terminal);
+    CHECK(recv1->decoding().garbage_bytes == 0);
+    CHECK(recv2->decoding().damaged_frames == 0);
   });
 }
 

@@ -96,6 +96,10 @@ class frame_decoder {
   /// Drops all buffered input (a new connection starts clean).
   void reset() noexcept;
 
+  /// Frees the buffer's memory when every byte in it has been consumed, so that an idle
+  /// connection holds none.
+  void release_if_empty() noexcept;
+
   /// True when a valid header is buffered and its payload is incomplete.
   [[nodiscard]] bool has_partial_frame() const noexcept;
   [[nodiscard]] std::size_t buffered_bytes() const noexcept { return buf_.size() - pos_; }

@@ -36,6 +36,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <tuple>
 #include <vector>
 
 #include "qxa/common/async.hpp"
@@ -59,6 +60,11 @@ struct stream_options {
   /// (so that bytes cut short by an old connection cannot hold back the next one). 0 = never.
   std::chrono::steady_clock::duration partial_frame_timeout = std::chrono::seconds(2);
   std::size_t read_buffer_size = 64u << 10;
+  /// true: the stream owns no read buffer. It reads only once its descriptor is readable, into
+  /// a buffer its thread shares with every such stream, so that an idle connection holds no
+  /// buffer at all (qx-agentd with thousands of VMs). false: a buffer of its own, for a stream
+  /// that carries bulk data and should not wait for readiness first (the guest's port).
+  bool read_on_demand = false;
   /// More bytes than this skipped since the last valid frame end the stream with bad_frame: a
   /// peer that sends only noise is not worth the CPU. 0 = no limit.
   std::size_t max_garbage_bytes = 0;
@@ -89,6 +95,22 @@ struct stream_stats {
   std::uint64_t superseded = 0;
   std::uint64_t stalled_partials = 0;  ///< partial frames given up by partial_frame_timeout
 };
+
+/// A stream that can say when it is readable and be read without blocking (asio's sockets and
+/// descriptors): what stream_options::read_on_demand needs.
+template <typename Stream>
+concept waitable_stream = requires(Stream& s, std::error_code& ec) {
+  s.non_blocking(true, ec);
+  s.read_some(asio::mutable_buffer(), ec);
+  s.async_wait(Stream::wait_read, asio::detached);
+};
+
+/// The read buffer shared by the streams of this thread that read on demand.
+inline std::span<std::uint8_t> thread_read_buffer(std::size_t size) {
+  thread_local std::vector<std::uint8_t> buffer;
+  if (buffer.size() < size) buffer.resize(size);
+  return {buffer.data(), size};
+}
 
 /// `Message` is the protobuf type carried in both directions: pb::Envelope between host and
 /// guest, pb::ControlMessage on the daemon's control socket.
@@ -177,10 +199,7 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
       if (parent.is_connected()) {
         parent.assign([signal = &read_cancel_](asio::cancellation_type t) { signal->emit(t); });
       }
-      auto [ec, n] = co_await stream_.async_read_some(
-          asio::buffer(read_buf_),
-          asio::bind_cancellation_slot(read_cancel_.slot(),
-                                       asio::experimental::as_tuple(asio::use_awaitable)));
+      auto [ec, input] = co_await read_once();
       if (parent.is_connected()) parent.clear();
       if (watch) partial_timer_.cancel();
       if (ec == asio::error::operation_aborted && open_ && partial_timed_out_) {
@@ -192,8 +211,8 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
         if (!open_) co_return result<Message>{close_reason_};
         co_return result<Message>{ec, ec.message()};
       }
-      stats_.bytes_received += n;
-      decoder_.feed({read_buf_.data(), n});
+      stats_.bytes_received += input.size();
+      decoder_.feed(input);
     }
   }
 
@@ -238,6 +257,10 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
   [[nodiscard]] std::size_t queued_frames() const noexcept { return writes_.queued_frames(); }
   [[nodiscard]] const stream_stats& stats() const noexcept { return stats_; }
   [[nodiscard]] const decoder_stats& decoding() const noexcept { return decoder_.stats(); }
+  /// Bytes of memory the stream holds for its input (its read buffer and partial frames).
+  [[nodiscard]] std::size_t input_capacity() const noexcept {
+    return read_buf_.capacity() + decoder_.buffer_capacity();
+  }
   [[nodiscard]] const stream_options& options() const noexcept { return options_; }
   [[nodiscard]] asio::any_io_executor get_executor() const { return executor_; }
   Stream& next_layer() noexcept { return stream_; }
@@ -248,13 +271,47 @@ class message_stream : public std::enable_shared_from_this<message_stream<Stream
         stream_(std::move(stream)),
         options_(options),
         decoder_(options.max_frame_size),
-        read_buf_(options.read_buffer_size),
+        read_buf_(reads_on_demand() ? 0 : options.read_buffer_size),
         writes_(options.max_queued_bytes, gather_limit),
         wake_writer_(executor_),
         idle_(executor_),
         space_(executor_),
         write_deadline_(executor_),
-        partial_timer_(executor_) {}
+        partial_timer_(executor_) {
+    // Reads on demand are tried before waiting: they must never block.
+    if constexpr (waitable_stream<Stream>) {
+      std::error_code ignored;
+      if (options_.read_on_demand) stream_.non_blocking(true, ignored);
+    }
+  }
+
+  [[nodiscard]] bool reads_on_demand() const noexcept {
+    return waitable_stream<Stream> && options_.read_on_demand;
+  }
+
+  // One read: into the stream's own buffer, or, on demand, into the thread's once the stream is
+  // readable. The span is valid until the next read.
+  asio::awaitable<std::pair<std::error_code, std::span<const std::uint8_t>>> read_once() {
+    auto slot = asio::bind_cancellation_slot(read_cancel_.slot(),
+                                             asio::experimental::as_tuple(asio::use_awaitable));
+    if constexpr (waitable_stream<Stream>) {
+      if (options_.read_on_demand) {
+        const auto into = thread_read_buffer(options_.read_buffer_size);
+        for (;;) {
+          std::error_code ec;
+          const auto n = stream_.read_some(asio::buffer(into.data(), into.size()), ec);
+          if (ec != asio::error::would_block && ec != asio::error::try_again) {
+            co_return std::pair{ec, into.first(n)};
+          }
+          decoder_.release_if_empty();  // idle until the peer sends more
+          std::tie(ec) = co_await stream_.async_wait(Stream::wait_read, slot);
+          if (ec) co_return std::pair{ec, into.first(0)};
+        }
+      }
+    }
+    auto [ec, n] = co_await stream_.async_read_some(asio::buffer(read_buf_), slot);
+    co_return std::pair{ec, std::span<const std::uint8_t>(read_buf_).first(n)};
+  }
 
   result<write_queue::frame_ptr> enqueue(const Message& envelope, const send_options& opts) {
     if (!open_) return close_reason_;
