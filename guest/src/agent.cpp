@@ -43,7 +43,7 @@ agent::agent(asio::any_io_executor ex, agent_options options, std::unique_ptr<po
       .started_unix_ms = common::unix_ms(),
       .pid = static_cast<std::uint32_t>(::getpid()),
   });
-  sampler_sources sources;
+  sampler_sources sources = state_->options.telemetry_sources;
   sources.exclude_interfaces = state_->options.exclude_interfaces;
   sources.primary_interface = state_->options.primary_interface;
   state_->sampler = telemetry_sampler{std::move(sources)};
@@ -164,7 +164,7 @@ asio::awaitable<int> agent::telemetry_loop() {
     // Hand the heap's free pages back to the guest. glibc keeps the heap at its high-water
     // mark: a burst of requests (file chunks, command output) raised an agent's RSS by 10% in
     // steps that stayed after the burst was over. Trimming about 1 MiB of heap takes microseconds.
-    ::malloc_trim(0);
+    if (opt.trim_heap) ::malloc_trim(0);
 
     auto s = current_;
     if (!s || !s->handshaken() || !s->is_open()) continue;  // host absent: not a failure

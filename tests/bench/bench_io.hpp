@@ -40,8 +40,16 @@ struct settings {
   std::string plot_path;
 };
 
+/// The processes qx-bench has started and not yet stopped.
+inline std::vector<pid_t>& live_children() {
+  static std::vector<pid_t> pids;
+  return pids;
+}
+
+/// Ends qx-bench, and every process it started with it.
 [[noreturn]] inline void die(const std::string& why) {
   std::fprintf(stderr, "qx-bench: %s\n", why.c_str());
+  for (const pid_t pid : live_children()) ::kill(pid, SIGKILL);
   std::exit(1);
 }
 
@@ -120,9 +128,19 @@ struct child {
       die("cannot start " + argv[0]);
     }
     posix_spawn_file_actions_destroy(&fa);
+    live_children().push_back(pid);
+  }
+  /// Waits for it to end by itself; its wait status.
+  int wait() {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    std::erase(live_children(), pid);
+    pid = -1;
+    return status;
   }
   ~child() {
     if (pid <= 0) return;
+    std::erase(live_children(), pid);
     ::kill(pid, SIGTERM);
     // qemu-ga 7.2 sometimes hangs on SIGTERM after guest-exec (a futex wait in its exit path):
     // give it 5 s, then SIGKILL.
@@ -134,6 +152,32 @@ struct child {
     ::waitpid(pid, nullptr, 0);
   }
 };
+
+/// Runs a program to its end and returns what it wrote to stdout; dies when it fails.
+inline std::string run_capture(std::vector<std::string> argv) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) die("pipe failed");
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+  pid_t pid = -1;
+  const int err = ::posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(fds[1]);
+  if (err != 0) die("cannot start " + argv[0]);
+  std::string out;
+  char buf[4096];
+  for (ssize_t r; (r = ::read(fds[0], buf, sizeof buf)) > 0;)
+    out.append(buf, static_cast<std::size_t>(r));
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) die(argv[0] + " failed");
+  return out;
+}
 
 inline std::size_t rss_kib(pid_t pid, const char* field) {
   std::ifstream in(fmt::format("/proc/{}/status", pid));

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
-// qx-bench: our agent against the floor (a raw unix-socket echo) and against qemu-guest-agent,
+// qx-bench: our agent against the machine's floors (floors.hpp) and against qemu-guest-agent,
 // measured side by side in one run on unix sockets, so that the ratios hold on any machine.
 //
 // Usage: qx-bench [--smoke] [--json FILE] [--agent PATH] [--qemu-ga PATH]
-//        qx-bench --fleet N [--json FILE]   qx-agentd with N simulated guests
+//        qx-bench --fleet N [--smoke] [--json FILE]   qx-agentd with N simulated guests
 //   --smoke  tiny sizes, for the test suite: checks that every measurement runs, not its speed.
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -31,11 +31,12 @@
 #include <vector>
 
 #include "bench_io.hpp"
+#include "fleet.hpp"
+#include "floors.hpp"
 #include "qga_peer.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/sha256.hpp"
 #include "qxa/host/agent_client.hpp"
-#include "qxa/host/control_client.hpp"
 
 namespace qh = qxa::host;
 namespace pb = quantix::agent::v1;
@@ -44,61 +45,10 @@ using namespace qxa::bench;  // qx-bench's own helpers (bench_io.hpp, qga_peer.h
 
 namespace {
 
-// ---- the floor: a raw unix-socket echo and sink ------------------------------------------
-
-struct floor_figures {
-  latency rtt;
-  double read_mib_s = 0;
-};
-
-floor_figures measure_floor(const settings& s, const std::string& dir) {
-  const auto path = dir + "/floor.sock";
-  const int l = listen_unix(path);
-  // Echo server: answers each 64-byte message; a first byte of 'B' asks for a bulk stream.
-  std::thread server([l, bytes = s.file_bytes] {
-    const int c = ::accept(l, nullptr, nullptr);
-    char msg[64];
-    std::vector<char> block(256u << 10, 'x');
-    while (read_all(c, msg, sizeof msg)) {
-      if (msg[0] == 'B') {
-        for (std::size_t sent = 0; sent < bytes; sent += block.size()) {
-          write_all(c, block.data(), std::min(block.size(), bytes - sent));
-        }
-      } else {
-        write_all(c, msg, sizeof msg);
-      }
-    }
-    ::close(c);
-  });
-  const int fd = connect_unix(path);
-  floor_figures f;
-  char msg[64] = {'p'};
-  for (int i = 0; i < s.pings; ++i) {
-    const auto t0 = clock_type::now();
-    write_all(fd, msg, sizeof msg);
-    read_all(fd, msg, sizeof msg);
-    f.rtt.ms.push_back(ms_since(t0));
-  }
-  msg[0] = 'B';
-  std::vector<char> buf(256u << 10);
-  const auto t0 = clock_type::now();
-  write_all(fd, msg, sizeof msg);
-  for (std::size_t got = 0; got < s.file_bytes;) {
-    const ssize_t r = ::read(fd, buf.data(), buf.size());
-    if (r <= 0) break;
-    got += static_cast<std::size_t>(r);
-  }
-  f.read_mib_s = static_cast<double>(s.file_bytes) / (1 << 20) / (ms_since(t0) / 1000);
-  ::close(fd);
-  server.join();
-  ::close(l);
-  return f;
-}
-
 // ---- our agent --------------------------------------------------------------------------
 
 struct our_figures {
-  latency rtt, exec;
+  latency rtt, exec, exec_inside;
   double rate = 0, read_mib_s = 0, write_mib_s = 0, idle_cpu_percent = 0;
   std::size_t idle_rss_kib = 0, peak_rss_kib = 0;
 };
@@ -159,10 +109,18 @@ asio::awaitable<void> measure_ours(const settings& s, const std::string& dir,
     qh::call_options o;
     o.timeout = 30s;
     std::size_t got = 0;
-    o.on_progress = [&](const pb::Envelope& m) { got += m.file_chunk().data().size(); };
+    // Verified as `qx-agent cp` verifies it: the host hashes what arrives.
+    qxa::common::sha256 d;
+    o.on_progress = [&](const pb::Envelope& m) {
+      got += m.file_chunk().data().size();
+      d.update(m.file_chunk().data());
+    };
     const auto t0 = clock_type::now();
     auto r = co_await c->request(std::move(read), std::move(o));
-    if (!r || !r->has_file_read_result() || got != s.file_bytes) die("file read failed");
+    if (!r || !r->has_file_read_result() || got != s.file_bytes ||
+        r->file_read_result().sha256() != qxa::common::sha256::bytes(d.finish())) {
+      die("file read failed");
+    }
     f.read_mib_s = static_cast<double>(got) / (1 << 20) / (ms_since(t0) / 1000);
     f.peak_rss_kib = rss_kib(agent_pid, "VmHWM:");
   }
@@ -211,6 +169,7 @@ asio::awaitable<void> measure_ours(const settings& s, const std::string& dir,
     auto r = co_await c->request(std::move(e), 10s);
     if (!r || !r->has_exec_result()) die("exec failed");
     f.exec.ms.push_back(ms_since(t0));
+    f.exec_inside.ms.push_back(r->exec_result().duration_ms());
   }
   // Idle with a host attached, telemetry at the default interval.
   const double cpu0 = cpu_seconds(agent_pid);
@@ -220,99 +179,6 @@ asio::awaitable<void> measure_ours(const settings& s, const std::string& dir,
   co_await idle.async_wait(asio::use_awaitable);
   f.idle_cpu_percent = (cpu_seconds(agent_pid) - cpu0) / (ms_since(i0) / 1000) * 100;
   c->close();
-}
-
-// ---- the fleet: qx-agentd with N simulated guests ----------------------------------------
-
-/// VMs `ready` in the daemon's status, or -1 when the daemon does not answer.
-int ready_count(const std::string& control_socket) {
-  asio::io_context io;
-  int count = -1;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        qh::control_client c(io.get_executor());
-        if (co_await c.connect(control_socket)) co_return;
-        pb::ControlMessage m;
-        m.mutable_status_query();
-        auto r = co_await c.call(std::move(m), 10s);
-        if (!r || !r->has_status_report()) co_return;
-        count = 0;
-        for (const auto& v : r->status_report().vms()) count += v.state() == pb::VM_STATE_READY;
-      },
-      [&](std::exception_ptr) { io.stop(); });  // the client's reader would keep io running
-  io.run_for(15s);
-  return count;
-}
-
-// Seconds until `n` VMs are ready (polling the daemon every 50 ms), or -1 after `limit`.
-double wait_ready(const std::string& control_socket, int n, clock_type::time_point since,
-                  std::chrono::seconds limit) {
-  while (clock_type::now() - since < limit) {
-    if (ready_count(control_socket) == n) return ms_since(since) / 1000;
-    std::this_thread::sleep_for(50ms);
-  }
-  return -1;
-}
-
-json measure_fleet(int n, const std::string& dir) {
-  const auto vms = dir + "/vms";
-  std::filesystem::create_directory(vms);
-  const auto config = dir + "/qx-agentd.toml";
-  std::ofstream(config) << "[heartbeat]\ninterval = \"1s\"\ntimeout = \"3s\"\n";
-  const auto ctl = dir + "/ctl.sock";
-  std::vector<std::string> daemon_args = {
-      QXA_AGENTD_PATH, "--config", config, "--socket-dir", vms, "--control-socket", ctl};
-  // The daemon's own memory with no VM, for the per-VM figure.
-  std::size_t empty_rss_kib = 0;
-  {
-    child d(daemon_args);
-    while (ready_count(ctl) < 0) std::this_thread::sleep_for(20ms);
-    empty_rss_kib = rss_kib(d.pid, "VmRSS:");
-  }
-  auto start_sim = [&] {
-    auto sim = std::make_unique<child>(
-        std::vector<std::string>{QXA_FLEET_SIM_PATH, vms, std::to_string(n), "10s"});
-    const auto until = clock_type::now() + 60s;
-    for (;;) {
-      std::size_t sockets = 0;
-      for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(vms)) ++sockets;
-      if (sockets == static_cast<std::size_t>(n)) break;
-      if (clock_type::now() > until) die("the fleet simulator did not create its sockets");
-      std::this_thread::sleep_for(20ms);
-    }
-    return sim;
-  };
-  auto sim = start_sim();
-  const auto t0 = clock_type::now();
-  child daemon(daemon_args);
-  const double cold = wait_ready(ctl, n, t0, 120s);
-  if (cold < 0) die("not every VM became ready within 120 s");
-  std::this_thread::sleep_for(2s);  // settle, then measure a steady 10 s
-  const double cpu0 = cpu_seconds(daemon.pid);
-  const auto c0 = clock_type::now();
-  std::this_thread::sleep_for(10s);
-  const double cpu = (cpu_seconds(daemon.pid) - cpu0) / (ms_since(c0) / 1000) * 100;
-  const auto rss = rss_kib(daemon.pid, "VmRSS:");
-  sim.reset();  // the simulator restarts: every guest goes away and comes back
-  const auto t1 = clock_type::now();
-  sim = start_sim();
-  const double again = wait_ready(ctl, n, t1, 120s);
-  json j = {{"vms", n},
-            {"heartbeat_per_vm_s", 1},
-            {"cold_start_to_all_ready_s", cold},
-            {"simulator_restart_to_all_ready_s", again},
-            {"daemon_rss_mib", rss / 1024.0},
-            {"daemon_rss_empty_mib", empty_rss_kib / 1024.0},
-            {"memory_per_vm_kib", static_cast<double>(rss - empty_rss_kib) / n},
-            {"daemon_cpu_percent_of_one_core", cpu}};
-  std::printf("fleet of %d VMs, heartbeat 1 s each:\n", n);
-  std::printf("  cold start to all ready     %8.2f s\n", cold);
-  std::printf("  restart to all ready again  %8.2f s\n", again);
-  std::printf("  qx-agentd RSS               %8.1f MiB (%.1f MiB with no VM; %.1f KiB per VM)\n",
-              rss / 1024.0, empty_rss_kib / 1024.0, static_cast<double>(rss - empty_rss_kib) / n);
-  std::printf("  qx-agentd CPU               %8.2f %% of one core\n", cpu);
-  return j;
 }
 
 }  // namespace
@@ -347,7 +213,9 @@ int main(int argc, char** argv) {
       std::printf(
           "usage: qx-bench [--smoke] [--json FILE] [--plot FILE.png] [--agent PATH] [--qemu-ga "
           "PATH]\n"
-          "       qx-bench --fleet N [--json FILE]\n");
+          "       qx-bench --fleet N [--smoke] [--json FILE]\n"
+          "  --smoke   tiny sizes and short windows: checks that every figure is measured\n"
+          "  --fleet N qx-agentd (the shipped qx-agentd.toml) with N simulated guests\n");
       return 0;
     } else {
       die("unknown argument '" + a + "' (see --help)");
@@ -358,7 +226,7 @@ int main(int argc, char** argv) {
     qxa::common::logger::instance().set_level(qxa::common::log_level::error);
     char fleet_dir[] = "/tmp/qx-fleet-XXXXXX";
     if (::mkdtemp(fleet_dir) == nullptr) die("mkdtemp failed");
-    auto j = measure_fleet(fleet, fleet_dir);
+    auto j = measure_fleet(fleet, fleet_dir, s.smoke);
     std::filesystem::remove_all(fleet_dir);
     if (!s.json_path.empty()) std::ofstream(s.json_path) << j.dump(2) << "\n";
     return 0;
@@ -383,7 +251,7 @@ int main(int argc, char** argv) {
     }
   }
 
-  auto floor = measure_floor(s, dir);
+  auto floor = measure_floors(s, dir, file);
   our_figures ours;
   {
     child agent({s.agent, "--config", "/dev/null", "--port", "unix-listen:" + dir + "/ours.sock"});
@@ -415,11 +283,18 @@ int main(int argc, char** argv) {
       {"ping round trip p99 (ms)", floor.rtt.pct(0.99), ours.rtt.pct(0.99), qga.rtt.pct(0.99),
        true},
       {"requests/s with 64 in flight", std::nullopt, ours.rate, std::nullopt, false},
-      {fmt::format("file read {} MiB (MiB/s)", s.file_bytes >> 20), floor.read_mib_s,
+      {fmt::format("raw socket stream {} MiB, no digest (MiB/s)", s.file_bytes >> 20),
+       floor.stream_mib_s, std::nullopt, std::nullopt, false},
+      {fmt::format("file read {} MiB, SHA-256 on (MiB/s)", s.file_bytes >> 20), floor.read_mib_s,
        ours.read_mib_s, qga.read_mib_s, false},
-      {fmt::format("file write {} MiB (MiB/s)", s.file_bytes >> 20), std::nullopt, ours.write_mib_s,
-       std::nullopt, false},
-      {"exec /bin/true p50 (ms)", std::nullopt, ours.exec.pct(0.5), qga.exec.pct(0.5), true},
+      {fmt::format("file write {} MiB, SHA-256 on (MiB/s)", s.file_bytes >> 20), floor.write_mib_s,
+       ours.write_mib_s, std::nullopt, false},
+      {"exec /bin/true p50 (ms)", floor.spawn.pct(0.5), ours.exec.pct(0.5), qga.exec.pct(0.5),
+       true},
+      {"exec /bin/true p50, timed in the agent (ms)", floor.spawn.pct(0.5),
+       ours.exec_inside.pct(0.5), std::nullopt, true},
+      {"exec /bin/true p99 (ms)", floor.spawn.pct(0.99), ours.exec.pct(0.99), qga.exec.pct(0.99),
+       true},
       {"agent RSS after pings (MiB)", std::nullopt, ours.idle_rss_kib / 1024.0,
        qga.idle_rss_kib / 1024.0, true},
       {"agent peak RSS after the file read (MiB)", std::nullopt, ours.peak_rss_kib / 1024.0,
@@ -483,9 +358,7 @@ int main(int argc, char** argv) {
         "notitle lc rgb 'black'",
         s.plot_path, data);
     child plot({"/usr/bin/gnuplot", "-e", script});
-    int status = 0;
-    ::waitpid(plot.pid, &status, 0);
-    plot.pid = -1;
+    const int status = plot.wait();
     std::filesystem::remove(data);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !std::filesystem::exists(s.plot_path)) {
       die("gnuplot could not draw " + s.plot_path + " (install gnuplot-nox)");

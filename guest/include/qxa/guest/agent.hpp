@@ -54,6 +54,10 @@ struct agent_options {
   port_spec port;
   port_options port_tuning;
   std::chrono::nanoseconds telemetry_interval = std::chrono::seconds(5);
+  /// Hands the heap's free pages back at each telemetry tick. Off where thousands of agents
+  /// share one process and one heap (qx-bench's fleet simulator): there each trim would walk
+  /// everyone's heap.
+  bool trim_heap = true;
   std::chrono::nanoseconds write_timeout = std::chrono::seconds(5);
   std::uint32_t failure_limit = 50;
   std::uint32_t max_inflight_requests = 64;
@@ -73,6 +77,10 @@ struct agent_options {
   /// address is the primary one (empty: the default route's).
   std::vector<std::string> exclude_interfaces = default_excluded_interfaces();
   std::string primary_interface;
+  /// Where telemetry is read from: the system itself. (exclude_interfaces and
+  /// primary_interface above override the fields of the same names.) qx-bench's fleet
+  /// simulator points thousands of agents at one snapshot.
+  sampler_sources telemetry_sources;
   /// What the host may ask of this guest.
   local_policy policy;
   freeze_options freeze;

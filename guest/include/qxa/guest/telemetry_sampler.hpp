@@ -49,6 +49,9 @@ struct sampler_sources {
   /// primary one (empty: the default route's).
   std::vector<std::string> exclude_interfaces = default_excluded_interfaces();
   std::string primary_interface;
+  /// Set: every sample is this one's result instead of the system's (qx-bench's fleet
+  /// simulator, where thousands of agents in one process would otherwise measure themselves).
+  std::function<system_sample()> fixed;
 };
 
 /// Takes samples. CPU % is the delta since the previous sample (the first sample measures from
