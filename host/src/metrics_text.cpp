@@ -32,16 +32,32 @@ struct writer {
     fmt::format_to(std::back_inserter(text), "# HELP {} {}\n# TYPE {} {}\n", name, help, name,
                    type);
   }
-  template <typename V>
-  void sample(std::string_view name, const std::string& labels, V value) {
-    fmt::format_to(std::back_inserter(text), "{}{{{}}} {}\n", name, labels, value);
+  /// `name{labels} value`: the labels formatted straight into the text (10,000 VMs make
+  /// 600,000 samples: no temporary string each).
+  template <typename V, typename... A>
+  void sample(std::string_view name, V value, fmt::format_string<A...> labels, A&&... args) {
+    text.append(name);
+    text.push_back('{');
+    fmt::format_to(std::back_inserter(text), labels, std::forward<A>(args)...);
+    fmt::format_to(std::back_inserter(text), "}} {}\n", value);
   }
 };
+
+// About what one VM with a few CPUs and disks takes, so that the text grows once or twice.
+constexpr std::size_t bytes_per_vm = 4096;
 
 }  // namespace
 
 std::string render_metrics(const std::vector<vm_metrics>& vms) {
   writer w;
+  w.text.reserve(bytes_per_vm * (vms.size() + 1));
+  // Each VM's name as a label value, escaped once.
+  std::vector<std::string> names;
+  names.reserve(vms.size());
+  for (const auto& v : vms) names.push_back(label(v.status.vm()));
+  auto name_of = [&](const vm_metrics& v) -> const std::string& {
+    return names[static_cast<std::size_t>(&v - vms.data())];
+  };
   w.family("qxa_vms", "gauge", "VMs whose agent socket is in the socket directory.");
   fmt::format_to(std::back_inserter(w.text), "qxa_vms {}\n", vms.size());
 
@@ -49,35 +65,31 @@ std::string render_metrics(const std::vector<vm_metrics>& vms) {
   for (const auto& v : vms) {
     for (auto s : {pb::VM_STATE_CONNECTING, pb::VM_STATE_HANDSHAKING, pb::VM_STATE_READY,
                    pb::VM_STATE_UNRESPONSIVE, pb::VM_STATE_STALE_SOCKET}) {
-      w.sample("qxa_vm_state",
-               fmt::format("vm=\"{}\",state=\"{}\"", label(v.status.vm()), to_string(s)),
-               v.status.state() == s ? 1 : 0);
+      w.sample("qxa_vm_state", v.status.state() == s ? 1 : 0, "vm=\"{}\",state=\"{}\"", name_of(v),
+               to_string(s));
     }
   }
 
   w.family("qxa_heartbeat_rtt_seconds", "histogram", "Round trip of answered heartbeat pings.");
   for (const auto& v : vms) {
-    const auto vm = label(v.status.vm());
+    const auto& vm = name_of(v);
     std::uint64_t cumulative = 0;
     for (std::size_t i = 0; i < rtt_buckets.size(); ++i) {
       cumulative += v.rtt_bucket_counts[i];
-      w.sample("qxa_heartbeat_rtt_seconds_bucket",
-               fmt::format("vm=\"{}\",le=\"{}\"", vm, rtt_buckets[i]), cumulative);
+      w.sample("qxa_heartbeat_rtt_seconds_bucket", cumulative, "vm=\"{}\",le=\"{}\"", vm,
+               rtt_buckets[i]);
     }
-    w.sample("qxa_heartbeat_rtt_seconds_bucket", fmt::format("vm=\"{}\",le=\"+Inf\"", vm),
-             v.rtt_count);
-    w.sample("qxa_heartbeat_rtt_seconds_sum", fmt::format("vm=\"{}\"", vm), v.rtt_sum_seconds);
-    w.sample("qxa_heartbeat_rtt_seconds_count", fmt::format("vm=\"{}\"", vm), v.rtt_count);
+    w.sample("qxa_heartbeat_rtt_seconds_bucket", v.rtt_count, "vm=\"{}\",le=\"+Inf\"", vm);
+    w.sample("qxa_heartbeat_rtt_seconds_sum", v.rtt_sum_seconds, "vm=\"{}\"", vm);
+    w.sample("qxa_heartbeat_rtt_seconds_count", v.rtt_count, "vm=\"{}\"", vm);
   }
 
   w.family("qxa_requests_total", "counter",
            "Requests forwarded to the VM's agent, by operation and outcome.");
   for (const auto& v : vms) {
     for (const auto& [key, n] : v.requests) {
-      w.sample("qxa_requests_total",
-               fmt::format("vm=\"{}\",operation=\"{}\",outcome=\"{}\"", label(v.status.vm()),
-                           label(key.first), label(key.second)),
-               n);
+      w.sample("qxa_requests_total", n, "vm=\"{}\",operation=\"{}\",outcome=\"{}\"", name_of(v),
+               label(key.first), label(key.second));
     }
   }
 
@@ -110,15 +122,15 @@ std::string render_metrics(const std::vector<vm_metrics>& vms) {
        }) {
     w.family(c.name, "counter", c.help);
     for (const auto& v : vms) {
-      w.sample(c.name, fmt::format("vm=\"{}\"", label(v.status.vm())), (v.status.*c.get)());
+      w.sample(c.name, (v.status.*c.get)(), "vm=\"{}\"", name_of(v));
     }
   }
 
   w.family("qxa_guest_clock_offset_seconds", "gauge",
            "The guest's clock minus this host's, at the last answered heartbeat.");
   for (const auto& v : vms) {
-    w.sample("qxa_guest_clock_offset_seconds", fmt::format("vm=\"{}\"", label(v.status.vm())),
-             v.status.clock_offset_ms() / 1000.0);
+    w.sample("qxa_guest_clock_offset_seconds", v.status.clock_offset_ms() / 1000.0, "vm=\"{}\"",
+             name_of(v));
   }
 
   // Guest telemetry: only for VMs that have sent some.
@@ -127,7 +139,7 @@ std::string render_metrics(const std::vector<vm_metrics>& vms) {
     w.family(name, "gauge", help);
     for (const auto& v : vms) {
       if (v.status.last_telemetry_unix_ms() == 0) continue;
-      w.sample(name, fmt::format("vm=\"{}\"", label(v.status.vm())), value(v));
+      w.sample(name, value(v), "vm=\"{}\"", name_of(v));
     }
   };
   per_vm("qxa_guest_memory_total_bytes", "Guest memory, as the guest sees it.",
@@ -144,10 +156,8 @@ std::string render_metrics(const std::vector<vm_metrics>& vms) {
     w.family(name, "gauge", help);
     for (const auto& v : vms) {
       for (const auto& d : v.status.last_telemetry().disks()) {
-        w.sample(name,
-                 fmt::format("vm=\"{}\",mount_point=\"{}\",device=\"{}\"", label(v.status.vm()),
-                             label(d.mount_point()), label(d.device())),
-                 value(d));
+        w.sample(name, value(d), "vm=\"{}\",mount_point=\"{}\",device=\"{}\"", name_of(v),
+                 label(d.mount_point()), label(d.device()));
       }
     }
   };
@@ -160,8 +170,7 @@ std::string render_metrics(const std::vector<vm_metrics>& vms) {
     w.family(name, "counter", help);
     for (const auto& v : vms) {
       for (const auto& d : v.status.last_telemetry().disk_io()) {
-        w.sample(name, fmt::format("vm=\"{}\",disk=\"{}\"", label(v.status.vm()), label(d.name())),
-                 value(d));
+        w.sample(name, value(d), "vm=\"{}\",disk=\"{}\"", name_of(v), label(d.name()));
       }
     }
   };
@@ -183,10 +192,8 @@ std::string render_metrics(const std::vector<vm_metrics>& vms) {
           {"idle", c.idle_ms()},       {"iowait", c.iowait_ms()}, {"irq", c.irq_ms()},
           {"softirq", c.softirq_ms()}, {"steal", c.steal_ms()}};
       for (const auto& [mode, ms] : modes) {
-        w.sample(
-            "qxa_guest_cpu_seconds_total",
-            fmt::format("vm=\"{}\",cpu=\"{}\",mode=\"{}\"", label(v.status.vm()), c.cpu(), mode),
-            static_cast<double>(ms) / 1000.0);
+        w.sample("qxa_guest_cpu_seconds_total", static_cast<double>(ms) / 1000.0,
+                 "vm=\"{}\",cpu=\"{}\",mode=\"{}\"", name_of(v), c.cpu(), mode);
       }
     }
   }
