@@ -129,8 +129,8 @@ __attribute__((no_sanitize_address)) int exec_child(void* arg) {
 
 // Starts the child the way posix_spawn does (clone with CLONE_VM | CLONE_VFORK: no copy of the
 // agent's page tables, the parent waits only until the exec), asking the kernel for a pidfd
-// with it. Returns the pid, or -1 with errno; `pidfd` is -1 where the kernel has no CLONE_PIDFD
-// (before 5.2).
+// with it. Returns the pid, or -1 with errno; `pidfd` is -1 where the kernel has no pidfds
+// (before 5.2; the caller then polls).
 pid_t clone_child(child_plan& plan, int& pidfd) {
   // The child's stack: exec_child's frame and the few calls it makes.
   constexpr std::size_t stack_size = 64u << 10;
@@ -145,11 +145,12 @@ pid_t clone_child(child_plan& plan, int& pidfd) {
   pidfd = -1;
   constexpr int flags = CLONE_VM | CLONE_VFORK | SIGCHLD;
   pid_t pid = ::clone(exec_child, top, flags | CLONE_PIDFD, &plan, &pidfd);
-  if (pid < 0 && errno == EINVAL) {
+  if (pid < 0 && errno == EINVAL) {  // a kernel that refuses the flag
     pidfd = -1;
     pid = ::clone(exec_child, top, flags, &plan);
-    if (pid > 0) pidfd = pidfd_open(pid);
   }
+  // (Kernels before 5.2 may also ignore it: then pidfd_open, where there is one.)
+  if (pid > 0 && pidfd < 0) pidfd = pidfd_open(pid);
   const int e = errno;
   ::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, nullptr, kernel_sigset_bytes);
   errno = e;
