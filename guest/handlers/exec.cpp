@@ -54,7 +54,7 @@ asio::awaitable<void> pump(asio::posix::stream_descriptor& pipe, output_sink& si
         out.mutable_exec_output()->set_stream(sink.stream);
         out.mutable_exec_output()->set_data(buf.data() + at, std::min(piece, keep - at));
         sink.sent += std::min(piece, keep - at);
-        host_listens = co_await ctx.progress(std::move(out));
+        host_listens = co_await ctx.progress(out);
       }
     } else if (!sink.streamed) {
       sink.captured.data.append(buf.data(), keep);

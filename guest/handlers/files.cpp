@@ -145,25 +145,33 @@ asio::awaitable<pb::Envelope> file_read(request_context ctx, pb::Envelope reques
   std::uint32_t chunk = req.chunk_bytes() > 0 ? req.chunk_bytes() : default_chunk_bytes;
   chunk = std::min({chunk, policy.max_chunk_bytes, ctx.max_reply_bytes() - 4096});
   common::sha256 digest;
-  std::string buf(chunk, '\0');
   std::uint64_t offset = req.offset();
   std::uint64_t sent = 0;
+  // Each chunk is read straight into the message that carries it, whose buffer serves every
+  // chunk in turn: no copy of the data besides the one into the write queue.
+  pb::Envelope out;
   for (;;) {
-    const ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(offset));
+    auto* c = out.mutable_file_chunk();
+    std::string& data = *c->mutable_data();
+    data.resize(chunk);
+    const ssize_t n = ::pread(fd, data.data(), data.size(), static_cast<off_t>(offset));
     if (n < 0) {
       if (errno == EINTR) continue;
       co_return system_error(errno, "cannot read " + req.path());
     }
     if (n == 0) break;
+    data.resize(static_cast<std::size_t>(n));
     if (sent + static_cast<std::uint64_t>(n) > policy.max_file_bytes) {
       co_return error_reply(pb::ERROR_CODE_RESOURCE_EXHAUSTED, req.path() + " grew past the limit");
     }
-    digest.update(buf.data(), static_cast<std::size_t>(n));
-    pb::Envelope out;
-    out.mutable_file_chunk()->set_offset(offset);
-    out.mutable_file_chunk()->set_data(buf.data(), static_cast<std::size_t>(n));
-    if (sent == 0) out.mutable_file_chunk()->set_file_size(st.size);
-    if (!co_await ctx.progress(std::move(out))) {
+    digest.update(data);
+    c->set_offset(offset);
+    if (sent == 0) {
+      c->set_file_size(st.size);
+    } else {
+      c->clear_file_size();
+    }
+    if (!co_await ctx.progress(out)) {
       co_return error_reply(pb::ERROR_CODE_CANCELLED, "the host went away");
     }
     offset += static_cast<std::uint64_t>(n);

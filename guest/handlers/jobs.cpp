@@ -133,7 +133,7 @@ asio::awaitable<pb::Envelope> job_attach(request_context ctx, pb::Envelope reque
         o->set_stream(s == 0 ? pb::ExecOutput::STREAM_STDOUT : pb::ExecOutput::STREAM_STDERR);
         o->set_offset(offset);
         o->set_data(std::move(data));
-        if (!co_await ctx.progress(std::move(out))) {
+        if (!co_await ctx.progress(out)) {
           co_return error_reply(pb::ERROR_CODE_CANCELLED, "the host went away");
         }
       }
@@ -150,7 +150,7 @@ asio::awaitable<pb::Envelope> job_attach(request_context ctx, pb::Envelope reque
     if (woke.index() == 1) {
       pb::Envelope still;
       *still.mutable_job() = job_to_proto(*j, ctx.state);
-      if (!co_await ctx.progress(std::move(still))) {
+      if (!co_await ctx.progress(still)) {
         co_return error_reply(pb::ERROR_CODE_CANCELLED, "the host went away");
       }
     }

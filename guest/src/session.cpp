@@ -197,7 +197,7 @@ void session::cancel_all(const char* why) {
 }
 
 asio::awaitable<bool> session::send_progress(std::uint64_t stamped, std::uint64_t request_id,
-                                             pb::Envelope body) {
+                                             pb::Envelope& body) {
   // Bulk data waits while this much is queued, so that a small reply (a pong) is never stuck
   // behind much of it; urgent replies overtake what is queued anyway.
   constexpr std::size_t bulk_queue_bytes = 1u << 20;
@@ -217,12 +217,12 @@ asio::awaitable<bool> session::send_progress(std::uint64_t stamped, std::uint64_
   co_return !stream_->post(body);
 }
 
-asio::awaitable<bool> handlers::request_context::progress(pb::Envelope body) const {
+asio::awaitable<bool> handlers::request_context::progress(pb::Envelope& body) const {
   if (!owner) {
     if (on_progress) on_progress(body);
     co_return true;
   }
-  co_return co_await owner->send_progress(session_id, request_id, std::move(body));
+  co_return co_await owner->send_progress(session_id, request_id, body);
 }
 
 std::uint32_t handlers::request_context::max_reply_bytes() const {

@@ -28,8 +28,9 @@ struct request_context {
 
   /// Sends a partial reply (more = true) to this request, first waiting while the session's
   /// write queue holds much bulk data (the host reads at its pace; small replies go first).
-  /// False once the session has ended: the handler should stop.
-  asio::awaitable<bool> progress(pb::Envelope body) const;
+  /// False once the session has ended: the handler should stop. `body` is sent as it is on
+  /// return (its reply fields set): the handler may fill it again, its buffers reused.
+  asio::awaitable<bool> progress(pb::Envelope& body) const;
   /// The largest reply payload the host accepts (its Hello's limit, or the agent's own).
   [[nodiscard]] std::uint32_t max_reply_bytes() const;
 };

@@ -38,7 +38,7 @@ class session : public std::enable_shared_from_this<session> {
 
   /// Sends a partial reply to a request of session `stamped` (see request_context::progress).
   asio::awaitable<bool> send_progress(std::uint64_t stamped, std::uint64_t request_id,
-                                      pb::Envelope body);
+                                      pb::Envelope& body);
   /// Stops every request still running (the host went away or opened a new session).
   void cancel_all(const char* why);
   /// The largest payload the host accepts: the limit in its Hello, or the agent's own.
