@@ -8,6 +8,8 @@
 #
 #   build-vm.sh OUT_DIR AGENT_BINARY [KERNEL_RELEASE]
 #
+# QXA_VM_EXTRA_PROGRAMS: more static programs, space-separated, copied into the guest's
+# /usr/local/bin (the benchmarks' image carries its port echo this way; the tests' has none).
 # Writes OUT_DIR/kernel (the uncompressed vmlinux when it can be extracted: it boots in about
 # half the time under TCG thanks to its PVH entry point; otherwise the bzImage),
 # OUT_DIR/initrd.cpio.gz and OUT_DIR/kernel-release.
@@ -72,6 +74,11 @@ mkdir -p "$root/bin" "$root/sbin" "$root/etc/quantix-kvm" "$root/proc" "$root/sy
 cp "$busybox" "$root/bin/busybox"
 cp "$agent" "$root/sbin/quantix-kvm-agent"
 cp "$here/init" "$root/init"
+mkdir -p "$root/usr/local/bin"
+for program in ${QXA_VM_EXTRA_PROGRAMS:-}; do
+  cp "$program" "$root/usr/local/bin/"
+  chmod 755 "$root/usr/local/bin/${program##*/}"
+done
 chmod 755 "$root/init" "$root/sbin/quantix-kvm-agent"
 # Accounts: root, and alice for the password and SSH key tests.
 cat > "$root/etc/passwd" <<'PW'
