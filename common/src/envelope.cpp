@@ -5,14 +5,14 @@
 
 namespace qxa::common {
 
-result<std::vector<std::uint8_t>> encode_message(const google::protobuf::MessageLite& envelope,
-                                                 std::size_t max_payload) {
+result<frame_bytes> encode_message(const google::protobuf::MessageLite& envelope,
+                                   std::size_t max_payload) {
   const std::size_t size = envelope.ByteSizeLong();
   if (size > max_payload) {
     return {errc::frame_too_large,
             fmt::format("message of {} bytes exceeds the {} byte frame limit", size, max_payload)};
   }
-  std::vector<std::uint8_t> frame(frame_header_size + size);
+  frame_bytes frame(frame_header_size + size);  // not zeroed: every byte is written below
   envelope.SerializeWithCachedSizesToArray(frame.data() + frame_header_size);
   encode_frame_header({frame.data() + frame_header_size, size},
                       std::span<std::uint8_t, frame_header_size>(frame.data(), frame_header_size));

@@ -12,7 +12,7 @@ std::deque<write_queue::frame_ptr>::iterator write_queue::first_not_urgent() {
   return std::find_if(queue_.begin(), queue_.end(), [](const frame_ptr& f) { return !f->urgent; });
 }
 
-result<write_queue::frame_ptr> write_queue::push(std::vector<std::uint8_t> bytes,
+result<write_queue::frame_ptr> write_queue::push(frame_bytes bytes,
                                                  const frame_options& options) {
   if (!open_) return close_reason_;
   auto replaced = queue_.end();

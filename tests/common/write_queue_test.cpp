@@ -14,8 +14,8 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-std::vector<std::uint8_t> bytes_of(std::size_t n, std::uint8_t tag) {
-  return std::vector<std::uint8_t>(n, tag);
+qc::frame_bytes bytes_of(std::size_t n, std::uint8_t tag) {
+  return qc::frame_bytes(n, tag);
 }
 
 qc::frame_options opts(bool urgent = false, std::uint32_t key = 0) {

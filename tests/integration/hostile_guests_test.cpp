@@ -54,7 +54,10 @@ namespace {
 
 using unix_socket = asio::local::stream_protocol::socket;
 
-std::vector<std::uint8_t> frame_of(const pb::Envelope& e) { return qc::encode_envelope(e).value(); }
+std::vector<std::uint8_t> frame_of(const pb::Envelope& e) {
+  const auto f = qc::encode_envelope(e).value();
+  return {f.begin(), f.end()};
+}
 
 // Hostile guests, each serving every connection the daemon makes to its socket.
 struct hostile_guests {

@@ -19,10 +19,10 @@ inline constexpr std::uint32_t protocol_version = 1;
 
 /// Serializes one message (an Envelope, or a control message) into a complete frame. Fails with
 /// frame_too_large when the payload would exceed `max_payload`.
-result<std::vector<std::uint8_t>> encode_message(const google::protobuf::MessageLite& message,
-                                                 std::size_t max_payload = default_max_frame_size);
+result<frame_bytes> encode_message(const google::protobuf::MessageLite& message,
+                                   std::size_t max_payload = default_max_frame_size);
 
-inline result<std::vector<std::uint8_t>> encode_envelope(
+inline result<frame_bytes> encode_envelope(
     const pb::Envelope& envelope, std::size_t max_payload = default_max_frame_size) {
   return encode_message(envelope, max_payload);
 }

@@ -20,7 +20,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <memory>
+#include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace qxa::common {
@@ -29,6 +32,30 @@ inline constexpr std::uint8_t frame_magic[4] = {0xF5, 0x51, 0x58, 0x41};
 inline constexpr std::uint8_t frame_version = 1;
 inline constexpr std::size_t frame_header_size = 20;
 inline constexpr std::size_t default_max_frame_size = 16u << 20;  // payload bytes
+
+/// An allocator whose default construction leaves the bytes as they are: a vector of it grows
+/// without zeroing what is about to be written anyway (a frame is serialized into its bytes).
+template <class T>
+struct uninitialized_allocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = uninitialized_allocator<U>;
+  };
+  uninitialized_allocator() = default;
+  template <class U>
+  uninitialized_allocator(const uninitialized_allocator<U>&) noexcept {}  // NOLINT: rebinding
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
+/// The bytes of one encoded frame, header and payload.
+using frame_bytes = std::vector<std::uint8_t, uninitialized_allocator<std::uint8_t>>;
 
 /// CRC-32 (zlib's polynomial) of a byte range.
 std::uint32_t crc32(std::span<const std::uint8_t> bytes) noexcept;

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "qxa/common/error.hpp"
+#include "qxa/common/frame.hpp"
 
 namespace qxa::common {
 
@@ -34,7 +35,7 @@ namespace qxa::common {
 struct outgoing_frame {
   using clock = std::chrono::steady_clock;
 
-  std::vector<std::uint8_t> bytes;
+  frame_bytes bytes;
   clock::time_point deadline;
   std::uint32_t replace_key = 0;
   bool urgent = false;
@@ -69,7 +70,7 @@ class write_queue {
 
   /// Queues a frame. Fails with queue_full when it would take queued_bytes() past the limit
   /// (the bytes of a frame it replaces count as freed), or with the close reason once closed.
-  result<frame_ptr> push(std::vector<std::uint8_t> bytes, const frame_options& options);
+  result<frame_ptr> push(frame_bytes bytes, const frame_options& options);
 
   /// Takes the next batch: frames from the front while the batch stays within the gather
   /// limit, at least one. Empty when nothing is queued, while a batch is being written, or
