@@ -4,7 +4,7 @@
 //
 // Usage: qx-bench [--smoke] [--json FILE] [--agent PATH] [--qemu-ga PATH]
 //        qx-bench --vm [--smoke] [--json FILE] [--plot FILE]   over a real virtio-serial port
-//        qx-bench --fleet N [--smoke] [--json FILE]   qx-agentd with N simulated guests
+//        qx-bench --fleet N [--smoke] [--json FILE] [--plot FILE]   qx-agentd, N simulated guests
 //   --smoke  tiny sizes, for the test suite: checks that every measurement runs, not its speed.
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
           "usage: qx-bench [--smoke] [--json FILE] [--plot FILE.png] [--agent PATH] [--qemu-ga "
           "PATH]\n"
           "       qx-bench --vm [--smoke] [--json FILE] [--plot FILE.png]\n"
-          "       qx-bench --fleet N [--smoke] [--json FILE]\n"
+          "       qx-bench --fleet N [--smoke] [--json FILE] [--plot FILE.png]\n"
           "  --smoke   tiny sizes and short windows: checks that every figure is measured\n"
           "  --vm      over a real virtio-serial port: the test guest under QEMU, ours (straight\n"
           "            to the socket and through qx-agentd) against a raw echo in the guest\n"
@@ -173,7 +173,28 @@ int main(int argc, char** argv) {
     if (::mkdtemp(fleet_dir) == nullptr) die("mkdtemp failed");
     auto j = measure_fleet(fleet, fleet_dir, s.smoke);
     std::filesystem::remove_all(fleet_dir);
+    // Each figure against the target for 10,000 VMs (there is no floor for these).
+    report t{.columns = {"target", "ours"}, .ratios = {{1, 0}}, .rows = {}};
+    auto add = [&](std::string figure, std::optional<double> target, double ours) {
+      t.rows.push_back({std::move(figure), {target, ours}, true});
+    };
+    add("cold start to all ready (s)", 10, j["cold_start_to_all_ready_s"].get<double>());
+    add("all guests back to ready (s)", std::nullopt,
+        j["guests_back_to_all_ready_s"].get<double>());
+    add("qx-agentd RSS (MB)", 200, j["daemon_rss_mib"].get<double>() * 1.048576);
+    add("memory per VM (KiB)", 16, j["memory_per_vm_kib"].get<double>());
+    add("qx-agentd CPU, steady (% of a core)", 10,
+        j["daemon_cpu_percent_of_one_core"].get<double>());
+    add("/metrics scrape, slowest of 5 (ms)", 1000,
+        j["metrics_scrape_slowest_of_5_ms"].get<double>());
+    t.print();
+    j["rows"] = t.rows_json();
     if (!s.json_path.empty()) std::ofstream(s.json_path) << j.dump(2) << "\n";
+    if (!s.plot_path.empty()) {
+      t.plot(s.plot_path, fmt::format("qx-agentd with {} VMs against the targets for 10,000 (above "
+                                      "1: the target is met)",
+                                      fleet));
+    }
     return 0;
   }
   if (vm) {
