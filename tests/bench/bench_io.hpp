@@ -46,6 +46,15 @@ inline std::vector<pid_t>& live_children() {
   return pids;
 }
 
+/// Counts a process started by other means among live_children() while it lives.
+struct watched_child {
+  pid_t pid;
+  explicit watched_child(pid_t p) : pid(p) { live_children().push_back(p); }
+  ~watched_child() { std::erase(live_children(), pid); }
+  watched_child(const watched_child&) = delete;
+  watched_child& operator=(const watched_child&) = delete;
+};
+
 /// Ends qx-bench, and every process it started with it.
 [[noreturn]] inline void die(const std::string& why) {
   std::fprintf(stderr, "qx-bench: %s\n", why.c_str());

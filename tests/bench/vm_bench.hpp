@@ -175,6 +175,7 @@ inline report measure_vm(const settings& s, const std::string& dir) {
   test::test_vm vm({.memory_mb = 1024,
                     .socket_path = socket,
                     .kernel_args = "qxa.agent=none"});  // the port is the echo's first
+  const watched_child qemu(vm.process().pid());  // killed if qx-bench gives up
   const auto boot0 = clock_type::now();
   if (!vm.wait_booted(std::chrono::seconds(120))) die("the guest did not boot:\n" + vm.console());
   std::printf("guest booted in %.1f s\n", ms_since(boot0) / 1000);
