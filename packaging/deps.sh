@@ -44,8 +44,46 @@ qxa_install_missing() {
     command -v sudo >/dev/null || { echo "need root or sudo to install: ${missing[*]}" >&2; return 1; }
     sudo=(sudo)
   fi
-  echo "installing ${missing[*]}"
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}"
+  local noun=packages
+  ((${#missing[@]} == 1)) && noun=package
+  echo "installing ${#missing[@]} $noun: ${missing[*]}"
+  echo "apt: updating the package lists"
+  qxa_apt "${sudo[@]}" apt-get update &&
+    qxa_apt "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+      --no-install-recommends "${missing[@]}"
+}
+
+# qxa_apt COMMAND...: runs an apt-get command quietly. What it installs and its progress show as
+# a few lines (every 25 % of the packages fetched, then set up, counted from apt's and dpkg's own
+# lines); everything apt and dpkg print goes to a log, removed on success and shown whole when
+# the command fails. (apt's machine-readable APT::Status-Fd is not used: on standard output it
+# broke maintainer scripts that print, and another descriptor does not pass through sudo.)
+qxa_apt() {
+  local log status
+  log=$(mktemp "${TMPDIR:-/tmp}/qxa-apt.XXXXXX") || return 1
+  "$@" -o Dpkg::Use-Pty=0 2>&1 | awk -v logfile="$log" '
+    function step(what, n,    p) {
+      if (total == 0) return
+      p = int(n * 4 / total) * 25
+      if (p > 100) p = 100
+      if (p <= shown[what]) return
+      shown[what] = p
+      printf "apt: %s %d %%\n", what, p
+      fflush()
+    }
+    { print > logfile; fflush(logfile) }
+    /^[0-9]+ upgraded, [0-9]+ newly installed/ {
+      total = $1 + $3
+      printf "apt: %d package%s to fetch and set up, with what they need\n", total, total == 1 ? "" : "s"
+      fflush()
+    }
+    /^Get:[0-9]+ / { step("fetched", ++fetched) }
+    /^Setting up / { step("set up", ++set_up) }'
+  status=${PIPESTATUS[0]}
+  if ((status != 0)); then
+    echo "apt-get failed (status $status); its whole output:" >&2
+    cat "$log" >&2
+  fi
+  rm -f "$log"
+  return "$status"
 }

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -131,6 +132,62 @@ TEST_CASE("install.sh --root twice, then uninstall.sh --root, leaves only the ke
   std::string line;
   std::getline(kept, line);
   CHECK(line == "log_level = \"debug\"");
+}
+
+TEST_CASE("the set-up says what it installs in a few lines, and all of apt's output when it fails",
+          "[integration][packaging]") {
+  // deps.sh against stand-ins for dpkg-query (nothing is installed), sudo and apt-get (apt's
+  // and dpkg's lines for 300 packages, failing when asked).
+  temp_dir dir;
+  fs::create_directories(dir / "bin");
+  fs::create_directories(dir / "tmp");
+  std::ofstream(dir / "bin/dpkg-query") << "#!/bin/sh\necho unknown\n";
+  std::ofstream(dir / "bin/sudo") << "#!/bin/sh\nexec \"$@\"\n";
+  std::ofstream(dir / "bin/apt-get") << R"SH(#!/bin/sh
+case " $* " in *" update "*) echo "Hit:1 http://deb.debian.org/debian bookworm InRelease"; exit 0 ;; esac
+echo "0 upgraded, 300 newly installed, 0 to remove and 0 not upgraded."
+for step in Get Unpacking Setting; do
+  i=1
+  while [ $i -le 300 ]; do
+    case $step in
+      Get) echo "Get:$i http://deb.debian.org/debian bookworm/main amd64 fake-$i amd64 1.0 [1 kB]" ;;
+      Unpacking) echo "Unpacking fake-$i (1.0) ..." ;;
+      Setting) echo "Setting up fake-$i (1.0) ..." ;;
+    esac
+    i=$((i + 1))
+  done
+done
+if [ -n "${QXA_FAKE_APT_FAIL:-}" ]; then
+  echo "E: Sub-process /usr/bin/dpkg returned an error code (1)" >&2
+  exit 100
+fi
+)SH";
+  for (const char* f : {"dpkg-query", "sudo", "apt-get"}) {
+    fs::permissions(dir / (std::string("bin/") + f), fs::perms::owner_all);
+  }
+  const auto setup = [&](const std::string& env) {
+    return sh(fmt::format(
+        "{} TMPDIR='{}' PATH='{}':\"$PATH\" bash -c '. \"{}/packaging/deps.sh\"; "
+        "qxa_packages=(qxa-fake-a qxa-fake-b); qxa_install_missing' 2>&1",
+        env, dir / "tmp", dir / "bin", source));
+  };
+  auto ok = setup("");
+  INFO(ok.out);
+  CHECK(ok.status == 0);
+  CHECK(std::count(ok.out.begin(), ok.out.end(), '\n') <= 12);
+  CHECK_THAT(ok.out, Catch::Contains("installing 2 packages: qxa-fake-a qxa-fake-b"));
+  CHECK_THAT(ok.out, Catch::Contains("apt: 300 packages to fetch and set up"));
+  CHECK_THAT(ok.out, Catch::Contains("apt: fetched 100 %") && Catch::Contains("apt: set up 100 %"));
+  CHECK_THAT(ok.out, !Catch::Contains("Unpacking"));
+
+  auto failed = setup("QXA_FAKE_APT_FAIL=1");
+  INFO(failed.out);
+  CHECK(failed.status == 100);
+  CHECK_THAT(failed.out, Catch::Contains("apt-get failed (status 100)"));
+  CHECK_THAT(failed.out, Catch::Contains("Unpacking fake-1 (1.0)") &&
+                             Catch::Contains("Setting up fake-300 (1.0)") &&
+                             Catch::Contains("E: Sub-process /usr/bin/dpkg returned an error code"));
+  CHECK(fs::is_empty(dir / "tmp"));  // the log is gone either way
 }
 
 TEST_CASE("install.sh refuses damaged media and bad arguments", "[integration][packaging]") {
