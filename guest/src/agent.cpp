@@ -67,6 +67,13 @@ job_limits job_limits_of(const agent_options& options) {
 
 bool agent_state::frozen() const noexcept { return freeze && freeze->frozen(); }
 
+pb::Telemetry agent_state::telemetry_sample() {
+  auto t = sampler.sample();
+  t.set_sequence(++telemetry_sequence);
+  if (frozen()) *t.mutable_freeze() = freeze->state();
+  return t;
+}
+
 asio::awaitable<void> agent::prepare_exit() {
   state_->jobs->kill_all();
   if (state_->frozen()) {
@@ -172,8 +179,7 @@ asio::awaitable<int> agent::telemetry_loop() {
     pb::Envelope e;
     e.set_session_id(s->id());
     auto* t = e.mutable_telemetry();
-    *t = state_->sampler.sample();
-    t->set_sequence(++state_->telemetry_sequence);
+    *t = state_->telemetry_sample();
     if (!s->fits(e)) {
       // A frame over the host's limit would end its connection: not sent, and said why.
       common::log_warning("telemetry sample of {} bytes is over the host's frame limit of {}",

@@ -177,6 +177,19 @@ pb::FreezeStatus freezer::status() const {
   return s;
 }
 
+pb::FreezeState freezer::state() const {
+  pb::FreezeState s;
+  if (!frozen()) return s;
+  const auto now = std::chrono::steady_clock::now();
+  using std::chrono::duration_cast;
+  using std::chrono::milliseconds;
+  s.set_frozen(true);
+  s.set_frozen_ms(
+      static_cast<std::uint64_t>(duration_cast<milliseconds>(now - frozen_since_).count()));
+  s.set_lease_remaining_ms(duration_cast<milliseconds>(lease_end_ - now).count());
+  return s;
+}
+
 asio::awaitable<std::vector<std::string>> freezer::run_hooks(const char* phase) {
   // Freeze hooks run in name order, thaw hooks in reverse: a hook wraps what comes after it.
   std::vector<std::string> errors;
@@ -207,6 +220,7 @@ std::chrono::steady_clock::time_point freezer::lease_end(std::chrono::nanosecond
   const auto end =
       std::min(now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(lease), cap);
   lease_expires_unix_ms_ = unix_ms_after(end - now);
+  lease_end_ = end;
   return end;
 }
 

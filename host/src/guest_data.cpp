@@ -140,6 +140,12 @@ pb::Telemetry known_only(const pb::Telemetry& in) {
     o->set_softirq_ms(c.softirq_ms());
     o->set_steal_ms(c.steal_ms());
   }
+  if (in.has_freeze()) {
+    auto* f = out.mutable_freeze();
+    f->set_frozen(in.freeze().frozen());
+    f->set_frozen_ms(in.freeze().frozen_ms());
+    f->set_lease_remaining_ms(in.freeze().lease_remaining_ms());
+  }
   return out;
 }
 

@@ -152,6 +152,32 @@ std::string render_metrics(const std::vector<vm_metrics>& vms) {
          [&](const vm_metrics& v) {
            return static_cast<double>(now_ms - v.status.last_telemetry_unix_ms()) / 1000.0;
          });
+  // The guest's freeze, as of its last sample and aged since by the host's own clock.
+  const auto age_s = [&](const vm_metrics& v) {
+    return static_cast<double>(now_ms - v.status.last_telemetry_unix_ms()) / 1000.0;
+  };
+  const auto frozen = [](const vm_metrics& v) {
+    return v.status.last_telemetry().freeze().frozen();
+  };
+  per_vm("qxa_guest_frozen", "1 while the agent holds the guest's filesystems frozen.",
+         [&](const vm_metrics& v) { return frozen(v) ? 1 : 0; });
+  per_vm(
+      "qxa_guest_frozen_seconds", "How long the guest's filesystems have been frozen (0: thawed).",
+      [&](const vm_metrics& v) {
+        return frozen(v)
+                   ? static_cast<double>(v.status.last_telemetry().freeze().frozen_ms()) / 1000.0 +
+                         age_s(v)
+                   : 0.0;
+      });
+  w.family("qxa_guest_freeze_lease_remaining_seconds", "gauge",
+           "While frozen: time until the agent thaws by itself; negative past the lease's end.");
+  for (const auto& v : vms) {
+    if (v.status.last_telemetry_unix_ms() == 0 || !frozen(v)) continue;
+    w.sample("qxa_guest_freeze_lease_remaining_seconds",
+             static_cast<double>(v.status.last_telemetry().freeze().lease_remaining_ms()) / 1000.0 -
+                 age_s(v),
+             "vm=\"{}\"", name_of(v));
+  }
   auto per_disk = [&](const char* name, const char* help, auto value) {
     w.family(name, "gauge", help);
     for (const auto& v : vms) {

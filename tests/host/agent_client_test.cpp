@@ -502,6 +502,9 @@ TEST_CASE("the host keeps only the fields it knows of a guest's telemetry, and a
   cpu->set_irq_ms(43);
   cpu->set_softirq_ms(44);
   cpu->set_steal_ms(45);
+  full.mutable_freeze()->set_frozen(true);
+  full.mutable_freeze()->set_frozen_ms(46);
+  full.mutable_freeze()->set_lease_remaining_ms(-47);
   pb::Telemetry copy = full;
   CHECK(qh::cap_telemetry(copy).empty());
   CHECK(copy.SerializeAsString() == full.SerializeAsString());

@@ -332,6 +332,10 @@ TEST_CASE(
     ++wide_series;
   }
   CHECK(wide_series <= 120);
+  // Its freeze as it reports it, whatever the numbers: the series the freeze alerts read.
+  CHECK_THAT(body, Catch::Contains("qxa_guest_frozen{vm=\"wide\"} 1\n"));
+  CHECK_THAT(body, Catch::Contains("qxa_guest_frozen_seconds{vm=\"wide\"} "));
+  CHECK_THAT(body, Catch::Contains("qxa_guest_freeze_lease_remaining_seconds{vm=\"wide\"} -"));
   CHECK(body.find('\x1b') == std::string::npos);
   const auto file = run.write("metrics.txt", body);
   auto lint = qxa::test::run_command({"/bin/sh", "-c", "promtool check metrics < " + file}, 30s);

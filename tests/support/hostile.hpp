@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,10 @@ inline constexpr const char* terminal_attack = "\x1b]0;owned\x07\x1b[2J\x1b[H";
 inline quantix::agent::v1::Telemetry oversized_telemetry() {
   quantix::agent::v1::Telemetry t;
   t.set_hostname(std::string("evil") + terminal_attack);
+  // Frozen since forever, its lease long over.
+  t.mutable_freeze()->set_frozen(true);
+  t.mutable_freeze()->set_frozen_ms(std::numeric_limits<std::uint64_t>::max());
+  t.mutable_freeze()->set_lease_remaining_ms(std::numeric_limits<std::int64_t>::min());
   auto* eth = t.add_interfaces();
   eth->set_name(std::string("eth0") + terminal_attack);
   for (int i = 0; i < 150'000; ++i) {

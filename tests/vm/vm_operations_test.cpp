@@ -402,12 +402,47 @@ TEST_CASE(
   REQUIRE(status.status == 0);
   CHECK(json::parse(status.out)["frozen"] == true);
   CHECK_FALSE(vm.console_has("QXA-WRITE-DONE-one", 3s));  // still blocked
+  // The agent's telemetry carries the freeze (what the daemon's freeze metrics and alerts
+  // read): frozen, for how long, and the lease's time left, on the guest's own clock.
+  const auto last_telemetry = [&]() -> json {  // null when the daemon does not answer
+    auto st = run_cli({"--json", "--control-socket", ctl, "status", "guest10"});
+    if (st.status != 0) return {};
+    const auto report = json::parse(st.out);
+    for (const auto& v : report["vms"]) {
+      if (v["vm"] == "guest10") return v["last_telemetry"];
+    }
+    return {};
+  };
+  const auto number = [](const json& j) {
+    return j.is_string() ? std::stod(j.get<std::string>()) : j.get<double>();
+  };
+  auto asked = run_cli({"--json", "--control-socket", ctl, "telemetry", "guest10"});
+  CHECK_THAT(asked.out, Catch::Contains("\"freeze\"") && Catch::Contains("\"lease_remaining_ms\""));
+  json fz;
+  CHECK(eventually(
+      [&] {
+        const auto t = last_telemetry();
+        fz = t.is_object() ? t.value("freeze", json()) : json();
+        return fz.is_object() && fz.value("frozen", false);
+      },
+      10s, 200ms));
+  if (fz.is_object() && fz.value("frozen", false)) {
+    CHECK(number(fz["lease_remaining_ms"]) > 0);
+    CHECK(number(fz["lease_remaining_ms"]) <= 60000);
+    CHECK(number(fz["frozen_ms"]) < 60000);
+  }
 
   auto thawed = run_cli({"--json", "--control-socket", ctl, "thaw", "guest10"});
   REQUIRE(thawed.status == 0);
   CHECK(json::parse(thawed.out)["frozen"] == false);
   CHECK(vm.console_has("QXA-WRITE-DONE-one", 20s));
   CHECK(vm.console_has("audit: op=freeze session=", 10s));  // held while frozen, written after
+  CHECK(eventually(  // thawed: the next samples carry no freeze
+      [&] {
+        const auto t = last_telemetry();
+        return t.is_object() && !t.contains("freeze");
+      },
+      10s, 200ms));
 
   // A lease nobody renews ends by itself.
   REQUIRE(run_cli({"--control-socket", ctl, "freeze", "guest10", "--lease", "3s"}).status == 0);

@@ -118,6 +118,9 @@ struct agent_state {
   bool upgrading = false;
 
   [[nodiscard]] bool frozen() const noexcept;
+  /// One telemetry sample, pushed or asked for: the next in sequence, with the freeze while
+  /// there is one.
+  pb::Telemetry telemetry_sample();
 };
 
 /// The job table's limits as the options set them.

@@ -111,6 +111,8 @@ class freezer {
   /// Thaws everything this agent froze; `by` is "host", "lease" or "restart".
   asio::awaitable<common::result<pb::FreezeStatus>> thaw(std::string by);
   [[nodiscard]] pb::FreezeStatus status() const;
+  /// For telemetry: frozen for how long, and how long until the lease ends (empty when thawed).
+  [[nodiscard]] pb::FreezeState state() const;
   /// At start-up: thaws the mounts a previous agent recorded as frozen by it.
   asio::awaitable<void> recover();
 
@@ -126,6 +128,7 @@ class freezer {
   freeze_options opt_;
   std::vector<std::string> frozen_;  ///< in freezing order
   std::chrono::steady_clock::time_point frozen_since_{};
+  std::chrono::steady_clock::time_point lease_end_{};
   std::int64_t lease_expires_unix_ms_ = 0;
   std::string thawed_by_;
   bool busy_ = false;  ///< a freeze or thaw is under way
