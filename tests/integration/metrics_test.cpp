@@ -17,8 +17,10 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -92,6 +94,21 @@ TEST_CASE("qx-agentd serves Prometheus metrics that promtool accepts, with each 
   INFO(lint.out << lint.err);
   CHECK(lint.status == 0);
   CHECK(lint.out.empty());  // no lint findings either
+  // The shipped alert rules name only families the daemon serves, and states it reports.
+  std::ifstream rules(QXA_SOURCE_DIR "/packaging/prometheus/quantix-kvm-alerts.yml");
+  const std::string rule_text((std::istreambuf_iterator<char>(rules)), {});
+  const std::regex family(R"(qxa_[a-z_]+)");
+  int named = 0;
+  for (auto it = std::sregex_iterator(rule_text.begin(), rule_text.end(), family);
+       it != std::sregex_iterator(); ++it, ++named) {
+    CHECK_THAT(body, Catch::Contains("# TYPE " + it->str() + " "));
+  }
+  CHECK(named >= 8);
+  for (const char* state : {"unresponsive", "connecting", "handshaking", "stale-socket", "ready"}) {
+    CHECK_THAT(rule_text, Catch::Contains(state));
+    CHECK_THAT(body,
+               Catch::Contains(fmt::format("qxa_vm_state{{vm=\"alpha\",state=\"{}\"}}", state)));
+  }
 
   CHECK(http(port, "GET /other HTTP/1.1\r\n\r\n").first == "HTTP/1.1 404 Not Found");
   CHECK(http(port, "POST /metrics HTTP/1.1\r\n\r\n").first == "HTTP/1.1 405 Method Not Allowed");
@@ -114,8 +131,10 @@ TEST_CASE("qx-agentd serves Prometheus metrics that promtool accepts, with each 
   CHECK(ec == asio::error::eof);
 }
 
-TEST_CASE("a real Prometheus server scrapes qx-agentd and sees each VM's state",
-          "[integration][host]") {
+TEST_CASE(
+    "a real Prometheus server scrapes qx-agentd, sees each VM's state and evaluates the "
+    "shipped alert rules on it",
+    "[integration][host]") {
   temp_dir vms, run;
   auto a = start_vm_agent(vms, "alpha");
   auto b = start_vm_agent(vms, "beta");
@@ -134,9 +153,11 @@ TEST_CASE("a real Prometheus server scrapes qx-agentd and sees each VM's state",
   probe.close();
   const auto yml =
       run.write("prometheus.yml",
-                fmt::format("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: qxa\n"
+                fmt::format("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                            "rule_files:\n  - {}/packaging/prometheus/quantix-kvm-alerts.yml\n"
+                            "scrape_configs:\n  - job_name: qxa\n"
                             "    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-                            metrics_port));
+                            QXA_SOURCE_DIR, metrics_port));
   child_process prometheus({"/usr/bin/prometheus", "--config.file=" + yml,
                             "--storage.tsdb.path=" + (run / "tsdb"),
                             fmt::format("--web.listen-address=127.0.0.1:{}", web_port)});
@@ -163,6 +184,29 @@ TEST_CASE("a real Prometheus server scrapes qx-agentd and sees each VM's state",
       },
       30s, 100ms);
   CHECK(ready == std::set<std::string>{"alpha", "beta"});
+  // Every shipped rule has been evaluated on these series without an error, and none fires for
+  // two healthy VMs.
+  std::size_t healthy = 0, firing = 0;
+  qxa::test::eventually(
+      [&] {
+        auto [status, body] =
+            http(web_port, "GET /api/v1/rules HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        const auto j = json::parse(body, nullptr, false);
+        if (status != "HTTP/1.1 200 OK" || j.is_discarded() || j["status"] != "success") {
+          return false;
+        }
+        healthy = firing = 0;
+        for (const auto& g : j["data"]["groups"]) {
+          for (const auto& r : g["rules"]) {
+            healthy += r["health"] == "ok";
+            firing += r["state"] == "firing";
+          }
+        }
+        return healthy == 10;
+      },
+      30s, 100ms);
+  CHECK(healthy == 10);
+  CHECK(firing == 0);
   prometheus.signal(SIGTERM);
   prometheus.wait_exit(20s);
 }

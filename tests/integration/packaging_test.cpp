@@ -190,6 +190,22 @@ fi
   CHECK(fs::is_empty(dir / "tmp"));  // the log is gone either way
 }
 
+TEST_CASE("the shipped alert rules pass promtool's checks and their unit tests",
+          "[integration][packaging]") {
+  const auto dir = source + "/packaging/prometheus";
+  auto check = sh(fmt::format("promtool check rules '{}/quantix-kvm-alerts.yml' 2>&1", dir));
+  INFO(check.out);
+  CHECK(check.status == 0);
+  CHECK_THAT(check.out, Catch::Contains("SUCCESS: 10 rules found"));
+  // Each rule fires on the series of its trouble, not before its time, and never for the well
+  // VM beside it (quantix-kvm-alerts.test.yml).
+  auto unit =
+      sh(fmt::format("cd '{}' && promtool test rules quantix-kvm-alerts.test.yml 2>&1", dir));
+  INFO(unit.out);
+  CHECK(unit.status == 0);
+  CHECK_THAT(unit.out, Catch::Contains("SUCCESS"));
+}
+
 TEST_CASE("install.sh refuses damaged media and bad arguments", "[integration][packaging]") {
   temp_dir dir;
   const auto media = extract_iso(dir);
@@ -244,7 +260,9 @@ TEST_CASE("both Debian packages build with their dependencies, conffiles and fil
        {"./usr/sbin/qx-agentd", "./usr/bin/qx-agent", "./usr/lib/systemd/system/qx-agentd.service",
         "./usr/lib/tmpfiles.d/qx-agentd.conf", "./etc/quantix-kvm/qx-agentd.toml",
         "./usr/sbin/qx-libvirt-attach", "./usr/share/quantix-kvm/libvirt/agent-channel.xml",
-        "./usr/share/quantix-kvm/libvirt/qemu-ga-channel.xml"}) {
+        "./usr/share/quantix-kvm/libvirt/qemu-ga-channel.xml",
+        "./usr/share/quantix-kvm/prometheus/quantix-kvm-alerts.yml",
+        "./usr/share/quantix-kvm/prometheus/quantix-kvm-alerts.test.yml"}) {
     CHECK_THAT(hc.out, Catch::Contains(f));
   }
   CHECK(sh("dpkg-deb -f '" + host + "' Version").out == "0.1.0\n");
