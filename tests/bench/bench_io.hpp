@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -208,6 +209,17 @@ inline double cpu_seconds(pid_t pid) {
     if (i == 15) stime = std::stoul(field);
   }
   return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+/// `n` bytes that no compressor shrinks, the same for the same `seed`.
+inline std::string random_bytes(std::size_t n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string data(n, '\0');
+  for (std::size_t i = 0; i < n; i += 8) {
+    const auto w = rng();
+    std::memcpy(data.data() + i, &w, std::min<std::size_t>(8, n - i));
+  }
+  return data;
 }
 
 }  // namespace qxa::bench

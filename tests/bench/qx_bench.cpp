@@ -25,7 +25,6 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -187,14 +186,10 @@ int main(int argc, char** argv) {
         j["daemon_cpu_percent_of_one_core"].get<double>());
     add("/metrics scrape, slowest of 5 (ms)", 1000,
         j["metrics_scrape_slowest_of_5_ms"].get<double>());
-    t.print();
-    j["rows"] = t.rows_json();
-    if (!s.json_path.empty()) std::ofstream(s.json_path) << j.dump(2) << "\n";
-    if (!s.plot_path.empty()) {
-      t.plot(s.plot_path, fmt::format("qx-agentd with {} VMs against the targets for 10,000 (above "
-                                      "1: the target is met)",
-                                      fleet));
-    }
+    t.publish(j, s.json_path, s.plot_path,
+              fmt::format("qx-agentd with {} VMs against the targets for 10,000 (above 1: the "
+                          "target is met)",
+                          fleet));
     return 0;
   }
   if (vm) {
@@ -205,18 +200,13 @@ int main(int argc, char** argv) {
     if (::mkdtemp(vm_dir) == nullptr) die("mkdtemp failed");
     const auto t = measure_vm(s, vm_dir);
     std::filesystem::remove_all(vm_dir);
-    t.print();
-    const json out = {{"smoke", s.smoke},
-                      {"channel", "virtio-serial, QEMU TCG, the test guest"},
-                      {"file_bytes", s.file_bytes},
-                      {"pings", s.pings},
-                      {"rows", t.rows_json()}};
-    if (!s.json_path.empty()) std::ofstream(s.json_path) << out.dump(2) << "\n";
-    if (!s.plot_path.empty()) {
-      t.plot(s.plot_path,
-             "over virtio-serial (QEMU TCG): ours against a raw echo on the same port (above 1: "
-             "ours is better)");
-    }
+    t.publish(json{{"smoke", s.smoke},
+                   {"channel", "virtio-serial, QEMU TCG, the test guest"},
+                   {"file_bytes", s.file_bytes},
+                   {"pings", s.pings}},
+              s.json_path, s.plot_path,
+              "over virtio-serial (QEMU TCG): ours against a raw echo on the same port (above 1: "
+              "ours is better)");
     return 0;
 #else
     die("built without the VM image (configured with -DQXA_VM_TESTS=OFF)");
@@ -231,16 +221,7 @@ int main(int argc, char** argv) {
   if (::mkdtemp(tmpl) == nullptr) die("mkdtemp failed");
   const std::string dir = tmpl;
   const std::string file = dir + "/data.bin";
-  {
-    std::mt19937_64 rng(1);
-    std::ofstream out(file, std::ios::binary);
-    std::vector<std::uint64_t> block(1 << 15);
-    for (std::size_t done = 0; done < s.file_bytes; done += block.size() * 8) {
-      for (auto& w : block) w = rng();
-      out.write(reinterpret_cast<const char*>(block.data()),
-                static_cast<std::streamsize>(std::min(s.file_bytes - done, block.size() * 8)));
-    }
-  }
+  std::ofstream(file, std::ios::binary) << random_bytes(s.file_bytes, 1);
 
   auto floor = measure_floors(s, dir, file);
   our_figures ours;
@@ -292,16 +273,9 @@ int main(int argc, char** argv) {
   add("agent binary size (MiB)", std::nullopt,
       static_cast<double>(std::filesystem::file_size(s.agent)) / (1 << 20),
       static_cast<double>(std::filesystem::file_size(s.qemu_ga)) / (1 << 20), true);
-  t.print();
-  const json out = {{"smoke", s.smoke},
-                    {"file_bytes", s.file_bytes},
-                    {"pings", s.pings},
-                    {"rows", t.rows_json()}};
-  if (!s.json_path.empty()) std::ofstream(s.json_path) << out.dump(2) << "\n";
-  if (!s.plot_path.empty()) {
-    t.plot(s.plot_path,
-           "quantix-kvm-agent against the raw floor and qemu-guest-agent (above 1: ours is "
-           "better)");
-  }
+  t.publish(json{{"smoke", s.smoke}, {"file_bytes", s.file_bytes}, {"pings", s.pings}}, s.json_path,
+            s.plot_path,
+            "quantix-kvm-agent against the raw floor and qemu-guest-agent (above 1: ours is "
+            "better)");
   return 0;
 }

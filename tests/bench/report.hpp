@@ -84,6 +84,17 @@ struct report {
     return out;
   }
 
+  /// Prints the table, writes `header` with the rows added as JSON to `json_path`, and draws
+  /// the chart titled `title` into `plot_path` (either skipped when its path is empty).
+  template <class Json>
+  void publish(Json header, const std::string& json_path, const std::string& plot_path,
+               const std::string& title) const {
+    print();
+    header["rows"] = rows_json();
+    if (!json_path.empty()) std::ofstream(json_path) << header.dump(2) << "\n";
+    if (!plot_path.empty()) plot(plot_path, title);
+  }
+
   /// The ratios as a bar chart (log scale; 1 = even), drawn by gnuplot into `path`.
   void plot(const std::string& path, const std::string& title) const {
     const auto data = path + ".dat";

@@ -12,7 +12,6 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <random>
 #include <string>
 
 #include "bench_io.hpp"
@@ -157,16 +156,6 @@ inline channel_figures measure_channel(
   return f;
 }
 
-inline std::string random_bytes(std::size_t n) {
-  std::mt19937_64 rng(2);
-  std::string data(n, '\0');
-  for (std::size_t i = 0; i + 8 <= n; i += 8) {
-    const auto w = rng();
-    std::memcpy(data.data() + i, &w, 8);
-  }
-  return data;
-}
-
 /// `dir`: a scratch directory of qx-bench's. Returns the table.
 inline report measure_vm(const settings& s, const std::string& dir) {
   const auto vms = dir + "/vms";
@@ -190,7 +179,7 @@ inline report measure_vm(const settings& s, const std::string& dir) {
   // typed, so that the console's echo of the line never matches it.
   vm.command("qxa-run ( /usr/local/bin/qxa-port-echo " + port +
              " /tmp/data.bin; echo QXA-ECHO\"\"-EXIT status=$? ) &");
-  const auto data = random_bytes(s.file_bytes);
+  const auto data = random_bytes(s.file_bytes, 2);
   auto floor = measure_port(s, socket, data);
   if (!vm.console_has("QXA-ECHO-EXIT status=0", std::chrono::seconds(30))) {
     die("the port echo did not end well:\n" + vm.console());
