@@ -15,8 +15,9 @@ qxa_packages=(
   # network namespaces for the agent's network view (ip netns)
   iproute2
   mmdebstrap dpkg-dev
-  # packaging: the agent ISO and its checks; promtool checks the metrics
-  xorriso systemd prometheus
+  # packaging: the agent ISO and its checks; promtool checks the metrics; the manual pages
+  # (help2man, man to check them), lintian checks the Debian packages
+  xorriso systemd prometheus help2man man-db lintian
   # the benchmark's peer and its plot; the qemu-ga port's tests compare answers with it
   qemu-guest-agent gnuplot-nox
   # qx-agentd beside libvirt: a real libvirtd and virsh (tests/vm/libvirt_test.cpp)

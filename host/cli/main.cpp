@@ -16,6 +16,7 @@
 #include "cli.hpp"
 #include "qxa/common/duration.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/common/version.hpp"
 #include "qxa/host/control.hpp"
 
 namespace {
@@ -70,6 +71,8 @@ int main(int argc, char** argv) {
       "daemon unavailable, 75 timeout or connection lost, 130 interrupted.",
       "qx-agent"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", fmt::format("qx-agent {}", qc::software_version),
+                       "print the version and exit");
   options o;
   o.control_socket = qh::default_control_socket;
   app.add_flag("--json", o.json, "machine-readable output");

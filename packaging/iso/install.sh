@@ -61,6 +61,17 @@ else
   chmod 0644 "$root/etc/quantix-kvm/agent.toml"
 fi
 
+# The manual pages, where the guest has a manual (minimal guests often have none).
+if [ -d "$root/usr/share/man" ]; then
+  for page in "$here"/*.[1-8].gz; do
+    [ -e "$page" ] || continue
+    name=$(basename "$page")
+    section=${name%.gz}
+    section=${section##*.}
+    put "$page" "/usr/share/man/man$section/$name" 0644
+  done
+fi
+
 # Which service manager runs in the target?
 if [ -d "$root/run/systemd/system" ] || [ -x "$root/lib/systemd/systemd" ] || [ -x "$root/usr/lib/systemd/systemd" ]; then
   manager=systemd
@@ -76,11 +87,11 @@ case "$manager" in
   systemd)
     put "$here/quantix-kvm-agent.service" /lib/systemd/system/quantix-kvm-agent.service 0644
     put "$here/60-quantix-kvm-agent.rules" /lib/udev/rules.d/60-quantix-kvm-agent.rules 0644
-    # Enabled the way systemctl would: wanted by the port's device unit.
+    # Nothing to enable: the udev rule makes the port's device unit want the agent. Earlier
+    # install.sh enabled it as wanted by that device unit; that link goes.
     wants="/etc/systemd/system/dev-virtio\\x2dports-org.quantix.agent.0.device.wants"
-    mkdir -p "$root$wants"
-    ln -sf /lib/systemd/system/quantix-kvm-agent.service "$root$wants/quantix-kvm-agent.service"
-    echo "$wants/quantix-kvm-agent.service" >> "$manifest.new"
+    rm -f "$root$wants/quantix-kvm-agent.service"
+    rmdir "$root$wants" 2>/dev/null || true
     ;;
   openrc)
     put "$here/quantix-kvm-agent.openrc" /etc/init.d/quantix-kvm-agent 0755
@@ -103,7 +114,8 @@ if [ "$start" = 1 ]; then
     systemd)
       systemctl daemon-reload
       udevadm control --reload 2>/dev/null || true
-      udevadm trigger --subsystem-match=virtio-ports --action=add 2>/dev/null || true
+      udevadm trigger --settle --subsystem-match=virtio-ports --attr-match=name=org.quantix.agent.0 \
+        --action=add 2>/dev/null || true
       if [ -e /dev/virtio-ports/org.quantix.agent.0 ]; then
         # The unit is Type=notify: restart returns once the agent has opened the port, and
         # fails when it cannot start (a bad configuration, the port held by another process).

@@ -1,10 +1,11 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# Makes the agent ISO: make-iso.sh OUT.iso AGENT_BINARY VERSION
+# Makes the agent ISO: make-iso.sh OUT.iso AGENT_BINARY VERSION [MANUAL_PAGE.gz...]
 set -eu
-out=${1:?usage: make-iso.sh OUT.iso AGENT_BINARY VERSION}
+out=${1:?usage: make-iso.sh OUT.iso AGENT_BINARY VERSION [MANUAL_PAGE.gz...]}
 agent=${2:?}
 version=${3:?}
+shift 3
 here=$(cd "$(dirname "$0")" && pwd)
 pkg=$(dirname "$here")
 stage=$(mktemp -d)
@@ -14,6 +15,8 @@ cp "$here/install.sh" "$here/uninstall.sh" "$here/README.txt" \
    "$here/quantix-kvm-agent.sysv" "$here/quantix-kvm-agent.openrc" "$stage/"
 cp "$pkg/systemd/quantix-kvm-agent.service" "$pkg/udev/60-quantix-kvm-agent.rules" \
    "$pkg/config/agent.toml" "$stage/"
+# The agent's manual pages, installed by install.sh where the guest has a manual.
+for page in "$@"; do cp "$page" "$stage/"; done
 chmod 0755 "$stage/quantix-kvm-agent" "$stage/install.sh" "$stage/uninstall.sh" \
    "$stage/quantix-kvm-agent.sysv" "$stage/quantix-kvm-agent.openrc"
 echo "$version" > "$stage/VERSION"

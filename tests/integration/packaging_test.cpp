@@ -3,11 +3,13 @@
 #include <fmt/format.h>
 #include <sys/stat.h>
 
-#include <catch2/catch.hpp>
 #include <algorithm>
+#include <catch2/catch.hpp>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 #include "support/files.hpp"
 #include "support/process.hpp"
@@ -51,16 +53,25 @@ std::string extract_iso(const temp_dir& dir) {
 
 }  // namespace
 
-TEST_CASE("systemd-analyze verify accepts both units", "[integration][packaging]") {
+TEST_CASE("systemd-analyze verify accepts both units, their programs and their manual pages",
+          "[integration][packaging]") {
   temp_dir dir;
-  // verify checks that ExecStart exists: point it at the binaries just built.
+  // verify checks that ExecStart exists: point it at the binaries just built. It also asks man
+  // for each Documentation= page: give it the pages just built, where man looks for them.
+  const fs::path man(dir / "man");
+  for (const char* section : {"man1", "man5", "man8"}) fs::create_directories(man / section);
+  for (const auto& page : fs::directory_iterator(std::string(QXA_BINARY_DIR) + "/packaging/man")) {
+    const auto name = page.path().filename().string();  // NAME.N.gz
+    fs::copy_file(page.path(), man / ("man" + name.substr(name.size() - 4, 1)) / name);
+  }
   auto r = sh(fmt::format(
       "sed 's|/usr/sbin/quantix-kvm-agent|{}|' '{}/packaging/systemd/quantix-kvm-agent.service' > "
       "'{}' && "
       "sed 's|/usr/sbin/qx-agentd|{}|' '{}/packaging/systemd/qx-agentd.service' > '{}' && "
-      "systemd-analyze verify '{}' '{}' 2>&1",
+      "MANPATH='{}' systemd-analyze verify '{}' '{}' 2>&1",
       QXA_AGENT_PATH, source, dir / "quantix-kvm-agent.service", QXA_AGENTD_PATH, source,
-      dir / "qx-agentd.service", dir / "quantix-kvm-agent.service", dir / "qx-agentd.service"));
+      dir / "qx-agentd.service", man.string(), dir / "quantix-kvm-agent.service",
+      dir / "qx-agentd.service"));
   INFO(r.out);
   CHECK(r.status == 0);
   CHECK(r.out.empty());  // not even a warning
@@ -74,7 +85,8 @@ TEST_CASE("the agent ISO holds the installer and checksums that verify",
   CHECK_THAT(listing.out, Catch::Contains("Volume Id    : QUANTIX_AGENT_TOOLS"));
   for (const char* f :
        {"quantix-kvm-agent", "install.sh", "uninstall.sh", "quantix-kvm-agent.service",
-        "60-quantix-kvm-agent.rules", "agent.toml", "README.txt", "VERSION", "SHA256SUMS"}) {
+        "60-quantix-kvm-agent.rules", "agent.toml", "README.txt", "VERSION", "SHA256SUMS",
+        "quantix-kvm-agent.8.gz", "agent.toml.5.gz"}) {
     CHECK_THAT(listing.out, Catch::Contains(fmt::format("'/{}'", f)));
   }
   temp_dir dir;
@@ -98,6 +110,14 @@ TEST_CASE("install.sh --root twice, then uninstall.sh --root, leaves only the ke
   std::ofstream(root + "/lib/systemd/systemd") << "#!/bin/sh\n";
   fs::permissions(root + "/lib/systemd/systemd", fs::perms::owner_all);
 
+  // The link install.sh of earlier ISOs made: the unit enabled as wanted by the port's device.
+  const auto wants = root +
+                     "/etc/systemd/system/dev-virtio\\x2dports-org.quantix.agent.0.device.wants/"
+                     "quantix-kvm-agent.service";
+  fs::create_directories(fs::path(wants).parent_path());
+  fs::create_symlink("/lib/systemd/system/quantix-kvm-agent.service", wants);
+  fs::create_directories(root + "/usr/share/man");  // a guest with a manual
+
   auto first = sh(fmt::format("sh '{}/install.sh' --root '{}' 2>&1", media, root));
   INFO(first.out);
   REQUIRE(first.status == 0);
@@ -105,11 +125,15 @@ TEST_CASE("install.sh --root twice, then uninstall.sh --root, leaves only the ke
   CHECK(mode_of(root + "/lib/systemd/system/quantix-kvm-agent.service") == 0644);
   CHECK(mode_of(root + "/lib/udev/rules.d/60-quantix-kvm-agent.rules") == 0644);
   CHECK(mode_of(root + "/etc/quantix-kvm/agent.toml") == 0644);
-  const auto wants = root +
-                     "/etc/systemd/system/dev-virtio\\x2dports-org.quantix.agent.0.device.wants/"
-                     "quantix-kvm-agent.service";
-  CHECK(fs::is_symlink(wants));
-  CHECK(fs::read_symlink(wants) == "/lib/systemd/system/quantix-kvm-agent.service");
+  CHECK(mode_of(root + "/usr/share/man/man8/quantix-kvm-agent.8.gz") == 0644);
+  CHECK(mode_of(root + "/usr/share/man/man5/agent.toml.5.gz") == 0644);
+  // The unit is static, started by the port's device unit through the udev rule; the old link
+  // is gone with the directory it was in.
+  CHECK_FALSE(fs::exists(fs::path(wants).parent_path()));
+  CHECK_THAT(qxa::test::file_contents(root + "/lib/udev/rules.d/60-quantix-kvm-agent.rules"),
+             Catch::Contains("ENV{SYSTEMD_WANTS}+=\"quantix-kvm-agent.service\""));
+  CHECK_THAT(qxa::test::file_contents(root + "/lib/systemd/system/quantix-kvm-agent.service"),
+             !Catch::Contains("[Install]"));
   const auto after_first = files_under(root);
 
   // The administrator edits the config; a second run upgrades in place and keeps it.
@@ -262,10 +286,18 @@ TEST_CASE("both Debian packages build with their dependencies, conffiles and fil
         "./usr/sbin/qx-libvirt-attach", "./usr/share/quantix-kvm/libvirt/agent-channel.xml",
         "./usr/share/quantix-kvm/libvirt/qemu-ga-channel.xml",
         "./usr/share/quantix-kvm/prometheus/quantix-kvm-alerts.yml",
-        "./usr/share/quantix-kvm/prometheus/quantix-kvm-alerts.test.yml"}) {
+        "./usr/share/quantix-kvm/prometheus/quantix-kvm-alerts.test.yml",
+        "./usr/share/man/man8/qx-agentd.8.gz", "./usr/share/man/man1/qx-agent.1.gz",
+        "./usr/share/man/man8/qx-libvirt-attach.8.gz", "./usr/share/man/man5/qx-agentd.toml.5.gz",
+        "./usr/share/bash-completion/completions/qx-agent", "./usr/share/doc/qx-agentd/copyright",
+        "./usr/share/doc/qx-agentd/changelog.Debian.gz",
+        "./usr/share/lintian/overrides/qx-agentd"}) {
     CHECK_THAT(hc.out, Catch::Contains(f));
   }
-  CHECK(sh("dpkg-deb -f '" + host + "' Version").out == "0.1.0\n");
+  // Revision 1 of the upstream version, from one source package for both.
+  CHECK(sh("dpkg-deb -f '" + host + "' Version").out == "0.1.0-1\n");
+  CHECK(sh("dpkg-deb -f '" + guest + "' Version").out == "0.1.0-1\n");
+  CHECK(sh("dpkg-deb -f '" + host + "' Source").out == "quantix-kvm\n");
   auto conf = sh("dpkg-deb --ctrl-tarfile '" + host + "' | tar -xO ./conffiles");
   CHECK(conf.out == "/etc/quantix-kvm/qx-agentd.toml\n");
 
@@ -277,12 +309,148 @@ TEST_CASE("both Debian packages build with their dependencies, conffiles and fil
   auto gc = sh("dpkg-deb -c '" + guest + "'");
   for (const char* f :
        {"./usr/sbin/quantix-kvm-agent", "./usr/lib/systemd/system/quantix-kvm-agent.service",
-        "./usr/lib/udev/rules.d/60-quantix-kvm-agent.rules", "./etc/quantix-kvm/agent.toml"}) {
+        "./usr/lib/udev/rules.d/60-quantix-kvm-agent.rules", "./etc/quantix-kvm/agent.toml",
+        "./usr/share/man/man8/quantix-kvm-agent.8.gz", "./usr/share/man/man5/agent.toml.5.gz",
+        "./usr/share/doc/quantix-kvm-agent/copyright",
+        "./usr/share/doc/quantix-kvm-agent/changelog.Debian.gz",
+        "./usr/share/lintian/overrides/quantix-kvm-agent"}) {
     CHECK_THAT(gc.out, Catch::Contains(f));
   }
   CHECK_THAT(gc.out, !Catch::Contains("qx-agentd"));
   WARN(fmt::format("qx-agentd.deb {} bytes, quantix-kvm-agent.deb {} bytes", fs::file_size(host),
                    fs::file_size(guest)));
+}
+
+TEST_CASE("lintian finds nothing in either package, at any level, but overrides that each say why",
+          "[integration][packaging]") {
+  if (sh("command -v lintian").status != 0) {
+    WARN("lintian is not installed: not checked (tests/run.sh installs it)");
+    return;
+  }
+  temp_dir dir;
+  build_debs(dir.path());
+  const auto host = only_file(dir.path(), "qx-agentd_");
+  const auto guest = only_file(dir.path(), "quantix-kvm-agent_");
+  // Errors, warnings, information, pedantic and experimental tags: none.
+  const auto debs = fmt::format("'{}' '{}'", host, guest);
+  auto r = sh("lintian --display-info --pedantic --display-experimental " + debs + " 2>&1");
+  INFO(r.out);
+  CHECK(r.status == 0);
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line != "running with root privileges is not recommended!") FAIL_CHECK(line);
+  }
+  // The overridden ones, each shown as "O:" after its reason ("N:"): every override is used.
+  auto shown = sh("lintian --display-info --pedantic --display-experimental --show-overrides " +
+                  debs + " 2>&1");
+  INFO(shown.out);
+  std::istringstream shown_lines(shown.out);
+  int overridden = 0;
+  for (std::string line; std::getline(shown_lines, line);) overridden += line.starts_with("O: ");
+  CHECK(overridden == 7);
+  // Every override has its reason: a comment right above it.
+  for (const auto& [deb, package] : {std::pair{host, "qx-agentd"}, {guest, "quantix-kvm-agent"}}) {
+    auto text = sh(fmt::format(
+        "dpkg-deb --fsys-tarfile '{}' | tar -xO ./usr/share/lintian/overrides/{}", deb, package));
+    REQUIRE(text.status == 0);
+    std::istringstream in(text.out);
+    std::string previous;
+    for (std::string line; std::getline(in, line); previous = line) {
+      if (line.empty() || line.starts_with("#")) continue;
+      INFO(package << ": " << line);
+      CHECK(previous.starts_with("#"));
+    }
+  }
+}
+
+namespace {
+
+const std::string man_dir = std::string(QXA_BINARY_DIR) + "/packaging/man";
+
+}  // namespace
+
+TEST_CASE(
+    "the manual pages render without a warning, each named as apropos finds it, and say "
+    "everything --help and the shipped configuration files say",
+    "[integration][packaging]") {
+  struct page_case {
+    const char* file;
+    const char* whatis;
+  };
+  for (const auto& p :
+       {page_case{"qx-agentd.8.gz", "qx-agentd - Quantix KVM host daemon"},
+        page_case{"qx-agent.1.gz", "qx-agent - Quantix KVM agent command line"},
+        page_case{"quantix-kvm-agent.8.gz", "quantix-kvm-agent - Quantix KVM guest agent"},
+        page_case{"qx-libvirt-attach.8.gz", "qx-libvirt-attach - add the Quantix agent's channel"},
+        page_case{"qx-agentd.toml.5.gz", "qx-agentd.toml - settings of qx-agentd"},
+        page_case{"agent.toml.5.gz", "agent.toml - settings of quantix-kvm-agent"}}) {
+    const auto page = man_dir + "/" + p.file;
+    INFO(page);
+    // A warning would come before the rendered text: there must be none.
+    const auto warnings =
+        sh(fmt::format("MANWIDTH=80 man --warnings -l '{}' 2>&1 >/dev/null", page));
+    CHECK(warnings.status == 0);
+    CHECK(warnings.out.empty());
+    // man-db's own parser of the NAME section (what mandb indexes for apropos and whatis).
+    CHECK_THAT(sh(fmt::format("lexgrog '{}'", page)).out, Catch::Contains(p.whatis));
+    CHECK(sh(fmt::format("gzip -t '{}'", page)).status == 0);
+  }
+  auto text = [](const std::string& file) {
+    return sh(fmt::format("MANWIDTH=200 man -l '{}/{}' | col -b", man_dir, file)).out;
+  };
+  // Every option of each program, and every command of qx-agent with its options.
+  const auto option_names = R"(sed -n 's/^  \(-[^ ]*\).*/\1/p' | tr ',' '\n' | grep -v '^-h$')";
+  for (const auto& [program, file] : {std::pair{std::string(QXA_AGENTD_PATH), "qx-agentd.8.gz"},
+                                      {std::string(QXA_AGENT_PATH), "quantix-kvm-agent.8.gz"},
+                                      {std::string(QXA_CLI_PATH), "qx-agent.1.gz"}}) {
+    const auto shown = text(file);
+    auto options = sh(program + " --help | " + option_names);
+    REQUIRE(!options.out.empty());
+    std::istringstream in(options.out);
+    for (std::string o; std::getline(in, o);) {
+      INFO(file << ": " << o);
+      CHECK_THAT(shown, Catch::Contains(o));
+    }
+  }
+  const auto cli_page = text("qx-agent.1.gz");
+  auto verbs = sh(std::string(QXA_CLI_PATH) +
+                  R"( --help | sed -n '/^Subcommands:$/,$s/^  \([a-z][a-z-]*\)  .*/\1/p')");
+  std::istringstream verb_lines(verbs.out);
+  int verb_count = 0;
+  for (std::string verb; std::getline(verb_lines, verb);) {
+    ++verb_count;
+    INFO(verb);
+    auto usage = sh(std::string(QXA_CLI_PATH) + " " + verb + " --help | sed -n 's/^Usage: //p'");
+    CHECK_THAT(cli_page, Catch::Contains(usage.out.substr(0, usage.out.size() - 1)));
+    auto options = sh(std::string(QXA_CLI_PATH) + " " + verb + " --help | " + option_names);
+    std::istringstream in(options.out);
+    for (std::string o; std::getline(in, o);) {
+      INFO(o);
+      if (o != "--help") CHECK_THAT(cli_page, Catch::Contains(o));
+    }
+  }
+  CHECK(verb_count >= 30);
+  // Every setting of each shipped configuration file, with its default, under its table.
+  for (const auto& [config, file] :
+       {std::pair{"agent.toml", "agent.toml.5.gz"}, {"qx-agentd.toml", "qx-agentd.toml.5.gz"}}) {
+    const auto shown = text(file);
+    std::ifstream in(source + "/packaging/config/" + config);
+    int settings = 0;
+    for (std::string line; std::getline(in, line);) {
+      if (line.starts_with("[")) {
+        CHECK_THAT(shown, Catch::Contains(line));
+      } else if (line.size() > 2 && line.starts_with("# ") &&
+                 line.find(" = ") != std::string::npos &&
+                 std::islower(static_cast<unsigned char>(line[2]))) {
+        ++settings;
+        const auto setting = line.substr(
+            2, line.find("  ") == std::string::npos ? std::string::npos : line.find("  ") - 2);
+        INFO(config << ": " << setting);
+        CHECK_THAT(shown, Catch::Contains(setting));
+      }
+    }
+    CHECK(settings >= 9);
+  }
 }
 
 TEST_CASE(

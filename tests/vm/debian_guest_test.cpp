@@ -261,13 +261,26 @@ TEST_CASE(
   INFO(install.out);
   REQUIRE(install.status == 0);
   REQUIRE(wait_unit_state(*vm, "active"));
-  CHECK(vm->run("systemctl is-enabled " + unit).out == "enabled\n");
+  // Static, started by the port: the udev rule's wants, nothing enabled.
+  CHECK(vm->run("systemctl is-enabled " + unit).out == "static\n");
+  CHECK_THAT(vm->run("systemctl show -p WantedBy --value " + unit).out, Catch::Contains(".device"));
   CHECK(property(*vm, "NRestarts") == "0");
   auto daemon = start_daemon_for_vms(vms, run);
   REQUIRE(wait_vm_state(ctl, "deb2", "ready", 60s));
   CHECK(run_cli({"--control-socket", ctl, "ping", "deb2"}).status == 0);
   const auto lines = journal(*vm);
   CHECK(priority_of(lines, "agent started on port /dev/virtio-ports/org.quantix.agent.0") == 6);
+
+  // An upgrade (the package installed over itself) restarts the running agent on the new
+  // binary, through deb-systemd-invoke; the host finds the new session.
+  const auto pid = property(*vm, "MainPID");
+  const auto session = qxa::test::vm_status(ctl, "deb2").value("session_id", "");
+  const auto upgrade = vm->run("dpkg -i /media/cdrom/quantix-kvm-agent_*.deb", 120s);
+  INFO(upgrade.out);
+  REQUIRE(upgrade.status == 0);
+  REQUIRE(wait_unit_state(*vm, "active"));
+  CHECK(property(*vm, "MainPID") != pid);
+  CHECK(!qxa::test::wait_new_session(ctl, "deb2", session, 60s).empty());
 
   const auto purge = vm->run("apt-get purge -y quantix-kvm-agent", 120s);
   INFO(purge.out);
