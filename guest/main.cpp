@@ -12,6 +12,7 @@
 
 #include "qxa/common/duration.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/common/posix.hpp"
 #include "qxa/common/systemd.hpp"
 #include "qxa/common/version.hpp"
 #include "qxa/guest/agent.hpp"
@@ -123,6 +124,9 @@ int main(int argc, char** argv) {
     config.log_level = *l;
   }
   qc::logger::instance().set_level(config.log_level);
+  // Concurrent requests, jobs and qemu-ga's open files each hold descriptors. Said once the
+  // ports are open: a start-up error stays the first line.
+  const auto descriptors = qc::raise_descriptor_limit();
 
   asio::io_context io(1);
   auto port_or = qg::open_port(io.get_executor(), config.agent.port, config.agent.port_tuning);
@@ -144,6 +148,7 @@ int main(int argc, char** argv) {
     }
     qemu_ga = std::move(opened.value());
   }
+  qc::log_info("{}", qc::describe(descriptors));
   auto agent = std::make_unique<qg::agent>(io.get_executor(), config.agent,
                                            std::move(port_or.value()), std::move(qemu_ga));
 

@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "qxa/common/log.hpp"
+#include "qxa/common/posix.hpp"
 #include "qxa/common/systemd.hpp"
 #include "qxa/common/version.hpp"
 #include "qxa/host/agent_manager.hpp"
@@ -84,6 +85,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   qc::logger::instance().set_level(config.log_level);
+  // Each VM's connection is a descriptor: take what the administrator allows, less a reserve
+  // for the control socket and metrics, which must answer whatever the VMs take (the
+  // manager's budget).
+  const auto descriptors = qc::raise_descriptor_limit();
+  config.manager.descriptor_limit = descriptors.now;
   std::optional<asio::ip::tcp::endpoint> metrics_at;
   if (!config.metrics_listen.empty()) {
     auto at = qh::parse_listen_address(config.metrics_listen);
@@ -112,6 +118,12 @@ int main(int argc, char** argv) {
     qc::log_info("metrics on http://{}:{}/metrics", metrics->local_endpoint().address().to_string(),
                  metrics->local_endpoint().port());
   }
+  // Said once everything is open: a start-up error stays the first line.
+  const auto reserve = qh::descriptor_reserve(descriptors.now);
+  qc::log_info(
+      "{}: at most {} VM connections, {} descriptors kept for the control socket and "
+      "metrics",
+      qc::describe(descriptors), descriptors.now - reserve, reserve);
   qc::log_info("qx-agentd {} ready: vm sockets in {}, control socket {}", qc::software_version,
                config.manager.socket_dir, config.control_socket);
   qc::sd_notify("READY=1\nSTATUS=serving");

@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: MIT
 #include "qxa/common/posix.hpp"
 
+#include <fmt/format.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <fstream>
 
 namespace qxa::common {
 
@@ -18,5 +21,27 @@ bool write_all(int fd, std::string_view data) noexcept {
 }
 
 std::error_code last_error() noexcept { return {errno, std::system_category()}; }
+
+descriptor_limit raise_descriptor_limit() noexcept {
+  rlimit l{};
+  if (::getrlimit(RLIMIT_NOFILE, &l) != 0) return {};
+  descriptor_limit out{.before = l.rlim_cur, .now = l.rlim_cur, .hard = l.rlim_max};
+  rlim_t want = l.rlim_max;
+  if (want == RLIM_INFINITY) {
+    // Unlimited in name only: the kernel refuses more than fs.nr_open.
+    std::uint64_t nr_open = 1u << 20;
+    std::ifstream("/proc/sys/fs/nr_open") >> nr_open;
+    want = static_cast<rlim_t>(nr_open);
+  }
+  if (l.rlim_cur == RLIM_INFINITY || l.rlim_cur >= want) return out;
+  l.rlim_cur = want;
+  if (::setrlimit(RLIMIT_NOFILE, &l) == 0) out.now = want;
+  return out;
+}
+
+std::string describe(const descriptor_limit& l) {
+  if (l.now == l.before) return fmt::format("descriptor limit {}", l.now);
+  return fmt::format("descriptor limit {} (raised from {})", l.now, l.before);
+}
 
 }  // namespace qxa::common

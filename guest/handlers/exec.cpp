@@ -180,10 +180,7 @@ asio::awaitable<pb::Envelope> exec(request_context ctx, pb::Envelope request) {
     common::log_info("audit: op=exec session={:016x} request={} outcome=failed program={} user={}",
                      ctx.session_id, ctx.request_id, common::log_value(o.argv[0]),
                      common::log_value(p.user));
-    const auto& e = spawned.error();
-    co_return error_reply(e.code == common::errc::invalid_argument ? pb::ERROR_CODE_NOT_FOUND
-                                                                   : pb::ERROR_CODE_INTERNAL,
-                          e.message);
+    co_return spawn_failure(spawned.error());
   }
   auto& child = *spawned.value();
   common::log_info(

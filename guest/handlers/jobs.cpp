@@ -78,10 +78,7 @@ pb::Envelope start_job(const request_context& ctx, const pb::ExecRequest& req,
     common::log_info("audit: op=exec session={:016x} request={} outcome=failed program={} user={}",
                      ctx.session_id, ctx.request_id, common::log_value(spawn.argv[0]),
                      common::log_value(user));
-    const auto& e = spawned.error();
-    return error_reply(e.code == common::errc::invalid_argument ? pb::ERROR_CODE_NOT_FOUND
-                                                                : pb::ERROR_CODE_INTERNAL,
-                       e.message);
+    return spawn_failure(spawned.error());
   }
   job_spec spec{.argv = spawn.argv,
                 .user = user,

@@ -134,6 +134,8 @@ pb::ErrorCode error_code_for(int err) noexcept {
     case EDQUOT:
     case EFBIG:
     case ENOMEM:
+    case EMFILE:  // the agent's descriptors, or the system's, are all taken
+    case ENFILE:
       code = pb::ERROR_CODE_RESOURCE_EXHAUSTED;
       break;
     default:
@@ -144,6 +146,18 @@ pb::ErrorCode error_code_for(int err) noexcept {
 
 pb::Envelope system_error(int err, const std::string& what) {
   return error_reply(error_code_for(err), fmt::format("{}: {}", what, std::strerror(err)));
+}
+
+pb::Envelope spawn_failure(const common::error_info& e) {
+  if (e.code == common::errc::invalid_argument) {
+    return error_reply(pb::ERROR_CODE_NOT_FOUND, e.message);
+  }
+  // Out of descriptors says so; any other failure (the program's exec refused,
+  // say) is the guest's trouble, not the host's request's. The message says what and why.
+  const bool exhausted = e.code.category() == std::system_category() &&
+                         error_code_for(e.code.value()) == pb::ERROR_CODE_RESOURCE_EXHAUSTED;
+  return error_reply(exhausted ? pb::ERROR_CODE_RESOURCE_EXHAUSTED : pb::ERROR_CODE_INTERNAL,
+                     e.message);
 }
 
 }  // namespace qxa::guest::handlers

@@ -213,7 +213,8 @@ common::result<std::unique_ptr<child_process>> child_process::spawn(const asio::
     in.close();
     out.close();
     err.close();
-    return R{std::error_code(e, std::system_category()), "cannot create pipes"};
+    return R{std::error_code(e, std::system_category()),
+             fmt::format("cannot create pipes: {}", std::strerror(e))};
   }
   child_plan plan{&o,      path.c_str(), argv.data(), envp.data(), groups.data(), groups.size(),
                   in.read, out.write,    err.write};
@@ -227,7 +228,8 @@ common::result<std::unique_ptr<child_process>> child_process::spawn(const asio::
     ::close(in.write);
     ::close(out.read);
     ::close(err.read);
-    return R{std::error_code(clone_errno, std::system_category()), "cannot start a process"};
+    return R{std::error_code(clone_errno, std::system_category()),
+             fmt::format("cannot start a process: {}", std::strerror(clone_errno))};
   }
   auto child = std::unique_ptr<child_process>(
       new child_process(ex, pid, pidfd, in.write, out.read, err.read));
@@ -299,16 +301,16 @@ std::optional<exit_status> child_process::try_reap() {
 }
 
 asio::awaitable<exit_status> child_process::wait() {
-  if (pidfd_ >= 0) {
-    // A pidfd becomes readable when the process exits.
-    int dup = ::dup(pidfd_);
+  // A pidfd becomes readable when the process exits. Watched through a duplicate (asio owns
+  // what it watches); with no descriptor to spare for it, the exit is polled as below.
+  if (const int dup = pidfd_ >= 0 ? ::dup(pidfd_) : -1; dup >= 0) {
     asio::posix::stream_descriptor d(ex_, dup);
     while (!try_reap()) {
       co_await d.async_wait(asio::posix::stream_descriptor::wait_read, asio::use_awaitable);
     }
     co_return *status_;
   }
-  asio::steady_timer t(ex_);  // kernels before 5.3: poll
+  asio::steady_timer t(ex_);  // kernels before 5.3, or no descriptor to spare: poll
   while (!try_reap()) {
     t.expires_after(std::chrono::milliseconds(20));
     co_await t.async_wait(asio::use_awaitable);

@@ -2,6 +2,7 @@
 // What qx-agent shows: exit statuses and failures, text for people, JSON for programs.
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdio>
@@ -121,7 +122,8 @@ void print_status_table(const pb::StatusReport& report) {
     } else if (s.last_seen_unix_ms() > 0) {
       seen = human_age(s.last_seen_unix_ms()) + " ago";
     }
-    rows.push_back({shown(s.vm()), host::to_string(s.state()), human_age(since),
+    rows.push_back({shown(s.vm()), s.over_capacity() ? "over-capacity" : host::to_string(s.state()),
+                    human_age(since),
                     ready && s.rtt_ms() > 0 ? fmt::format("{:.2f}ms", s.rtt_ms()) : "-", seen,
                     s.agent_version().empty() ? "-" : shown(s.agent_version()),
                     os.empty() ? "-" : shown(os), ips.empty() ? "-" : shown(ips)});
@@ -139,6 +141,15 @@ void print_status_table(const pb::StatusReport& report) {
   }
   if (report.vms_size() == 0) {
     std::printf("(no VM sockets in %s)\n", shown(report.socket_dir()).c_str());
+  }
+  const auto waiting = std::count_if(report.vms().begin(), report.vms().end(),
+                                     [](const pb::VmStatus& s) { return s.over_capacity(); });
+  if (waiting > 0) {
+    std::printf(
+        "(%ld over capacity: qx-agentd's descriptor limit %llu allows %llu VM connections; raise "
+        "its LimitNOFILE to serve them)\n",
+        static_cast<long>(waiting), static_cast<unsigned long long>(report.descriptor_limit()),
+        static_cast<unsigned long long>(report.max_vm_connections()));
   }
 }
 

@@ -28,7 +28,12 @@ asio::awaitable<int> run_status(host::agent_access& access, const options& o) {
   if (o.json) {
     json vms = json::array();
     for (const auto& s : r->vms()) vms.push_back(status_json(s));
-    print_json({{"daemon_version", r->daemon_version()}, {"vms", vms}}, 2);
+    print_json({{"daemon_version", r->daemon_version()},
+                {"descriptor_limit", r->descriptor_limit()},
+                {"max_vm_connections", r->max_vm_connections()},
+                {"vm_connections", r->vm_connections()},
+                {"vms", vms}},
+               2);
   } else {
     print_status_table(*r);
   }

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -88,8 +89,22 @@ std::shared_ptr<agent_manager> agent_manager::create(asio::any_io_executor ex,
   return std::shared_ptr<agent_manager>(new agent_manager(std::move(ex), std::move(options)));
 }
 
+namespace {
+
+std::uint64_t limit_or_own(std::uint64_t limit) {
+  if (limit != 0) return limit;
+  rlimit l{};
+  if (::getrlimit(RLIMIT_NOFILE, &l) != 0 || l.rlim_cur == RLIM_INFINITY) return 1u << 20;
+  return l.rlim_cur;
+}
+
+}  // namespace
+
 agent_manager::agent_manager(asio::any_io_executor ex, manager_options options)
-    : ex_(std::move(ex)), opt_(std::move(options)), rescan_timer_(ex_) {}
+    : ex_(std::move(ex)),
+      opt_(std::move(options)),
+      rescan_timer_(ex_),
+      budget_(ex_, limit_or_own(opt_.descriptor_limit)) {}
 
 agent_manager::~agent_manager() { stop(); }
 
@@ -273,6 +288,20 @@ void agent_manager::socket_vanished(const std::string& file_name) {
   }
 }
 
+agent_manager::waiting_for_descriptor::waiting_for_descriptor(agent_manager& m) : m_(m) {
+  if (m_.over_capacity_++ > 0) return;
+  common::log_warning(
+      "descriptor limit {} reached: at most {} VM connections ({} descriptors kept for the "
+      "control socket and metrics); the other VMs wait, over capacity, until one comes free "
+      "(raise LimitNOFILE to serve them all)",
+      m_.budget_.limit(), m_.budget_.capacity(), m_.budget_.limit() - m_.budget_.capacity());
+}
+
+agent_manager::waiting_for_descriptor::~waiting_for_descriptor() {
+  if (--m_.over_capacity_ > 0 || !m_.running_) return;
+  common::log_info("every VM has its connection again (descriptor limit {})", m_.budget_.limit());
+}
+
 void agent_manager::retire_client(vm_record& vm) {
   if (vm.client) vm.state.retire(vm.client->stats());
   vm.client.reset();
@@ -287,6 +316,16 @@ asio::awaitable<void> agent_manager::vm_loop(std::shared_ptr<vm_record> vm) {
     vm->retry_now = false;
   };
   while (vm->present && running_) {
+    // A descriptor for the connection, within the budget; released before any backoff.
+    auto slot = budget_.try_take();
+    if (!slot) {
+      log_change(vm->name, vm->state.over_capacity(budget_.limit(), common::unix_ms()));
+      const waiting_for_descriptor waiting(*this);
+      while (!(slot = budget_.try_take()) && vm->present && running_) {
+        co_await (budget_.freed() || vm->wake.wait());
+      }
+      if (!slot) co_return;
+    }
     vm->state.attempt_started();
     auto client = agent_client::create(ex_, vm->path, opt_.client);
     vm->client = client;
@@ -298,6 +337,7 @@ asio::awaitable<void> agent_manager::vm_loop(std::shared_ptr<vm_record> vm) {
     if (!vm->present || !running_) co_return;
     if (ec) {
       retire_client(*vm);
+      slot.reset();
       log_change(vm->name, vm->state.attempt_failed(ec, ec == asio::error::connection_refused,
                                                     common::unix_ms()));
       co_await back_off();
@@ -309,6 +349,7 @@ asio::awaitable<void> agent_manager::vm_loop(std::shared_ptr<vm_record> vm) {
                vm->state.connected(client->hello(), client->session_id(), common::unix_ms()));
     co_await (heartbeat(vm, client) || pump_events(vm, client));
     retire_client(*vm);
+    slot.reset();
     if (!vm->present || !running_) co_return;
     bool wait_first = false;
     log_change(vm->name, vm->state.connection_ended(client->end_reason(),
@@ -403,6 +444,9 @@ pb::StatusReport agent_manager::status(const std::string& vm) const {
   pb::StatusReport report;
   report.set_daemon_version(common::software_version);
   report.set_socket_dir(opt_.socket_dir);
+  report.set_descriptor_limit(budget_.limit());
+  report.set_max_vm_connections(budget_.capacity());
+  report.set_vm_connections(budget_.in_use());
   for (const auto& [name, rec] : vms_) {
     if (!vm.empty() && name != vm) continue;
     *report.add_vms() = rec->status();
@@ -451,6 +495,13 @@ std::vector<vm_metrics> agent_manager::metrics() const {
     out.push_back(rec->state.metrics(rec->client ? rec->client->stats() : client_stats{}));
   }
   return out;
+}
+
+capacity_figures agent_manager::capacity() const {
+  return {.descriptor_limit = budget_.limit(),
+          .max_vm_connections = budget_.capacity(),
+          .vm_connections = budget_.in_use(),
+          .vms_over_capacity = over_capacity_};
 }
 
 std::shared_ptr<telemetry_feed> agent_manager::watch(const std::string& vm) {

@@ -112,17 +112,23 @@ void control_server::stop() {
 }
 
 asio::awaitable<void> control_server::accept_loop() {
+  std::error_code failing;  // the error accept keeps failing with, said once
   while (acceptor_.is_open()) {
     auto [ec, socket] =
         co_await acceptor_.async_accept(asio::experimental::as_tuple(asio::use_awaitable));
     if (ec) {
       if (!acceptor_.is_open()) co_return;
-      common::log_warning("control socket: accept failed: {}", ec.message());
+      // Out of descriptors, say: logged once, retried ten times a second meanwhile (the
+      // waiting client stays in the listen queue), never in a busy loop.
+      if (ec != failing) common::log_warning("control socket: accept failed: {}", ec.message());
+      failing = ec;
       asio::steady_timer t(acceptor_.get_executor());
       t.expires_after(std::chrono::milliseconds(100));
       co_await t.async_wait(asio::use_awaitable);
       continue;
     }
+    if (failing) common::log_info("control socket: accepting again");
+    failing = {};
     common::stream_options o;
     o.write_timeout = std::chrono::seconds(10);
     auto stream = control_stream::create(std::move(socket), o);

@@ -139,7 +139,7 @@ asio::awaitable<void> metrics_server::serve(asio::ip::tcp::socket socket) {
       status = "404 Not Found";
       body = "not found; metrics are at /metrics\n";
     } else {
-      body = render_metrics(manager_->metrics());
+      body = render_metrics(manager_->metrics(), manager_->capacity());
       if (method == "HEAD") {
         const auto length = body.size();
         body.clear();

@@ -48,7 +48,7 @@ constexpr std::size_t bytes_per_vm = 4096;
 
 }  // namespace
 
-std::string render_metrics(const std::vector<vm_metrics>& vms) {
+std::string render_metrics(const std::vector<vm_metrics>& vms, const capacity_figures& capacity) {
   writer w;
   w.text.reserve(bytes_per_vm * (vms.size() + 1));
   // Each VM's name as a label value, escaped once.
@@ -60,6 +60,27 @@ std::string render_metrics(const std::vector<vm_metrics>& vms) {
   };
   w.family("qxa_vms", "gauge", "VMs whose agent socket is in the socket directory.");
   fmt::format_to(std::back_inserter(w.text), "qxa_vms {}\n", vms.size());
+
+  w.family("qxa_descriptor_limit", "gauge", "The descriptors qx-agentd may hold (RLIMIT_NOFILE).");
+  fmt::format_to(std::back_inserter(w.text), "qxa_descriptor_limit {}\n",
+                 capacity.descriptor_limit);
+  w.family("qxa_vm_connections_max", "gauge",
+           "The VM connections the descriptor limit allows, the rest kept for the control socket "
+           "and metrics.");
+  fmt::format_to(std::back_inserter(w.text), "qxa_vm_connections_max {}\n",
+                 capacity.max_vm_connections);
+  w.family("qxa_vm_connections", "gauge", "VM connections held or being opened.");
+  fmt::format_to(std::back_inserter(w.text), "qxa_vm_connections {}\n", capacity.vm_connections);
+  w.family("qxa_vms_over_capacity", "gauge",
+           "VMs waiting for a descriptor: the VM connections are all taken.");
+  fmt::format_to(std::back_inserter(w.text), "qxa_vms_over_capacity {}\n",
+                 capacity.vms_over_capacity);
+
+  w.family("qxa_vm_over_capacity", "gauge",
+           "1 while the VM waits for a descriptor (it is not served: over capacity).");
+  for (const auto& v : vms) {
+    w.sample("qxa_vm_over_capacity", v.status.over_capacity() ? 1 : 0, "vm=\"{}\"", name_of(v));
+  }
 
   w.family("qxa_vm_state", "gauge", "1 for the VM's current connection state, 0 for the others.");
   for (const auto& v : vms) {

@@ -89,7 +89,14 @@ vm_state::change vm_state::discovered(std::int64_t now_ms) {
   return set(pb::VM_STATE_CONNECTING, now_ms);
 }
 
+vm_state::change vm_state::over_capacity(std::uint64_t limit, std::int64_t now_ms) {
+  status_.set_over_capacity(true);
+  status_.set_last_error(fmt::format("over capacity: descriptor limit {}", limit));
+  return set(pb::VM_STATE_CONNECTING, now_ms, status_.last_error(), true);
+}
+
 void vm_state::attempt_started() {
+  status_.set_over_capacity(false);
   if (attempts_++ > 0) status_.set_reconnects(status_.reconnects() + 1);
 }
 

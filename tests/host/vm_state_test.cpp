@@ -161,3 +161,27 @@ TEST_CASE("counters of every connection add up, the current one included", "[hos
   CHECK(m.status.clock_corrections() == 1);
   CHECK(m.status.clock_correction_failures() == 1);
 }
+
+TEST_CASE("a VM over capacity: connecting, with the reason in status, quietly, until it may try",
+          "[host][vm_state]") {
+  qh::vm_state vm("web1", "/run/web1.agent.sock");
+  CHECK_FALSE(vm.discovered(1000));
+  // No descriptor for it: still connecting, so no change to log; status says why.
+  CHECK_FALSE(vm.over_capacity(256, 1001));
+  CHECK(vm.status().over_capacity());
+  CHECK(vm.last_error() == "over capacity: descriptor limit 256");
+  // Its turn: it tries, and is over capacity no more.
+  vm.attempt_started();
+  CHECK_FALSE(vm.status().over_capacity());
+  CHECK(vm.status().reconnects() == 0);
+  (void)vm.accepted(1002);
+  (void)vm.connected(hello(42), 0xabc, 1003);
+  CHECK(vm.last_error().empty());
+  // A ready VM whose connection ends and finds no descriptor: a quiet change to connecting.
+  bool wait_first = false;
+  (void)vm.connection_ended("closed", 20s, 21003, wait_first);
+  const auto again = vm.over_capacity(256, 21004);
+  if (again) CHECK(again->quiet);
+  CHECK(vm.state() == pb::VM_STATE_CONNECTING);
+  CHECK(vm.status().over_capacity());
+}

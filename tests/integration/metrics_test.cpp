@@ -88,6 +88,11 @@ TEST_CASE("qx-agentd serves Prometheus metrics that promtool accepts, with each 
   CHECK_THAT(body,
              Catch::Contains("qxa_guest_cpu_seconds_total{vm=\"beta\",cpu=\"0\",mode=\"steal\"}"));
   CHECK_THAT(body, Catch::Contains("# TYPE qxa_guest_disk_read_bytes_total counter"));
+  // The descriptor budget: both VMs connected, none waiting.
+  CHECK_THAT(body, Catch::Contains("qxa_vm_connections 2\n"));
+  CHECK_THAT(body, Catch::Contains("qxa_vms_over_capacity 0\n"));
+  CHECK_THAT(body, Catch::Contains("qxa_vm_over_capacity{vm=\"alpha\"} 0"));
+  CHECK_THAT(body, Catch::Contains("# TYPE qxa_descriptor_limit gauge"));
   CHECK(body.find("qxa_heartbeat_rtt_seconds_count{vm=\"beta\"} 0") == std::string::npos);
   const auto file = run.write("metrics.txt", body);
   auto lint = qxa::test::run_command({"/bin/sh", "-c", "promtool check metrics < " + file}, 30s);
@@ -202,10 +207,10 @@ TEST_CASE(
             firing += r["state"] == "firing";
           }
         }
-        return healthy == 10;
+        return healthy == 11;
       },
       30s, 100ms);
-  CHECK(healthy == 10);
+  CHECK(healthy == 11);
   CHECK(firing == 0);
   prometheus.signal(SIGTERM);
   prometheus.wait_exit(20s);

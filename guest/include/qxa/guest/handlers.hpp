@@ -112,6 +112,9 @@ pb::Envelope refused(const request_context& ctx, const char* op, const refusal& 
 pb::Envelope system_error(int err, const std::string& what);
 /// The code of an Error reply for a failed system call (errno `err`).
 pb::ErrorCode error_code_for(int err) noexcept;
+/// The reply to a command that could not be started (child_process::spawn's error): not found,
+/// or what failed and why (out of descriptors: resource exhausted).
+pb::Envelope spawn_failure(const common::error_info& e);
 
 /// The Info body, also used to fill HelloAck.
 pb::Info make_info(const agent_state& state);

@@ -27,6 +27,7 @@
 #include "qxa/common/async.hpp"
 #include "qxa/host/agent_client.hpp"
 #include "qxa/host/clock_sync.hpp"
+#include "qxa/host/descriptor_budget.hpp"
 #include "qxa/host/vm_state.hpp"
 
 namespace qxa::host {
@@ -40,6 +41,9 @@ struct manager_options {
   std::chrono::nanoseconds rescan_interval = std::chrono::seconds(10);
   clock_sync_options clock;
   client_options client;
+  /// The descriptors the daemon may hold (0: its soft RLIMIT_NOFILE when created); the VM
+  /// connections take all but descriptor_reserve() of them.
+  std::uint64_t descriptor_limit = 0;
 };
 
 /// Name of the VM whose socket file this is ("web1.agent.sock" -> "web1"), or empty.
@@ -75,6 +79,9 @@ class agent_manager : public std::enable_shared_from_this<agent_manager> {
 
   /// Every VM's figures for the metrics endpoint.
   [[nodiscard]] std::vector<vm_metrics> metrics() const;
+  /// The descriptor budget of the VM connections: the limit, the connections allowed, held,
+  /// and the VMs waiting for one.
+  [[nodiscard]] capacity_figures capacity() const;
 
   /// Subscribes to a VM's pushed telemetry; nullptr for an unknown VM.
   std::shared_ptr<telemetry_feed> watch(const std::string& vm);
@@ -105,6 +112,18 @@ class agent_manager : public std::enable_shared_from_this<agent_manager> {
   asio::awaitable<void> pump_events(std::shared_ptr<vm_record> vm, std::shared_ptr<agent_client> c);
   /// Folds a finished connection's counters into the VM's totals and drops the client.
   static void retire_client(vm_record& vm);
+  /// Counts a VM waiting for a descriptor while it lives: the first VM to wait and the last to
+  /// stop say so in the log, once for all of them.
+  class waiting_for_descriptor {
+   public:
+    explicit waiting_for_descriptor(agent_manager& m);
+    ~waiting_for_descriptor();
+    waiting_for_descriptor(const waiting_for_descriptor&) = delete;
+    waiting_for_descriptor& operator=(const waiting_for_descriptor&) = delete;
+
+   private:
+    agent_manager& m_;
+  };
 
   asio::any_io_executor ex_;
   manager_options opt_;
@@ -113,6 +132,8 @@ class agent_manager : public std::enable_shared_from_this<agent_manager> {
   asio::steady_timer rescan_timer_;
   std::map<std::string, std::shared_ptr<vm_record>> vms_;
   bool running_ = false;
+  descriptor_budget budget_;
+  std::uint64_t over_capacity_ = 0;  // VMs waiting for a descriptor
 };
 
 }  // namespace qxa::host

@@ -10,7 +10,8 @@
 
 namespace qxa::host {
 
-/// The text exposition format (version 0.0.4) of every VM's figures.
-std::string render_metrics(const std::vector<vm_metrics>& vms);
+/// The text exposition format (version 0.0.4) of every VM's figures and the daemon's
+/// descriptor budget.
+std::string render_metrics(const std::vector<vm_metrics>& vms, const capacity_figures& capacity);
 
 }  // namespace qxa::host

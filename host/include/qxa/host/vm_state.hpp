@@ -35,6 +35,14 @@ struct vm_metrics {
   std::map<std::pair<std::string, std::string>, std::uint64_t> requests;
 };
 
+/// The daemon's descriptor budget for VM connections, for status and the metrics endpoint.
+struct capacity_figures {
+  std::uint64_t descriptor_limit = 0;
+  std::uint64_t max_vm_connections = 0;
+  std::uint64_t vm_connections = 0;
+  std::uint64_t vms_over_capacity = 0;
+};
+
 /// A change of state, for the log: "vm NAME: FROM -> TO (WHY)". A quiet one (the same failure
 /// again, while retrying) is logged at debug level.
 struct state_change {
@@ -67,6 +75,10 @@ class vm_state {
   // ---- the connection loop ----
   /// The socket appeared: connecting.
   change discovered(std::int64_t now_ms);
+  /// No descriptor is free for another VM connection (`limit`: the daemon's descriptor limit):
+  /// connecting, over capacity, until attempt_started(). Quiet: the manager says it once for
+  /// all the VMs that wait.
+  change over_capacity(std::uint64_t limit, std::int64_t now_ms);
   /// An attempt starts; every one after the VM's first counts as a reconnect.
   void attempt_started();
   /// The socket accepted the connection: handshaking (quietly while the same failure repeats).

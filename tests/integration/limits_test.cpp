@@ -1,0 +1,277 @@
+// SPDX-License-Identifier: MIT
+// qx-agentd and the agent at the limits they are deployed with: descriptors.
+#include <fmt/format.h>
+#include <sys/resource.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "qxa/guest/log_text.hpp"
+#include "qxa/host/agent_client.hpp"
+#include "support/cli.hpp"
+#include "support/daemon.hpp"
+#include "support/fake_guest.hpp"
+#include "support/poll.hpp"
+#include "support/process.hpp"
+#include "support/run.hpp"
+#include "support/shipped.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace std::chrono_literals;
+using qxa::test::child_process;
+using qxa::test::temp_dir;
+
+namespace {
+
+namespace pb = ::quantix::agent::v1;
+
+// The program and its arguments, started by a shell that first sets the descriptor limit with
+// `ulimit_option` ("-Sn 256": the soft limit, as a service manager's default does; "-n 48":
+// both, which the program cannot raise).
+std::vector<std::string> with_limit(const std::string& ulimit_option,
+                                    std::vector<std::string> command) {
+  std::vector<std::string> args{"/bin/sh", "-c",
+                                fmt::format("ulimit {} && exec \"$0\" \"$@\"", ulimit_option)};
+  args.insert(args.end(), command.begin(), command.end());
+  return args;
+}
+
+// CPU time (user and system) a process has used so far, in seconds.
+double cpu_seconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i >= 14) ticks += std::stod(field);  // utime, stime
+  }
+  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+std::size_t lines_in(const std::string& text) {
+  return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
+}
+
+rlim_t soft_limit_of(pid_t pid) {
+  rlimit l{};
+  REQUIRE(::prlimit(pid, RLIMIT_NOFILE, nullptr, &l) == 0);
+  return l.rlim_cur;
+}
+
+}  // namespace
+
+TEST_CASE("qx-agentd and the agent raise their soft descriptor limit to the hard one, and say so",
+          "[integration][limits]") {
+  rlimit here{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &here) == 0);
+  REQUIRE(here.rlim_max != RLIM_INFINITY);
+  REQUIRE(here.rlim_max > 256);
+  const auto raised = fmt::format("descriptor limit {} (raised from 256)", here.rlim_max);
+
+  temp_dir vms, run;
+  const auto config = run.write("qx-agentd.toml", qxa::test::daemon_config_text("250ms", "400ms"));
+  child_process daemon(with_limit("-Sn 256", {QXA_AGENTD_PATH, "--config", config, "--socket-dir",
+                                              vms.path(), "--control-socket", run / "ctl.sock"}));
+  REQUIRE(daemon.wait_for_log("ready: vm sockets in", 10s));
+  CHECK_THAT(daemon.log(), Catch::Contains(raised));
+  CHECK(soft_limit_of(daemon.pid()) == here.rlim_max);
+
+  child_process agent(
+      with_limit("-Sn 256", {QXA_AGENT_PATH, "--config", qxa::test::shipped_agent_config, "--port",
+                             "unix-listen:" + (run / "agent.sock")}));
+  REQUIRE(agent.wait_for_log(qxa::guest::log_text::started, 10s));
+  CHECK_THAT(agent.log(), Catch::Contains(raised));
+  CHECK(soft_limit_of(agent.pid()) == here.rlim_max);
+}
+
+TEST_CASE(
+    "the agent at a descriptor limit it cannot raise: the execs it cannot start fail with a "
+    "clear error, none hangs, and pings are answered throughout",
+    "[integration][limits]") {
+  temp_dir dir;
+  const std::string socket = dir / "agent.sock";
+  // 48 descriptors, soft and hard: a handful of commands at once (each needs pipes for its
+  // input and output), not the 40 asked for below.
+  child_process agent(
+      with_limit("-n 48", {QXA_AGENT_PATH, "--config", qxa::test::shipped_agent_config, "--port",
+                           "unix-listen:" + socket, "--telemetry-interval", "200ms"}));
+  REQUIRE(agent.wait_for_log(qxa::guest::log_text::started, 10s));
+  CHECK_THAT(agent.log(), Catch::Contains("descriptor limit 48"));
+
+  constexpr int commands = 40;
+  int done = 0, succeeded = 0, pings = 0;
+  std::vector<std::string> failures;
+  qxa::test::run_async(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        auto client = qxa::host::agent_client::create(io.get_executor(), socket);
+        const auto ec = co_await client->connect();
+        REQUIRE_FALSE(ec);
+        for (int i = 0; i < commands; ++i) {
+          asio::co_spawn(
+              io,
+              [&, client]() -> asio::awaitable<void> {
+                pb::Envelope e;
+                e.mutable_exec_request()->set_shell_command("sleep 0.5; echo done");
+                auto r = co_await client->request(e, 30s);
+                if (!r) {
+                  failures.push_back(r.error().describe());
+                } else if (r->has_error()) {
+                  CHECK(r->error().code() == pb::ERROR_CODE_RESOURCE_EXHAUSTED);
+                  failures.push_back(r->error().message());
+                } else if (r->has_exec_result() && r->exec_result().exit_code() == 0 &&
+                           r->exec_result().stdout() == "done\n") {
+                  ++succeeded;
+                } else {
+                  failures.push_back(r->ShortDebugString());
+                }
+                ++done;
+              },
+              asio::detached);
+        }
+        // The session goes on meanwhile: every ping answered, at once.
+        while (done < commands) {
+          pb::Envelope p;
+          p.mutable_ping();
+          auto r = co_await client->request(p, 5s);
+          REQUIRE(r);
+          REQUIRE(r->has_pong());
+          ++pings;
+          co_await qxa::test::sleep_for(20ms);
+        }
+        // And after: a command runs again once descriptors are free.
+        pb::Envelope again;
+        again.mutable_exec_request()->set_shell_command("echo again");
+        auto r = co_await client->request(again, 30s);
+        REQUIRE(r);
+        REQUIRE(r->has_exec_result());
+        CHECK(r->exec_result().stdout() == "again\n");
+        client->close();
+      },
+      60s);
+  INFO(agent.log());
+  CHECK(done == commands);
+  CHECK(succeeded > 0);
+  CHECK(!failures.empty());
+  CHECK(pings > 0);
+  for (const auto& f : failures) {
+    INFO(f);
+    CHECK_THAT(f, Catch::Contains("Too many open files") || Catch::Contains("descriptor"));
+  }
+  CHECK(agent.running());
+  // Each refusal is its request's answer (and its audit line), not a warning in the log.
+  CHECK_THAT(agent.log(), !Catch::Contains("warning") && !Catch::Contains("error"));
+}
+
+TEST_CASE(
+    "qx-agentd at a descriptor limit of 256 with 400 VMs: status answers at once and names the "
+    "VMs over capacity, the daemon stays quiet and idle, and a raised limit serves them all",
+    "[integration][limits]") {
+  temp_dir vms, run;
+  const std::string ctl = run / "ctl.sock";
+  constexpr int fleet = 400;
+  asio::io_context io;
+  std::vector<std::unique_ptr<qxa::test::fake_guest>> guests;
+  for (int i = 0; i < fleet; ++i) {
+    guests.push_back(std::make_unique<qxa::test::fake_guest>(
+        io, vms / fmt::format("vm{:03}.agent.sock", i), qxa::test::behaviour::answer));
+  }
+  std::thread guest_thread([&] { io.run(); });
+  struct stop_guests {
+    asio::io_context& io;
+    std::thread& t;
+    ~stop_guests() {
+      io.stop();
+      t.join();
+    }
+  } stop{io, guest_thread};
+  const auto config = run.write("qx-agentd.toml", qxa::test::daemon_config_text("1s", "1s"));
+  const std::vector<std::string> daemon_command{
+      QXA_AGENTD_PATH, "--config", config, "--socket-dir", vms.path(), "--control-socket", ctl};
+
+  auto count = [](const nlohmann::json& status, const std::string& state, bool over) {
+    int n = 0;
+    for (const auto& vm : status["vms"]) {
+      n += vm["state"] == state && vm.value("over_capacity", false) == over;
+    }
+    return n;
+  };
+  {
+    // As deployed without LimitNOFILE: 256 descriptors, soft and hard.
+    child_process daemon(with_limit("-n 256", daemon_command));
+    REQUIRE(daemon.wait_for_log("ready: vm sockets in", 10s));
+    CHECK_THAT(daemon.log(),
+               Catch::Contains("descriptor limit 256: at most 192 VM connections, 64 descriptors "
+                               "kept for the control socket and metrics"));
+    nlohmann::json status;
+    const bool settled = qxa::test::eventually(
+        [&] {
+          status = qxa::test::daemon_status(ctl);
+          return count(status, "ready", false) == 192 &&
+                 count(status, "connecting", true) == fleet - 192;
+        },
+        60s, 200ms);
+    INFO(status.dump().substr(0, 2000));
+    REQUIRE(settled);
+    CHECK(status["descriptor_limit"] == 256);
+    CHECK(status["max_vm_connections"] == 192);
+    for (const auto& vm : status["vms"]) {
+      if (vm.value("over_capacity", false)) {
+        CHECK(vm["last_error"] == "over capacity: descriptor limit 256");
+      }
+    }
+
+    // Settled: over a few seconds, the daemon neither spins nor writes a line per retry, and
+    // the operator is never locked out: status answers at once, every time.
+    const auto log_before = lines_in(daemon.log());
+    const double cpu_before = cpu_seconds(daemon.pid());
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 10; ++i) {
+      auto table = qxa::test::run_cli({"--control-socket", ctl, "status"}, 10s);
+      CHECK(table.status == 0);
+      CHECK(table.took < 1s);
+      CHECK_THAT(table.out, Catch::Contains("over-capacity") &&
+                                Catch::Contains("(208 over capacity: qx-agentd's descriptor "
+                                                "limit 256 allows 192 VM connections"));
+      std::this_thread::sleep_for(300ms);  // a measuring window, not a wait for an event
+    }
+    const double window =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double cpu = (cpu_seconds(daemon.pid()) - cpu_before) / window;
+    const auto new_lines = lines_in(daemon.log()) - log_before;
+    WARN(fmt::format("400 VMs at 256 descriptors: {:.1f} % of a core, {} log lines in {:.1f} s",
+                     cpu * 100, new_lines, window));
+    CHECK(cpu < 0.25);
+    CHECK(new_lines < 10);
+    // The limit's warning came once, not once per VM or per retry.
+    const auto log = daemon.log();
+    std::size_t warnings = 0;
+    for (auto at = log.find("descriptor limit 256 reached"); at != std::string::npos;
+         at = log.find("descriptor limit 256 reached", at + 1)) {
+      ++warnings;
+    }
+    CHECK(warnings == 1);
+    daemon.signal(SIGTERM);
+    REQUIRE(daemon.wait_exit(10s).has_value());
+  }
+
+  // The limit raised, as the unit's LimitNOFILE does (here the hard limit the daemon raises its
+  // soft one to): every VM served.
+  child_process daemon(with_limit("-Sn 256", daemon_command));
+  REQUIRE(daemon.wait_for_log("ready: vm sockets in", 10s));
+  nlohmann::json status;
+  const bool all = qxa::test::eventually(
+      [&] {
+        status = qxa::test::daemon_status(ctl);
+        return count(status, "ready", false) == fleet;
+      },
+      60s, 200ms);
+  INFO(status.dump().substr(0, 2000));
+  CHECK(all);
+  CHECK_THAT(daemon.log(), !Catch::Contains("reached"));
+}
