@@ -16,6 +16,7 @@
 #include "support/cli.hpp"
 #include "support/daemon.hpp"
 #include "support/fake_guest.hpp"
+#include "support/files.hpp"
 #include "support/poll.hpp"
 #include "support/process.hpp"
 #include "support/run.hpp"
@@ -56,6 +57,21 @@ double cpu_seconds(pid_t pid) {
 
 std::size_t lines_in(const std::string& text) {
   return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
+}
+
+// Pings through `client` until `done` reaches `until`, each answered in time; how many.
+asio::awaitable<int> ping_until(qxa::host::agent_client& client, const int& done, int until) {
+  int pings = 0;
+  while (done < until) {
+    pb::Envelope p;
+    p.mutable_ping();
+    auto r = co_await client.request(p, 5s);
+    REQUIRE(r);
+    REQUIRE(r->has_pong());
+    ++pings;
+    co_await qxa::test::sleep_for(10ms);
+  }
+  co_return pings;
 }
 
 rlim_t soft_limit_of(pid_t pid) {
@@ -135,15 +151,7 @@ TEST_CASE(
               asio::detached);
         }
         // The session goes on meanwhile: every ping answered, at once.
-        while (done < commands) {
-          pb::Envelope p;
-          p.mutable_ping();
-          auto r = co_await client->request(p, 5s);
-          REQUIRE(r);
-          REQUIRE(r->has_pong());
-          ++pings;
-          co_await qxa::test::sleep_for(20ms);
-        }
+        pings = co_await ping_until(*client, done, commands);
         // And after: a command runs again once descriptors are free.
         pb::Envelope again;
         again.mutable_exec_request()->set_shell_command("echo again");
@@ -274,4 +282,109 @@ TEST_CASE(
   INFO(status.dump().substr(0, 2000));
   CHECK(all);
   CHECK_THAT(daemon.log(), !Catch::Contains("reached"));
+}
+
+TEST_CASE(
+    "the agent at a descriptor limit it cannot raise: file reads and uploads that find no "
+    "descriptor fail with a clear error, the others complete, pings go on",
+    "[integration][limits]") {
+  temp_dir dir;
+  const std::string socket = dir / "agent.sock";
+  const auto file = dir / "data.bin";
+  qxa::test::write_random_file(file, 4u << 20);
+  child_process agent(
+      with_limit("-n 48", {QXA_AGENT_PATH, "--config", qxa::test::shipped_agent_config, "--port",
+                           "unix-listen:" + socket}));
+  REQUIRE(agent.wait_for_log(qxa::guest::log_text::started, 10s));
+
+  constexpr int reads = 40, uploads = 60;
+  int reads_done = 0, reads_whole = 0, uploads_open = 0, pings = 0;
+  std::vector<std::string> failures;
+  std::vector<std::uint64_t> handles;
+  qxa::test::run_async(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        auto client = qxa::host::agent_client::create(io.get_executor(), socket);
+        const auto ec = co_await client->connect();
+        REQUIRE_FALSE(ec);
+        auto failed = [&](const qxa::common::result<pb::Envelope>& r) {
+          if (!r) {
+            failures.push_back(r.error().describe());
+          } else if (r->has_error()) {
+            CHECK(r->error().code() == pb::ERROR_CODE_RESOURCE_EXHAUSTED);
+            failures.push_back(r->error().message());
+          } else {
+            return false;
+          }
+          return true;
+        };
+        // Uploads opened and left open: each holds a temporary file until it is closed.
+        for (int i = 0; i < uploads; ++i) {
+          pb::Envelope open;
+          open.mutable_file_write_open()->set_path(dir / fmt::format("upload-{}.bin", i));
+          auto r = co_await client->request(open, 10s);
+          if (failed(r)) continue;
+          REQUIRE(r->has_file_write_reply());
+          handles.push_back(r->file_write_reply().handle());
+          ++uploads_open;
+        }
+        // A few given back: reads at once then find some descriptors, not enough for all.
+        auto abort_upload = [&](std::uint64_t h) -> asio::awaitable<void> {
+          pb::Envelope close;
+          close.mutable_file_write_close()->set_handle(h);
+          close.mutable_file_write_close()->set_abort(true);
+          auto r = co_await client->request(close, 10s);
+          CHECK(r);
+        };
+        for (int i = 0; i < 6 && !handles.empty(); ++i) {
+          co_await abort_upload(handles.back());
+          handles.pop_back();
+        }
+        // Reads at once, while the other uploads hold what they hold; then those are aborted.
+        for (int i = 0; i < reads; ++i) {
+          asio::co_spawn(
+              io,
+              [&, client]() -> asio::awaitable<void> {
+                pb::Envelope e;
+                e.mutable_file_read_request()->set_path(file);
+                std::uint64_t bytes = 0;
+                qxa::host::call_options o;
+                o.timeout = 30s;
+                o.on_progress = [&](const pb::Envelope& m) {
+                  bytes += m.file_chunk().data().size();
+                };
+                auto r = co_await client->request(std::move(e), std::move(o));
+                if (!failed(r) && r->has_file_read_result() && bytes == (4u << 20)) ++reads_whole;
+                ++reads_done;
+              },
+              asio::detached);
+        }
+        pings = co_await ping_until(*client, reads_done, reads);
+        for (const auto h : handles) co_await abort_upload(h);
+        // With the uploads' descriptors back, a read goes through.
+        pb::Envelope again;
+        again.mutable_file_read_request()->set_path(file);
+        qxa::host::call_options o;
+        o.timeout = 30s;
+        o.on_progress = [](const pb::Envelope&) {};
+        auto r = co_await client->request(std::move(again), std::move(o));
+        REQUIRE(r);
+        CHECK(r->has_file_read_result());
+        client->close();
+      },
+      60s);
+  INFO(agent.log());
+  WARN(fmt::format("48 descriptors: {} of {} uploads opened, {} of {} reads whole, {} pings",
+                   uploads_open, uploads, reads_whole, reads, pings));
+  CHECK(uploads_open > 0);
+  CHECK(uploads_open < uploads);
+  CHECK(reads_done == reads);
+  CHECK(reads_whole > 0);
+  CHECK(reads_whole < reads);
+  CHECK(pings > 0);
+  CHECK(!failures.empty());
+  for (const auto& f : failures) {
+    INFO(f);
+    CHECK_THAT(f, Catch::Contains("Too many open files"));
+  }
+  CHECK(agent.running());
 }
