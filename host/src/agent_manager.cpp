@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
-// The manager's I/O: the socket directory (inotify and rescans), each VM's connection loop,
-// heartbeats and events. What they mean for a VM's status is vm_state's to decide.
+// The manager's I/O: the socket directory (inotify and rescans), each VM's connection loop with
+// its descriptor budget, heartbeats and events. What they mean for a VM's status is vm_state's
+// to decide. One file because these coroutines share the VM records and the manager's running
+// state; the decisions are already apart (vm_state, clock_sync, descriptor_budget).
 #include "qxa/host/agent_manager.hpp"
 
 #include <dirent.h>

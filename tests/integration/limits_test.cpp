@@ -59,6 +59,19 @@ std::size_t lines_in(const std::string& text) {
   return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
 }
 
+// Whether the request failed (no reply, or an Error reply, which must be RESOURCE_EXHAUSTED);
+// if so, why, added to `failures`.
+bool refused(const qxa::common::result<pb::Envelope>& r, std::vector<std::string>& failures) {
+  if (r && !r->has_error()) return false;
+  if (!r) {
+    failures.push_back(r.error().describe());
+  } else {
+    CHECK(r->error().code() == pb::ERROR_CODE_RESOURCE_EXHAUSTED);
+    failures.push_back(r->error().message());
+  }
+  return true;
+}
+
 // Pings through `client` until `done` reaches `until`, each answered in time; how many.
 asio::awaitable<int> ping_until(qxa::host::agent_client& client, const int& done, int until) {
   int pings = 0;
@@ -135,11 +148,8 @@ TEST_CASE(
                 pb::Envelope e;
                 e.mutable_exec_request()->set_shell_command("sleep 0.5; echo done");
                 auto r = co_await client->request(e, 30s);
-                if (!r) {
-                  failures.push_back(r.error().describe());
-                } else if (r->has_error()) {
-                  CHECK(r->error().code() == pb::ERROR_CODE_RESOURCE_EXHAUSTED);
-                  failures.push_back(r->error().message());
+                if (refused(r, failures)) {
+                  // counted in failures
                 } else if (r->has_exec_result() && r->exec_result().exit_code() == 0 &&
                            r->exec_result().stdout() == "done\n") {
                   ++succeeded;
@@ -307,15 +317,7 @@ TEST_CASE(
         const auto ec = co_await client->connect();
         REQUIRE_FALSE(ec);
         auto failed = [&](const qxa::common::result<pb::Envelope>& r) {
-          if (!r) {
-            failures.push_back(r.error().describe());
-          } else if (r->has_error()) {
-            CHECK(r->error().code() == pb::ERROR_CODE_RESOURCE_EXHAUSTED);
-            failures.push_back(r->error().message());
-          } else {
-            return false;
-          }
-          return true;
+          return refused(r, failures);
         };
         // Uploads opened and left open: each holds a temporary file until it is closed.
         for (int i = 0; i < uploads; ++i) {
