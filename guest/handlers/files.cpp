@@ -233,6 +233,15 @@ asio::awaitable<pb::Envelope> file_write(request_context ctx, pb::Envelope reque
   const auto& policy = ctx.state.options.policy;
   pb::Envelope reply;
   auto* r = reply.mutable_file_write_reply();
+  // Each open upload holds two descriptors until it is closed or its session ends.
+  if (request.has_file_write_open() && uploads.open_in(ctx.session_id) >= policy.max_open_uploads) {
+    co_return over_limit(
+        ctx, "file-write",
+        refusal{"policy.max_open_uploads",
+                fmt::format("{} uploads are open, the most the guest's policy.max_open_uploads "
+                            "allows in one session: close or abort one first",
+                            policy.max_open_uploads)});
+  }
   if (request.has_file_write_open() && request.file_write_open().agent_upgrade()) {
     co_return stage_upgrade(ctx, request.file_write_open());
   }

@@ -67,11 +67,7 @@ pb::Envelope start_job(const request_context& ctx, const pb::ExecRequest& req,
                        const std::string& user) {
   auto& jobs = *ctx.state.jobs;
   if (auto no = jobs.refuse_start()) {
-    common::log_warning("audit: op=exec session={:016x} request={} outcome=refused rule={}",
-                        ctx.session_id, ctx.request_id, "policy.max_jobs");
-    auto e = error_reply(pb::ERROR_CODE_RESOURCE_EXHAUSTED, *no);
-    e.mutable_error()->set_rule("policy.max_jobs");
-    return e;
+    return over_limit(ctx, "exec", refusal{"policy.max_jobs", std::move(*no)});
   }
   auto spawned = child_process::spawn(jobs.executor(), spawn);
   if (!spawned) {

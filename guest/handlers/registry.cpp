@@ -96,12 +96,25 @@ pb::Envelope error_reply(pb::ErrorCode code, std::string message) {
   return e;
 }
 
-pb::Envelope refused(const request_context& ctx, const char* op, const refusal& why) {
+namespace {
+
+pb::Envelope refusal_reply(const request_context& ctx, const char* op, const refusal& why,
+                           pb::ErrorCode code) {
   common::log_warning("audit: op={} session={:016x} request={} outcome=refused rule={}", op,
                       ctx.session_id, ctx.request_id, why.rule);
-  auto e = error_reply(pb::ERROR_CODE_PERMISSION_DENIED, why.message);
+  auto e = error_reply(code, why.message);
   e.mutable_error()->set_rule(why.rule);
   return e;
+}
+
+}  // namespace
+
+pb::Envelope refused(const request_context& ctx, const char* op, const refusal& why) {
+  return refusal_reply(ctx, op, why, pb::ERROR_CODE_PERMISSION_DENIED);
+}
+
+pb::Envelope over_limit(const request_context& ctx, const char* op, const refusal& why) {
+  return refusal_reply(ctx, op, why, pb::ERROR_CODE_RESOURCE_EXHAUSTED);
 }
 
 pb::ErrorCode error_code_for(int err) noexcept {

@@ -85,6 +85,7 @@ std::optional<common::error_info> apply(common::config_reader& r, agent_config& 
   p.max_file_bytes = static_cast<std::uint64_t>(file);
   r.get("policy.max_chunk_bytes", p.max_chunk_bytes, 4096, a.max_frame_size / 2);
   r.get("policy.max_jobs", p.max_jobs, 0, 1024);
+  r.get("policy.max_open_uploads", p.max_open_uploads, 1, 1024);
   std::int64_t job_output = static_cast<std::int64_t>(p.max_job_output_bytes);
   r.get("policy.max_job_output_bytes", job_output, 0, std::int64_t{1} << 30);
   p.max_job_output_bytes = static_cast<std::uint64_t>(job_output);

@@ -202,6 +202,12 @@ bool upload_table::abort(std::uint64_t session, std::uint64_t handle) {
   return true;
 }
 
+std::size_t upload_table::open_in(std::uint64_t session) const noexcept {
+  std::size_t n = 0;
+  for (const auto& [handle, u] : uploads_) n += u.session == session ? 1 : 0;
+  return n;
+}
+
 std::size_t upload_table::abort_session(std::uint64_t session) {
   std::size_t n = 0;
   for (auto it = uploads_.begin(); it != uploads_.end();) {

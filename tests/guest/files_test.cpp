@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "support/files.hpp"
 
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -383,4 +384,65 @@ TEST_CASE("listing or describing a directory that holds a stuck FUSE mount asks 
   REQUIRE(described.has_error());  // the walk does not step onto it
   CHECK(described.error().code() == pb::ERROR_CODE_FAILED_PRECONDITION);
   CHECK_THAT(described.error().message(), Catch::Contains("fuse.stuck"));
+}
+
+TEST_CASE(
+    "policy.max_open_uploads caps the uploads one session holds open; closing one, or another "
+    "session, makes room",
+    "[unit][guest][files]") {
+  temp_dir dir;
+  qg::agent_options o;
+  o.policy.write_roots = {dir.path()};
+  o.policy.max_open_uploads = 3;
+  run_async([&](asio::io_context& io) -> asio::awaitable<void> {
+    handler_bench bench(io.get_executor(), o);
+    auto open = [&](const qg::handlers::request_context& ctx,
+                    const std::string& name) -> asio::awaitable<pb::Envelope> {
+      pb::Envelope e;
+      e.mutable_file_write_open()->set_path(dir / name);
+      co_return co_await handlers::file_write(ctx, e);
+    };
+    std::vector<std::uint64_t> handles;
+    for (int i = 0; i < 3; ++i) {
+      auto r = co_await open(bench.context(), fmt::format("file-{}", i));
+      REQUIRE(r.has_file_write_reply());
+      handles.push_back(r.file_write_reply().handle());
+    }
+    auto over = co_await open(bench.context(), "one-too-many");
+    REQUIRE(over.has_error());
+    CHECK(over.error().code() == pb::ERROR_CODE_RESOURCE_EXHAUSTED);
+    CHECK(over.error().rule() == "policy.max_open_uploads");
+    CHECK_THAT(over.error().message(), Catch::Contains("3 uploads are open"));
+    // An agent upgrade's staging is an upload like any other.
+    pb::Envelope stage;
+    stage.mutable_file_write_open()->set_agent_upgrade(true);
+    auto staged = co_await handlers::file_write(bench.context(), stage);
+    REQUIRE(staged.has_error());
+    CHECK(staged.error().rule() == "policy.max_open_uploads");
+    // Another session has its own three.
+    const qg::handlers::request_context other{bench.state, 0x07e4, 2, nullptr};
+    auto theirs = co_await open(other, "theirs");
+    CHECK(theirs.has_file_write_reply());
+    // One committed and one aborted: two may open again, and a third not.
+    pb::Envelope close;
+    close.mutable_file_write_close()->set_handle(handles[0]);
+    auto closed = co_await handlers::file_write(bench.context(), close);
+    CHECK(closed.file_write_reply().committed());
+    close.mutable_file_write_close()->set_handle(handles[1]);
+    close.mutable_file_write_close()->set_abort(true);
+    closed = co_await handlers::file_write(bench.context(), close);
+    CHECK_FALSE(closed.has_error());
+    auto again = co_await open(bench.context(), "again-1");
+    CHECK(again.has_file_write_reply());
+    again = co_await open(bench.context(), "again-2");
+    CHECK(again.has_file_write_reply());
+    again = co_await open(bench.context(), "again-3");
+    CHECK(again.error().rule() == "policy.max_open_uploads");
+    // A session's end gives back all it held.
+    CHECK(bench.state.uploads->abort_session(0x5e55) == 3);
+    again = co_await open(bench.context(), "after-the-session");
+    CHECK(again.has_file_write_reply());
+  });
+  CHECK(file_contents(dir / "file-0").empty());
+  CHECK_FALSE(std::filesystem::exists(dir / "one-too-many"));
 }

@@ -302,9 +302,11 @@ TEST_CASE(
   const std::string socket = dir / "agent.sock";
   const auto file = dir / "data.bin";
   qxa::test::write_random_file(file, 4u << 20);
+  // Uploads capped only by the descriptors (policy.max_open_uploads, 16 by default, would stop
+  // them well before).
+  const auto config = dir.write("agent.toml", "[policy]\nmax_open_uploads = 1024\n");
   child_process agent(
-      with_limit("-n 48", {QXA_AGENT_PATH, "--config", qxa::test::shipped_agent_config, "--port",
-                           "unix-listen:" + socket}));
+      with_limit("-n 48", {QXA_AGENT_PATH, "--config", config, "--port", "unix-listen:" + socket}));
   REQUIRE(agent.wait_for_log(qxa::guest::log_text::started, 10s));
 
   constexpr int reads = 40, uploads = 60;
@@ -388,5 +390,75 @@ TEST_CASE(
     INFO(f);
     CHECK_THAT(f, Catch::Contains("Too many open files"));
   }
+  CHECK(agent.running());
+}
+
+TEST_CASE(
+    "a host that opens uploads and never closes them stops at policy.max_open_uploads as "
+    "shipped, and the agent keeps descriptors for everything else",
+    "[integration][limits]") {
+  temp_dir dir;
+  const std::string socket = dir / "agent.sock";
+  const auto file = dir.write("small.txt", "read me\n");
+  // 64 descriptors: the 16 uploads the shipped policy allows hold 32 of them.
+  child_process agent(
+      with_limit("-n 64", {QXA_AGENT_PATH, "--config", qxa::test::shipped_agent_config, "--port",
+                           "unix-listen:" + socket}));
+  REQUIRE(agent.wait_for_log(qxa::guest::log_text::started, 10s));
+
+  constexpr int attempts = 40;
+  auto open_uploads = [&](int& opened, std::vector<pb::Error>& refusals) {
+    qxa::test::run_async(
+        [&](asio::io_context& io) -> asio::awaitable<void> {
+          auto client = qxa::host::agent_client::create(io.get_executor(), socket);
+          const auto ec = co_await client->connect();
+          REQUIRE_FALSE(ec);
+          for (int i = 0; i < attempts; ++i) {
+            pb::Envelope open;
+            open.mutable_file_write_open()->set_path(dir / fmt::format("upload-{}.bin", i));
+            auto r = co_await client->request(open, 10s);
+            REQUIRE(r);
+            if (r->has_error()) {
+              refusals.push_back(r->error());
+            } else {
+              REQUIRE(r->has_file_write_reply());
+              ++opened;
+            }
+          }
+          // The rest of the session is not short of descriptors: a command and a read.
+          pb::Envelope exec;
+          exec.mutable_exec_request()->set_shell_command("echo still");
+          auto r = co_await client->request(exec, 30s);
+          REQUIRE(r);
+          REQUIRE(r->has_exec_result());
+          CHECK(r->exec_result().stdout() == "still\n");
+          pb::Envelope read;
+          read.mutable_file_read_request()->set_path(file);
+          qxa::host::call_options o;
+          o.timeout = 10s;
+          o.on_progress = [](const pb::Envelope&) {};
+          r = co_await client->request(std::move(read), std::move(o));
+          REQUIRE(r);
+          CHECK(r->has_file_read_result());
+          client->close();  // leaving the uploads open
+        },
+        30s);
+  };
+  int opened = 0;
+  std::vector<pb::Error> refusals;
+  open_uploads(opened, refusals);
+  CHECK(opened == 16);
+  REQUIRE(refusals.size() == attempts - 16);
+  for (const auto& e : refusals) {
+    CHECK(e.code() == pb::ERROR_CODE_RESOURCE_EXHAUSTED);
+    CHECK(e.rule() == "policy.max_open_uploads");
+  }
+  // The session's end gave them back: the next host session has its 16 again.
+  REQUIRE(agent.wait_for_log(fmt::format("16 {}", qxa::guest::log_text::uploads_discarded), 10s));
+  opened = 0;
+  refusals.clear();
+  open_uploads(opened, refusals);
+  CHECK(opened == 16);
+  CHECK(refusals.size() == attempts - 16);
   CHECK(agent.running());
 }

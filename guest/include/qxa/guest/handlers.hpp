@@ -108,6 +108,9 @@ bool systemd_running(const std::string& dir);
 
 /// An Error reply for a refusal by the local policy, with its audit line.
 pb::Envelope refused(const request_context& ctx, const char* op, const refusal& why);
+/// An Error reply (RESOURCE_EXHAUSTED) for a request over a cap of the local policy
+/// (policy.max_jobs, policy.max_open_uploads), with its audit line.
+pb::Envelope over_limit(const request_context& ctx, const char* op, const refusal& why);
 /// An Error reply for a failed system call (errno `err`), mapped to the nearest code.
 pb::Envelope system_error(int err, const std::string& what);
 /// The code of an Error reply for a failed system call (errno `err`).

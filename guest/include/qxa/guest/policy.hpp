@@ -54,6 +54,7 @@ struct local_policy {
   std::uint64_t max_file_bytes = 1ull << 32;   ///< one file read or written
   std::uint32_t max_chunk_bytes = 1u << 20;    ///< one chunk of a file transfer
   std::uint32_t max_jobs = 16;                 ///< detached jobs running (and records kept)
+  std::uint32_t max_open_uploads = 16;         ///< uploads open at once in one session
   std::uint64_t max_job_output_bytes = 256u << 10;  ///< a job's output ring, per stream
 
   [[nodiscard]] std::optional<refusal> check_operation(std::string_view operation) const;

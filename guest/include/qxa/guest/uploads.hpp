@@ -62,6 +62,8 @@ class upload_table {
   /// Discards every upload of a session (the host went away).
   std::size_t abort_session(std::uint64_t session);
   [[nodiscard]] std::size_t size() const noexcept { return uploads_.size(); }
+  /// The uploads `session` has open.
+  [[nodiscard]] std::size_t open_in(std::uint64_t session) const noexcept;
 
  private:
   struct upload {
