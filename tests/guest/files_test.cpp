@@ -387,7 +387,7 @@ TEST_CASE("listing or describing a directory that holds a stuck FUSE mount asks 
 }
 
 TEST_CASE(
-    "policy.max_open_uploads caps the uploads one session holds open; closing one, or another "
+    "policy.max_open_uploads caps the uploads one session holds open, and closing one, or another "
     "session, makes room",
     "[unit][guest][files]") {
   temp_dir dir;
