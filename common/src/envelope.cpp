@@ -45,6 +45,8 @@ const char* body_name(const pb::Envelope& envelope) noexcept {
       return "telemetry_request";
     case pb::Envelope::kTelemetry:
       return "telemetry";
+    case pb::Envelope::kStreamCredit:
+      return "stream_credit";
     case pb::Envelope::kTimeRequest:
       return "time_request";
     case pb::Envelope::kTimeReply:

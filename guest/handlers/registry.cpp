@@ -84,6 +84,7 @@ std::vector<std::string> operation_names(std::span<const handler_entry> table) {
 std::vector<std::string> capabilities(std::span<const handler_entry> table) {
   auto names = operation_names(table);
   names.emplace_back("cancel");
+  names.emplace_back("stream-credit");
   return names;
 }
 

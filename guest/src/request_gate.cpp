@@ -43,6 +43,9 @@ request_gate::action request_gate::on_envelope(const pb::Envelope& envelope, boo
                   {}};
   }
   if (envelope.has_cancel_request()) return cancel{envelope.cancel_request().request_id()};
+  if (envelope.has_stream_credit()) {
+    return credit{envelope.stream_credit().request_id(), envelope.stream_credit().replies()};
+  }
   const auto* entry = find(envelope.body_case());
   if (entry == nullptr) {
     return refuse{reason::unknown,

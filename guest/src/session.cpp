@@ -75,6 +75,11 @@ void session::handle(pb::Envelope envelope) {
           reply(envelope.request_id(), handlers::pong_for(envelope));
         } else if constexpr (std::is_same_v<A, request_gate::cancel>) {
           cancel(envelope.request_id(), a.target);
+        } else if constexpr (std::is_same_v<A, request_gate::credit>) {
+          // Not answered; a credit for a request that has ended is dropped.
+          if (auto it = running_.find(a.target); it != running_.end()) {
+            it->second->credit(a.replies);
+          }
         } else {
           static_assert(std::is_same_v<A, request_gate::run>);
           // The gate counts the request in flight until this coroutine ends, however it ends;
@@ -130,7 +135,7 @@ asio::awaitable<void> session::execute(const handlers::handler_entry& entry, pb:
     co_return;
   }
   auto ex = co_await asio::this_coro::executor;
-  auto stop = std::make_shared<stopper>(ex);
+  auto stop = std::make_shared<stopper>(ex, request.stream_window());
   running_[id] = stop;
   struct running_guard {
     std::map<std::uint64_t, std::shared_ptr<stopper>>& running;
@@ -202,8 +207,14 @@ asio::awaitable<bool> session::send_progress(std::uint64_t stamped, std::uint64_
   // behind much of it; urgent replies overtake what is queued anyway.
   constexpr std::size_t bulk_queue_bytes = 1u << 20;
   if (!gate_.is_current(stamped) || !stream_->is_open()) co_return false;
+  // A request the host paces (stream_window) waits for its credit: whoever reads its partial
+  // replies at the far end of the host is slower than the channel.
+  auto running = running_.find(request_id);
+  std::shared_ptr<stopper> stop = running != running_.end() ? running->second : nullptr;
+  if (stop) co_await stop->wait_for_credit();
   co_await stream_->wait_queue_below(bulk_queue_bytes);
   if (!gate_.is_current(stamped) || !stream_->is_open()) co_return false;
+  if (stop && stop->stopped) co_return false;
   body.set_reply_to(request_id);
   body.set_session_id(stamped);
   body.set_more(true);
@@ -212,7 +223,10 @@ asio::awaitable<bool> session::send_progress(std::uint64_t stamped, std::uint64_
                         request_id, max_reply_bytes());
     co_return false;
   }
-  if (auto it = running_.find(request_id); it != running_.end()) it->second->sent_progress = true;
+  if (stop) {
+    stop->sent_progress = true;
+    ++stop->unacknowledged;
+  }
   // Partial replies have no deadline of their own beyond the stream's: the write timeout.
   co_return !stream_->post(body);
 }

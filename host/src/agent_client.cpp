@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "qxa/host/agent_client.hpp"
 
+#include <algorithm>
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
@@ -30,6 +31,12 @@ struct agent_client::pending_request {
   std::optional<result<pb::Envelope>> outcome;
   std::chrono::nanoseconds timeout{};
   std::function<void(const pb::Envelope&)> on_progress;
+  /// Flow control (call_options::stream_window; 0: none): replies taken and not yet credited
+  /// back, and whether a credit is on its way (waiting for `taken`).
+  std::uint32_t window = 0;
+  std::function<asio::awaitable<void>()> taken;
+  std::uint32_t owed = 0;
+  bool crediting = false;
 
   /// A partial reply: hand it over and count the deadline again from now.
   void progress(const pb::Envelope& e) {
@@ -44,6 +51,16 @@ struct agent_client::pending_request {
     timer.cancel();
   }
 };
+
+namespace {
+
+// Whether the agent said it does `capability` (an operation, or "cancel", "stream-credit").
+bool lists_capability(const pb::HelloAck& ack, std::string_view capability) {
+  const auto& caps = ack.capabilities();
+  return std::find(caps.begin(), caps.end(), capability) != caps.end();
+}
+
+}  // namespace
 
 std::uint64_t random_session_id() {
   static std::mutex m;
@@ -216,6 +233,11 @@ asio::awaitable<result<pb::Envelope>> agent_client::send_request(pb::Envelope re
   p->timer.expires_after(timeout);
   p->timeout = timeout;
   p->on_progress = std::move(options.on_progress);
+  if (options.stream_window > 0 && lists_capability(dispatch_.hello(), "stream-credit")) {
+    request.set_stream_window(options.stream_window);
+    p->window = options.stream_window;
+    p->taken = std::move(options.taken);
+  }
   pending_.emplace(id, p);
   ++stats_.requests;
   if (auto ec = stream_->post(request)) {
@@ -349,10 +371,45 @@ void agent_client::deliver(const client_dispatch::deliver& d, pb::Envelope envel
   auto p = it->second;
   if (d.partial) {
     p->progress(envelope);
+    if (p->window > 0) give_credit(d.id, p);
     return;
   }
   pending_.erase(it);
   p->complete(std::move(envelope));
+}
+
+void agent_client::give_credit(std::uint64_t id, const std::shared_ptr<pending_request>& p) {
+  // Credit goes back in batches of a quarter of the window: one small message per few
+  // replies, and the agent never runs dry while the consumer keeps up.
+  ++p->owed;
+  if (p->crediting || p->owed < std::max<std::uint32_t>(1, p->window / 4)) return;
+  p->crediting = true;
+  auto send = [this, id, session = dispatch_.session(), p] {
+    const auto replies = std::exchange(p->owed, 0);
+    if (!is_ready() || dispatch_.session() != session || !pending_.contains(id)) return;
+    pb::Envelope e;
+    e.set_request_id(next_id_++);  // not answered
+    e.set_session_id(session);
+    e.mutable_stream_credit()->set_request_id(id);
+    e.mutable_stream_credit()->set_replies(replies);
+    common::send_options o;
+    o.urgent = true;  // never behind bulk data of our own
+    (void)stream_->post(e, o);
+  };
+  if (!p->taken) {
+    send();
+    p->crediting = false;
+    return;
+  }
+  asio::co_spawn(
+      ex_,
+      [self = shared_from_this(), p, send]() -> asio::awaitable<void> {
+        // What arrived while this waited is taken by the same wait.
+        co_await p->taken();
+        send();
+        p->crediting = false;
+      },
+      common::contained("a stream credit"));
 }
 
 void agent_client::agent_restarted(pb::Envelope envelope) {

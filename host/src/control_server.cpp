@@ -25,6 +25,12 @@ using namespace asio::experimental::awaitable_operators;
 
 namespace {
 
+// A streamed call's pace: partial replies the agent may have on their way (file chunks are
+// 256 KiB by default, at most policy.max_chunk_bytes), and what the control connection may
+// still hold unwritten when one counts as taken. Together about 5 MiB per call.
+constexpr std::uint32_t paced_window = 16;
+constexpr std::size_t paced_queue_bytes = 1u << 20;
+
 pb::ControlMessage error_message(std::uint64_t reply_to, pb::ErrorCode code, std::string text) {
   pb::ControlMessage m;
   m.set_reply_to(reply_to);
@@ -203,23 +209,41 @@ asio::awaitable<void> control_server::serve_call(std::shared_ptr<connection> con
   auto stream = conn->stream;
   call_options options;
   if (call.timeout_ms() > 0) options.timeout = std::chrono::milliseconds(call.timeout_ms());
+  // Why the daemon stopped the call itself: a partial reply it could not queue.
+  auto dropped = std::make_shared<std::error_code>();
   if (call.stream_progress()) {
-    options.on_progress = [conn, id](const pb::Envelope& partial) {
+    options.on_progress = [conn, id, dropped](const pb::Envelope& partial) {
       pb::ControlMessage out;
       out.set_reply_to(id);
       out.set_more(true);
       *out.mutable_vm_call_result()->mutable_reply() = partial;
-      if (conn->stream->post(out)) {
+      if (auto ec = conn->stream->post(out); ec && !*dropped) {
         // A client this far behind (or gone) would get a stream with a hole: stop the call.
+        // (Only an agent without flow control can get it there.)
+        *dropped = ec;
         if (auto it = conn->calls.find(id); it != conn->calls.end()) {
           it->second->emit(asio::cancellation_type::terminal);
         }
       }
     };
+    // The agent's partial replies are paced by this client: a reply is taken once the control
+    // connection has written out all but `paced_queue_bytes`, so a slow reader holds back the
+    // agent (a command's output waits in its pipe) instead of filling the daemon's memory.
+    options.stream_window = paced_window;
+    options.taken = [stream = conn->stream] { return stream->wait_queue_below(paced_queue_bytes); };
   }
   const auto t0 = std::chrono::steady_clock::now();
   auto r = co_await manager_->call(call.vm(), call.request(), std::move(options));
   conn->calls.erase(id);
+  if (*dropped && stream->is_open()) {
+    common::log_warning("control call {} to vm {} stopped: its client fell behind ({})", id,
+                        call.vm(), dropped->message());
+    answer(*stream,
+           error_message(id, pb::ERROR_CODE_RESOURCE_EXHAUSTED,
+                         fmt::format("stopped: this client fell behind the streamed reply ({})",
+                                     dropped->message())));
+    co_return;
+  }
   if (!r) {
     // The code travels on its own: the text is the message alone when the client can tell the
     // code again from the wire's (else "... (unavailable) (unavailable)" once it describes it).

@@ -17,6 +17,7 @@
 #include "qxa/common/envelope.hpp"
 #include "qxa/common/message_stream.hpp"
 #include "qxa/guest/request_gate.hpp"
+#include "support/temp_dir.hpp"
 
 using namespace std::chrono_literals;
 using qxa::guest::request_gate;
@@ -175,6 +176,14 @@ TEST_CASE("the gate: unknown, refused by policy, frozen, and over the in-flight 
   auto cancel =
       request(7, session_a, [](pb::Envelope& e) { e.mutable_cancel_request()->set_request_id(5); });
   CHECK(as<request_gate::cancel>(gate.on_envelope(cancel, true)).target == 5);
+  // A credit, like a cancel, goes through while frozen and takes no slot.
+  auto credit = request(9, session_a, [](pb::Envelope& e) {
+    e.mutable_stream_credit()->set_request_id(5);
+    e.mutable_stream_credit()->set_replies(2);
+  });
+  const auto given = as<request_gate::credit>(gate.on_envelope(credit, true));
+  CHECK(given.target == 5);
+  CHECK(given.replies == 2);
 
   // Two in flight (telemetry above and this one); a third waits for a slot; pings never do.
   as<request_gate::run>(gate.on_envelope(time, false));
@@ -190,13 +199,14 @@ TEST_CASE("the gate: unknown, refused by policy, frozen, and over the in-flight 
   CHECK(gate.inflight() == 0);
 }
 
-TEST_CASE("the gate lists each capability once, and cancel", "[unit][guest]") {
+TEST_CASE("the gate lists each capability once, cancel and stream-credit", "[unit][guest]") {
   qg::local_policy policy;
   request_gate gate(test_table, policy, {});
   const auto caps = gate.capabilities();
   CHECK(std::count(caps.begin(), caps.end(), "file-write") == 1);
   CHECK(std::count(caps.begin(), caps.end(), "cancel") == 1);
-  CHECK(caps.size() == 7);
+  CHECK(std::count(caps.begin(), caps.end(), "stream-credit") == 1);
+  CHECK(caps.size() == 8);
   request_gate real(handlers::table(), policy, {});
   const auto all = real.capabilities();
   for (const auto& c : all) CHECK(std::count(all.begin(), all.end(), c) == 1);
@@ -227,7 +237,7 @@ TEST_CASE("a handler that throws is answered INTERNAL at once, and frees its slo
     auto ack = co_await host->receive();
     REQUIRE(ack);
     REQUIRE(ack->has_hello_ack());
-    CHECK(ack->hello_ack().capabilities_size() == 7);
+    CHECK(ack->hello_ack().capabilities_size() == 8);
 
     // exec bounds its own run time: without the guard it would never be answered at all;
     // time would be answered TIMEOUT after 30 s. One slot: the second needs the first's back.
@@ -253,6 +263,101 @@ TEST_CASE("a handler that throws is answered INTERNAL at once, and frees its slo
     REQUIRE(r);
     CHECK(r->reply_to() == 5);
     CHECK_FALSE(r->has_error());
+    host->close();
+  });
+}
+
+TEST_CASE(
+    "a paced request sends no more partial replies than its window until the host gives credit, "
+    "and pings pass meanwhile",
+    "[unit][guest]") {
+  qxa::test::temp_dir dir;
+  const auto file = dir.write("data", std::string(16 * 4096, 'q'));
+  run_async([&](asio::io_context& io) -> asio::awaitable<void> {
+    handler_bench bench(io.get_executor());
+    int fds[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+    auto agent_end = qg::guest_stream::create(asio::posix::stream_descriptor(io, fds[0]));
+    auto host = qxa::common::message_stream<asio::posix::stream_descriptor>::create(
+        asio::posix::stream_descriptor(io, fds[1]));
+    host->start();
+    auto s = std::make_shared<qg::session>(bench.state, agent_end);
+    asio::co_spawn(io, s->run(), asio::detached);
+    auto got = co_await host->receive();  // AgentReady
+    REQUIRE(got);
+    auto sent = co_await host->send(hello(1, session_a));
+    REQUIRE_FALSE(sent);
+    got = co_await host->receive();
+    REQUIRE(got);
+    REQUIRE(got->has_hello_ack());
+
+    auto read = request(2, session_a, [&](pb::Envelope& e) {
+      e.mutable_file_read_request()->set_path(file);
+      e.mutable_file_read_request()->set_chunk_bytes(4096);
+    });
+    read.set_stream_window(2);
+    sent = co_await host->send(read);
+    REQUIRE_FALSE(sent);
+    int chunks = 0;
+    // The next message after a ping: a chunk, or the pong when the agent waits for credit.
+    std::uint64_t next_id = 3;
+    auto chunks_before_pong = [&]() -> asio::awaitable<int> {
+      const auto id = next_id++;
+      auto ping_sent = co_await host->send(session_ping(id));
+      REQUIRE_FALSE(ping_sent);
+      int seen = 0;
+      for (;;) {
+        auto m = co_await host->receive();
+        REQUIRE(m);
+        if (m->has_pong()) {
+          CHECK(m->reply_to() == id);
+          co_return seen;
+        }
+        REQUIRE(m->has_file_chunk());
+        REQUIRE(m->more());
+        ++seen;
+      }
+    };
+    auto credit = [&](std::uint32_t replies) -> asio::awaitable<void> {
+      auto e = request(next_id++, session_a, [&](pb::Envelope& c) {
+        c.mutable_stream_credit()->set_request_id(2);
+        c.mutable_stream_credit()->set_replies(replies);
+      });
+      auto credit_sent = co_await host->send(e);
+      REQUIRE_FALSE(credit_sent);
+    };
+    // Two chunks, then the agent waits: pings are answered with nothing behind them.
+    for (int i = 0; i < 2; ++i) {
+      auto m = co_await host->receive();
+      REQUIRE(m);
+      REQUIRE(m->has_file_chunk());
+      ++chunks;
+    }
+    auto seen = co_await chunks_before_pong();
+    CHECK(seen == 0);
+    seen = co_await chunks_before_pong();
+    CHECK(seen == 0);
+    // One credit: one chunk more, and no other.
+    co_await credit(1);
+    auto third = co_await host->receive();
+    REQUIRE(third);
+    REQUIRE(third->has_file_chunk());
+    ++chunks;
+    seen = co_await chunks_before_pong();
+    CHECK(seen == 0);
+    // Enough for the rest: the chunks, then the final reply.
+    co_await credit(100);
+    for (;;) {
+      auto m = co_await host->receive();
+      REQUIRE(m);
+      if (!m->more()) {
+        REQUIRE(m->has_file_read_result());
+        CHECK(m->file_read_result().size() == 16 * 4096);
+        break;
+      }
+      ++chunks;
+    }
+    CHECK(chunks == 16);
     host->close();
   });
 }

@@ -1,16 +1,23 @@
 // SPDX-License-Identifier: MIT
 // qx-agentd and the agent at the limits they are deployed with: descriptors.
 #include <fmt/format.h>
+#include <poll.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
+#include "quantix/agent/v1/control.pb.h"
+#include "qxa/common/frame.hpp"
+#include "qxa/common/sha256.hpp"
 #include "qxa/guest/log_text.hpp"
 #include "qxa/host/agent_client.hpp"
 #include "support/cli.hpp"
@@ -86,6 +93,66 @@ asio::awaitable<int> ping_until(qxa::host::agent_client& client, const int& done
   }
   co_return pings;
 }
+
+// Resident memory of a process, in KiB.
+long rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.starts_with("VmRSS:")) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+// A control client written with plain system calls, so that it can stop reading when a test
+// says: what it has not read stays in qx-agentd.
+class raw_control_client {
+ public:
+  explicit raw_control_client(const std::string& path) {
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    REQUIRE(path.size() < sizeof a.sun_path);
+    std::copy(path.begin(), path.end(), a.sun_path);
+    REQUIRE(::connect(fd_, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0);
+  }
+  ~raw_control_client() { ::close(fd_); }
+  raw_control_client(const raw_control_client&) = delete;
+  raw_control_client& operator=(const raw_control_client&) = delete;
+
+  void send(const pb::ControlMessage& m) {
+    const auto payload = m.SerializeAsString();
+    std::vector<std::uint8_t> frame;
+    qxa::common::append_frame(
+        {reinterpret_cast<const std::uint8_t*>(payload.data()), payload.size()}, frame);
+    REQUIRE(::send(fd_, frame.data(), frame.size(), MSG_NOSIGNAL) ==
+            static_cast<ssize_t>(frame.size()));
+  }
+  /// The next message, or nothing when none came within `timeout` or the connection ended.
+  std::optional<pb::ControlMessage> receive(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      if (auto r = decoder_.next(); r.status == qxa::common::decode_status::frame) {
+        pb::ControlMessage m;
+        REQUIRE(m.ParseFromArray(r.payload.data(), static_cast<int>(r.payload.size())));
+        return m;
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      pollfd p{fd_, POLLIN, 0};
+      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) != 1) return {};
+      std::uint8_t buf[1 << 16];
+      const ssize_t n = ::read(fd_, buf, sizeof buf);
+      if (n <= 0) return {};
+      decoder_.feed({buf, static_cast<std::size_t>(n)});
+    }
+  }
+
+ private:
+  int fd_ = -1;
+  qxa::common::frame_decoder decoder_{64u << 20};
+};
 
 rlim_t soft_limit_of(pid_t pid) {
   rlimit l{};
@@ -461,4 +528,104 @@ TEST_CASE(
   CHECK(opened == 16);
   CHECK(refusals.size() == attempts - 16);
   CHECK(agent.running());
+}
+
+TEST_CASE(
+    "a control client that stops reading a streamed file read holds the agent back, not "
+    "qx-agentd's memory, and read again, the file comes whole, and the VM answers throughout",
+    "[integration][limits]") {
+  temp_dir vms, run;
+  constexpr std::size_t file_size = 128u << 20;
+  const auto file = vms / "big.bin";
+  qxa::test::write_random_file(file, file_size);
+  auto agent = qxa::test::start_vm_agent(vms, "vm1");
+  auto daemon = qxa::test::start_quick_daemon(vms, run);
+  const std::string ctl = run / "ctl.sock";
+  REQUIRE(qxa::test::eventually(
+      [&] { return qxa::test::vm_states(qxa::test::daemon_status(ctl))["vm1"] == "ready"; }, 10s));
+  const long rss_before = rss_kib(daemon->pid());
+
+  raw_control_client client(ctl);
+  pb::ControlMessage call;
+  call.set_request_id(1);
+  auto* c = call.mutable_vm_call();
+  c->set_vm("vm1");
+  c->mutable_request()->mutable_file_read_request()->set_path(file);
+  c->set_timeout_ms(60000);
+  c->set_stream_progress(true);
+  client.send(call);
+  // The client reads one chunk and then nothing for 3 s (well within the control connection's
+  // write timeout of 10 s), as a consumer stuck behind a slow disk or a paused pipe would.
+  auto first = client.receive(10s);
+  REQUIRE(first);
+  REQUIRE(first->more());
+  std::uint64_t bytes = first->vm_call_result().reply().file_chunk().data().size();
+  qxa::common::sha256 digest;
+  digest.update(first->vm_call_result().reply().file_chunk().data());
+  const auto stalled_until = std::chrono::steady_clock::now() + 3s;
+  int pings = 0;
+  long rss_peak = 0;
+  while (std::chrono::steady_clock::now() < stalled_until) {
+    // The VM's connection is not held up: a ping through the daemon answers meanwhile.
+    auto ping = qxa::test::daemon_cli(ctl, {"ping", "vm1", "--timeout", "2s"}, 10s);
+    CHECK(ping.status == 0);
+    ++pings;
+    rss_peak = std::max(rss_peak, rss_kib(daemon->pid()));
+  }
+  // All but a few MiB of the 128 MiB wait in the guest (the agent's read waits for credit).
+  WARN(
+      fmt::format("qx-agentd resident: {} KiB before, at most {} KiB while the client did not "
+                  "read; {} pings meanwhile",
+                  rss_before, rss_peak, pings));
+  CHECK(rss_peak - rss_before < 16 * 1024);
+  CHECK(pings > 0);
+
+  // Reading again, the rest comes, whole and in order.
+  std::optional<pb::ControlMessage> last;
+  while (auto m = client.receive(30s)) {
+    REQUIRE(m->reply_to() == 1);
+    REQUIRE(m->has_vm_call_result());
+    const auto& reply = m->vm_call_result().reply();
+    if (!m->more()) {
+      last = std::move(m);
+      break;
+    }
+    REQUIRE(reply.file_chunk().offset() == bytes);
+    bytes += reply.file_chunk().data().size();
+    digest.update(reply.file_chunk().data());
+  }
+  REQUIRE(last);
+  INFO(last->ShortDebugString().substr(0, 400));
+  REQUIRE(last->vm_call_result().reply().has_file_read_result());
+  CHECK(bytes == file_size);
+  const auto sha = qxa::common::sha256::hex(digest.finish());
+  CHECK(sha == qxa::test::file_sha256(file));
+  CHECK(qxa::common::sha256::hex(last->vm_call_result().reply().file_read_result().sha256()) ==
+        sha);
+  CHECK(rss_kib(daemon->pid()) - rss_before < 16 * 1024);
+}
+
+TEST_CASE("qx-agent cp of a 256 MiB file through qx-agentd, paced end to end, arrives whole",
+          "[integration][limits]") {
+  // Before the agent's replies were paced, qx-agentd stopped a stream whose client fell 64 MiB
+  // behind, and the copy ended with status 130 and no message: on this machine 3 copies of 3
+  // by hand, though not when run here. The test above stalls the client for certain; this one
+  // checks the paced path through the real command line, twice on one connection to the VM.
+  temp_dir vms, run, out;
+  const auto file = vms / "big.bin";
+  qxa::test::write_random_file(file, 256u << 20);
+  auto agent = qxa::test::start_vm_agent(vms, "vm1");
+  auto daemon = qxa::test::start_quick_daemon(vms, run);
+  const std::string ctl = run / "ctl.sock";
+  REQUIRE(qxa::test::eventually(
+      [&] { return qxa::test::vm_states(qxa::test::daemon_status(ctl))["vm1"] == "ready"; }, 10s));
+  for (int i = 0; i < 2; ++i) {
+    const auto copy = out / fmt::format("copy-{}.bin", i);
+    auto r = qxa::test::daemon_cli(ctl, {"cp", "vm1:" + file, copy}, 120s);
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    CHECK(qxa::test::file_sha256(copy) == qxa::test::file_sha256(file));
+    std::filesystem::remove(copy);
+  }
+  CHECK_THAT(daemon->log(), !Catch::Contains("fell behind"));
 }

@@ -57,11 +57,16 @@ class request_gate {
   struct cancel {
     std::uint64_t target = 0;
   };
+  /// Give `replies` partial replies back to the running request `target` (StreamCredit).
+  struct credit {
+    std::uint64_t target = 0;
+    std::uint32_t replies = 0;
+  };
   /// Run `entry`'s handler; the gate counts it in flight until finished() is called.
   struct run {
     const handlers::handler_entry* entry = nullptr;
   };
-  using action = std::variant<ignore, refuse, open_session, answer_ping, cancel, run>;
+  using action = std::variant<ignore, refuse, open_session, answer_ping, cancel, credit, run>;
 
   request_gate(std::span<const handlers::handler_entry> table, const local_policy& policy,
                limits l);
@@ -80,7 +85,7 @@ class request_gate {
   [[nodiscard]] bool is_current(std::uint64_t session) const noexcept {
     return session != 0 && session == session_;
   }
-  /// The capabilities a HelloAck lists: each operation once, and "cancel".
+  /// The capabilities a HelloAck lists: each operation once, "cancel" and "stream-credit".
   [[nodiscard]] std::vector<std::string> capabilities() const;
 
  private:

@@ -59,13 +59,18 @@ class session : public std::enable_shared_from_this<session> {
   static asio::awaitable<pb::Envelope> guarded(const handlers::handler_entry& entry,
                                                handlers::request_context ctx, pb::Envelope request);
 
-  /// A running request's way to be stopped early.
+  /// A running request's way to be stopped early, and the credit its partial replies have.
   struct stopper {
-    explicit stopper(const asio::any_io_executor& ex) : event(ex) {}
+    stopper(const asio::any_io_executor& ex, std::uint32_t stream_window)
+        : event(ex), window(stream_window) {}
     bool stopped = false;
     bool sent_progress = false;
     const char* why = "";
     common::async_event event;
+    /// Flow control (Envelope.stream_window; 0: none): partial replies sent less those the host
+    /// gave back (below zero when it gave credit ahead).
+    std::uint32_t window = 0;
+    std::int64_t unacknowledged = 0;
     void stop(const char* reason) {
       if (stopped) return;
       stopped = true;
@@ -74,6 +79,14 @@ class session : public std::enable_shared_from_this<session> {
     }
     asio::awaitable<void> wait() {
       while (!stopped) co_await event.wait();
+    }
+    void credit(std::uint32_t replies) {
+      unacknowledged -= replies;
+      event.notify_all();
+    }
+    /// Until another partial reply may go, or the request is stopped.
+    asio::awaitable<void> wait_for_credit() {
+      while (window != 0 && unacknowledged >= window && !stopped) co_await event.wait();
     }
   };
 

@@ -72,6 +72,14 @@ struct call_options {
   std::function<void(const pb::Envelope&)> on_progress;
   /// Told the request id once the request is queued (to cancel it with cancel()).
   std::function<void(std::uint64_t)> on_sent;
+  /// Flow control of the partial replies, with an agent that lists "stream-credit": at most
+  /// this many on their way and not yet taken; the agent waits for the rest (a command's output
+  /// then waits in its pipe). 0: as fast as the channel takes them.
+  std::uint32_t stream_window = 0;
+  /// With stream_window: awaited after on_progress has a partial reply; the reply is taken when
+  /// it completes (a consumer that passes the replies on waits until they are gone). None: at
+  /// once.
+  std::function<asio::awaitable<void>()> taken;
 };
 
 class agent_client : public std::enable_shared_from_this<agent_client> {
@@ -138,6 +146,9 @@ class agent_client : public std::enable_shared_from_this<agent_client> {
                                                              call_options options = {});
   static asio::awaitable<void> read_loop(std::shared_ptr<agent_client> self);
   void dispatch(pb::Envelope envelope);
+  /// A partial reply of the paced request `id` was handed over: credit goes back to the agent
+  /// (in batches), once the request's `taken` (if any) completes.
+  void give_credit(std::uint64_t id, const std::shared_ptr<pending_request>& p);
   void deliver(const client_dispatch::deliver& d, pb::Envelope envelope);
   void agent_restarted(pb::Envelope envelope);
   [[nodiscard]] client_dispatch::is_pending_fn is_pending() const;
