@@ -213,11 +213,12 @@ asio::awaitable<void> control_server::serve_call(std::shared_ptr<connection> con
   auto dropped = std::make_shared<std::error_code>();
   if (call.stream_progress()) {
     options.on_progress = [conn, id, dropped](const pb::Envelope& partial) {
+      if (*dropped) return;  // nothing after a hole
       pb::ControlMessage out;
       out.set_reply_to(id);
       out.set_more(true);
       *out.mutable_vm_call_result()->mutable_reply() = partial;
-      if (auto ec = conn->stream->post(out); ec && !*dropped) {
+      if (auto ec = conn->stream->post(out)) {
         // A client this far behind (or gone) would get a stream with a hole: stop the call.
         // (Only an agent without flow control can get it there.)
         *dropped = ec;
@@ -238,10 +239,12 @@ asio::awaitable<void> control_server::serve_call(std::shared_ptr<connection> con
   if (*dropped && stream->is_open()) {
     common::log_warning("control call {} to vm {} stopped: its client fell behind ({})", id,
                         call.vm(), dropped->message());
-    answer(*stream,
-           error_message(id, pb::ERROR_CODE_RESOURCE_EXHAUSTED,
-                         fmt::format("stopped: this client fell behind the streamed reply ({})",
-                                     dropped->message())));
+    const auto why =
+        error_message(id, pb::ERROR_CODE_RESOURCE_EXHAUSTED,
+                      fmt::format("stopped: this client fell behind the streamed reply ({})",
+                                  dropped->message()));
+    // With its queue still full the client learns it from the connection's end.
+    if (stream->post(why)) stream->close();
     co_return;
   }
   if (!r) {

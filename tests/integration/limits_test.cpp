@@ -535,7 +535,7 @@ TEST_CASE(
     "qx-agentd's memory, and read again, the file comes whole, and the VM answers throughout",
     "[integration][limits]") {
   temp_dir vms, run;
-  constexpr std::size_t file_size = 128u << 20;
+  constexpr std::size_t file_size = 96u << 20;  // more than the control queue's 64 MiB
   const auto file = vms / "big.bin";
   qxa::test::write_random_file(file, file_size);
   auto agent = qxa::test::start_vm_agent(vms, "vm1");
@@ -572,12 +572,14 @@ TEST_CASE(
     ++pings;
     rss_peak = std::max(rss_peak, rss_kib(daemon->pid()));
   }
-  // All but a few MiB of the 128 MiB wait in the guest (the agent's read waits for credit).
+  // All but a few MiB of the 96 MiB wait in the guest (the agent's read waits for credit).
   WARN(
       fmt::format("qx-agentd resident: {} KiB before, at most {} KiB while the client did not "
                   "read; {} pings meanwhile",
                   rss_before, rss_peak, pings));
+#ifndef QXA_SANITIZED  // ASan's quarantine keeps freed buffers resident
   CHECK(rss_peak - rss_before < 16 * 1024);
+#endif
   CHECK(pings > 0);
 
   // Reading again, the rest comes, whole and in order.
@@ -602,10 +604,12 @@ TEST_CASE(
   CHECK(sha == qxa::test::file_sha256(file));
   CHECK(qxa::common::sha256::hex(last->vm_call_result().reply().file_read_result().sha256()) ==
         sha);
+#ifndef QXA_SANITIZED
   CHECK(rss_kib(daemon->pid()) - rss_before < 16 * 1024);
+#endif
 }
 
-TEST_CASE("qx-agent cp of a 256 MiB file through qx-agentd, paced end to end, arrives whole",
+TEST_CASE("qx-agent cp of a 96 MiB file through qx-agentd, paced end to end, arrives whole",
           "[integration][limits]") {
   // Before the agent's replies were paced, qx-agentd stopped a stream whose client fell 64 MiB
   // behind, and the copy ended with status 130 and no message: on this machine 3 copies of 3
@@ -613,13 +617,13 @@ TEST_CASE("qx-agent cp of a 256 MiB file through qx-agentd, paced end to end, ar
   // checks the paced path through the real command line, twice on one connection to the VM.
   temp_dir vms, run, out;
   const auto file = vms / "big.bin";
-  qxa::test::write_random_file(file, 256u << 20);
+  qxa::test::write_random_file(file, 96u << 20);
   auto agent = qxa::test::start_vm_agent(vms, "vm1");
   auto daemon = qxa::test::start_quick_daemon(vms, run);
   const std::string ctl = run / "ctl.sock";
   REQUIRE(qxa::test::eventually(
       [&] { return qxa::test::vm_states(qxa::test::daemon_status(ctl))["vm1"] == "ready"; }, 10s));
-  for (int i = 0; i < 2; ++i) {
+  for (int i = 0; i < 2; ++i) {  // twice on one connection to the VM
     const auto copy = out / fmt::format("copy-{}.bin", i);
     auto r = qxa::test::daemon_cli(ctl, {"cp", "vm1:" + file, copy}, 120s);
     INFO(r.err);
