@@ -80,6 +80,25 @@ pb::Envelope session_ping(std::uint64_t id, std::uint64_t session = session_a) {
   return request(id, session, [](pb::Envelope& e) { e.mutable_ping(); });
 }
 
+using host_stream = qxa::common::message_stream<asio::posix::stream_descriptor>;
+
+// A session running `table` over a socketpair, and the host's end of it, started.
+struct running_session {
+  std::shared_ptr<host_stream> host;
+  std::shared_ptr<qg::session> session;
+};
+running_session start_session(asio::io_context& io, qg::agent_state& state,
+                              std::span<const handlers::handler_entry> table) {
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+  auto agent_end = qg::guest_stream::create(asio::posix::stream_descriptor(io, fds[0]));
+  auto host = host_stream::create(asio::posix::stream_descriptor(io, fds[1]));
+  host->start();
+  auto s = std::make_shared<qg::session>(state, agent_end, table);
+  asio::co_spawn(io, s->run(), asio::detached);
+  return {host, s};
+}
+
 template <typename A>
 const A& as(const request_gate::action& a) {
   REQUIRE(std::holds_alternative<A>(a));
@@ -219,14 +238,7 @@ TEST_CASE("a handler that throws is answered INTERNAL at once, and frees its slo
     options.request_timeout = 30s;  // a timeout would take this long
     options.max_inflight_requests = 1;
     handler_bench bench(io.get_executor(), options);
-    int fds[2];
-    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
-    auto agent_end = qg::guest_stream::create(asio::posix::stream_descriptor(io, fds[0]));
-    auto host = qxa::common::message_stream<asio::posix::stream_descriptor>::create(
-        asio::posix::stream_descriptor(io, fds[1]));
-    host->start();
-    auto s = std::make_shared<qg::session>(bench.state, agent_end, test_table);
-    asio::co_spawn(io, s->run(), asio::detached);
+    auto [host, s] = start_session(io, bench.state, test_table);
 
     auto ready = co_await host->receive();  // the agent announces itself first
     REQUIRE(ready);
@@ -275,14 +287,7 @@ TEST_CASE(
   const auto file = dir.write("data", std::string(16 * 4096, 'q'));
   run_async([&](asio::io_context& io) -> asio::awaitable<void> {
     handler_bench bench(io.get_executor());
-    int fds[2];
-    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
-    auto agent_end = qg::guest_stream::create(asio::posix::stream_descriptor(io, fds[0]));
-    auto host = qxa::common::message_stream<asio::posix::stream_descriptor>::create(
-        asio::posix::stream_descriptor(io, fds[1]));
-    host->start();
-    auto s = std::make_shared<qg::session>(bench.state, agent_end);
-    asio::co_spawn(io, s->run(), asio::detached);
+    auto [host, s] = start_session(io, bench.state, handlers::table());
     auto got = co_await host->receive();  // AgentReady
     REQUIRE(got);
     auto sent = co_await host->send(hello(1, session_a));
