@@ -8,9 +8,11 @@
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/local/stream_protocol.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/write.hpp>
 #include <catch2/catch.hpp>
 #include <functional>
+#include <vector>
 
 #include "qxa/common/text.hpp"
 #include "qxa/host/daemon_config.hpp"
@@ -544,4 +546,153 @@ TEST_CASE(
   CHECK(u->binary().size() == 4096);
   CHECK(u->detail().size() == 4096);
   CHECK(qh::cap_guest_message(e).empty());
+}
+
+namespace {
+
+// What a guest saw of one streamed call: the window the request asked for, and the replies each
+// StreamCredit gave back, in order; and what the caller saw.
+struct paced_call {
+  std::uint32_t window_asked = 0;
+  std::vector<std::uint32_t> credits;
+  std::size_t credits_while_held = 0;  // before the caller's `taken` let go
+  int partials_seen = 0;
+  bool completed = false;
+};
+
+// One exec with stream_window 8 against a guest that lists "stream-credit" or not, sends 8
+// partial replies at once, and then the final reply once credit for all 8 came back (an agent
+// that does not pace: at once). With `hold`, the caller takes no reply until every partial one
+// has arrived and a ping has made the round trip after them (so that a credit sent too early
+// would have reached the guest).
+paced_call run_paced_call(bool guest_paces, bool hold) {
+  temp_dir dir;
+  const auto path = dir / "vm.agent.sock";
+  paced_call seen;
+  constexpr std::uint32_t window = 8;
+  run_async([&](asio::io_context& io) -> awaitable<void> {
+    asio::local::stream_protocol::acceptor acceptor(io,
+                                                    asio::local::stream_protocol::endpoint(path));
+    asio::co_spawn(
+        io,
+        [&]() -> awaitable<void> {
+          auto socket = co_await acceptor.async_accept(asio::use_awaitable);
+          auto s = guest_stream::create(std::move(socket));
+          s->start();
+          pb::Envelope call;  // the exec, once it came
+          std::uint32_t credited = 0;
+          const auto reply = [&](bool more) {
+            pb::Envelope e;
+            e.set_reply_to(call.request_id());
+            e.set_session_id(call.session_id());
+            e.set_more(more);
+            if (more) {
+              e.mutable_exec_output()->set_data("output");
+            } else {
+              e.mutable_exec_result()->set_exit_code(0);
+            }
+            return e;
+          };
+          for (;;) {
+            auto r = co_await s->receive();
+            if (!r) co_return;
+            pb::Envelope answer;
+            if (r->has_hello()) {
+              answer = qxa::test::hello_ack_for(*r);
+              if (guest_paces) answer.mutable_hello_ack()->add_capabilities("stream-credit");
+            } else if (r->has_ping()) {
+              answer.set_reply_to(r->request_id());
+              answer.set_session_id(r->session_id());
+              answer.mutable_pong();
+            } else if (r->has_exec_request()) {
+              call = *r;
+              seen.window_asked = r->stream_window();
+              for (std::uint32_t i = 0; i < window; ++i) co_await s->send(reply(true));
+              if (!guest_paces) co_await s->send(reply(false));
+              continue;
+            } else if (r->has_stream_credit()) {
+              if (r->stream_credit().request_id() != call.request_id()) continue;  // counted below
+              seen.credits.push_back(r->stream_credit().replies());
+              credited += r->stream_credit().replies();
+              if (credited == window) co_await s->send(reply(false));
+              continue;
+            } else {
+              continue;
+            }
+            co_await s->send(std::move(answer));
+          }
+        },
+        asio::detached);
+
+    auto client = qh::agent_client::create(io.get_executor(), path);
+    const auto connected = co_await client->connect();
+    REQUIRE_FALSE(connected);
+    // Events as timers: expired, a wait completes at once whether it began before or after.
+    using clock = asio::steady_timer::clock_type;
+    const auto fire = [](asio::steady_timer& t) { t.expires_at(clock::time_point::min()); };
+    const auto wait = [](asio::steady_timer& t) {
+      return t.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+    };
+    asio::steady_timer all_arrived(io, clock::time_point::max());
+    asio::steady_timer released(io, clock::time_point::max());
+    asio::steady_timer finished(io, clock::time_point::max());
+    qh::call_options o;
+    o.timeout = 5s;
+    o.stream_window = window;
+    o.on_progress = [&](const pb::Envelope&) {
+      if (++seen.partials_seen == static_cast<int>(window)) fire(all_arrived);
+    };
+    if (hold) {
+      o.taken = [&]() -> awaitable<void> { co_await wait(released); };
+    }
+    pb::Envelope exec;
+    exec.mutable_exec_request()->add_argv("true");
+    asio::co_spawn(
+        io,
+        [&, o]() mutable -> awaitable<void> {
+          auto r = co_await client->request(exec, std::move(o));
+          seen.completed = r.has_value();
+          fire(all_arrived);
+          fire(finished);
+        },
+        asio::detached);
+    co_await wait(all_arrived);
+    auto ping = co_await client->request(qxa::test::ping_request(), 5s);
+    REQUIRE(ping);
+    seen.credits_while_held = seen.credits.size();
+    fire(released);
+    co_await wait(finished);
+    client->close();
+  });
+  return seen;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a paced call credits the agent a quarter of its window at a time, and only replies the "
+    "caller has taken",
+    "[host]") {
+  SECTION("replies taken at once: credit in batches of 2 of the window of 8") {
+    const auto seen = run_paced_call(true, false);
+    CHECK(seen.window_asked == 8);
+    CHECK(seen.partials_seen == 8);
+    CHECK(seen.credits == std::vector<std::uint32_t>{2, 2, 2, 2});
+    CHECK(seen.completed);
+  }
+  SECTION("replies held by the caller: no credit until they are taken, then all of it at once") {
+    const auto seen = run_paced_call(true, true);
+    CHECK(seen.window_asked == 8);
+    CHECK(seen.partials_seen == 8);
+    CHECK(seen.credits_while_held == 0);
+    CHECK(seen.credits == std::vector<std::uint32_t>{8});
+    CHECK(seen.completed);
+  }
+  SECTION("an agent that does not list stream-credit is asked for no window and sent no credit") {
+    const auto seen = run_paced_call(false, false);
+    CHECK(seen.window_asked == 0);
+    CHECK(seen.partials_seen == 8);
+    CHECK(seen.credits.empty());
+    CHECK(seen.completed);
+  }
 }
