@@ -147,17 +147,28 @@ std::optional<pb::Envelope> prepare(const request_context& ctx, const pb::ExecRe
       o.env.push_back(k + "=" + v);
     }
   }
-  o.working_directory = !req.working_directory().empty() ? req.working_directory()
-                        : !who->home.empty()             ? who->home
-                                                         : "/";
-  if (req.working_directory().empty() && ::access(o.working_directory.c_str(), X_OK) != 0) {
-    o.working_directory = "/";
+  // A user's home is where the command starts unless the host names a directory; one that
+  // cannot be entered (gone, not the user's to enter) leaves it in "/". The child enters it as
+  // the user, so the agent never looks at it: it may be a mount that never answers.
+  if (!req.working_directory().empty()) {
+    o.working_directory = req.working_directory();
+  } else {
+    o.working_directory = who->home.empty() ? "/" : who->home;
+    o.working_directory_optional = true;
   }
-  p.program = find_program(o.argv[0], o.path);
-  if (auto no = policy.check_program(p.program.empty() ? o.argv[0] : p.program)) {
+  // The program is looked up by the child (PATH, as the user). Under exec_allow it must be
+  // one of the administrator's programs, found in the system's directories (the host cannot
+  // set PATH there), and the child runs exactly that file.
+  p.program = o.argv[0];
+  if (!policy.exec_allow.empty()) {
+    if (o.argv[0].find('/') == std::string::npos) {
+      if (auto found = find_program(o.argv[0], o.path); !found.empty()) p.program = found;
+    }
+    if (auto no = policy.check_program(p.program)) return refused(ctx, "exec", *no);
+    o.executable = p.program;
+  } else if (auto no = policy.check_program(p.program)) {
     return refused(ctx, "exec", *no);
   }
-  if (p.program.empty()) p.program = o.argv[0];
   p.user = who->name;
   return std::nullopt;
 }
@@ -169,13 +180,18 @@ asio::awaitable<pb::Envelope> exec(request_context ctx, pb::Envelope request) {
   const auto& policy = ctx.state.options.policy;
   prepared p;
   if (auto no = prepare(ctx, req, p)) co_return std::move(*no);
-  if (req.detach()) co_return start_job(ctx, req, p.spawn, p.program, p.user);
+  if (req.detach()) co_return co_await start_job(ctx, req, p.spawn, p.program, p.user);
   const auto& o = p.spawn;
   const auto& program = p.program;
 
   auto ex = co_await asio::this_coro::executor;
   const auto started = std::chrono::steady_clock::now();
-  auto spawned = child_process::spawn(ex, o);
+  const auto timeout = req.timeout_ms() > 0
+                           ? std::chrono::nanoseconds(std::chrono::milliseconds(req.timeout_ms()))
+                           : ctx.state.options.request_timeout;
+  // Its start counts against its timeout: a working directory that never answers makes it
+  // time out like a command that never ends.
+  auto spawned = co_await child_process::start(ex, o, timeout);
   if (!spawned) {
     common::log_info("audit: op=exec session={:016x} request={} outcome=failed program={} user={}",
                      ctx.session_id, ctx.request_id, common::log_value(o.argv[0]),
@@ -200,14 +216,23 @@ asio::awaitable<pb::Envelope> exec(request_context ctx, pb::Envelope request) {
   }
   output_sink out{pb::ExecOutput::STREAM_STDOUT, cap, req.stream_output(), {}};
   output_sink err{pb::ExecOutput::STREAM_STDERR, cap, req.stream_output(), {}};
-  const auto timeout = req.timeout_ms() > 0
-                           ? std::chrono::nanoseconds(std::chrono::milliseconds(req.timeout_ms()))
-                           : ctx.state.options.request_timeout;
+  const auto left = std::max<std::chrono::nanoseconds>(
+      timeout - (std::chrono::steady_clock::now() - started), std::chrono::nanoseconds(0));
   bool timed_out = false;
   exit_status status;
-  co_await (collect(child, out, err, req.stdin(), ctx, status) ||
-            watchdog(child, timeout, timed_out));
-  if (!child.reaped()) status = co_await child.wait();  // killed: dies at once
+  co_await (collect(child, out, err, req.stdin(), ctx, status) || watchdog(child, left, timed_out));
+  if (!child.reaped()) {
+    // Killed: it dies at once, unless a filesystem that never answers holds it in the kernel.
+    if (auto s = co_await child.wait_for(kill_grace)) {
+      status = *s;
+    } else {
+      status.signal = SIGKILL;
+      common::log_warning(
+          "audit: op=exec session={:016x} request={} pid={} did not end when killed (held in "
+          "the kernel by a filesystem that does not answer?): it is reaped whenever it ends",
+          ctx.session_id, ctx.request_id, child.pid());
+    }
+  }
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
 

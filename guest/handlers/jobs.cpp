@@ -62,19 +62,28 @@ pb::Job job_to_proto(const job& j, const agent_state& state) {
   return out;
 }
 
-pb::Envelope start_job(const request_context& ctx, const pb::ExecRequest& req,
-                       const spawn_options& spawn, const std::string& program,
-                       const std::string& user) {
-  auto& jobs = *ctx.state.jobs;
+asio::awaitable<pb::Envelope> start_job(const request_context& ctx, const pb::ExecRequest& req,
+                                        const spawn_options& spawn, const std::string& program,
+                                        const std::string& user) {
+  auto jobs_owner = ctx.state.jobs;  // the table outlives this request's wait
+  auto& jobs = *jobs_owner;
   if (auto no = jobs.refuse_start()) {
-    return over_limit(ctx, "exec", refusal{"policy.max_jobs", std::move(*no)});
+    co_return over_limit(ctx, "exec", refusal{"policy.max_jobs", std::move(*no)});
   }
-  auto spawned = child_process::spawn(jobs.executor(), spawn);
+  // Started within the request's deadline: a working directory or program that never
+  // answers fails the request, it does not hold it.
+  const job_table::start_slot slot(jobs);
+  auto spawned = co_await child_process::start(
+      jobs.executor(), spawn,
+      std::min<std::chrono::nanoseconds>(ctx.state.options.request_timeout,
+                                         req.timeout_ms() > 0
+                                             ? std::chrono::milliseconds(req.timeout_ms())
+                                             : ctx.state.options.request_timeout));
   if (!spawned) {
     common::log_info("audit: op=exec session={:016x} request={} outcome=failed program={} user={}",
                      ctx.session_id, ctx.request_id, common::log_value(spawn.argv[0]),
                      common::log_value(user));
-    return spawn_failure(spawned.error());
+    co_return spawn_failure(spawned.error());
   }
   job_spec spec{.argv = spawn.argv,
                 .user = user,
@@ -89,7 +98,7 @@ pb::Envelope start_job(const request_context& ctx, const pb::ExecRequest& req,
       common::log_value(user));
   pb::Envelope reply;
   *reply.mutable_job() = job_to_proto(*j, ctx.state);
-  return reply;
+  co_return reply;
 }
 
 asio::awaitable<pb::Envelope> job_list(request_context ctx, pb::Envelope) {

@@ -93,7 +93,7 @@ asio::awaitable<pb::Envelope> power(request_context ctx, pb::Envelope request) {
         spawn_options o;
         o.argv = argv;
         o.env = {"PATH=" + o.path};
-        auto child = child_process::spawn(on, o);
+        auto child = co_await child_process::start(on, o, std::chrono::seconds(30));
         if (!child) {
           common::log_error("{} failed: {}", argv.front(), child.error().message);
           co_return;

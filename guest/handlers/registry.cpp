@@ -166,6 +166,8 @@ pb::Envelope spawn_failure(const common::error_info& e) {
   if (e.code == common::errc::invalid_argument) {
     return error_reply(pb::ERROR_CODE_NOT_FOUND, e.message);
   }
+  // It did not start within its deadline (a directory or program that does not answer).
+  if (e.code == std::errc::timed_out) return error_reply(pb::ERROR_CODE_TIMEOUT, e.message);
   // Out of descriptors says so; any other failure (the program's exec refused,
   // say) is the guest's trouble, not the host's request's. The message says what and why.
   const bool exhausted = e.code.category() == std::system_category() &&

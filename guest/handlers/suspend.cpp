@@ -60,7 +60,7 @@ asio::awaitable<void> sleep_and_wake(agent_state& state, suspend_mode mode,
     spawn_options o;
     o.argv = command;
     o.env = {"PATH=" + o.path};
-    auto child = child_process::spawn(ex, o);
+    auto child = co_await child_process::start(ex, o, std::chrono::seconds(30));
     if (!child) {
       record.set_error(command.front() + ": " + child.error().message);
     } else if (const auto st = co_await child.value()->wait(); st.code != 0 || st.signal != 0) {

@@ -80,7 +80,8 @@ asio::awaitable<common::result<std::string>> version_of(const std::string& stage
   spawn_options o;
   o.argv = {staged, "--version"};
   o.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"};
-  auto child = child_process::spawn(co_await asio::this_coro::executor, o);
+  auto child =
+      co_await child_process::start(co_await asio::this_coro::executor, o, version_check_timeout);
   if (!child) {
     co_return common::error_info{child.error().code,
                                  "the new binary does not run: " + child.error().message};
@@ -111,7 +112,8 @@ asio::awaitable<std::optional<common::error_info>> start_guard(const upgrade_rec
             "--unit=quantix-kvm-agent-upgrade-guard-" + r.token.substr(0, 12),
             "--description=Quantix KVM agent upgrade guard (rolls back an unconfirmed upgrade)"};
   o.argv.insert(o.argv.end(), guard.begin(), guard.end());
-  auto child = child_process::spawn(co_await asio::this_coro::executor, o);
+  auto child = co_await child_process::start(co_await asio::this_coro::executor, o,
+                                             std::chrono::seconds(30));
   if (!child) co_return common::error_info{child.error().code, child.error().message};
   auto done = co_await run_to_end(**child, {}, 4096, std::chrono::seconds(30));
   if (done.timed_out || done.status.code != 0) {

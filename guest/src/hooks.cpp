@@ -79,7 +79,7 @@ asio::awaitable<std::vector<hook_outcome>> run_hooks(asio::any_io_executor ex, s
     spawn_options so;
     so.argv = {hook, phase};
     so.env = {"PATH=" + so.path};
-    auto child = child_process::spawn(ex, so);
+    auto child = co_await child_process::start(ex, so, timeout);
     if (!child) {
       o.error = child.error().message;
       out.push_back(std::move(o));

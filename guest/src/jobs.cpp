@@ -129,9 +129,9 @@ std::optional<std::string> job_table::refuse_start() {
   expire();
   if (limits_.max_jobs == 0)
     return "detached jobs are turned off in the guest (policy.max_jobs = 0)";
-  if (running() >= limits_.max_jobs) {
+  if (running() + starting_ >= limits_.max_jobs) {
     return fmt::format("{} jobs are running, the most the guest's policy.max_jobs allows",
-                       running());
+                       running() + starting_);
   }
   return std::nullopt;
 }

@@ -9,11 +9,15 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <catch2/catch.hpp>
 #include <cerrno>
+#include <condition_variable>
 #include <fstream>
+#include <mutex>
+#include <thread>
 
 #include "guest/ops_test_support.hpp"
 #include "qxa/guest/accounts.hpp"
 #include "qxa/guest/process.hpp"
+#include "support/stuck_fuse.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace std::chrono_literals;
@@ -168,9 +172,12 @@ TEST_CASE(
   ::sigemptyset(&usr1);
   ::sigaddset(&usr1, SIGUSR1);
   ::pthread_sigmask(SIG_BLOCK, &usr1, &old_mask);
+  // Read by the shell itself: a grep it forks could catch it inside its own fork, where a
+  // shell blocks every signal for a moment.
   auto r = run_exec(exec_request(
       {"sh", "-c",
-       fmt::format("test -e /proc/$$/fd/{} && echo leaked; grep -E '^Sig(Blk|Ign)' /proc/$$/status",
+       fmt::format("test -e /proc/$$/fd/{} && echo leaked; while read -r line; do case $line in "
+                   "SigBlk*|SigIgn*) echo \"$line\";; esac; done < /proc/$$/status",
                    held)}));
   ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   ::sigaction(SIGPIPE, &old_pipe, nullptr);
@@ -279,4 +286,86 @@ TEST_CASE("find_program searches PATH and checks that the file is executable",
   CHECK(qg::find_program("sh", "/nonexistent").empty());
   CHECK(qg::find_program("/etc/passwd", "/bin").empty());  // not executable
   CHECK(qg::find_program("", "/bin").empty());
+}
+
+namespace {
+
+// Tears a FUSE mount down after `after` unless told to stand down first: an agent that waits on
+// the mount is freed, so that a test of that fails instead of hanging.
+class fuse_watchdog {
+ public:
+  fuse_watchdog(qxa::test::stuck_fuse& fuse, std::chrono::seconds after)
+      : thread_([this, &fuse, after] {
+          std::unique_lock lock(m_);
+          if (!cv_.wait_for(lock, after, [this] { return done_; })) fuse.release();
+        }) {}
+  ~fuse_watchdog() {
+    {
+      const std::lock_guard lock(m_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
+TEST_CASE(
+    "exec --user and --cwd on that user's FUSE mount that never answers times out at its own "
+    "deadline, detached or not, and the agent's loop never waits for it",
+    "[unit][guest][exec][hostile]") {
+  REQUIRE(::geteuid() == 0);  // a FUSE mount, and a user to switch to
+  const auto nobody = qg::lookup_account("nobody");
+  REQUIRE(nobody);
+  temp_dir t;
+  REQUIRE(::chmod(t.path().c_str(), 0755) == 0);
+  const std::string mnt = t / "mnt";
+  REQUIRE(::mkdir(mnt.c_str(), 0755) == 0);
+  REQUIRE(::chown(mnt.c_str(), nobody->uid, nobody->gid) == 0);
+  // Her mount, without allow_other: the child, as her, may enter it; root may not.
+  for (const bool answer_init : {false, true}) {
+    for (const bool detach : {false, true}) {
+      DYNAMIC_SECTION((answer_init ? "a daemon that reads and never answers" : "nobody reads")
+                      << (detach ? ", detached" : "")) {
+        qxa::test::stuck_fuse fuse(
+            mnt, {.owner_uid = nobody->uid, .owner_gid = nobody->gid, .answer_init = answer_init});
+        const fuse_watchdog watchdog(fuse, 10s);
+        auto req = exec_request({"/bin/true"}, 1000);
+        req.mutable_exec_request()->set_user("nobody");
+        req.mutable_exec_request()->set_working_directory(mnt);
+        req.mutable_exec_request()->set_detach(detach);
+        pb::Envelope reply;
+        int ticks = 0;
+        const auto started = std::chrono::steady_clock::now();
+        run_async(
+            [&](asio::io_context& io) -> asio::awaitable<void> {
+              handler_bench bench(io.get_executor());
+              auto ticker = [&]() -> asio::awaitable<void> {
+                for (;;) {
+                  co_await qxa::test::sleep_for(20ms);
+                  ++ticks;
+                }
+              };
+              auto r = co_await (handlers::exec(bench.context(), req) || ticker());
+              reply = std::get<0>(std::move(r));
+            },
+            20s);
+        const auto took = std::chrono::steady_clock::now() - started;
+        INFO(reply.DebugString());
+        REQUIRE(reply.has_error());
+        CHECK(reply.error().code() == pb::ERROR_CODE_TIMEOUT);
+        CHECK_THAT(reply.error().message(), Catch::Contains("did not start within 1000 ms"));
+        CHECK(took < 8s);  // its own deadline, not the watchdog's
+        // The loop went on meanwhile: a 20 ms ticker ran through most of the second.
+        CHECK(ticks >= 10);
+      }
+    }
+  }
 }

@@ -95,9 +95,9 @@ asio::awaitable<pb::Envelope> upgrade(request_context ctx, pb::Envelope request)
 asio::awaitable<pb::Envelope> upgrade_status(request_context ctx, pb::Envelope request);
 
 /// Starts a detached exec, already checked against the policy, as a job: its Job, or why not.
-pb::Envelope start_job(const request_context& ctx, const pb::ExecRequest& request,
-                       const spawn_options& spawn, const std::string& program,
-                       const std::string& user);
+asio::awaitable<pb::Envelope> start_job(const request_context& ctx, const pb::ExecRequest& request,
+                                        const spawn_options& spawn, const std::string& program,
+                                        const std::string& user);
 /// A job as the wire has it.
 pb::Job job_to_proto(const job& j, const agent_state& state);
 

@@ -119,8 +119,20 @@ class job_table {
   job_table(const job_table&) = delete;
   job_table& operator=(const job_table&) = delete;
 
-  /// Why no job may start now (max_jobs are running), or nothing.
+  /// Why no job may start now (max_jobs are running or starting), or nothing.
   [[nodiscard]] std::optional<std::string> refuse_start();
+  /// Holds a job's place among max_jobs from the check to start(): a program takes a moment
+  /// to start, and others may be asked for meanwhile.
+  class start_slot {
+   public:
+    explicit start_slot(job_table& t) : t_(&t) { ++t_->starting_; }
+    start_slot(const start_slot&) = delete;
+    start_slot& operator=(const start_slot&) = delete;
+    ~start_slot() { --t_->starting_; }
+
+   private:
+    job_table* t_;
+  };
   /// Runs a spawned child as a new job, making room by dropping the oldest finished record
   /// when the table is full. Call refuse_start() first.
   std::shared_ptr<job> start(std::unique_ptr<child_process> child, job_spec spec);
@@ -147,6 +159,7 @@ class job_table {
   job_limits limits_;
   std::map<std::uint64_t, std::shared_ptr<job>> jobs_;
   std::uint64_t next_id_ = 1;
+  std::size_t starting_ = 0;
 };
 
 }  // namespace qxa::guest
