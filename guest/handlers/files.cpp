@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +22,7 @@
 #include "qxa/common/text.hpp"
 #include "qxa/guest/fs.hpp"
 #include "qxa/guest/handlers.hpp"
+#include "qxa/guest/own_thread.hpp"
 #include "qxa/guest/upgrade.hpp"
 #include "qxa/guest/uploads.hpp"
 
@@ -72,13 +74,14 @@ pb::Envelope from_error(const common::error_info& e) {
 pb::Envelope walk_failure(const request_context& ctx, const char* op, const std::string& path,
                           local_policy::access mode, const common::error_info& e) {
   if (e.code == std::errc::too_many_symbolic_link_levels) {
-    char real[PATH_MAX];
-    const bool known = ::realpath(path.c_str(), real) != nullptr;
+    // The links are a user's, perhaps into a mount of theirs that never answers: resolved
+    // without entering such a filesystem (realpath(3) as root would).
+    const auto real = real_path_without_entering(path);
     return refused(
         ctx, op,
         refusal{mode == local_policy::access::read ? "policy.read_roots" : "policy.write_roots",
                 fmt::format("{}{}", e.message,
-                            known && path != real ? fmt::format("; the real path is '{}'", real)
+                            real && path != *real ? fmt::format("; the real path is '{}'", *real)
                                                   : std::string())});
   }
   if (e.code == std::errc::cross_device_link) {
@@ -273,8 +276,13 @@ asio::awaitable<pb::Envelope> file_write(request_context ctx, pb::Envelope reque
                                             "the guest's policy",
                                             req.uid(), req.gid())});
     }
-    upload_request u{where.root,           where.relative, mode,
-                     req.create_parents(), std::nullopt,   policy.write_setid};
+    upload_request u{.root = where.root,
+                     .relative = where.relative,
+                     .mode = mode,
+                     .create_parents = req.create_parents(),
+                     .owner = std::nullopt,
+                     .allow_setid = policy.write_setid,
+                     .keep_other_owner = policy.write_owner};
     if (req.set_owner()) u.owner = file_owner{req.uid(), req.gid()};
     auto handle = uploads.open(ctx.session_id, u);
     if (!handle) {
@@ -343,6 +351,119 @@ asio::awaitable<pb::Envelope> file_stat(request_context ctx, pb::Envelope reques
   co_return reply;
 }
 
+namespace {
+
+// An entry of a listing, described from its directory without following it and without asking
+// a FUSE filesystem mounted on it anything (statx with AT_STATX_DONT_SYNC). False when it is
+// gone meanwhile.
+bool describe_entry(int dir_fd, const std::string& name, pb::FileStat& out) {
+  struct statx sx {};
+  if (::statx(dir_fd, name.c_str(), AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC, STATX_BASIC_STATS,
+              &sx) != 0) {
+    return false;
+  }
+  node_info st;
+  st.mode = sx.stx_mode;
+  st.uid = sx.stx_uid;
+  st.gid = sx.stx_gid;
+  st.size = sx.stx_size;
+  st.mtime_ms =
+      static_cast<std::int64_t>(sx.stx_mtime.tv_sec) * 1000 + sx.stx_mtime.tv_nsec / 1'000'000;
+  fill_stat(out, name, st, dir_fd, name.c_str());
+  return true;
+}
+
+// By position: from `position`, at most `limit` entries (and `room` bytes) in the directory's
+// own order, reading only as much of the directory as the page needs.
+void list_by_position(int dir_fd, std::uint64_t position, std::size_t limit, std::size_t room,
+                      pb::DirList& out) {
+  if (::lseek(dir_fd, static_cast<off_t>(position), SEEK_SET) < 0) return;
+  alignas(8) char buf[32u << 10];
+  std::size_t bytes = 0;
+  std::uint64_t next = 0;  // where the entry after the last one taken starts
+  for (;;) {
+    const auto n = ::syscall(SYS_getdents64, dir_fd, buf, sizeof buf);
+    if (n <= 0) {
+      next = 0;  // the end (or an error): nothing follows
+      break;
+    }
+    bool full = false;
+    for (long at = 0; at < n;) {
+      struct linux_dirent64 {
+        ino64_t d_ino;
+        off64_t d_off;
+        unsigned short d_reclen;
+        unsigned char d_type;
+        char d_name[1];
+      };
+      const auto* e = reinterpret_cast<const linux_dirent64*>(buf + at);
+      at += e->d_reclen;
+      const std::string name = e->d_name;
+      if (name == "." || name == "..") {
+        next = static_cast<std::uint64_t>(e->d_off);
+        continue;
+      }
+      if (static_cast<std::size_t>(out.entries_size()) >= limit || bytes >= room) {
+        full = true;
+        break;
+      }
+      next = static_cast<std::uint64_t>(e->d_off);
+      pb::FileStat entry;
+      if (!describe_entry(dir_fd, name, entry)) continue;
+      bytes += entry.ByteSizeLong();
+      *out.add_entries() = std::move(entry);
+    }
+    if (full) break;
+  }
+  out.set_next_position(next);
+}
+
+// By name, for hosts that page by `after`: the `limit` smallest names after it, kept in a heap
+// of that size (the whole directory is read once per page: done on a thread of its own).
+struct name_page final : thread_work {
+  unique_fd dir;
+  std::string after;
+  std::size_t limit = 0, room = 0;
+  pb::DirList out;
+  void run() override {
+    DIR* d = ::fdopendir(::fcntl(dir.get(), F_DUPFD_CLOEXEC, 0));
+    if (d == nullptr) return;
+    std::vector<std::string> heap;  // a max-heap of the smallest names seen
+    bool more = false;
+    while (const dirent* e = ::readdir(d)) {
+      if (stop) break;
+      std::string name = e->d_name;
+      if (name == "." || name == ".." || (!after.empty() && name <= after)) continue;
+      if (heap.size() < limit) {
+        heap.push_back(std::move(name));
+        std::push_heap(heap.begin(), heap.end());
+      } else if (name < heap.front()) {
+        std::pop_heap(heap.begin(), heap.end());
+        heap.back() = std::move(name);
+        std::push_heap(heap.begin(), heap.end());
+        more = true;
+      } else {
+        more = true;
+      }
+    }
+    std::sort_heap(heap.begin(), heap.end());
+    std::size_t bytes = 0;
+    std::size_t i = 0;
+    for (; i < heap.size() && bytes < room; ++i) {
+      auto* entry = out.add_entries();
+      if (!describe_entry(::dirfd(d), heap[i], *entry)) {
+        out.mutable_entries()->RemoveLast();
+        continue;
+      }
+      bytes += entry->ByteSizeLong();
+    }
+    if ((more || i < heap.size()) && i > 0) out.set_next_after(heap[i - 1]);
+    ::closedir(d);
+  }
+};
+
+}  // namespace
+
 asio::awaitable<pb::Envelope> dir_list(request_context ctx, pb::Envelope request) {
   const auto& req = request.dir_list_request();
   auto where = place(ctx, "file-list", req.path(), local_policy::access::read);
@@ -364,44 +485,22 @@ asio::awaitable<pb::Envelope> dir_list(request_context ctx, pb::Envelope request
   }
   auto opened = open_directory(node->first.get());
   if (!opened) co_return system_error(opened.code().value(), "cannot list " + req.path());
-  DIR* d = ::fdopendir(opened->get());
-  if (d == nullptr) co_return system_error(errno, "cannot list " + req.path());
-  const int dir_fd = opened->release();  // the DIR owns it now
-  std::vector<std::string> names;
-  while (const dirent* e = ::readdir(d)) {
-    std::string name = e->d_name;
-    if (name == "." || name == "..") continue;
-    if (!req.after().empty() && name <= req.after()) continue;
-    names.push_back(std::move(name));
-  }
-  std::sort(names.begin(), names.end());
   const std::size_t limit = req.limit() > 0 ? std::min<std::uint32_t>(req.limit(), 10'000) : 1000;
-  pb::Envelope reply;
-  auto* list = reply.mutable_dir_list();
-  // Each entry is described from the directory without following it and without asking a
-  // FUSE filesystem mounted on it anything (statx with AT_STATX_DONT_SYNC).
-  std::size_t bytes = 0;
   const std::size_t room = ctx.max_reply_bytes() / 2;
-  std::size_t i = 0;
-  for (; i < names.size() && i < limit && bytes < room; ++i) {
-    struct statx sx {};
-    if (::statx(dir_fd, names[i].c_str(), AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC,
-                STATX_BASIC_STATS, &sx) != 0) {
-      continue;  // gone meanwhile
-    }
-    node_info st;
-    st.mode = sx.stx_mode;
-    st.uid = sx.stx_uid;
-    st.gid = sx.stx_gid;
-    st.size = sx.stx_size;
-    st.mtime_ms =
-        static_cast<std::int64_t>(sx.stx_mtime.tv_sec) * 1000 + sx.stx_mtime.tv_nsec / 1'000'000;
-    auto* entry = list->add_entries();
-    fill_stat(*entry, names[i], st, dir_fd, names[i].c_str());
-    bytes += entry->ByteSizeLong();
+  pb::Envelope reply;
+  if (req.by_position()) {
+    list_by_position(opened->get(), req.position(), limit, room, *reply.mutable_dir_list());
+    co_return reply;
   }
-  ::closedir(d);
-  if (i < names.size()) list->set_next_after(names[i - 1]);
+  auto work = std::make_shared<name_page>();
+  work->dir = std::move(*opened);  // lives as long as the work, which may outlive the request
+  work->after = req.after();
+  work->limit = limit;
+  work->room = room;
+  if (auto ec = co_await run_on_own_thread(work)) {
+    co_return system_error(ec.value(), "cannot list " + req.path());
+  }
+  *reply.mutable_dir_list() = std::move(work->out);
   co_return reply;
 }
 

@@ -89,64 +89,136 @@ asio::awaitable<answer> file_open(context& ctx, const command_call& call) {
     co_return answer::generic(
         fmt::format("{} files are open already; close one first", ctx.files.size()));
   }
+  const auto& policy = ctx.state.options.policy;
   const auto access = mode->write ? local_policy::access::write : local_policy::access::read;
   const char* op = mode->write ? "file-write" : "file-read";
   auto rc = native_context(ctx);
   // Both roots must hold it when it is opened for both.
   if (mode->read && mode->write) {
-    if (auto no = ctx.state.options.policy.check_path(path, local_policy::access::read)) {
+    if (auto no = policy.check_path(path, local_policy::access::read)) {
       co_return from_reply(handlers::refused(rc, "file-read", *no));
     }
+  }
+  const auto opened = [&](open_file f) {
+    const auto handle = ctx.next_handle++;
+    common::log_info("audit: op={} port=qemu-ga command=guest-file-open path={} mode={} handle={}",
+                     op, common::log_value(path), call.arguments.value("mode", std::string("r")),
+                     handle);
+    ctx.files.emplace(handle, std::move(f));
+    return answer::ok(handle);
+  };
+  if (mode->write && mode->truncate && !mode->read) {
+    // "w": an upload, as cp makes one: the new file is written beside the old one and takes
+    // its place at guest-file-close, with the native rules for its owner and mode.
+    local_policy::located where;
+    if (auto no = policy.locate(path, local_policy::access::write, where)) {
+      co_return from_reply(handlers::refused(rc, op, *no));
+    }
+    auto upload = ctx.state.uploads->open(upload_session, {.root = where.root,
+                                                           .relative = where.relative,
+                                                           .allow_setid = policy.write_setid,
+                                                           .keep_other_owner = policy.write_owner});
+    if (!upload) {
+      if (upload.code() == std::errc::operation_not_permitted) {
+        co_return from_reply(
+            handlers::refused(rc, op, refusal{"policy.write_setid", upload.error().message}));
+      }
+      co_return from_reply(handlers::walk_failure(rc, op, path, access, upload.error()));
+    }
+    co_return opened(open_file{.path = path, .writable = true, .upload = *upload});
   }
   auto where = handlers::place(rc, op, path, access);
   if (auto* failed = std::get_if<pb::Envelope>(&where)) co_return from_reply(*failed);
   auto& p = std::get<handlers::placed>(where);
   if (p.name.empty()) co_return answer::generic(path + " is a directory");
-  int flags = O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK;
-  flags |= mode->read && mode->write ? O_RDWR : mode->write ? O_WRONLY : O_RDONLY;
-  if (mode->create) flags |= O_CREAT;
-  if (mode->append) flags |= O_APPEND;
-  // O_TRUNC waits for the checks below: a file that may not be written is not emptied either.
-  unique_fd fd(::openat(p.dir.get(), p.name.c_str(), flags, 0644));
-  if (!fd) {
-    const int err = errno;
-    if (err == ELOOP) {
-      co_return from_reply(handlers::walk_failure(
-          rc, op, path, access,
-          {std::make_error_code(std::errc::too_many_symbolic_link_levels),
-           fmt::format("'{}' is a symbolic link, which the agent does not follow", path)}));
+  // The last component as cp treats it: opened as itself with the mount check of a walk (never
+  // a step into a filesystem that might not answer), and only then, a regular file, reopened.
+  auto node = open_node(p.dir.get(), p.name);
+  if (!node && node.code() == std::errc::no_such_file_or_directory && mode->create) {
+    // Made exclusively, never through a link planted at the name; then opened as above.
+    unique_fd made(::openat(p.dir.get(), p.name.c_str(),
+                            O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK,
+                            0644));
+    if (!made && errno != EEXIST) {
+      co_return answer::generic(
+          fmt::format("failed to open file '{}': {}", path, std::strerror(errno)));
     }
+    node = open_node(p.dir.get(), p.name);
+  }
+  if (!node) {
+    co_return from_reply(handlers::walk_failure(
+        rc, op, path, access,
+        {node.code(), fmt::format("failed to open file '{}': {}", path, node.error().message)}));
+  }
+  const auto& st = node->second;
+  if (S_ISLNK(st.mode)) {
+    co_return from_reply(handlers::walk_failure(
+        rc, op, path, access,
+        {std::make_error_code(std::errc::too_many_symbolic_link_levels),
+         fmt::format("'{}' is a symbolic link, which the agent does not follow", path)}));
+  }
+  if (!S_ISREG(st.mode)) co_return answer::generic(path + " is not a regular file");
+  if (mode->write) {
+    // Written in place: the native rules for what an upload may replace.
+    struct stat links {};
+    if (::fstat(node->first.get(), &links) == 0 && links.st_nlink > 1) {
+      common::log_warning("audit: op=file-write port=qemu-ga path={} outcome=refused has {} links",
+                          common::log_value(path), links.st_nlink);
+      co_return answer::generic(fmt::format(
+          "{} has {} hard links: the agent does not write a file that is also elsewhere", path,
+          links.st_nlink));
+    }
+    if ((st.mode & (S_ISUID | S_ISGID)) != 0 && !policy.write_setid) {
+      co_return from_reply(handlers::refused(
+          rc, op,
+          refusal{"policy.write_setid",
+                  fmt::format("{} is setuid or setgid (mode {:o}): writing it in place needs the "
+                              "guest's policy.write_setid",
+                              path, st.mode & 07777)}));
+    }
+    if (st.uid != ::geteuid() && !policy.write_owner) {
+      co_return from_reply(handlers::refused(
+          rc, op,
+          refusal{"policy.write_owner",
+                  fmt::format("{} belongs to uid {}: writing another user's file in place needs "
+                              "the guest's policy.write_owner (mode \"w\" replaces it instead)",
+                              path, st.uid)}));
+    }
+  }
+  const int flags = (mode->read && mode->write ? O_RDWR
+                     : mode->write             ? O_WRONLY
+                                               : O_RDONLY) |
+                    (mode->append ? O_APPEND : 0);
+  auto fd = reopen_regular(p.dir.get(), p.name, node->first.get(), flags);
+  if (!fd) {
     co_return answer::generic(
-        fmt::format("failed to open file '{}': {}", path, std::strerror(err)));
+        fmt::format("failed to open file '{}': {}", path, fd.error().message));
   }
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    co_return answer::generic(path + " is not a regular file");
-  }
-  if (mode->write && st.st_nlink > 1) {
-    common::log_warning("audit: op=file-write port=qemu-ga path={} outcome=refused has {} links",
-                        common::log_value(path), st.st_nlink);
-    co_return answer::generic(
-        fmt::format("{} has {} hard links: the agent does not write a file that is also elsewhere",
-                    path, st.st_nlink));
-  }
-  if (mode->truncate && ::ftruncate(fd.get(), 0) != 0) {
+  if (mode->truncate && ::ftruncate(fd->get(), 0) != 0) {
     co_return answer::generic(fmt::format("cannot truncate '{}': {}", path, std::strerror(errno)));
   }
   // Blocking again: a regular file's reads and writes never wait for a peer.
-  ::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
-  const auto handle = ctx.next_handle++;
-  common::log_info("audit: op={} port=qemu-ga command=guest-file-open path={} mode={} handle={}",
-                   op, common::log_value(path), call.arguments.value("mode", std::string("r")),
-                   handle);
-  ctx.files.emplace(handle, open_file{std::move(fd), path, mode->read, mode->write, 0, 0});
-  co_return answer::ok(handle);
+  ::fcntl(fd->get(), F_SETFL, ::fcntl(fd->get(), F_GETFL) & ~O_NONBLOCK);
+  co_return opened(open_file{
+      .fd = std::move(*fd), .path = path, .readable = mode->read, .writable = mode->write});
 }
 
 asio::awaitable<answer> file_close(context& ctx, const command_call& call) {
   auto* f = find(ctx, call);
   if (f == nullptr) co_return no_handle(call);
+  const auto upload = f->upload;
+  const auto path = f->path;
   ctx.files.erase(call.arguments["handle"].get<std::int64_t>());
+  if (upload != 0) {
+    // "w": the new file takes the old one's place now.
+    auto done = ctx.state.uploads->commit(upload_session, upload, {});
+    common::log_info(
+        "audit: op=file-write port=qemu-ga command=guest-file-close outcome={} {}",
+        done ? "ok" : "failed",
+        done ? fmt::format("path={} bytes={}", common::log_value(done->path), done->size)
+             : "error=" + common::log_value(done.error().message));
+    if (!done) co_return answer::generic(done.error().message);
+  }
   co_return answer::ok(json::object());
 }
 
@@ -205,6 +277,17 @@ asio::awaitable<answer> file_write(context& ctx, const command_call& call) {
                     "(policy.max_file_bytes)",
                     limit));
   }
+  if (f->upload != 0) {
+    auto n = ctx.state.uploads->append(
+        upload_session, f->upload, f->written_bytes,
+        std::string_view(*data).substr(0, static_cast<std::size_t>(count)), limit);
+    if (!n) {
+      f->upload = 0;  // discarded by the table
+      co_return answer::generic(fmt::format("failed to write to file: {}", n.error().message));
+    }
+    f->written_bytes = *n;
+    co_return answer::ok({{"count", count}, {"eof", false}});
+  }
   std::size_t done = 0;
   while (done < static_cast<std::size_t>(count)) {
     const auto n =
@@ -231,6 +314,16 @@ asio::awaitable<answer> file_seek(context& ctx, const command_call& call) {
     whence = v == "set" ? SEEK_SET : v == "cur" ? SEEK_CUR : v == "end" ? SEEK_END : -1;
   }
   if (whence < 0) co_return answer::generic("Invalid parameter 'whence'");
+  if (f->upload != 0) {
+    // A file opened "w" is written from start to end: only where it stands.
+    const auto offset = call.arguments["offset"].get<std::int64_t>();
+    const auto at = static_cast<std::int64_t>(f->written_bytes);
+    if ((whence == SEEK_SET ? offset : at + offset) == at) {  // its current place is its end
+      co_return answer::ok({{"position", at}, {"eof", false}});
+    }
+    co_return answer::generic(
+        "a file opened with mode \"w\" is written from its start to its end: it cannot seek");
+  }
   const auto position = ::lseek(f->fd.get(), call.arguments["offset"].get<std::int64_t>(), whence);
   if (position < 0) {
     co_return answer::generic(fmt::format("failed to seek file: {}", std::strerror(errno)));

@@ -31,7 +31,8 @@ std::string parse_error_text(const std::exception& e) {
 void splitter::reset() {
   buffer_.clear();
   depth_ = 0;
-  in_string_ = escaped_ = in_token_ = too_big_ = too_deep_ = false;
+  values_ = 0;
+  in_string_ = escaped_ = in_token_ = too_big_ = too_deep_ = too_many_ = false;
 }
 
 void splitter::finish(std::vector<piece>& out) {
@@ -41,6 +42,9 @@ void splitter::finish(std::vector<piece>& out) {
   } else if (too_deep_) {
     out.push_back({piece::kind::error, "JSON parse error, the command nests deeper than " +
                                            std::to_string(max_depth_) + " levels"});
+  } else if (too_many_) {
+    out.push_back({piece::kind::error, "JSON parse error, the command holds more than " +
+                                           std::to_string(max_values_) + " values"});
   } else {
     out.push_back({piece::kind::text, std::move(buffer_)});
   }
@@ -61,7 +65,7 @@ void splitter::feed(std::string_view bytes, std::vector<piece>& out) {
       if (json_space(c) || c == '{' || c == '[' || c == '}' || c == ']' || c == '"') {
         finish(out);
       } else {
-        if (!too_big_) buffer_ += c;
+        if (!too_big_ && !too_many_) buffer_ += c;
         if (buffer_.size() > max_bytes_) {
           too_big_ = true;
           buffer_.clear();
@@ -85,7 +89,7 @@ void splitter::feed(std::string_view bytes, std::vector<piece>& out) {
       }
       continue;
     }
-    if (!too_big_) buffer_ += c;
+    if (!too_big_ && !too_many_) buffer_ += c;
     if (in_string_) {
       if (escaped_) {
         escaped_ = false;
@@ -99,8 +103,19 @@ void splitter::feed(std::string_view bytes, std::vector<piece>& out) {
       in_string_ = true;
     } else if (c == '{' || c == '[') {
       if (++depth_ > max_depth_) too_deep_ = true;
+      ++values_;
     } else if (c == '}' || c == ']') {
       if (--depth_ == 0) finish(out);
+    } else if (c == ',') {
+      ++values_;
+    }
+    if (values_ > max_values_ && !too_many_) {
+      // Each value costs the parser tens of bytes whatever its size in the text ("[]," is three
+      // bytes): a command of many small values is refused, not parsed, keeping a command's
+      // memory within a small multiple of its size.
+      too_many_ = true;  // followed to its end without keeping it, as an oversized one
+      buffer_.clear();
+      buffer_.shrink_to_fit();
     }
     if (buffer_.size() > max_bytes_) {
       // Followed to its end without keeping it: memory stays bounded, and the stream stays in

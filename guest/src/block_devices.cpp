@@ -12,6 +12,7 @@
 #include <optional>
 
 #include "qxa/common/parse.hpp"
+#include "qxa/guest/fs.hpp"
 
 namespace qxa::guest {
 
@@ -244,9 +245,15 @@ const block_device* device_of_mount(const std::vector<block_device>& devices,
     if (const auto* d = find_block_device(devices, mount.major, mount.minor)) return d;
   }
   // /dev is root's (devtmpfs): what a source there names is a device node the kernel made.
+  // Not so the source of a FUSE mount, which its user names as they like ("/dev/../home/u/x",
+  // "/dev/shm/a-link"): it is never looked at, nor a name with "..", lest the agent follow a
+  // user's link into a mount that never answers.
+  if (answered_elsewhere(mount.fs_type) || !mount.device.starts_with("/dev/") ||
+      !path_components(mount.device)) {
+    return nullptr;
+  }
   struct stat st {};
-  if (mount.device.starts_with("/dev/") && ::stat(mount.device.c_str(), &st) == 0 &&
-      S_ISBLK(st.st_mode)) {
+  if (::stat(mount.device.c_str(), &st) == 0 && S_ISBLK(st.st_mode)) {
     return find_block_device(devices, major(st.st_rdev), minor(st.st_rdev));
   }
   return nullptr;

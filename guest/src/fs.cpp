@@ -235,15 +235,78 @@ result<std::pair<unique_fd, node_info>> open_node(int dir, const std::string& na
   return std::pair{std::move(node), n->info};
 }
 
+std::optional<std::string> real_path_without_entering(const std::string& path) {
+  if (path.empty() || path.front() != '/') return std::nullopt;
+  // The components still to resolve, the next one last; a link's target goes in their place.
+  std::vector<std::string> todo;
+  const auto push = [&todo](std::string_view p) {
+    std::vector<std::string> parts;
+    while (!p.empty()) {
+      const auto slash = p.find('/');
+      if (const auto c = p.substr(0, slash); !c.empty() && c != ".") parts.emplace_back(c);
+      if (slash == std::string_view::npos) break;
+      p.remove_prefix(slash + 1);
+    }
+    todo.insert(todo.end(), parts.rbegin(), parts.rend());
+  };
+  push(path);
+  unique_fd cur(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!cur) return std::nullopt;
+  std::vector<std::string> resolved;
+  int links = 0;
+  while (!todo.empty()) {
+    const std::string c = std::move(todo.back());
+    todo.pop_back();
+    if (c == "..") {
+      // Up from a directory already checked: never onto a filesystem answered elsewhere.
+      unique_fd up(::openat(cur.get(), "..", O_PATH | O_DIRECTORY | O_CLOEXEC));
+      if (!up) return std::nullopt;
+      cur = std::move(up);
+      if (!resolved.empty()) resolved.pop_back();
+      continue;
+    }
+    auto node = open_node(cur.get(), c);  // the mount check of a walk
+    if (!node) return std::nullopt;
+    if (S_ISLNK(node->second.mode)) {
+      if (++links > 40) return std::nullopt;  // as the kernel's own limit
+      char target[PATH_MAX];
+      const ssize_t n = ::readlinkat(node->first.get(), "", target, sizeof target);
+      if (n <= 0 || static_cast<std::size_t>(n) >= sizeof target) return std::nullopt;
+      const std::string_view t(target, static_cast<std::size_t>(n));
+      if (t.front() == '/') {
+        cur.reset(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (!cur) return std::nullopt;
+        resolved.clear();
+      }
+      push(t);
+      continue;
+    }
+    resolved.push_back(c);
+    if (S_ISDIR(node->second.mode)) {
+      cur = std::move(node->first);
+    } else if (!todo.empty()) {
+      return std::nullopt;  // a file with more after it
+    }
+  }
+  std::string out;
+  for (const auto& c : resolved) out += "/" + c;
+  return out.empty() ? "/" : out;
+}
+
 result<unique_fd> open_for_reading(int dir, const std::string& name, int node) {
+  return reopen_regular(dir, name, node, O_RDONLY);
+}
+
+result<unique_fd> reopen_regular(int dir, const std::string& name, int node, int access) {
   auto before = describe(node);
   if (!before) return before.error();
   if (!S_ISREG(before->mode)) return sys_error(EINVAL, "not a regular file");
+  const int flags = (access & (O_ACCMODE | O_APPEND)) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
   const auto proc = fmt::format("/proc/self/fd/{}", node);
-  int fd = ::open(proc.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  int fd = ::open(proc.c_str(), flags);
   if (fd < 0 && errno == ENOENT) {
     // No /proc: by name, not following a link, and only if it is still the same file.
-    fd = ::openat(dir, name.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_NOFOLLOW | O_CLOEXEC);
+    fd = ::openat(dir, name.c_str(), flags | O_NOFOLLOW);
     if (fd >= 0) {
       struct stat st {};
       if (::fstat(fd, &st) != 0 || st.st_dev != before->dev || st.st_ino != before->ino) {
@@ -455,8 +518,8 @@ class tree_remover {
     if (depth >= max_depth_) {
       return fail(ELOOP, where, fmt::format("deeper than {} levels; left in place", max_depth_));
     }
-    unique_fd fd(
-        ::openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+    unique_fd fd(::openat(parent, name.c_str(),
+                          O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
     if (!fd) return fail(errno, where, std::strerror(errno));
     // The directory opened is the one looked at: a rename in between cannot slip another in.
     auto opened = statx_of(fd.get(), "", AT_EMPTY_PATH);

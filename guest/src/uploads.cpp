@@ -79,15 +79,22 @@ common::result<std::uint64_t> upload_table::open(std::uint64_t session,
     return R{errc::invalid_argument, path + " exists and is not a regular file"};
   }
   u.mode = request.mode != 0 ? request.mode : existing ? existing->mode & 07777 : 0644;
+  u.owner = request.owner;
+  if (!u.owner && existing && (existing->uid != ::geteuid() || existing->gid != ::getegid())) {
+    // The replaced file's owner, or (a user's file, without policy.write_owner) the agent as
+    // owner with its group, and no write for group or others when its mode was kept.
+    if (existing->uid == ::geteuid() || request.keep_other_owner) {
+      u.owner = file_owner{existing->uid, existing->gid};
+    } else {
+      u.owner = file_owner{::geteuid(), existing->gid};
+      if (request.mode == 0) u.mode &= ~static_cast<mode_t>(S_IWGRP | S_IWOTH);
+    }
+  }
   if ((u.mode & (S_ISUID | S_ISGID)) != 0 && !request.allow_setid) {
     return R{std::make_error_code(std::errc::operation_not_permitted),
              fmt::format("{} would be setuid or setgid (mode {:o}), which the guest's "
                          "policy.write_setid does not allow",
                          path, u.mode)};
-  }
-  u.owner = request.owner;
-  if (!u.owner && existing && (existing->uid != ::geteuid() || existing->gid != ::getegid())) {
-    u.owner = file_owner{existing->uid, existing->gid};  // keep the replaced file's owner
   }
   // An unnamed file in the destination's filesystem: if the agent dies, the kernel frees it and
   // nothing partial is left behind. It gets a name only when complete (commit).

@@ -3,6 +3,8 @@
 // page of a directory) under the guest's policy roots.
 #include <algorithm>
 #include <ctime>
+#include <set>
+#include <vector>
 
 #include "cli.hpp"
 #include "qxa/common/parse.hpp"
@@ -115,26 +117,42 @@ asio::awaitable<int> run_ls(host::agent_access& access, const options& o) {
   pb::Envelope request;
   auto* r = request.mutable_dir_list_request();
   r->set_path(o.path);
-  json entries = json::array();
+  // By position: each page costs the agent the same however large the directory. An agent
+  // that predates it answers by name (next_after), and is then asked by name.
+  r->set_by_position(true);
+  std::vector<pb::FileStat> entries;
+  std::set<std::string> seen;  // a directory changing meanwhile may show an entry twice
   for (;;) {
     auto reply = co_await access.call(o.vm, request, o.timeout);
     if (auto f = failed(reply)) co_return report(*f);
     const auto& page = reply->dir_list();
     for (const auto& s : page.entries()) {
-      if (o.json) {
-        entries.push_back(file_json(s));
-      } else if (o.long_list) {
-        std::printf("%s\n", long_line(s).c_str());
-      } else {
-        std::printf("%s\n", shown(s.path()).c_str());
-      }
+      if (seen.insert(s.path()).second) entries.push_back(s);
+    }
+    if (r->by_position() && page.next_position() != 0) {
+      if (page.next_position() == r->position()) break;  // no progress: a broken agent
+      r->set_position(page.next_position());
+      continue;
     }
     // A page that ends early but names no next entry is the last; one that names one it has
     // already passed would loop: the guest's listing is sorted, so the name must grow.
     if (page.next_after().empty() || page.next_after() <= r->after()) break;
+    r->set_by_position(false);
     r->set_after(page.next_after());
   }
-  if (o.json) print_json({{"path", common::to_utf8(o.path)}, {"entries", entries}}, 2);
+  std::sort(entries.begin(), entries.end(),
+            [](const pb::FileStat& a, const pb::FileStat& b) { return a.path() < b.path(); });
+  json list = json::array();
+  for (const auto& s : entries) {
+    if (o.json) {
+      list.push_back(file_json(s));
+    } else if (o.long_list) {
+      std::printf("%s\n", long_line(s).c_str());
+    } else {
+      std::printf("%s\n", shown(s.path()).c_str());
+    }
+  }
+  if (o.json) print_json({{"path", common::to_utf8(o.path)}, {"entries", list}}, 2);
   co_return exit_ok;
 }
 

@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "guest/ops_test_support.hpp"
 #include "qxa/common/sha256.hpp"
@@ -155,6 +156,21 @@ TEST_CASE("file-read streams a file with its SHA-256, and stat and a paged listi
     list.mutable_dir_list_request()->set_after(r.dir_list().next_after());
   }
   CHECK(seen == std::vector<std::string>{"b", "c", "d", "data.bin", "e"});
+  // By position: the directory's own order, two at a time, each entry once.
+  list.mutable_dir_list_request()->clear_after();
+  list.mutable_dir_list_request()->set_by_position(true);
+  std::multiset<std::string> positioned;
+  int pages = 0;
+  for (; pages < 10; ++pages) {
+    r = call_handler(&handlers::dir_list, list);
+    REQUIRE(r.has_dir_list());
+    CHECK(r.dir_list().entries_size() <= 2);
+    for (const auto& e : r.dir_list().entries()) positioned.insert(e.path());
+    if (r.dir_list().next_position() == 0) break;
+    list.mutable_dir_list_request()->set_position(r.dir_list().next_position());
+  }
+  CHECK(pages >= 2);
+  CHECK(positioned == std::multiset<std::string>{"b", "c", "d", "data.bin", "e"});
 }
 
 TEST_CASE(
@@ -331,6 +347,47 @@ TEST_CASE("setuid and setgid modes and other owners are refused unless the polic
   struct stat st {};
   REQUIRE(::stat((dir / "suid").c_str(), &st) == 0);
   CHECK((st.st_mode & 07777) == 04755);
+}
+
+TEST_CASE(
+    "an upload over a file a user planted is the agent's, with no write for group or others, "
+    "unless policy.write_owner keeps the user's",
+    "[unit][guest][files][hostile]") {
+  REQUIRE(::geteuid() == 0);  // a file of another user's to replace
+  temp_dir dir;
+  // Sticky and world-writable, as /tmp is: a user plants the name the host will upload to.
+  REQUIRE(::chmod(dir.path().c_str(), 01777) == 0);
+  const auto plant = [&](const std::string& name) {
+    const auto path = dir.write(name, "planted by uid 1000\n");
+    REQUIRE(::chown(path.c_str(), 1000, 1000) == 0);
+    REQUIRE(::chmod(path.c_str(), 0777) == 0);
+    return path;
+  };
+  const auto stat_of = [](const std::string& path) {
+    struct stat st {};
+    REQUIRE(::lstat(path.c_str(), &st) == 0);
+    return st;
+  };
+  qg::agent_options o;
+  o.policy.write_roots = {dir.path()};
+  const auto script = plant("backup.sh");
+  REQUIRE_FALSE(upload(script, "#!/bin/sh\necho the host's script\n", o));
+  auto st = stat_of(script);
+  CHECK(file_contents(script) == "#!/bin/sh\necho the host's script\n");
+  CHECK(st.st_uid == 0);                // not hers to edit before root runs it
+  CHECK((st.st_mode & 07777) == 0755);  // her mode, without write for group and others
+  CHECK(st.st_gid == 1000);             // her group may still read and run it
+  // An explicit mode is the host's.
+  const auto exact = plant("exact.sh");
+  REQUIRE_FALSE(upload(exact, "x", o, 0700));
+  CHECK(stat_of(exact).st_uid == 0);
+  CHECK((stat_of(exact).st_mode & 07777) == 0700);
+  // The administrator may keep replaced files with their owners.
+  o.policy.write_owner = true;
+  const auto kept = plant("kept.sh");
+  REQUIRE_FALSE(upload(kept, "y", o));
+  CHECK(stat_of(kept).st_uid == 1000);
+  CHECK((stat_of(kept).st_mode & 07777) == 0777);
 }
 
 TEST_CASE("file-read of a FIFO or a link to /dev/zero answers at once, reading nothing",

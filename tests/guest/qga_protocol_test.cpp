@@ -197,3 +197,23 @@ TEST_CASE("auto mode leaves the port to an installed qemu-guest-agent", "[guest]
   CHECK_FALSE(qga::automatic_mode_serves(root));
   std::filesystem::remove_all(root);
 }
+
+TEST_CASE("a command of more values than the limit is skipped to its end, kept nowhere",
+          "[guest][hostile]") {
+  qga::splitter s(1u << 20, 32, 100);
+  std::vector<piece> out;
+  std::string many = R"({"execute":"guest-ping","arguments":{"x":[)";
+  for (int i = 0; i < 1000; ++i) many += "[],";
+  many += R"("a,b[{",[]]}})";  // what is in a string does not count
+  s.feed(many, out);
+  CHECK(s.pending() == 0);
+  std::string fine = R"({"execute":"guest-sync","arguments":{"id":1,"x":[)";
+  for (int i = 0; i < 90; ++i) fine += "1,";
+  fine += "1]}}";
+  s.feed(fine, out);
+  REQUIRE(out.size() == 2);
+  CHECK(out[0].type == piece::kind::error);
+  CHECK(out[0].text == "JSON parse error, the command holds more than 100 values");
+  CHECK(out[1].type == piece::kind::text);
+  CHECK(out[1].text == fine);
+}

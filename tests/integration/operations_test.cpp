@@ -2,6 +2,7 @@
 // Guest operations end to end: the real agent (unix-listen) driven by the real qx-agent with
 // --connect, or by the qxa::host client library.
 #include <dirent.h>
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -22,11 +23,14 @@
 #include "qxa/guest/log_text.hpp"
 #include "qxa/host/agent_client.hpp"
 #include "support/cli.hpp"
+#include "support/daemon.hpp"
 #include "support/files.hpp"
+#include "support/pinger.hpp"
 #include "support/poll.hpp"
 #include "support/process.hpp"
 #include "support/run.hpp"
 #include "support/shipped.hpp"
+#include "support/status.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace std::chrono_literals;
@@ -204,6 +208,30 @@ TEST_CASE("qx-agent cp: a big file both ways with matching SHA-256", "[integrati
   std::filesystem::create_directory(dir / "into");
   REQUIRE(agent.cli({"cp", "-:" + source, dir / "into"}).status == 0);
   CHECK(std::filesystem::file_size(dir / "into/source.bin") == big_copy_mib << 20);
+}
+
+TEST_CASE(
+    "qx-agent cp out of a guest gives the local file the guest's permission bits under this "
+    "side's umask, never its set-id bits",
+    "[integration][ops][hostile]") {
+  temp_dir dir;
+  agent_under_test agent(dir);
+  // A guest user's file, as open as a mode can be.
+  const auto guest_file = dir.write("guest/wide-open", "payload\n");
+  REQUIRE(::chmod(guest_file.c_str(), 06777) == 0);
+  for (const auto& [umask, expected] : {std::pair{"022", 0755}, std::pair{"077", 0700}}) {
+    INFO("umask " << umask);
+    const auto local = dir / fmt::format("down-{}", umask);
+    auto r = qxa::test::run_command({"/bin/sh", "-c",
+                                     fmt::format("umask {} && exec {} --connect {} cp -:{} {}",
+                                                 umask, cli_bin, agent.socket, guest_file, local)},
+                                    30s);
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    struct stat st {};
+    REQUIRE(::stat(local.c_str(), &st) == 0);
+    CHECK((st.st_mode & 07777) == static_cast<mode_t>(expected));
+  }
 }
 
 TEST_CASE("a copy cut short by killing either side leaves no file at the destination",
@@ -703,8 +731,68 @@ TEST_CASE(
           list.mutable_dir_list_request()->set_after(l->dir_list().next_after());
         }
         CHECK(listed == 3000);
+        // By position, as hosts list now: pages that fit too, and every entry once.
+        std::set<std::string> names;
+        pb::Envelope by_position;
+        by_position.mutable_dir_list_request()->set_path(dir / "many");
+        by_position.mutable_dir_list_request()->set_limit(10'000);
+        by_position.mutable_dir_list_request()->set_by_position(true);
+        for (int page = 0; page < 100; ++page) {
+          auto l = co_await client->request(by_position, 30s);
+          REQUIRE(l);
+          REQUIRE(l->has_dir_list());
+          for (const auto& entry : l->dir_list().entries())
+            CHECK(names.insert(entry.path()).second);
+          if (l->dir_list().next_position() == 0) break;
+          by_position.mutable_dir_list_request()->set_position(l->dir_list().next_position());
+        }
+        CHECK(names.size() == 3000);
         CHECK(client->is_connected());
         CHECK(client->stats().bad_frames == 0);
       },
       60s);
+}
+
+TEST_CASE(
+    "a directory of 200,000 entries lists whole and sorted in pages that each read only their "
+    "part of it, and the agent answers pings throughout",
+    "[integration][ops][hostile]") {
+  temp_dir vms, run;
+  // In memory (tmpfs, where there is one): made in a second, where a disk takes many.
+  temp_dir dir(std::filesystem::is_directory("/dev/shm") ? "/dev/shm" : "/tmp");
+  const std::string ctl = run / "ctl.sock";
+  auto agent = qxa::test::start_vm_agent(vms, "vm");
+  auto daemon = qxa::test::start_daemon(vms, run, "500ms", "2s");
+  REQUIRE(qxa::test::wait_vm_state(ctl, "vm", "ready", 10s));
+  // What a user can make in her home in a few seconds.
+  const std::string many = dir / "many";
+  std::filesystem::create_directories(many);
+  constexpr int count = 200'000;
+  int made = 0;
+  for (int i = 0; i < count; ++i) {
+    const int fd =
+        ::open(fmt::format("{}/f{:06}", many, i).c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    made += fd >= 0 ? 1 : 0;
+    ::close(fd);
+  }
+  REQUIRE(made == count);
+  qxa::test::pinger pings(cli_bin, ctl, "vm");
+  auto ls = qxa::test::run_command(
+      {cli_bin, "--control-socket", ctl, "ls", "vm", many, "--timeout", "30s"}, 150s);
+  pings.stop();
+  INFO(ls.err);
+  REQUIRE(ls.status == 0);
+  std::vector<std::string> names;
+  for (std::size_t at = 0; at < ls.out.size();) {
+    const auto nl = ls.out.find('\n', at);
+    names.push_back(ls.out.substr(at, nl - at));
+    at = nl + 1;
+  }
+  CHECK(names.size() == count);
+  CHECK(std::is_sorted(names.begin(), names.end()));
+  CHECK(names.front() == "f000000");
+  CHECK(names.back() == fmt::format("f{:06}", count - 1));
+  INFO(fmt::format("{} pings during the listing, {} failed or slower than 2 s, slowest {:.0f} ms",
+                   pings.sent(), pings.failed(), pings.worst_ms()));
+  CHECK(pings.failed() == 0);
 }

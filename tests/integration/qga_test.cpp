@@ -407,7 +407,8 @@ TEST_CASE("guest-file-* read and write files by handle, placed by the native rul
                                                         {root + "/out/etc/passwd", "r"},
                                                         {root + "/out/fifo", "w"},
                                                         {root + "/out/fifo", "r"},
-                                                        {root + "/out/linked", "w"},
+                                                        {root + "/out/linked", "r+"},
+                                                        {root + "/out/linked", "a"},
                                                         {root + "/out", "r"},
                                                         {root + "/out/data", "x"}}) {
     INFO(path << " " << mode);
@@ -415,4 +416,83 @@ TEST_CASE("guest-file-* read and write files by handle, placed by the native rul
     CHECK(refused["error"]["class"] == "GenericError");
   }
   CHECK(qxa::test::file_contents(dir / "outside") == "keep");
+  // "w" replaces the name, as cp does: the file linked elsewhere is left as it was.
+  const auto replaced = handle_of(root + "/out/linked", "w");
+  c.call("guest-file-write", {{"handle", replaced}, {"buf-b64", "bmV3"}});
+  CHECK(c.call("guest-file-close", {{"handle", replaced}})["return"] == ojson::object());
+  CHECK(qxa::test::file_contents(root + "/out/linked") == "new");
+  CHECK(qxa::test::file_contents(dir / "outside") == "keep");
+}
+
+TEST_CASE(
+    "guest-file-open writes by cp's rules, so a setuid file is never written in place nor "
+    "replaced keeping its bit, and a file a user planted is not handed back to her",
+    "[qga][hostile]") {
+  REQUIRE(::geteuid() == 0);  // files of root's and of another user's
+  temp_dir dir, files;
+  const std::string root = files.path();
+  REQUIRE(::chmod(root.c_str(), 01777) == 0);  // as /tmp is
+  auto agent = start_agent_with_qga(dir, "[policy]\nwrite_roots = [\"" + root + "\"]\n");
+  qga_client c(dir / "ours.sock");
+  REQUIRE(c.connected());
+  const auto tool = files.write("tool", "root's setuid tool\n");
+  REQUIRE(::chmod(tool.c_str(), 04755) == 0);
+  for (const char* mode : {"w", "w+", "r+", "a", "a+"}) {
+    INFO(mode);
+    const auto r = c.call("guest-file-open", {{"path", tool}, {"mode", mode}});
+    CHECK(r["error"]["class"] == "GenericError");
+    CHECK_THAT(r["error"]["desc"].get<std::string>(), Catch::Contains("policy.write_setid"));
+  }
+  struct stat st {};
+  REQUIRE(::stat(tool.c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 04755);
+  CHECK(qxa::test::file_contents(tool) == "root's setuid tool\n");
+
+  // A user plants the name the host's script will have; the host writes it with "w".
+  const auto script = files.write("backup.sh", "planted\n");
+  REQUIRE(::chown(script.c_str(), 1000, 1000) == 0);
+  REQUIRE(::chmod(script.c_str(), 0777) == 0);
+  const auto w = c.call("guest-file-open", {{"path", script}, {"mode", "w"}});
+  REQUIRE(w["return"].is_number_integer());
+  c.call("guest-file-write", {{"handle", w["return"]}, {"buf-b64", "ZWNobyBob3N0Cg=="}});
+  REQUIRE(c.call("guest-file-close", {{"handle", w["return"]}})["return"] == ojson::object());
+  REQUIRE(::stat(script.c_str(), &st) == 0);
+  CHECK(st.st_uid == 0);
+  CHECK((st.st_mode & 022) == 0);
+  CHECK(qxa::test::file_contents(script) == "echo host\n");
+  // In place, her file stays hers: refused without policy.write_owner.
+  const auto mine = files.write("hers", "hers\n");
+  REQUIRE(::chown(mine.c_str(), 1000, 1000) == 0);
+  const auto in_place = c.call("guest-file-open", {{"path", mine}, {"mode", "a"}});
+  CHECK_THAT(in_place["error"]["desc"].get<std::string>(), Catch::Contains("policy.write_owner"));
+  CHECK(qxa::test::file_contents(mine) == "hers\n");
+}
+
+TEST_CASE(
+    "a qemu-ga command of many small values is refused before it is parsed, its memory "
+    "bounded",
+    "[qga][hostile]") {
+  temp_dir dir;
+  auto agent = start_agent_with_qga(dir);
+  qga_client c(dir / "ours.sock");
+  REQUIRE(c.connected());
+  // Just under the 16 MiB limit, and three bytes a value.
+  std::string many = R"({"execute":"guest-ping","arguments":{"x":[)";
+  while (many.size() < (16u << 20) - 64) many += "[],";
+  many += "[]]}}";
+  REQUIRE(c.send_raw(many + R"({"execute":"guest-sync","arguments":{"id":6}})"));
+  CHECK(c.line() == R"({"error":{"class":"GenericError","desc":"JSON parse error, the command )"
+                    R"(holds more than 65536 values"}})");
+  CHECK(c.line() == R"({"return":6})");
+#ifndef QXA_SANITIZED
+  // The text itself, a little more, not the 650 MiB a parse of it took.
+  CHECK(qxa::test::process_peak_rss_bytes(agent->pid()) < (64u << 20));
+#endif
+  // A real command with many values is still read.
+  std::string args = R"({"execute":"guest-sync","arguments":{"id":7,"x":[)";
+  for (int i = 0; i < 1000; ++i) args += "1,";
+  args += "1]}}";
+  REQUIRE(c.send_raw(args));
+  // Read and parsed: its arguments are checked (x is not guest-sync's), not refused unread.
+  CHECK(c.line() == R"({"error":{"class":"GenericError","desc":"Parameter 'x' is unexpected"}})");
 }

@@ -102,6 +102,12 @@ common::result<walked_path> walk_beneath(int start, std::string_view relative,
 /// the mount check of a walk step, and describes it.
 common::result<std::pair<unique_fd, node_info>> open_node(int dir, const std::string& name);
 
+/// The real path of the absolute `path` (what realpath(3) gives), found without asking a
+/// filesystem the agent does not enter anything: walked as walk_beneath() walks, with the same
+/// mount check at each step, its links read with readlinkat. Nothing when it leads onto such a
+/// filesystem, nowhere, or through more than 40 links.
+std::optional<std::string> real_path_without_entering(const std::string& path);
+
 /// Describes the node an O_PATH descriptor refers to.
 common::result<node_info> describe(int fd);
 
@@ -109,6 +115,9 @@ common::result<node_info> describe(int fd);
 /// reading, without blocking: through /proc/self/fd, or where /proc is missing by name with
 /// O_NOFOLLOW and a check that it is still the same file.
 common::result<unique_fd> open_for_reading(int dir, const std::string& name, int node);
+
+/// As open_for_reading(), with `access` (O_RDONLY, O_WRONLY or O_RDWR, and O_APPEND).
+common::result<unique_fd> reopen_regular(int dir, const std::string& name, int node, int access);
 
 /// Reopens the directory behind an O_PATH descriptor for reading its entries or fsync.
 common::result<unique_fd> open_directory(int node);

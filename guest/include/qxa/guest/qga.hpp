@@ -17,8 +17,9 @@
 // - errors have qemu-ga's classes: "CommandNotFound" for an unknown command and for one that is
 //   disabled (by the policy, or while filesystems are frozen: "Command NAME has been disabled"),
 //   "GenericError" for everything else.
-// Limits against a hostile client: one command is at most `max_command_bytes` (default 16 MiB)
-// and nests at most 32 levels; past that it is skipped to its end and answered with an error.
+// Limits against a hostile client: one command is at most `max_command_bytes` (default 16 MiB),
+// nests at most 32 levels and holds at most 65,536 values (what the parser's memory grows
+// with); past that it is skipped to its end and answered with an error.
 #pragma once
 
 #include <asio/awaitable.hpp>
@@ -58,8 +59,10 @@ class splitter {
     std::string text;  ///< a JSON text, or the error's description
   };
 
-  explicit splitter(std::size_t max_bytes = 16u << 20, std::size_t max_depth = 32)
-      : max_bytes_(max_bytes), max_depth_(max_depth) {}
+  /// `max_values`: the values (elements and members) one command may hold.
+  explicit splitter(std::size_t max_bytes = 16u << 20, std::size_t max_depth = 32,
+                    std::size_t max_values = 1u << 16)
+      : max_bytes_(max_bytes), max_depth_(max_depth), max_values_(max_values) {}
 
   /// Adds bytes; appends each complete piece to `out`.
   void feed(std::string_view bytes, std::vector<piece>& out);
@@ -73,14 +76,16 @@ class splitter {
  private:
   void finish(std::vector<piece>& out);
 
-  std::size_t max_bytes_, max_depth_;
+  std::size_t max_bytes_, max_depth_, max_values_;
   std::string buffer_;
   std::size_t depth_ = 0;
+  std::size_t values_ = 0;
   bool in_string_ = false;
   bool escaped_ = false;
   bool in_token_ = false;  ///< a bare word or number at the top level
   bool too_big_ = false;   ///< skipping to the end of an oversized command
   bool too_deep_ = false;
+  bool too_many_ = false;  ///< more values than max_values: skipped to its end
   std::uint64_t resets_ = 0;
 };
 
@@ -139,11 +144,16 @@ struct exec_record {
 
 /// A file guest-file-open opened.
 struct open_file {
-  unique_fd fd;
-  std::string path;
+  unique_fd fd = {};
+  std::string path = {};
   bool readable = false, writable = false;
   std::uint64_t read_bytes = 0, written_bytes = 0;  ///< through this handle, for the limit
+  /// Opened "w": the upload (in the agent's upload table) that replaces the file when closed.
+  std::uint64_t upload = 0;
 };
+
+/// The session the qemu-ga port's uploads are kept under in the agent's upload table.
+inline constexpr std::uint64_t upload_session = ~std::uint64_t{0};
 
 /// What the commands share across connections (a process started by guest-exec is asked
 /// about by pid, perhaps by the next client, as qemu-ga allows).

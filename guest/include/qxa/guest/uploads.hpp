@@ -27,8 +27,14 @@ struct upload_request {
   std::string relative = {};  ///< the rest of the path, below the root
   mode_t mode = 0;            ///< 0: the replaced file's mode, or 0644
   bool create_parents = false;
-  std::optional<file_owner> owner = {};  ///< none: the replaced file's, or the agent's
-  bool allow_setid = false;              ///< the file may end up setuid or setgid
+  /// None: the agent's, or what the replaced file had (see keep_other_owner).
+  std::optional<file_owner> owner = {};
+  bool allow_setid = false;  ///< the file may end up setuid or setgid
+  /// A replaced file that another user owns (planted in /tmp, say) passes its owner on to the
+  /// new one (policy.write_owner). Otherwise the new file is the agent's, and keeps the old
+  /// one's group and mode without write for group and others: what replaces a user's file is
+  /// never theirs to edit afterwards.
+  bool keep_other_owner = false;
 };
 
 class upload_table {
