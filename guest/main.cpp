@@ -8,6 +8,7 @@
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <optional>
 
 #include "qxa/common/duration.hpp"
@@ -149,6 +150,7 @@ int main(int argc, char** argv) {
     qemu_ga = std::move(opened.value());
   }
   qc::log_info("{}", qc::describe(descriptors));
+  config.agent.config_file = std::filesystem::absolute(config_path).lexically_normal().string();
   auto agent = std::make_unique<qg::agent>(io.get_executor(), config.agent,
                                            std::move(port_or.value()), std::move(qemu_ga));
 

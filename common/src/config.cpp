@@ -287,6 +287,10 @@ void config_reader::get(std::string_view key, std::vector<std::string>& out) {
   out = std::move(values);
 }
 
+bool config_reader::has(std::string_view key) const {
+  return static_cast<bool>(table_->at_path(key));
+}
+
 std::optional<error_info> config_reader::finish() {
   std::vector<key_use> leaves;
   collect_leaves(*table_, "", leaves);

@@ -239,6 +239,20 @@ std::optional<std::string> set_password_directly(const std::string& user,
   return failure;
 }
 
+// With exec confined, a way into root's account (or an account sudo makes root) is exec by
+// another road: refused, naming what confines exec.
+std::optional<refusal> administrator_refusal(const request_context& ctx, const account& user,
+                                             const char* what) {
+  const auto confined = ctx.state.options.policy.exec_confined_by();
+  if (!confined || !user.administrator) return std::nullopt;
+  return refusal{
+      "policy.exec",
+      fmt::format("{} {} would let the host in as root ({} is {}), and exec is "
+                  "confined in the guest's policy ({})",
+                  what, user.name, user.name,
+                  user.uid == 0 ? "root" : "in the sudo, wheel or admin group", *confined)};
+}
+
 }  // namespace
 
 asio::awaitable<pb::Envelope> password(request_context ctx, pb::Envelope request) {
@@ -254,8 +268,12 @@ asio::awaitable<pb::Envelope> password(request_context ctx, pb::Envelope request
     // crypt(3) and chpasswd read C strings: the rest would be dropped without a word.
     co_return error_reply(pb::ERROR_CODE_INVALID_ARGUMENT, "the password contains a NUL byte");
   }
-  if (!lookup_account(req.user())) {
+  const auto account = lookup_account(req.user());
+  if (!account) {
     co_return error_reply(pb::ERROR_CODE_NOT_FOUND, "no user '" + req.user() + "' in /etc/passwd");
+  }
+  if (auto no = administrator_refusal(ctx, *account, "setting the password of")) {
+    co_return refused(ctx, "password", *no);
   }
   std::optional<std::string> failure;
   const auto chpasswd = find_program("chpasswd", spawn_options{}.path);
@@ -265,7 +283,8 @@ asio::awaitable<pb::Envelope> password(request_context ctx, pb::Envelope request
     o.argv = {chpasswd};
     if (req.crypted()) o.argv.push_back("-e");
     o.env = {"PATH=" + o.path};
-    auto child = child_process::spawn(co_await asio::this_coro::executor, o);
+    auto child = co_await child_process::start(co_await asio::this_coro::executor, o,
+                                               std::chrono::seconds(30));
     if (!child) {
       failure = child.error().message;
     } else {
@@ -301,6 +320,11 @@ asio::awaitable<pb::Envelope> ssh_keys(request_context ctx, pb::Envelope request
   if (!user) {
     co_return error_reply(pb::ERROR_CODE_NOT_FOUND, "no user '" + req.user() + "' in /etc/passwd");
   }
+  if (req.action() == pb::SshKeysRequest::ACTION_ADD) {
+    if (auto no = administrator_refusal(ctx, *user, "adding a key to")) {
+      co_return refused(ctx, "ssh-key", *no);
+    }
+  }
   if (user->home.empty() || user->home.front() != '/') {
     co_return error_reply(pb::ERROR_CODE_FAILED_PRECONDITION,
                           req.user() + " has no home directory");
@@ -323,7 +347,8 @@ asio::awaitable<pb::Envelope> ssh_keys(request_context ctx, pb::Envelope request
   o.user = *user;
   o.env = {"PATH=" + o.path, "HOME=" + user->home, "USER=" + user->name, "LOGNAME=" + user->name};
   o.working_directory = "/";
-  auto child = child_process::spawn(co_await asio::this_coro::executor, o);
+  auto child = co_await child_process::start(co_await asio::this_coro::executor, o,
+                                             ctx.state.options.request_timeout / 2);
   if (!child) {
     co_return error_reply(pb::ERROR_CODE_INTERNAL,
                           "cannot start the ssh-key helper: " + child.error().message);

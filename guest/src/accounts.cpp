@@ -50,13 +50,19 @@ std::optional<account> find_account(std::string_view name, std::string_view pass
     if (f.size() < 4) return;
     const auto gid = common::to_number<gid_t>(f[2]);
     if (!gid) return;
+    bool in_it = *gid == found->gid;
     for (auto member : common::split(f[3], ',')) {
-      if (member == found->name &&
-          std::find(found->groups.begin(), found->groups.end(), *gid) == found->groups.end()) {
+      if (member != found->name) continue;
+      in_it = true;
+      if (std::find(found->groups.begin(), found->groups.end(), *gid) == found->groups.end()) {
         found->groups.push_back(*gid);
       }
     }
+    if (in_it && (f[0] == "sudo" || f[0] == "wheel" || f[0] == "admin")) {
+      found->administrator = true;
+    }
   });
+  if (found->uid == 0) found->administrator = true;
   return found;
 }
 

@@ -7,9 +7,12 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
+#include <climits>
+#include <cstdlib>
 
 #include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/common/text.hpp"
 #include "qxa/common/wall_clock.hpp"
 #include "qxa/guest/log_text.hpp"
 #include "qxa/guest/qga.hpp"
@@ -47,6 +50,7 @@ agent::agent(asio::any_io_executor ex, agent_options options, std::unique_ptr<po
   sources.exclude_interfaces = state_->options.exclude_interfaces;
   sources.primary_interface = state_->options.primary_interface;
   state_->sampler = telemetry_sampler{std::move(sources)};
+  state_->options.policy.protected_paths = agent_paths(state_->options);
   state_->freeze = std::make_shared<freezer>(ex_, state_->options.freeze);
   state_->uploads = std::make_shared<upload_table>();
   state_->jobs = std::make_shared<job_table>(ex_, job_limits_of(state_->options));
@@ -57,6 +61,36 @@ agent::agent(asio::any_io_executor ex, agent_options options, std::unique_ptr<po
     exit_wanted_ = true;
     exit_asked_->notify_all();
   };
+}
+
+std::vector<std::string> agent_paths(const agent_options& options) {
+  // The package's configuration directory, and the file the agent was started with wherever
+  // it is (its directory may hold anything else).
+  std::vector<std::string> named = {"/etc/quantix-kvm",
+                                    options.config_file,
+                                    options.freeze.hooks_dir,
+                                    options.power.hooks_dir,
+                                    options.upgrade.state_dir,
+                                    "/etc/systemd/system/quantix-kvm-agent.service",
+                                    "/etc/systemd/system/quantix-kvm-agent.service.d"};
+  if (auto binary = agent_binary(options.upgrade.binary)) {
+    named.push_back(*binary);
+    named.push_back(*binary + ".previous");
+    named.push_back(staged_binary(*binary));
+  }
+  for (const auto& program : options.policy.exec_allow) {
+    if (program.starts_with('/')) named.push_back(program);
+  }
+  std::vector<std::string> out;
+  for (const auto& p : named) {
+    if (!p.starts_with('/') || p == "/") continue;
+    out.push_back(p);
+    // The administrator's own paths, so following their links is safe here.
+    if (char real[PATH_MAX]; ::realpath(p.c_str(), real) != nullptr && p != real) {
+      out.emplace_back(real);
+    }
+  }
+  return out;
 }
 
 job_limits job_limits_of(const agent_options& options) {
@@ -91,6 +125,7 @@ asio::awaitable<int> agent::run() {
       std::chrono::duration_cast<std::chrono::milliseconds>(state_->options.telemetry_interval)
           .count(),
       std::chrono::duration_cast<std::chrono::milliseconds>(state_->options.write_timeout).count());
+  warn_about_write_roots();
   co_await state_->freeze->recover();  // a freeze an earlier agent made and did not undo
   note_pending_upgrade();
   auto outcome =
@@ -102,6 +137,31 @@ asio::awaitable<int> agent::run() {
   if (outcome.index() == 1) co_return std::get<1>(outcome);
   if (outcome.index() == 2) co_return std::get<2>(outcome);
   co_return 1;  // the port failed for good
+}
+
+void agent::warn_about_write_roots() const {
+  const auto& p = state_->options.policy;
+  const auto confined = p.exec_confined_by();
+  if (!confined || !p.write_roots_listed) return;
+  // Where root runs or reads programs: a write root on, above or below one of these is a road
+  // around the confinement that only the administrator can close.
+  static constexpr std::string_view roads[] = {"/etc", "/usr",       "/root",   "/boot",
+                                               "/lib", "/lib64",     "/bin",    "/sbin",
+                                               "/opt", "/var/spool", "/var/lib"};
+  const auto on_or_below = [](std::string_view path, std::string_view dir) {
+    return dir == "/" || path == dir || (path.starts_with(dir) && path[dir.size()] == '/');
+  };
+  for (const auto& root : p.write_roots) {
+    for (auto road : roads) {
+      if (on_or_below(root, road) || on_or_below(road, root)) {
+        common::log_warning(
+            "exec is confined ({}), but policy.write_roots lists {}, which holds or lies in {}: "
+            "files the host writes there (cron jobs, units, libraries) can run code as root",
+            *confined, common::log_value(root), road);
+        break;
+      }
+    }
+  }
 }
 
 asio::awaitable<int> agent::exit_when_asked() {

@@ -75,6 +75,7 @@ std::optional<common::error_info> apply(common::config_reader& r, agent_config& 
   r.get("policy.exec_env_allow", p.exec_env_allow);
   r.get("policy.read_roots", p.read_roots);
   r.get("policy.write_roots", p.write_roots);
+  p.write_roots_listed = r.has("policy.write_roots");
   r.get("policy.write_setid", p.write_setid);
   r.get("policy.write_owner", p.write_owner);
   std::int64_t output = static_cast<std::int64_t>(p.max_output_bytes);

@@ -113,6 +113,14 @@ std::string_view operation_family(std::string_view operation) noexcept {
   return operation;
 }
 
+std::optional<std::string> local_policy::exec_confined_by() const {
+  if (!exec) return "policy.exec = false";
+  if (contains(block, "exec")) return "policy.block";
+  if (!allow.empty() && !contains(allow, "exec")) return "policy.allow";
+  if (!exec_allow.empty()) return "policy.exec_allow";
+  return std::nullopt;
+}
+
 std::optional<refusal> local_policy::check_operation(std::string_view operation) const {
   if (operation == "ping") return std::nullopt;
   const auto family = operation_family(operation);
@@ -129,8 +137,10 @@ std::optional<refusal> local_policy::check_operation(std::string_view operation)
     return refusal{"policy.upgrade",
                    upgrade.has_value()
                        ? "upgrading the agent is turned off in the guest's policy"
-                       : "upgrading the agent runs a new binary as root, and exec is limited in "
-                         "the guest's policy: policy.upgrade = true allows it"};
+                       : fmt::format("upgrading the agent runs a new binary as root, and exec is "
+                                     "confined in the guest's policy ({}): policy.upgrade = true "
+                                     "allows it",
+                                     exec_confined_by().value_or(""))};
   }
   return std::nullopt;
 }
@@ -179,6 +189,26 @@ std::optional<refusal> local_policy::locate(const std::string& path, access mode
                    fmt::format("'{}' has a '.' or '..' component; give the path itself", path)};
   }
   const std::string wanted = without_trailing_slashes(path);
+  if (mode == access::write) {
+    if (const auto confined = exec_confined_by()) {
+      // Writing where root runs programs (cron, units, the agent's hooks) is exec by another
+      // road: with exec confined, only roots the administrator chose, and never the agent's own.
+      if (!write_roots_listed) {
+        return refusal{rule, fmt::format("exec is confined in the guest's policy ({}), so files "
+                                         "are written only under policy.write_roots the "
+                                         "administrator lists, and it lists none",
+                                         *confined)};
+      }
+      for (const auto& p : protected_paths) {
+        if (below(wanted, without_trailing_slashes(p))) {
+          return refusal{"policy.exec",
+                         fmt::format("'{}' is one of the agent's own paths ({}): with exec "
+                                     "confined ({}) the host may not change it",
+                                     path, p, *confined)};
+        }
+      }
+    }
+  }
   std::size_t best = 0;
   bool found = false;
   for (const auto& configured : roots) {

@@ -137,6 +137,16 @@ TEST_CASE("a TOML syntax error names the line and column", "[guest]") {
   CHECK_FALSE(qg::apply_agent_config("[telemetry]\t# tab\r\ninterval = \"1s\"\r\n", "a.toml", c));
 }
 
+TEST_CASE("write_roots set in the file is told from the default", "[guest][policy]") {
+  qg::agent_config c;
+  REQUIRE_FALSE(qg::apply_agent_config("", "agent.toml", c).has_value());
+  CHECK_FALSE(c.agent.policy.write_roots_listed);
+  CHECK(c.agent.policy.write_roots == std::vector<std::string>{"/"});
+  REQUIRE_FALSE(
+      qg::apply_agent_config("[policy]\nwrite_roots = [\"/\"]\n", "agent.toml", c).has_value());
+  CHECK(c.agent.policy.write_roots_listed);
+}
+
 TEST_CASE("the upgrade settings: the switch, the record's directory and the confirmation window",
           "[guest][upgrade]") {
   qg::agent_config c;
@@ -157,6 +167,10 @@ TEST_CASE("the upgrade settings: the switch, the record's directory and the conf
   CHECK_FALSE(limited.agent.policy.upgrades_allowed());
   CHECK_THAT(limited.agent.policy.check_operation("upgrade")->message,
              Catch::Contains("policy.upgrade = true allows it"));
+  qg::agent_config blocked;
+  REQUIRE_FALSE(
+      qg::apply_agent_config("[policy]\nblock = [\"exec\"]\n", "agent.toml", blocked).has_value());
+  CHECK_FALSE(blocked.agent.policy.upgrades_allowed());
   REQUIRE_FALSE(
       qg::apply_agent_config("[policy]\nexec = false\nupgrade = true\n", "agent.toml", limited)
           .has_value());

@@ -175,3 +175,56 @@ TEST_CASE("the [policy] table is read strictly", "[guest]") {
   REQUIRE(err);
   CHECK_THAT(err->message, Catch::Contains("'policy.exec' must be true or false, not a string"));
 }
+
+TEST_CASE(
+    "a policy confines roads, not names, so with exec confined in any way upgrade is off and "
+    "files are written only under listed roots, never into the agent's own paths",
+    "[guest][policy]") {
+  const auto confine = [](const char* how) {
+    qg::local_policy p;
+    if (std::string_view(how) == "off") p.exec = false;
+    if (std::string_view(how) == "blocked") p.block = {"exec"};
+    if (std::string_view(how) == "not allowed") p.allow = {"file-write", "upgrade", "info"};
+    if (std::string_view(how) == "exec_allow") p.exec_allow = {"/usr/bin/uptime"};
+    p.protected_paths = {"/etc/quantix-kvm", "/usr/sbin/quantix-kvm-agent"};
+    return p;
+  };
+  for (const char* how : {"off", "blocked", "not allowed", "exec_allow"}) {
+    INFO("exec " << how);
+    auto p = confine(how);
+    REQUIRE(p.exec_confined_by());
+    // The host's binary would run as root: not without policy.upgrade = true.
+    CHECK_FALSE(p.upgrades_allowed());
+    auto no = p.check_operation("upgrade");
+    REQUIRE(no);
+    CHECK(no->rule == "policy.upgrade");
+    CHECK_THAT(no->message, Catch::Contains("exec is confined"));
+    // The default write root "/" holds cron, units and the agent's hooks: no longer there.
+    no = p.check_path("/etc/cron.d/job", path_access::write);
+    REQUIRE(no);
+    CHECK(no->rule == "policy.write_roots");
+    CHECK_THAT(no->message, Catch::Contains("lists none"));
+    CHECK_FALSE(p.check_path("/etc/cron.d/job", path_access::read));  // reading is no road
+    // Roots the administrator lists hold, but never reach the agent's own paths.
+    p.write_roots = {"/srv", "/etc"};
+    p.write_roots_listed = true;
+    CHECK_FALSE(p.check_path("/srv/data/file", path_access::write));
+    for (const char* own : {"/etc/quantix-kvm", "/etc/quantix-kvm/freeze-hook.d/10-evil",
+                            "/etc/quantix-kvm/agent.toml"}) {
+      INFO(own);
+      no = p.check_path(own, path_access::write);
+      REQUIRE(no);
+      CHECK(no->rule == "policy.exec");
+    }
+    CHECK_FALSE(p.check_path("/etc/quantix-kvm-other/file", path_access::write));
+    // An explicit policy.upgrade = true is the administrator's choice.
+    p.upgrade = true;
+    CHECK_FALSE(p.check_operation("upgrade"));
+  }
+  // Exec open: every road is open, as before.
+  qg::local_policy open;
+  open.protected_paths = {"/etc/quantix-kvm"};
+  CHECK_FALSE(open.exec_confined_by());
+  CHECK(open.upgrades_allowed());
+  CHECK_FALSE(open.check_path("/etc/quantix-kvm/freeze-hook.d/10-hook", path_access::write));
+}

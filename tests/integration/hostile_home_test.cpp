@@ -20,6 +20,7 @@
 #include "support/daemon.hpp"
 #include "support/pinger.hpp"
 #include "support/process.hpp"
+#include "support/qga.hpp"
 #include "support/run.hpp"
 #include "support/shipped.hpp"
 #include "support/status.hpp"
@@ -58,43 +59,87 @@ file_state state_of(const std::string& path) {
   return {S_ISREG(st.st_mode) ? slurp(path) : std::string(), st.st_uid, st.st_gid, st.st_mode};
 }
 
+// A FUSE mount of a user's, made before the agent starts (its namespace takes a copy).
+struct user_mount {
+  std::string dir;  ///< in the test's tree, below home/
+  uid_t uid;
+  bool allow_other;
+};
+
 // The guest: a tree the test can see, and the agent in a namespace that sees it as / would.
+// Besides alice (uid 1000), bob (1001) and carol (1002, in the sudo group); root's home is
+// /home/root, in the test's tree too. The agent runs from a copy of its binary, with the
+// qemu-ga port beside the native one, and `config` (the shipped file when empty).
 struct hostile_guest {
   temp_dir t;
   std::string home = t / "home/alice";  // /home/alice inside the namespace
   std::string decoys = t / "decoys";
   std::string vms = t / "vms";
+  std::string qga_socket = vms + "/alicevm.qga.sock";
+  std::string binary = t / "bin/quantix-kvm-agent";
   std::unique_ptr<child_process> agent;
   std::unique_ptr<qxa::test::stuck_fuse> fuse;
+  std::vector<std::unique_ptr<qxa::test::stuck_fuse>> user_mounts;
 
-  hostile_guest() {
+  explicit hostile_guest(const std::string& config = {},
+                         const std::vector<user_mount>& mounts = {}) {
     REQUIRE(::geteuid() == 0);  // namespaces, a FUSE mount, and users to switch to
     REQUIRE(::chmod(t.path().c_str(), 0755) == 0);  // alice can reach the decoys to try
     t.write("etc/passwd",
-            "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000:Alice:/home/alice:/bin/sh\n");
-    t.write("etc/group", "root:x:0:\nalice:x:1000:\n");
-    t.write("etc/shadow", "root:*:19000:0:99999:7:::\nalice:!:19000:0:99999:7:::\n");
+            "root:x:0:0:root:/home/root:/bin/sh\nalice:x:1000:1000:Alice:/home/alice:/bin/sh\n"
+            "bob:x:1001:1001:Bob:/home/bob:/bin/sh\ncarol:x:1002:1002:Carol:/home/carol:/bin/sh\n");
+    t.write("etc/group", "root:x:0:\nsudo:x:27:carol\nalice:x:1000:\nbob:x:1001:\ncarol:x:1002:\n");
+    t.write("etc/shadow",
+            "root:*:19000:0:99999:7:::\nalice:!:19000:0:99999:7:::\nbob:!:19000:0:99999:7:::\n"
+            "carol:!:19000:0:99999:7:::\n");
     t.write("decoys/target", "decoy target\n");
     t.write("decoys/secret", "decoy secret\n");
     REQUIRE(::chmod((decoys + "/secret").c_str(), 0600) == 0);
     fs::create_directories(decoys + "/keys-dir");
-    fs::create_directories(home);
+    fs::create_directories(t / "home/root");
+    for (const auto& [user, uid] : {std::pair{"alice", 1000}, {"bob", 1001}, {"carol", 1002}}) {
+      const auto h = t / (std::string("home/") + user);
+      fs::create_directories(h);
+      REQUIRE(::chown(h.c_str(), static_cast<uid_t>(uid), static_cast<gid_t>(uid)) == 0);
+    }
     fs::create_directories(vms);
-    REQUIRE(::chown(home.c_str(), alice, alice) == 0);
+    fs::create_directories(t / "bin");
+    fs::copy_file(QXA_AGENT_PATH, binary);
     // Her stuck FUSE filesystem, named like a disk.
     as_alice("mkdir -p mnt");
     fuse = std::make_unique<qxa::test::stuck_fuse>(home + "/mnt", "sshfs", "/dev/vda1");
+    for (const auto& m : mounts) {
+      const auto dir = t / m.dir;
+      fs::create_directories(dir);
+      REQUIRE(::chown(dir.c_str(), m.uid, m.uid) == 0);
+      user_mounts.push_back(std::make_unique<qxa::test::stuck_fuse>(
+          dir, qxa::test::stuck_fuse_options{.subtype = "sshfs",
+                                             .source = "host:/export",
+                                             .owner_uid = m.uid,
+                                             .owner_gid = m.uid,
+                                             .allow_other = m.allow_other,
+                                             .answer_init = true}));
+    }
+    const auto config_file =
+        config.empty() ? qxa::test::shipped_agent_config : t.write("agent.toml", config);
     const std::string script = fmt::format(
         "set -e; mount --bind {0}/etc/passwd /etc/passwd; mount --bind {0}/etc/group /etc/group; "
         "mount --bind {0}/etc/shadow /etc/shadow; mount --rbind {0}/home /home; "
-        "exec {1} --config {2} --port unix-listen:{3}/alicevm.agent.sock",
-        t.path(), QXA_AGENT_PATH, qxa::test::shipped_agent_config, vms);
+        "exec {1} --config {2} --port unix-listen:{3}/alicevm.agent.sock --qemu-ga-port "
+        "unix-listen:{4}",
+        t.path(), binary, config_file, vms, qga_socket);
     agent = std::make_unique<child_process>(std::vector<std::string>{
         "/usr/bin/unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script});
     const bool started = agent->wait_for_log(qxa::guest::log_text::started, 10s);
     INFO(agent->log());
     REQUIRE(started);
   }
+  ~hostile_guest() {
+    // The agent first: what it left held by a mount that never answers is freed with the mounts.
+    agent.reset();
+  }
+  hostile_guest(const hostile_guest&) = delete;
+  hostile_guest& operator=(const hostile_guest&) = delete;
 
   /// Runs a shell line as alice, in her home.
   void as_alice(const std::string& line) const {
@@ -263,4 +308,183 @@ TEST_CASE(
   auto t = cli({"--json", "telemetry", "alicevm"});
   CHECK(t.status == 0);
   CHECK(t.out.find("/home/alice/mnt") == std::string::npos);
+}
+
+TEST_CASE(
+    "a user's own FUSE mounts, hers alone or open to all, never stall the agent, as exec and "
+    "jobs into them time out at their own deadline and the qemu-ga port, cp and the diagnosis "
+    "of a link never enter them, while pings on both ports go on",
+    "[integration][guest][hostile]") {
+  // mine: hers alone (a child as alice may enter it, root may not); shared: allow_other; bob's
+  // whole home is his mount with allow_other. Each daemon reads requests and answers none.
+  hostile_guest g({}, {{"home/alice/mine", 1000, false},
+                       {"home/alice/shared", 1000, true},
+                       {"home/bob", 1001, true}});
+  temp_dir run;
+  auto daemon = qxa::test::start_daemon(g.vms, run, "500ms", "1s");
+  const std::string ctl = run / "ctl.sock";
+  REQUIRE(qxa::test::wait_vm_state(ctl, "alicevm", "ready", 10s));
+  const auto cli = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {cli_bin, "--control-socket", ctl});
+    return qxa::test::run_command(std::move(args), 60s);
+  };
+  qxa::test::qga_client qga(g.qga_socket);
+  REQUIRE(qga.connected());
+  int qga_pings = 0;
+  const auto qga_ping = [&] {
+    const auto r = qga.call("guest-ping", nullptr, 5s);
+    qga_pings +=
+        r == qxa::test::qga_client::json{{"return", qxa::test::qga_client::json::object()}};
+  };
+  qxa::test::pinger pings(cli_bin, ctl, "alicevm");
+
+  // exec --user alice --cwd into her own mount: the child waits there, never the agent.
+  for (const bool detach : {false, true}) {
+    INFO("detach " << detach);
+    std::vector<std::string> args = {"exec",  "alicevm",          "--user",    "alice",
+                                     "--cwd", "/home/alice/mine", "--timeout", "3s"};
+    if (detach) args.push_back("--detach");
+    args.insert(args.end(), {"--", "true"});
+    const auto r = cli(args);
+    INFO(r.err);
+    CHECK(r.status == 75);
+    CHECK_THAT(r.err, Catch::Contains("did not start within 3000 ms"));
+    CHECK(r.took < 20s);
+    qga_ping();
+  }
+  // bob's home is his mount: exec --user bob starts there by default, as the user.
+  auto bob = cli({"exec", "alicevm", "--user", "bob", "--timeout", "3s", "--", "true"});
+  CHECK(bob.status == 75);
+  CHECK(bob.took < 20s);
+  qga_ping();
+  // The qemu-ga port opens the last component as cp does: never the mount itself.
+  const auto open =
+      qga.call("guest-file-open", {{"path", "/home/alice/shared"}, {"mode", "r"}}, 10s);
+  CHECK(open["error"]["class"] == "GenericError");
+  CHECK_THAT(open["error"]["desc"].get<std::string>(), Catch::Contains("does not enter"));
+  qga_ping();
+  // A link of hers into the mount: refused, and its real path not looked up through the mount.
+  g.as_alice("ln -s shared/x into-shared && ln -s /home/alice/shared into-shared-dir");
+  for (const auto& from :
+       {"/home/alice/into-shared", "/home/alice/into-shared-dir/y", "/home/alice/shared"}) {
+    INFO(from);
+    const auto r = cli({"cp", std::string("alicevm:") + from, run / "got"});
+    CHECK(r.status == 1);
+    CHECK(r.took < 20s);
+    CHECK_FALSE(fs::exists(run / "got"));
+  }
+  const auto list = cli({"ls", "alicevm", "/home/alice/into-shared-dir"});
+  CHECK(list.status == 1);
+  qga_ping();
+
+  pings.stop();
+  INFO(fmt::format("{} pings during the attacks, {} failed or slower than 2 s, slowest {:.0f} ms",
+                   pings.sent(), pings.failed(), pings.worst_ms()));
+  CHECK(pings.sent() > 0);
+  CHECK(pings.failed() == 0);
+  CHECK(qga_pings == 5);
+  CHECK(g.agent->running());
+  // Telemetry and the disks view went on beside the mounts, and left them out.
+  auto t = cli({"--json", "telemetry", "alicevm"});
+  CHECK(t.status == 0);
+  CHECK(t.out.find("/home/alice/shared") == std::string::npos);
+  CHECK(cli({"disks", "alicevm"}).status == 0);
+}
+
+namespace {
+
+// A policy test's guest: the agent under `policy` (TOML lines of [policy]), hooks in the test's
+// tree, and qx-agentd beside it.
+struct confined_guest {
+  explicit confined_guest(const std::string& policy)
+      : g([&] {
+          return "[policy]\n" + policy + "\n[freeze]\nhooks_dir = \"" + hooks + "\"\n[power]\n" +
+                 "hooks_dir = \"" + hooks + "\"\n";
+        }()) {
+    daemon = qxa::test::start_daemon(g.vms, run, "500ms", "1s");
+    REQUIRE(qxa::test::wait_vm_state(ctl, "alicevm", "ready", 10s));
+  }
+  qxa::test::command_result cli(std::vector<std::string> args) {
+    args.insert(args.begin(), {cli_bin, "--control-socket", ctl});
+    return qxa::test::run_command(std::move(args), 60s);
+  }
+  temp_dir outside;  // where the hooks live: not below the guest's tree (its config is there)
+  std::string hooks = [this] {
+    fs::create_directories(outside / "hooks");
+    return outside / "hooks";
+  }();
+  hostile_guest g;
+  temp_dir run;
+  std::string ctl = run / "ctl.sock";
+  std::unique_ptr<child_process> daemon;
+};
+
+}  // namespace
+
+TEST_CASE(
+    "with exec confined no other road runs the host's code as root, so no upgrade, no file "
+    "written outside listed roots nor into the agent's hooks, no key or password for root or "
+    "a sudoer",
+    "[integration][guest][hostile][policy]") {
+  temp_dir local;
+  const auto hook = local.write("10-evil", "#!/bin/sh\ntouch /tmp/owned\n");
+  REQUIRE(::chmod(hook.c_str(), 0755) == 0);
+  const std::string key =
+      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl k@host";
+
+  SECTION("exec blocked, write roots listed") {
+    confined_guest c("block = [\"exec\"]\nwrite_roots = [\"" + std::string("/") + "\"]");
+    // The hooks directory lies under the listed root "/": refused all the same.
+    auto up = c.cli({"cp", hook, "alicevm:" + c.hooks + "/10-evil"});
+    INFO(up.err);
+    CHECK(up.status == 1);
+    CHECK_THAT(up.err, Catch::Contains("rule policy.exec"));
+    CHECK_FALSE(fs::exists(c.hooks + "/10-evil"));
+    auto mv = c.cli({"mkdir", "alicevm", c.hooks + "/sub"});
+    CHECK(mv.status == 1);
+    // Elsewhere under the listed root, files are written as before.
+    auto fine = c.cli({"cp", hook, "alicevm:" + c.g.t / "srv/file", "--parents"});
+    CHECK(fine.status == 0);
+    // The agent's binary: no upgrade, nothing staged, the binary unchanged.
+    const auto before = qxa::test::file_sha256(c.g.binary);
+    auto upgrade = c.cli({"upgrade", "alicevm", "--binary", QXA_AGENT_PATH});
+    INFO(upgrade.err);
+    CHECK(upgrade.status == 1);
+    CHECK_THAT(upgrade.err, Catch::Contains("policy.upgrade") && Catch::Contains("policy.block"));
+    CHECK(qxa::test::file_sha256(c.g.binary) == before);
+    CHECK_FALSE(fs::exists(c.g.t / "bin/.quantix-kvm-agent.upgrade"));
+    // Root's and a sudoer's accounts: no key added, no password set.
+    for (const char* user : {"root", "carol"}) {
+      INFO(user);
+      auto add = c.cli({"ssh-key", "alicevm", "add", user, key});
+      CHECK(add.status == 1);
+      CHECK_THAT(add.err, Catch::Contains("rule policy.exec"));
+      auto pw = qxa::test::run_command(
+          {"/bin/sh", "-c",
+           fmt::format("echo 'new-password' | {} --control-socket {} passwd alicevm {}", cli_bin,
+                       c.ctl, user)},
+          30s);
+      CHECK(pw.status == 1);
+      CHECK_THAT(pw.err, Catch::Contains("rule policy.exec"));
+    }
+    CHECK_FALSE(fs::exists(c.g.t / "home/root/.ssh"));
+    CHECK_FALSE(fs::exists(c.g.t / "home/carol/.ssh"));
+    CHECK(qxa::test::file_contents(c.g.t / "etc/shadow").starts_with("root:*:"));
+    // An ordinary user's account is no road to root.
+    CHECK(c.cli({"ssh-key", "alicevm", "add", "alice", key}).status == 0);
+  }
+  SECTION("exec off, no write roots listed") {
+    confined_guest c("exec = false");
+    auto up = c.cli({"cp", hook, "alicevm:" + c.g.t / "srv/file", "--parents"});
+    INFO(up.err);
+    CHECK(up.status == 1);
+    CHECK_THAT(up.err, Catch::Contains("rule policy.write_roots") && Catch::Contains("lists none"));
+    CHECK_FALSE(fs::exists(c.g.t / "srv"));
+    auto hook_up = c.cli({"cp", hook, "alicevm:" + c.hooks + "/10-evil"});
+    CHECK(hook_up.status == 1);
+    CHECK_FALSE(fs::exists(c.hooks + "/10-evil"));
+    CHECK(c.cli({"upgrade", "alicevm", "--binary", QXA_AGENT_PATH}).status == 1);
+    // Reading is no road: the host still reads.
+    CHECK(c.cli({"cp", "alicevm:" + c.g.decoys + "/target", local / "read"}).status == 0);
+  }
 }

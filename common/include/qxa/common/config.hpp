@@ -49,6 +49,9 @@ class config_reader {
   /// An array of strings.
   void get(std::string_view key, std::vector<std::string>& out);
 
+  /// Whether the file sets `key` (a default that depends on whether it was chosen at all).
+  [[nodiscard]] bool has(std::string_view key) const;
+
   /// Records an error about `key` found by the caller (a value valid in type but not in meaning).
   void fail(std::string_view key, std::string_view why);
 

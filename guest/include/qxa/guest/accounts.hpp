@@ -20,6 +20,10 @@ struct account {
   std::string home;
   std::string shell;
   std::vector<gid_t> groups;  ///< primary and supplementary, no duplicates
+  /// Root, or a member of a group that sudo traditionally makes root (sudo, wheel, admin):
+  /// a way in for this account is a way to root. (One that /etc/sudoers names by itself is
+  /// not recognised.)
+  bool administrator = false;
 };
 
 /// The account `name` (or a numeric uid) in the passwd text, with its groups from the group

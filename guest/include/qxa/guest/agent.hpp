@@ -68,6 +68,8 @@ struct agent_options {
   std::chrono::nanoseconds request_timeout = std::chrono::seconds(30);
   /// The agent's own program, run as a user for the work in that user's home (ssh-key).
   std::string helper_program = "/proc/self/exe";
+  /// The configuration file it was started with: one of the agent's own paths.
+  std::string config_file = "/etc/quantix-kvm/agent.toml";
   /// The hardware clock `time --set` writes, the login records `users` reads and sysfs, where
   /// hotplug works (tests point them elsewhere).
   std::string rtc_device = "/dev/rtc0";
@@ -126,6 +128,13 @@ struct agent_state {
 /// The job table's limits as the options set them.
 job_limits job_limits_of(const agent_options& options);
 
+/// The paths through which a host could have code run as root besides exec, as configured and
+/// as real paths: /etc/quantix-kvm and the configuration file, the hooks' directories, the
+/// agent's binary (and its
+/// staged and previous copies), its upgrade records, its unit, the exec_allow programs. With
+/// exec confined, no file change reaches them (local_policy::protected_paths).
+std::vector<std::string> agent_paths(const agent_options& options);
+
 class agent {
  public:
   /// `qemu_ga`: the port of the qemu-guest-agent protocol, or null when it is not served.
@@ -147,6 +156,7 @@ class agent {
   asio::awaitable<int> exit_when_asked();
   asio::awaitable<void> serve_qemu_ga();
   void note_pending_upgrade() const;
+  void warn_about_write_roots() const;
 
   asio::any_io_executor ex_;
   std::unique_ptr<agent_state> state_;

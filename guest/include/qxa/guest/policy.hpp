@@ -17,6 +17,14 @@
 // LOGNAME, SHELL of the account) plus the variables the administrator lists in exec_env_allow;
 // names that change what a program loads or runs (LD_*, BASH_FUNC_*, PATH, PERL5OPT, ...) are
 // never allowed, so an allowed program cannot be turned into another.
+//
+// Exec confined: a policy confines roads, not names. Unless exec is open (on, neither blocked
+// nor left out of an allow-list, no exec_allow), no other road may run code of the host's choice
+// as root either: upgrade is off unless policy.upgrade = true says otherwise; files are written
+// only under write_roots the administrator lists (the default "/" holds cron, units, profiles),
+// and never into the agent's own paths (its configuration and hook directories, its binary, its
+// upgrade records, the programs exec_allow lists) whatever the roots say; ssh-key and password
+// refuse root and the accounts of the sudo, wheel and admin groups (identity.cpp).
 #pragma once
 
 #include <cstdint>
@@ -37,17 +45,26 @@ struct local_policy {
   std::vector<std::string> allow;  ///< operations; empty: all
   std::vector<std::string> block;  ///< operations
   bool exec = true;                ///< the exec operation at all
-  /// The host may replace the agent's binary. Unset: as long as exec is on and unrestricted
-  /// (a new binary runs as root: with exec limited, upgrades must be allowed by name).
+  /// The host may replace the agent's binary. Unset: as long as exec is open (a new binary runs
+  /// as root: with exec confined, upgrades must be allowed by name).
   std::optional<bool> upgrade;
   [[nodiscard]] bool upgrades_allowed() const noexcept {
-    return upgrade.value_or(exec && exec_allow.empty());
+    return upgrade.value_or(!exec_confined_by());
   }
+  /// What confines exec ("policy.exec = false", "policy.block", "policy.allow",
+  /// "policy.exec_allow"), or nothing when the host may run any program as root.
+  [[nodiscard]] std::optional<std::string> exec_confined_by() const;
   std::vector<std::string> exec_allow;  ///< programs (absolute paths); empty: any
   /// Under exec_allow: variables the host may set besides the fixed base.
   std::vector<std::string> exec_env_allow;
   std::vector<std::string> read_roots = {"/"};
   std::vector<std::string> write_roots = {"/"};
+  /// write_roots was set by the administrator: with exec confined only such roots hold.
+  bool write_roots_listed = false;
+  /// The agent's own paths (configuration and hook directories, binary, upgrade records, the
+  /// exec_allow programs), as configured and as real paths: with exec confined no file change
+  /// reaches them. Filled when the agent starts (agent_paths()).
+  std::vector<std::string> protected_paths;
   bool write_setid = false;                    ///< uploads may carry the setuid and setgid bits
   bool write_owner = false;                    ///< uploads may be given to another owner than root
   std::uint64_t max_output_bytes = 16u << 20;  ///< per stream of one exec
