@@ -126,7 +126,11 @@ asio::awaitable<int> run_download(host::agent_access& b, const options& o, const
                                     received, common::sha256::hex(d), result.size(),
                                     common::sha256::hex(result.sha256()))});
   }
-  ::fchmod(out.fd, result.mode() & 0777);
+  // The guest's permission bits, never its set-id bits, and this side's umask: a file a guest
+  // user made 0777 is not world-writable here.
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  ::fchmod(out.fd, static_cast<mode_t>(result.mode() & 0777) & ~mask);
   if (::fsync(out.fd) != 0 || ::rename(out.temp.c_str(), local.c_str()) != 0) {
     co_return report(
         {exit_remote, fmt::format("cannot write {}: {}", local, std::strerror(errno))});

@@ -134,7 +134,7 @@ asio::awaitable<std::error_code> agent_client::open() {
   stream_ = agent_stream::create(std::move(socket), so);
   stream_->start();
   connected_ = true;
-  common::log_info("{}: reader started", path_);
+  log_guest(common::log_level::info, "connections", "{}: reader started", path_);
   // The reader holds the client; if it ever ends by an exception (a bug), the client ends as if
   // the connection had been lost: pending requests fail at once and the VM reconnects.
   std::weak_ptr<agent_client> weak = shared_from_this();
@@ -172,8 +172,9 @@ asio::awaitable<std::error_code> agent_client::send_hello() {
                                                 : r.code();
   }
   // The reader has already taken the session into use (see dispatch), so that events sent
-  // right after the HelloAck are not lost.
-  if (!dispatch_.ready() || dispatch_.session() != session) {
+  // right after the HelloAck are not lost. (An agent that restarted right after answering
+  // leaves the session taken but not ready: the restart's own handshake follows.)
+  if (dispatch_.session() != session) {
     co_return make_error_code(errc::protocol_error);
   }
   co_return std::error_code{};
@@ -302,8 +303,9 @@ asio::awaitable<void> agent_client::read_loop(std::shared_ptr<agent_client> self
   count_bad();
   const auto& dec = self->stream_->decoding();
   if (self->ended_) why = self->end_reason_;  // we closed it ourselves
-  common::log_info("{}: reader ended after {} frames: {} ({} damaged, {} garbage bytes)",
-                   self->path_, frames, why, dec.damaged_frames, dec.garbage_bytes);
+  self->log_guest(common::log_level::info, "connections",
+                  "{}: reader ended after {} frames: {} ({} damaged, {} garbage bytes)",
+                  self->path_, frames, why, dec.damaged_frames, dec.garbage_bytes);
   self->end(why);
 }
 
@@ -316,8 +318,9 @@ void agent_client::undecodable(std::span<const std::uint8_t> payload) {
   auto it = pending_.find(id);
   auto p = it->second;
   pending_.erase(it);
-  common::log_warning("{}: the reply to request {} does not parse ({} bytes); failing the call",
-                      path_, id, payload.size());
+  log_guest(common::log_level::warning, "replies that do not parse",
+            "{}: the reply to request {} does not parse ({} bytes); failing the call", path_, id,
+            payload.size());
   p->complete(result<pb::Envelope>{
       errc::bad_frame,
       fmt::format("the agent's reply ({} bytes) could not be decoded: a field that is not valid "
@@ -334,8 +337,9 @@ void agent_client::dispatch(pb::Envelope envelope) {
     // Logged once per connection (one client is one connection): a guest that keeps sending
     // too much must not flood the log.
     if (stats_.trimmed++ == 0) {
-      common::log_warning("{}: {} from the guest cut to the host's limits: {}", path_,
-                          common::body_name(envelope), cut);
+      log_guest(common::log_level::warning, "messages cut to the limits",
+                "{}: {} from the guest cut to the host's limits: {}", path_,
+                common::body_name(envelope), cut);
     }
   }
   const auto action = dispatch_.on_envelope(envelope, is_pending());
@@ -414,8 +418,9 @@ void agent_client::give_credit(std::uint64_t id, const std::shared_ptr<pending_r
 
 void agent_client::agent_restarted(pb::Envelope envelope) {
   // The agent behind the socket started afresh: our session is gone with the old process.
-  common::log_info("{}: agent restarted (pid {}); opening a new session", path_,
-                   envelope.agent_ready().agent_pid());
+  log_guest(common::log_level::info, "agent restarts",
+            "{}: agent restarted (pid {}); opening a new session", path_,
+            envelope.agent_ready().agent_pid());
   fail_pending("the agent restarted");
   push_event(std::move(envelope));
   asio::co_spawn(

@@ -6,6 +6,7 @@
 #include "qxa/host/agent_manager.hpp"
 
 #include <dirent.h>
+#include <pwd.h>
 #include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -23,6 +24,7 @@
 
 #include "qxa/common/async.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/common/log_limiter.hpp"
 #include "qxa/common/version.hpp"
 #include "qxa/common/wall_clock.hpp"
 
@@ -51,6 +53,31 @@ std::string vm_name_of(std::string_view file_name) {
   return std::string(file_name.substr(0, file_name.size() - socket_suffix.size()));
 }
 
+std::optional<std::string> untrusted_socket(const std::string& path, uid_t self,
+                                            const std::vector<uid_t>& owners) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0)
+    return fmt::format("cannot stat it: {}", std::strerror(errno));
+  if (S_ISLNK(st.st_mode)) return std::string("it is a symbolic link, not QEMU's socket");
+  if (!S_ISSOCK(st.st_mode)) return std::string("it is not a socket");
+  if (st.st_uid == 0 || st.st_uid == self ||
+      std::find(owners.begin(), owners.end(), st.st_uid) != owners.end()) {
+    return std::nullopt;
+  }
+  return fmt::format(
+      "it belongs to uid {}, who is neither root, qx-agentd's user nor one of "
+      "socket_owners: anyone's socket could pose as a VM",
+      st.st_uid);
+}
+
+std::optional<std::string> unsafe_socket_dir(const struct stat& dir) {
+  if ((dir.st_mode & S_IWOTH) == 0) return std::nullopt;
+  return fmt::format(
+      "others may write to it (mode {:o}): anyone could make a socket there that "
+      "poses as a VM; make it writable by root and QEMU's user alone",
+      dir.st_mode & 07777);
+}
+
 // ---- agent_manager ------------------------------------------------------------------------
 
 struct agent_manager::vm_record {
@@ -70,21 +97,41 @@ struct agent_manager::vm_record {
   bool retry_now = false;
   std::vector<std::weak_ptr<telemetry_feed>> watchers;
   clock_sync clock;  // across connections: a migrated guest arrives on a new one
+  /// What the guest makes this VM log, bounded (its connections' clients share it).
+  std::shared_ptr<common::log_limiter> log_limit = std::make_shared<common::log_limiter>();
 
   [[nodiscard]] pb::VmStatus status() const {
     return state.status(client ? client->stats() : client_stats{});
   }
 };
 
-namespace {
+namespace {}  // namespace
 
-/// Logs a VM's change of state (at debug level when it is the same failure again).
-void log_change(const std::string& vm, const std::optional<state_change>& c) {
+void agent_manager::log_change(vm_record& vm, const std::optional<state_change>& c) {
   if (!c) return;
-  common::log(c->quiet ? common::log_level::debug : common::log_level::info, "{}", c->text(vm));
+  if (c->quiet) {
+    common::log_debug("{}", c->text(vm.name));
+    return;
+  }
+  // A guest can make its VM change state as often as it likes: bounded per VM.
+  const auto v = vm.log_limit->admit("state changes", std::chrono::steady_clock::now());
+  if (!v.write) return;
+  if (v.held_before == 0) {
+    common::log_info("{}", c->text(vm.name));
+  } else {
+    common::log_info("{} ({} more state changes were not logged in the minute before)",
+                     c->text(vm.name), v.held_before);
+  }
 }
 
-}  // namespace
+void agent_manager::log_overdue_summaries() {
+  const auto now = std::chrono::steady_clock::now();
+  for (const auto& [name, vm] : vms_) {
+    for (const auto& [kind, count] : vm->log_limit->overdue(now)) {
+      common::log_info("vm {}: {} more {} were not logged in the last minute", name, count, kind);
+    }
+  }
+}
 
 std::shared_ptr<agent_manager> agent_manager::create(asio::any_io_executor ex,
                                                      manager_options options) {
@@ -116,6 +163,18 @@ std::optional<common::error_info> agent_manager::start() {
     return common::error_info{make_error_code(errc::invalid_argument),
                               fmt::format("socket directory {}: {}", opt_.socket_dir,
                                           errno ? std::strerror(errno) : "not a directory")};
+  }
+  if (auto unsafe = unsafe_socket_dir(st)) {
+    return common::error_info{make_error_code(errc::invalid_argument),
+                              fmt::format("socket directory {}: {}", opt_.socket_dir, *unsafe)};
+  }
+  socket_owner_uids_.clear();
+  for (const auto& name : opt_.socket_owners) {
+    if (const passwd* pw = ::getpwnam(name.c_str())) {
+      socket_owner_uids_.push_back(pw->pw_uid);
+    } else {
+      common::log_debug("socket_owners: no user {} here", name);
+    }
   }
   inotify_fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (inotify_fd_ < 0 || ::inotify_add_watch(inotify_fd_, opt_.socket_dir.c_str(),
@@ -210,6 +269,7 @@ asio::awaitable<void> agent_manager::rescan_loop() {
     co_await rescan_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (!running_) co_return;
     rescan();
+    log_overdue_summaries();
   }
 }
 
@@ -237,7 +297,20 @@ void agent_manager::socket_appeared(const std::string& file_name) {
   if (vm.empty()) return;
   const std::string path = opt_.socket_dir + "/" + file_name;
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return;
+  if (::lstat(path.c_str(), &st) != 0) return;
+  if (auto why = untrusted_socket(path, ::geteuid(), socket_owner_uids_)) {
+    // Said once while it stays; a VM whose socket was replaced by such a one is dropped.
+    if (auto [it, fresh] = refused_sockets_.try_emplace(file_name, *why);
+        fresh || it->second != *why) {
+      it->second = *why;
+      if (S_ISSOCK(st.st_mode) || S_ISLNK(st.st_mode)) {
+        common::log_warning("{}: refused as VM {}'s socket: {}", path, vm, *why);
+      }
+    }
+    if (vms_.contains(vm)) drop_vm(vm, "its socket was replaced by one that is refused");
+    return;
+  }
+  refused_sockets_.erase(file_name);
   if (auto it = vms_.find(vm); it != vms_.end()) {
     // Known VM, socket recreated (an agent or QEMU restarted): retry now, not at the backoff.
     it->second->retry_now = true;
@@ -245,7 +318,7 @@ void agent_manager::socket_appeared(const std::string& file_name) {
     return;
   }
   auto rec = std::make_shared<vm_record>(ex_, vm, path, opt_);
-  log_change(vm, rec->state.discovered(common::unix_ms()));
+  log_change(*rec, rec->state.discovered(common::unix_ms()));
   vms_.emplace(vm, rec);
   common::log_info("vm {}: socket appeared at {}", vm, path);
   spawn_vm_loop(rec);
@@ -258,7 +331,7 @@ void agent_manager::spawn_vm_loop(const std::shared_ptr<vm_record>& vm) {
     if (!self || !self->running_ || !vm->present) return;
     if (vm->client) vm->client->close("internal error (logged)");
     retire_client(*vm);
-    log_change(vm->name, vm->state.internal_error(common::unix_ms()));
+    log_change(*vm, vm->state.internal_error(common::unix_ms()));
     auto t = std::make_shared<asio::steady_timer>(self->ex_);
     t->expires_after(with_jitter(self->opt_.reconnect_initial));
     t->async_wait([weak, vm, t](std::error_code) {
@@ -273,17 +346,24 @@ void agent_manager::spawn_vm_loop(const std::shared_ptr<vm_record>& vm) {
 }
 
 void agent_manager::socket_vanished(const std::string& file_name) {
+  refused_sockets_.erase(file_name);
   const std::string vm = vm_name_of(file_name);
   auto it = vms_.find(vm);
   if (it == vms_.end()) return;
   struct stat st {};
-  if (::stat(it->second->path.c_str(), &st) == 0) return;  // replaced already
-  common::log_info("vm {}: socket removed; dropping the VM", vm);
+  if (::lstat(it->second->path.c_str(), &st) == 0) return;  // replaced already
+  drop_vm(vm, "socket removed");
+}
+
+void agent_manager::drop_vm(const std::string& vm, const std::string& why) {
+  auto it = vms_.find(vm);
+  if (it == vms_.end()) return;
+  common::log_info("vm {}: {}; dropping the VM", vm, why);
   auto rec = it->second;
   vms_.erase(it);
   rec->present = false;
-  log_change(vm, rec->state.removed(common::unix_ms()));
-  if (rec->client) rec->client->close("socket removed");
+  log_change(*rec, rec->state.removed(common::unix_ms()));
+  if (rec->client) rec->client->close(why);
   rec->wake.notify_all();
   for (auto& w : rec->watchers) {
     if (auto f = w.lock()) f->finish();
@@ -321,7 +401,7 @@ asio::awaitable<void> agent_manager::vm_loop(std::shared_ptr<vm_record> vm) {
     // A descriptor for the connection, within the budget; released before any backoff.
     auto slot = budget_.try_take();
     if (!slot) {
-      log_change(vm->name, vm->state.over_capacity(budget_.limit(), common::unix_ms()));
+      log_change(*vm, vm->state.over_capacity(budget_.limit(), common::unix_ms()));
       const waiting_for_descriptor waiting(*this);
       while (!(slot = budget_.try_take()) && vm->present && running_) {
         co_await (budget_.freed() || vm->wake.wait());
@@ -330,33 +410,33 @@ asio::awaitable<void> agent_manager::vm_loop(std::shared_ptr<vm_record> vm) {
     }
     vm->state.attempt_started();
     auto client = agent_client::create(ex_, vm->path, opt_.client);
+    client->set_log_limiter(vm->log_limit);
     vm->client = client;
     auto ec = co_await client->open();
     if (!ec && vm->present && running_) {
-      log_change(vm->name, vm->state.accepted(common::unix_ms()));
+      log_change(*vm, vm->state.accepted(common::unix_ms()));
       ec = co_await client->handshake();
     }
     if (!vm->present || !running_) co_return;
     if (ec) {
       retire_client(*vm);
       slot.reset();
-      log_change(vm->name, vm->state.attempt_failed(ec, ec == asio::error::connection_refused,
-                                                    common::unix_ms()));
+      log_change(*vm, vm->state.attempt_failed(ec, ec == asio::error::connection_refused,
+                                               common::unix_ms()));
       co_await back_off();
       continue;
     }
     const auto connected_at = std::chrono::steady_clock::now();
     vm->retry_now = false;
-    log_change(vm->name,
-               vm->state.connected(client->hello(), client->session_id(), common::unix_ms()));
+    log_change(*vm, vm->state.connected(client->hello(), client->session_id(), common::unix_ms()));
     co_await (heartbeat(vm, client) || pump_events(vm, client));
     retire_client(*vm);
     slot.reset();
     if (!vm->present || !running_) co_return;
     bool wait_first = false;
-    log_change(vm->name, vm->state.connection_ended(client->end_reason(),
-                                                    std::chrono::steady_clock::now() - connected_at,
-                                                    common::unix_ms(), wait_first));
+    log_change(*vm, vm->state.connection_ended(client->end_reason(),
+                                               std::chrono::steady_clock::now() - connected_at,
+                                               common::unix_ms(), wait_first));
     if (wait_first) co_await back_off();
   }
 }
@@ -376,10 +456,10 @@ asio::awaitable<void> agent_manager::heartbeat(std::shared_ptr<vm_record> vm,
     auto r = co_await c->request(std::move(ping), opt_.heartbeat_timeout);
     if (r && r->has_pong()) {
       const auto round_trip = std::chrono::steady_clock::now() - t0;
-      log_change(vm->name, vm->state.heartbeat_answered(round_trip, common::unix_ms()));
+      log_change(*vm, vm->state.heartbeat_answered(round_trip, common::unix_ms()));
       co_await check_clock(vm, c, r->pong().unix_ns(), sent_at, round_trip);
     } else if (r.code() == errc::request_timeout) {
-      log_change(vm->name, vm->state.heartbeat_missed(opt_.heartbeat_timeout, common::unix_ms()));
+      log_change(*vm, vm->state.heartbeat_missed(opt_.heartbeat_timeout, common::unix_ms()));
     } else if (!c->is_connected()) {
       co_return;
     }
@@ -434,10 +514,9 @@ asio::awaitable<void> agent_manager::pump_events(std::shared_ptr<vm_record> vm,
         return !f;
       });
     } else if (e->has_agent_ready()) {
-      log_change(vm->name, vm->state.agent_restarted(common::unix_ms()));
+      log_change(*vm, vm->state.agent_restarted(common::unix_ms()));
     } else if (e->has_hello_ack()) {
-      log_change(vm->name,
-                 vm->state.new_session(e->hello_ack(), c->session_id(), common::unix_ms()));
+      log_change(*vm, vm->state.new_session(e->hello_ack(), c->session_id(), common::unix_ms()));
     }
   }
 }

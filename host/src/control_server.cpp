@@ -74,6 +74,12 @@ control_server::control_server(asio::any_io_executor ex, std::string path,
 
 std::optional<common::error_info> control_server::listen() {
   using asio::local::stream_protocol;
+  // Made 0660 by bind itself, under a umask that allows no more: a socket made under the
+  // service's umask and given its mode afterwards would take connections in between.
+  struct restrictive_umask {
+    mode_t old = ::umask(0117);
+    ~restrictive_umask() { ::umask(old); }
+  } const umask_for_bind;
   std::error_code ec;
   acceptor_.open(stream_protocol(), ec);
   if (!ec) acceptor_.bind(stream_protocol::endpoint(path_), ec);
@@ -95,6 +101,7 @@ std::optional<common::error_info> control_server::listen() {
         ec, fmt::format("cannot listen on control socket {}: {}", path_, ec.message())};
   }
   bound_ = true;
+  // Exactly 0660 whatever the umask was (one may take more away than 0117 does).
   if (::chmod(path_.c_str(), 0660) != 0) {
     return common::error_info{std::error_code(errno, std::system_category()),
                               fmt::format("cannot set permissions of {}", path_)};

@@ -14,6 +14,7 @@ std::optional<common::error_info> apply(common::config_reader& r, daemon_config&
   r.get("control_socket", c.control_socket);
   r.get("metrics_listen", c.metrics_listen);
   r.get("log_level", c.log_level);
+  r.get("socket_owners", m.socket_owners);
   const auto ms = std::chrono::milliseconds(1);
   r.get_duration("heartbeat.interval", m.heartbeat_interval, ms);
   r.get_duration("heartbeat.timeout", m.heartbeat_timeout, ms);

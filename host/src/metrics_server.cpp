@@ -56,7 +56,7 @@ std::shared_ptr<metrics_server> metrics_server::create(asio::any_io_executor ex,
 }
 
 metrics_server::metrics_server(asio::any_io_executor ex, std::shared_ptr<agent_manager> manager)
-    : acceptor_(ex), manager_(std::move(manager)) {}
+    : acceptor_(ex), manager_(std::move(manager)), freed_(acceptor_.get_executor()) {}
 
 std::optional<common::error_info> metrics_server::listen(const asio::ip::tcp::endpoint& at) {
   std::error_code ec;
@@ -85,10 +85,15 @@ void metrics_server::start() {
 void metrics_server::stop() {
   std::error_code ignored;
   acceptor_.close(ignored);
+  freed_.notify_all();
 }
 
 asio::awaitable<void> metrics_server::accept_loop() {
   while (acceptor_.is_open()) {
+    // At the cap, nothing more is accepted until one ends (each ends within its deadlines):
+    // the rest wait in the kernel's backlog, holding none of the daemon's descriptors, which
+    // stay for the control socket and the VMs.
+    while (open_ >= max_metrics_connections && acceptor_.is_open()) co_await freed_.wait();
     auto [ec, socket] =
         co_await acceptor_.async_accept(asio::experimental::as_tuple(asio::use_awaitable));
     if (ec) {
@@ -108,6 +113,14 @@ asio::awaitable<void> metrics_server::accept_loop() {
 }
 
 asio::awaitable<void> metrics_server::serve(asio::ip::tcp::socket socket) {
+  ++open_;
+  struct counted {
+    metrics_server& s;
+    ~counted() {
+      --s.open_;
+      s.freed_.notify_all();
+    }
+  } const count{*this};
   asio::streambuf buf(max_request_bytes);
   asio::steady_timer deadline(socket.get_executor());
   deadline.expires_after(request_deadline);

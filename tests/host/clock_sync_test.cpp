@@ -3,6 +3,7 @@
 #include "qxa/host/clock_sync.hpp"
 
 #include <catch2/catch.hpp>
+#include <limits>
 
 namespace qh = qxa::host;
 using namespace std::chrono_literals;
@@ -58,4 +59,22 @@ TEST_CASE(
   qh::clock_sync off({.enabled = false});
   CHECK_FALSE(off.observe(behind(1h), host_ns, rtt, t0));
   CHECK(off.offset() == -1h);  // measured and shown even so
+}
+
+TEST_CASE(
+    "a hostile guest's extreme clock saturates the offset instead of wrapping to the other sign",
+    "[host][clock][hostile]") {
+  const auto t0 = qh::clock_sync::steady::time_point{} + 1h;
+  constexpr auto min = std::numeric_limits<std::int64_t>::min();
+  constexpr auto max = std::numeric_limits<std::int64_t>::max();
+  qh::clock_sync c;
+  CHECK(c.observe(min, host_ns, rtt, t0));  // far behind: set
+  CHECK(c.offset().count() == min);         // not +7.4e12 ms
+  CHECK(qh::clock_offset_ms(
+            min, std::chrono::system_clock::time_point{} + std::chrono::nanoseconds(host_ns), rtt) <
+        0);
+  qh::clock_sync ahead;
+  CHECK(ahead.observe(max, -host_ns, rtt, t0));
+  CHECK(ahead.offset().count() == max);
+  CHECK(qh::clock_offset_ms(max, std::chrono::system_clock::time_point{}, rtt) > 0);
 }

@@ -27,6 +27,7 @@
 
 #include "qxa/common/message_stream.hpp"
 #include "support/cli.hpp"
+#include "support/files.hpp"
 #include "support/hostile.hpp"
 #include "support/notify.hpp"
 #include "support/poll.hpp"
@@ -336,4 +337,26 @@ TEST_CASE("qx-agentd tells systemd it is ready, alive and stopping, and reloads 
   CHECK_THAT(bad.log(), Catch::StartsWith("<3>qx-agentd: ") &&
                             Catch::Contains("unknown key 'heartbeat.intervall'"));
   CHECK_FALSE(notify.wait_for("READY=1", 1ms));
+}
+
+TEST_CASE(
+    "qx-agentd's control socket is 0660 from the moment it listens, whatever the umask it was "
+    "started with",
+    "[integration][host][hostile]") {
+  temp_dir vms, run;
+  const auto probe = run / "listening";
+  // What the socket's mode is when listen() is called (an LD_PRELOAD shim), under umask 000.
+  child_process daemon(
+      {"/bin/sh", "-c",
+       fmt::format("umask 000 && exec env LD_PRELOAD={} QXA_LISTEN_PROBE={} "
+                   "ASAN_OPTIONS=$ASAN_OPTIONS:verify_asan_link_order=0 {} --config /dev/null "
+                   "--socket-dir {} --control-socket {}",
+                   QXA_LISTEN_PROBE_PATH, probe, daemon_bin, vms.path(), run / "ctl.sock")});
+  REQUIRE(daemon.wait_for_log("ready: vm sockets in", 10s));
+  const auto seen = qxa::test::file_contents(probe);
+  INFO(seen);
+  CHECK(seen == run / "ctl.sock" + " 660\n");
+  struct stat st {};
+  REQUIRE(::stat((run / "ctl.sock").c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0660);
 }

@@ -2,6 +2,7 @@
 // Process-level tests of qx-agentd against hostile fake guests: what they send cannot make it
 // grow, stall the other VMs or forge what the operator sees.
 #include <fmt/format.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -196,6 +197,27 @@ struct hostile_guests {
     }
   }
 
+  // Answers every Hello, and then at once announces itself again (AgentReady, as a restarted
+  // agent does): a new session after another, as fast as the daemon opens them.
+  static awaitable<void> restarter(unix_socket s) {
+    auto stream = qc::message_stream<unix_socket>::create(std::move(s));
+    stream->start();
+    for (std::uint32_t pid = 1000;; ++pid) {
+      auto r = co_await stream->receive();
+      if (!r) co_return;
+      if (!r->has_hello()) continue;  // a heartbeat of the session before: never answered
+      pb::Envelope ack;
+      ack.set_reply_to(r->request_id());
+      ack.set_session_id(r->session_id());
+      ack.mutable_hello_ack()->set_session_id(r->session_id());
+      ack.mutable_hello_ack()->set_agent_pid(pid);
+      ack.mutable_hello_ack()->set_hostname("restarter");
+      pb::Envelope ready;
+      ready.mutable_agent_ready()->set_agent_pid(pid + 1);
+      if (co_await stream->send(ack) || co_await stream->send(ready)) co_return;
+    }
+  }
+
   // One byte a second of a HelloAck.
   static awaitable<void> trickle(unix_socket s) {
     pb::Envelope ack;
@@ -344,4 +366,143 @@ TEST_CASE(
 
   CHECK(daemon.log().find('\x1b') == std::string::npos);  // the journal gets escapes, too
   CHECK(daemon.running());
+}
+
+namespace {
+
+std::size_t lines_with(const std::string& log, const std::string& needle) {
+  std::size_t n = 0;
+  for (std::size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a guest that restarts its agent thousands of times a second gets a bounded share of "
+    "qx-agentd's log, and the other VMs are logged as before",
+    "[integration][host][hostile]") {
+  temp_dir vms, run;
+  auto good = start_vm_agent(vms, "good");
+  hostile_guests hostile(vms, {{"restarter", &hostile_guests::restarter}});
+  auto daemon = start_quick_daemon(vms, run);
+  const std::string ctl = run / "ctl.sock";
+  REQUIRE(qxa::test::wait_vm_state(ctl, "good", "ready", 5s));
+  // Four seconds of it, while the daemon serves the good VM.
+  int pings = 0, ok = 0;
+  const auto until = std::chrono::steady_clock::now() + 4s;
+  while (std::chrono::steady_clock::now() < until) {
+    ++pings;
+    ok += run_cli({"--control-socket", ctl, "ping", "good", "--timeout", "2s"}).status == 0;
+  }
+  const auto status = daemon_status(ctl);
+  // It did restart, thousands of times: the daemon followed every one.
+  std::uint64_t sessions = 0;
+  for (const auto& vm : status["vms"]) {
+    if (vm["vm"] == "restarter") sessions = vm.value("sessions", std::uint64_t{0});
+  }
+  const auto log = daemon->log();
+  const auto lines = lines_with(log, "restarter");
+  WARN(fmt::format("{} sessions of the restarting guest in 4 s; {} log lines name it", sessions,
+                   lines));
+  CHECK(sessions > 1000);
+  // Ten of each kind a minute (connections, restarts, state changes), and its discovery.
+  CHECK(lines <= 40);
+  CHECK(ok == pings);
+  // The good VM's own changes still reach the log.
+  good.reset();
+  CHECK(daemon->wait_for_log("vm good: ready -> ", 10s));
+}
+
+TEST_CASE(
+    "idle connections to /metrics never take the descriptors of the control socket and the "
+    "VMs, and are closed",
+    "[integration][host][hostile]") {
+  temp_dir vms, run;
+  auto good = start_vm_agent(vms, "good");
+  const auto config = run.write("qx-agentd.toml",
+                                "metrics_listen = \"127.0.0.1:0\"\n[heartbeat]\ninterval = "
+                                "\"250ms\"\ntimeout = \"1s\"\n");
+  // A low descriptor limit, as a small host's unit might set.
+  child_process daemon({"/bin/sh", "-c",
+                        fmt::format("ulimit -n 128 && exec {} --config {} --socket-dir {} "
+                                    "--control-socket {}",
+                                    QXA_AGENTD_PATH, config, vms.path(), run / "ctl.sock")});
+  REQUIRE(daemon.wait_for_log("metrics on http://127.0.0.1:", 10s));
+  const std::string ctl = run / "ctl.sock";
+  REQUIRE(qxa::test::wait_vm_state(ctl, "good", "ready", 10s));
+  const auto log = daemon.log();
+  const auto at =
+      log.find("metrics on http://127.0.0.1:") + std::strlen("metrics on http://127.0.0.1:");
+  const auto port = static_cast<std::uint16_t>(std::stoi(log.substr(at)));
+  // 300 connections that never send a request: more than the daemon has descriptors.
+  std::vector<int> idle;
+  for (int i = 0; i < 300; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    (void)::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a);  // in progress, or not
+    idle.push_back(fd);
+  }
+  // While they are held: the operator and the VM are served.
+  for (int i = 0; i < 3; ++i) {
+    auto st = run_cli({"--control-socket", ctl, "status"}, 10s);
+    INFO(st.err);
+    CHECK(st.status == 0);
+    CHECK(run_cli({"--control-socket", ctl, "ping", "good", "--timeout", "2s"}, 10s).status == 0);
+  }
+  CHECK(daemon.log().find("Too many open files") == std::string::npos);
+  for (const int fd : idle) ::close(fd);
+  // Once they are gone, a scrape is answered.
+  CHECK(qxa::test::eventually(
+      [&] {
+        return http(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").first == "HTTP/1.1 200 OK";
+      },
+      15s, 100ms));
+  CHECK(daemon.running());
+}
+
+TEST_CASE(
+    "qx-agentd refuses a socket directory others may write to, and the sockets of users who "
+    "are not QEMU's, with one warning each",
+    "[integration][host][hostile]") {
+  temp_dir vms, run;
+  REQUIRE(::geteuid() == 0);  // sockets of another user's
+  // A directory anyone may write to: not used at all.
+  REQUIRE(::chmod(vms.path().c_str(), 01777) == 0);
+  child_process open_dir({QXA_AGENTD_PATH, "--config", "/dev/null", "--socket-dir", vms.path(),
+                          "--control-socket", run / "ctl.sock"});
+  CHECK(open_dir.wait_exit(10s) == 1);
+  open_dir.drain();
+  CHECK_THAT(open_dir.log(), Catch::Contains("others may write to it"));
+  REQUIRE(::chmod(vms.path().c_str(), 0755) == 0);
+
+  auto good = start_vm_agent(vms, "good");
+  // A user's socket named like a VM's, and a link to the good VM's socket.
+  auto planted = start_vm_agent(vms, "planted");
+  REQUIRE(::lchown((vms / "planted.agent.sock").c_str(), 1000, 1000) == 0);
+  REQUIRE(::symlink((vms / "good.agent.sock").c_str(), (vms / "linked.agent.sock").c_str()) == 0);
+  auto daemon = start_quick_daemon(vms, run);
+  const std::string ctl = run / "ctl.sock";
+  REQUIRE(qxa::test::wait_vm_state(ctl, "good", "ready", 10s));
+  // A rescan or two later (each would warn again if it were not said once).
+  CHECK(daemon->wait_for_log("linked.agent.sock: refused as VM linked's socket", 5s));
+  CHECK(
+      daemon->wait_for_log("planted.agent.sock: refused as VM planted's socket: it belongs to "
+                           "uid 1000",
+                           5s));
+  const auto states = vm_states(daemon_status(ctl));
+  CHECK(states.size() == 1);
+  CHECK(states.contains("good"));
+  CHECK(run_cli({"--control-socket", ctl, "ping", "planted"}).status == 69);
+  // Root's again: taken as a VM.
+  REQUIRE(::lchown((vms / "planted.agent.sock").c_str(), 0, 0) == 0);
+  CHECK(qxa::test::wait_vm_state(ctl, "planted", "ready", 15s));
+  CHECK(lines_with(daemon->log(), "refused as VM planted's socket") == 1);
+  CHECK(lines_with(daemon->log(), "refused as VM linked's socket") == 1);
 }

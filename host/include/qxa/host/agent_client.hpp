@@ -27,6 +27,8 @@
 
 #include "qxa/common/async.hpp"
 #include "qxa/common/error.hpp"
+#include "qxa/common/log.hpp"
+#include "qxa/common/log_limiter.hpp"
 #include "qxa/common/message_stream.hpp"
 #include "qxa/host/client_dispatch.hpp"
 
@@ -124,6 +126,13 @@ class agent_client : public std::enable_shared_from_this<agent_client> {
   /// Closes the connection; pending requests fail with connection_lost. Idempotent.
   void close(std::string reason = "closed by the host");
 
+  /// Bounds the lines this client logs about what its guest does (connections, restarts,
+  /// replies that do not parse, data cut to the limits): qx-agentd shares one per VM across
+  /// the VM's connections. By default the client has one of its own.
+  void set_log_limiter(std::shared_ptr<common::log_limiter> limiter) {
+    if (limiter) log_limit_ = std::move(limiter);
+  }
+
   /// True while the socket is open and the reader is alive. Thread-safe.
   [[nodiscard]] bool is_connected() const noexcept { return connected_.load(); }
   /// True while a handshake is complete on this connection.
@@ -156,6 +165,19 @@ class agent_client : public std::enable_shared_from_this<agent_client> {
   void push_event(pb::Envelope envelope);
   void end(std::string reason);
   void fail_pending(const std::string& reason);
+  /// Logs a line of `kind` about the guest's doing, within the log budget.
+  template <typename... Args>
+  void log_guest(common::log_level level, std::string_view kind, fmt::format_string<Args...> format,
+                 Args&&... args) {
+    const auto v = log_limit_->admit(kind, std::chrono::steady_clock::now());
+    if (!v.write) return;
+    auto text = fmt::format(format, std::forward<Args>(args)...);
+    if (v.held_before > 0) {
+      text +=
+          fmt::format(" ({} more {} were not logged in the minute before)", v.held_before, kind);
+    }
+    common::log(level, "{}", text);
+  }
 
   asio::any_io_executor ex_;
   std::string path_;
@@ -176,6 +198,7 @@ class agent_client : public std::enable_shared_from_this<agent_client> {
         ignored{0}, bad_frames{0}, trimmed{0}, events_dropped{0}, frames_in{0};
   } stats_;
   std::atomic<std::uint64_t> sessions_{0};  ///< copied from dispatch_ on the executor
+  std::shared_ptr<common::log_limiter> log_limit_ = std::make_shared<common::log_limiter>();
 };
 
 /// A fresh random non-zero session id.

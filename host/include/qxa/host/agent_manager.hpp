@@ -11,6 +11,9 @@
 // none can be held across I/O.
 #pragma once
 
+#include <sys/stat.h>
+#include <sys/types.h>
+
 #include <array>
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
@@ -44,7 +47,19 @@ struct manager_options {
   /// The descriptors the daemon may hold (0: its soft RLIMIT_NOFILE when created); the VM
   /// connections take all but descriptor_reserve() of them.
   std::uint64_t descriptor_limit = 0;
+  /// Besides root and the daemon's own user, the users whose sockets are VMs' (QEMU's user
+  /// under libvirt). A socket of anyone else is refused: it could pose as a VM.
+  std::vector<std::string> socket_owners = {"libvirt-qemu"};
 };
+
+/// Why a socket file must not be taken for a VM's (not a socket, a link, made by a user who is
+/// neither root, `self` nor one of `owners`), or nothing. Looked at with lstat: never followed.
+std::optional<std::string> untrusted_socket(const std::string& path, uid_t self,
+                                            const std::vector<uid_t>& owners);
+
+/// Why qx-agentd must not use `dir` as its socket directory (others may write to it, so anyone
+/// could put a socket there), or nothing.
+std::optional<std::string> unsafe_socket_dir(const struct stat& dir);
 
 /// Name of the VM whose socket file this is ("web1.agent.sock" -> "web1"), or empty.
 std::string vm_name_of(std::string_view file_name);
@@ -98,6 +113,12 @@ class agent_manager : public std::enable_shared_from_this<agent_manager> {
   void handle_events(const char* buf, std::size_t n);
   void socket_appeared(const std::string& file_name);
   void socket_vanished(const std::string& file_name);
+  void drop_vm(const std::string& vm, const std::string& why);
+  /// Logs a VM's change of state (at debug level when it is the same failure again), within
+  /// the VM's log budget.
+  static void log_change(vm_record& vm, const std::optional<state_change>& c);
+  /// What each VM's log budget held back in a minute now over, a line per kind.
+  void log_overdue_summaries();
   /// Starts a VM's connection loop. An exception that ends it is logged and contained: the VM
   /// starts over after the initial backoff, and no other VM notices.
   void spawn_vm_loop(const std::shared_ptr<vm_record>& vm);
@@ -134,6 +155,9 @@ class agent_manager : public std::enable_shared_from_this<agent_manager> {
   bool running_ = false;
   descriptor_budget budget_;
   std::uint64_t over_capacity_ = 0;  // VMs waiting for a descriptor
+  std::vector<uid_t> socket_owner_uids_;
+  /// Socket files refused (with the reason, logged once each), until they go.
+  std::map<std::string, std::string> refused_sockets_;
 };
 
 }  // namespace qxa::host

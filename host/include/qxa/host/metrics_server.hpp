@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // qx-agentd's Prometheus endpoint: GET /metrics over a minimal HTTP/1.1 server (one request per
-// connection, bounded request size and time; 404 for other paths, 405 for other methods), and
-// the parser of its listen address.
+// connection, bounded request size and time; 404 for other paths, 405 for other methods; at
+// most max_metrics_connections at once), and the parser of its listen address.
 #pragma once
 
 #include <asio/any_io_executor.hpp>
@@ -12,11 +12,15 @@
 #include <string>
 #include <vector>
 
+#include "qxa/common/async.hpp"
 #include "qxa/common/error.hpp"
 #include "qxa/host/agent_manager.hpp"
 #include "qxa/host/metrics_text.hpp"
 
 namespace qxa::host {
+
+/// Connections served at once; an idle one is closed after 5 s without a whole request.
+inline constexpr std::size_t max_metrics_connections = 8;
 
 /// "ADDR:PORT" or "[V6ADDR]:PORT" to an endpoint; ":PORT" means the loopback address.
 common::result<asio::ip::tcp::endpoint> parse_listen_address(const std::string& text);
@@ -37,6 +41,8 @@ class metrics_server : public std::enable_shared_from_this<metrics_server> {
 
   asio::ip::tcp::acceptor acceptor_;
   std::shared_ptr<agent_manager> manager_;
+  std::size_t open_ = 0;  ///< connections being served
+  common::async_event freed_;
 };
 
 }  // namespace qxa::host
