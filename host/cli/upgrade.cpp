@@ -128,11 +128,15 @@ asio::awaitable<outcome> upgrade_one(host::agent_access& b, const options& o,
   const auto give_up = std::chrono::steady_clock::now() + confirm_within + 60s;
   auto last_pid = before->agent_pid();
   auto last_session = before->session_id();
+  // An agent that answered "pending" is asked again at each turn: the guard may put the old
+  // binary back and restart it (a new agent) before it records the rollback, and that agent
+  // then reports the rollback only once the guard has written it.
+  bool ask_again = false;
   while (std::chrono::steady_clock::now() < give_up) {
     co_await common::sleep_for(250ms);
     auto s = vm_status(co_await b.status(vm));
     if (!s || s->state() != pb::VM_STATE_READY ||
-        (s->agent_pid() == last_pid && s->session_id() == last_session)) {
+        (!ask_again && s->agent_pid() == last_pid && s->session_id() == last_session)) {
       continue;
     }
     pb::Envelope confirm;
@@ -143,6 +147,7 @@ asio::awaitable<outcome> upgrade_one(host::agent_access& b, const options& o,
     const auto& st = r->upgrade_status();
     last_pid = s->agent_pid();
     last_session = s->session_id();
+    ask_again = st.state() == pb::UpgradeStatus::STATE_PENDING;
     if (st.state() == pb::UpgradeStatus::STATE_CONFIRMED) {
       out.result = "upgraded";
       out.to = st.running_version();

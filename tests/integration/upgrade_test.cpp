@@ -6,11 +6,19 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/io_context.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
+#include "qxa/common/message_stream.hpp"
 #include "support/cli.hpp"
 #include "support/daemon.hpp"
 #include "support/files.hpp"
@@ -26,6 +34,7 @@ using qxa::test::daemon_cli;
 using qxa::test::file_sha256;
 using qxa::test::temp_dir;
 using json = nlohmann::json;
+namespace pb = quantix::agent::v1;
 
 namespace {
 
@@ -213,4 +222,110 @@ TEST_CASE("an upgrade waits for detached jobs (the agent's restart would end the
   INFO(forced.out << forced.err);
   CHECK(forced.status == 0);
   CHECK(file_sha256(f.agent.binary) == file_sha256(binary));
+}
+
+namespace {
+
+// A guest whose upgrade goes the way the guard's rollback goes under load: the agent restarts
+// (the old binary, put back), answers the host's first confirmation "pending" (the guard has
+// not written its record yet), and only later "rolled back", with neither its pid nor its
+// session changing in between. In-process, on a thread of its own.
+class rollback_race_guest {
+ public:
+  explicit rollback_race_guest(const std::string& socket)
+      : acceptor_(io_, asio::local::stream_protocol::endpoint(socket)) {
+    asio::co_spawn(io_, serve(), asio::detached);
+    thread_ = std::thread([this] { io_.run(); });
+  }
+  ~rollback_race_guest() {
+    io_.stop();
+    thread_.join();
+  }
+  rollback_race_guest(const rollback_race_guest&) = delete;
+  rollback_race_guest& operator=(const rollback_race_guest&) = delete;
+  [[nodiscard]] int confirmations() const { return confirmations_; }
+
+ private:
+  using stream = qxa::common::message_stream<asio::local::stream_protocol::socket>;
+
+  asio::awaitable<void> serve() {
+    auto [ec, socket] =
+        co_await acceptor_.async_accept(asio::experimental::as_tuple(asio::use_awaitable));
+    if (ec) co_return;
+    auto s = stream::create(std::move(socket));
+    s->start();
+    std::uint32_t pid = 100;
+    for (;;) {
+      auto r = co_await s->receive();
+      if (!r) co_return;
+      pb::Envelope out;
+      out.set_reply_to(r->request_id());
+      out.set_session_id(r->session_id());
+      if (r->has_hello()) {
+        out.mutable_hello_ack()->set_session_id(r->session_id());
+        out.mutable_hello_ack()->set_agent_pid(pid);
+        out.mutable_hello_ack()->set_software_version("1.0");
+      } else if (r->has_upgrade_status_request()) {
+        out.mutable_upgrade_status()->set_running_sha256(std::string(32, 'x'));
+      } else if (r->has_file_write_open()) {
+        out.mutable_file_write_reply()->set_handle(1);
+      } else if (r->has_file_write_chunk()) {
+        out.mutable_file_write_reply()->set_handle(1);
+      } else if (r->has_file_write_close()) {
+        out.mutable_file_write_reply()->set_handle(1);
+        out.mutable_file_write_reply()->set_committed(true);
+      } else if (r->has_upgrade_request()) {
+        auto* st = out.mutable_upgrade_status();
+        st->set_state(pb::UpgradeStatus::STATE_PENDING);
+        st->set_token("token");
+        st->set_to_version("0.0.0-broken");
+        (void)s->post(out);
+        // The old agent exits; the old binary, put back, starts as a new agent.
+        pb::Envelope ready;
+        ready.mutable_agent_ready()->set_agent_pid(++pid);
+        (void)s->post(ready);
+        continue;
+      } else if (r->has_upgrade_confirm_request()) {
+        auto* st = out.mutable_upgrade_status();
+        st->set_token("token");
+        st->set_to_version("0.0.0-broken");
+        st->set_running_version("1.0");
+        if (++confirmations_ == 1) {
+          st->set_state(pb::UpgradeStatus::STATE_PENDING);  // the guard's record comes later
+        } else {
+          st->set_state(pb::UpgradeStatus::STATE_ROLLED_BACK);
+          st->set_detail("no confirmation within the deadline: the old binary was put back");
+        }
+      } else {
+        out.mutable_pong();
+      }
+      (void)s->post(out);
+    }
+  }
+
+  asio::io_context io_;
+  asio::local::stream_protocol::acceptor acceptor_;
+  std::thread thread_;
+  std::atomic<int> confirmations_{0};
+};
+
+}  // namespace
+
+TEST_CASE(
+    "qx-agent upgrade asks an agent that answered pending again, and so sees a rollback the "
+    "guard records after the old agent is back",
+    "[integration][upgrade]") {
+  temp_dir vms, run, work;
+  rollback_race_guest guest(vms / "vm.agent.sock");
+  auto daemon = qxa::test::start_daemon(vms, run, "250ms", "1s");
+  const std::string ctl = run / "ctl.sock";
+  REQUIRE(qxa::test::wait_vm_state(ctl, "vm", "ready", 10s));
+  auto r = daemon_cli(
+      ctl, {"upgrade", "vm", "--binary", QXA_BROKEN_AGENT_PATH, "--confirm-within", "10s"}, 120s);
+  INFO(r.out << r.err);
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Catch::Contains("vm: rolled back to 1.0") &&
+                        Catch::Contains("no confirmation within the deadline"));
+  CHECK(guest.confirmations() >= 2);
+  CHECK(r.took < 60s);  // long before the CLI's own deadline (the guest's plus a minute)
 }
