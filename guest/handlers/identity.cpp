@@ -347,14 +347,19 @@ asio::awaitable<pb::Envelope> ssh_keys(request_context ctx, pb::Envelope request
   o.user = *user;
   o.env = {"PATH=" + o.path, "HOME=" + user->home, "USER=" + user->name, "LOGNAME=" + user->name};
   o.working_directory = "/";
-  auto child = co_await child_process::start(co_await asio::this_coro::executor, o,
-                                             ctx.state.options.request_timeout / 2);
+  // Editing a file of keys takes milliseconds; a helper held longer (a home that never
+  // answers) is given up well before qx-agentd's own deadline (10 s by default), so that the
+  // host learns why instead of a timeout.
+  const auto helper_deadline = std::min<std::chrono::nanoseconds>(
+      ctx.state.options.request_timeout / 2, std::chrono::seconds(5));
+  auto child =
+      co_await child_process::start(co_await asio::this_coro::executor, o, helper_deadline);
   if (!child) {
     co_return error_reply(pb::ERROR_CODE_INTERNAL,
                           "cannot start the ssh-key helper: " + child.error().message);
   }
   auto done = co_await run_to_end(*child.value(), std::move(input), max_authorized_keys_bytes + 64,
-                                  ctx.state.options.request_timeout / 2);
+                                  helper_deadline);
   const auto action = req.action() == pb::SshKeysRequest::ACTION_ADD      ? "add"
                       : req.action() == pb::SshKeysRequest::ACTION_REMOVE ? "remove"
                                                                           : "list";
@@ -362,9 +367,7 @@ asio::awaitable<pb::Envelope> ssh_keys(request_context ctx, pb::Envelope request
   if (done.timed_out) {
     failure = fmt::format(
         "the ssh-key helper did not finish within {} ms (in {})",
-        std::chrono::duration_cast<std::chrono::milliseconds>(ctx.state.options.request_timeout / 2)
-            .count(),
-        user->home);
+        std::chrono::duration_cast<std::chrono::milliseconds>(helper_deadline).count(), user->home);
   } else if (done.status.code != 0) {
     failure = done.err.data.empty()
                   ? fmt::format("the ssh-key helper failed (status {})",

@@ -265,6 +265,15 @@ common::result<std::unique_ptr<child_process>> child_process::spawn(const asio::
     return R{std::error_code(e, std::system_category()),
              fmt::format("cannot create pipes: {}", std::strerror(e))};
   }
+  // Above the standard descriptors (an agent started with one of them closed gets it for a
+  // pipe): the child's dup2 onto 0, 1 and 2 must not take the report's place.
+  if (report.write < 3) {
+    const int moved = ::fcntl(report.write, F_DUPFD_CLOEXEC, 3);
+    if (moved >= 0) {
+      ::close(report.write);
+      report.write = moved;
+    }
+  }
   child_plan plan{
       &o,      candidates.data(), argv.data(), envp.data(), groups.data(), groups.size(),
       in.read, out.write,         err.write,   report.write};

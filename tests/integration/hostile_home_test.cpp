@@ -331,10 +331,14 @@ TEST_CASE(
   qxa::test::qga_client qga(g.qga_socket);
   REQUIRE(qga.connected());
   int qga_pings = 0;
+  std::string qga_failures;
   const auto qga_ping = [&] {
     const auto r = qga.call("guest-ping", nullptr, 5s);
-    qga_pings +=
-        r == qxa::test::qga_client::json{{"return", qxa::test::qga_client::json::object()}};
+    if (r == qxa::test::qga_client::json{{"return", qxa::test::qga_client::json::object()}}) {
+      ++qga_pings;
+    } else {
+      qga_failures += r.dump() + "\n";
+    }
   };
   qxa::test::pinger pings(cli_bin, ctl, "alicevm");
 
@@ -356,6 +360,12 @@ TEST_CASE(
   auto bob = cli({"exec", "alicevm", "--user", "bob", "--timeout", "3s", "--", "true"});
   CHECK(bob.status == 75);
   CHECK(bob.took < 20s);
+  // The ssh-key helper, as bob, in his home: killed at its deadline (half the request's), and
+  // answered though the kill cannot end it while his daemon holds it.
+  auto keys = cli({"ssh-key", "alicevm", "list", "bob"});
+  CHECK(keys.status == 75);
+  CHECK_THAT(keys.err, Catch::Contains("did not"));
+  CHECK(keys.took < 30s);
   qga_ping();
   // The qemu-ga port opens the last component as cp does: never the mount itself.
   const auto open =
@@ -382,6 +392,7 @@ TEST_CASE(
                    pings.sent(), pings.failed(), pings.worst_ms()));
   CHECK(pings.sent() > 0);
   CHECK(pings.failed() == 0);
+  INFO(qga_failures);
   CHECK(qga_pings == 5);
   CHECK(g.agent->running());
   // Telemetry and the disks view went on beside the mounts, and left them out.
