@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
-// quantix-kvm-agent: the in-VM guest agent.
+// quantix-kvm-agent: the in-VM guest agent, and the composition root of the guest's roles: the
+// core's agent, given the operations (ops) and the qemu-guest-agent protocol (qga), with the
+// policy in the configuration checked against the operations' names.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,11 +18,12 @@
 #include "qxa/common/posix.hpp"
 #include "qxa/common/systemd.hpp"
 #include "qxa/common/version.hpp"
-#include "qxa/guest/agent.hpp"
-#include "qxa/guest/config.hpp"
-#include "qxa/guest/identity.hpp"
-#include "qxa/guest/qga.hpp"
-#include "qxa/guest/upgrade.hpp"
+#include "qxa/guest/core/agent.hpp"
+#include "qxa/guest/core/config.hpp"
+#include "qxa/guest/mech/identity.hpp"
+#include "qxa/guest/mech/upgrade.hpp"
+#include "qxa/guest/ops/ops.hpp"
+#include "qxa/guest/qga/qga.hpp"
 
 namespace qc = qxa::common;
 namespace qg = qxa::guest;
@@ -81,6 +84,7 @@ int main(int argc, char** argv) {
   }
 
   qg::agent_config config;
+  config.operations = qg::ops::table();
   // A missing default file is normal; a file named on the command line must exist.
   struct stat st {};
   const bool explicit_config = config_opt->count() > 0;
@@ -151,7 +155,11 @@ int main(int argc, char** argv) {
   }
   qc::log_info("{}", qc::describe(descriptors));
   config.agent.config_file = std::filesystem::absolute(config_path).lexically_normal().string();
-  auto agent = std::make_unique<qg::agent>(io.get_executor(), config.agent,
+  auto parts = qg::ops::parts();
+  parts.serve_qemu_ga = [options = config.agent.qemu_ga](qg::agent_state& state, qg::port& p) {
+    return qg::qga::serve(state, p, options);
+  };
+  auto agent = std::make_unique<qg::agent>(io.get_executor(), config.agent, std::move(parts),
                                            std::move(port_or.value()), std::move(qemu_ga));
 
   int status = 0;

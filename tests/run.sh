@@ -4,9 +4,10 @@
 # Builds the project and runs the whole test suite. On a fresh Debian 12 machine it first
 # installs the Debian packages that are missing (and only those: a second run installs nothing).
 #
-#   ./tests/run.sh              configure, build (all cores), ctest: unit and integration tests,
-#                               then VM and fuzz tests (the fuzz targets get a build of their own
-#                               with clang)
+#   ./tests/run.sh              configure, build (all cores), the programs and unit tests built
+#                               again file by file (build-nonunity/), ctest: unit and integration
+#                               tests, then VM and fuzz tests (the fuzz targets get a build of
+#                               their own with clang)
 #   ./tests/run.sh -R PATTERN   extra arguments go to ctest
 #   ./tests/run.sh --sanitize   the unit and integration suites built with AddressSanitizer and
 #                               UndefinedBehaviorSanitizer (in build-asan/), then the host-client
@@ -60,6 +61,16 @@ fi
 build_dir="${QXA_BUILD_DIR:-$root/build}"
 configure "$build_dir"
 cmake --build "$build_dir" --parallel "$jobs"
+
+# The programs and the unit tests compiled file by file as well (no unity batches, no
+# optimisation: it checks, it does not ship): a file that uses what it does not include would
+# compile in a batch that happens to include it first, and fail where the file is built alone.
+nonunity_dir="$root/build-nonunity"
+configure "$nonunity_dir" -DCMAKE_UNITY_BUILD=OFF -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS=-O0 \
+  -DQXA_VM_TESTS=OFF -DQXA_BUILD_BENCHMARKS=OFF -DQXA_FUZZ=OFF
+echo "run.sh: the programs and unit tests built file by file (no unity build)"
+cmake --build "$nonunity_dir" --parallel "$jobs" --target quantix-kvm-agent qx-agentd qx-agent \
+  qxa_unit_tests qxa_host_unit_tests
 
 # Two passes. The unit and integration tests first, two at a time (the soak alone). Then the VM
 # tests and the fuzzers, also two at a time: each keeps one core busy (a QEMU with one vCPU under

@@ -2,8 +2,32 @@
 #include "qxa/common/envelope.hpp"
 
 #include <fmt/format.h>
+#include <google/protobuf/stubs/logging.h>
+
+#include "qxa/common/log.hpp"
 
 namespace qxa::common {
+
+namespace {
+
+// What protobuf reports comes from parsing a peer's message (a string field that is not UTF-8,
+// say): into our log, at debug level, so that a peer cannot flood stderr or the journal with it.
+void protobuf_log(google::protobuf::LogLevel level, const char* file, int line,
+                  const std::string& message) {
+  const auto ours =
+      level == google::protobuf::LOGLEVEL_FATAL ? log_level::critical : log_level::debug;
+  log(ours, "protobuf ({}:{}): {}", file, line, message);
+}
+
+}  // namespace
+
+void route_protobuf_logs() {
+  static const bool routed = [] {
+    google::protobuf::SetLogHandler(&protobuf_log);
+    return true;
+  }();
+  (void)routed;
+}
 
 result<frame_bytes> encode_message(const google::protobuf::MessageLite& envelope,
                                    std::size_t max_payload) {
@@ -20,6 +44,7 @@ result<frame_bytes> encode_message(const google::protobuf::MessageLite& envelope
 }
 
 bool decode_message(std::span<const std::uint8_t> payload, google::protobuf::MessageLite& out) {
+  route_protobuf_logs();
   return out.ParseFromArray(payload.data(), static_cast<int>(payload.size()));
 }
 

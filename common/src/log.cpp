@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include "qxa/common/log.hpp"
 
-#include <google/protobuf/stubs/logging.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -18,15 +17,6 @@ namespace {
 std::mutex& output_mutex() {
   static std::mutex m;
   return m;
-}
-
-// What protobuf reports comes from parsing a peer's message (a string field that is not UTF-8,
-// say): into our log, at debug level, so that a peer cannot flood stderr or the journal with it.
-void protobuf_log(google::protobuf::LogLevel level, const char* file, int line,
-                  const std::string& message) {
-  const auto ours =
-      level == google::protobuf::LOGLEVEL_FATAL ? log_level::critical : log_level::debug;
-  log(ours, "protobuf ({}:{}): {}", file, line, message);
 }
 
 }  // namespace
@@ -80,7 +70,6 @@ int syslog_priority(log_level level) noexcept {
 logger::logger() {
   const char* js = std::getenv("JOURNAL_STREAM");
   journal_ = js != nullptr && *js != '\0';
-  google::protobuf::SetLogHandler(&protobuf_log);
 }
 
 logger& logger::instance() {

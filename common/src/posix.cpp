@@ -6,9 +6,33 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <fstream>
 
 namespace qxa::common {
+
+void unique_fd::reset(int fd) noexcept {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+}
+
+result<std::string> read_all(int fd, std::size_t cap) {
+  std::string out;
+  char buf[16384];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return error_info{std::error_code(errno, std::system_category()), std::strerror(errno)};
+    }
+    if (n == 0) return out;
+    if (out.size() + static_cast<std::size_t>(n) > cap) {
+      return error_info{std::error_code(EFBIG, std::system_category()),
+                        fmt::format("longer than {} bytes", cap)};
+    }
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+}
 
 bool write_all(int fd, std::string_view data) noexcept {
   while (!data.empty()) {

@@ -13,12 +13,13 @@
 #include "file_commands.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/version.hpp"
-#include "qxa/guest/agent.hpp"
-#include "qxa/guest/clock.hpp"
-#include "qxa/guest/handlers.hpp"
-#include "qxa/guest/log_text.hpp"
-#include "qxa/guest/qga.hpp"
-#include "qxa/guest/system_info.hpp"
+#include "qxa/guest/core/agent.hpp"
+#include "qxa/guest/core/log_text.hpp"
+#include "qxa/guest/core/operation.hpp"
+#include "qxa/guest/ops/ops.hpp"
+#include "qxa/guest/platform/clock.hpp"
+#include "qxa/guest/platform/system_info.hpp"
+#include "qxa/guest/qga/qga.hpp"
 
 namespace qxa::guest::qga {
 
@@ -32,7 +33,7 @@ using native_result = std::variant<pb::Envelope, answer>;
 
 // Whether the native operation behind a command may run now, as the native session decides it:
 // the policy's lists, then the frozen state. The reason when not.
-std::optional<std::string> refusal_of(const agent_state& state, const handlers::handler_entry& e) {
+std::optional<std::string> refusal_of(const agent_state& state, const operation& e) {
   if (auto no = state.options.policy.check_operation(e.name)) return no->message;
   if (state.frozen() && !e.while_frozen) return std::string("the guest's filesystems are frozen");
   return std::nullopt;
@@ -41,7 +42,7 @@ std::optional<std::string> refusal_of(const agent_state& state, const handlers::
 }  // namespace
 
 std::optional<answer> native_refusal(const context& ctx, const command_call& call,
-                                     const handlers::handler_entry& entry) {
+                                     const operation& entry) {
   auto why = refusal_of(ctx.state, entry);
   if (!why) return std::nullopt;
   common::log_warning("audit: op={} port=qemu-ga command={} {} ({})", entry.name, call.name,
@@ -55,10 +56,10 @@ namespace {
 // `on_progress` receives its partial replies.
 asio::awaitable<native_result> native(context& ctx, const command_call& call, pb::Envelope request,
                                       std::function<void(const pb::Envelope&)> on_progress = {}) {
-  const auto* entry = handlers::find(request.body_case());
+  const auto* entry = ops::find(request.body_case());
   if (entry == nullptr) co_return answer::generic("no native handler for " + call.name);
   if (auto refused = native_refusal(ctx, call, *entry)) co_return *refused;
-  handlers::request_context rc{ctx.state, 0, ++ctx.commands, nullptr, std::move(on_progress)};
+  request_context rc{ctx.state, 0, ++ctx.commands, nullptr, std::move(on_progress)};
   auto ex = co_await asio::this_coro::executor;
   asio::steady_timer deadline(ex);
   deadline.expires_after(entry->own_deadline ? std::chrono::nanoseconds::max() / 2
@@ -123,7 +124,7 @@ std::span<const struct command> table();
 asio::awaitable<answer> info(context& ctx, const command_call&) {
   json commands = json::array();
   for (const auto& c : table()) {
-    const auto* e = handlers::find(c.native);
+    const auto* e = ops::find(c.native);
     commands.push_back({{"enabled", e == nullptr || !refusal_of(ctx.state, *e)},
                         {"name", c.name},
                         {"success-response", c.success_response}});

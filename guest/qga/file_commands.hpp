@@ -5,8 +5,9 @@
 
 #include <asio/awaitable.hpp>
 
-#include "qxa/guest/handlers.hpp"
-#include "qxa/guest/qga.hpp"
+#include "qxa/guest/core/operation.hpp"
+#include "qxa/guest/ops/ops.hpp"
+#include "qxa/guest/qga/qga.hpp"
 
 namespace qxa::guest::qga {
 
@@ -14,7 +15,7 @@ namespace qxa::guest::qga {
 /// frozen state): nothing when it may run; else the answer "Command NAME has been disabled:
 /// why", after its audit line.
 std::optional<answer> native_refusal(const context& ctx, const command_call& call,
-                                     const handlers::handler_entry& entry);
+                                     const operation& entry);
 
 asio::awaitable<answer> file_open(context& ctx, const command_call& call);
 asio::awaitable<answer> file_close(context& ctx, const command_call& call);

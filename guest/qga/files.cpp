@@ -15,11 +15,12 @@
 #include <cerrno>
 #include <cstring>
 
-#include "../handlers/file_paths.hpp"
 #include "file_commands.hpp"
 #include "qxa/common/log.hpp"
-#include "qxa/guest/log_text.hpp"
-#include "qxa/guest/qga.hpp"
+#include "qxa/common/text.hpp"
+#include "qxa/guest/core/log_text.hpp"
+#include "qxa/guest/ops/file_paths.hpp"
+#include "qxa/guest/qga/qga.hpp"
 
 namespace qxa::guest::qga {
 
@@ -52,11 +53,11 @@ std::optional<mode_bits> parse_mode(const std::string& m) {
 // The native checks for an operation: file-read's or file-write's (see native_refusal).
 std::optional<answer> gate(const context& ctx, const command_call& call,
                            pb::Envelope::BodyCase body) {
-  return native_refusal(ctx, call, *handlers::find(body));
+  return native_refusal(ctx, call, *ops::find(body));
 }
 
-handlers::request_context native_context(context& ctx) {
-  return handlers::request_context{ctx.state, 0, ++ctx.commands, nullptr, nullptr};
+request_context native_context(context& ctx) {
+  return request_context{ctx.state, 0, ++ctx.commands, nullptr, nullptr};
 }
 
 answer from_reply(const pb::Envelope& e) { return answer::generic(e.error().message()); }
@@ -96,7 +97,7 @@ asio::awaitable<answer> file_open(context& ctx, const command_call& call) {
   // Both roots must hold it when it is opened for both.
   if (mode->read && mode->write) {
     if (auto no = policy.check_path(path, local_policy::access::read)) {
-      co_return from_reply(handlers::refused(rc, "file-read", *no));
+      co_return from_reply(refused(rc, "file-read", *no));
     }
   }
   const auto opened = [&](open_file f) {
@@ -112,7 +113,7 @@ asio::awaitable<answer> file_open(context& ctx, const command_call& call) {
     // its place at guest-file-close, with the native rules for its owner and mode.
     local_policy::located where;
     if (auto no = policy.locate(path, local_policy::access::write, where)) {
-      co_return from_reply(handlers::refused(rc, op, *no));
+      co_return from_reply(refused(rc, op, *no));
     }
     auto upload = ctx.state.uploads->open(upload_session, {.root = where.root,
                                                            .relative = where.relative,
@@ -121,15 +122,15 @@ asio::awaitable<answer> file_open(context& ctx, const command_call& call) {
     if (!upload) {
       if (upload.code() == std::errc::operation_not_permitted) {
         co_return from_reply(
-            handlers::refused(rc, op, refusal{"policy.write_setid", upload.error().message}));
+            refused(rc, op, refusal{"policy.write_setid", upload.error().message}));
       }
-      co_return from_reply(handlers::walk_failure(rc, op, path, access, upload.error()));
+      co_return from_reply(ops::walk_failure(rc, op, path, access, upload.error()));
     }
     co_return opened(open_file{.path = path, .writable = true, .upload = *upload});
   }
-  auto where = handlers::place(rc, op, path, access);
+  auto where = ops::place(rc, op, path, access);
   if (auto* failed = std::get_if<pb::Envelope>(&where)) co_return from_reply(*failed);
-  auto& p = std::get<handlers::placed>(where);
+  auto& p = std::get<ops::placed>(where);
   if (p.name.empty()) co_return answer::generic(path + " is a directory");
   // The last component as cp treats it: opened as itself with the mount check of a walk (never
   // a step into a filesystem that might not answer), and only then, a regular file, reopened.
@@ -146,13 +147,13 @@ asio::awaitable<answer> file_open(context& ctx, const command_call& call) {
     node = open_node(p.dir.get(), p.name);
   }
   if (!node) {
-    co_return from_reply(handlers::walk_failure(
+    co_return from_reply(ops::walk_failure(
         rc, op, path, access,
         {node.code(), fmt::format("failed to open file '{}': {}", path, node.error().message)}));
   }
   const auto& st = node->second;
   if (S_ISLNK(st.mode)) {
-    co_return from_reply(handlers::walk_failure(
+    co_return from_reply(ops::walk_failure(
         rc, op, path, access,
         {std::make_error_code(std::errc::too_many_symbolic_link_levels),
          fmt::format("'{}' is a symbolic link, which the agent does not follow", path)}));
@@ -169,7 +170,7 @@ asio::awaitable<answer> file_open(context& ctx, const command_call& call) {
           links.st_nlink));
     }
     if ((st.mode & (S_ISUID | S_ISGID)) != 0 && !policy.write_setid) {
-      co_return from_reply(handlers::refused(
+      co_return from_reply(refused(
           rc, op,
           refusal{"policy.write_setid",
                   fmt::format("{} is setuid or setgid (mode {:o}): writing it in place needs the "
@@ -177,7 +178,7 @@ asio::awaitable<answer> file_open(context& ctx, const command_call& call) {
                               path, st.mode & 07777)}));
     }
     if (st.uid != ::geteuid() && !policy.write_owner) {
-      co_return from_reply(handlers::refused(
+      co_return from_reply(refused(
           rc, op,
           refusal{"policy.write_owner",
                   fmt::format("{} belongs to uid {}: writing another user's file in place needs "

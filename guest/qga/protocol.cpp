@@ -8,7 +8,7 @@
 #include <cctype>
 
 #include "qxa/common/log.hpp"
-#include "qxa/guest/qga.hpp"
+#include "qxa/guest/qga/qga.hpp"
 
 namespace qxa::guest::qga {
 

@@ -9,8 +9,8 @@
 #include <asio/write.hpp>
 
 #include "qxa/common/log.hpp"
-#include "qxa/guest/agent.hpp"
-#include "qxa/guest/qga.hpp"
+#include "qxa/guest/core/agent.hpp"
+#include "qxa/guest/qga/qga.hpp"
 
 namespace qxa::guest::qga {
 

@@ -19,7 +19,8 @@
 #include "qxa/common/duration.hpp"
 #include "qxa/common/log.hpp"
 #include "qxa/common/wall_clock.hpp"
-#include "qxa/guest/agent.hpp"
+#include "qxa/guest/core/agent.hpp"
+#include "qxa/guest/ops/ops.hpp"
 
 namespace qg = qxa::guest;
 namespace qc = qxa::common;
@@ -73,7 +74,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "qxa-fleet-sim: %s\n", p.error().describe().c_str());
       return 1;
     }
-    agents.push_back(std::make_unique<qg::agent>(io.get_executor(), o, std::move(p.value())));
+    agents.push_back(
+        std::make_unique<qg::agent>(io.get_executor(), o, qg::ops::parts(), std::move(p.value())));
     asio::co_spawn(io, agents.back()->run(), [](std::exception_ptr e, int) {
       if (e) std::rethrow_exception(e);
     });

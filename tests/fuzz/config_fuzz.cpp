@@ -10,7 +10,7 @@
 #ifdef QXA_FUZZ_DAEMON_CONFIG
 #include "qxa/host/daemon_config.hpp"
 #else
-#include "qxa/guest/config.hpp"
+#include "qxa/guest/core/config.hpp"
 #endif
 
 namespace {

@@ -25,9 +25,9 @@
 #include "fuzz_input.hpp"
 #include "qxa/common/frame.hpp"
 #include "qxa/common/log.hpp"
-#include "qxa/guest/handlers.hpp"
-#include "qxa/guest/identity.hpp"
-#include "qxa/guest/session.hpp"
+#include "qxa/guest/core/session.hpp"
+#include "qxa/guest/mech/identity.hpp"
+#include "qxa/guest/ops/ops.hpp"
 #include "sandbox.hpp"
 
 namespace qc = qxa::common;
@@ -148,6 +148,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   // The agent's side: the state every session shares, with default options.
   qg::agent_state state;
+  state.parts = qg::ops::parts();
   state.freeze = std::make_shared<qg::freezer>(io.get_executor(), state.options.freeze);
   state.uploads = std::make_shared<qg::upload_table>();
   state.options.request_timeout = std::chrono::seconds(2);

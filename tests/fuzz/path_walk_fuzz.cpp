@@ -20,8 +20,8 @@
 #include <filesystem>
 #include <string>
 
-#include "qxa/guest/fs.hpp"
-#include "qxa/guest/policy.hpp"
+#include "qxa/guest/core/policy.hpp"
+#include "qxa/guest/safe_fs/fs.hpp"
 #include "sandbox.hpp"
 
 namespace fs = std::filesystem;

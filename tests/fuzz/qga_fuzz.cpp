@@ -15,7 +15,7 @@
 #include <string_view>
 #include <vector>
 
-#include "qxa/guest/qga.hpp"
+#include "qxa/guest/qga/qga.hpp"
 
 namespace qga = qxa::guest::qga;
 

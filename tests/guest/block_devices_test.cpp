@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Block devices, their chains and their disks' places, over a sysfs tree written here as the
 // kernel lays it out (the real one, with QEMU's disks, is in the Debian VM test).
-#include "qxa/guest/block_devices.hpp"
+#include "qxa/guest/platform/block_devices.hpp"
 
 #include <unistd.h>
 
@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "guest/ops_test_support.hpp"
+#include "qxa/guest/ops/mapping.hpp"
 #include "support/temp_dir.hpp"
 
 using qxa::test::call_handler;
@@ -231,7 +232,7 @@ TEST_CASE(
   o.freeze.mountinfo = proc / "mountinfo";
   pb::Envelope request;
   request.mutable_disks_request();
-  const auto reply = call_handler(qg::handlers::disks, request, o);
+  const auto reply = call_handler(qg::ops::disks, request, o);
   REQUIRE(reply.has_disks_reply());
   const auto& d = reply.disks_reply();
   REQUIRE(d.filesystems_size() == 3);  // proc is not a disk
@@ -254,13 +255,13 @@ TEST_CASE(
 
   pb::Envelope freeze;
   freeze.mutable_freeze_request()->add_disk_serials("nope");
-  auto refused = call_handler(qg::handlers::freeze, freeze, o);
+  auto refused = call_handler(qg::ops::freeze, freeze, o);
   REQUIRE(refused.has_error());
   CHECK(refused.error().code() == pb::ERROR_CODE_INVALID_ARGUMENT);
   CHECK(refused.error().message() == "no disk has the serial nope");
   // The mirror is read-only: nothing on its disks to freeze.
   freeze.mutable_freeze_request()->set_disk_serials(0, "qx-scsi");
-  refused = call_handler(qg::handlers::freeze, freeze, o);
+  refused = call_handler(qg::ops::freeze, freeze, o);
   REQUIRE(refused.has_error());
   CHECK_THAT(refused.error().message(), Catch::Contains("holds no writable filesystem"));
 }
@@ -313,7 +314,7 @@ TEST_CASE("telemetry carries whole disks' I/O and each CPU's times in millisecon
   src.addresses = nullptr;
   src.routes = nullptr;
   qg::telemetry_sampler sampler(src);
-  const auto t = sampler.sample();
+  const auto t = qg::ops::to_proto(sampler.take());
   REQUIRE(t.disk_io_size() == 1);  // vda1 is a partition, loop0 an idle loop device
   CHECK(t.disk_io(0).name() == "vda");
   CHECK(t.disk_io(0).read_bytes() == 96000ull * 512);

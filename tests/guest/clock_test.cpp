@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The time zone, the hardware clock's setting and the login records (clock.hpp), and the users
 // handler over a utmp file written here.
+#include "qxa/guest/platform/clock.hpp"
+
 #include <unistd.h>
 #include <utmpx.h>
 
@@ -8,7 +10,6 @@
 #include <cstring>
 
 #include "guest/ops_test_support.hpp"
-#include "qxa/guest/clock.hpp"
 #include "support/temp_dir.hpp"
 
 using qxa::test::temp_dir;
@@ -89,7 +90,7 @@ TEST_CASE("the users handler reports the sessions whose login process still runs
   o.utmp_path = utmp;
   pb::Envelope request;
   request.mutable_users_request();
-  auto reply = qxa::test::call_handler(&qg::handlers::users, request, o);
+  auto reply = qxa::test::call_handler(&qg::ops::users, request, o);
   REQUIRE(reply.has_users_reply());
   REQUIRE(reply.users_reply().sessions_size() == 1);  // the ghost's process is gone
   const auto& s = reply.users_reply().sessions(0);
@@ -100,7 +101,7 @@ TEST_CASE("the users handler reports the sessions whose login process still runs
   CHECK(s.pid() == static_cast<std::uint32_t>(::getpid()));
 
   o.utmp_path = dir / "none";  // no utmp at all: nobody logged in
-  reply = qxa::test::call_handler(&qg::handlers::users, request, o);
+  reply = qxa::test::call_handler(&qg::ops::users, request, o);
   REQUIRE(reply.has_users_reply());
   CHECK(reply.users_reply().sessions_size() == 0);
 }

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "qxa/guest/config.hpp"
+#include "qxa/guest/core/config.hpp"
 
 #include <catch2/catch.hpp>
 

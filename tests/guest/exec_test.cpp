@@ -15,8 +15,8 @@
 #include <thread>
 
 #include "guest/ops_test_support.hpp"
-#include "qxa/guest/accounts.hpp"
-#include "qxa/guest/process.hpp"
+#include "qxa/guest/mech/process.hpp"
+#include "qxa/guest/platform/accounts.hpp"
 #include "support/stuck_fuse.hpp"
 #include "support/temp_dir.hpp"
 
@@ -27,7 +27,7 @@ using qxa::test::run_async;
 using qxa::test::temp_dir;
 namespace pb = quantix::agent::v1;
 namespace qg = qxa::guest;
-namespace handlers = qxa::guest::handlers;
+namespace ops = qxa::guest::ops;
 
 namespace {
 
@@ -44,7 +44,7 @@ pb::Envelope run_exec(pb::Envelope request, qg::agent_options options = {},
   run_async(
       [&](asio::io_context& io) -> asio::awaitable<void> {
         handler_bench bench(io.get_executor(), options);
-        reply = co_await handlers::exec(bench.context(), request);
+        reply = co_await ops::exec(bench.context(), request);
       },
       deadline);
   return reply;
@@ -103,7 +103,7 @@ TEST_CASE("exec kills the whole process group at its timeout and leaves no proce
     handler_bench bench(io.get_executor());
     // A child and a grandchild, both asleep. (GCC 12: no braced lists inside co_await.)
     auto request = exec_request({"sh", "-c", "sleep 100 & sleep 100"}, 500);
-    auto r = co_await handlers::exec(bench.context(), std::move(request));
+    auto r = co_await ops::exec(bench.context(), std::move(request));
     REQUIRE(r.has_exec_result());
     CHECK(r.exec_result().timed_out());
     CHECK(r.exec_result().signal() == SIGKILL);
@@ -121,7 +121,7 @@ TEST_CASE("a cancelled exec kills and reaps its process", "[unit][guest][exec]")
     t.expires_after(500ms);
     // What the session does on a Cancel: the handler loses the race and is cancelled.
     auto request = exec_request({"sh", "-c", "echo $$ > " + pid_file + "; exec sleep 100"});
-    auto r = co_await (handlers::exec(bench.context(), std::move(request)) ||
+    auto r = co_await (ops::exec(bench.context(), std::move(request)) ||
                        t.async_wait(asio::use_awaitable));
     CHECK(r.index() == 1);
     pid_t pid = 0;
@@ -353,7 +353,7 @@ TEST_CASE(
                   ++ticks;
                 }
               };
-              auto r = co_await (handlers::exec(bench.context(), req) || ticker());
+              auto r = co_await (ops::exec(bench.context(), req) || ticker());
               reply = std::get<0>(std::move(r));
             },
             20s);

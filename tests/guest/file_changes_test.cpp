@@ -9,14 +9,14 @@
 #include <filesystem>
 
 #include "guest/ops_test_support.hpp"
-#include "qxa/guest/fs.hpp"
+#include "qxa/guest/safe_fs/fs.hpp"
 #include "support/temp_dir.hpp"
 
 using qxa::test::temp_dir;
 namespace fs = std::filesystem;
 namespace pb = quantix::agent::v1;
 namespace qg = qxa::guest;
-namespace handlers = qxa::guest::handlers;
+namespace ops = qxa::guest::ops;
 using qxa::test::call_handler;
 
 namespace {
@@ -76,32 +76,32 @@ TEST_CASE(
     "[unit][guest][files]") {
   temp_dir dir;
   const auto old_umask = ::umask(077);  // the mode asked for is the mode made, whatever the umask
-  auto r = call_handler(&handlers::make_directory, mkdir_request(dir / "a/b/c", 0750, true));
+  auto r = call_handler(&ops::make_directory, mkdir_request(dir / "a/b/c", 0750, true));
   ::umask(old_umask);
   REQUIRE(r.has_file_change_reply());
   CHECK_FALSE(r.file_change_reply().existed());
   CHECK(mode_of(dir / "a/b/c") == 0750);
 
-  r = call_handler(&handlers::make_directory, mkdir_request(dir / "a/b/c", 0, true));
+  r = call_handler(&ops::make_directory, mkdir_request(dir / "a/b/c", 0, true));
   REQUIRE(r.has_file_change_reply());
   CHECK(r.file_change_reply().existed());
   CHECK(mode_of(dir / "a/b/c") == 0750);  // left as it was
 
-  r = call_handler(&handlers::make_directory, mkdir_request(dir / "a/b/c"));
+  r = call_handler(&ops::make_directory, mkdir_request(dir / "a/b/c"));
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_ALREADY_EXISTS);
 
   dir.write("file", "f");
-  r = call_handler(&handlers::make_directory, mkdir_request(dir / "file", 0, true));
+  r = call_handler(&ops::make_directory, mkdir_request(dir / "file", 0, true));
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_ALREADY_EXISTS);
   CHECK_THAT(r.error().message(), Catch::Contains("not a directory"));
 
-  r = call_handler(&handlers::make_directory, mkdir_request(dir / "missing/d"));
+  r = call_handler(&ops::make_directory, mkdir_request(dir / "missing/d"));
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_NOT_FOUND);
 
-  r = call_handler(&handlers::make_directory, mkdir_request(dir / "d"));
+  r = call_handler(&ops::make_directory, mkdir_request(dir / "d"));
   REQUIRE(r.has_file_change_reply());
   CHECK(mode_of(dir / "d") == 0755);
 }
@@ -109,28 +109,28 @@ TEST_CASE(
 TEST_CASE("mkdir refuses setid modes unless allowed, bits beyond the mode, and paths through links",
           "[unit][guest][files]") {
   temp_dir dir, outside;
-  auto r = call_handler(&handlers::make_directory, mkdir_request(dir / "s", 02755));
+  auto r = call_handler(&ops::make_directory, mkdir_request(dir / "s", 02755));
   REQUIRE(r.has_error());
   CHECK(r.error().rule() == "policy.write_setid");
   CHECK_FALSE(fs::exists(dir / "s"));
   qg::agent_options setid;
   setid.policy.write_setid = true;
-  r = call_handler(&handlers::make_directory, mkdir_request(dir / "s", 02755), setid);
+  r = call_handler(&ops::make_directory, mkdir_request(dir / "s", 02755), setid);
   REQUIRE(r.has_file_change_reply());
   CHECK(mode_of(dir / "s") == 02755);
 
-  r = call_handler(&handlers::make_directory, mkdir_request(dir / "t", 010755));
+  r = call_handler(&ops::make_directory, mkdir_request(dir / "t", 010755));
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_INVALID_ARGUMENT);
 
   // A user's link on the way leads nowhere: neither the directory nor its parents appear there.
   fs::create_directory_symlink(outside.path(), dir / "link");
-  r = call_handler(&handlers::make_directory, mkdir_request(dir / "link/new/deeper", 0, true));
+  r = call_handler(&ops::make_directory, mkdir_request(dir / "link/new/deeper", 0, true));
   REQUIRE(r.has_error());
   CHECK(r.error().rule() == "policy.write_roots");
   CHECK(fs::is_empty(outside.path()));
 
-  r = call_handler(&handlers::make_directory, mkdir_request(dir / "x"), rooted_at(dir / "s"));
+  r = call_handler(&ops::make_directory, mkdir_request(dir / "x"), rooted_at(dir / "s"));
   REQUIRE(r.has_error());
   CHECK(r.error().rule() == "policy.write_roots");
 }
@@ -146,38 +146,38 @@ TEST_CASE(
   fs::create_directory(dir / "empty");
   dir.write("full/inside", "i");
 
-  auto r = call_handler(&handlers::remove_path, rm_request(dir / "file"));
+  auto r = call_handler(&ops::remove_path, rm_request(dir / "file"));
   REQUIRE(r.has_file_change_reply());
   CHECK(r.file_change_reply().removed() == 1);
   CHECK_FALSE(fs::exists(dir / "file"));
 
-  r = call_handler(&handlers::remove_path, rm_request(dir / "link"));
+  r = call_handler(&ops::remove_path, rm_request(dir / "link"));
   REQUIRE(r.has_file_change_reply());
   CHECK_FALSE(fs::is_symlink(dir / "link"));
   CHECK(fs::exists(target));
 
-  r = call_handler(&handlers::remove_path, rm_request(dir / "empty"));
+  r = call_handler(&ops::remove_path, rm_request(dir / "empty"));
   REQUIRE(r.has_file_change_reply());
   CHECK_FALSE(fs::exists(dir / "empty"));
 
-  r = call_handler(&handlers::remove_path, rm_request(dir / "full"));
+  r = call_handler(&ops::remove_path, rm_request(dir / "full"));
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_FAILED_PRECONDITION);
   CHECK(fs::exists(dir / "full/inside"));
 
-  r = call_handler(&handlers::remove_path, rm_request(dir / "gone"));
+  r = call_handler(&ops::remove_path, rm_request(dir / "gone"));
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_NOT_FOUND);
   // The system's reason once, not twice.
   CHECK_THAT(r.error().message(), Catch::EndsWith("gone: No such file or directory"));
   for (const auto* path : {"gone", "nowhere/gone"}) {
-    r = call_handler(&handlers::remove_path, rm_request(dir / path, false, true));
+    r = call_handler(&ops::remove_path, rm_request(dir / path, false, true));
     REQUIRE(r.has_file_change_reply());
     CHECK(r.file_change_reply().missing());
   }
 
   // A root of the policy is never removed, however asked.
-  r = call_handler(&handlers::remove_path, rm_request(dir / "full", true, true),
+  r = call_handler(&ops::remove_path, rm_request(dir / "full", true, true),
                    rooted_at(dir / "full"));
   REQUIRE(r.has_error());
   CHECK(r.error().rule() == "policy.write_roots");
@@ -198,7 +198,7 @@ TEST_CASE("a recursive rm removes links as links and leaves a mount inside the t
     tmpfs_mount mounted(dir / "tree/d2/mnt");
     { std::ofstream(mounted.path + "/on-the-mount") << "m"; }
 
-    auto r = call_handler(&handlers::remove_path, rm_request(dir / "tree", true));
+    auto r = call_handler(&ops::remove_path, rm_request(dir / "tree", true));
     REQUIRE(r.has_error());
     CHECK(r.error().code() == pb::ERROR_CODE_FAILED_PRECONDITION);
     CHECK_THAT(r.error().message(), Catch::Contains("mounted there"));
@@ -212,13 +212,13 @@ TEST_CASE("a recursive rm removes links as links and leaves a mount inside the t
     CHECK(left == 3);  // d2, d2/mnt, d2/mnt/on-the-mount
 
     // A mount point itself is not removed, nor what it holds.
-    r = call_handler(&handlers::remove_path, rm_request(mounted.path, true));
+    r = call_handler(&ops::remove_path, rm_request(mounted.path, true));
     REQUIRE(r.has_error());
     CHECK(fs::exists(mounted.path + "/on-the-mount"));
   }
   // What the links pointed to is untouched.
   CHECK(fs::exists(outside / "keep/me"));
-  auto r = call_handler(&handlers::remove_path, rm_request(dir / "tree", true));
+  auto r = call_handler(&ops::remove_path, rm_request(dir / "tree", true));
   REQUIRE(r.has_file_change_reply());
   CHECK(r.file_change_reply().removed() == 3);
   CHECK_FALSE(fs::exists(dir / "tree"));
@@ -256,32 +256,32 @@ TEST_CASE("mv renames within a filesystem, replaces only when asked, and never a
   temp_dir dir;
   dir.write("a", "A");
   dir.write("b", "B");
-  auto r = call_handler(&handlers::move_path, mv_request(dir / "a", dir / "b"));
+  auto r = call_handler(&ops::move_path, mv_request(dir / "a", dir / "b"));
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_ALREADY_EXISTS);
   CHECK(fs::exists(dir / "a"));
 
-  r = call_handler(&handlers::move_path, mv_request(dir / "a", dir / "b", true));
+  r = call_handler(&ops::move_path, mv_request(dir / "a", dir / "b", true));
   REQUIRE(r.has_file_change_reply());
   CHECK_FALSE(fs::exists(dir / "a"));
   CHECK(fs::file_size(dir / "b") == 1);
 
-  r = call_handler(&handlers::move_path, mv_request(dir / "b", dir / "sub/c"));
+  r = call_handler(&ops::move_path, mv_request(dir / "b", dir / "sub/c"));
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_NOT_FOUND);
 
   tmpfs_mount other(dir / "other");
-  r = call_handler(&handlers::move_path, mv_request(dir / "b", other.path + "/b"));
+  r = call_handler(&ops::move_path, mv_request(dir / "b", other.path + "/b"));
   REQUIRE(r.has_error());
   CHECK(r.error().code() == pb::ERROR_CODE_FAILED_PRECONDITION);
   CHECK_THAT(r.error().message(), Catch::Contains("different filesystems"));
   CHECK(fs::exists(dir / "b"));
 
   // Out of the roots, or the root itself: refused.
-  r = call_handler(&handlers::move_path, mv_request(dir / "b", "/etc/b"), rooted_at(dir.path()));
+  r = call_handler(&ops::move_path, mv_request(dir / "b", "/etc/b"), rooted_at(dir.path()));
   REQUIRE(r.has_error());
   CHECK(r.error().rule() == "policy.write_roots");
-  r = call_handler(&handlers::move_path, mv_request(dir.path(), dir / "elsewhere"),
+  r = call_handler(&ops::move_path, mv_request(dir.path(), dir / "elsewhere"),
                    rooted_at(dir.path()));
   REQUIRE(r.has_error());
   CHECK(r.error().rule() == "policy.write_roots");

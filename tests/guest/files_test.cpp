@@ -12,7 +12,7 @@
 
 #include "guest/ops_test_support.hpp"
 #include "qxa/common/sha256.hpp"
-#include "qxa/guest/uploads.hpp"
+#include "qxa/guest/mech/uploads.hpp"
 #include "support/stuck_fuse.hpp"
 #include "support/temp_dir.hpp"
 
@@ -23,7 +23,7 @@ using qxa::test::temp_dir;
 namespace pb = quantix::agent::v1;
 namespace qg = qxa::guest;
 namespace qc = qxa::common;
-namespace handlers = qxa::guest::handlers;
+namespace ops = qxa::guest::ops;
 using qxa::test::call_handler;
 using qxa::test::file_contents;
 
@@ -129,7 +129,7 @@ TEST_CASE("file-read streams a file with its SHA-256, and stat and a paged listi
   const auto path = dir.write("data.bin", content);
   pb::Envelope read;
   read.mutable_file_read_request()->set_path(path);
-  auto r = call_handler(&handlers::file_read, read);
+  auto r = call_handler(&ops::file_read, read);
   REQUIRE(r.has_file_read_result());
   qc::sha256 h;
   h.update(content);
@@ -138,7 +138,7 @@ TEST_CASE("file-read streams a file with its SHA-256, and stat and a paged listi
 
   pb::Envelope stat;
   stat.mutable_file_stat_request()->set_path(path);
-  r = call_handler(&handlers::file_stat, stat);
+  r = call_handler(&ops::file_stat, stat);
   REQUIRE(r.has_file_stat());
   CHECK(r.file_stat().type() == pb::FileStat::TYPE_FILE);
   CHECK(r.file_stat().size() == content.size());
@@ -149,7 +149,7 @@ TEST_CASE("file-read streams a file with its SHA-256, and stat and a paged listi
   list.mutable_dir_list_request()->set_limit(2);
   std::vector<std::string> seen;
   for (int page = 0; page < 5; ++page) {
-    r = call_handler(&handlers::dir_list, list);
+    r = call_handler(&ops::dir_list, list);
     REQUIRE(r.has_dir_list());
     for (const auto& e : r.dir_list().entries()) seen.push_back(e.path());
     if (r.dir_list().next_after().empty()) break;
@@ -162,7 +162,7 @@ TEST_CASE("file-read streams a file with its SHA-256, and stat and a paged listi
   std::multiset<std::string> positioned;
   int pages = 0;
   for (; pages < 10; ++pages) {
-    r = call_handler(&handlers::dir_list, list);
+    r = call_handler(&ops::dir_list, list);
     REQUIRE(r.has_dir_list());
     CHECK(r.dir_list().entries_size() <= 2);
     for (const auto& e : r.dir_list().entries()) positioned.insert(e.path());
@@ -190,7 +190,7 @@ TEST_CASE(
   auto refused_read = [&](const std::string& path, const std::string& rule) {
     pb::Envelope read;
     read.mutable_file_read_request()->set_path(path);
-    auto r = call_handler(&handlers::file_read, read, o);
+    auto r = call_handler(&ops::file_read, read, o);
     REQUIRE(r.has_error());
     CHECK(r.error().code() == pb::ERROR_CODE_PERMISSION_DENIED);
     CHECK(r.error().rule() == rule);
@@ -202,12 +202,12 @@ TEST_CASE(
 
   pb::Envelope write;
   write.mutable_file_write_open()->set_path(inside + "/../outside/new.txt");
-  auto r = call_handler(&handlers::file_write, write, o);
+  auto r = call_handler(&ops::file_write, write, o);
   REQUIRE(r.has_error());
   CHECK(r.error().rule() == "policy.write_roots");
   write.mutable_file_write_open()->set_path(inside + "/new.txt");
   write.mutable_file_write_open()->set_expected_size(11);
-  r = call_handler(&handlers::file_write, write, o);
+  r = call_handler(&ops::file_write, write, o);
   REQUIRE(r.has_error());
   CHECK(r.error().rule() == "policy.max_file_bytes");
   CHECK_FALSE(std::filesystem::exists(dir / "outside/new.txt"));
@@ -233,7 +233,7 @@ std::optional<pb::Error> upload(const std::string& path, const std::string& data
       op->set_uid(owner->first);
       op->set_gid(owner->second);
     }
-    auto r = co_await handlers::file_write(bench.context(), open);
+    auto r = co_await ops::file_write(bench.context(), open);
     if (r.has_error()) {
       failed = r.error();
       co_return;
@@ -242,14 +242,14 @@ std::optional<pb::Error> upload(const std::string& path, const std::string& data
     pb::Envelope chunk;
     chunk.mutable_file_write_chunk()->set_handle(handle);
     chunk.mutable_file_write_chunk()->set_data(data);
-    r = co_await handlers::file_write(bench.context(), chunk);
+    r = co_await ops::file_write(bench.context(), chunk);
     if (r.has_error()) {
       failed = r.error();
       co_return;
     }
     pb::Envelope close;
     close.mutable_file_write_close()->set_handle(handle);
-    r = co_await handlers::file_write(bench.context(), close);
+    r = co_await ops::file_write(bench.context(), close);
     if (r.has_error()) failed = r.error();
   });
   return failed;
@@ -404,14 +404,14 @@ TEST_CASE("file-read of a FIFO or a link to /dev/zero answers at once, reading n
     run_async(
         [&](asio::io_context& io) -> asio::awaitable<void> {
           handler_bench bench(io.get_executor());
-          r = co_await handlers::file_read(bench.context(), read);
+          r = co_await ops::file_read(bench.context(), read);
         },
         5s);
     REQUIRE(r.has_error());
   }
   pb::Envelope list;
   list.mutable_dir_list_request()->set_path(dir.path());
-  auto r = call_handler(&handlers::dir_list, list);
+  auto r = call_handler(&ops::dir_list, list);
   REQUIRE(r.has_dir_list());
   CHECK(r.dir_list().entries_size() == 2);  // described from the directory, never opened
 }
@@ -432,8 +432,8 @@ TEST_CASE("listing or describing a directory that holds a stuck FUSE mount asks 
   run_async(
       [&](asio::io_context& io) -> asio::awaitable<void> {
         handler_bench bench(io.get_executor());
-        listed = co_await handlers::dir_list(bench.context(), list);
-        described = co_await handlers::file_stat(bench.context(), stat);
+        listed = co_await ops::dir_list(bench.context(), list);
+        described = co_await ops::file_stat(bench.context(), stat);
       },
       5s);
   REQUIRE(listed.has_dir_list());
@@ -453,11 +453,11 @@ TEST_CASE(
   o.policy.max_open_uploads = 3;
   run_async([&](asio::io_context& io) -> asio::awaitable<void> {
     handler_bench bench(io.get_executor(), o);
-    auto open = [&](const qg::handlers::request_context& ctx,
+    auto open = [&](const qg::request_context& ctx,
                     const std::string& name) -> asio::awaitable<pb::Envelope> {
       pb::Envelope e;
       e.mutable_file_write_open()->set_path(dir / name);
-      co_return co_await handlers::file_write(ctx, e);
+      co_return co_await ops::file_write(ctx, e);
     };
     std::vector<std::uint64_t> handles;
     for (int i = 0; i < 3; ++i) {
@@ -473,21 +473,21 @@ TEST_CASE(
     // An agent upgrade's staging is an upload like any other.
     pb::Envelope stage;
     stage.mutable_file_write_open()->set_agent_upgrade(true);
-    auto staged = co_await handlers::file_write(bench.context(), stage);
+    auto staged = co_await ops::file_write(bench.context(), stage);
     REQUIRE(staged.has_error());
     CHECK(staged.error().rule() == "policy.max_open_uploads");
     // Another session has its own three.
-    const qg::handlers::request_context other{bench.state, 0x07e4, 2, nullptr};
+    const qg::request_context other{bench.state, 0x07e4, 2, nullptr};
     auto theirs = co_await open(other, "theirs");
     CHECK(theirs.has_file_write_reply());
     // One committed and one aborted: two may open again, and a third not.
     pb::Envelope close;
     close.mutable_file_write_close()->set_handle(handles[0]);
-    auto closed = co_await handlers::file_write(bench.context(), close);
+    auto closed = co_await ops::file_write(bench.context(), close);
     CHECK(closed.file_write_reply().committed());
     close.mutable_file_write_close()->set_handle(handles[1]);
     close.mutable_file_write_close()->set_abort(true);
-    closed = co_await handlers::file_write(bench.context(), close);
+    closed = co_await ops::file_write(bench.context(), close);
     CHECK_FALSE(closed.has_error());
     auto again = co_await open(bench.context(), "again-1");
     CHECK(again.has_file_write_reply());

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "qxa/guest/freezer.hpp"
+#include "qxa/guest/mech/freezer.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -10,7 +10,7 @@
 #include <fstream>
 #include <mutex>
 
-#include "qxa/guest/accounts.hpp"
+#include "qxa/guest/platform/accounts.hpp"
 #include "support/files.hpp"
 #include "support/run.hpp"
 #include "support/temp_dir.hpp"
@@ -18,7 +18,6 @@
 using qxa::test::run_async;
 using qxa::test::temp_dir;
 namespace qg = qxa::guest;
-namespace pb = quantix::agent::v1;
 using namespace std::chrono_literals;
 using qxa::test::file_contents;
 
@@ -104,7 +103,7 @@ TEST_CASE("a restarted agent thaws what an earlier one recorded as frozen",
   run_async([&](asio::io_context& io) -> asio::awaitable<void> {
     qg::freezer f(io.get_executor(), o);
     co_await f.recover();
-    CHECK(f.status().thawed_by() == "restart");
+    CHECK(f.status().thawed_by == "restart");
   });
   CHECK_FALSE(std::filesystem::exists(o.state_file));
   CHECK(file_contents(log) == "db thaw\n");
@@ -132,9 +131,9 @@ TEST_CASE("the thaw guard thaws at its deadline from its own thread, whatever th
   temp_dir dir;
   std::mutex m;
   std::condition_variable cv;
-  std::vector<pb::MountOutcome> reported;
+  std::vector<qg::mount_outcome> reported;
   bool done = false;
-  qg::thaw_guard guard([&](std::vector<pb::MountOutcome> o) {
+  qg::thaw_guard guard([&](std::vector<qg::mount_outcome> o) {
     std::lock_guard lock(m);
     reported = std::move(o);
     done = true;
@@ -155,9 +154,9 @@ TEST_CASE("the thaw guard thaws at its deadline from its own thread, whatever th
   CHECK(std::chrono::steady_clock::now() - armed_at >= 150ms);
   CHECK(std::chrono::steady_clock::now() - armed_at < 10s);  // not at the first deadline
   REQUIRE(reported.size() == 2);
-  CHECK(reported[0].mount_point() == dir / "b");  // the reverse of freezing order
-  CHECK(reported[0].ok());
-  CHECK(reported[0].error() == "was not frozen");
+  CHECK(reported[0].mount_point == dir / "b");  // the reverse of freezing order
+  CHECK(reported[0].ok);
+  CHECK(reported[0].error == "was not frozen");
   CHECK_FALSE(guard.armed());
   CHECK(guard.disarm().empty());  // nothing left for a thaw by the host
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The agent's filesystem primitives against what a hostile user plants: links, FIFOs, device
 // links, directories others may write to, and a FUSE filesystem that never answers.
-#include "qxa/guest/fs.hpp"
+#include "qxa/guest/safe_fs/fs.hpp"
 
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -19,6 +19,7 @@
 #include <future>
 #include <thread>
 
+#include "qxa/guest/platform/system_info.hpp"
 #include "support/files.hpp"
 #include "support/process.hpp"
 #include "support/stuck_fuse.hpp"

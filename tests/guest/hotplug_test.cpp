@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
 // CPU and memory hotplug over a sysfs tree written here (the real one is in the VM test).
+#include "qxa/guest/platform/hotplug.hpp"
+
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 
 #include "guest/ops_test_support.hpp"
-#include "qxa/guest/hotplug.hpp"
 #include "support/temp_dir.hpp"
 
 using qxa::test::handler_bench;
@@ -88,7 +89,7 @@ TEST_CASE("hotplug brings units online and offline, says why not, and reports ea
   pb::Envelope reply;
   run_async([&](asio::io_context& io) -> asio::awaitable<void> {
     handler_bench bench(io.get_executor(), o);
-    reply = co_await qg::handlers::hotplug(bench.context(), request);
+    reply = co_await qg::ops::hotplug(bench.context(), request);
   });
   REQUIRE(reply.has_hotplug_reply());
   const auto& h = reply.hotplug_reply();
@@ -116,7 +117,7 @@ TEST_CASE("hotplug brings units online and offline, says why not, and reports ea
       pb::HotplugChange::KIND_UNSPECIFIED);
   run_async([&](asio::io_context& io) -> asio::awaitable<void> {
     handler_bench bench(io.get_executor(), o);
-    reply = co_await qg::handlers::hotplug(bench.context(), request);
+    reply = co_await qg::ops::hotplug(bench.context(), request);
   });
   REQUIRE(reply.has_error());
   CHECK(reply.error().code() == pb::ERROR_CODE_INVALID_ARGUMENT);

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
-#include "qxa/guest/identity.hpp"
+#include "qxa/guest/mech/identity.hpp"
 
 #include <sys/stat.h>
 
 #include <catch2/catch.hpp>
 
+#include "qxa/guest/platform/programs.hpp"
 #include "support/temp_dir.hpp"
 
 using qxa::test::temp_dir;

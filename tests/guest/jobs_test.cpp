@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "qxa/guest/jobs.hpp"
+#include "qxa/guest/mech/jobs.hpp"
 
 #include <signal.h>
 
@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "guest/ops_test_support.hpp"
-#include "qxa/guest/policy.hpp"
+#include "qxa/guest/core/policy.hpp"
 #include "support/poll.hpp"
 
 using namespace std::chrono_literals;
@@ -17,7 +17,7 @@ using qxa::test::handler_bench;
 using qxa::test::run_async;
 namespace pb = quantix::agent::v1;
 namespace qg = qxa::guest;
-namespace handlers = qxa::guest::handlers;
+namespace ops = qxa::guest::ops;
 
 namespace {
 
@@ -64,7 +64,7 @@ asio::awaitable<attached> attach(handler_bench& bench, pb::Envelope request) {
     (partial.exec_output().stream() == pb::ExecOutput::STREAM_STDOUT ? a.out : a.err) +=
         partial.exec_output().data();
   };
-  a.last = co_await handlers::job_attach(ctx, std::move(request));
+  a.last = co_await ops::job_attach(ctx, std::move(request));
   co_return a;
 }
 
@@ -126,7 +126,7 @@ TEST_CASE(
     "[unit][guest][jobs]") {
   run_async([](asio::io_context& io) -> asio::awaitable<void> {
     handler_bench bench(io.get_executor());
-    auto started = co_await handlers::exec(
+    auto started = co_await ops::exec(
         bench.context(), detach_request("echo one; read line; echo \"two $line\" >&2; exit 4"));
     REQUIRE(started.has_job());
     const auto job = started.job();
@@ -154,7 +154,7 @@ TEST_CASE(
     REQUIRE_FALSE(again.output.empty());
     CHECK(again.output.front().offset() == 2);
 
-    auto listed = co_await handlers::job_list(bench.context(), {});
+    auto listed = co_await ops::job_list(bench.context(), {});
     REQUIRE(listed.jobs_reply().jobs_size() == 1);
     CHECK(listed.jobs_reply().jobs(0).exit_code() == 4);
     CHECK(listed.jobs_reply().max_jobs() == 16);
@@ -169,7 +169,7 @@ TEST_CASE("a job's stdin is what the request carried", "[unit][guest][jobs]") {
     handler_bench bench(io.get_executor());
     auto request = detach_request("tr a-z A-Z");
     request.mutable_exec_request()->set_stdin("shout\n");
-    auto started = co_await handlers::exec(bench.context(), request);
+    auto started = co_await ops::exec(bench.context(), request);
     REQUIRE(started.has_job());
     auto a = co_await attach(bench, attach_request(started.job().id(), true));
     CHECK(a.out == "SHOUT\n");
@@ -183,7 +183,7 @@ TEST_CASE("output beyond a job's ring is dropped from the front, and attach says
   o.policy.max_job_output_bytes = 4096;
   run_async([&](asio::io_context& io) -> asio::awaitable<void> {
     handler_bench bench(io.get_executor(), o);
-    auto started = co_await handlers::exec(
+    auto started = co_await ops::exec(
         bench.context(), detach_request("head -c 100000 /dev/zero | tr '\\0' x; echo END"));
     REQUIRE(started.has_job());
     auto a = co_await attach(bench, attach_request(started.job().id(), true));
@@ -207,31 +207,31 @@ TEST_CASE(
   o.policy.max_jobs = 2;
   run_async([&](asio::io_context& io) -> asio::awaitable<void> {
     handler_bench bench(io.get_executor(), o);
-    auto first = co_await handlers::exec(bench.context(), detach_request("exec sleep 30"));
-    auto second = co_await handlers::exec(bench.context(), detach_request("exec sleep 30"));
+    auto first = co_await ops::exec(bench.context(), detach_request("exec sleep 30"));
+    auto second = co_await ops::exec(bench.context(), detach_request("exec sleep 30"));
     REQUIRE(first.has_job());
     REQUIRE(second.has_job());
-    auto third = co_await handlers::exec(bench.context(), detach_request("exec sleep 30"));
+    auto third = co_await ops::exec(bench.context(), detach_request("exec sleep 30"));
     REQUIRE(third.has_error());
     CHECK(third.error().code() == pb::ERROR_CODE_RESOURCE_EXHAUSTED);
     CHECK(third.error().rule() == "policy.max_jobs");
 
-    auto killed = co_await handlers::job_kill(bench.context(), kill_request(first.job().id(), 0));
+    auto killed = co_await ops::job_kill(bench.context(), kill_request(first.job().id(), 0));
     REQUIRE(killed.has_job());
     auto ended = co_await attach(bench, attach_request(first.job().id(), true));
     CHECK(ended.last.job().signal() == SIGTERM);
-    auto again = co_await handlers::job_kill(bench.context(), kill_request(first.job().id(), 0));
+    auto again = co_await ops::job_kill(bench.context(), kill_request(first.job().id(), 0));
     CHECK(again.error().code() == pb::ERROR_CODE_FAILED_PRECONDITION);
 
-    third = co_await handlers::exec(bench.context(), detach_request("exec sleep 30"));
+    third = co_await ops::exec(bench.context(), detach_request("exec sleep 30"));
     REQUIRE(third.has_job());
     CHECK(third.job().id() == 3);
-    auto listed = co_await handlers::job_list(bench.context(), {});
+    auto listed = co_await ops::job_list(bench.context(), {});
     REQUIRE(listed.jobs_reply().jobs_size() == 2);  // job 1's record made way
     CHECK(listed.jobs_reply().jobs(0).id() == 2);
     CHECK(listed.jobs_reply().jobs(1).id() == 3);
 
-    auto bad = co_await handlers::job_kill(bench.context(), kill_request(2, 4096));
+    auto bad = co_await ops::job_kill(bench.context(), kill_request(2, 4096));
     CHECK(bad.error().code() == pb::ERROR_CODE_INVALID_ARGUMENT);
   });
 }
@@ -241,8 +241,7 @@ TEST_CASE("kill reaches a job's whole process group, and a job's timeout kills i
   run_async([](asio::io_context& io) -> asio::awaitable<void> {
     handler_bench bench(io.get_executor());
     // The shell waits for a child of its own: both must go for the job to end.
-    auto started =
-        co_await handlers::exec(bench.context(), detach_request("sleep 30 & echo $!; wait"));
+    auto started = co_await ops::exec(bench.context(), detach_request("sleep 30 & echo $!; wait"));
     REQUIRE(started.has_job());
     // Once the child's pid is out, it runs.
     auto running = bench.state.jobs->find(started.job().id());
@@ -253,7 +252,7 @@ TEST_CASE("kill reaches a job's whole process group, and a job's timeout kills i
     }
     const pid_t child = std::stoi(a.out);
     CHECK(::kill(child, 0) == 0);
-    (void)co_await handlers::job_kill(bench.context(), kill_request(started.job().id(), SIGKILL));
+    (void)co_await ops::job_kill(bench.context(), kill_request(started.job().id(), SIGKILL));
     auto ended = co_await attach(bench, attach_request(started.job().id(), true));
     CHECK(ended.last.job().signal() == SIGKILL);
     CHECK_FALSE(ended.last.job().timed_out());
@@ -261,7 +260,7 @@ TEST_CASE("kill reaches a job's whole process group, and a job's timeout kills i
     // moment after the shell's end was seen.
     CHECK(qxa::test::eventually([&] { return dead(child); }, std::chrono::seconds(5)));
 
-    auto slow = co_await handlers::exec(bench.context(), detach_request("exec sleep 30", 300));
+    auto slow = co_await ops::exec(bench.context(), detach_request("exec sleep 30", 300));
     REQUIRE(slow.has_job());
     auto timed = co_await attach(bench, attach_request(slow.job().id(), true));
     CHECK(timed.last.job().timed_out());
@@ -274,12 +273,12 @@ TEST_CASE("an ended job's record is kept for jobs.keep_finished", "[unit][guest]
   o.keep_finished_jobs = std::chrono::nanoseconds::zero();
   run_async([&](asio::io_context& io) -> asio::awaitable<void> {
     handler_bench bench(io.get_executor(), o);
-    auto started = co_await handlers::exec(bench.context(), detach_request("true"));
+    auto started = co_await ops::exec(bench.context(), detach_request("true"));
     REQUIRE(started.has_job());
     auto a = co_await attach(bench, attach_request(started.job().id(), true));
     // The last answer about it still says how it ended; then it is gone.
     CHECK(a.last.job().exit_code() == 0);
-    auto listed = co_await handlers::job_list(bench.context(), {});
+    auto listed = co_await ops::job_list(bench.context(), {});
     CHECK(listed.jobs_reply().jobs_size() == 0);
   });
 }

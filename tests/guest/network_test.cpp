@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The network view's parts (network.hpp): resolv.conf, the exclusion patterns, the primary
 // address, and rtnetlink against this machine's own interfaces.
+#include "qxa/guest/platform/network.hpp"
+
 #include <arpa/inet.h>
 #include <ifaddrs.h>
 
@@ -9,7 +11,6 @@
 #include <cstring>
 #include <set>
 
-#include "qxa/guest/network.hpp"
 #include "support/temp_dir.hpp"
 
 using qxa::test::temp_dir;
@@ -43,9 +44,10 @@ qg::route_entry default_via(std::string interface, std::string source = {}) {
 
 TEST_CASE("resolv.conf: servers, the last search or domain line, comments, bounds",
           "[unit][guest]") {
-  std::string text = "# generated\n; also a comment\nnameserver 10.0.0.53\n"
-                     "domain old.test\nsearch a.test b.test\n  nameserver\t2001:db8::53 \n"
-                     "options ndots:2\nnameserver\n";
+  std::string text =
+      "# generated\n; also a comment\nnameserver 10.0.0.53\n"
+      "domain old.test\nsearch a.test b.test\n  nameserver\t2001:db8::53 \n"
+      "options ndots:2\nnameserver\n";
   for (int i = 0; i < 10; ++i) text += "nameserver 192.0.2." + std::to_string(i) + "\n";
   const auto r = qg::parse_resolv_conf(text);
   REQUIRE(r.servers.size() == 8);
@@ -78,12 +80,13 @@ TEST_CASE("interfaces are left out by shell pattern, docker, veth and cni ones b
   CHECK_FALSE(qg::excluded_interface("docker0", {}));
 }
 
-TEST_CASE("the primary address: the configured interface, else the default route, else the "
-          "first global one",
-          "[unit][guest]") {
-  const std::vector<qg::interface_entry> nics = {
-      nic("eth0", {"fe80::1", "10.0.0.5"}), nic("eth1", {"169.254.3.3", "192.168.7.2"}),
-      nic("eth2", {"2001:db8::2"})};
+TEST_CASE(
+    "the primary address: the configured interface, else the default route, else the "
+    "first global one",
+    "[unit][guest]") {
+  const std::vector<qg::interface_entry> nics = {nic("eth0", {"fe80::1", "10.0.0.5"}),
+                                                 nic("eth1", {"169.254.3.3", "192.168.7.2"}),
+                                                 nic("eth2", {"2001:db8::2"})};
   CHECK(qg::primary_address(nics, {default_via("eth1")}, "") == "192.168.7.2");
   CHECK(qg::primary_address(nics, {default_via("eth1", "192.168.7.99")}, "") == "192.168.7.99");
   CHECK(qg::primary_address(nics, {default_via("eth1")}, "eth2") == "2001:db8::2");

@@ -6,7 +6,7 @@
 #include <asio/io_context.hpp>
 #include <memory>
 
-#include "qxa/guest/handlers.hpp"
+#include "qxa/guest/ops/ops.hpp"
 #include "support/run.hpp"
 
 namespace qxa::test {
@@ -17,18 +17,19 @@ namespace pb = ::quantix::agent::v1;
 struct handler_bench {
   explicit handler_bench(const asio::any_io_executor& ex, qg::agent_options options = {}) {
     state.options = std::move(options);
+    state.parts = qg::ops::parts();
     state.freeze = std::make_shared<qg::freezer>(ex, state.options.freeze);
     state.uploads = std::make_shared<qg::upload_table>();
     state.jobs = std::make_shared<qg::job_table>(ex, qg::job_limits_of(state.options));
   }
-  qg::handlers::request_context context(std::uint64_t request_id = 1) {
+  qg::request_context context(std::uint64_t request_id = 1) {
     return {state, 0x5e55, request_id, nullptr};
   }
   qg::agent_state state;
 };
 
 /// Runs one handler on a bench with `options`, to its reply.
-inline pb::Envelope call_handler(qg::handlers::handler_fn fn, pb::Envelope request,
+inline pb::Envelope call_handler(qg::operation_fn fn, pb::Envelope request,
                                  qg::agent_options options = {}) {
   pb::Envelope reply;
   run_async([&](asio::io_context& io) -> asio::awaitable<void> {

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
 
-#include "qxa/guest/policy.hpp"
+#include "qxa/guest/core/policy.hpp"
 
 #include <catch2/catch.hpp>
 #include <filesystem>
 
-#include "qxa/guest/config.hpp"
+#include "qxa/guest/core/config.hpp"
+#include "qxa/guest/ops/ops.hpp"
 #include "support/temp_dir.hpp"
 
 namespace qg = qxa::guest;
@@ -163,7 +164,9 @@ TEST_CASE("the [policy] table is read strictly", "[guest]") {
   CHECK_FALSE(c.agent.policy.exec);
   CHECK(c.agent.policy.write_roots == std::vector<std::string>{"/srv/in"});
   CHECK(c.agent.policy.max_output_bytes == 1048576);
+  // The names are checked against the operations the agent runs (main.cpp gives its table).
   qg::agent_config bad;
+  bad.operations = qg::ops::table();
   auto err = qg::apply_agent_config("[policy]\nblock = [\"teleport\"]\n", "agent.toml", bad);
   REQUIRE(err);
   CHECK(err->message == "agent.toml:2: 'policy.block' names an unknown operation 'teleport'");

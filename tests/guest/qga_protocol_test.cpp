@@ -5,8 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "qxa/guest/config.hpp"
-#include "qxa/guest/qga.hpp"
+#include "qxa/guest/core/config.hpp"
+#include "qxa/guest/qga/qga.hpp"
 
 namespace qga = qxa::guest::qga;
 using piece = qga::splitter::piece;

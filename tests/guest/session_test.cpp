@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The guest session's rules (request_gate) without I/O, and the session driving real handlers
 // over a socketpair: a handler that throws is answered at once, never left to time out.
-#include "qxa/guest/session.hpp"
+#include "qxa/guest/core/session.hpp"
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
@@ -16,7 +16,7 @@
 #include "guest/ops_test_support.hpp"
 #include "qxa/common/envelope.hpp"
 #include "qxa/common/message_stream.hpp"
-#include "qxa/guest/request_gate.hpp"
+#include "qxa/guest/core/request_gate.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace std::chrono_literals;
@@ -25,19 +25,19 @@ using qxa::test::handler_bench;
 using qxa::test::run_async;
 namespace pb = quantix::agent::v1;
 namespace qg = qxa::guest;
-namespace handlers = qxa::guest::handlers;
+namespace ops = qxa::guest::ops;
 
 namespace {
 
 constexpr std::uint64_t session_a = 0xaaaa;
 constexpr std::uint64_t session_b = 0xbbbb;
 
-asio::awaitable<pb::Envelope> answer_nothing(handlers::request_context, pb::Envelope) {
+asio::awaitable<pb::Envelope> answer_nothing(qxa::guest::request_context, pb::Envelope) {
   co_return pb::Envelope{};
 }
 
 // A handler that fails the way a resource shortage would, after it has started waiting.
-asio::awaitable<pb::Envelope> throw_after_a_wait(handlers::request_context, pb::Envelope) {
+asio::awaitable<pb::Envelope> throw_after_a_wait(qxa::guest::request_context, pb::Envelope) {
   co_await asio::post(asio::use_awaitable);
   throw std::system_error(EMFILE, std::system_category(), "child_process::wait");
 }
@@ -45,14 +45,13 @@ asio::awaitable<pb::Envelope> throw_after_a_wait(handlers::request_context, pb::
 // A table of test handlers: info answers, exec (own deadline) and time throw, telemetry runs
 // while frozen.
 constexpr std::array test_table = {
-    handlers::handler_entry{pb::Envelope::kPing, "ping", &answer_nothing, false, true},
-    handlers::handler_entry{pb::Envelope::kInfoRequest, "info", &answer_nothing},
-    handlers::handler_entry{pb::Envelope::kTelemetryRequest, "telemetry", &answer_nothing, false,
-                            true},
-    handlers::handler_entry{pb::Envelope::kFileWriteOpen, "file-write", &answer_nothing},
-    handlers::handler_entry{pb::Envelope::kFileWriteChunk, "file-write", &answer_nothing},
-    handlers::handler_entry{pb::Envelope::kExecRequest, "exec", &throw_after_a_wait, true},
-    handlers::handler_entry{pb::Envelope::kTimeRequest, "time", &throw_after_a_wait},
+    qg::operation{pb::Envelope::kPing, "ping", &answer_nothing, false, true},
+    qg::operation{pb::Envelope::kInfoRequest, "info", &answer_nothing},
+    qg::operation{pb::Envelope::kTelemetryRequest, "telemetry", &answer_nothing, false, true},
+    qg::operation{pb::Envelope::kFileWriteOpen, "file-write", &answer_nothing},
+    qg::operation{pb::Envelope::kFileWriteChunk, "file-write", &answer_nothing},
+    qg::operation{pb::Envelope::kExecRequest, "exec", &throw_after_a_wait, true},
+    qg::operation{pb::Envelope::kTimeRequest, "time", &throw_after_a_wait},
 };
 
 pb::Envelope hello(std::uint64_t id, std::uint64_t session, std::uint32_t max_frame = 0) {
@@ -88,7 +87,7 @@ struct running_session {
   std::shared_ptr<qg::session> session;
 };
 running_session start_session(asio::io_context& io, qg::agent_state& state,
-                              std::span<const handlers::handler_entry> table) {
+                              qg::operation_table table) {
   int fds[2];
   REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
   auto agent_end = qg::guest_stream::create(asio::posix::stream_descriptor(io, fds[0]));
@@ -226,7 +225,7 @@ TEST_CASE("the gate lists each capability once, cancel and stream-credit", "[uni
   CHECK(std::count(caps.begin(), caps.end(), "cancel") == 1);
   CHECK(std::count(caps.begin(), caps.end(), "stream-credit") == 1);
   CHECK(caps.size() == 8);
-  request_gate real(handlers::table(), policy, {});
+  request_gate real(ops::table(), policy, {});
   const auto all = real.capabilities();
   for (const auto& c : all) CHECK(std::count(all.begin(), all.end(), c) == 1);
 }
@@ -287,7 +286,7 @@ TEST_CASE(
   const auto file = dir.write("data", std::string(16 * 4096, 'q'));
   run_async([&](asio::io_context& io) -> asio::awaitable<void> {
     handler_bench bench(io.get_executor());
-    auto [host, s] = start_session(io, bench.state, handlers::table());
+    auto [host, s] = start_session(io, bench.state, ops::table());
     auto got = co_await host->receive();  // AgentReady
     REQUIRE(got);
     auto sent = co_await host->send(hello(1, session_a));

@@ -2,7 +2,7 @@
 // Suspend and the power hooks over a /sys/power written here: what the guest can do, the
 // hooks around a suspend, a failing hook stopping it (the real S3 sleep and wake-up, through
 // QEMU, is in the VM test).
-#include "qxa/guest/suspend.hpp"
+#include "qxa/guest/platform/suspend.hpp"
 
 #include <sys/stat.h>
 
@@ -15,7 +15,7 @@
 #include <fstream>
 
 #include "guest/ops_test_support.hpp"
-#include "qxa/guest/hooks.hpp"
+#include "qxa/guest/mech/hooks.hpp"
 #include "support/files.hpp"
 #include "support/temp_dir.hpp"
 
@@ -101,7 +101,7 @@ TEST_CASE(
   run_async([&](asio::io_context& io) -> asio::awaitable<void> {
     handler_bench bench(io.get_executor(), b.options);
     bench.state.sampler = sampler_at(b.dir / "proc");
-    auto reply = co_await qg::handlers::suspend(bench.context(), request);
+    auto reply = co_await qg::ops::suspend(bench.context(), request);
     REQUIRE(reply.has_suspend_reply());
     CHECK(reply.suspend_reply().method() == "echo mem > /sys/power/state");
     REQUIRE(reply.suspend_reply().hooks_size() == 1);
@@ -109,7 +109,7 @@ TEST_CASE(
     CHECK(reply.suspend_reply().hooks(0).phase() == "suspend");
     CHECK(bench.state.suspending);
     // A second suspend while the first is under way is refused.
-    auto again = co_await qg::handlers::suspend(bench.context(2), request);
+    auto again = co_await qg::ops::suspend(bench.context(2), request);
     CHECK(again.error().message() == "a suspend is already under way");
     // The sleep happens after the reply; here the write to the planted file returns at once.
     asio::steady_timer t(io);
@@ -127,7 +127,7 @@ TEST_CASE(
     CHECK(r.hooks(0).phase() == "resume");
     CHECK(r.hooks(0).ok());
     // Info carries it to the host.
-    auto info = co_await qg::handlers::info(bench.context(3), pb::Envelope{});
+    auto info = co_await qg::ops::info(bench.context(3), pb::Envelope{});
     CHECK(info.info().last_resume().mode() == "ram");
   });
   CHECK(file_contents(b.dir / "sys/power/state") == "mem");
@@ -143,7 +143,7 @@ TEST_CASE("a suspend hook that fails stops the suspend, and the resume hooks und
   run_async([&](asio::io_context& io) -> asio::awaitable<void> {
     handler_bench bench(io.get_executor(), b.options);
     bench.state.sampler = sampler_at(b.dir / "proc");
-    reply = co_await qg::handlers::suspend(bench.context(), request);
+    reply = co_await qg::ops::suspend(bench.context(), request);
     CHECK_FALSE(bench.state.suspending);
     CHECK_FALSE(bench.state.last_resume);
   });
@@ -162,8 +162,8 @@ TEST_CASE("a suspend hook that fails stops the suspend, and the resume hooks und
   run_async([&](asio::io_context& io) -> asio::awaitable<void> {
     handler_bench bench(io.get_executor(), b.options);
     bench.state.sampler = sampler_at(b.dir / "proc");
-    disk_reply = co_await qg::handlers::suspend(bench.context(), disk);
-    no_mode_reply = co_await qg::handlers::suspend(bench.context(2), no_mode);
+    disk_reply = co_await qg::ops::suspend(bench.context(), disk);
+    no_mode_reply = co_await qg::ops::suspend(bench.context(2), no_mode);
   });
   CHECK(disk_reply.error().code() == pb::ERROR_CODE_FAILED_PRECONDITION);
   CHECK_THAT(disk_reply.error().message(), Catch::Contains("cannot hibernate"));
@@ -184,7 +184,7 @@ TEST_CASE("a suspend cancelled while its hooks run leaves no suspend under way a
     bench.state.sampler = sampler_at(b.dir / "proc");
     asio::cancellation_signal cancel;
     bool ended = false;
-    asio::co_spawn(io, qg::handlers::suspend(bench.context(), request),
+    asio::co_spawn(io, qg::ops::suspend(bench.context(), request),
                    asio::bind_cancellation_slot(
                        cancel.slot(), [&](std::exception_ptr, pb::Envelope) { ended = true; }));
     asio::steady_timer t(io);

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "qxa/guest/system_info.hpp"
+#include "qxa/guest/platform/system_info.hpp"
 
 #include <fmt/format.h>
 
@@ -9,7 +9,8 @@
 #include <chrono>
 #include <filesystem>
 
-#include "qxa/guest/telemetry_sampler.hpp"
+#include "qxa/guest/ops/mapping.hpp"
+#include "qxa/guest/platform/sampler.hpp"
 #include "support/temp_dir.hpp"
 
 namespace qg = qxa::guest;
@@ -184,8 +185,8 @@ TEST_CASE("the sampler reads interfaces with no address, IPv6 only and many addr
   addrs[2].dynamic = true;  // fd00::2, from a router advertisement
 
   qg::telemetry_sampler sampler(fixture_sources(d, addrs));
-  const auto t = sampler.sample();
-  REQUIRE(t.interfaces_size() == 3);  // loopback, docker0 and the veth left out
+  const auto t = qg::ops::to_proto(sampler.take());
+  REQUIRE(t.interfaces_size() == 3);         // loopback, docker0 and the veth left out
   CHECK(t.primary_address() == "10.0.1.1");  // the default route's interface's first
   CHECK(t.interfaces(1).addresses(0).dynamic());
   CHECK_FALSE(t.interfaces(2).addresses(0).dynamic());
@@ -223,9 +224,9 @@ TEST_CASE("the sampler's CPU percent is the delta since its previous sample", "[
   write_proc(d, "");
   qg::telemetry_sampler sampler(fixture_sources(d, {}));
   d.write("proc/stat", "cpu  200 0 200 1400 0 0 0 0 0 0\ncpu0 1\n");  // +200 busy of +800
-  CHECK(sampler.sample().cpu_percent() == Approx(25.0));
+  CHECK(qg::ops::to_proto(sampler.take()).cpu_percent() == Approx(25.0));
   d.write("proc/stat", "cpu  200 0 200 2400 0 0 0 0 0 0\ncpu0 1\n");  // idle only
-  CHECK(sampler.sample().cpu_percent() == Approx(0.0));
+  CHECK(qg::ops::to_proto(sampler.take()).cpu_percent() == Approx(0.0));
 }
 
 TEST_CASE("3000 interfaces and 500 mounts are sampled in time linear in their number", "[guest]") {
@@ -252,7 +253,7 @@ TEST_CASE("3000 interfaces and 500 mounts are sampled in time linear in their nu
     double best = 1e9;
     for (int round = 0; round < 3; ++round) {
       const auto t0 = std::chrono::steady_clock::now();
-      const auto t = sampler.sample();
+      const auto t = qg::ops::to_proto(sampler.take());
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       best = std::min(best, s);
       REQUIRE(t.interfaces_size() == interfaces);
@@ -274,7 +275,7 @@ TEST_CASE("3000 interfaces and 500 mounts are sampled in time linear in their nu
 TEST_CASE("one real sample of this machine is complete", "[guest]") {
   qg::telemetry_sampler sampler;
   const auto t0 = std::chrono::steady_clock::now();
-  const auto t = sampler.sample();
+  const auto t = qg::ops::to_proto(sampler.take());
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   WARN(fmt::format("one real sample took {:.2f} ms ({} interfaces, {} disks, {} processes)", ms,
@@ -298,7 +299,7 @@ TEST_CASE("os-release values are unquoted, and names that are not UTF-8 made so 
   CHECK(os.version == "12");
   CHECK(os.id == "debian");
   os.name = "Bad\xff";
-  const auto wire = qg::to_proto(os);
+  const auto wire = qg::ops::to_proto(os);
   CHECK(wire.name() == "Bad\\xff");
   CHECK(wire.pretty_name() == "Debian GNU/Linux 12 (bookworm)");
 }

@@ -9,7 +9,7 @@
 #include <filesystem>
 
 #include "guest/ops_test_support.hpp"
-#include "qxa/guest/system_info.hpp"
+#include "qxa/guest/platform/system_info.hpp"
 #include "support/temp_dir.hpp"
 
 using qxa::test::handler_bench;
@@ -56,7 +56,7 @@ TEST_CASE("the fstrim handler trims each filesystem on a thread of its own and s
     handler_bench bench(io.get_executor(), options);
     pb::Envelope request;
     request.mutable_trim_request()->set_minimum_bytes(1 << 20);
-    auto reply = co_await qg::handlers::fstrim(bench.context(), request);
+    auto reply = co_await qg::ops::fstrim(bench.context(), request);
     REQUIRE(reply.has_trim_reply());
     const auto& mounts = reply.trim_reply().mounts();
     REQUIRE(mounts.size() == 2);
@@ -71,7 +71,7 @@ TEST_CASE("the fstrim handler trims each filesystem on a thread of its own and s
     // A mount point the table does not have as a writable disk is refused before anything runs.
     pb::Envelope named;
     named.mutable_trim_request()->add_mount_points("/proc");
-    auto refused = co_await qg::handlers::fstrim(bench.context(2), named);
+    auto refused = co_await qg::ops::fstrim(bench.context(2), named);
     REQUIRE(refused.has_error());
     CHECK(refused.error().code() == pb::ERROR_CODE_INVALID_ARGUMENT);
     CHECK_THAT(refused.error().message(), Catch::Contains("/proc is not a trimmable mount point"));

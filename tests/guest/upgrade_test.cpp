@@ -2,7 +2,7 @@
 // Upgrades in the guest: the record, the checks of the staged binary, the swap and its undoing,
 // and the handler end to end with small scripts standing in for agent binaries (the guard they
 // start is then the script too, which prints and exits; the real guard is run directly).
-#include "qxa/guest/upgrade.hpp"
+#include "qxa/guest/mech/upgrade.hpp"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,7 +21,7 @@ using qxa::test::run_async;
 using qxa::test::temp_dir;
 namespace pb = quantix::agent::v1;
 namespace qg = qxa::guest;
-namespace handlers = qxa::guest::handlers;
+namespace ops = qxa::guest::ops;
 
 namespace {
 
@@ -154,7 +154,7 @@ TEST_CASE(
   const auto new_sha = digest_of(staged);
   run_async([&](asio::io_context& io) -> asio::awaitable<void> {
     handler_bench bench(io.get_executor(), b.options);
-    auto reply = co_await handlers::upgrade(bench.context(), upgrade_request(new_sha));
+    auto reply = co_await ops::upgrade(bench.context(), upgrade_request(new_sha));
     INFO(reply.DebugString());
     REQUIRE(reply.has_upgrade_status());
     const auto& s = reply.upgrade_status();
@@ -172,14 +172,14 @@ TEST_CASE(
     CHECK(record->unit.empty());  // no systemd here: the guard runs in its own session
 
     // This process does not run the new binary: it cannot confirm it.
-    auto confirm = co_await handlers::upgrade(bench.context(), confirm_request(s.token()));
+    auto confirm = co_await ops::upgrade(bench.context(), confirm_request(s.token()));
     CHECK(confirm.upgrade_status().state() == pb::UpgradeStatus::STATE_PENDING);
-    auto wrong = co_await handlers::upgrade(bench.context(), confirm_request("other"));
+    auto wrong = co_await ops::upgrade(bench.context(), confirm_request("other"));
     CHECK(wrong.error().code() == pb::ERROR_CODE_NOT_FOUND);
 
     // A second upgrade waits for the first one's outcome.
     b.stage(agent_script("3.0"));
-    auto again = co_await handlers::upgrade(bench.context(), upgrade_request(digest_of(staged)));
+    auto again = co_await ops::upgrade(bench.context(), upgrade_request(digest_of(staged)));
     CHECK(again.error().code() == pb::ERROR_CODE_FAILED_PRECONDITION);
     CHECK_THAT(again.error().message(), Catch::Contains("waits for its confirmation"));
 
@@ -187,11 +187,11 @@ TEST_CASE(
     REQUIRE(qg::write_upgrade_record(b.options.upgrade.state_dir, qg::upgrade_record{}) ==
             std::nullopt);
     bench.state.upgrading = true;
-    auto busy = co_await handlers::upgrade(bench.context(), upgrade_request(digest_of(staged)));
+    auto busy = co_await ops::upgrade(bench.context(), upgrade_request(digest_of(staged)));
     CHECK_THAT(busy.error().message(), Catch::Contains("an upgrade is under way"));
     bench.state.upgrading = false;
 
-    auto status = co_await handlers::upgrade_status(bench.context(), {});
+    auto status = co_await ops::upgrade_status(bench.context(), {});
     CHECK(status.upgrade_status().running_sha256() == new_sha);
   });
 }
@@ -205,7 +205,7 @@ TEST_CASE("upgrade refuses a staged file that does not run as an agent, and leav
     for (const auto& content : {std::string("#!/bin/sh\necho hello\n"),
                                 std::string("#!/bin/sh\nexit 3\n"), std::string("not a program")}) {
       const auto staged = b.stage(content);
-      auto reply = co_await handlers::upgrade(bench.context(), upgrade_request(digest_of(staged)));
+      auto reply = co_await ops::upgrade(bench.context(), upgrade_request(digest_of(staged)));
       INFO(content);
       CHECK(reply.has_error());
       CHECK(digest_of(b.binary) == old_sha);
@@ -213,8 +213,7 @@ TEST_CASE("upgrade refuses a staged file that does not run as an agent, and leav
       CHECK_FALSE(bench.state.exit_after_reply);
       CHECK_FALSE(std::filesystem::exists(staged));  // of no further use: removed
     }
-    auto no_staged =
-        co_await handlers::upgrade(bench.context(), upgrade_request(std::string(32, 'a')));
+    auto no_staged = co_await ops::upgrade(bench.context(), upgrade_request(std::string(32, 'a')));
     CHECK(no_staged.error().code() == pb::ERROR_CODE_NOT_FOUND);
   });
 }
@@ -229,7 +228,7 @@ TEST_CASE("policy.upgrade = false refuses the upgrade and the upload of a new bi
     handler_bench bench(io.get_executor(), b.options);
     pb::Envelope open;
     open.mutable_file_write_open()->set_agent_upgrade(true);
-    auto reply = co_await handlers::file_write(bench.context(), open);
+    auto reply = co_await ops::file_write(bench.context(), open);
     CHECK(reply.error().code() == pb::ERROR_CODE_PERMISSION_DENIED);
     CHECK(reply.error().rule() == "policy.upgrade");
     CHECK(bench.state.uploads->size() == 0);

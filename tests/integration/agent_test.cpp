@@ -9,7 +9,7 @@
 #include <asio/posix/stream_descriptor.hpp>
 #include <catch2/catch.hpp>
 
-#include "qxa/guest/log_text.hpp"
+#include "qxa/guest/core/log_text.hpp"
 #include "support/fake_host.hpp"
 #include "support/notify.hpp"
 #include "support/process.hpp"

@@ -14,7 +14,7 @@
 #include <set>
 #include <thread>
 
-#include "qxa/guest/log_text.hpp"
+#include "qxa/guest/core/log_text.hpp"
 #include "support/cli.hpp"
 #include "support/control_calls.hpp"
 #include "support/daemon.hpp"

@@ -15,7 +15,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "qxa/guest/log_text.hpp"
+#include "qxa/guest/core/log_text.hpp"
 #include "support/cli.hpp"
 #include "support/daemon.hpp"
 #include "support/pinger.hpp"

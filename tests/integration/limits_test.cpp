@@ -18,7 +18,7 @@
 #include "quantix/agent/v1/control.pb.h"
 #include "qxa/common/frame.hpp"
 #include "qxa/common/sha256.hpp"
-#include "qxa/guest/log_text.hpp"
+#include "qxa/guest/core/log_text.hpp"
 #include "qxa/host/agent_client.hpp"
 #include "support/cli.hpp"
 #include "support/daemon.hpp"

@@ -20,7 +20,7 @@
 #include <set>
 #include <thread>
 
-#include "qxa/guest/log_text.hpp"
+#include "qxa/guest/core/log_text.hpp"
 #include "qxa/host/agent_client.hpp"
 #include "support/cli.hpp"
 #include "support/daemon.hpp"

@@ -10,7 +10,7 @@
 #include "support/shipped.hpp"
 #include "support/temp_dir.hpp"
 #ifdef QXA_AGENT_PATH  // tests that run the agent wait on its log texts
-#include "qxa/guest/log_text.hpp"
+#include "qxa/guest/core/log_text.hpp"
 #endif
 
 namespace qxa::test {

@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "qxa/guest/log_text.hpp"
+#include "qxa/guest/core/log_text.hpp"
 #include "support/cli.hpp"
 #include "support/daemon.hpp"
 #include "support/fake_host.hpp"

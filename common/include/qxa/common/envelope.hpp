@@ -22,10 +22,14 @@ inline constexpr std::uint32_t protocol_version = 1;
 result<frame_bytes> encode_message(const google::protobuf::MessageLite& message,
                                    std::size_t max_payload = default_max_frame_size);
 
-inline result<frame_bytes> encode_envelope(
-    const pb::Envelope& envelope, std::size_t max_payload = default_max_frame_size) {
+inline result<frame_bytes> encode_envelope(const pb::Envelope& envelope,
+                                           std::size_t max_payload = default_max_frame_size) {
   return encode_message(envelope, max_payload);
 }
+
+/// Sends what protobuf's runtime reports (while parsing a peer's message) to our log at debug
+/// level; once per process, and done by decode_message().
+void route_protobuf_logs();
 
 /// Parses a frame payload. Returns false when the bytes are not a valid message.
 bool decode_message(std::span<const std::uint8_t> payload, google::protobuf::MessageLite& out);

@@ -2,12 +2,43 @@
 // Small POSIX helpers every part of the project needs the same way.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
+
+#include "qxa/common/error.hpp"
 
 namespace qxa::common {
+
+/// An owned file descriptor.
+class unique_fd {
+ public:
+  unique_fd() = default;
+  explicit unique_fd(int fd) noexcept : fd_(fd) {}
+  unique_fd(unique_fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  unique_fd& operator=(unique_fd&& other) noexcept {
+    if (this != &other) reset(std::exchange(other.fd_, -1));
+    return *this;
+  }
+  unique_fd(const unique_fd&) = delete;
+  unique_fd& operator=(const unique_fd&) = delete;
+  ~unique_fd() { reset(); }
+
+  [[nodiscard]] int get() const noexcept { return fd_; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+  int release() noexcept { return std::exchange(fd_, -1); }
+  void reset(int fd = -1) noexcept;
+
+ private:
+  int fd_ = -1;
+};
+
+/// Reads `fd` to its end; more than `cap` bytes is an error (EFBIG). For a regular file or a
+/// pipe whose writer ends: it blocks as the descriptor does.
+result<std::string> read_all(int fd, std::size_t cap);
 
 /// Writes all of `data` to `fd`, through short writes and EINTR; false (errno set) on an error.
 /// Only write(2): safe in a forked child and in a logger.
