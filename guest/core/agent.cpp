@@ -54,6 +54,7 @@ agent::agent(asio::any_io_executor ex, agent_options options, agent_parts parts,
   state_->freeze = std::make_shared<freezer>(ex_, state_->options.freeze);
   state_->uploads = std::make_shared<upload_table>();
   state_->jobs = std::make_shared<job_table>(ex_, job_limits_of(state_->options));
+  state_->inflight = std::make_shared<inflight_limit>(state_->options.max_inflight_requests);
   // Members, not the frame of exit_when_asked(): that frame may be destroyed after the agent
   // (with the io_context), and must then touch nothing of it.
   exit_asked_ = std::make_unique<common::async_event>(ex_);

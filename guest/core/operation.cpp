@@ -44,7 +44,7 @@ pb::Envelope error_reply(pb::ErrorCode code, std::string message) {
 
 namespace {
 
-pb::Envelope refusal_reply(const request_context& ctx, const char* op, const refusal& why,
+pb::Envelope audited_refusal(const request_context& ctx, const char* op, const refusal& why,
                            pb::ErrorCode code) {
   common::log_warning("audit: op={} session={:016x} request={} outcome=refused rule={}", op,
                       ctx.session_id, ctx.request_id, why.rule);
@@ -56,11 +56,11 @@ pb::Envelope refusal_reply(const request_context& ctx, const char* op, const ref
 }  // namespace
 
 pb::Envelope refused(const request_context& ctx, const char* op, const refusal& why) {
-  return refusal_reply(ctx, op, why, pb::ERROR_CODE_PERMISSION_DENIED);
+  return audited_refusal(ctx, op, why, pb::ERROR_CODE_PERMISSION_DENIED);
 }
 
 pb::Envelope over_limit(const request_context& ctx, const char* op, const refusal& why) {
-  return refusal_reply(ctx, op, why, pb::ERROR_CODE_RESOURCE_EXHAUSTED);
+  return audited_refusal(ctx, op, why, pb::ERROR_CODE_RESOURCE_EXHAUSTED);
 }
 
 pb::ErrorCode error_code_for(int err) noexcept {

@@ -14,16 +14,27 @@ namespace {
 constexpr std::uint32_t min_host_frame = 4096;
 }  // namespace
 
-request_gate::request_gate(std::span<const operation> table, const local_policy& policy, limits l)
-    : table_(table), policy_(policy), limits_(l) {}
+request_gate::request_gate(operation_table table, const local_policy& policy,
+                           inflight_limit& limit)
+    : table_(table), policy_(policy), limit_(limit) {}
 
-const operation* request_gate::find(pb::Envelope::BodyCase body) const {
-  auto it = std::find_if(table_.begin(), table_.end(),
-                         [&](const operation& e) { return e.request == body; });
-  return it == table_.end() ? nullptr : &*it;
+std::vector<std::string> request_gate::capabilities() const {
+  return guest::capabilities(table_);
 }
 
-std::vector<std::string> request_gate::capabilities() const { return guest::capabilities(table_); }
+namespace {
+
+request_gate::refuse refusal_of(refusal_reply no) {
+  using reason = request_gate::reason;
+  const auto why = no.why == refusal_reply::reason::unknown  ? reason::unknown
+                   : no.why == refusal_reply::reason::policy ? reason::policy
+                   : no.why == refusal_reply::reason::frozen ? reason::frozen
+                                                             : reason::busy;
+  return request_gate::refuse{why, no.code, std::move(no.message), std::move(no.rule),
+                              no.operation};
+}
+
+}  // namespace
 
 request_gate::action request_gate::on_envelope(const pb::Envelope& envelope, bool frozen) {
   if (envelope.reply_to() != 0 || envelope.request_id() == 0) return ignore{};
@@ -43,33 +54,16 @@ request_gate::action request_gate::on_envelope(const pb::Envelope& envelope, boo
   if (envelope.has_stream_credit()) {
     return credit{envelope.stream_credit().request_id(), envelope.stream_credit().replies()};
   }
-  const auto* entry = find(envelope.body_case());
-  if (entry == nullptr) {
-    return refuse{reason::unknown,
-                  pb::ERROR_CODE_UNKNOWN_REQUEST,
-                  fmt::format("this agent does not handle {}", common::body_name(envelope)),
-                  {}};
+  // The heartbeat takes no place in flight: it is answered at once.
+  if (envelope.has_ping()) {
+    auto checked = check_request(table_, policy_, envelope, frozen);
+    if (auto* no = std::get_if<refusal_reply>(&checked)) return refusal_of(std::move(*no));
+    return answer_ping{};
   }
-  if (auto no = policy_.check_operation(entry->name)) {
-    return refuse{reason::policy, pb::ERROR_CODE_PERMISSION_DENIED, no->message, no->rule,
-                  entry->name};
-  }
-  if (frozen && !entry->while_frozen) {
-    return refuse{
-        reason::frozen, pb::ERROR_CODE_FAILED_PRECONDITION,
-        fmt::format("the guest's filesystems are frozen: {} must wait for the thaw", entry->name),
-        "frozen", entry->name};
-  }
-  if (envelope.has_ping()) return answer_ping{};
-  if (inflight_ >= limits_.max_inflight) {
-    return refuse{reason::busy,
-                  pb::ERROR_CODE_TOO_MANY_REQUESTS,
-                  fmt::format("{} requests already in flight", inflight_),
-                  {},
-                  entry->name};
-  }
-  ++inflight_;
-  return run{entry};
+  auto admitted_or = admit(table_, policy_, envelope, frozen, limit_);
+  if (auto* no = std::get_if<refusal_reply>(&admitted_or)) return refusal_of(std::move(*no));
+  auto& a = std::get<admitted>(admitted_or);
+  return run{a.op, std::move(a.slot)};
 }
 
 request_gate::action request_gate::on_hello(const pb::Envelope& envelope) {
@@ -91,11 +85,6 @@ request_gate::action request_gate::on_hello(const pb::Envelope& envelope) {
   host_max_frame_ = hello.limits().max_frame_bytes();
   if (host_max_frame_ != 0) host_max_frame_ = std::max(host_max_frame_, min_host_frame);
   return opened;
-}
-
-void request_gate::finished() noexcept {
-  // Called from a scope guard, once per `run`; never below zero.
-  if (inflight_ > 0) --inflight_;
 }
 
 }  // namespace qxa::guest

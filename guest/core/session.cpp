@@ -22,8 +22,7 @@ session::session(agent_state& state, std::shared_ptr<guest_stream> stream,
                  std::optional<operation_table> table)
     : state_(state),
       stream_(std::move(stream)),
-      gate_(table.value_or(state.parts.operations), state.options.policy,
-            {.max_inflight = state.options.max_inflight_requests}) {}
+      gate_(table.value_or(state.parts.operations), state.options.policy, *state.inflight) {}
 
 asio::awaitable<void> session::run() {
   stream_->start();
@@ -57,9 +56,9 @@ asio::awaitable<void> session::run() {
 }
 
 void session::handle(pb::Envelope envelope) {
-  const auto action = gate_.on_envelope(envelope, state_.frozen());
+  auto action = gate_.on_envelope(envelope, state_.frozen());
   std::visit(
-      [&](const auto& a) {
+      [&](auto& a) {
         using A = std::decay_t<decltype(a)>;
         if constexpr (std::is_same_v<A, request_gate::ignore>) {
           common::log_debug("ignored {} (reply_to {}, request_id {})", common::body_name(envelope),
@@ -83,13 +82,13 @@ void session::handle(pb::Envelope envelope) {
           }
         } else {
           static_assert(std::is_same_v<A, request_gate::run>);
-          // The gate counts the request in flight until this coroutine ends, however it ends;
+          // The request holds its place in flight until this coroutine ends, however it ends;
           // the lambda holds the session for as long.
           asio::co_spawn(
               stream_->get_executor(),
-              [self = shared_from_this(), entry = a.entry,
+              [self = shared_from_this(), entry = a.entry, slot = std::move(a.slot),
                request = std::move(envelope)]() mutable {
-                return self->execute(*entry, std::move(request));
+                return self->execute(*entry, std::move(slot), std::move(request));
               },
               common::contained("a request's coroutine"));
         }
@@ -97,33 +96,8 @@ void session::handle(pb::Envelope envelope) {
       action);
 }
 
-asio::awaitable<pb::Envelope> session::guarded(const operation& entry, request_context ctx,
-                                               pb::Envelope request) {
-  // An exception from a handler (a descriptor it could not get, a bug) is its request's
-  // failure, answered at once: otherwise it would never win the race in execute() and the host
-  // would see a timeout much later, or never for a handler with its own deadline.
-  asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
-  try {
-    co_return co_await entry.handle(ctx, std::move(request));
-  } catch (const std::exception& e) {
-    if (cs.cancelled() != asio::cancellation_type::none) {
-      // Stopped (cancelled, timed out, the host gone): the race in execute() has its outcome
-      // already, and an operation ended by that is no failure.
-      common::log_debug("request {} ({}) stopped: {}", ctx.request_id, entry.name, e.what());
-      co_return error_reply(pb::ERROR_CODE_CANCELLED, "stopped");
-    }
-    common::log_error("request {} ({}) of session {:016x} failed inside the agent: {}",
-                      ctx.request_id, entry.name, ctx.session_id, e.what());
-    co_return error_reply(pb::ERROR_CODE_INTERNAL,
-                          fmt::format("{} failed inside the agent: {}", entry.name, e.what()));
-  }
-}
-
-asio::awaitable<void> session::execute(const operation& entry, pb::Envelope request) {
-  struct slot_guard {
-    request_gate& gate;
-    ~slot_guard() { gate.finished(); }
-  } slot{gate_};
+asio::awaitable<void> session::execute(const operation& entry, inflight_limit::slot slot,
+                                      pb::Envelope request) {
   const std::uint64_t id = request.request_id();
   const std::uint64_t stamped = request.session_id();
   if (!gate_.is_current(stamped)) {
@@ -141,36 +115,26 @@ asio::awaitable<void> session::execute(const operation& entry, pb::Envelope requ
     std::uint64_t id;
     ~running_guard() { running.erase(id); }
   } listed{running_, id};
+  // Named, not temporaries of the co_await's full expression: GCC 12 destroys such temporaries
+  // twice when the coroutine suspends inside it (here, a shared_ptr released once too often).
   request_context ctx{state_, stamped, id, shared_from_this()};
-  asio::steady_timer deadline(ex);
-  deadline.expires_after(entry.own_deadline ? std::chrono::nanoseconds::max() / 2
-                                            : state_.options.request_timeout);
-  auto outcome = co_await (guarded(entry, ctx, std::move(request)) ||
-                           deadline.async_wait(asio::use_awaitable) || stop->wait());
+  std::function<asio::awaitable<void>()> wait_stop = [stop] { return stop->wait(); };
+  std::function<std::string()> why = [stop] { return std::string(stop->why); };
+  auto outcome = co_await run_operation(entry, std::move(ctx), std::move(request),
+                                        state_.options.request_timeout, std::move(wait_stop),
+                                        std::move(why));
+  slot = {};  // the operation has ended: its place in flight is free
   // A timeout or a cancellation is logged whoever is left to hear it; "executed" only while
   // the session that asked is current (the logs then show no request of an old session run);
   // the answer goes only to that session.
   const bool current = gate_.is_current(stamped) && stream_->is_open();
-  pb::Envelope answer;
-  bool may_overtake = true;
-  if (outcome.index() == 0) {
-    if (current) {
-      common::log_debug("request {} ({}) of session {:016x} executed", id, entry.name, stamped);
-    }
-    answer = std::move(std::get<0>(outcome));
-    // A final reply never overtakes the request's own partial replies.
-    may_overtake = !stop->sent_progress;
-  } else if (outcome.index() == 1) {
-    common::log_warning(
-        "request {} ({}) timed out after {} ms", id, entry.name,
-        std::chrono::duration_cast<std::chrono::milliseconds>(state_.options.request_timeout)
-            .count());
-    answer = error_reply(pb::ERROR_CODE_TIMEOUT, "the request timed out");
-  } else {
-    common::log_info("request {} ({}) cancelled: {}", id, entry.name, stop->why);
-    answer = error_reply(pb::ERROR_CODE_CANCELLED, fmt::format("cancelled: {}", stop->why));
-    may_overtake = !stop->sent_progress;
+  if (outcome.how == operation_outcome::end::replied && current) {
+    common::log_debug("request {} ({}) of session {:016x} executed", id, entry.name, stamped);
   }
+  // A final reply never overtakes the request's own partial replies.
+  const bool may_overtake =
+      outcome.how == operation_outcome::end::timed_out || !stop->sent_progress;
+  pb::Envelope answer = std::move(outcome.reply);
   if (!current) {
     // Never hand an answer to a session that did not ask.
     common::log_info("reply to request {} ({}) dropped: session {:016x} has ended", id, entry.name,

@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: MIT
 // The qemu-guest-agent commands: each one checked against its QAPI parameters, turned into the
-// native request of its capability, run through the native handler after the native checks,
-// and answered with the QAPI schema's field names (see qga.hpp). One file on purpose: the table
-// at its end and the thirty short translations above it are read together, each translation
-// beside the native request it makes (the file commands, which keep state, are in files.cpp).
+// native request of its capability, run through the pipeline every native request takes
+// (run_operation.hpp), and answered with the QAPI schema's field names (see qga.hpp). A row of
+// the table is {name, arguments, the native request it builds, how its reply is mapped}; the
+// request's operation also says whether the command is enabled. One file on purpose: the table
+// at its end and the short translations above it are read together, each beside the native
+// request it makes (the file commands, which keep state, are in files.cpp).
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <map>
 #include <set>
+#include <type_traits>
 
 #include "file_commands.hpp"
 #include "qxa/common/log.hpp"
@@ -16,6 +19,7 @@
 #include "qxa/guest/core/agent.hpp"
 #include "qxa/guest/core/log_text.hpp"
 #include "qxa/guest/core/operation.hpp"
+#include "qxa/guest/core/run_operation.hpp"
 #include "qxa/guest/ops/ops.hpp"
 #include "qxa/guest/platform/clock.hpp"
 #include "qxa/guest/platform/system_info.hpp"
@@ -31,85 +35,124 @@ namespace {
 // What a native call gave: its reply, or the answer that ends the command (a refusal, an error).
 using native_result = std::variant<pb::Envelope, answer>;
 
-// Whether the native operation behind a command may run now, as the native session decides it:
-// the policy's lists, then the frozen state. The reason when not.
-std::optional<std::string> refusal_of(const agent_state& state, const operation& e) {
-  if (auto no = state.options.policy.check_operation(e.name)) return no->message;
-  if (state.frozen() && !e.while_frozen) return std::string("the guest's filesystems are frozen");
-  return std::nullopt;
+// A refusal as qemu-ga words it, after its audit line.
+answer disabled(const command_call& call, const refusal_reply& no) {
+  common::log_warning("audit: op={} port=qemu-ga command={} {} ({})", no.operation, call.name,
+                      log_text::audit_refused, no.message);
+  return answer::not_found("Command " + call.name + " has been disabled: " + no.message);
 }
 
 }  // namespace
 
 std::optional<answer> native_refusal(const context& ctx, const command_call& call,
-                                     const operation& entry) {
-  auto why = refusal_of(ctx.state, entry);
-  if (!why) return std::nullopt;
-  common::log_warning("audit: op={} port=qemu-ga command={} {} ({})", entry.name, call.name,
-                      log_text::audit_refused, *why);
-  return answer::not_found("Command " + call.name + " has been disabled: " + *why);
+                                     pb::Envelope::BodyCase body) {
+  const auto* op = find_operation(ctx.state.parts.operations, body);
+  if (op == nullptr) return answer::generic("no native operation for " + call.name);
+  if (auto no = check_operation(*op, ctx.state.options.policy, ctx.state.frozen())) {
+    return disabled(call, *no);
+  }
+  return std::nullopt;
 }
 
 namespace {
 
-// Runs the native handler for `request` after the native checks, bounded like a native request.
+// Runs `request` through the pipeline every native request takes (run_operation.hpp): the same
+// admission (policy, frozen, the in-flight places both ports share), deadline and containment.
 // `on_progress` receives its partial replies.
 asio::awaitable<native_result> native(context& ctx, const command_call& call, pb::Envelope request,
                                       std::function<void(const pb::Envelope&)> on_progress = {}) {
-  const auto* entry = ops::find(request.body_case());
-  if (entry == nullptr) co_return answer::generic("no native handler for " + call.name);
-  if (auto refused = native_refusal(ctx, call, *entry)) co_return *refused;
-  request_context rc{ctx.state, 0, ++ctx.commands, nullptr, std::move(on_progress)};
-  auto ex = co_await asio::this_coro::executor;
-  asio::steady_timer deadline(ex);
-  deadline.expires_after(entry->own_deadline ? std::chrono::nanoseconds::max() / 2
-                                             : ctx.state.options.request_timeout);
-  // A handler's exception is this command's failure, as it is a native request's.
-  struct handled {
-    std::optional<pb::Envelope> reply;
-    std::string failure;
-  };
-  auto guarded = [&]() -> asio::awaitable<handled> {
-    try {
-      // Not inside the braces: GCC 12 destroys a co_await's result twice in an initializer.
-      auto reply = co_await entry->handle(rc, std::move(request));
-      co_return handled{std::move(reply), {}};
-    } catch (const std::exception& e) {
-      co_return handled{std::nullopt, e.what()};
+  auto& state = ctx.state;
+  auto admitted_or =
+      admit(state.parts.operations, state.options.policy, request, state.frozen(), *state.inflight);
+  if (auto* no = std::get_if<refusal_reply>(&admitted_or)) {
+    switch (no->why) {
+      case refusal_reply::reason::unknown:
+        co_return answer::generic("no native operation for " + call.name);
+      case refusal_reply::reason::busy:
+        co_return answer::generic(no->message);
+      default:
+        co_return disabled(call, *no);
     }
-  };
-  auto outcome = co_await (guarded() || deadline.async_wait(asio::use_awaitable));
-  if (outcome.index() == 1) {
-    common::log_warning("qemu-ga command {} timed out", call.name);
+  }
+  auto& a = std::get<admitted>(admitted_or);
+  // Named, not a temporary of the co_await's full expression (see session::execute).
+  request_context run_ctx{state, 0, ++ctx.commands, nullptr, std::move(on_progress)};
+  auto outcome = co_await run_operation(*a.op, std::move(run_ctx), std::move(request),
+                                        state.options.request_timeout);
+  if (outcome.how == operation_outcome::end::timed_out) {
     co_return answer::generic(call.name + " timed out");
   }
-  auto& done = std::get<0>(outcome);
-  if (!done.reply) {
-    common::log_error("qemu-ga command {} failed inside the agent: {}", call.name, done.failure);
-    co_return answer::generic(call.name + " failed inside the agent: " + done.failure);
-  }
-  if (done.reply->has_error()) co_return answer::generic(done.reply->error().message());
-  co_return std::move(*done.reply);
+  if (outcome.reply.has_error()) co_return answer::generic(outcome.reply.error().message());
+  co_return std::move(outcome.reply);
 }
 
-// ---- the commands ------------------------------------------------------------------------
+// ---- the rows ------------------------------------------------------------------------------
 
-using command_fn = asio::awaitable<answer> (*)(context&, const command_call&);
+// What fills a command's native request from its arguments: nothing, or the answer that ends
+// the command (bad arguments).
+using build_fn = std::optional<answer> (*)(context&, const command_call&, pb::Envelope&);
+// The command's answer from the native reply.
+using map_fn = answer (*)(context&, const command_call&, const pb::Envelope&);
+// A command that is not one native call: it runs it all (native() for its calls).
+using run_fn = asio::awaitable<answer> (*)(context&, const command_call&);
 
 struct command {
   const char* name;
   std::span<const parameter> params;
-  command_fn run;
-  /// The native request whose checks gate it (guest-info's "enabled"); none: always allowed.
-  pb::Envelope::BodyCase native = pb::Envelope::BODY_NOT_SET;
+  /// The operation of the native request the command makes, which decides whether the command
+  /// is enabled (guest-info) and runs; null for the protocol's own commands.
+  pb::Envelope::BodyCase (*native)() = nullptr;
+  build_fn build = nullptr;
+  map_fn map = nullptr;
+  run_fn run = nullptr;
   bool success_response = true;
 };
 
-// Each command body: `r` is the native call's result; `a` the arguments.
-#define QGA_NATIVE(request)                                                     \
-  auto native_outcome = co_await native(ctx, call, (request));                  \
-  if (auto* refusal = std::get_if<answer>(&native_outcome)) co_return *refusal; \
-  const pb::Envelope& r = std::get<pb::Envelope>(native_outcome)
+// The request a field of the Envelope holds (&pb::Envelope::mutable_info_request: InfoRequest).
+template <auto Field>
+using request_of = std::remove_pointer_t<std::invoke_result_t<decltype(Field), pb::Envelope&>>;
+
+// The body case of the field: from the accessor itself, so a row's request and the operation
+// that gates it cannot differ.
+template <auto Field>
+pb::Envelope::BodyCase body_of() {
+  pb::Envelope e;
+  (void)(e.*Field)();
+  return e.body_case();
+}
+
+// A command that is one native request: `Build` fills it, `Map` answers from the reply.
+template <auto Field, auto Build, auto Map>
+constexpr command native_command(const char* name, std::span<const parameter> params = {},
+                                 bool success_response = true) {
+  return command{name,
+                 params,
+                 &body_of<Field>,
+                 [](context& ctx, const command_call& call, pb::Envelope& e) {
+                   return Build(ctx, call, *(e.*Field)());
+                 },
+                 Map,
+                 nullptr,
+                 success_response};
+}
+
+// A command of several native requests (or none), gated by the operation of `Field`.
+template <auto Field, auto Run>
+constexpr command composite_command(const char* name, std::span<const parameter> params = {}) {
+  return command{name, params, &body_of<Field>, nullptr, nullptr, Run, true};
+}
+
+// A native request with nothing to fill in.
+template <typename Request>
+std::optional<answer> empty(context&, const command_call&, Request&) {
+  return std::nullopt;
+}
+
+answer ok_empty(context&, const command_call&, const pb::Envelope&) {
+  return answer::ok(json::object());
+}
+
+// ---- the protocol's own ----------------------------------------------------------------------
 
 asio::awaitable<answer> sync(context&, const command_call& call) {
   co_return answer::ok(call.arguments["id"]);
@@ -119,27 +162,26 @@ asio::awaitable<answer> ping(context&, const command_call&) {
   co_return answer::ok(json::object());
 }
 
-std::span<const struct command> table();
+std::span<const command> table();
 
 asio::awaitable<answer> info(context& ctx, const command_call&) {
   json commands = json::array();
+  const auto& state = ctx.state;
   for (const auto& c : table()) {
-    const auto* e = ops::find(c.native);
-    commands.push_back({{"enabled", e == nullptr || !refusal_of(ctx.state, *e)},
-                        {"name", c.name},
-                        {"success-response", c.success_response}});
+    bool enabled = true;
+    if (c.native != nullptr) {
+      const auto* op = find_operation(state.parts.operations, c.native());
+      enabled = op != nullptr && !check_operation(*op, state.options.policy, state.frozen());
+    }
+    commands.push_back(
+        {{"enabled", enabled}, {"name", c.name}, {"success-response", c.success_response}});
   }
   co_return answer::ok({{"version", common::software_version}, {"supported_commands", commands}});
 }
 
-pb::Envelope info_request() {
-  pb::Envelope e;
-  e.mutable_info_request();
-  return e;
-}
+// ---- identity, time, users, network ----------------------------------------------------------
 
-asio::awaitable<answer> osinfo(context& ctx, const command_call& call) {
-  QGA_NATIVE(info_request());
+answer osinfo(context&, const command_call&, const pb::Envelope& r) {
   const auto& os = r.info().os();
   json o = json::object();
   const auto put = [&](const char* key, const std::string& v) {
@@ -153,60 +195,45 @@ asio::awaitable<answer> osinfo(context& ctx, const command_call& call) {
   put("kernel-version", os.kernel_version());
   put("machine", os.architecture());
   put("id", os.id());
-  co_return answer::ok(o);
+  return answer::ok(o);
 }
 
-asio::awaitable<answer> host_name(context& ctx, const command_call& call) {
-  QGA_NATIVE(info_request());
-  co_return answer::ok({{"host-name", r.info().hostname()}});
+answer host_name(context&, const command_call&, const pb::Envelope& r) {
+  return answer::ok({{"host-name", r.info().hostname()}});
 }
 
-pb::Envelope time_request(std::optional<std::int64_t> set_ns = std::nullopt) {
-  pb::Envelope e;
-  auto* t = e.mutable_time_request();
-  if (set_ns) {
-    t->set_set(true);
-    t->set_set_unix_ns(*set_ns);
-  }
-  return e;
+answer get_time(context&, const command_call&, const pb::Envelope& r) {
+  return answer::ok(r.time_reply().unix_ns());
 }
 
-asio::awaitable<answer> get_time(context& ctx, const command_call& call) {
-  QGA_NATIVE(time_request());
-  co_return answer::ok(r.time_reply().unix_ns());
-}
-
-asio::awaitable<answer> set_time(context& ctx, const command_call& call) {
+std::optional<answer> build_set_time(context& ctx, const command_call& call,
+                                     pb::TimeRequest& t) {
   std::int64_t target = 0;
   if (call.arguments.contains("time")) {
     target = call.arguments["time"].get<std::int64_t>();
-    if (target <= 0) co_return answer::generic("Invalid parameter 'time'");
+    if (target <= 0) return answer::generic("Invalid parameter 'time'");
   } else {
     // No time given: the hardware clock's, which the hypervisor keeps right (what `virsh
     // domtime --sync` asks for after a pause or a migration).
     const bool local = hardware_clock_is_local(read_file("/etc/adjtime").value_or(""));
     auto rtc = read_hardware_clock(ctx.state.options.rtc_device, local);
-    if (!rtc) co_return answer::generic("cannot read the hardware clock: " + rtc.error().message);
+    if (!rtc) return answer::generic("cannot read the hardware clock: " + rtc.error().message);
     target = rtc.value() * 1'000'000'000;
   }
-  QGA_NATIVE(time_request(target));
-  (void)r;
-  co_return answer::ok(json::object());
+  t.set_set(true);
+  t.set_set_unix_ns(target);
+  return std::nullopt;
 }
 
-asio::awaitable<answer> timezone(context& ctx, const command_call& call) {
-  QGA_NATIVE(time_request());
+answer timezone(context&, const command_call&, const pb::Envelope& r) {
   const auto& t = r.time_reply();
   json o = json::object();
   if (!t.timezone_abbreviation().empty()) o["zone"] = t.timezone_abbreviation();
   o["offset"] = t.utc_offset_seconds();
-  co_return answer::ok(o);
+  return answer::ok(o);
 }
 
-asio::awaitable<answer> users(context& ctx, const command_call& call) {
-  pb::Envelope e;
-  e.mutable_users_request();
-  QGA_NATIVE(std::move(e));
+answer users(context&, const command_call&, const pb::Envelope& r) {
   // One entry per user, with their earliest login, as qemu-ga lists them.
   std::map<std::string, std::int64_t> first;
   std::vector<std::string> order;
@@ -222,13 +249,10 @@ asio::awaitable<answer> users(context& ctx, const command_call& call) {
   for (const auto& u : order) {
     list.push_back({{"user", u}, {"login-time", static_cast<double>(first[u]) / 1000.0}});
   }
-  co_return answer::ok(list);
+  return answer::ok(list);
 }
 
-asio::awaitable<answer> interfaces(context& ctx, const command_call& call) {
-  pb::Envelope e;
-  e.mutable_network_request();
-  QGA_NATIVE(std::move(e));
+answer interfaces(context&, const command_call&, const pb::Envelope& r) {
   json list = json::array();
   for (const auto& i : r.network_reply().interfaces()) {
     json o = {{"name", i.name()}};
@@ -249,7 +273,7 @@ asio::awaitable<answer> interfaces(context& ctx, const command_call& call) {
                        {"tx-errs", i.tx_errors()}, {"tx-dropped", i.tx_dropped()}};
     list.push_back(std::move(o));
   }
-  co_return answer::ok(list);
+  return answer::ok(list);
 }
 
 // ---- disks and filesystems ---------------------------------------------------------------
@@ -291,14 +315,7 @@ json disk_address(const pb::BlockDevice& d) {
   return o;
 }
 
-pb::Envelope disks_request() {
-  pb::Envelope e;
-  e.mutable_disks_request();
-  return e;
-}
-
-asio::awaitable<answer> fsinfo(context& ctx, const command_call& call) {
-  QGA_NATIVE(disks_request());
+answer fsinfo(context&, const command_call&, const pb::Envelope& r) {
   const auto& reply = r.disks_reply();
   std::map<std::string, const pb::BlockDevice*> by_name;
   for (const auto& d : reply.devices()) by_name[d.name()] = &d;
@@ -319,11 +336,10 @@ asio::awaitable<answer> fsinfo(context& ctx, const command_call& call) {
               {"disk", std::move(disks)}};
     list.push_back(std::move(o));
   }
-  co_return answer::ok(list);
+  return answer::ok(list);
 }
 
-asio::awaitable<answer> disks(context& ctx, const command_call& call) {
-  QGA_NATIVE(disks_request());
+answer disks(context&, const command_call&, const pb::Envelope& r) {
   json list = json::array();
   for (const auto& d : r.disks_reply().devices()) {
     json o = {{"name", "/dev/" + d.name()}, {"partition", d.kind() == "partition"}};
@@ -334,58 +350,42 @@ asio::awaitable<answer> disks(context& ctx, const command_call& call) {
     if (!d.alias().empty()) o["alias"] = d.alias();
     list.push_back(std::move(o));
   }
-  co_return answer::ok(list);
+  return answer::ok(list);
 }
 
 // ---- freeze, trim, power -----------------------------------------------------------------
 
-pb::Envelope freeze_status_request() {
-  pb::Envelope e;
-  e.mutable_freeze_status_request();
-  return e;
-}
-
-asio::awaitable<answer> freeze_status(context& ctx, const command_call& call) {
-  QGA_NATIVE(freeze_status_request());
-  co_return answer::ok(r.freeze_status().frozen() ? "frozen" : "thawed");
+answer freeze_status(context&, const command_call&, const pb::Envelope& r) {
+  return answer::ok(r.freeze_status().frozen() ? "frozen" : "thawed");
 }
 
 // How many mounts the request froze or thawed.
-int mounts_done(const pb::FreezeStatus& s) {
+answer mounts_done(context&, const command_call&, const pb::Envelope& r) {
   int n = 0;
-  for (const auto& m : s.mounts()) n += m.ok() ? 1 : 0;
-  return n;
+  for (const auto& m : r.freeze_status().mounts()) n += m.ok() ? 1 : 0;
+  return answer::ok(n);
 }
 
 // A freeze through this port is the native freeze, with its lease: unless thawed, the agent
 // thaws by itself after [freeze] default_lease (qemu-ga stays frozen until told).
-asio::awaitable<answer> freeze(context& ctx, const command_call& call) {
-  pb::Envelope e;
-  auto* f = e.mutable_freeze_request();
+std::optional<answer> build_freeze(context&, const command_call& call, pb::FreezeRequest& f) {
   if (const auto it = call.arguments.find("mountpoints"); it != call.arguments.end()) {
-    for (const auto& m : *it) f->add_mount_points(m.get<std::string>());
+    for (const auto& m : *it) f.add_mount_points(m.get<std::string>());
   }
-  QGA_NATIVE(std::move(e));
-  co_return answer::ok(mounts_done(r.freeze_status()));
+  return std::nullopt;
 }
 
-asio::awaitable<answer> thaw(context& ctx, const command_call& call) {
-  pb::Envelope e;
-  e.mutable_thaw_request();
-  QGA_NATIVE(std::move(e));
-  co_return answer::ok(mounts_done(r.freeze_status()));
-}
-
-asio::awaitable<answer> fstrim(context& ctx, const command_call& call) {
-  pb::Envelope e;
-  auto* t = e.mutable_trim_request();
-  std::int64_t minimum = 0;
+std::optional<answer> build_fstrim(context&, const command_call& call, pb::TrimRequest& t) {
   if (call.arguments.contains("minimum")) {
-    minimum = call.arguments["minimum"].get<std::int64_t>();
-    if (minimum < 0) co_return answer::generic("Invalid parameter 'minimum'");
-    t->set_minimum_bytes(static_cast<std::uint64_t>(minimum));
+    const auto minimum = call.arguments["minimum"].get<std::int64_t>();
+    if (minimum < 0) return answer::generic("Invalid parameter 'minimum'");
+    t.set_minimum_bytes(static_cast<std::uint64_t>(minimum));
   }
-  QGA_NATIVE(std::move(e));
+  return std::nullopt;
+}
+
+answer fstrim(context&, const command_call& call, const pb::Envelope& r) {
+  const auto minimum = call.arguments.value("minimum", std::int64_t{0});
   json paths = json::array();
   for (const auto& m : r.trim_reply().mounts()) {
     json o = {{"path", m.mount_point()}};
@@ -397,62 +397,67 @@ asio::awaitable<answer> fstrim(context& ctx, const command_call& call) {
     }
     paths.push_back(std::move(o));
   }
-  co_return answer::ok({{"paths", paths}});
+  return answer::ok({{"paths", paths}});
 }
 
-asio::awaitable<answer> shutdown(context& ctx, const command_call& call) {
+std::optional<answer> build_shutdown(context&, const command_call& call, pb::PowerRequest& p) {
   const std::string mode = call.arguments.value("mode", std::string("powerdown"));
-  pb::Envelope e;
-  auto* p = e.mutable_power_request();
   if (mode == "powerdown") {
-    p->set_action(pb::PowerRequest::ACTION_POWEROFF);
+    p.set_action(pb::PowerRequest::ACTION_POWEROFF);
   } else if (mode == "reboot") {
-    p->set_action(pb::PowerRequest::ACTION_REBOOT);
+    p.set_action(pb::PowerRequest::ACTION_REBOOT);
   } else if (mode == "halt") {
-    p->set_action(pb::PowerRequest::ACTION_HALT);
+    p.set_action(pb::PowerRequest::ACTION_HALT);
   } else {
     // qemu-ga's words, its missing parenthesis included.
-    co_return answer::generic("mode is invalid (valid values are: halt|powerdown|reboot");
+    return answer::generic("mode is invalid (valid values are: halt|powerdown|reboot");
   }
-  QGA_NATIVE(std::move(e));
-  (void)r;  // the native reply comes before the action
+  return std::nullopt;
+}
+
+answer shutdown(context&, const command_call&, const pb::Envelope&) {
   answer a;
   a.silent = true;  // qemu-ga answers a shutdown only when it fails
-  co_return a;
+  return a;
 }
 
 // ---- accounts ----------------------------------------------------------------------------
 
-asio::awaitable<answer> set_password(context& ctx, const command_call& call) {
+std::optional<answer> build_password(context&, const command_call& call,
+                                     pb::PasswordRequest& p) {
   auto password = from_base64(call.arguments["password"].get<std::string>());
-  if (!password) co_return answer::generic("Invalid parameter 'password': not base64");
-  pb::Envelope e;
-  auto* p = e.mutable_password_request();
-  p->set_user(call.arguments["username"].get<std::string>());
-  p->set_password(std::move(*password));
-  p->set_crypted(call.arguments["crypted"].get<bool>());
-  QGA_NATIVE(std::move(e));
-  (void)r;
-  co_return answer::ok(json::object());
+  if (!password) return answer::generic("Invalid parameter 'password': not base64");
+  p.set_user(call.arguments["username"].get<std::string>());
+  p.set_password(std::move(*password));
+  p.set_crypted(call.arguments["crypted"].get<bool>());
+  return std::nullopt;
+}
+
+void ssh_keys_of(const command_call& call, pb::SshKeysRequest::Action action, const json* keys,
+                 pb::SshKeysRequest& k) {
+  k.set_user(call.arguments["username"].get<std::string>());
+  k.set_action(action);
+  if (keys != nullptr) {
+    for (const auto& key : *keys) k.add_keys(key.get<std::string>());
+  }
 }
 
 pb::Envelope ssh_request(const command_call& call, pb::SshKeysRequest::Action action,
                          const json* keys) {
   pb::Envelope e;
-  auto* k = e.mutable_ssh_keys_request();
-  k->set_user(call.arguments["username"].get<std::string>());
-  k->set_action(action);
-  if (keys != nullptr) {
-    for (const auto& key : *keys) k->add_keys(key.get<std::string>());
-  }
+  ssh_keys_of(call, action, keys, *e.mutable_ssh_keys_request());
   return e;
 }
 
-asio::awaitable<answer> ssh_get(context& ctx, const command_call& call) {
-  QGA_NATIVE(ssh_request(call, pb::SshKeysRequest::ACTION_LIST, nullptr));
+std::optional<answer> build_ssh_get(context&, const command_call& call, pb::SshKeysRequest& k) {
+  ssh_keys_of(call, pb::SshKeysRequest::ACTION_LIST, nullptr, k);
+  return std::nullopt;
+}
+
+answer ssh_get(context&, const command_call&, const pb::Envelope& r) {
   json keys = json::array();
   for (const auto& k : r.ssh_keys_reply().keys()) keys.push_back(k);
-  co_return answer::ok({{"keys", keys}});
+  return answer::ok({{"keys", keys}});
 }
 
 asio::awaitable<answer> ssh_add(context& ctx, const command_call& call) {
@@ -472,116 +477,110 @@ asio::awaitable<answer> ssh_add(context& ctx, const command_call& call) {
       if (auto* refusal = std::get_if<answer>(&removed)) co_return *refusal;
     }
   }
-  QGA_NATIVE(ssh_request(call, pb::SshKeysRequest::ACTION_ADD, &keys));
-  (void)r;
+  auto added = co_await native(ctx, call, ssh_request(call, pb::SshKeysRequest::ACTION_ADD, &keys));
+  if (auto* refusal = std::get_if<answer>(&added)) co_return *refusal;
   co_return answer::ok(json::object());
 }
 
-asio::awaitable<answer> ssh_remove(context& ctx, const command_call& call) {
-  QGA_NATIVE(ssh_request(call, pb::SshKeysRequest::ACTION_REMOVE, &call.arguments["keys"]));
-  (void)r;
-  co_return answer::ok(json::object());
+std::optional<answer> build_ssh_remove(context&, const command_call& call,
+                                       pb::SshKeysRequest& k) {
+  ssh_keys_of(call, pb::SshKeysRequest::ACTION_REMOVE, &call.arguments["keys"], k);
+  return std::nullopt;
 }
 
 // ---- CPUs and memory ---------------------------------------------------------------------
 
-pb::Envelope hotplug_request() {
-  pb::Envelope e;
-  e.mutable_hotplug_request();
-  return e;
-}
-
-asio::awaitable<answer> get_vcpus(context& ctx, const command_call& call) {
-  QGA_NATIVE(hotplug_request());
+answer get_vcpus(context&, const command_call&, const pb::Envelope& r) {
   json list = json::array();
   for (const auto& c : r.hotplug_reply().cpus()) {
     list.push_back(
         {{"online", c.online()}, {"can-offline", c.can_offline()}, {"logical-id", c.id()}});
   }
-  co_return answer::ok(list);
+  return answer::ok(list);
 }
 
-asio::awaitable<answer> set_vcpus(context& ctx, const command_call& call) {
-  pb::Envelope e;
-  auto* h = e.mutable_hotplug_request();
+std::optional<answer> build_set_vcpus(context&, const command_call& call,
+                                      pb::HotplugRequest& h) {
   for (const auto& v : call.arguments["vcpus"]) {
     if (!v.contains("logical-id") || !v["logical-id"].is_number_integer() ||
         !v.contains("online") || !v["online"].is_boolean() ||
         v["logical-id"].get<std::int64_t>() < 0) {
-      co_return answer::generic("Invalid parameter 'vcpus': each needs logical-id and online");
+      return answer::generic("Invalid parameter 'vcpus': each needs logical-id and online");
     }
-    auto* c = h->add_changes();
+    auto* c = h.add_changes();
     c->set_kind(pb::HotplugChange::KIND_CPU);
     c->set_id(v["logical-id"].get<std::uint64_t>());
     c->set_online(v["online"].get<bool>());
   }
-  QGA_NATIVE(std::move(e));
+  return std::nullopt;
+}
+
+answer set_vcpus(context&, const command_call&, const pb::Envelope& r) {
   // qemu-ga's count: the changes done before the first that failed.
   int done = 0;
   for (const auto& o : r.hotplug_reply().outcomes()) {
     if (!o.ok()) {
-      if (done == 0) co_return answer::generic(o.error());
+      if (done == 0) return answer::generic(o.error());
       break;
     }
     ++done;
   }
-  co_return answer::ok(done);
+  return answer::ok(done);
 }
 
-asio::awaitable<answer> memory_blocks(context& ctx, const command_call& call) {
-  QGA_NATIVE(hotplug_request());
+answer memory_blocks(context&, const command_call&, const pb::Envelope& r) {
   json list = json::array();
   for (const auto& m : r.hotplug_reply().memory_blocks()) {
     list.push_back(
         {{"online", m.online()}, {"can-offline", m.can_offline()}, {"phys-index", m.id()}});
   }
-  co_return answer::ok(list);
+  return answer::ok(list);
 }
 
-asio::awaitable<answer> memory_block_info(context& ctx, const command_call& call) {
-  QGA_NATIVE(hotplug_request());
+answer memory_block_info(context&, const command_call&, const pb::Envelope& r) {
   if (r.hotplug_reply().memory_block_bytes() == 0) {
-    co_return answer::generic("this guest has no memory hotplug");
+    return answer::generic("this guest has no memory hotplug");
   }
-  co_return answer::ok({{"size", r.hotplug_reply().memory_block_bytes()}});
+  return answer::ok({{"size", r.hotplug_reply().memory_block_bytes()}});
 }
 
 // ---- commands ----------------------------------------------------------------------------
 
 // guest-exec starts a native detached job; guest-exec-status reads it back by pid.
-asio::awaitable<answer> exec(context& ctx, const command_call& call) {
+std::optional<answer> build_exec(context&, const command_call& call, pb::ExecRequest& x) {
   const auto& a = call.arguments;
-  pb::Envelope e;
-  auto* x = e.mutable_exec_request();
-  x->add_argv(a["path"].get<std::string>());
+  x.add_argv(a["path"].get<std::string>());
   if (a.contains("arg")) {
-    for (const auto& arg : a["arg"]) x->add_argv(arg.get<std::string>());
+    for (const auto& arg : a["arg"]) x.add_argv(arg.get<std::string>());
   }
   if (a.contains("env")) {
     for (const auto& kv : a["env"]) {
       const auto text = kv.get<std::string>();
       const auto eq = text.find('=');
       if (eq == std::string::npos || eq == 0) {
-        co_return answer::generic("Invalid parameter 'env': '" + text + "' is not NAME=VALUE");
+        return answer::generic("Invalid parameter 'env': '" + text + "' is not NAME=VALUE");
       }
-      (*x->mutable_env())[text.substr(0, eq)] = text.substr(eq + 1);
+      (*x.mutable_env())[text.substr(0, eq)] = text.substr(eq + 1);
     }
   }
   if (a.contains("input-data")) {
     auto input = from_base64(a["input-data"].get<std::string>());
-    if (!input) co_return answer::generic("Invalid parameter 'input-data': not base64");
-    x->set_stdin(std::move(*input));
+    if (!input) return answer::generic("Invalid parameter 'input-data': not base64");
+    x.set_stdin(std::move(*input));
   }
-  x->set_detach(true);
-  QGA_NATIVE(std::move(e));
+  x.set_detach(true);
+  return std::nullopt;
+}
+
+answer exec(context& ctx, const command_call& call, const pb::Envelope& r) {
   const auto& job = r.job();
   // A client that never asks for a status leaves no record beyond its job's own (kept for
   // jobs.keep_finished): the records of jobs gone go now.
   std::erase_if(ctx.execs, [&](const auto& entry) {
     return ctx.state.jobs->find(entry.second.job) == nullptr;
   });
-  ctx.execs[job.pid()] = exec_record{job.id(), a.value("capture-output", false)};
-  co_return answer::ok({{"pid", job.pid()}});
+  ctx.execs[job.pid()] = exec_record{job.id(), call.arguments.value("capture-output", false)};
+  return answer::ok({{"pid", job.pid()}});
 }
 
 asio::awaitable<answer> exec_status(context& ctx, const command_call& call) {
@@ -622,7 +621,7 @@ asio::awaitable<answer> exec_status(context& ctx, const command_call& call) {
   co_return answer::ok(o);
 }
 
-#undef QGA_NATIVE
+// ---- the table -----------------------------------------------------------------------------
 
 constexpr parameter sync_params[] = {{"id", param::integer, true}};
 constexpr parameter set_time_params[] = {{"time", param::integer, false}};
@@ -658,46 +657,71 @@ constexpr parameter file_seek_params[] = {{"handle", param::integer, true},
                                           {"offset", param::integer, true},
                                           {"whence", parameter::type::any, true}};
 
-using B = pb::Envelope;
-const struct command commands[] = {
-    {"guest-sync-delimited", sync_params, &sync},
-    {"guest-sync", sync_params, &sync},
-    {"guest-ping", {}, &ping},
-    {"guest-info", {}, &info},
-    {"guest-get-osinfo", {}, &osinfo, B::kInfoRequest},
-    {"guest-get-host-name", {}, &host_name, B::kInfoRequest},
-    {"guest-get-time", {}, &get_time, B::kTimeRequest},
-    {"guest-set-time", set_time_params, &set_time, B::kTimeRequest},
-    {"guest-get-timezone", {}, &timezone, B::kTimeRequest},
-    {"guest-get-users", {}, &users, B::kUsersRequest},
-    {"guest-network-get-interfaces", {}, &interfaces, B::kNetworkRequest},
-    {"guest-get-fsinfo", {}, &fsinfo, B::kDisksRequest},
-    {"guest-get-disks", {}, &disks, B::kDisksRequest},
-    {"guest-fsfreeze-status", {}, &freeze_status, B::kFreezeStatusRequest},
-    {"guest-fsfreeze-freeze", {}, &freeze, B::kFreezeRequest},
-    {"guest-fsfreeze-freeze-list", freeze_list_params, &freeze, B::kFreezeRequest},
-    {"guest-fsfreeze-thaw", {}, &thaw, B::kThawRequest},
-    {"guest-fstrim", fstrim_params, &fstrim, B::kTrimRequest},
-    {"guest-shutdown", shutdown_params, &shutdown, B::kPowerRequest, false},
-    {"guest-exec", exec_params, &exec, B::kExecRequest},
-    {"guest-exec-status", exec_status_params, &exec_status, B::kAttachRequest},
-    {"guest-file-open", file_open_params, &file_open, B::kFileReadRequest},
-    {"guest-file-close", handle_params, &file_close},
-    {"guest-file-read", file_read_params, &file_read, B::kFileReadRequest},
-    {"guest-file-write", file_write_params, &file_write, B::kFileWriteOpen},
-    {"guest-file-seek", file_seek_params, &file_seek},
-    {"guest-file-flush", handle_params, &file_flush},
-    {"guest-set-user-password", password_params, &set_password, B::kPasswordRequest},
-    {"guest-ssh-get-authorized-keys", ssh_get_params, &ssh_get, B::kSshKeysRequest},
-    {"guest-ssh-add-authorized-keys", ssh_add_params, &ssh_add, B::kSshKeysRequest},
-    {"guest-ssh-remove-authorized-keys", ssh_remove_params, &ssh_remove, B::kSshKeysRequest},
-    {"guest-get-vcpus", {}, &get_vcpus, B::kHotplugRequest},
-    {"guest-set-vcpus", set_vcpus_params, &set_vcpus, B::kHotplugRequest},
-    {"guest-get-memory-blocks", {}, &memory_blocks, B::kHotplugRequest},
-    {"guest-get-memory-block-info", {}, &memory_block_info, B::kHotplugRequest},
+using E = pb::Envelope;
+constexpr auto info_request = &E::mutable_info_request;
+constexpr auto time_request = &E::mutable_time_request;
+constexpr auto disks_request = &E::mutable_disks_request;
+constexpr auto hotplug_request = &E::mutable_hotplug_request;
+constexpr auto ssh_keys_request = &E::mutable_ssh_keys_request;
+constexpr auto freeze_request = &E::mutable_freeze_request;
+
+const command commands[] = {
+    {"guest-sync-delimited", sync_params, nullptr, nullptr, nullptr, &sync},
+    {"guest-sync", sync_params, nullptr, nullptr, nullptr, &sync},
+    {"guest-ping", {}, nullptr, nullptr, nullptr, &ping},
+    {"guest-info", {}, nullptr, nullptr, nullptr, &info},
+    native_command<info_request, &empty<pb::InfoRequest>, &osinfo>("guest-get-osinfo"),
+    native_command<info_request, &empty<pb::InfoRequest>, &host_name>("guest-get-host-name"),
+    native_command<time_request, &empty<pb::TimeRequest>, &get_time>("guest-get-time"),
+    native_command<time_request, &build_set_time, &ok_empty>("guest-set-time", set_time_params),
+    native_command<time_request, &empty<pb::TimeRequest>, &timezone>("guest-get-timezone"),
+    native_command<&E::mutable_users_request, &empty<pb::UsersRequest>, &users>(
+        "guest-get-users"),
+    native_command<&E::mutable_network_request, &empty<pb::NetworkRequest>, &interfaces>(
+        "guest-network-get-interfaces"),
+    native_command<disks_request, &empty<pb::DisksRequest>, &fsinfo>("guest-get-fsinfo"),
+    native_command<disks_request, &empty<pb::DisksRequest>, &disks>("guest-get-disks"),
+    native_command<&E::mutable_freeze_status_request, &empty<pb::FreezeStatusRequest>,
+                   &freeze_status>("guest-fsfreeze-status"),
+    native_command<freeze_request, &build_freeze, &mounts_done>("guest-fsfreeze-freeze"),
+    native_command<freeze_request, &build_freeze, &mounts_done>("guest-fsfreeze-freeze-list",
+                                                                freeze_list_params),
+    native_command<&E::mutable_thaw_request, &empty<pb::ThawRequest>, &mounts_done>(
+        "guest-fsfreeze-thaw"),
+    native_command<&E::mutable_trim_request, &build_fstrim, &fstrim>("guest-fstrim",
+                                                                     fstrim_params),
+    native_command<&E::mutable_power_request, &build_shutdown, &shutdown>(
+        "guest-shutdown", shutdown_params, false),
+    native_command<&E::mutable_exec_request, &build_exec, &exec>("guest-exec", exec_params),
+    composite_command<&E::mutable_attach_request, &exec_status>("guest-exec-status",
+                                                               exec_status_params),
+    composite_command<&E::mutable_file_read_request, &file_open>("guest-file-open",
+                                                                file_open_params),
+    {"guest-file-close", handle_params, nullptr, nullptr, nullptr, &file_close},
+    composite_command<&E::mutable_file_read_request, &file_read>("guest-file-read",
+                                                                file_read_params),
+    composite_command<&E::mutable_file_write_open, &file_write>("guest-file-write",
+                                                               file_write_params),
+    {"guest-file-seek", file_seek_params, nullptr, nullptr, nullptr, &file_seek},
+    {"guest-file-flush", handle_params, nullptr, nullptr, nullptr, &file_flush},
+    native_command<&E::mutable_password_request, &build_password, &ok_empty>(
+        "guest-set-user-password", password_params),
+    native_command<ssh_keys_request, &build_ssh_get, &ssh_get>("guest-ssh-get-authorized-keys",
+                                                              ssh_get_params),
+    composite_command<ssh_keys_request, &ssh_add>("guest-ssh-add-authorized-keys",
+                                                  ssh_add_params),
+    native_command<ssh_keys_request, &build_ssh_remove, &ok_empty>(
+        "guest-ssh-remove-authorized-keys", ssh_remove_params),
+    native_command<hotplug_request, &empty<pb::HotplugRequest>, &get_vcpus>("guest-get-vcpus"),
+    native_command<hotplug_request, &build_set_vcpus, &set_vcpus>("guest-set-vcpus",
+                                                                 set_vcpus_params),
+    native_command<hotplug_request, &empty<pb::HotplugRequest>, &memory_blocks>(
+        "guest-get-memory-blocks"),
+    native_command<hotplug_request, &empty<pb::HotplugRequest>, &memory_block_info>(
+        "guest-get-memory-block-info"),
 };
 
-std::span<const struct command> table() { return commands; }
+std::span<const command> table() { return commands; }
 
 }  // namespace
 
@@ -709,12 +733,17 @@ std::vector<std::string> command_names() {
 
 asio::awaitable<answer> run_command(context& ctx, const command_call& call) {
   const auto* c = std::find_if(std::begin(commands), std::end(commands),
-                               [&](const struct command& x) { return call.name == x.name; });
+                               [&](const command& x) { return call.name == x.name; });
   if (c == std::end(commands)) {
     co_return answer::not_found("The command " + call.name + " has not been found");
   }
   if (auto bad = check_arguments(call.arguments, c->params)) co_return *bad;
-  co_return co_await c->run(ctx, call);
+  if (c->run != nullptr) co_return co_await c->run(ctx, call);
+  pb::Envelope request;
+  if (auto bad = c->build(ctx, call, request)) co_return *bad;
+  auto reply = co_await native(ctx, call, std::move(request));
+  if (auto* refusal = std::get_if<answer>(&reply)) co_return *refusal;
+  co_return c->map(ctx, call, std::get<pb::Envelope>(reply));
 }
 
 }  // namespace qxa::guest::qga

@@ -11,11 +11,11 @@
 
 namespace qxa::guest::qga {
 
-/// The native session's checks for the operation of `entry` (the policy's lists, then the
-/// frozen state): nothing when it may run; else the answer "Command NAME has been disabled:
-/// why", after its audit line.
+/// The native checks for the operation that answers `body` (the policy's lists, then the
+/// frozen state), as run_operation() makes them: nothing when it may run; else the answer
+/// "Command NAME has been disabled: why", after its audit line.
 std::optional<answer> native_refusal(const context& ctx, const command_call& call,
-                                     const operation& entry);
+                                     pb::Envelope::BodyCase body);
 
 asio::awaitable<answer> file_open(context& ctx, const command_call& call);
 asio::awaitable<answer> file_close(context& ctx, const command_call& call);

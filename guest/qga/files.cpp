@@ -53,7 +53,7 @@ std::optional<mode_bits> parse_mode(const std::string& m) {
 // The native checks for an operation: file-read's or file-write's (see native_refusal).
 std::optional<answer> gate(const context& ctx, const command_call& call,
                            pb::Envelope::BodyCase body) {
-  return native_refusal(ctx, call, *ops::find(body));
+  return native_refusal(ctx, call, body);
 }
 
 request_context native_context(context& ctx) {

@@ -155,6 +155,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // An upgrade stages next to, and swaps, this binary: a path inside the sandbox instead.
   state.options.upgrade.binary = "/usr/sbin/quantix-kvm-agent";
   state.jobs = std::make_shared<qg::job_table>(io.get_executor(), qg::job_limits_of(state.options));
+  state.inflight = std::make_shared<qg::inflight_limit>(state.options.max_inflight_requests);
   auto stream = qg::guest_stream::create(std::move(agent_end));
   auto s = std::make_shared<qg::session>(state, stream);
   bool ended = false;

@@ -21,6 +21,7 @@ struct handler_bench {
     state.freeze = std::make_shared<qg::freezer>(ex, state.options.freeze);
     state.uploads = std::make_shared<qg::upload_table>();
     state.jobs = std::make_shared<qg::job_table>(ex, qg::job_limits_of(state.options));
+    state.inflight = std::make_shared<qg::inflight_limit>(state.options.max_inflight_requests);
   }
   qg::request_context context(std::uint64_t request_id = 1) {
     return {state, 0x5e55, request_id, nullptr};

@@ -109,7 +109,8 @@ const A& as(const request_gate::action& a) {
 TEST_CASE("the gate: replies and events from the host are ignored, all else needs a session",
           "[unit][guest]") {
   qg::local_policy policy;
-  request_gate gate(test_table, policy, {});
+  qg::inflight_limit limit(64);
+  request_gate gate(test_table, policy, limit);
   pb::Envelope reply = info(0);
   reply.set_reply_to(5);
   as<request_gate::ignore>(gate.on_envelope(reply, false));
@@ -126,7 +127,8 @@ TEST_CASE("the gate: replies and events from the host are ignored, all else need
 TEST_CASE("the gate: a Hello opens, repeats or replaces a session, and only ids that agree",
           "[unit][guest]") {
   qg::local_policy policy;
-  request_gate gate(test_table, policy, {});
+  qg::inflight_limit limit(64);
+  request_gate gate(test_table, policy, limit);
   auto bad = hello(1, session_a);
   bad.mutable_hello()->set_session_id(session_b);
   CHECK(as<request_gate::refuse>(gate.on_envelope(bad, false)).why ==
@@ -156,7 +158,8 @@ TEST_CASE("the gate: a Hello opens, repeats or replaces a session, and only ids 
 TEST_CASE("the gate: a host's frame limit is kept, never below what an error needs",
           "[unit][guest]") {
   qg::local_policy policy;
-  request_gate gate(test_table, policy, {});
+  qg::inflight_limit limit(64);
+  request_gate gate(test_table, policy, limit);
   as<request_gate::open_session>(gate.on_envelope(hello(1, session_a), false));
   CHECK(gate.host_max_frame() == 0);
   as<request_gate::open_session>(gate.on_envelope(hello(2, session_a, 100), false));
@@ -169,7 +172,8 @@ TEST_CASE("the gate: unknown, refused by policy, frozen, and over the in-flight 
           "[unit][guest]") {
   qg::local_policy policy;
   policy.block = {"info"};
-  request_gate gate(test_table, policy, {.max_inflight = 2});
+  qg::inflight_limit limit(2);
+  request_gate gate(test_table, policy, limit);
   as<request_gate::open_session>(gate.on_envelope(hello(1, session_a), false));
 
   auto unknown = request(2, session_a, [](pb::Envelope& e) { e.mutable_power_request(); });
@@ -203,29 +207,38 @@ TEST_CASE("the gate: unknown, refused by policy, frozen, and over the in-flight 
   CHECK(given.target == 5);
   CHECK(given.replies == 2);
 
-  // Two in flight (telemetry above and this one); a third waits for a slot; pings never do.
-  as<request_gate::run>(gate.on_envelope(time, false));
+  // Two in flight (telemetry and this one, each holding its slot); a third waits for a slot;
+  // pings never do. A slot is given back when the request that held it ends.
+  std::optional<request_gate::action> held =
+      gate.on_envelope(telemetry, false);  // the run above let its slot go at once
+  auto second = gate.on_envelope(time, false);
+  as<request_gate::run>(second);
   CHECK(gate.inflight() == 2);
+  CHECK(limit.count() == 2);  // the limit the ports share
   auto busy = as<request_gate::refuse>(gate.on_envelope(time, false));
   CHECK(busy.code == pb::ERROR_CODE_TOO_MANY_REQUESTS);
   as<request_gate::answer_ping>(gate.on_envelope(session_ping(8), false));
-  gate.finished();
-  as<request_gate::run>(gate.on_envelope(time, false));
-  gate.finished();
-  gate.finished();
-  gate.finished();  // never below zero
+  held.reset();
+  CHECK(gate.inflight() == 1);
+  {
+    auto third = gate.on_envelope(time, false);
+    as<request_gate::run>(third);
+    CHECK(gate.inflight() == 2);
+  }
+  second = request_gate::ignore{};
   CHECK(gate.inflight() == 0);
 }
 
 TEST_CASE("the gate lists each capability once, cancel and stream-credit", "[unit][guest]") {
   qg::local_policy policy;
-  request_gate gate(test_table, policy, {});
+  qg::inflight_limit limit(64);
+  request_gate gate(test_table, policy, limit);
   const auto caps = gate.capabilities();
   CHECK(std::count(caps.begin(), caps.end(), "file-write") == 1);
   CHECK(std::count(caps.begin(), caps.end(), "cancel") == 1);
   CHECK(std::count(caps.begin(), caps.end(), "stream-credit") == 1);
   CHECK(caps.size() == 8);
-  request_gate real(ops::table(), policy, {});
+  request_gate real(ops::table(), policy, limit);
   const auto all = real.capabilities();
   for (const auto& c : all) CHECK(std::count(all.begin(), all.end(), c) == 1);
 }

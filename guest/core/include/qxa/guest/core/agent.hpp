@@ -19,6 +19,7 @@
 #include "qxa/guest/core/operation.hpp"
 #include "qxa/guest/core/policy.hpp"
 #include "qxa/guest/core/port.hpp"
+#include "qxa/guest/core/run_operation.hpp"
 #include "qxa/guest/mech/freezer.hpp"
 #include "qxa/guest/mech/jobs.hpp"
 #include "qxa/guest/mech/upgrade.hpp"
@@ -127,6 +128,8 @@ struct agent_state {
   std::shared_ptr<freezer> freeze = nullptr;
   std::shared_ptr<upload_table> uploads = nullptr;
   std::shared_ptr<job_table> jobs = nullptr;
+  /// The requests running, whichever port asked (limits.max_inflight_requests).
+  std::shared_ptr<inflight_limit> inflight = nullptr;
   /// A suspend runs from its request until the resume hooks ran after the wake-up.
   bool suspending = false;
   /// How the last suspend that returned went (Info.last_resume).

@@ -6,9 +6,10 @@
 //
 // The order of the checks is the protocol's: replies and events from the host are ignored; a
 // Hello opens (or repeats) a session; anything else needs a session, and the current one; a
-// cancel is answered at once; then the request must be known, allowed by the local policy,
-// possible while frozen, and within the in-flight limit. Ping is answered inline (no coroutine)
-// once it passes the same checks.
+// cancel is answered at once; then the pipeline's admission (run_operation.hpp): the request
+// must be known, allowed by the local policy, possible while frozen, and within the in-flight
+// limit the ports share. Ping is answered inline (no coroutine) once it passes the same checks
+// but the last.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +21,7 @@
 #include "qxa/guest/core/log_text.hpp"
 #include "qxa/guest/core/operation.hpp"
 #include "qxa/guest/core/policy.hpp"
+#include "qxa/guest/core/run_operation.hpp"
 
 namespace qxa::guest {
 
@@ -27,10 +29,6 @@ namespace pb = ::quantix::agent::v1;
 
 class request_gate {
  public:
-  struct limits {
-    std::uint32_t max_inflight = 64;
-  };
-
   /// Replies and events from the host: nothing to do.
   struct ignore {};
   /// Why a request is refused; the session logs each kind its own way (policy refusals with an
@@ -62,24 +60,24 @@ class request_gate {
     std::uint64_t target = 0;
     std::uint32_t replies = 0;
   };
-  /// Run `entry`'s handler; the gate counts it in flight until finished() is called.
+  /// Run `entry`'s operation, holding `slot` (its place among the requests in flight) until
+  /// it has ended.
   struct run {
     const operation* entry = nullptr;
+    inflight_limit::slot slot;
   };
   using action = std::variant<ignore, refuse, open_session, answer_ping, cancel, credit, run>;
 
-  request_gate(std::span<const operation> table, const local_policy& policy, limits l);
+  request_gate(operation_table table, const local_policy& policy, inflight_limit& limit);
 
   /// The action for one envelope from the host. `frozen`: the guest's filesystems are frozen.
   action on_envelope(const pb::Envelope& envelope, bool frozen);
-  /// A request started by a `run` action has ended (replied, timed out, cancelled, dropped).
-  void finished() noexcept;
 
   /// The session opened by the latest Hello; 0 before any.
   [[nodiscard]] std::uint64_t session() const noexcept { return session_; }
   /// The largest frame the host accepts, from its Hello (at least 4096); 0 when it gave none.
   [[nodiscard]] std::uint32_t host_max_frame() const noexcept { return host_max_frame_; }
-  [[nodiscard]] std::uint32_t inflight() const noexcept { return inflight_; }
+  [[nodiscard]] std::uint32_t inflight() const noexcept { return limit_.count(); }
   /// Whether a request stamped with `session` still belongs to the current session.
   [[nodiscard]] bool is_current(std::uint64_t session) const noexcept {
     return session != 0 && session == session_;
@@ -89,14 +87,11 @@ class request_gate {
 
  private:
   action on_hello(const pb::Envelope& envelope);
-  [[nodiscard]] const operation* find(pb::Envelope::BodyCase body) const;
-
-  std::span<const operation> table_;
+  operation_table table_;
   const local_policy& policy_;
-  limits limits_;
+  inflight_limit& limit_;
   std::uint64_t session_ = 0;
   std::uint32_t host_max_frame_ = 0;
-  std::uint32_t inflight_ = 0;
 };
 
 }  // namespace qxa::guest

@@ -55,10 +55,10 @@ class session : public std::enable_shared_from_this<session> {
   /// `may_overtake`: a small reply goes ahead of queued bulk data.
   void reply(std::uint64_t request_id, pb::Envelope body, bool may_overtake = true);
   void cancel(std::uint64_t request_id, std::uint64_t target);
-  asio::awaitable<void> execute(const operation& entry, pb::Envelope request);
-  /// Runs a handler; an exception becomes an INTERNAL error reply, logged with the ids.
-  static asio::awaitable<pb::Envelope> guarded(const operation& entry, request_context ctx,
-                                               pb::Envelope request);
+  /// Runs an admitted request through run_operation(), holding its place in flight, and
+  /// answers it while its session is current.
+  asio::awaitable<void> execute(const operation& entry, inflight_limit::slot slot,
+                                pb::Envelope request);
 
   /// A running request's way to be stopped early, and the credit its partial replies have.
   struct stopper {
