@@ -22,6 +22,17 @@ struct trim_report {
     s->resize(common::utf8_prefix(*s, limits.max_name_bytes).size());
     ++names_cut;
   }
+  // A text that may be longer than a name (a path, a key): cut to `max` bytes, counted as `what`.
+  void cut(std::string* s, std::size_t max, const char* what) {
+    if (s->size() <= max) return;
+    // Bytes on the wire, not UTF-8 (a file name, a key's comment): cut where the limit falls.
+    s->resize(max);
+    const auto said = fmt::format("{} cut to {} bytes", what, max);
+    if (dropped.find(said) == std::string::npos) {
+      dropped += fmt::format("{}{}", dropped.empty() ? "" : "; ", said);
+    }
+  }
+  void path(std::string* s) { cut(s, limits.max_path_bytes, "paths"); }
   template <typename Repeated>
   void count(Repeated* items, std::size_t max, const char* what) {
     const auto n = static_cast<std::size_t>(items->size());
@@ -167,6 +178,21 @@ pb::HelloAck known_only(const pb::HelloAck& in) {
   return out;
 }
 
+pb::FileStat known_only(const pb::FileStat& in) {
+  pb::FileStat out;
+  out.set_path(in.path());
+  out.set_type(in.type());
+  out.set_size(in.size());
+  out.set_mode(in.mode());
+  out.set_uid(in.uid());
+  out.set_gid(in.gid());
+  out.set_mtime_unix_ms(in.mtime_unix_ms());
+  out.set_symlink_target(in.symlink_target());
+  return out;
+}
+
+pb::PasswordReply known_only(const pb::PasswordReply&) { return {}; }
+
 // Replaces `m` by its known fields, noting what that dropped.
 template <typename Message>
 void keep_known(Message* m, trim_report& r) {
@@ -180,7 +206,8 @@ void keep_known(Message* m, trim_report& r) {
 
 void cap_os(pb::OsInfo* os, trim_report& r) {
   for (auto* s :
-       {os->mutable_name(), os->mutable_version(), os->mutable_id(), os->mutable_pretty_name(),
+       {os->mutable_name(), os->mutable_version(), os->mutable_version_name(), os->mutable_id(),
+        os->mutable_pretty_name(),
         os->mutable_kernel_release(), os->mutable_kernel_version(), os->mutable_architecture()}) {
     r.name(s);
   }
@@ -217,6 +244,12 @@ void cap_hooks(google::protobuf::RepeatedPtrField<pb::HookOutcome>* hooks, trim_
 }
 
 // A job's command line: its entries, and their bytes in all.
+void cap_file_stat(pb::FileStat& f, trim_report& r) {
+  keep_known(&f, r);
+  r.path(f.mutable_path());
+  r.path(f.mutable_symlink_target());
+}
+
 void cap_job(pb::Job& j, trim_report& r) {
   r.count(j.mutable_argv(), r.limits.max_job_args, "arguments of a job");
   std::size_t left = r.limits.max_command_bytes;
@@ -331,6 +364,7 @@ std::string cap_guest_message(pb::Envelope& message, const guest_data_limits& li
         r.name(m.mutable_error());
       }
       r.count(f->mutable_hook_errors(), r.limits.max_disks, "hook errors");
+      for (auto& e : *f->mutable_hook_errors()) r.cut(&e, r.limits.max_error_bytes, "hook errors");
       r.name(f->mutable_thawed_by());
       break;
     }
@@ -456,10 +490,120 @@ std::string cap_guest_message(pb::Envelope& message, const guest_data_limits& li
       r.name(e->mutable_rule());
       break;
     }
+    case pb::Envelope::kHostnameReply:
+      r.name(message.mutable_hostname_reply()->mutable_hostname());
+      break;
+    case pb::Envelope::kFileStat:
+      cap_file_stat(*message.mutable_file_stat(), r);
+      break;
+    case pb::Envelope::kDirList: {
+      auto* d = message.mutable_dir_list();
+      r.count(d->mutable_entries(), r.limits.max_dir_entries, "directory entries");
+      for (auto& e : *d->mutable_entries()) cap_file_stat(e, r);
+      r.path(d->mutable_next_after());
+      break;
+    }
+    case pb::Envelope::kPasswordReply:
+      keep_known(message.mutable_password_reply(), r);
+      break;
+    case pb::Envelope::kSshKeysReply: {
+      auto* k = message.mutable_ssh_keys_reply();
+      r.count(k->mutable_keys(), r.limits.max_ssh_keys, "ssh keys");
+      for (auto& key : *k->mutable_keys()) r.cut(&key, r.limits.max_ssh_key_bytes, "ssh keys");
+      break;
+    }
     default:
+      if (how_taken(message.body_case()) == guest_body::not_taken) {
+        const std::string name = common::body_name(message);
+        auto* e = message.mutable_error();
+        e->set_code(pb::ERROR_CODE_INTERNAL);
+        e->set_message(fmt::format("the agent answered with a request ({})", name));
+        r.dropped += fmt::format("{}a request ({}) where a reply belongs",
+                                 r.dropped.empty() ? "" : "; ", name);
+      }
       break;
   }
   return r.text();
+}
+
+guest_body how_taken(pb::Envelope::BodyCase body) noexcept {
+  switch (body) {
+    // Capped by cap_guest_message().
+    case pb::Envelope::kHelloAck:
+    case pb::Envelope::kError:
+    case pb::Envelope::kAgentReady:
+    case pb::Envelope::kInfo:
+    case pb::Envelope::kTelemetry:
+    case pb::Envelope::kTimeReply:
+    case pb::Envelope::kHostnameReply:
+    case pb::Envelope::kUsersReply:
+    case pb::Envelope::kNetworkReply:
+    case pb::Envelope::kJob:
+    case pb::Envelope::kJobsReply:
+    case pb::Envelope::kFileStat:
+    case pb::Envelope::kDirList:
+    case pb::Envelope::kPowerReply:
+    case pb::Envelope::kSuspendReply:
+    case pb::Envelope::kFreezeStatus:
+    case pb::Envelope::kTrimReply:
+    case pb::Envelope::kDisksReply:
+    case pb::Envelope::kPasswordReply:
+    case pb::Envelope::kSshKeysReply:
+    case pb::Envelope::kHotplugReply:
+    case pb::Envelope::kUpgradeStatus:
+      return guest_body::capped;
+    // Numbers and flags, or data the caller asked for and streams on (a file's bytes, a
+    // process's output), each bounded by the frame limit.
+    case pb::Envelope::kPong:
+    case pb::Envelope::kCancelReply:
+    case pb::Envelope::kExecOutput:
+    case pb::Envelope::kExecResult:
+    case pb::Envelope::kFileChunk:
+    case pb::Envelope::kFileReadResult:
+    case pb::Envelope::kFileWriteReply:
+    case pb::Envelope::kFileChangeReply:
+    case pb::Envelope::BODY_NOT_SET:
+      return guest_body::bounded;
+    // What the host asks.
+    case pb::Envelope::kHello:
+    case pb::Envelope::kPing:
+    case pb::Envelope::kInfoRequest:
+    case pb::Envelope::kTelemetryRequest:
+    case pb::Envelope::kStreamCredit:
+    case pb::Envelope::kTimeRequest:
+    case pb::Envelope::kHostnameRequest:
+    case pb::Envelope::kCancelRequest:
+    case pb::Envelope::kUsersRequest:
+    case pb::Envelope::kNetworkRequest:
+    case pb::Envelope::kExecRequest:
+    case pb::Envelope::kJobsRequest:
+    case pb::Envelope::kAttachRequest:
+    case pb::Envelope::kKillJobRequest:
+    case pb::Envelope::kFileReadRequest:
+    case pb::Envelope::kFileWriteOpen:
+    case pb::Envelope::kFileWriteChunk:
+    case pb::Envelope::kFileWriteClose:
+    case pb::Envelope::kFileStatRequest:
+    case pb::Envelope::kDirListRequest:
+    case pb::Envelope::kMkdirRequest:
+    case pb::Envelope::kRemoveRequest:
+    case pb::Envelope::kMoveRequest:
+    case pb::Envelope::kPowerRequest:
+    case pb::Envelope::kSuspendRequest:
+    case pb::Envelope::kFreezeRequest:
+    case pb::Envelope::kThawRequest:
+    case pb::Envelope::kFreezeStatusRequest:
+    case pb::Envelope::kTrimRequest:
+    case pb::Envelope::kDisksRequest:
+    case pb::Envelope::kPasswordRequest:
+    case pb::Envelope::kSshKeysRequest:
+    case pb::Envelope::kHotplugRequest:
+    case pb::Envelope::kUpgradeRequest:
+    case pb::Envelope::kUpgradeConfirmRequest:
+    case pb::Envelope::kUpgradeStatusRequest:
+      return guest_body::not_taken;
+  }
+  return guest_body::not_taken;  // a value outside the enum: taken as nothing
 }
 
 }  // namespace qxa::host

@@ -34,10 +34,25 @@ struct guest_data_limits {
   std::size_t max_job_args = 256;         ///< a job's argv entries
   std::size_t max_command_bytes = 4096;   ///< a job's argv, all entries together
   std::size_t max_error_bytes = 4096;     ///< the message of an Error reply
+  std::size_t max_path_bytes = 4096;      ///< a path or link target in a file's status (PATH_MAX)
+  std::size_t max_dir_entries = 10'000;   ///< entries in one page of a listing (the agent's most)
+  std::size_t max_ssh_keys = 1024;        ///< keys in an ssh-key reply
+  std::size_t max_ssh_key_bytes = 16384;  ///< one authorized_keys line (OpenSSH's own limit)
 };
 
-/// Caps a message from a guest in place: its telemetry, HelloAck, Info or Error body (other
-/// bodies are left alone). What the host keeps (telemetry, the HelloAck, OS info) is also
+/// How the host takes each body a guest may send. Every body of the schema has one: how_taken()
+/// is a switch without default over the generated cases, so a body added to the schema fails
+/// the build until it is placed, and a unit test fills each capped body past every limit from
+/// the schema's descriptors and checks what is left.
+enum class guest_body {
+  capped,     ///< cut to guest_data_limits by cap_guest_message()
+  bounded,    ///< numbers only, or bulk data its caller streams on, bounded by the frame limit
+  not_taken,  ///< a request, which an agent never sends: its caller gets an Error instead
+};
+guest_body how_taken(pb::Envelope::BodyCase body) noexcept;
+
+/// Caps a message from a guest in place, by how_taken(): a capped body is cut to `limits`, a
+/// request is replaced by an Error, a bounded body is left alone. What the host keeps (telemetry, the HelloAck, OS info) is also
 /// reduced to the fields this build knows: protobuf would keep and forward unknown ones. Returns
 /// what was cut, for a log line ("12 disks over the limit of 32; 3 names cut to 128 bytes"), or an
 /// empty string when the message was within the limits.
