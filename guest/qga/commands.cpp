@@ -438,7 +438,12 @@ void ssh_keys_of(const command_call& call, pb::SshKeysRequest::Action action, co
   k.set_user(call.arguments["username"].get<std::string>());
   k.set_action(action);
   if (keys != nullptr) {
-    for (const auto& key : *keys) k.add_keys(key.get<std::string>());
+    // A blank entry is no key, and is passed over as qemu-ga does: virsh set-user-sshkeys
+    // --file sends the file's lines, its trailing empty one too.
+    for (const auto& key : *keys) {
+      const auto& text = key.get_ref<const std::string&>();
+      if (text.find_first_not_of(" \t\r") != std::string::npos) k.add_keys(text);
+    }
   }
 }
 

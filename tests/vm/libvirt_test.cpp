@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "support/cli.hpp"
@@ -204,6 +205,21 @@ TEST_CASE(
     const auto shadow = run_cli(
         {"--control-socket", ctl, "exec", name, "--", "/bin/grep", "^alice:", "/etc/shadow"});
     CHECK_THAT(shadow.out, Catch::StartsWith("alice:$"));
+
+    // set-user-sshkeys and get-user-sshkeys, as virsh documents them: a key file (whose last
+    // line ends in a newline, so virsh also sends an empty key), added, then removed.
+    const std::string key =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl v@host";
+    const std::string key_file = dir / "key.pub";
+    {
+      std::ofstream(key_file) << key << "\n";
+    }
+    virsh({"set-user-sshkeys", name, "alice", "--file", key_file});
+    CHECK_THAT(virsh({"get-user-sshkeys", name, "alice"}), Catch::Contains(key));
+    CHECK(native({"ssh-key", name, "list", "alice"})["keys"].dump().find("v@host") !=
+          std::string::npos);
+    virsh({"set-user-sshkeys", name, "alice", "--remove", "--file", key_file});
+    CHECK_THAT(virsh({"get-user-sshkeys", name, "alice"}), !Catch::Contains(key));
 
     // shutdown --mode agent: the guest powers off through its agent.
     virsh({"shutdown", name, "--mode", "agent"});
