@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
 
   qg::agent_config config;
   config.operations = qg::ops::table();
+  config.qemu_ga_commands = qg::qga::command_names();
   // A missing default file is normal; a file named on the command line must exist.
   struct stat st {};
   const bool explicit_config = config_opt->count() > 0;

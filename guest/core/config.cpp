@@ -47,6 +47,17 @@ std::optional<common::error_info> apply(common::config_reader& r, agent_config& 
   r.get("qemu_ga.max_command_bytes", command_bytes, 4096, std::int64_t{256} << 20);
   q.max_command_bytes = static_cast<std::size_t>(command_bytes);
   r.get("qemu_ga.max_open_files", q.max_open_files, 1, 1024);
+  r.get("qemu_ga.block_rpcs", q.block_rpcs);
+  r.get("qemu_ga.allow_rpcs", q.allow_rpcs);
+  for (const auto* list : {&q.block_rpcs, &q.allow_rpcs}) {
+    for (const auto& name : *list) {
+      const auto& known = config.qemu_ga_commands;
+      if (!known.empty() && std::find(known.begin(), known.end(), name) == known.end()) {
+        r.fail(list == &q.block_rpcs ? "qemu_ga.block_rpcs" : "qemu_ga.allow_rpcs",
+               fmt::format("names an unknown qemu-ga command '{}'", name));
+      }
+    }
+  }
   r.get_duration("telemetry.interval", a.telemetry_interval, std::chrono::milliseconds(1));
   r.get_duration("telemetry.write_timeout", a.write_timeout, std::chrono::milliseconds(1));
   r.get("telemetry.failure_limit", a.failure_limit, 1, 1'000'000);

@@ -108,7 +108,8 @@ __attribute__((no_sanitize_address)) int exec_child(void* arg) {
   ::sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   if (::setsid() < 0) child_failed(c, stage_session, errno);  // a session and group of its own
-  if (::dup2(c.stdin_fd, 0) < 0 || ::dup2(c.stdout_fd, 1) < 0 || ::dup2(c.stderr_fd, 2) < 0) {
+  if (::dup2(c.stdin_fd, 0) < 0 || ::dup2(c.stdout_fd, 1) < 0 ||
+      ::dup2(o.merge_stderr ? c.stdout_fd : c.stderr_fd, 2) < 0) {
     child_failed(c, stage_stdio, errno);
   }
   // Everything else stays with the agent but the report pipe (close-on-exec itself): one call

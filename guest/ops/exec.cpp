@@ -169,6 +169,7 @@ std::optional<pb::Envelope> prepare(const request_context& ctx, const pb::ExecRe
   } else if (auto no = policy.check_program(p.program)) {
     return refused(ctx, "exec", *no);
   }
+  o.merge_stderr = req.merge_stderr();
   p.user = who->name;
   return std::nullopt;
 }

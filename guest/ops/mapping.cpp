@@ -118,6 +118,8 @@ pb::OsInfo to_proto(const os_identity& os) {
   o.set_kernel_release(to_utf8(os.kernel_release));
   o.set_kernel_version(to_utf8(os.kernel_version));
   o.set_architecture(to_utf8(os.architecture));
+  o.set_variant(to_utf8(os.variant));
+  o.set_variant_id(to_utf8(os.variant_id));
   return o;
 }
 

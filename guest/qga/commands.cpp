@@ -36,6 +36,15 @@ namespace {
 using native_result = std::variant<pb::Envelope, answer>;
 
 // A refusal as qemu-ga words it, after its audit line.
+// [qemu_ga] block_rpcs and allow_rpcs: this port's own lists, as qemu-ga's -b and -a.
+bool port_disabled(const context& ctx, std::string_view name) {
+  const auto& q = ctx.state.options.qemu_ga;
+  const auto listed = [&](const std::vector<std::string>& l) {
+    return std::find(l.begin(), l.end(), name) != l.end();
+  };
+  return (!q.allow_rpcs.empty() && !listed(q.allow_rpcs)) || listed(q.block_rpcs);
+}
+
 answer disabled(const command_call& call, const refusal_reply& no) {
   common::log_warning("audit: op={} port=qemu-ga command={} {} ({})", no.operation, call.name,
                       log_text::audit_refused, no.message);
@@ -158,18 +167,14 @@ asio::awaitable<answer> sync(context&, const command_call& call) {
   co_return answer::ok(call.arguments["id"]);
 }
 
-asio::awaitable<answer> ping(context&, const command_call&) {
-  co_return answer::ok(json::object());
-}
-
 std::span<const command> table();
 
 asio::awaitable<answer> info(context& ctx, const command_call&) {
   json commands = json::array();
   const auto& state = ctx.state;
   for (const auto& c : table()) {
-    bool enabled = true;
-    if (c.native != nullptr) {
+    bool enabled = !port_disabled(ctx, c.name);
+    if (enabled && c.native != nullptr) {
       const auto* op = find_operation(state.parts.operations, c.native());
       enabled = op != nullptr && !check_operation(*op, state.options.policy, state.frozen());
     }
@@ -195,7 +200,15 @@ answer osinfo(context&, const command_call&, const pb::Envelope& r) {
   put("kernel-version", os.kernel_version());
   put("machine", os.architecture());
   put("id", os.id());
+  put("variant", os.variant());
+  put("variant-id", os.variant_id());
   return answer::ok(o);
+}
+
+// guest-get-load (QEMU 10.0): the load averages of the sample the telemetry operation takes.
+answer load(context&, const command_call&, const pb::Envelope& r) {
+  const auto& t = r.telemetry();
+  return answer::ok({{"load1m", t.load1()}, {"load5m", t.load5()}, {"load15m", t.load15()}});
 }
 
 answer host_name(context&, const command_call&, const pb::Envelope& r) {
@@ -552,8 +565,34 @@ answer memory_block_info(context&, const command_call&, const pb::Envelope& r) {
 // ---- commands ----------------------------------------------------------------------------
 
 // guest-exec starts a native detached job; guest-exec-status reads it back by pid.
+// guest-exec's capture-output: a boolean (true: separated), or since QEMU 8.0 one of none,
+// stdout, stderr, separated, merged (both in one stream, as written: the native merge_stderr).
+struct capture {
+  bool out = false, err = false, merged = false;
+};
+std::optional<capture> capture_of(const json& arguments) {
+  if (!arguments.contains("capture-output")) return capture{};
+  const auto& v = arguments["capture-output"];
+  if (v.is_boolean()) return capture{v.get<bool>(), v.get<bool>(), false};
+  if (!v.is_string()) return std::nullopt;
+  const auto mode = v.get<std::string>();
+  if (mode == "none") return capture{};
+  if (mode == "stdout") return capture{true, false, false};
+  if (mode == "stderr") return capture{false, true, false};
+  if (mode == "separated") return capture{true, true, false};
+  if (mode == "merged") return capture{true, false, true};
+  return std::nullopt;
+}
+
 std::optional<answer> build_exec(context&, const command_call& call, pb::ExecRequest& x) {
   const auto& a = call.arguments;
+  const auto output = capture_of(a);
+  if (!output) {
+    return answer::generic(
+        "Invalid parameter 'capture-output': true, false, or one of none, stdout, stderr, "
+        "separated, merged");
+  }
+  x.set_merge_stderr(output->merged);
   x.add_argv(a["path"].get<std::string>());
   if (a.contains("arg")) {
     for (const auto& arg : a["arg"]) x.add_argv(arg.get<std::string>());
@@ -584,7 +623,8 @@ answer exec(context& ctx, const command_call& call, const pb::Envelope& r) {
   std::erase_if(ctx.execs, [&](const auto& entry) {
     return ctx.state.jobs->find(entry.second.job) == nullptr;
   });
-  ctx.execs[job.pid()] = exec_record{job.id(), call.arguments.value("capture-output", false)};
+  const auto output = capture_of(call.arguments).value_or(capture{});
+  ctx.execs[job.pid()] = exec_record{job.id(), output.out, output.err};
   return answer::ok({{"pid", job.pid()}});
 }
 
@@ -616,10 +656,12 @@ asio::awaitable<answer> exec_status(context& ctx, const command_call& call) {
   } else {
     o["exitcode"] = job.exit_code();
   }
-  if (record.capture_output) {
+  if (record.out) {
     if (!out.empty()) o["out-data"] = to_base64(out);
-    if (!err.empty()) o["err-data"] = to_base64(err);
     if (job.stdout_kept_from() > 0) o["out-truncated"] = true;
+  }
+  if (record.err) {
+    if (!err.empty()) o["err-data"] = to_base64(err);
     if (job.stderr_kept_from() > 0) o["err-truncated"] = true;
   }
   ctx.execs.erase(pid);  // reported once, as qemu-ga does
@@ -647,7 +689,7 @@ constexpr parameter exec_params[] = {{"path", param::string, true},
                                      {"arg", param::string_list, false},
                                      {"env", param::string_list, false},
                                      {"input-data", param::string, false},
-                                     {"capture-output", param::boolean, false}};
+                                     {"capture-output", parameter::type::any, false}};
 constexpr parameter exec_status_params[] = {{"pid", param::integer, true}};
 constexpr parameter file_open_params[] = {{"path", param::string, true},
                                           {"mode", param::string, false}};
@@ -673,10 +715,13 @@ constexpr auto freeze_request = &E::mutable_freeze_request;
 const command commands[] = {
     {"guest-sync-delimited", sync_params, nullptr, nullptr, nullptr, &sync},
     {"guest-sync", sync_params, nullptr, nullptr, nullptr, &sync},
-    {"guest-ping", {}, nullptr, nullptr, nullptr, &ping},
+    // The native ping: what the policy blocks for one port it blocks for both.
+    native_command<&E::mutable_ping, &empty<pb::Ping>, &ok_empty>("guest-ping"),
     {"guest-info", {}, nullptr, nullptr, nullptr, &info},
     native_command<info_request, &empty<pb::InfoRequest>, &osinfo>("guest-get-osinfo"),
     native_command<info_request, &empty<pb::InfoRequest>, &host_name>("guest-get-host-name"),
+    native_command<&E::mutable_telemetry_request, &empty<pb::TelemetryRequest>, &load>(
+        "guest-get-load"),
     native_command<time_request, &empty<pb::TimeRequest>, &get_time>("guest-get-time"),
     native_command<time_request, &build_set_time, &ok_empty>("guest-set-time", set_time_params),
     native_command<time_request, &empty<pb::TimeRequest>, &timezone>("guest-get-timezone"),
@@ -741,6 +786,9 @@ asio::awaitable<answer> run_command(context& ctx, const command_call& call) {
                                [&](const command& x) { return call.name == x.name; });
   if (c == std::end(commands)) {
     co_return answer::not_found("The command " + call.name + " has not been found");
+  }
+  if (port_disabled(ctx, c->name)) {
+    co_return answer::not_found("The command " + call.name + " has been disabled for this instance");
   }
   if (auto bad = check_arguments(call.arguments, c->params)) co_return *bad;
   if (c->run != nullptr) co_return co_await c->run(ctx, call);

@@ -61,6 +61,8 @@ pb::OsInfo known_only(const pb::OsInfo& in) {
   out.set_kernel_release(in.kernel_release());
   out.set_kernel_version(in.kernel_version());
   out.set_architecture(in.architecture());
+  out.set_variant(in.variant());
+  out.set_variant_id(in.variant_id());
   return out;
 }
 
@@ -207,7 +209,7 @@ void keep_known(Message* m, trim_report& r) {
 void cap_os(pb::OsInfo* os, trim_report& r) {
   for (auto* s :
        {os->mutable_name(), os->mutable_version(), os->mutable_version_name(), os->mutable_id(),
-        os->mutable_pretty_name(),
+        os->mutable_pretty_name(), os->mutable_variant(), os->mutable_variant_id(),
         os->mutable_kernel_release(), os->mutable_kernel_version(), os->mutable_architecture()}) {
     r.name(s);
   }

@@ -304,6 +304,25 @@ TEST_CASE("os-release values are unquoted, and names that are not UTF-8 made so 
   CHECK(wire.pretty_name() == "Debian GNU/Linux 12 (bookworm)");
 }
 
+TEST_CASE("os-release as QEMU's test-qga.c has it: every field of guest-get-osinfo, escapes undone",
+          "[guest][compat]") {
+  // The os-release of test-qga's osinfo test, and what it expects of guest-get-osinfo.
+  const auto os = qg::parse_os_release(
+      "ID=qemu-ga-test\nNAME=QEMU-GA\nPRETTY_NAME=\"QEMU Guest Agent test\"\n"
+      "VERSION=\"Test 1\"\nVERSION_ID=1\n"
+      "VARIANT=\"Unit test \\\"\\'\\$\\`\\\\ and \\\\\\\\ etc.\"\nVARIANT_ID=unit-test\n");
+  CHECK(os.id == "qemu-ga-test");
+  CHECK(os.name == "QEMU-GA");
+  CHECK(os.pretty_name == "QEMU Guest Agent test");
+  CHECK(os.version_name == "Test 1");  // guest-get-osinfo's "version"
+  CHECK(os.version == "1");            // its "version-id"
+  CHECK(os.variant == "Unit test \"'$`\\ and \\\\ etc.");
+  CHECK(os.variant_id == "unit-test");
+  const auto wire = qg::ops::to_proto(os);
+  CHECK(wire.variant() == os.variant);
+  CHECK(wire.variant_id() == "unit-test");
+}
+
 TEST_CASE("hostnames are checked against RFC 1123", "[guest]") {
   const std::string longest_label(63, 'a');
   const std::string too_long_label(64, 'a');

@@ -356,6 +356,10 @@ os_identity parse_os_release(std::string_view text) {
       os.id = std::move(value);
     } else if (key == "PRETTY_NAME") {
       os.pretty_name = std::move(value);
+    } else if (key == "VARIANT") {
+      os.variant = std::move(value);
+    } else if (key == "VARIANT_ID") {
+      os.variant_id = std::move(value);
     }
   });
   return os;

@@ -52,6 +52,10 @@ struct qemu_ga_options {
   std::size_t max_command_bytes = 16u << 20;
   /// Files open at once through guest-file-open.
   std::uint32_t max_open_files = 32;
+  /// Commands refused on this port alone whatever the policy allows, as qemu-ga's --block-rpcs
+  /// and --allow-rpcs (an allow list, when given, names all that may run). For what the policy
+  /// cannot block: guest-ping (the native heartbeat is never blocked), guest-info.
+  std::vector<std::string> block_rpcs, allow_rpcs;
 };
 
 struct agent_options {

@@ -18,6 +18,9 @@ struct agent_config {
   /// The operations the policy's allow and block lists may name (the agent's table, which
   /// main.cpp sets before loading); empty: the names are not checked.
   operation_table operations = {};
+  /// The commands [qemu_ga] block_rpcs and allow_rpcs may name (the qemu-ga port's, which
+  /// main.cpp sets); empty: the names are not checked.
+  std::vector<std::string> qemu_ga_commands = {};
 };
 
 /// Applies the settings of an agent.toml text on top of `config`. Every key must be known and

@@ -40,6 +40,9 @@ struct spawn_options {
   std::optional<account> user;  ///< switch to this user and their groups before exec
   /// Where argv[0] is looked up when it has no '/': by the child, as the user, with execve.
   std::string path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  /// stderr is stdout's pipe (2>&1): the output in one stream, in the order written; the stderr
+  /// pipe then ends at once, empty.
+  bool merge_stderr = false;
 };
 
 /// How a process ended.

@@ -107,9 +107,11 @@ common::result<std::vector<mount_entry>> writable_disks(const std::vector<mount_
 struct os_identity {
   std::string name, version, id, pretty_name;                // os-release
   std::string version_name;                                  // os-release VERSION: "12 (bookworm)"
+  std::string variant, variant_id;                           // os-release VARIANT, VARIANT_ID
   std::string kernel_release, kernel_version, architecture;  // uname
 };
-/// os-release (NAME, VERSION_ID, ID, PRETTY_NAME); quotes and escapes removed.
+/// os-release (NAME, VERSION_ID, VERSION, ID, PRETTY_NAME, VARIANT, VARIANT_ID); quotes and
+/// escapes removed.
 os_identity parse_os_release(std::string_view text);
 
 // ---- Disks and interfaces ------------------------------------------------------------------

@@ -139,7 +139,7 @@ std::optional<std::string> from_base64(std::string_view text);
 /// A process guest-exec started: the native job that runs it.
 struct exec_record {
   std::uint64_t job = 0;
-  bool capture_output = false;
+  bool out = false, err = false;  ///< capture-output: the streams its status reports
 };
 
 /// A file guest-file-open opened.
