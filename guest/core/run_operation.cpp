@@ -38,7 +38,8 @@ std::variant<const operation*, refusal_reply> check_request(operation_table tabl
   using reason = refusal_reply::reason;
   const auto* op = find_operation(table, request.body_case());
   if (op == nullptr) {
-    return refusal_reply{reason::unknown, pb::ERROR_CODE_UNKNOWN_REQUEST,
+    return refusal_reply{reason::unknown,
+                         pb::ERROR_CODE_UNKNOWN_REQUEST,
                          fmt::format("this agent does not handle {}", common::body_name(request)),
                          {}};
   }
@@ -107,8 +108,8 @@ asio::awaitable<operation_outcome> run_operation(const operation& op, request_co
   // awaitable made by a conditional expression inside a co_await.
   asio::awaitable<pb::Envelope> run = guarded(op, std::move(ctx), std::move(request));
   asio::awaitable<void> stopped = stop ? stop() : never();
-  auto outcome = co_await (std::move(run) || deadline.async_wait(asio::use_awaitable) ||
-                           std::move(stopped));
+  auto outcome =
+      co_await (std::move(run) || deadline.async_wait(asio::use_awaitable) || std::move(stopped));
   if (outcome.index() == 0) {
     co_return operation_outcome{operation_outcome::end::replied, std::move(std::get<0>(outcome))};
   }

@@ -97,7 +97,7 @@ void session::handle(pb::Envelope envelope) {
 }
 
 asio::awaitable<void> session::execute(const operation& entry, inflight_limit::slot slot,
-                                      pb::Envelope request) {
+                                       pb::Envelope request) {
   const std::uint64_t id = request.request_id();
   const std::uint64_t stamped = request.session_id();
   if (!gate_.is_current(stamped)) {
@@ -120,9 +120,9 @@ asio::awaitable<void> session::execute(const operation& entry, inflight_limit::s
   request_context ctx{state_, stamped, id, shared_from_this()};
   std::function<asio::awaitable<void>()> wait_stop = [stop] { return stop->wait(); };
   std::function<std::string()> why = [stop] { return std::string(stop->why); };
-  auto outcome = co_await run_operation(entry, std::move(ctx), std::move(request),
-                                        state_.options.request_timeout, std::move(wait_stop),
-                                        std::move(why));
+  auto outcome =
+      co_await run_operation(entry, std::move(ctx), std::move(request),
+                             state_.options.request_timeout, std::move(wait_stop), std::move(why));
   slot = {};  // the operation has ended: its place in flight is free
   // A timeout or a cancellation is logged whoever is left to hear it; "executed" only while
   // the session that asked is current (the logs then show no request of an old session run);

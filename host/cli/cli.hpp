@@ -23,7 +23,7 @@ namespace qxa::cli {
 namespace pb = ::quantix::agent::v1;
 using json = nlohmann::ordered_json;
 
-// Exit statuses, as --help and the README give them.
+// Exit statuses, as --help and host/README.md give them.
 inline constexpr int exit_ok = 0;
 inline constexpr int exit_remote = 1;  ///< the agent answered with an error
 inline constexpr int exit_usage = 2;
@@ -38,8 +38,8 @@ struct options {
   std::string connect;
   std::string verb;
   std::string vm;
-  std::string timeout_text = "10s";  // parsed into timeout
-  std::chrono::nanoseconds timeout = std::chrono::seconds(10);
+  std::string timeout_text;             // --timeout; parsed into timeout when given
+  std::chrono::nanoseconds timeout{0};  // --timeout, or the verb's own default
   bool timeout_given = false;
   bool watch = false;  // telemetry
   bool set_time = false;
@@ -129,6 +129,11 @@ struct verb {
   asio::awaitable<int> (*run)(host::agent_access& access, const options& o) = nullptr;
   /// The exit status for an answer (a one-shot verb's partial success); exit_ok when absent.
   int (*status)(const pb::Envelope& reply) = nullptr;
+  /// Its --timeout: what it bounds (nullptr: the verb takes none; a help that says its default
+  /// in brackets has it shown so, else as TEXT=DEFAULT), and that default, which
+  /// `options::timeout` holds unless --timeout is given.
+  const char* timeout_help = "how long to wait for the answer";
+  std::chrono::nanoseconds timeout = std::chrono::seconds(10);
 };
 
 /// Every verb, in the order --help lists them.

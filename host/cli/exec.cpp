@@ -47,7 +47,7 @@ asio::awaitable<int> run_exec(host::agent_access& access, const options& o) {
     }
     co_return exit_ok;
   }
-  const auto command_timeout = o.timeout_given ? o.timeout : std::chrono::seconds(60);
+  const auto command_timeout = o.timeout;  // the verb's 60 s unless --timeout
   e->set_timeout_ms(static_cast<std::uint32_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(command_timeout).count()));
   e->set_stream_output(true);

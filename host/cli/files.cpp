@@ -18,7 +18,6 @@ using common::result;
 namespace {
 
 /// How long rm waits for its answer unless told: longer than the guest's request timeout.
-constexpr std::chrono::seconds rm_wait{60};
 
 char type_letter(pb::FileStat::Type t) {
   switch (t) {
@@ -204,7 +203,7 @@ asio::awaitable<int> run_rm(host::agent_access& access, const options& o) {
   const auto& v = *std::find_if(verbs().begin(), verbs().end(),
                                 [](const verb& x) { return std::string_view(x.name) == "rm"; });
   co_return co_await one_shot(v, access, o,
-                              o.timeout_given ? o.timeout : std::chrono::nanoseconds(rm_wait));
+                              o.timeout);
 }
 
 result<pb::Envelope> mv_request(const options& o) {

@@ -117,7 +117,7 @@ asio::awaitable<int> run_attach(host::agent_access& access, const options& o) {
   std::array<std::uint64_t, 2> next{0, 0};
   host::call_options call;
   // The agent sends the job's state every few seconds while it is quiet.
-  call.timeout = o.timeout_given ? o.timeout : std::chrono::seconds(30);
+  call.timeout = o.timeout;  // the verb's 30 s unless --timeout
   call.on_progress = [&](const pb::Envelope& partial) {
     if (!partial.has_exec_output()) return;
     const auto& out = partial.exec_output();

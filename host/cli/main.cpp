@@ -25,13 +25,6 @@ using namespace qxa::cli;
 namespace qc = qxa::common;
 namespace qh = qxa::host;
 
-// The verbs whose answer comes after the guest's power hooks ran, each bounded there by
-// power.hook_timeout (30 s unless configured): the default wait is longer than --timeout's.
-bool power_verb(std::string_view name) {
-  return name == "shutdown" || name == "reboot" || name == "suspend";
-}
-constexpr auto power_wait = std::chrono::minutes(5);
-
 asio::awaitable<int> run(const verb& v, const options& o) {
   if (std::string_view(v.name) == "upgrade" && !o.connect.empty()) {
     // The agent restarts: only the daemon reaches the new one again.
@@ -46,8 +39,6 @@ asio::awaitable<int> run(const verb& v, const options& o) {
                                   : qh::straight_to(ex, o.connect, direct);
   if (auto err = co_await access->open()) co_return report({exit_unavailable, err->message});
   if (v.run) co_return co_await v.run(*access, o);
-  if (power_verb(v.name) && !o.timeout_given)
-    co_return co_await one_shot(v, *access, o, power_wait);
   co_return co_await one_shot(v, *access, o);
 }
 
@@ -90,27 +81,10 @@ int main(int argc, char** argv) {
       sub->add_option("VM", o.vm, "the VM's name (with --connect, any name or -)")->required();
     }
     if (v.arguments) v.arguments(*sub, o);
-    if (std::string_view(v.name) == "exec") {
-      // Its own default: a command may run longer than an answer takes.
-      sub->add_option("--timeout", o.timeout_text,
-                      "kill the command after this long [60s; with --detach: no limit]");
-    } else if (power_verb(v.name)) {
-      sub->add_option("--timeout", o.timeout_text,
-                      "how long to wait for the answer [5m: the guest's power hooks run first]");
-    } else if (std::string_view(v.name) == "attach") {
-      sub->add_option("--timeout", o.timeout_text,
-                      "give up when the guest has said nothing for this long [30s]; a quiet "
-                      "job's state comes every 5 s");
-    } else if (std::string_view(v.name) == "fstrim") {
-      sub->add_option("--timeout", o.timeout_text,
-                      "start no further filesystem after this long [10m]");
-    } else if (std::string_view(v.name) == "rm") {
-      sub->add_option("--timeout", o.timeout_text,
-                      "how long to wait for the answer [60s]; the guest stops a removal after "
-                      "its request timeout (30 s unless configured)");
-    } else if (std::string_view(v.name) != "status") {
-      sub->add_option("--timeout", o.timeout_text, "how long to wait for the answer")
-          ->capture_default_str();
+    if (v.timeout_help != nullptr) {
+      auto* t = sub->add_option("--timeout", o.timeout_text, v.timeout_help);
+      if (std::strchr(v.timeout_help, '[') == nullptr)
+        t->default_str(qc::format_duration(v.timeout));
     }
   }
   // "-:PATH" (the VM called "-" with --connect) would read as an option: give it a name.
@@ -127,15 +101,18 @@ int main(int argc, char** argv) {
   auto* command = app.get_subcommands().front();
   const verb& v = *by_command.at(command);
   o.verb = v.name;
-  for (const auto& [what, text, out] : {std::tuple{"--timeout", &o.timeout_text, &o.timeout},
-                                        std::tuple{"--lease", &o.lease_text, &o.lease}}) {
+  if (const auto* given = command->get_option_no_throw("--timeout")) {
+    o.timeout_given = given->count() > 0;
+  }
+  o.timeout = v.timeout;
+  for (const auto& [what, text, out, given] :
+       {std::tuple{"--timeout", &o.timeout_text, &o.timeout, o.timeout_given},
+        std::tuple{"--lease", &o.lease_text, &o.lease, true}}) {
+    if (!given) continue;
     if (auto bad = parse_positive(what, *text, *out)) {
       std::fprintf(stderr, "qx-agent: %s\n", bad->c_str());
       return exit_usage;
     }
-  }
-  if (const auto* given = command->get_option_no_throw("--timeout")) {
-    o.timeout_given = given->count() > 0;
   }
   qc::logger::instance().set_level(qc::log_level::warning);
 

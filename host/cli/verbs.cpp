@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The table of qx-agent's verbs: each one's arguments, request and output in one entry. Long
-// because it is the one table --help and the README follow; verbs that do more than a request
+// because it is the one table --help and host/README.md follow; verbs that do more than a request
 // and its reply (exec, cp, the file verbs) live in files of their own.
 #include <algorithm>
 #include <climits>
@@ -100,10 +100,8 @@ void print_users(const options&, const pb::Envelope& reply, const round_trip&) {
 
 // ---- fstrim: a request with a deadline of its own -------------------------------------------
 
-/// How long the guest may go on starting filesystems: --timeout when given, else 10 minutes.
-std::chrono::nanoseconds trim_deadline(const options& o) {
-  return o.timeout_given ? o.timeout : std::chrono::minutes(10);
-}
+/// How long the guest may go on starting filesystems: the verb's 10 minutes unless --timeout.
+std::chrono::nanoseconds trim_deadline(const options& o) { return o.timeout; }
 
 /// "0", "4096", "64K", "1M", "1G" (binary units).
 std::optional<std::uint64_t> parse_size(std::string_view text) {
@@ -273,6 +271,12 @@ result<pb::Envelope> ssh_key_request(const options& o) {
   return e;
 }
 
+// The power verbs' answer comes after the guest's power hooks ran, each bounded there by
+// power.hook_timeout (30 s unless configured): their wait is longer than other verbs'.
+constexpr auto power_wait = std::chrono::minutes(5);
+constexpr const char* power_timeout_help =
+    "how long to wait for the answer [5m: the guest's power hooks run first]";
+
 std::vector<verb> make_table() {
   std::vector<verb> t;
   t.push_back(
@@ -280,7 +284,8 @@ std::vector<verb> make_table() {
        .help = "state of every VM (or one), as a table or JSON",
        .takes_vm = false,
        .arguments = [](CLI::App& s, options& o) { s.add_option("VM", o.vm, "only this VM"); },
-       .run = run_status});
+       .run = run_status,
+       .timeout_help = nullptr});
   t.push_back({.name = "ping",
                .help = "round trip to a VM's agent",
                .request = [](const options&) -> result<pb::Envelope> {
@@ -402,7 +407,10 @@ std::vector<verb> make_table() {
                         "start it as a job that outlives this program and the host's connection "
                         "(no time limit unless --timeout); prints the job's id");
            },
-       .run = run_exec});
+       .run = run_exec,
+       // A command may run longer than an answer takes.
+       .timeout_help = "kill the command after this long [60s; with --detach: no limit]",
+       .timeout = std::chrono::seconds(60)});
   t.push_back({.name = "jobs",
                .help = "the guest's detached jobs: running, and ended ones still kept",
                .request = [](const options&) -> result<pb::Envelope> {
@@ -421,7 +429,10 @@ std::vector<verb> make_table() {
                      s.add_flag("--no-follow", o.no_follow,
                                 "print the output kept so far and stop");
                    },
-               .run = run_attach});
+               .run = run_attach,
+               .timeout_help = "give up when the guest has said nothing for this long [30s]; a "
+                               "quiet job's state comes every 5 s",
+               .timeout = std::chrono::seconds(30)});
   t.push_back({.name = "kill",
                .help = "send a signal to a job's process group",
                .arguments =
@@ -494,7 +505,10 @@ std::vector<verb> make_table() {
                    },
                .request = rm_request,
                .text = print_rm,
-               .run = run_rm});
+               .run = run_rm,
+               .timeout_help = "how long to wait for the answer [60s]; the guest stops a removal "
+                               "after its request timeout (30 s unless configured)",
+               .timeout = std::chrono::seconds(60)});
   t.push_back({.name = "mv",
                .help = "rename a file or directory within one guest filesystem",
                .arguments =
@@ -527,7 +541,9 @@ std::vector<verb> make_table() {
                    std::printf("%s: '%s' runs in %u s\n", shown(o.vm).c_str(),
                                shown(r.power_reply().method()).c_str(), o.delay_seconds);
                    print_hooks(r.power_reply().hooks());
-                 }});
+                 },
+                 .timeout_help = power_timeout_help,
+                 .timeout = power_wait});
   }
   t.push_back({.name = "suspend",
                .help = "suspend the guest to RAM, to disk or both (it wakes when the hypervisor "
@@ -551,7 +567,9 @@ std::vector<verb> make_table() {
                      std::printf("%s: suspending (%s)\n", shown(o.vm).c_str(),
                                  shown(r.suspend_reply().method()).c_str());
                      print_hooks(r.suspend_reply().hooks());
-                   }});
+                   },
+               .timeout_help = power_timeout_help,
+               .timeout = power_wait});
   t.push_back({.name = "freeze",
                .help = "freeze the guest's filesystems for a snapshot, as a lease that must be "
                        "renewed (run freeze again) or it thaws by itself",
@@ -622,7 +640,9 @@ std::vector<verb> make_table() {
                        if (!m.ok() && !m.skipped()) return exit_remote;
                      }
                      return exit_ok;
-                   }});
+                   },
+               .timeout_help = "start no further filesystem after this long [10m]",
+               .timeout = std::chrono::minutes(10)});
   t.push_back({.name = "hotplug",
                .help = "the guest's vCPUs and memory blocks, online or offline; bring them online "
                        "or offline",

@@ -5,6 +5,7 @@
 
 #include <unordered_set>
 
+#include "qxa/common/envelope.hpp"
 #include "qxa/common/text.hpp"
 
 namespace qxa::host {

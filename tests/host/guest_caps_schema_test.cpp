@@ -3,10 +3,11 @@
 // compiled-in descriptors, is either capped (filled past every limit, and what is left is
 // bounded), bounded by its kind (no text nor list to grow), or a request (never taken from a
 // guest). A body added to the schema and not placed fails here, and in how_taken()'s switch.
-#include <catch2/catch.hpp>
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/descriptor.pb.h>
 #include <google/protobuf/dynamic_message.h>
+
+#include <catch2/catch.hpp>
 #include <memory>
 #include <string>
 
@@ -19,7 +20,7 @@ namespace qh = qxa::host;
 
 namespace {
 
-constexpr int over_count = 65'537;           // past the largest count limit (vCPUs: 65,536)
+constexpr int over_count = 65'537;          // past the largest count limit (vCPUs: 65,536)
 constexpr std::size_t over_bytes = 20'000;  // past the longest text limit (a key: 16 KiB)
 constexpr int max_count = 65'536;
 constexpr std::size_t max_bytes = 16'384;
@@ -155,8 +156,9 @@ TEST_CASE(
     const auto kind = qh::how_taken(static_cast<pb::Envelope::BodyCase>(field->number()));
     INFO(field->name() << " (" << field->message_type()->name() << ")");
     // What the host sends: requests, and the three messages of an upload.
-    const bool asks = field->name().ends_with("_request") ||
-                      (field->name().starts_with("file_write_") && field->name() != "file_write_reply");
+    const bool asks =
+        field->name().ends_with("_request") ||
+        (field->name().starts_with("file_write_") && field->name() != "file_write_reply");
     switch (kind) {
       case qh::guest_body::not_taken: {
         ++requests;

@@ -4,7 +4,7 @@
 //
 // - async_event: a wake-up signal for coroutines on one executor.
 // - event_queue: a bounded queue with an awaitable pop that drops the oldest item when full.
-// - The two completion policies of co_spawn (see "Failures are contained" in the README):
+// - The two completion policies of co_spawn (see "Failures are contained" in host/README.md):
 //   `contained(what)` for every long-lived or per-connection coroutine: an exception that ends
 //   one is logged with `what` and goes no further, so one VM's or one client's bug never stops
 //   the io_context that serves the others; `propagate` only for the program's top-level task in
