@@ -9,12 +9,15 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
+#include <algorithm>
+#include <cerrno>
 #include <map>
 #include <set>
 #include <type_traits>
 
 #include "file_commands.hpp"
 #include "qxa/common/log.hpp"
+#include "qxa/common/parse.hpp"
 #include "qxa/common/version.hpp"
 #include "qxa/guest/core/agent.hpp"
 #include "qxa/guest/core/log_text.hpp"
@@ -211,6 +214,41 @@ answer load(context&, const command_call&, const pb::Envelope& r) {
   return answer::ok({{"load1m", t.load1()}, {"load5m", t.load5()}, {"load15m", t.load15()}});
 }
 
+// guest-network-get-route (QEMU 9.1): the routes of the native network view. IPv4 routes as
+// qemu-ga gives them (destination and mask apart, dotted); IPv6 with their prefix lengths.
+std::string ipv4_mask(int prefix) {
+  const std::uint32_t m = prefix <= 0 ? 0 : ~std::uint32_t{0} << (32 - std::min(prefix, 32));
+  return fmt::format("{}.{}.{}.{}", m >> 24, (m >> 16) & 0xFF, (m >> 8) & 0xFF, m & 0xFF);
+}
+
+answer routes(context&, const command_call&, const pb::Envelope& r) {
+  json list = json::array();
+  for (const auto& route : r.network_reply().routes()) {
+    const auto slash = route.destination().rfind('/');
+    const std::string address = route.destination().substr(0, slash);
+    int prefix = route.family() == pb::IpAddress::FAMILY_IPV6 ? 128 : 32;
+    if (slash != std::string::npos) {
+      prefix = common::to_number<int>(std::string_view(route.destination()).substr(slash + 1))
+                   .value_or(prefix);
+    }
+    json o = {{"iface", route.interface()},
+              {"destination", address},
+              {"metric", route.metric()}};
+    if (route.family() == pb::IpAddress::FAMILY_IPV6) {
+      o["desprefixlen"] = std::to_string(prefix);
+      if (!route.source().empty()) o["source"] = route.source();
+      o["nexthop"] = route.gateway().empty() ? "::" : route.gateway();
+      o["version"] = 6;
+    } else {
+      o["gateway"] = route.gateway().empty() ? "0.0.0.0" : route.gateway();
+      o["mask"] = ipv4_mask(prefix);
+      o["version"] = 4;
+    }
+    list.push_back(std::move(o));
+  }
+  return answer::ok(list);
+}
+
 answer host_name(context&, const command_call&, const pb::Envelope& r) {
   return answer::ok({{"host-name", r.info().hostname()}});
 }
@@ -219,8 +257,7 @@ answer get_time(context&, const command_call&, const pb::Envelope& r) {
   return answer::ok(r.time_reply().unix_ns());
 }
 
-std::optional<answer> build_set_time(context& ctx, const command_call& call,
-                                     pb::TimeRequest& t) {
+std::optional<answer> build_set_time(context& ctx, const command_call& call, pb::TimeRequest& t) {
   std::int64_t target = 0;
   if (call.arguments.contains("time")) {
     target = call.arguments["time"].get<std::int64_t>();
@@ -346,6 +383,8 @@ answer fsinfo(context&, const command_call&, const pb::Envelope& r) {
               {"used-bytes", f.used_bytes()},
               // As qemu-ga counts it: what is used plus what users may still use.
               {"total-bytes", f.used_bytes() + f.available_bytes()},
+              // QEMU 9.1: the whole size, the blocks kept for root included.
+              {"total-bytes-privileged", f.total_bytes()},
               {"disk", std::move(disks)}};
     list.push_back(std::move(o));
   }
@@ -428,6 +467,13 @@ std::optional<answer> build_shutdown(context&, const command_call& call, pb::Pow
   return std::nullopt;
 }
 
+// guest-suspend-disk, -ram, -hybrid: the native suspend in that mode, its hooks included.
+template <pb::SuspendRequest::Mode Mode>
+std::optional<answer> build_suspend(context&, const command_call&, pb::SuspendRequest& s) {
+  s.set_mode(Mode);
+  return std::nullopt;
+}
+
 answer shutdown(context&, const command_call&, const pb::Envelope&) {
   answer a;
   a.silent = true;  // qemu-ga answers a shutdown only when it fails
@@ -436,8 +482,7 @@ answer shutdown(context&, const command_call&, const pb::Envelope&) {
 
 // ---- accounts ----------------------------------------------------------------------------
 
-std::optional<answer> build_password(context&, const command_call& call,
-                                     pb::PasswordRequest& p) {
+std::optional<answer> build_password(context&, const command_call& call, pb::PasswordRequest& p) {
   auto password = from_base64(call.arguments["password"].get<std::string>());
   if (!password) return answer::generic("Invalid parameter 'password': not base64");
   p.set_user(call.arguments["username"].get<std::string>());
@@ -500,8 +545,7 @@ asio::awaitable<answer> ssh_add(context& ctx, const command_call& call) {
   co_return answer::ok(json::object());
 }
 
-std::optional<answer> build_ssh_remove(context&, const command_call& call,
-                                       pb::SshKeysRequest& k) {
+std::optional<answer> build_ssh_remove(context&, const command_call& call, pb::SshKeysRequest& k) {
   ssh_keys_of(call, pb::SshKeysRequest::ACTION_REMOVE, &call.arguments["keys"], k);
   return std::nullopt;
 }
@@ -517,8 +561,7 @@ answer get_vcpus(context&, const command_call&, const pb::Envelope& r) {
   return answer::ok(list);
 }
 
-std::optional<answer> build_set_vcpus(context&, const command_call& call,
-                                      pb::HotplugRequest& h) {
+std::optional<answer> build_set_vcpus(context&, const command_call& call, pb::HotplugRequest& h) {
   for (const auto& v : call.arguments["vcpus"]) {
     if (!v.contains("logical-id") || !v["logical-id"].is_number_integer() ||
         !v.contains("online") || !v["online"].is_boolean() ||
@@ -551,6 +594,45 @@ answer memory_blocks(context&, const command_call&, const pb::Envelope& r) {
   for (const auto& m : r.hotplug_reply().memory_blocks()) {
     list.push_back(
         {{"online", m.online()}, {"can-offline", m.can_offline()}, {"phys-index", m.id()}});
+  }
+  return answer::ok(list);
+}
+
+std::optional<answer> build_set_memory_blocks(context&, const command_call& call,
+                                              pb::HotplugRequest& h) {
+  for (const auto& b : call.arguments["mem-blks"]) {
+    if (!b.is_object() || !b.contains("phys-index") || !b["phys-index"].is_number_integer() ||
+        !b.contains("online") || !b["online"].is_boolean() ||
+        b["phys-index"].get<std::int64_t>() < 0) {
+      return answer::generic("Invalid parameter 'mem-blks': each needs phys-index and online");
+    }
+    auto* c = h.add_changes();
+    c->set_kind(pb::HotplugChange::KIND_MEMORY_BLOCK);
+    c->set_id(b["phys-index"].get<std::uint64_t>());
+    c->set_online(b["online"].get<bool>());
+  }
+  return std::nullopt;
+}
+
+// One response per block asked, in order, as qemu-ga words them: a block the guest does not
+// have is not-found; one the kernel cannot take offline, operation-not-supported; any other
+// failure, operation-failed.
+answer set_memory_blocks(context&, const command_call&, const pb::Envelope& r) {
+  const auto& reply = r.hotplug_reply();
+  std::map<std::uint64_t, const pb::HotplugUnit*> blocks;
+  for (const auto& m : reply.memory_blocks()) blocks[m.id()] = &m;
+  json list = json::array();
+  for (const auto& o : reply.outcomes()) {
+    const auto id = o.change().id();
+    const auto it = blocks.find(id);
+    const char* response = o.ok()                               ? "success"
+                           : it == blocks.end()                 ? "not-found"
+                           : !o.change().online() && !it->second->can_offline()
+                               ? "operation-not-supported"
+                               : "operation-failed";
+    json entry = {{"phys-index", id}, {"response", response}};
+    if (it == blocks.end()) entry["error-code"] = ENOENT;  // qemu-ga's errno for it
+    list.push_back(std::move(entry));
   }
   return answer::ok(list);
 }
@@ -685,6 +767,7 @@ constexpr parameter ssh_add_params[] = {{"username", param::string, true},
 constexpr parameter ssh_remove_params[] = {{"username", param::string, true},
                                            {"keys", param::string_list, true}};
 constexpr parameter set_vcpus_params[] = {{"vcpus", param::object_list, true}};
+constexpr parameter set_memory_blocks_params[] = {{"mem-blks", param::object_list, true}};
 constexpr parameter exec_params[] = {{"path", param::string, true},
                                      {"arg", param::string_list, false},
                                      {"env", param::string_list, false},
@@ -725,10 +808,11 @@ const command commands[] = {
     native_command<time_request, &empty<pb::TimeRequest>, &get_time>("guest-get-time"),
     native_command<time_request, &build_set_time, &ok_empty>("guest-set-time", set_time_params),
     native_command<time_request, &empty<pb::TimeRequest>, &timezone>("guest-get-timezone"),
-    native_command<&E::mutable_users_request, &empty<pb::UsersRequest>, &users>(
-        "guest-get-users"),
+    native_command<&E::mutable_users_request, &empty<pb::UsersRequest>, &users>("guest-get-users"),
     native_command<&E::mutable_network_request, &empty<pb::NetworkRequest>, &interfaces>(
         "guest-network-get-interfaces"),
+    native_command<&E::mutable_network_request, &empty<pb::NetworkRequest>, &routes>(
+        "guest-network-get-route"),
     native_command<disks_request, &empty<pb::DisksRequest>, &fsinfo>("guest-get-fsinfo"),
     native_command<disks_request, &empty<pb::DisksRequest>, &disks>("guest-get-disks"),
     native_command<&E::mutable_freeze_status_request, &empty<pb::FreezeStatusRequest>,
@@ -738,37 +822,44 @@ const command commands[] = {
                                                                 freeze_list_params),
     native_command<&E::mutable_thaw_request, &empty<pb::ThawRequest>, &mounts_done>(
         "guest-fsfreeze-thaw"),
-    native_command<&E::mutable_trim_request, &build_fstrim, &fstrim>("guest-fstrim",
-                                                                     fstrim_params),
-    native_command<&E::mutable_power_request, &build_shutdown, &shutdown>(
-        "guest-shutdown", shutdown_params, false),
+    native_command<&E::mutable_trim_request, &build_fstrim, &fstrim>("guest-fstrim", fstrim_params),
+    native_command<&E::mutable_power_request, &build_shutdown, &shutdown>("guest-shutdown",
+                                                                          shutdown_params, false),
+    // No answer on success, as qemu-ga: the guest is asleep.
+    native_command<&E::mutable_suspend_request, &build_suspend<pb::SuspendRequest::MODE_DISK>,
+                   &shutdown>("guest-suspend-disk", {}, false),
+    native_command<&E::mutable_suspend_request, &build_suspend<pb::SuspendRequest::MODE_RAM>,
+                   &shutdown>("guest-suspend-ram", {}, false),
+    native_command<&E::mutable_suspend_request, &build_suspend<pb::SuspendRequest::MODE_HYBRID>,
+                   &shutdown>("guest-suspend-hybrid", {}, false),
     native_command<&E::mutable_exec_request, &build_exec, &exec>("guest-exec", exec_params),
     composite_command<&E::mutable_attach_request, &exec_status>("guest-exec-status",
-                                                               exec_status_params),
+                                                                exec_status_params),
     composite_command<&E::mutable_file_read_request, &file_open>("guest-file-open",
-                                                                file_open_params),
+                                                                 file_open_params),
     {"guest-file-close", handle_params, nullptr, nullptr, nullptr, &file_close},
     composite_command<&E::mutable_file_read_request, &file_read>("guest-file-read",
-                                                                file_read_params),
+                                                                 file_read_params),
     composite_command<&E::mutable_file_write_open, &file_write>("guest-file-write",
-                                                               file_write_params),
+                                                                file_write_params),
     {"guest-file-seek", file_seek_params, nullptr, nullptr, nullptr, &file_seek},
     {"guest-file-flush", handle_params, nullptr, nullptr, nullptr, &file_flush},
     native_command<&E::mutable_password_request, &build_password, &ok_empty>(
         "guest-set-user-password", password_params),
     native_command<ssh_keys_request, &build_ssh_get, &ssh_get>("guest-ssh-get-authorized-keys",
-                                                              ssh_get_params),
-    composite_command<ssh_keys_request, &ssh_add>("guest-ssh-add-authorized-keys",
-                                                  ssh_add_params),
+                                                               ssh_get_params),
+    composite_command<ssh_keys_request, &ssh_add>("guest-ssh-add-authorized-keys", ssh_add_params),
     native_command<ssh_keys_request, &build_ssh_remove, &ok_empty>(
         "guest-ssh-remove-authorized-keys", ssh_remove_params),
     native_command<hotplug_request, &empty<pb::HotplugRequest>, &get_vcpus>("guest-get-vcpus"),
     native_command<hotplug_request, &build_set_vcpus, &set_vcpus>("guest-set-vcpus",
-                                                                 set_vcpus_params),
+                                                                  set_vcpus_params),
     native_command<hotplug_request, &empty<pb::HotplugRequest>, &memory_blocks>(
         "guest-get-memory-blocks"),
     native_command<hotplug_request, &empty<pb::HotplugRequest>, &memory_block_info>(
         "guest-get-memory-block-info"),
+    native_command<hotplug_request, &build_set_memory_blocks, &set_memory_blocks>(
+        "guest-set-memory-blocks", set_memory_blocks_params),
 };
 
 std::span<const command> table() { return commands; }
@@ -788,7 +879,8 @@ asio::awaitable<answer> run_command(context& ctx, const command_call& call) {
     co_return answer::not_found("The command " + call.name + " has not been found");
   }
   if (port_disabled(ctx, c->name)) {
-    co_return answer::not_found("The command " + call.name + " has been disabled for this instance");
+    co_return answer::not_found("The command " + call.name +
+                                " has been disabled for this instance");
   }
   if (auto bad = check_arguments(call.arguments, c->params)) co_return *bad;
   if (c->run != nullptr) co_return co_await c->run(ctx, call);

@@ -4,9 +4,12 @@
 #include "support/qga.hpp"
 
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <fmt/format.h>
+#include <sstream>
 #include <map>
 #include <set>
 #include <thread>
@@ -200,7 +203,10 @@ TEST_CASE("the qemu-ga port goes through the guest's policy", "[qga]") {
   std::map<std::string, bool> enabled;
   for (const auto& cmd : info["supported_commands"]) {
     enabled[cmd["name"].get<std::string>()] = cmd["enabled"].get<bool>();
-    CHECK(cmd["success-response"] == (cmd["name"] != "guest-shutdown"));
+    // qemu-ga answers these only when they fail.
+    const bool silent = cmd["name"] == "guest-shutdown" ||
+                        cmd["name"].get<std::string>().starts_with("guest-suspend-");
+    CHECK(cmd["success-response"] == !silent);
   }
   for (const char* name : {"guest-sync",
                            "guest-sync-delimited",
@@ -601,9 +607,9 @@ TEST_CASE("QEMU's test-qga.c expectations hold on our qemu-ga port and on qemu-g
     for (const auto& p : ports) {
       INFO(p.name);
       if (!p.has_capture_modes) continue;
-      auto started = p.c->call(
-          "guest-exec",
-          {{"path", "bash"}, {"arg", {"-c", script}}, {"capture-output", "separated"}});
+      auto started =
+          p.c->call("guest-exec",
+                    {{"path", "bash"}, {"arg", {"-c", script}}, {"capture-output", "separated"}});
       REQUIRE(started["return"]["pid"].get<std::int64_t>() > 0);
       auto status = exec_to_end(*p.c, started["return"]["pid"]);
       INFO(status.dump());
@@ -611,8 +617,8 @@ TEST_CASE("QEMU's test-qga.c expectations hold on our qemu-ga port and on qemu-g
       CHECK(decoded(status["return"]["out-data"]) == "stdout\nstdout\n");
       CHECK(decoded(status["return"]["err-data"]) == "stderr\nstderr\n");
 
-      started = p.c->call("guest-exec",
-                          {{"path", "bash"}, {"arg", {"-c", script}}, {"capture-output", "merged"}});
+      started = p.c->call(
+          "guest-exec", {{"path", "bash"}, {"arg", {"-c", script}}, {"capture-output", "merged"}});
       REQUIRE(started["return"]["pid"].get<std::int64_t>() > 0);
       status = exec_to_end(*p.c, started["return"]["pid"]);
       INFO(status.dump());
@@ -621,8 +627,8 @@ TEST_CASE("QEMU's test-qga.c expectations hold on our qemu-ga port and on qemu-g
       CHECK_FALSE(status["return"].contains("err-data"));
 
       // Beyond test-qga: one stream only, and none.
-      started = p.c->call("guest-exec",
-                          {{"path", "bash"}, {"arg", {"-c", script}}, {"capture-output", "stderr"}});
+      started = p.c->call(
+          "guest-exec", {{"path", "bash"}, {"arg", {"-c", script}}, {"capture-output", "stderr"}});
       status = exec_to_end(*p.c, started["return"]["pid"]);
       INFO(status.dump());
       CHECK_FALSE(status["return"].contains("out-data"));
@@ -632,8 +638,9 @@ TEST_CASE("QEMU's test-qga.c expectations hold on our qemu-ga port and on qemu-g
       status = exec_to_end(*p.c, started["return"]["pid"]);
       CHECK(status["return"] == ojson{{"exited", true}, {"exitcode", 0}});
     }
-    CHECK(ours.call("guest-exec", {{"path", "true"}, {"capture-output", "both"}})["error"]["class"] ==
-          "GenericError");
+    CHECK(
+        ours.call("guest-exec", {{"path", "true"}, {"capture-output", "both"}})["error"]["class"] ==
+        "GenericError");
   }
 
   SECTION("guest-exec-invalid: no such program, no such pid") {
@@ -682,12 +689,13 @@ TEST_CASE("test-qga.c's blockedrpcs: guest-ping and guest-get-time blocked, as q
                             5s));
 }
 
-TEST_CASE("[qemu_ga] block_rpcs and allow_rpcs name qemu-ga commands, checked when the agent starts",
-          "[qga]") {
+TEST_CASE(
+    "[qemu_ga] block_rpcs and allow_rpcs name qemu-ga commands, checked when the agent starts",
+    "[qga]") {
   temp_dir dir;
   const auto config = dir.write("agent.toml", "[qemu_ga]\nblock_rpcs = [\"guest-pong\"]\n");
-  child_process agent({QXA_AGENT_PATH, "--config", config, "--port",
-                       "unix-listen:" + (dir / "native.sock")});
+  child_process agent(
+      {QXA_AGENT_PATH, "--config", config, "--port", "unix-listen:" + (dir / "native.sock")});
   const auto status = agent.wait_exit(10s);
   INFO(agent.log());
   REQUIRE(status);
@@ -703,4 +711,105 @@ TEST_CASE("[qemu_ga] block_rpcs and allow_rpcs name qemu-ga commands, checked wh
   CHECK(c.call("guest-ping").contains("return"));
   CHECK(c.call("guest-get-time").contains("return"));
   CHECK(c.call("guest-get-fsinfo")["error"]["class"] == "CommandNotFound");
+}
+
+TEST_CASE(
+    "guest-network-get-route, guest-set-memory-blocks, guest-suspend-* and fsinfo's "
+    "total-bytes-privileged answer as the QAPI schema of QEMU 9.1 says, and as qemu-ga where it "
+    "has them",
+    "[qga][compat]") {
+  temp_dir dir;
+  auto agent = start_agent_with_qga(dir);
+  auto peer = start_qemu_ga(dir);
+  qga_client ours(dir / "ours.sock"), theirs(dir / "qga.sock");
+  REQUIRE(ours.connected());
+  REQUIRE(theirs.connected());
+
+  SECTION("guest-network-get-route: every IPv4 route of /proc/net/route, as qemu-ga words it") {
+    const auto r = ours.call("guest-network-get-route");
+    INFO(r.dump());
+    REQUIRE(r["return"].is_array());
+    std::set<std::string> ours_v4;
+    for (const auto& route : r["return"]) {
+      CHECK(route["iface"].is_string());
+      CHECK(route["metric"].is_number_integer());
+      if (route["version"] == 4) {
+        ours_v4.insert(route["iface"].get<std::string>() + " " +
+                       route["destination"].get<std::string>() + " " +
+                       route["mask"].get<std::string>() + " " +
+                       route["gateway"].get<std::string>());
+      }
+    }
+    // The kernel's own table: hex, little endian.
+    const auto dotted = [](const std::string& hex) {
+      const auto v = static_cast<std::uint32_t>(std::stoul(hex, nullptr, 16));
+      return fmt::format("{}.{}.{}.{}", v & 0xFF, (v >> 8) & 0xFF, (v >> 16) & 0xFF, v >> 24);
+    };
+    std::istringstream table(qxa::test::file_contents("/proc/net/route"));
+    std::string line;
+    std::getline(table, line);  // the header
+    int kernel_routes = 0;
+    while (std::getline(table, line)) {
+      std::istringstream f(line);
+      std::string iface, dest, gateway, flags, refcnt, use, metric, mask;
+      if (!(f >> iface >> dest >> gateway >> flags >> refcnt >> use >> metric >> mask)) continue;
+      ++kernel_routes;
+      INFO(line);
+      CHECK(ours_v4.contains(iface + " " + dotted(dest) + " " + dotted(mask) + " " +
+                             dotted(gateway)));
+    }
+    CHECK(kernel_routes > 0);
+  }
+
+  SECTION("guest-set-memory-blocks: a block the guest lacks and one already online, as qemu-ga") {
+    const ojson asked = {{"mem-blks",
+                          {{{"phys-index", 999999}, {"online", true}},
+                           {{"phys-index", 0}, {"online", true}}}}};
+    const auto a = ours.call("guest-set-memory-blocks", asked);
+    const auto b = theirs.call("guest-set-memory-blocks", asked);
+    INFO(a.dump() << " " << b.dump());
+    REQUIRE(b.contains("return"));
+    CHECK(a == b);
+    CHECK(a["return"][0]["response"] == "not-found");
+    CHECK(ours.call("guest-set-memory-blocks", {{"mem-blks", {{{"online", true}}}}})["error"]
+              ["class"] == "GenericError");
+  }
+
+  SECTION("guest-get-fsinfo: total-bytes-privileged is the whole filesystem, root's share too") {
+    const auto r = ours.call("guest-get-fsinfo");
+    REQUIRE(r["return"].is_array());
+    for (const auto& fs : r["return"]) {
+      INFO(fs.dump());
+      struct statvfs st {};
+      REQUIRE(::statvfs(fs["mountpoint"].get<std::string>().c_str(), &st) == 0);
+      CHECK(fs["total-bytes-privileged"].get<std::uint64_t>() ==
+            static_cast<std::uint64_t>(st.f_blocks) * st.f_frsize);
+      CHECK(fs["total-bytes-privileged"].get<std::uint64_t>() >=
+            fs["total-bytes"].get<std::uint64_t>());
+    }
+  }
+
+  SECTION("guest-suspend-*: listed without a success response, and refused by the policy") {
+    std::map<std::string, ojson> listed;
+    const auto info = ours.call("guest-info");
+    for (const auto& cmd : info["return"]["supported_commands"]) {
+      listed[cmd["name"].get<std::string>()] = cmd;
+    }
+    for (const char* name : {"guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"}) {
+      INFO(name);
+      REQUIRE(listed.contains(name));
+      CHECK(listed[name]["success-response"] == false);
+      CHECK(listed[name]["enabled"] == true);
+    }
+    temp_dir blocked_dir;
+    auto blocked = start_agent_with_qga(blocked_dir, "[policy]\nblock = [\"suspend\"]\n");
+    qga_client c(blocked_dir / "ours.sock");
+    REQUIRE(c.connected());
+    for (const char* name : {"guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"}) {
+      INFO(name);
+      const auto r = c.call(name);
+      CHECK(r["error"]["class"] == "CommandNotFound");
+      CHECK_THAT(r["error"]["desc"].get<std::string>(), Catch::Contains("has been disabled"));
+    }
+  }
 }
