@@ -133,7 +133,8 @@ class child_process {
   void signal(int signo) const { ::kill(pid_, signo); }
 
   /// Waits for the process to exit; its exit status, 128+signal when killed, or nothing on
-  /// timeout.
+  /// timeout. Once it has exited, what it wrote to standard error is all in log() (a process
+  /// of its own that kept the descriptor is waited for at most 2 s).
   std::optional<int> wait_exit(clock::duration timeout) {
     if (status_) return status_;
     const auto deadline = clock::now() + timeout;
@@ -142,6 +143,8 @@ class child_process {
       const pid_t r = ::waitpid(pid_, &ws, WNOHANG);
       if (r == pid_) {
         status_ = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+        std::unique_lock lock(m_);
+        cv_.wait_for(lock, std::chrono::seconds(2), [&] { return err_eof_; });
         return status_;
       }
       const auto left =
