@@ -31,7 +31,8 @@ inline constexpr int exit_unavailable = 69;
 inline constexpr int exit_tempfail = 75;      ///< timeout or connection lost
 inline constexpr int exit_interrupted = 130;  ///< 128 + SIGINT, as a shell reports it
 
-/// Everything the command line says; each verb reads its part.
+/// What every verb is given: the program's own flags, the verb's name, the VM and the
+/// --timeout. A verb's other flags are its own: a struct only its file knows (make_verb()).
 struct options {
   bool json = false;
   std::string control_socket;
@@ -41,54 +42,6 @@ struct options {
   std::string timeout_text;             // --timeout; parsed into timeout when given
   std::chrono::nanoseconds timeout{0};  // --timeout, or the verb's own default
   bool timeout_given = false;
-  bool watch = false;  // telemetry
-  bool set_time = false;
-  bool slew = false;
-  std::string new_hostname;
-  // exec
-  std::vector<std::string> argv;
-  bool shell = false;
-  bool send_stdin = false;
-  std::string user;  // exec, passwd, ssh-key
-  std::string cwd;
-  std::vector<std::string> env;
-  bool detach = false;
-  // jobs: attach, kill
-  std::uint64_t job = 0;
-  bool no_follow = false;
-  std::string signal_text = "TERM";
-  // cp
-  std::string source, destination;
-  bool create_parents = false;
-  // shutdown, reboot
-  std::uint32_t delay_seconds = 0;
-  bool halt = false;
-  std::string suspend_mode = "ram";
-  // freeze
-  std::string lease_text = "60s";  // parsed into lease
-  std::chrono::nanoseconds lease{0};
-  std::vector<std::string> mounts;
-  std::vector<std::string> disk_serials;
-  bool freeze_status = false;
-  // stat, ls, mkdir, rm, mv (mv's second path is `destination`; mkdir --parents is
-  // create_parents)
-  std::string path;
-  bool long_list = false;
-  std::string mode_text;
-  bool recursive = false, force = false, replace = false;
-  // hotplug: cpuN, memoryN
-  std::vector<std::string> online, offline;
-  // fstrim
-  std::string trim_minimum_text = "0";
-  // passwd, ssh-key
-  bool crypted = false;
-  std::string key_action, key;
-  // upgrade
-  std::string binary;
-  bool all = false;
-  std::uint32_t parallel = 4;
-  std::string confirm_within_text = "2m";
-  bool force_upgrade = false;
 };
 
 /// A verb that ends the program with `status`, saying `message` on standard error.
@@ -115,18 +68,25 @@ struct round_trip {
   double ms = 0;
 };
 
-/// One verb of qx-agent. A verb is either one request and its reply (`request`, `text` and
-/// optionally `to_json`: the reply body's JSON otherwise), or does more (`run`).
+/// One verb of qx-agent, as the program runs it. A verb is either one request and its reply
+/// (`request`, `text` and optionally `to_json`: the reply body's JSON otherwise), or does more
+/// (`run`). A verb with flags of its own is made by make_verb() from a verb_spec over its own
+/// option struct; one without is written as a verb directly.
 struct verb {
   const char* name;
   const char* help;
   bool takes_vm = true;
+  /// Without takes_vm: the help of an optional VM argument, or nullptr for none.
+  const char* optional_vm = nullptr;
   /// Its own arguments and flags, after the VM.
-  void (*arguments)(CLI::App& sub, options& o) = nullptr;
-  common::result<pb::Envelope> (*request)(const options& o) = nullptr;
-  void (*text)(const options& o, const pb::Envelope& reply, const round_trip& rt) = nullptr;
-  json (*to_json)(const options& o, const pb::Envelope& reply, const round_trip& rt) = nullptr;
-  asio::awaitable<int> (*run)(host::agent_access& access, const options& o) = nullptr;
+  std::function<void(CLI::App& sub)> arguments = {};
+  std::function<common::result<pb::Envelope>(const options& o)> request = {};
+  std::function<void(const options& o, const pb::Envelope& reply, const round_trip& rt)> text = {};
+  std::function<json(const options& o, const pb::Envelope& reply, const round_trip& rt)> to_json =
+      {};
+  std::function<asio::awaitable<int>(host::agent_access& access, const options& o)> run = {};
+  /// Whether an interruption (Ctrl-C) is how this run ends well (telemetry --watch): exit 0.
+  std::function<bool()> interrupt_ends_well = {};
   /// The exit status for an answer (a one-shot verb's partial success); exit_ok when absent.
   int (*status)(const pb::Envelope& reply) = nullptr;
   /// Its --timeout: what it bounds (nullptr: the verb takes none; a help that says its default
@@ -135,6 +95,57 @@ struct verb {
   const char* timeout_help = "how long to wait for the answer";
   std::chrono::nanoseconds timeout = std::chrono::seconds(10);
 };
+
+/// A verb with flags of its own, `Own`: each function is given them beside the common options.
+template <typename Own>
+struct verb_spec {
+  const char* name;
+  const char* help;
+  bool takes_vm = true;
+  const char* optional_vm = nullptr;
+  void (*arguments)(CLI::App& sub, Own& own) = nullptr;
+  common::result<pb::Envelope> (*request)(const options& o, const Own& own) = nullptr;
+  void (*text)(const options& o, const Own& own, const pb::Envelope& reply,
+               const round_trip& rt) = nullptr;
+  json (*to_json)(const options& o, const Own& own, const pb::Envelope& reply,
+                  const round_trip& rt) = nullptr;
+  asio::awaitable<int> (*run)(host::agent_access& access, const options& o,
+                              const Own& own) = nullptr;
+  bool (*interrupt_ends_well)(const Own& own) = nullptr;
+  int (*status)(const pb::Envelope& reply) = nullptr;
+  const char* timeout_help = "how long to wait for the answer";
+  std::chrono::nanoseconds timeout = std::chrono::seconds(10);
+};
+
+/// The verb of `spec`, holding its own flags (one set per program: the table is made once).
+template <typename Own>
+verb make_verb(const verb_spec<Own>& spec) {
+  auto own = std::make_shared<Own>();
+  verb v{.name = spec.name,
+         .help = spec.help,
+         .takes_vm = spec.takes_vm,
+         .optional_vm = spec.optional_vm,
+         .status = spec.status,
+         .timeout_help = spec.timeout_help,
+         .timeout = spec.timeout};
+  if (auto* f = spec.arguments) v.arguments = [own, f](CLI::App& sub) { f(sub, *own); };
+  if (auto* f = spec.request) v.request = [own, f](const options& o) { return f(o, *own); };
+  if (auto* f = spec.text) {
+    v.text = [own, f](const options& o, const pb::Envelope& r, const round_trip& rt) {
+      f(o, *own, r, rt);
+    };
+  }
+  if (auto* f = spec.to_json) {
+    v.to_json = [own, f](const options& o, const pb::Envelope& r, const round_trip& rt) {
+      return f(o, *own, r, rt);
+    };
+  }
+  if (auto* f = spec.run) {
+    v.run = [own, f](host::agent_access& access, const options& o) { return f(access, o, *own); };
+  }
+  if (auto* f = spec.interrupt_ends_well) v.interrupt_ends_well = [own, f] { return f(*own); };
+  return v;
+}
 
 /// Every verb, in the order --help lists them.
 const std::vector<verb>& verbs();
@@ -145,12 +156,14 @@ const std::vector<verb>& verbs();
 asio::awaitable<int> one_shot(const verb& v, host::agent_access& access, const options& o,
                               std::optional<std::chrono::nanoseconds> wait = std::nullopt);
 
-// The verbs that do more than one request and its reply.
-asio::awaitable<int> run_exec(host::agent_access& access, const options& o);
-asio::awaitable<int> run_cp(host::agent_access& access, const options& o);
-asio::awaitable<int> run_ls(host::agent_access& access, const options& o);
-asio::awaitable<int> run_rm(host::agent_access& access, const options& o);
-asio::awaitable<int> run_attach(host::agent_access& access, const options& o);
+// The verbs that live in files of their own, each with its own flags (verbs.cpp places them in
+// the table).
+verb exec_verb();                // exec.cpp
+verb attach_verb();              // jobs.cpp
+verb kill_verb();                // jobs.cpp
+verb cp_verb();                  // copy.cpp
+std::vector<verb> file_verbs();  // files.cpp: stat, ls, mkdir, rm, mv
+verb upgrade_verb();             // upgrade.cpp
 
 /// An upload's end (copy.cpp): what went wrong, or the bytes sent and their SHA-256 (raw).
 struct upload_result {
@@ -165,25 +178,12 @@ struct upload_result {
 asio::awaitable<upload_result> upload_file(host::agent_access& b, const std::string& vm, int fd,
                                            pb::Envelope open, std::chrono::nanoseconds timeout,
                                            std::function<void(std::uint64_t)> on_progress = {});
-asio::awaitable<int> run_upgrade(host::agent_access& access, const options& o);
 void print_upgrade_status(const options& o, const pb::UpgradeStatus& s);
 
 // The job verbs' printers (jobs.cpp).
 void print_job_started(const options& o, const pb::Job& j);
 void print_jobs(const pb::JobsReply& r);
-void print_job_killed(const options& o, const pb::Job& j);
-/// "TERM", "SIGKILL", "9": the signal's number.
-common::result<int> parse_signal(const std::string& text);
 
-// The file verbs' requests and printers (files.cpp).
-common::result<pb::Envelope> stat_request(const options& o);
-common::result<pb::Envelope> mkdir_request(const options& o);
-common::result<pb::Envelope> rm_request(const options& o);
-common::result<pb::Envelope> mv_request(const options& o);
-void print_stat(const options& o, const pb::Envelope& reply, const round_trip& rt);
-void print_mkdir(const options& o, const pb::Envelope& reply, const round_trip& rt);
-void print_rm(const options& o, const pb::Envelope& reply, const round_trip& rt);
-void print_mv(const options& o, const pb::Envelope& reply, const round_trip& rt);
 /// A file's description as JSON: names as text (and in base64 too when not UTF-8), the mode in
 /// octal.
 json file_json(const pb::FileStat& s);

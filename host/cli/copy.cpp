@@ -159,8 +159,8 @@ asio::awaitable<void> send_chunk(host::agent_access& b, std::string vm, pb::Enve
   w->changed.notify_all();
 }
 
-asio::awaitable<int> run_upload(host::agent_access& b, const options& o, const std::string& local,
-                                const std::string& vm, std::string path) {
+asio::awaitable<int> run_upload(host::agent_access& b, const options& o, bool create_parents,
+                                const std::string& local, const std::string& vm, std::string path) {
   const int fd = ::open(local.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) co_return report({exit_usage, fmt::format("{}: {}", local, std::strerror(errno))});
   local_file in;
@@ -174,7 +174,7 @@ asio::awaitable<int> run_upload(host::agent_access& b, const options& o, const s
   auto* op = open.mutable_file_write_open();
   op->set_path(path);
   op->set_mode(st.st_mode & 0777);
-  op->set_create_parents(o.create_parents);
+  op->set_create_parents(create_parents);
   op->set_expected_size(static_cast<std::uint64_t>(st.st_size));
   progress_meter meter(path, static_cast<std::uint64_t>(st.st_size));
   auto sent = co_await upload_file(b, vm, fd, std::move(open), o.timeout,
@@ -264,14 +264,37 @@ asio::awaitable<upload_result> upload_file(host::agent_access& b, const std::str
   co_return out;
 }
 
-asio::awaitable<int> run_cp(host::agent_access& b, const options& o) {
-  const auto from = remote_path(o.source);
-  const auto to = remote_path(o.destination);
+namespace {
+
+struct cp_flags {
+  std::string source, destination;
+  bool create_parents = false;
+};
+
+asio::awaitable<int> run_cp(host::agent_access& b, const options& o, const cp_flags& own) {
+  const auto from = remote_path(own.source);
+  const auto to = remote_path(own.destination);
   if (from.has_value() == to.has_value()) {
     co_return report({exit_usage, "cp: exactly one of SOURCE and DESTINATION is VM:PATH"});
   }
-  if (from) co_return co_await run_download(b, o, from->first, from->second, o.destination);
-  co_return co_await run_upload(b, o, o.source, to->first, to->second);
+  if (from) co_return co_await run_download(b, o, from->first, from->second, own.destination);
+  co_return co_await run_upload(b, o, own.create_parents, own.source, to->first, to->second);
+}
+
+}  // namespace
+
+verb cp_verb() {
+  return make_verb<cp_flags>(
+      {.name = "cp",
+       .help = "copy a file to or from a guest: cp VM:PATH LOCAL or cp LOCAL VM:PATH",
+       .takes_vm = false,
+       .arguments =
+           [](CLI::App& s, cp_flags& f) {
+             s.add_option("SOURCE", f.source, "VM:PATH or a local file")->required();
+             s.add_option("DESTINATION", f.destination, "LOCAL or VM:PATH")->required();
+             s.add_flag("--parents", f.create_parents, "create missing directories in the guest");
+           },
+       .run = run_cp});
 }
 
 }  // namespace qxa::cli

@@ -11,27 +11,39 @@
 
 namespace qxa::cli {
 
-asio::awaitable<int> run_exec(host::agent_access& access, const options& o) {
+namespace {
+
+struct exec_flags {
+  std::vector<std::string> argv;
+  bool shell = false;
+  bool send_stdin = false;
+  std::string user;
+  std::string cwd;
+  std::vector<std::string> env;
+  bool detach = false;
+};
+
+asio::awaitable<int> run_exec(host::agent_access& access, const options& o, const exec_flags& own) {
   pb::Envelope request;
   auto* e = request.mutable_exec_request();
-  if (o.shell) {
+  if (own.shell) {
     std::string line;
-    for (const auto& a : o.argv) line += (line.empty() ? "" : " ") + a;
+    for (const auto& a : own.argv) line += (line.empty() ? "" : " ") + a;
     e->set_shell_command(line);
   } else {
-    for (const auto& a : o.argv) e->add_argv(a);
+    for (const auto& a : own.argv) e->add_argv(a);
   }
-  for (const auto& kv : o.env) {
+  for (const auto& kv : own.env) {
     const auto eq = kv.find('=');
     if (eq == std::string::npos || eq == 0) {
       co_return report({exit_usage, fmt::format("--env {}: expected NAME=VALUE", kv)});
     }
     (*e->mutable_env())[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
-  e->set_working_directory(o.cwd);
-  e->set_user(o.user);
-  if (o.send_stdin) e->set_stdin(read_all_stdin());
-  if (o.detach) {
+  e->set_working_directory(own.cwd);
+  e->set_user(own.user);
+  if (own.send_stdin) e->set_stdin(read_all_stdin());
+  if (own.detach) {
     // A job has no time limit unless one is given; the reply comes at once.
     e->set_detach(true);
     if (o.timeout_given) {
@@ -93,6 +105,35 @@ asio::awaitable<int> run_exec(host::agent_access& access, const options& o) {
     co_return 128 + x.signal();
   }
   co_return x.exit_code();
+}
+
+}  // namespace
+
+verb exec_verb() {
+  return make_verb<exec_flags>(
+      {.name = "exec",
+       .help = "run a command in the guest, its output live; exits with the command's "
+               "status",
+       .arguments =
+           [](CLI::App& s, exec_flags& f) {
+             s.add_option("ARGV", f.argv, "the program and its arguments (after --)")->required();
+             s.add_flag("--shell", f.shell, "run ARGV joined by spaces as a /bin/sh -c line");
+             s.add_option("--user", f.user, "run as this user, with their groups, HOME and USER");
+             s.add_option("--cwd", f.cwd, "working directory (default: the user's home)");
+             // One value per --env: a vector option would otherwise take every word
+             // that follows, the VM's name included.
+             s.add_option("--env", f.env, "NAME=VALUE added to the environment (repeatable)")
+                 ->allow_extra_args(false);
+             s.add_flag("--stdin", f.send_stdin,
+                        "send this program's standard input to the command");
+             s.add_flag("--detach", f.detach,
+                        "start it as a job that outlives this program and the host's connection "
+                        "(no time limit unless --timeout); prints the job's id");
+           },
+       .run = run_exec,
+       // A command may run longer than an answer takes.
+       .timeout_help = "kill the command after this long [60s; with --detach: no limit]",
+       .timeout = std::chrono::seconds(60)});
 }
 
 }  // namespace qxa::cli

@@ -93,13 +93,36 @@ json file_json(const pb::FileStat& s) {
   return j;
 }
 
-result<pb::Envelope> stat_request(const options& o) {
+namespace {
+
+struct path_flags {  // stat
+  std::string path;
+};
+struct ls_flags {
+  std::string path;
+  bool long_list = false;
+};
+struct mkdir_flags {
+  std::string path;
+  bool parents = false;
+  std::string mode_text;
+};
+struct rm_flags {
+  std::string path;
+  bool recursive = false, force = false;
+};
+struct mv_flags {
+  std::string from, to;
+  bool replace = false;
+};
+
+result<pb::Envelope> stat_request(const options&, const path_flags& own) {
   pb::Envelope e;
-  e.mutable_file_stat_request()->set_path(o.path);
+  e.mutable_file_stat_request()->set_path(own.path);
   return e;
 }
 
-void print_stat(const options&, const pb::Envelope& reply, const round_trip&) {
+void print_stat(const options&, const path_flags&, const pb::Envelope& reply, const round_trip&) {
   const auto& s = reply.file_stat();
   std::printf("%s: %s, %s, mode %04o (%s), uid %u gid %u, modified %s UTC\n",
               shown(s.path()).c_str(), type_word(s.type()),
@@ -112,10 +135,10 @@ void print_stat(const options&, const pb::Envelope& reply, const round_trip&) {
   }
 }
 
-asio::awaitable<int> run_ls(host::agent_access& access, const options& o) {
+asio::awaitable<int> run_ls(host::agent_access& access, const options& o, const ls_flags& own) {
   pb::Envelope request;
   auto* r = request.mutable_dir_list_request();
-  r->set_path(o.path);
+  r->set_path(own.path);
   // By position: each page costs the agent the same however large the directory. An agent
   // that predates it answers by name (next_after), and is then asked by name.
   r->set_by_position(true);
@@ -145,88 +168,149 @@ asio::awaitable<int> run_ls(host::agent_access& access, const options& o) {
   for (const auto& s : entries) {
     if (o.json) {
       list.push_back(file_json(s));
-    } else if (o.long_list) {
+    } else if (own.long_list) {
       std::printf("%s\n", long_line(s).c_str());
     } else {
       std::printf("%s\n", shown(s.path()).c_str());
     }
   }
-  if (o.json) print_json({{"path", common::to_utf8(o.path)}, {"entries", list}}, 2);
+  if (o.json) print_json({{"path", common::to_utf8(own.path)}, {"entries", list}}, 2);
   co_return exit_ok;
 }
 
-result<pb::Envelope> mkdir_request(const options& o) {
+result<pb::Envelope> mkdir_request(const options&, const mkdir_flags& own) {
   std::uint32_t mode = 0;
-  if (!o.mode_text.empty()) {
-    auto m = common::to_number<std::uint32_t>(o.mode_text, 8);
-    if (!m || *m > 07777) return usage("mkdir: --mode: not an octal mode: '" + o.mode_text + "'");
+  if (!own.mode_text.empty()) {
+    auto m = common::to_number<std::uint32_t>(own.mode_text, 8);
+    if (!m || *m > 07777) return usage("mkdir: --mode: not an octal mode: '" + own.mode_text + "'");
     mode = *m;
   }
   pb::Envelope e;
   auto* r = e.mutable_mkdir_request();
-  r->set_path(o.path);
+  r->set_path(own.path);
   r->set_mode(mode);
-  r->set_parents(o.create_parents);
+  r->set_parents(own.parents);
   return e;
 }
 
-void print_mkdir(const options& o, const pb::Envelope& reply, const round_trip&) {
+void print_mkdir(const options&, const mkdir_flags& own, const pb::Envelope& reply,
+                 const round_trip&) {
   if (reply.file_change_reply().existed()) {
-    std::printf("%s: already a directory\n", shown(o.path).c_str());
+    std::printf("%s: already a directory\n", shown(own.path).c_str());
   } else {
-    std::printf("%s: made\n", shown(o.path).c_str());
+    std::printf("%s: made\n", shown(own.path).c_str());
   }
 }
 
-result<pb::Envelope> rm_request(const options& o) {
+result<pb::Envelope> rm_request(const options&, const rm_flags& own) {
   pb::Envelope e;
   auto* r = e.mutable_remove_request();
-  r->set_path(o.path);
-  r->set_recursive(o.recursive);
-  r->set_missing_ok(o.force);
+  r->set_path(own.path);
+  r->set_recursive(own.recursive);
+  r->set_missing_ok(own.force);
   return e;
 }
 
-void print_rm(const options& o, const pb::Envelope& reply, const round_trip&) {
+void print_rm(const options&, const rm_flags& own, const pb::Envelope& reply, const round_trip&) {
   const auto& r = reply.file_change_reply();
   if (r.missing()) {
-    std::printf("%s: not there\n", shown(o.path).c_str());
+    std::printf("%s: not there\n", shown(own.path).c_str());
   } else {
-    std::printf("%s: removed (%llu %s)\n", shown(o.path).c_str(),
+    std::printf("%s: removed (%llu %s)\n", shown(own.path).c_str(),
                 static_cast<unsigned long long>(r.removed()),
                 r.removed() == 1 ? "entry" : "entries");
   }
 }
 
-asio::awaitable<int> run_rm(host::agent_access& access, const options& o) {
-  // A tree takes a while: the guest bounds it by its request timeout (30 s unless configured).
-  const auto& v = *std::find_if(verbs().begin(), verbs().end(),
-                                [](const verb& x) { return std::string_view(x.name) == "rm"; });
-  co_return co_await one_shot(v, access, o,
-                              o.timeout);
-}
-
-result<pb::Envelope> mv_request(const options& o) {
-  std::string to = o.destination;
+result<pb::Envelope> mv_request(const options&, const mv_flags& own) {
+  std::string to = own.to;
   // "mv VM a/b c/" moves into the directory, as mv(1) does.
   if (to.ends_with('/')) {
-    const auto from = std::string_view(o.path);
+    const auto from = std::string_view(own.from);
     const auto slash = from.find_last_of('/', from.size() - 1);
     auto base = slash == std::string_view::npos ? from : from.substr(slash + 1);
-    if (base.empty()) return usage("mv: '" + o.path + "' names no file to move into a directory");
+    if (base.empty()) return usage("mv: '" + own.from + "' names no file to move into a directory");
     to += base;
   }
   pb::Envelope e;
   auto* r = e.mutable_move_request();
-  r->set_from(o.path);
+  r->set_from(own.from);
   r->set_to(to);
-  r->set_replace(o.replace);
+  r->set_replace(own.replace);
   return e;
 }
 
-void print_mv(const options& o, const pb::Envelope& reply, const round_trip&) {
-  (void)reply;
-  std::printf("%s: moved to %s\n", shown(o.path).c_str(), shown(o.destination).c_str());
+void print_mv(const options&, const mv_flags& own, const pb::Envelope&, const round_trip&) {
+  std::printf("%s: moved to %s\n", shown(own.from).c_str(), shown(own.to).c_str());
+}
+
+}  // namespace
+
+std::vector<verb> file_verbs() {
+  std::vector<verb> t;
+  t.push_back(make_verb<path_flags>(
+      {.name = "stat",
+       .help = "describe a file in the guest (a link as itself)",
+       .arguments =
+           [](CLI::App& s, path_flags& f) {
+             s.add_option("PATH", f.path, "absolute path in the guest")->required();
+           },
+       .request = stat_request,
+       .text = print_stat,
+       .to_json = [](const options&, const path_flags&, const pb::Envelope& r,
+                     const round_trip&) { return file_json(r.file_stat()); }}));
+  t.push_back(make_verb<ls_flags>(
+      {.name = "ls",
+       .help = "list a directory in the guest, every entry (dot files too), sorted",
+       .arguments =
+           [](CLI::App& s, ls_flags& f) {
+             s.add_option("PATH", f.path, "absolute path of a directory")->required();
+             s.add_flag("-l,--long", f.long_list,
+                        "type and mode, owner, size, modification time (UTC)");
+           },
+       .run = run_ls}));
+  t.push_back(make_verb<mkdir_flags>(
+      {.name = "mkdir",
+       .help = "make a directory in the guest",
+       .arguments =
+           [](CLI::App& s, mkdir_flags& f) {
+             s.add_option("PATH", f.path, "absolute path of the new directory")->required();
+             s.add_flag("-p,--parents", f.parents,
+                        "make missing parents too; a directory already there is no error");
+             s.add_option("--mode", f.mode_text, "permission bits in octal [0755]");
+           },
+       .request = mkdir_request,
+       .text = print_mkdir}));
+  t.push_back(make_verb<rm_flags>(
+      {.name = "rm",
+       .help = "remove a file, a link or an empty directory in the guest; -r: a directory with "
+               "all it holds, on its own filesystem only",
+       .arguments =
+           [](CLI::App& s, rm_flags& f) {
+             s.add_option("PATH", f.path, "absolute path in the guest")->required();
+             s.add_flag("-r,--recursive", f.recursive,
+                        "a directory and everything in it (never crossing a mount)");
+             s.add_flag("-f,--force", f.force, "nothing at PATH is no error");
+           },
+       .request = rm_request,
+       .text = print_rm,
+       // A tree takes a while: the guest bounds it by its request timeout.
+       .timeout_help = "how long to wait for the answer [60s]; the guest stops a removal after "
+                       "its request timeout (30 s unless configured)",
+       .timeout = std::chrono::seconds(60)}));
+  t.push_back(make_verb<mv_flags>(
+      {.name = "mv",
+       .help = "rename a file or directory within one guest filesystem",
+       .arguments =
+           [](CLI::App& s, mv_flags& f) {
+             s.add_option("FROM", f.from, "absolute path in the guest")->required();
+             s.add_option("TO", f.to, "its new absolute path (ending in '/': into that directory)")
+                 ->required();
+             s.add_flag("--replace", f.replace, "replace what TO names");
+           },
+       .request = mv_request,
+       .text = print_mv}));
+  return t;
 }
 
 }  // namespace qxa::cli

@@ -87,13 +87,9 @@ void print_jobs(const pb::JobsReply& r) {
   }
 }
 
-void print_job_killed(const options& o, const pb::Job& j) {
-  const auto signal = parse_signal(o.signal_text);
-  std::printf("sent %s to job %llu (pid %d) in %s\n",
-              signal ? signal_name(*signal).c_str() : o.signal_text.c_str(),
-              static_cast<unsigned long long>(j.id()), j.pid(), shown(o.vm).c_str());
-}
+namespace {
 
+/// "TERM", "SIGKILL", "9": the signal's number.
 common::result<int> parse_signal(const std::string& text) {
   std::string name = text;
   for (auto& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -108,11 +104,17 @@ common::result<int> parse_signal(const std::string& text) {
                             fmt::format("--signal {}: not a signal name or number", text)};
 }
 
-asio::awaitable<int> run_attach(host::agent_access& access, const options& o) {
+struct attach_flags {
+  std::uint64_t job = 0;
+  bool no_follow = false;
+};
+
+asio::awaitable<int> run_attach(host::agent_access& access, const options& o,
+                                const attach_flags& own) {
   pb::Envelope request;
   auto* a = request.mutable_attach_request();
-  a->set_job(o.job);
-  a->set_follow(!o.no_follow);
+  a->set_job(own.job);
+  a->set_follow(!own.no_follow);
   // Where each stream should go on: a replay that starts later says what was lost.
   std::array<std::uint64_t, 2> next{0, 0};
   host::call_options call;
@@ -136,7 +138,7 @@ asio::awaitable<int> run_attach(host::agent_access& access, const options& o) {
   if (!r && r.code() == common::errc::cancelled) {
     // Only the attach stops (no co_await may come before the reset: it would throw).
     std::fprintf(stderr, "qx-agent: detached from job %llu; it keeps running in the guest\n",
-                 static_cast<unsigned long long>(o.job));
+                 static_cast<unsigned long long>(own.job));
     co_await asio::this_coro::reset_cancellation_state();
     co_await access.flush(settle_time);
     co_return exit_interrupted;
@@ -156,6 +158,58 @@ asio::awaitable<int> run_attach(host::agent_access& access, const options& o) {
                  static_cast<unsigned long long>(j.id()), j.signal(), ::strsignal(j.signal()));
   }
   co_return job_status(j);
+}
+
+struct kill_flags {
+  std::uint64_t job = 0;
+  std::string signal_text = "TERM";
+};
+
+void print_job_killed(const options& o, const kill_flags& own, const pb::Job& j) {
+  const auto signal = parse_signal(own.signal_text);
+  std::printf("sent %s to job %llu (pid %d) in %s\n",
+              signal ? signal_name(*signal).c_str() : own.signal_text.c_str(),
+              static_cast<unsigned long long>(j.id()), j.pid(), shown(o.vm).c_str());
+}
+
+}  // namespace
+
+verb attach_verb() {
+  return make_verb<attach_flags>(
+      {.name = "attach",
+       .help = "a job's output kept so far, then live until it ends; exits with the job's status "
+               "(Ctrl-C leaves the job running)",
+       .arguments =
+           [](CLI::App& s, attach_flags& f) {
+             s.add_option("JOB", f.job, "the job's id (see jobs)")->required();
+             s.add_flag("--no-follow", f.no_follow, "print the output kept so far and stop");
+           },
+       .run = run_attach,
+       .timeout_help = "give up when the guest has said nothing for this long [30s]; a quiet "
+                       "job's state comes every 5 s",
+       .timeout = std::chrono::seconds(30)});
+}
+
+verb kill_verb() {
+  return make_verb<kill_flags>(
+      {.name = "kill",
+       .help = "send a signal to a job's process group",
+       .arguments =
+           [](CLI::App& s, kill_flags& f) {
+             s.add_option("JOB", f.job, "the job's id (see jobs)")->required();
+             s.add_option("--signal", f.signal_text, "TERM, KILL, INT, HUP, ... or a number")
+                 ->capture_default_str();
+           },
+       .request = [](const options&, const kill_flags& f) -> common::result<pb::Envelope> {
+         const auto signal = parse_signal(f.signal_text);
+         if (!signal) return usage("kill: " + signal.error().message);
+         pb::Envelope e;
+         e.mutable_kill_job_request()->set_job(f.job);
+         e.mutable_kill_job_request()->set_signal(*signal);
+         return e;
+       },
+       .text = [](const options& o, const kill_flags& f, const pb::Envelope& r,
+                  const round_trip&) { print_job_killed(o, f, r.job()); }});
 }
 
 }  // namespace qxa::cli

@@ -79,8 +79,10 @@ int main(int argc, char** argv) {
     by_command[sub] = &v;
     if (v.takes_vm) {
       sub->add_option("VM", o.vm, "the VM's name (with --connect, any name or -)")->required();
+    } else if (v.optional_vm != nullptr) {
+      sub->add_option("VM", o.vm, v.optional_vm);
     }
-    if (v.arguments) v.arguments(*sub, o);
+    if (v.arguments) v.arguments(*sub);
     if (v.timeout_help != nullptr) {
       auto* t = sub->add_option("--timeout", o.timeout_text, v.timeout_help);
       if (std::strchr(v.timeout_help, '[') == nullptr)
@@ -105,11 +107,8 @@ int main(int argc, char** argv) {
     o.timeout_given = given->count() > 0;
   }
   o.timeout = v.timeout;
-  for (const auto& [what, text, out, given] :
-       {std::tuple{"--timeout", &o.timeout_text, &o.timeout, o.timeout_given},
-        std::tuple{"--lease", &o.lease_text, &o.lease, true}}) {
-    if (!given) continue;
-    if (auto bad = parse_positive(what, *text, *out)) {
+  if (o.timeout_given) {
+    if (auto bad = parse_positive("--timeout", o.timeout_text, o.timeout)) {
       std::fprintf(stderr, "qx-agent: %s\n", bad->c_str());
       return exit_usage;
     }
@@ -136,7 +135,8 @@ int main(int argc, char** argv) {
                    if (e && !interrupted) std::rethrow_exception(e);  // a bug: main's to report
                    // A verb with no use for an interruption ends where it was waiting (by
                    // operation_aborted); Ctrl-C is how a --watch ends.
-                   status_code = e ? (o.watch ? exit_ok : exit_interrupted) : r;
+                   const bool well = v.interrupt_ends_well && v.interrupt_ends_well();
+                   status_code = e ? (well ? exit_ok : exit_interrupted) : r;
                    io.stop();
                  }));
   io.run();

@@ -24,6 +24,14 @@ using namespace std::chrono_literals;
 
 namespace {
 
+struct upgrade_flags {
+  std::string binary;
+  bool all = false;
+  std::uint32_t parallel = 4;
+  std::string confirm_within_text = "2m";
+  bool force = false;
+};
+
 struct outcome {
   std::string vm = {};
   std::string result = {};  // upgraded, unchanged, rolled-back, failed, skipped
@@ -76,8 +84,8 @@ std::optional<pb::VmStatus> vm_status(const common::result<pb::StatusReport>& r)
 }
 
 asio::awaitable<outcome> upgrade_one(host::agent_access& b, const options& o,
-                                     const binary_file& file, std::string vm,
-                                     std::chrono::nanoseconds confirm_within) {
+                                     const upgrade_flags& own, const binary_file& file,
+                                     std::string vm, std::chrono::nanoseconds confirm_within) {
   outcome out{.vm = vm};
   const auto started = std::chrono::steady_clock::now();
   auto fail = [&](int status, std::string message) {
@@ -114,7 +122,7 @@ asio::awaitable<outcome> upgrade_one(host::agent_access& b, const options& o,
   pb::Envelope request;
   auto* up = request.mutable_upgrade_request();
   up->set_sha256(file.sha256);
-  up->set_force(o.force_upgrade);
+  up->set_force(own.force);
   up->set_confirm_within_ms(static_cast<std::uint32_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(confirm_within).count()));
   auto installed = co_await b.call(vm, request, std::max(o.timeout, std::chrono::nanoseconds(60s)));
@@ -225,18 +233,21 @@ void print_upgrade_status(const options& o, const pb::UpgradeStatus& s) {
   }
 }
 
-asio::awaitable<int> run_upgrade(host::agent_access& b, const options& o) {
-  if (o.all == !o.vm.empty()) co_return report({exit_usage, "upgrade: name one VM, or --all"});
+namespace {
+
+asio::awaitable<int> run_upgrade(host::agent_access& b, const options& o,
+                                 const upgrade_flags& own) {
+  if (own.all == !o.vm.empty()) co_return report({exit_usage, "upgrade: name one VM, or --all"});
   std::chrono::nanoseconds confirm_within{};
-  if (auto d = common::parse_duration(o.confirm_within_text);
+  if (auto d = common::parse_duration(own.confirm_within_text);
       !d || *d < std::chrono::seconds(10) || *d > std::chrono::hours(1)) {
     co_return report({exit_usage, "upgrade: --confirm-within must be from 10s to 1h"});
   } else {
     confirm_within = *d;
   }
-  if (o.parallel == 0) co_return report({exit_usage, "upgrade: --parallel must be at least 1"});
+  if (own.parallel == 0) co_return report({exit_usage, "upgrade: --parallel must be at least 1"});
   binary_file file;
-  if (auto f = open_binary(o.binary, file)) co_return report(*f);
+  if (auto f = open_binary(own.binary, file)) co_return report(*f);
 
   std::vector<std::string> targets;
   // Shared with the upgrades in flight, which may outlive this frame after an interruption.
@@ -249,7 +260,7 @@ asio::awaitable<int> run_upgrade(host::agent_access& b, const options& o) {
   auto ex = co_await asio::this_coro::executor;
   auto p = std::make_shared<progress>(ex);
   auto& results = p->results;
-  if (o.all) {
+  if (own.all) {
     auto report_all = co_await b.status("");
     if (!report_all) co_return report({status_for(report_all.code()), report_all.error().message});
     for (const auto& s : report_all->vms()) {
@@ -269,11 +280,11 @@ asio::awaitable<int> run_upgrade(host::agent_access& b, const options& o) {
   asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
   std::size_t next = 0;
   while (next < targets.size() || p->running > 0) {
-    while (p->running < o.parallel && next < targets.size()) {
+    while (p->running < own.parallel && next < targets.size()) {
       ++p->running;
       const auto& vm = targets[next++];
       asio::co_spawn(
-          ex, upgrade_one(b, o, file, vm, confirm_within),
+          ex, upgrade_one(b, o, own, file, vm, confirm_within),
           [p, &o, vm](std::exception_ptr e, outcome r) {
             if (e)
               r = outcome{
@@ -299,8 +310,33 @@ asio::awaitable<int> run_upgrade(host::agent_access& b, const options& o) {
     list.push_back(outcome_json(r));
     if (r.result != "skipped" && r.status != exit_ok && status == exit_ok) status = r.status;
   }
-  if (o.json) print_json(o.all ? json{{"vms", list}} : list[0], 2);
+  if (o.json) print_json(own.all ? json{{"vms", list}} : list[0], 2);
   co_return status;
+}
+
+}  // namespace
+
+verb upgrade_verb() {
+  return make_verb<upgrade_flags>(
+      {.name = "upgrade",
+       .help = "replace a VM's agent (or every ready VM's) with a new binary; the guest puts the "
+               "old one back unless the new agent answers and is confirmed",
+       .takes_vm = false,
+       .optional_vm = "the VM (or --all)",
+       .arguments =
+           [](CLI::App& s, upgrade_flags& f) {
+             s.add_flag("--all", f.all, "every VM whose agent is ready");
+             s.add_option("--binary", f.binary, "the new static quantix-kvm-agent")->required();
+             s.add_option("--parallel", f.parallel, "with --all: at most this many at once")
+                 ->capture_default_str();
+             s.add_option("--confirm-within", f.confirm_within_text,
+                          "the new agent must answer within this long, or the guest rolls back "
+                          "(10s to 1h)")
+                 ->capture_default_str();
+             s.add_flag("--force", f.force,
+                        "upgrade even while detached jobs run (the agent's restart ends them)");
+           },
+       .run = run_upgrade});
 }
 
 }  // namespace qxa::cli

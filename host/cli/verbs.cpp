@@ -8,6 +8,7 @@
 #include <ctime>
 
 #include "cli.hpp"
+#include "qxa/common/duration.hpp"
 #include "qxa/common/envelope.hpp"
 #include "qxa/common/parse.hpp"
 #include "qxa/host/clock_sync.hpp"
@@ -40,7 +41,27 @@ asio::awaitable<int> run_status(host::agent_access& access, const options& o) {
   co_return exit_ok;
 }
 
-asio::awaitable<int> run_telemetry(host::agent_access& access, const options& o);
+// A CLI11 check: a duration of more than zero ("60s", "2m"), refused when the line is parsed.
+const CLI::Validator positive_duration(
+    [](std::string& text) -> std::string {
+      auto d = common::parse_duration(text);
+      if (!d) return d.error().message;
+      if (d->count() <= 0) return "must be more than 0";
+      return {};
+    },
+    "");
+
+struct telemetry_flags {
+  bool watch = false;
+};
+asio::awaitable<int> run_telemetry(host::agent_access& access, const options& o,
+                                   const telemetry_flags& own);
+
+/// The table's entry for `name` (the verbs that run one request in a way of their own).
+const verb& verb_named(std::string_view name) {
+  return *std::find_if(verbs().begin(), verbs().end(),
+                       [&](const verb& v) { return name == v.name; });
+}
 
 // ---- the guest's clock ------------------------------------------------------------------
 
@@ -100,6 +121,11 @@ void print_users(const options&, const pb::Envelope& reply, const round_trip&) {
 
 // ---- fstrim: a request with a deadline of its own -------------------------------------------
 
+struct trim_flags {
+  std::vector<std::string> mounts;
+  std::string minimum_text = "0";
+};
+
 /// How long the guest may go on starting filesystems: the verb's 10 minutes unless --timeout.
 std::chrono::nanoseconds trim_deadline(const options& o) { return o.timeout; }
 
@@ -127,14 +153,14 @@ std::optional<std::uint64_t> parse_size(std::string_view text) {
   return *n * unit;
 }
 
-result<pb::Envelope> trim_request(const options& o) {
-  const auto minimum = parse_size(o.trim_minimum_text);
+result<pb::Envelope> trim_request(const options& o, const trim_flags& own) {
+  const auto minimum = parse_size(own.minimum_text);
   if (!minimum) {
-    return usage("fstrim: --minimum: not a size: '" + o.trim_minimum_text + "' (say 0, 64K, 1M)");
+    return usage("fstrim: --minimum: not a size: '" + own.minimum_text + "' (say 0, 64K, 1M)");
   }
   pb::Envelope e;
   auto* t = e.mutable_trim_request();
-  for (const auto& m : o.mounts) t->add_mount_points(m);
+  for (const auto& m : own.mounts) t->add_mount_points(m);
   t->set_minimum_bytes(*minimum);
   t->set_timeout_ms(static_cast<std::uint32_t>(std::min<std::int64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(trim_deadline(o)).count(),
@@ -142,11 +168,10 @@ result<pb::Envelope> trim_request(const options& o) {
   return e;
 }
 
-asio::awaitable<int> run_fstrim(host::agent_access& access, const options& o) {
+asio::awaitable<int> run_fstrim(host::agent_access& access, const options& o, const trim_flags&) {
   // The filesystem being trimmed at the deadline finishes first: wait a while longer for it.
-  const auto& v = *std::find_if(verbs().begin(), verbs().end(),
-                                [](const verb& x) { return std::string_view(x.name) == "fstrim"; });
-  co_return co_await one_shot(v, access, o, trim_deadline(o) + std::chrono::minutes(2));
+  co_return co_await one_shot(verb_named("fstrim"), access, o,
+                              trim_deadline(o) + std::chrono::minutes(2));
 }
 
 // ---- hotplug ---------------------------------------------------------------------------------
@@ -168,10 +193,15 @@ std::optional<pb::HotplugChange> hotplug_change(std::string_view name, bool onli
   return std::nullopt;
 }
 
-result<pb::Envelope> hotplug_request(const options& o) {
+struct hotplug_flags {
+  std::vector<std::string> online, offline;
+};
+
+result<pb::Envelope> hotplug_request(const options&, const hotplug_flags& own) {
   pb::Envelope e;
   auto* r = e.mutable_hotplug_request();
-  for (const auto& [names, online] : {std::pair{&o.online, true}, std::pair{&o.offline, false}}) {
+  for (const auto& [names, online] :
+       {std::pair{&own.online, true}, std::pair{&own.offline, false}}) {
     for (const auto& n : *names) {
       auto c = hotplug_change(n, online);
       if (!c)
@@ -207,7 +237,8 @@ void print_units(const char* what, const google::protobuf::RepeatedPtrField<pb::
               id_ranges(offline).c_str(), id_ranges(fixed).c_str());
 }
 
-void print_hotplug(const options&, const pb::Envelope& reply, const round_trip&) {
+void print_hotplug(const options&, const hotplug_flags&, const pb::Envelope& reply,
+                   const round_trip&) {
   const auto& r = reply.hotplug_reply();
   for (const auto& o : r.outcomes()) {
     const auto name =
@@ -228,17 +259,45 @@ void print_hotplug(const options&, const pb::Envelope& reply, const round_trip&)
 
 // ---- requests built from the command line -------------------------------------------------
 
-result<pb::Envelope> power_request(const options& o) {
+struct power_flags {
+  std::uint32_t delay_seconds = 0;
+  bool halt = false;
+};
+
+result<pb::Envelope> power_request(const options& o, const power_flags& own) {
   pb::Envelope e;
   auto* p = e.mutable_power_request();
   p->set_action(o.verb == "reboot" ? pb::PowerRequest::ACTION_REBOOT
-                : o.halt           ? pb::PowerRequest::ACTION_HALT
+                : own.halt         ? pb::PowerRequest::ACTION_HALT
                                    : pb::PowerRequest::ACTION_POWEROFF);
-  p->set_delay_seconds(o.delay_seconds);
+  p->set_delay_seconds(own.delay_seconds);
   return e;
 }
 
-result<pb::Envelope> passwd_request(const options& o) {
+struct suspend_flags {
+  std::string mode = "ram";
+};
+
+struct freeze_flags {
+  std::string lease_text = "60s";
+  std::vector<std::string> mounts, disk_serials;
+  bool status = false;
+};
+
+struct time_flags {
+  bool set = false, slew = false;
+};
+
+struct hostname_flags {
+  std::string name;
+};
+
+struct passwd_flags {
+  std::string user;
+  bool crypted = false;
+};
+
+result<pb::Envelope> passwd_request(const options&, const passwd_flags& own) {
   std::string password = read_all_stdin();
   while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
     password.pop_back();
@@ -246,24 +305,28 @@ result<pb::Envelope> passwd_request(const options& o) {
   if (password.empty()) return usage("passwd: give the password on standard input");
   pb::Envelope e;
   auto* p = e.mutable_password_request();
-  p->set_user(o.user);
+  p->set_user(own.user);
   p->set_password(password);
-  p->set_crypted(o.crypted);
+  p->set_crypted(own.crypted);
   ::explicit_bzero(password.data(), password.size());
   return e;
 }
 
-result<pb::Envelope> ssh_key_request(const options& o) {
+struct ssh_key_flags {
+  std::string action, user, key;
+};
+
+result<pb::Envelope> ssh_key_request(const options&, const ssh_key_flags& own) {
   pb::Envelope e;
   auto* k = e.mutable_ssh_keys_request();
-  k->set_user(o.user);
-  if (o.key_action == "list") {
+  k->set_user(own.user);
+  if (own.action == "list") {
     k->set_action(pb::SshKeysRequest::ACTION_LIST);
     return e;
   }
-  k->set_action(o.key_action == "add" ? pb::SshKeysRequest::ACTION_ADD
-                                      : pb::SshKeysRequest::ACTION_REMOVE);
-  const std::string keys = o.key == "-" || o.key.empty() ? read_all_stdin() : o.key;
+  k->set_action(own.action == "add" ? pb::SshKeysRequest::ACTION_ADD
+                                    : pb::SshKeysRequest::ACTION_REMOVE);
+  const std::string keys = own.key == "-" || own.key.empty() ? read_all_stdin() : own.key;
   common::for_each_line(keys, [&](std::string_view line) {
     if (!line.empty()) k->add_keys(std::string(line));
   });
@@ -279,13 +342,12 @@ constexpr const char* power_timeout_help =
 
 std::vector<verb> make_table() {
   std::vector<verb> t;
-  t.push_back(
-      {.name = "status",
-       .help = "state of every VM (or one), as a table or JSON",
-       .takes_vm = false,
-       .arguments = [](CLI::App& s, options& o) { s.add_option("VM", o.vm, "only this VM"); },
-       .run = run_status,
-       .timeout_help = nullptr});
+  t.push_back({.name = "status",
+               .help = "state of every VM (or one), as a table or JSON",
+               .takes_vm = false,
+               .optional_vm = "only this VM",
+               .run = run_status,
+               .timeout_help = nullptr});
   t.push_back({.name = "ping",
                .help = "round trip to a VM's agent",
                .request = [](const options&) -> result<pb::Envelope> {
@@ -310,47 +372,48 @@ std::vector<verb> make_table() {
                },
                .text = [](const options&, const pb::Envelope& r,
                           const round_trip&) { print_info(r.info()); }});
-  t.push_back({.name = "telemetry",
-               .help = "a telemetry sample, or follow the pushed ones",
-               .arguments =
-                   [](CLI::App& s, options& o) {
-                     s.add_flag("--watch", o.watch, "follow pushed telemetry until interrupted");
-                   },
-               .request = [](const options&) -> result<pb::Envelope> {
-                 pb::Envelope e;
-                 e.mutable_telemetry_request();
-                 return e;
-               },
-               .text = [](const options&, const pb::Envelope& r,
-                          const round_trip&) { print_telemetry(r.telemetry()); },
-               .run = run_telemetry});
-  t.push_back({.name = "time",
-               .help = "the guest's clock, its offset from this host, and its time zone",
-               .arguments =
-                   [](CLI::App& s, options& o) {
-                     s.add_flag(
-                         "--set", o.set_time,
-                         "set the guest's clock (and its hardware clock) to this host's UTC time");
-                     s.add_flag("--slew", o.slew,
-                                "with --set: slew an offset of at most 500 ms instead of stepping");
-                   },
-               .request = [](const options& o) -> result<pb::Envelope> {
-                 pb::Envelope e;
-                 if (o.slew && !o.set_time) return usage("time: --slew goes with --set");
-                 e.mutable_time_request()->set_set(o.set_time);
-                 e.mutable_time_request()->set_slew(o.slew);
-                 if (o.set_time) {
-                   e.mutable_time_request()->set_set_unix_ns(common::unix_ns());
-                 }
-                 return e;
-               },
-               .text = print_time,
-               .to_json =
-                   [](const options&, const pb::Envelope& r, const round_trip& rt) {
-                     auto j = host::to_json(r.time_reply());
-                     j["offset_ms"] = clock_offset_ms(r.time_reply(), rt);
-                     return j;
-                   }});
+  t.push_back(make_verb<telemetry_flags>(
+      {.name = "telemetry",
+       .help = "a telemetry sample, or follow the pushed ones",
+       .arguments =
+           [](CLI::App& s, telemetry_flags& f) {
+             s.add_flag("--watch", f.watch, "follow pushed telemetry until interrupted");
+           },
+       .request = [](const options&, const telemetry_flags&) -> result<pb::Envelope> {
+         pb::Envelope e;
+         e.mutable_telemetry_request();
+         return e;
+       },
+       .text = [](const options&, const telemetry_flags&, const pb::Envelope& r,
+                  const round_trip&) { print_telemetry(r.telemetry()); },
+       .run = run_telemetry,
+       .interrupt_ends_well = [](const telemetry_flags& f) { return f.watch; }}));
+  t.push_back(make_verb<time_flags>(
+      {.name = "time",
+       .help = "the guest's clock, its offset from this host, and its time zone",
+       .arguments =
+           [](CLI::App& s, time_flags& f) {
+             s.add_flag("--set", f.set,
+                        "set the guest's clock (and its hardware clock) to this host's UTC time");
+             s.add_flag("--slew", f.slew,
+                        "with --set: slew an offset of at most 500 ms instead of stepping");
+           },
+       .request = [](const options&, const time_flags& f) -> result<pb::Envelope> {
+         pb::Envelope e;
+         if (f.slew && !f.set) return usage("time: --slew goes with --set");
+         e.mutable_time_request()->set_set(f.set);
+         e.mutable_time_request()->set_slew(f.slew);
+         if (f.set) e.mutable_time_request()->set_set_unix_ns(common::unix_ns());
+         return e;
+       },
+       .text = [](const options& o, const time_flags&, const pb::Envelope& r,
+                  const round_trip& rt) { print_time(o, r, rt); },
+       .to_json =
+           [](const options&, const time_flags&, const pb::Envelope& r, const round_trip& rt) {
+             auto j = host::to_json(r.time_reply());
+             j["offset_ms"] = clock_offset_ms(r.time_reply(), rt);
+             return j;
+           }}));
   t.push_back({.name = "network",
                .help = "the guest's interfaces (DHCP or static), primary address, routes and DNS",
                .request = [](const options&) -> result<pb::Envelope> {
@@ -369,48 +432,26 @@ std::vector<verb> make_table() {
                  return e;
                },
                .text = print_users});
-  t.push_back({.name = "hostname",
-               .help = "set the guest's hostname (now and in /etc/hostname)",
-               .arguments =
-                   [](CLI::App& s, options& o) {
-                     s.add_option("NAME", o.new_hostname, "the new hostname")->required();
-                   },
-               .request = [](const options& o) -> result<pb::Envelope> {
-                 pb::Envelope e;
-                 e.mutable_hostname_request()->set_name(o.new_hostname);
-                 return e;
-               },
-               .text =
-                   [](const options& o, const pb::Envelope& r, const round_trip&) {
-                     const auto& h = r.hostname_reply();
-                     std::printf("hostname of %s is now %s%s\n", shown(o.vm).c_str(),
-                                 shown(h.hostname()).c_str(),
-                                 h.persisted() ? "" : " (not written to /etc/hostname)");
-                   }});
-  t.push_back(
-      {.name = "exec",
-       .help = "run a command in the guest, its output live; exits with the command's "
-               "status",
+  t.push_back(make_verb<hostname_flags>(
+      {.name = "hostname",
+       .help = "set the guest's hostname (now and in /etc/hostname)",
        .arguments =
-           [](CLI::App& s, options& o) {
-             s.add_option("ARGV", o.argv, "the program and its arguments (after --)")->required();
-             s.add_flag("--shell", o.shell, "run ARGV joined by spaces as a /bin/sh -c line");
-             s.add_option("--user", o.user, "run as this user, with their groups, HOME and USER");
-             s.add_option("--cwd", o.cwd, "working directory (default: the user's home)");
-             // One value per --env: a vector option would otherwise take every word
-             // that follows, the VM's name included.
-             s.add_option("--env", o.env, "NAME=VALUE added to the environment (repeatable)")
-                 ->allow_extra_args(false);
-             s.add_flag("--stdin", o.send_stdin,
-                        "send this program's standard input to the command");
-             s.add_flag("--detach", o.detach,
-                        "start it as a job that outlives this program and the host's connection "
-                        "(no time limit unless --timeout); prints the job's id");
+           [](CLI::App& s, hostname_flags& f) {
+             s.add_option("NAME", f.name, "the new hostname")->required();
            },
-       .run = run_exec,
-       // A command may run longer than an answer takes.
-       .timeout_help = "kill the command after this long [60s; with --detach: no limit]",
-       .timeout = std::chrono::seconds(60)});
+       .request = [](const options&, const hostname_flags& f) -> result<pb::Envelope> {
+         pb::Envelope e;
+         e.mutable_hostname_request()->set_name(f.name);
+         return e;
+       },
+       .text =
+           [](const options& o, const hostname_flags&, const pb::Envelope& r, const round_trip&) {
+             const auto& h = r.hostname_reply();
+             std::printf("hostname of %s is now %s%s\n", shown(o.vm).c_str(),
+                         shown(h.hostname()).c_str(),
+                         h.persisted() ? "" : " (not written to /etc/hostname)");
+           }}));
+  t.push_back(exec_verb());
   t.push_back({.name = "jobs",
                .help = "the guest's detached jobs: running, and ended ones still kept",
                .request = [](const options&) -> result<pb::Envelope> {
@@ -420,186 +461,93 @@ std::vector<verb> make_table() {
                },
                .text = [](const options&, const pb::Envelope& r,
                           const round_trip&) { print_jobs(r.jobs_reply()); }});
-  t.push_back({.name = "attach",
-               .help = "a job's output kept so far, then live until it ends; exits with the "
-                       "job's status (Ctrl-C leaves the job running)",
-               .arguments =
-                   [](CLI::App& s, options& o) {
-                     s.add_option("JOB", o.job, "the job's id (see jobs)")->required();
-                     s.add_flag("--no-follow", o.no_follow,
-                                "print the output kept so far and stop");
-                   },
-               .run = run_attach,
-               .timeout_help = "give up when the guest has said nothing for this long [30s]; a "
-                               "quiet job's state comes every 5 s",
-               .timeout = std::chrono::seconds(30)});
-  t.push_back({.name = "kill",
-               .help = "send a signal to a job's process group",
-               .arguments =
-                   [](CLI::App& s, options& o) {
-                     s.add_option("JOB", o.job, "the job's id (see jobs)")->required();
-                     s.add_option("--signal", o.signal_text,
-                                  "TERM, KILL, INT, HUP, ... or a number")
-                         ->capture_default_str();
-                   },
-               .request = [](const options& o) -> result<pb::Envelope> {
-                 const auto signal = parse_signal(o.signal_text);
-                 if (!signal) return usage("kill: " + signal.error().message);
-                 pb::Envelope e;
-                 e.mutable_kill_job_request()->set_job(o.job);
-                 e.mutable_kill_job_request()->set_signal(*signal);
-                 return e;
-               },
-               .text = [](const options& o, const pb::Envelope& r,
-                          const round_trip&) { print_job_killed(o, r.job()); }});
-  t.push_back({.name = "cp",
-               .help = "copy a file to or from a guest: cp VM:PATH LOCAL or cp LOCAL VM:PATH",
-               .takes_vm = false,
-               .arguments =
-                   [](CLI::App& s, options& o) {
-                     s.add_option("SOURCE", o.source, "VM:PATH or a local file")->required();
-                     s.add_option("DESTINATION", o.destination, "LOCAL or VM:PATH")->required();
-                     s.add_flag("--parents", o.create_parents,
-                                "create missing directories in the guest");
-                   },
-               .run = run_cp});
-  t.push_back({.name = "stat",
-               .help = "describe a file in the guest (a link as itself)",
-               .arguments =
-                   [](CLI::App& s, options& o) {
-                     s.add_option("PATH", o.path, "absolute path in the guest")->required();
-                   },
-               .request = stat_request,
-               .text = print_stat,
-               .to_json = [](const options&, const pb::Envelope& r,
-                             const round_trip&) { return file_json(r.file_stat()); }});
-  t.push_back({.name = "ls",
-               .help = "list a directory in the guest, every entry (dot files too), sorted",
-               .arguments =
-                   [](CLI::App& s, options& o) {
-                     s.add_option("PATH", o.path, "absolute path of a directory")->required();
-                     s.add_flag("-l,--long", o.long_list,
-                                "type and mode, owner, size, modification time (UTC)");
-                   },
-               .run = run_ls});
-  t.push_back({.name = "mkdir",
-               .help = "make a directory in the guest",
-               .arguments =
-                   [](CLI::App& s, options& o) {
-                     s.add_option("PATH", o.path, "absolute path of the new directory")->required();
-                     s.add_flag("-p,--parents", o.create_parents,
-                                "make missing parents too; a directory already there is no error");
-                     s.add_option("--mode", o.mode_text, "permission bits in octal [0755]");
-                   },
-               .request = mkdir_request,
-               .text = print_mkdir});
-  t.push_back({.name = "rm",
-               .help = "remove a file, a link or an empty directory in the guest; -r: a "
-                       "directory with all it holds, on its own filesystem only",
-               .arguments =
-                   [](CLI::App& s, options& o) {
-                     s.add_option("PATH", o.path, "absolute path in the guest")->required();
-                     s.add_flag("-r,--recursive", o.recursive,
-                                "a directory and everything in it (never crossing a mount)");
-                     s.add_flag("-f,--force", o.force, "nothing at PATH is no error");
-                   },
-               .request = rm_request,
-               .text = print_rm,
-               .run = run_rm,
-               .timeout_help = "how long to wait for the answer [60s]; the guest stops a removal "
-                               "after its request timeout (30 s unless configured)",
-               .timeout = std::chrono::seconds(60)});
-  t.push_back({.name = "mv",
-               .help = "rename a file or directory within one guest filesystem",
-               .arguments =
-                   [](CLI::App& s, options& o) {
-                     s.add_option("FROM", o.path, "absolute path in the guest")->required();
-                     s.add_option("TO", o.destination,
-                                  "its new absolute path (ending in '/': into that directory)")
-                         ->required();
-                     s.add_flag("--replace", o.replace, "replace what TO names");
-                   },
-               .request = mv_request,
-               .text = print_mv});
+  t.push_back(attach_verb());
+  t.push_back(kill_verb());
+  t.push_back(cp_verb());
+  for (auto& v : file_verbs()) t.push_back(std::move(v));
   for (const char* power : {"shutdown", "reboot"}) {
     const bool off = std::string_view(power) == "shutdown";
-    t.push_back({.name = power,
-                 .help = off ? "power the guest off (the reply comes first)"
-                             : "reboot the guest (the reply comes first)",
-                 .arguments = off ? +[](CLI::App& s, options& o) {
-                   s.add_flag("--halt", o.halt, "halt instead of powering off");
-                   s.add_option("--delay", o.delay_seconds, "seconds to wait first")
-                       ->capture_default_str();
-                 }
-                                  : +[](CLI::App& s, options& o) {
-                                      s.add_option("--delay", o.delay_seconds,
-                                                   "seconds to wait first")
-                                          ->capture_default_str();
-                                    },
-                 .request = power_request,
-                 .text = [](const options& o, const pb::Envelope& r, const round_trip&) {
-                   std::printf("%s: '%s' runs in %u s\n", shown(o.vm).c_str(),
-                               shown(r.power_reply().method()).c_str(), o.delay_seconds);
-                   print_hooks(r.power_reply().hooks());
-                 },
-                 .timeout_help = power_timeout_help,
-                 .timeout = power_wait});
+    t.push_back(make_verb<power_flags>(
+        {.name = power,
+         .help = off ? "power the guest off (the reply comes first)"
+                     : "reboot the guest (the reply comes first)",
+         .arguments = off ? +[](CLI::App& s, power_flags& f) {
+           s.add_flag("--halt", f.halt, "halt instead of powering off");
+           s.add_option("--delay", f.delay_seconds, "seconds to wait first")->capture_default_str();
+         }
+                          : +[](CLI::App& s, power_flags& f) {
+                              s.add_option("--delay", f.delay_seconds, "seconds to wait first")
+                                  ->capture_default_str();
+                            },
+         .request = power_request,
+         .text =
+             [](const options& o, const power_flags& f, const pb::Envelope& r, const round_trip&) {
+               std::printf("%s: '%s' runs in %u s\n", shown(o.vm).c_str(),
+                           shown(r.power_reply().method()).c_str(), f.delay_seconds);
+               print_hooks(r.power_reply().hooks());
+             },
+         .timeout_help = power_timeout_help,
+         .timeout = power_wait}));
   }
-  t.push_back({.name = "suspend",
-               .help = "suspend the guest to RAM, to disk or both (it wakes when the hypervisor "
-                       "wakes it: QMP system_wakeup, virsh dompmwakeup)",
-               .arguments =
-                   [](CLI::App& s, options& o) {
-                     s.add_option("--mode", o.suspend_mode, "ram, disk (hibernate) or hybrid")
-                         ->check(CLI::IsMember({"ram", "disk", "hybrid"}))
-                         ->capture_default_str();
-                   },
-               .request = [](const options& o) -> result<pb::Envelope> {
-                 pb::Envelope e;
-                 e.mutable_suspend_request()->set_mode(
-                     o.suspend_mode == "disk"     ? pb::SuspendRequest::MODE_DISK
-                     : o.suspend_mode == "hybrid" ? pb::SuspendRequest::MODE_HYBRID
-                                                  : pb::SuspendRequest::MODE_RAM);
-                 return e;
-               },
-               .text =
-                   [](const options& o, const pb::Envelope& r, const round_trip&) {
-                     std::printf("%s: suspending (%s)\n", shown(o.vm).c_str(),
-                                 shown(r.suspend_reply().method()).c_str());
-                     print_hooks(r.suspend_reply().hooks());
-                   },
-               .timeout_help = power_timeout_help,
-               .timeout = power_wait});
-  t.push_back({.name = "freeze",
-               .help = "freeze the guest's filesystems for a snapshot, as a lease that must be "
-                       "renewed (run freeze again) or it thaws by itself",
-               .arguments =
-                   [](CLI::App& s, options& o) {
-                     s.add_option("--lease", o.lease_text, "thaw by itself after this long")
-                         ->capture_default_str();
-                     s.add_option("--mount", o.mounts, "only this mount point (repeatable)")
-                         ->allow_extra_args(false);
-                     s.add_option("--disk", o.disk_serials,
-                                  "only the filesystems on the disk with this serial (repeatable)")
-                         ->allow_extra_args(false);
-                     s.add_flag("--status", o.freeze_status,
-                                "only report whether the guest is frozen");
-                   },
-               .request = [](const options& o) -> result<pb::Envelope> {
-                 pb::Envelope e;
-                 if (o.freeze_status) {
-                   e.mutable_freeze_status_request();
-                   return e;
-                 }
-                 auto* f = e.mutable_freeze_request();
-                 for (const auto& m : o.mounts) f->add_mount_points(m);
-                 for (const auto& d : o.disk_serials) f->add_disk_serials(d);
-                 f->set_lease_ms(static_cast<std::uint32_t>(
-                     std::chrono::duration_cast<std::chrono::milliseconds>(o.lease).count()));
-                 return e;
-               },
-               .text = [](const options&, const pb::Envelope& r,
-                          const round_trip&) { print_freeze(r.freeze_status()); }});
+  t.push_back(make_verb<suspend_flags>(
+      {.name = "suspend",
+       .help = "suspend the guest to RAM, to disk or both (it wakes when the hypervisor wakes "
+               "it: QMP system_wakeup, virsh dompmwakeup)",
+       .arguments =
+           [](CLI::App& s, suspend_flags& f) {
+             s.add_option("--mode", f.mode, "ram, disk (hibernate) or hybrid")
+                 ->check(CLI::IsMember({"ram", "disk", "hybrid"}))
+                 ->capture_default_str();
+           },
+       .request = [](const options&, const suspend_flags& f) -> result<pb::Envelope> {
+         pb::Envelope e;
+         e.mutable_suspend_request()->set_mode(f.mode == "disk" ? pb::SuspendRequest::MODE_DISK
+                                               : f.mode == "hybrid"
+                                                   ? pb::SuspendRequest::MODE_HYBRID
+                                                   : pb::SuspendRequest::MODE_RAM);
+         return e;
+       },
+       .text =
+           [](const options& o, const suspend_flags&, const pb::Envelope& r, const round_trip&) {
+             std::printf("%s: suspending (%s)\n", shown(o.vm).c_str(),
+                         shown(r.suspend_reply().method()).c_str());
+             print_hooks(r.suspend_reply().hooks());
+           },
+       .timeout_help = power_timeout_help,
+       .timeout = power_wait}));
+  t.push_back(make_verb<freeze_flags>(
+      {.name = "freeze",
+       .help = "freeze the guest's filesystems for a snapshot, as a lease that must be renewed "
+               "(run freeze again) or it thaws by itself",
+       .arguments =
+           [](CLI::App& s, freeze_flags& f) {
+             s.add_option("--lease", f.lease_text, "thaw by itself after this long")
+                 ->check(positive_duration)
+                 ->capture_default_str();
+             s.add_option("--mount", f.mounts, "only this mount point (repeatable)")
+                 ->allow_extra_args(false);
+             s.add_option("--disk", f.disk_serials,
+                          "only the filesystems on the disk with this serial (repeatable)")
+                 ->allow_extra_args(false);
+             s.add_flag("--status", f.status, "only report whether the guest is frozen");
+           },
+       .request = [](const options&, const freeze_flags& f) -> result<pb::Envelope> {
+         pb::Envelope e;
+         if (f.status) {
+           e.mutable_freeze_status_request();
+           return e;
+         }
+         auto* r = e.mutable_freeze_request();
+         for (const auto& m : f.mounts) r->add_mount_points(m);
+         for (const auto& d : f.disk_serials) r->add_disk_serials(d);
+         const auto lease = common::parse_duration(f.lease_text);  // checked when parsed
+         r->set_lease_ms(static_cast<std::uint32_t>(std::min<std::int64_t>(
+             std::chrono::duration_cast<std::chrono::milliseconds>(lease.value()).count(),
+             UINT32_MAX)));
+         return e;
+       },
+       .text = [](const options&, const freeze_flags&, const pb::Envelope& r,
+                  const round_trip&) { print_freeze(r.freeze_status()); }}));
   t.push_back({.name = "thaw",
                .help = "thaw the guest's filesystems",
                .request = [](const options&) -> result<pb::Envelope> {
@@ -619,110 +567,92 @@ std::vector<verb> make_table() {
                },
                .text = [](const options&, const pb::Envelope& r,
                           const round_trip&) { print_disks(r.disks_reply()); }});
-  t.push_back({.name = "fstrim",
-               .help = "discard the unused blocks of the guest's filesystems (FITRIM), so that a "
-                       "thin-provisioned disk gives them back",
-               .arguments =
-                   [](CLI::App& s, options& o) {
-                     s.add_option("--mount", o.mounts, "only this mount point (repeatable)")
-                         ->allow_extra_args(false);
-                     s.add_option("--minimum", o.trim_minimum_text,
-                                  "leave free extents smaller than this (bytes, or with K, M, G)")
-                         ->capture_default_str();
-                   },
-               .request = trim_request,
-               .text = [](const options&, const pb::Envelope& r,
-                          const round_trip&) { print_trim(r.trim_reply()); },
-               .run = run_fstrim,
-               .status =
-                   [](const pb::Envelope& r) {
-                     for (const auto& m : r.trim_reply().mounts()) {
-                       if (!m.ok() && !m.skipped()) return exit_remote;
-                     }
-                     return exit_ok;
-                   },
-               .timeout_help = "start no further filesystem after this long [10m]",
-               .timeout = std::chrono::minutes(10)});
-  t.push_back({.name = "hotplug",
-               .help = "the guest's vCPUs and memory blocks, online or offline; bring them online "
-                       "or offline",
-               .arguments =
-                   [](CLI::App& s, options& o) {
-                     s.add_option("--online", o.online, "bring cpuN or memoryN online (repeatable)")
-                         ->allow_extra_args(false);
-                     s.add_option("--offline", o.offline,
-                                  "take cpuN or memoryN offline (repeatable)")
-                         ->allow_extra_args(false);
-                   },
-               .request = hotplug_request,
-               .text = print_hotplug,
-               .status =
-                   [](const pb::Envelope& r) {
-                     for (const auto& o : r.hotplug_reply().outcomes()) {
-                       if (!o.ok()) return exit_remote;
-                     }
-                     return exit_ok;
-                   }});
-  t.push_back({.name = "passwd",
-               .help = "set a user's password, read from standard input",
-               .arguments =
-                   [](CLI::App& s, options& o) {
-                     s.add_option("USER", o.user, "the user")->required();
-                     s.add_flag("--crypted", o.crypted, "the input is already a crypt(3) hash");
-                   },
-               .request = passwd_request,
-               .text =
-                   [](const options& o, const pb::Envelope&, const round_trip&) {
-                     std::printf("password of %s set\n", shown(o.user).c_str());
-                   }});
-  t.push_back({.name = "ssh-key",
-               .help = "add, remove or list a user's SSH authorized keys",
-               .arguments =
-                   [](CLI::App& s, options& o) {
-                     s.add_option("ACTION", o.key_action, "add, remove or list")
-                         ->required()
-                         ->check(CLI::IsMember({"add", "remove", "list"}));
-                     s.add_option("USER", o.user, "the user")->required();
-                     s.add_option("KEY", o.key,
-                                  "the public key line (- or none: read from standard input)");
-                   },
-               .request = ssh_key_request,
-               .text =
-                   [](const options& o, const pb::Envelope& r, const round_trip&) {
-                     const auto& k = r.ssh_keys_reply();
-                     if (o.key_action != "list")
-                       std::fprintf(stderr, "%u keys changed\n", k.changed());
-                     for (const auto& key : k.keys()) std::printf("%s\n", shown(key).c_str());
-                   },
-               // Keys are bytes on the wire (a comment need not be UTF-8) and text here, where
-               // protobuf's printer would give base64.
-               .to_json =
-                   [](const options&, const pb::Envelope& r, const round_trip&) {
-                     const auto& k = r.ssh_keys_reply();
-                     return json{
-                         {"keys", std::vector<std::string>(k.keys().begin(), k.keys().end())},
-                         {"changed", k.changed()}};
-                   }});
-  t.push_back(
-      {.name = "upgrade",
-       .help = "replace a VM's agent (or every ready VM's) with a new binary; the guest puts the "
-               "old one back unless the new agent answers and is confirmed",
-       .takes_vm = false,
+  t.push_back(make_verb<trim_flags>(
+      {.name = "fstrim",
+       .help = "discard the unused blocks of the guest's filesystems (FITRIM), so that a "
+               "thin-provisioned disk gives them back",
        .arguments =
-           [](CLI::App& s, options& o) {
-             s.add_option("VM", o.vm, "the VM (or --all)");
-             s.add_flag("--all", o.all, "every VM whose agent is ready");
-             s.add_option("--binary", o.binary, "the new static quantix-kvm-agent")->required();
-             s.add_option("--parallel", o.parallel, "with --all: at most this many at once")
+           [](CLI::App& s, trim_flags& f) {
+             s.add_option("--mount", f.mounts, "only this mount point (repeatable)")
+                 ->allow_extra_args(false);
+             s.add_option("--minimum", f.minimum_text,
+                          "leave free extents smaller than this (bytes, or with K, M, G)")
                  ->capture_default_str();
-             s.add_option("--confirm-within", o.confirm_within_text,
-                          "the new agent must answer within this long, or the guest rolls back "
-                          "(10s to 1h)")
-                 ->capture_default_str();
-             s.add_flag("--force", o.force_upgrade,
-                        "upgrade even while detached jobs run (the agent's restart ends them)");
            },
-       .run = run_upgrade});
+       .request = trim_request,
+       .text = [](const options&, const trim_flags&, const pb::Envelope& r,
+                  const round_trip&) { print_trim(r.trim_reply()); },
+       .run = run_fstrim,
+       .status =
+           [](const pb::Envelope& r) {
+             for (const auto& m : r.trim_reply().mounts()) {
+               if (!m.ok() && !m.skipped()) return exit_remote;
+             }
+             return exit_ok;
+           },
+       .timeout_help = "start no further filesystem after this long [10m]",
+       .timeout = std::chrono::minutes(10)}));
+  t.push_back(make_verb<hotplug_flags>(
+      {.name = "hotplug",
+       .help = "the guest's vCPUs and memory blocks, online or offline; bring them online or "
+               "offline",
+       .arguments =
+           [](CLI::App& s, hotplug_flags& f) {
+             s.add_option("--online", f.online, "bring cpuN or memoryN online (repeatable)")
+                 ->allow_extra_args(false);
+             s.add_option("--offline", f.offline, "take cpuN or memoryN offline (repeatable)")
+                 ->allow_extra_args(false);
+           },
+       .request = hotplug_request,
+       .text = print_hotplug,
+       .status =
+           [](const pb::Envelope& r) {
+             for (const auto& o : r.hotplug_reply().outcomes()) {
+               if (!o.ok()) return exit_remote;
+             }
+             return exit_ok;
+           }}));
+  t.push_back(make_verb<passwd_flags>(
+      {.name = "passwd",
+       .help = "set a user's password, read from standard input",
+       .arguments =
+           [](CLI::App& s, passwd_flags& f) {
+             s.add_option("USER", f.user, "the user")->required();
+             s.add_flag("--crypted", f.crypted, "the input is already a crypt(3) hash");
+           },
+       .request = passwd_request,
+       .text =
+           [](const options&, const passwd_flags& f, const pb::Envelope&, const round_trip&) {
+             std::printf("password of %s set\n", shown(f.user).c_str());
+           }}));
+  t.push_back(make_verb<ssh_key_flags>(
+      {.name = "ssh-key",
+       .help = "add, remove or list a user's SSH authorized keys",
+       .arguments =
+           [](CLI::App& s, ssh_key_flags& f) {
+             s.add_option("ACTION", f.action, "add, remove or list")
+                 ->required()
+                 ->check(CLI::IsMember({"add", "remove", "list"}));
+             s.add_option("USER", f.user, "the user")->required();
+             s.add_option("KEY", f.key,
+                          "the public key line (- or none: read from standard input)");
+           },
+       .request = ssh_key_request,
+       .text =
+           [](const options&, const ssh_key_flags& f, const pb::Envelope& r, const round_trip&) {
+             const auto& k = r.ssh_keys_reply();
+             if (f.action != "list") std::fprintf(stderr, "%u keys changed\n", k.changed());
+             for (const auto& key : k.keys()) std::printf("%s\n", shown(key).c_str());
+           },
+       // Keys are bytes on the wire (a comment need not be UTF-8) and text here, where
+       // protobuf's printer would give base64.
+       .to_json =
+           [](const options&, const ssh_key_flags&, const pb::Envelope& r, const round_trip&) {
+             const auto& k = r.ssh_keys_reply();
+             return json{{"keys", std::vector<std::string>(k.keys().begin(), k.keys().end())},
+                         {"changed", k.changed()}};
+           }}));
+  t.push_back(upgrade_verb());
   t.push_back({.name = "upgrade-status",
                .help = "the agent's last upgrade: pending, confirmed or rolled back, and what "
                        "runs now",
@@ -736,12 +666,9 @@ std::vector<verb> make_table() {
   return t;
 }
 
-asio::awaitable<int> run_telemetry(host::agent_access& access, const options& o) {
-  if (!o.watch) {
-    for (const auto& v : verbs()) {
-      if (std::string_view(v.name) == "telemetry") co_return co_await one_shot(v, access, o);
-    }
-  }
+asio::awaitable<int> run_telemetry(host::agent_access& access, const options& o,
+                                   const telemetry_flags& own) {
+  if (!own.watch) co_return co_await one_shot(verb_named("telemetry"), access, o);
   auto ended = co_await access.watch(o.vm, [&](const pb::Telemetry& t) {
     if (o.json) {
       print_json(host::to_json(t));
