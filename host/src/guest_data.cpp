@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MIT
+// Every cap on what a guest sends, in one file on purpose: how_taken() places each body of the
+// schema and cap_guest_message() cuts it, and the two are read (and kept complete) together.
 #include "qxa/host/guest_data.hpp"
 
 #include <fmt/format.h>
